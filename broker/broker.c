@@ -1,0 +1,1367 @@
+/*  zf_broker — see zf_broker.h. The event loop, the client and worker protocols, dispatch.
+
+    Invariants kept by this file:
+    - a job is in exactly one place: a function queue (QUEUED), a worker lease (RUNNING), or
+      the done / dead lists (terminal);
+    - a queued job exists only while no eligible worker has a free credit (dispatch is greedy
+      whenever a job arrives or a credit frees), so an idle worker never waits beside work;
+    - a worker's inflight counts every lease it was given and has not answered, even leases
+      the broker has since fenced (cancelled jobs), so credits are never exceeded;
+    - a DONE whose (id, attempt) is not the job's current lease is discarded and counted.
+*/
+
+#include "zf_broker.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+#include <utlist.h>
+
+#include "../proto/zf_util.h"
+#include "../proto/zf_wire.h"
+#include "zf_journal.h"
+#include "zf_state.h"
+
+#define BATCH 512 /* messages read from one socket per loop turn before looking at the other */
+
+typedef struct {
+    uint64_t submitted, accepted, dispatched, requeued, recalled;
+    uint64_t rejected[ZF__ECOUNT];
+    uint64_t finished[ZF_ST__COUNT];
+    uint64_t malformed_client, malformed_worker;
+    uint64_t stale_results, stale_progress;
+    uint64_t workers_lost, undeliverable;
+} counters_t;
+
+struct zf_broker {
+    zf_broker_config_t cfg;
+    void *ctx, *front, *back;
+    int sigfd;
+    bool stop;
+    job_t *jobs;            /* all jobs by id */
+    fnq_t *fns;             /* functions by name */
+    wrk_t *workers;         /* workers by routing id */
+    client_t *clients;      /* clients by routing id */
+    wrk_t *alive;           /* liveness list, oldest first */
+    job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
+    uint64_t ndone, ndead, queued;
+    job_t *ack_head, **ack_tail;
+    zf_heap_t deadlines;
+    uint64_t next_id;
+    int64_t front_seq, back_seq;
+    int64_t next_tick_ms;
+    int64_t started_ms;
+    zf_journal_t *journal;
+    counters_t c;
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+static bool job_less(const void *a, const void *b)
+{
+    const job_t *x = a, *y = b;
+    return x->priority != y->priority ? x->priority > y->priority : x->seq < y->seq;
+}
+
+static void job_setqpos(void *e, uint32_t pos)
+{
+    ((job_t *)e)->qpos = pos;
+}
+
+static bool deadline_less(const void *a, const void *b)
+{
+    return ((const job_t *)a)->deadline_at < ((const job_t *)b)->deadline_at;
+}
+
+static void job_settpos(void *e, uint32_t pos)
+{
+    ((job_t *)e)->tpos = pos;
+}
+
+static result_t *job_res(job_t *j)
+{
+    if (!j->res) {
+        j->res = calloc(1, sizeof *j->res);
+        if (!j->res)
+            abort(); /* a result record is 100 bytes; without them the broker cannot work */
+        zmq_msg_init(&j->res->output);
+    }
+    return j->res;
+}
+
+static void winfo_release(winfo_t **p)
+{
+    if (*p && --(*p)->refs == 0)
+        free(*p);
+    *p = NULL;
+}
+
+static client_t *client_get(zf_broker_t *b, const void *rid, size_t len)
+{
+    client_t *c;
+    HASH_FIND(hh, b->clients, rid, len, c);
+    if (c)
+        return c;
+    c = malloc(sizeof *c + len);
+    if (!c)
+        return NULL;
+    c->refs = 0;
+    c->rid_len = (uint8_t)len;
+    memcpy(c->rid, rid, len);
+    HASH_ADD(hh, b->clients, rid, len, c);
+    return c;
+}
+
+static void client_release(zf_broker_t *b, client_t **p)
+{
+    client_t *c = *p;
+    *p = NULL;
+    if (c && --c->refs == 0) {
+        HASH_DEL(b->clients, c);
+        free(c);
+    }
+}
+
+/* Frees a client entry that no job refers to (a rejected or NO_PUSH submit created it). */
+static void client_drop_unused(zf_broker_t *b, client_t *c)
+{
+    if (c->refs == 0) {
+        HASH_DEL(b->clients, c);
+        free(c);
+    }
+}
+
+static bool job_has_waiter(const job_t *j, const client_t *c)
+{
+    if (j->waiter == c)
+        return true;
+    for (uint32_t i = 0; i < j->nmore; i++)
+        if (j->more[i] == c)
+            return true;
+    return false;
+}
+
+static void job_add_waiter(job_t *j, client_t *c)
+{
+    if (job_has_waiter(j, c))
+        return;
+    if (!j->waiter) {
+        j->waiter = c;
+    } else {
+        client_t **m = realloc(j->more, (j->nmore + 1) * sizeof *m);
+        if (!m)
+            return; /* the client can still ask with GET/WAIT again */
+        j->more = m;
+        j->more[j->nmore++] = c;
+    }
+    c->refs++;
+}
+
+static void job_clear_waiters(zf_broker_t *b, job_t *j)
+{
+    client_release(b, &j->waiter);
+    for (uint32_t i = 0; i < j->nmore; i++)
+        client_release(b, &j->more[i]);
+    free(j->more);
+    j->more = NULL;
+    j->nmore = 0;
+}
+
+static void job_free(zf_broker_t *b, job_t *j)
+{
+    HASH_DEL(b->jobs, j);
+    job_clear_waiters(b, j);
+    zmq_msg_close(&j->payload);
+    if (j->res) {
+        zmq_msg_close(&j->res->output);
+        free(j->res->error);
+        free(j->res->progress_text);
+        winfo_release(&j->res->ran_on);
+        free(j->res);
+    }
+    if (j->tpos != ZF_HEAP_NONE)
+        zf_heap_remove(&b->deadlines, j->tpos);
+    free(j);
+}
+
+/* Appends "text" to the job's error/cause text, separated by "; ". */
+static void job_note(job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void job_note(job_t *j, const char *fmt, ...)
+{
+    char line[ZF_TEXT_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    result_t *r = job_res(j);
+    size_t old = r->error ? strlen(r->error) : 0;
+    if (old + strlen(line) + 3 > ZF_TEXT_MAX)
+        return; /* keep the first causes; the rest would overflow the wire field */
+    char *e = realloc(r->error, old + strlen(line) + 3);
+    if (!e)
+        return;
+    if (old)
+        strcpy(e + old, "; ");
+    else
+        e[0] = 0;
+    strcat(e, line);
+    r->error = e;
+}
+
+/* ------------------------------------------------------------------ functions & workers */
+
+static fnq_t *fn_get(zf_broker_t *b, zf_str_t name, bool create)
+{
+    fnq_t *f;
+    HASH_FIND(hh, b->fns, name.ptr, name.len, f);
+    if (f || !create)
+        return f;
+    f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    zf_str_copy(f->name, sizeof f->name, name);
+    for (int i = 0; i < 3; i++)
+        zf_heap_init(&f->q[i], job_less, job_setqpos);
+    HASH_ADD(hh, b->fns, name, name.len, f);
+    return f;
+}
+
+static int kind_slot(uint8_t kind)
+{
+    return kind == ZF_DEV_GPU ? 1 : 0;
+}
+
+/* Puts the worker's slots in the ready list its credits call for. */
+static void worker_relist(wrk_t *w)
+{
+    int want = LIST_NONE;
+    if (!w->draining && w->inflight < w->credits)
+        want = w->inflight == 0 ? LIST_IDLE : LIST_PARTIAL;
+    if (want == w->list)
+        return;
+    int k = kind_slot(w->kind);
+    for (uint32_t i = 0; i < w->nslots; i++) {
+        wslot_t *s = &w->slots[i];
+        if (w->list != LIST_NONE)
+            DL_DELETE(s->fn->ready[k][w->list], s);
+        if (want != LIST_NONE)
+            DL_APPEND(s->fn->ready[k][want], s);
+    }
+    w->list = (int8_t)want;
+}
+
+/* The worker that should take a job of `fn` needing `device`: idle before busy, GPU
+   before CPU for jobs that run anywhere. NULL when every eligible worker is full. */
+static wrk_t *pick_worker(fnq_t *fn, uint8_t device)
+{
+    int kinds[2], nk = 0;
+    if (device == ZF_DEV_ANY) {
+        kinds[nk++] = 1;
+        kinds[nk++] = 0;
+    } else {
+        kinds[nk++] = kind_slot(device);
+    }
+    for (int list = LIST_IDLE; list <= LIST_PARTIAL; list++)
+        for (int i = 0; i < nk; i++)
+            if (fn->ready[kinds[i]][list])
+                return fn->ready[kinds[i]][list]->w;
+    return NULL;
+}
+
+static void enqueue(zf_broker_t *b, job_t *j, bool front)
+{
+    j->state = ZF_ST_QUEUED;
+    j->worker = NULL;
+    j->seq = front ? --b->front_seq : ++b->back_seq;
+    if (zf_heap_push(&j->fn->q[j->device], j) < 0)
+        abort(); /* queue growth is bounded by max_queued; out of memory here is fatal */
+    j->fn->queued++;
+    b->queued++;
+}
+
+static void dequeue(zf_broker_t *b, job_t *j)
+{
+    assert(j->qpos != ZF_HEAP_NONE);
+    zf_heap_remove(&j->fn->q[j->device], j->qpos);
+    j->fn->queued--;
+    b->queued--;
+}
+
+static void finalize(zf_broker_t *b, job_t *j, zf_state_t st);
+static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why);
+
+/* Sends the job to w under a new lease. On a failed send the job goes back to the front
+   and the worker is dropped (it will be told to re-register when it speaks again). */
+static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
+{
+    assert(w->inflight < w->credits && j->state == ZF_ST_QUEUED);
+    j->attempt++;
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_JOB);
+    zf_msg_set_u64(&m, ZF_F_ID, j->id);
+    zf_msg_set_u64(&m, ZF_F_ATTEMPT, j->attempt);
+    zf_msg_set_strn(&m, ZF_F_FN, j->fn->name, strlen(j->fn->name));
+    if (j->timeout_ms)
+        zf_msg_set_u64(&m, ZF_F_TIMEOUT, j->timeout_ms);
+    /* zmq_msg_copy shares the payload's buffer (refcounted); nothing is copied. */
+    zmq_msg_t payload;
+    zmq_msg_init(&payload);
+    zmq_msg_copy(&payload, &j->payload);
+    if (zf_wire_send_to(b->back, w->rid, w->rid_len, &m, &payload) < 0) {
+        zmq_msg_close(&payload);
+        j->attempt--;
+        enqueue(b, j, true);
+        worker_remove(b, w, errno == EHOSTUNREACH ? "gone (unroutable)" : "send queue full");
+        return false;
+    }
+    j->state = ZF_ST_RUNNING;
+    j->worker = w;
+    j->started_us = zf_now_us();
+    zf_journal_start(b->journal, j);
+    w->leases[w->inflight++] = (lease_t){j->id, j->attempt};
+    j->fn->running++;
+    b->c.dispatched++;
+    worker_relist(w);
+    return true;
+}
+
+/* The best queued job w can run, or NULL. */
+static job_t *next_job_for(wrk_t *w)
+{
+    job_t *best = NULL;
+    for (uint32_t i = 0; i < w->nslots; i++) {
+        fnq_t *fn = w->slots[i].fn;
+        job_t *a = zf_heap_top(&fn->q[ZF_DEV_ANY]);
+        job_t *k = zf_heap_top(&fn->q[w->kind]);
+        if (a && (!best || job_less(a, best)))
+            best = a;
+        if (k && (!best || job_less(k, best)))
+            best = k;
+    }
+    return best;
+}
+
+/* Gives w queued work until its credits are used or nothing fits. */
+static void refill(zf_broker_t *b, wrk_t *w)
+{
+    while (!w->draining && w->inflight < w->credits) {
+        job_t *j = next_job_for(w);
+        if (!j)
+            return;
+        dequeue(b, j);
+        if (!dispatch(b, w, j))
+            return; /* w is gone */
+    }
+}
+
+/* Places a queued-state job: straight to a free worker, or into its queue. */
+static void place(zf_broker_t *b, job_t *j, bool front)
+{
+    if (j->deadline_at && j->deadline_at <= zf_now_ms()) {
+        finalize(b, j, ZF_ST_EXPIRED);
+        return;
+    }
+    wrk_t *w;
+    while ((w = pick_worker(j->fn, j->device))) {
+        j->state = ZF_ST_QUEUED;
+        if (dispatch(b, w, j))
+            return;
+        /* dispatch requeued j after dropping w: take it out and try the next worker */
+        dequeue(b, j);
+    }
+    enqueue(b, j, front);
+}
+
+static void lease_drop(wrk_t *w, uint32_t i)
+{
+    w->leases[i] = w->leases[--w->inflight];
+}
+
+static int lease_find(const wrk_t *w, uint64_t id, uint32_t attempt)
+{
+    for (uint32_t i = 0; i < w->inflight; i++)
+        if (w->leases[i].id == id && w->leases[i].attempt == attempt)
+            return (int)i;
+    return -1;
+}
+
+static job_t *job_find(zf_broker_t *b, uint64_t id)
+{
+    job_t *j;
+    HASH_FIND(hh, b->jobs, &id, sizeof id, j);
+    return j;
+}
+
+/* True when (id, attempt) is the current lease of a running job held by w. */
+static job_t *current_lease(zf_broker_t *b, wrk_t *w, uint64_t id, uint32_t attempt)
+{
+    job_t *j = job_find(b, id);
+    if (!j || j->state != ZF_ST_RUNNING || j->worker != w || j->attempt != attempt)
+        return NULL;
+    return j;
+}
+
+/* The attempt of a running job ended without a result (worker died, timed out). The job
+   runs again unless it has used its attempts. */
+static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const char *cause)
+{
+    job_note(j, "attempt %u: %s", j->attempt, cause);
+    j->fn->running--;
+    j->worker = NULL;
+    if (j->attempt >= j->max_attempts) {
+        finalize(b, j, final);
+        return;
+    }
+    b->c.requeued++;
+    place(b, j, true);
+}
+
+static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
+{
+    zf_log(ZF_LOG_WARN, "worker %s (%s) removed: %s; %u job(s) in hand", w->info->name,
+           w->info->devname, why, w->inflight);
+    w->draining = true;
+    worker_relist(w);
+    HASH_DEL(b->workers, w);
+    DL_DELETE(b->alive, w);
+    char cause[160];
+    snprintf(cause, sizeof cause, "worker %s lost: %s", w->info->name, why);
+    for (uint32_t i = 0; i < w->inflight; i++) {
+        job_t *j = current_lease(b, w, w->leases[i].id, w->leases[i].attempt);
+        if (j)
+            attempt_failed(b, j, ZF_ST_LOST, cause);
+    }
+    for (uint32_t i = 0; i < w->nslots; i++)
+        w->slots[i].fn->nworkers--;
+    free(w->slots);
+    winfo_release(&w->info);
+    free(w);
+}
+
+/* ------------------------------------------------------------------ results */
+
+static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
+{
+    zf_msg_init(m, ZF_CMD_RESULT);
+    zf_msg_set_u64(m, ZF_F_ID, j->id);
+    zf_msg_set_u64(m, ZF_F_TAG, tag);
+    zf_msg_set_u64(m, ZF_F_STATUS, j->state);
+    zf_msg_set_u64(m, ZF_F_ATTEMPT, j->attempt);
+    zf_msg_set_str(m, ZF_F_FN, j->fn->name);
+    if (!j->res)
+        return;
+    zf_msg_set_u64(m, ZF_F_DURATION, j->res->duration_us);
+    if (j->res->error)
+        zf_msg_set_str(m, ZF_F_TEXT, j->res->error);
+    if (j->res->ran_on) {
+        zf_msg_set_str(m, ZF_F_WORKER, j->res->ran_on->name);
+        zf_msg_set_str(m, ZF_F_DEVNAME, j->res->ran_on->devname);
+    }
+}
+
+/* Sends the result to one client; the output frame is shared, not copied. */
+static bool send_result(zf_broker_t *b, job_t *j, const void *rid, size_t rid_len, uint64_t tag)
+{
+    zf_msg_t m;
+    fill_result(&m, j, tag);
+    zmq_msg_t out;
+    zmq_msg_init(&out);
+    if (j->res)
+        zmq_msg_copy(&out, &j->res->output);
+    if (zf_wire_send_to(b->front, rid, rid_len, &m, &out) < 0) {
+        zmq_msg_close(&out);
+        b->c.undeliverable++;
+        return false;
+    }
+    return true;
+}
+
+static void evict_results(zf_broker_t *b, int64_t now)
+{
+    while (b->done && (b->ndone > b->cfg.max_results ||
+                       b->done->finished_ms + b->cfg.result_ttl_ms <= now)) {
+        job_t *j = b->done;
+        DL_DELETE(b->done, j);
+        b->ndone--;
+        zf_journal_forget(b->journal, j->id);
+        job_free(b, j);
+    }
+    while (b->dead && b->ndead > b->cfg.max_dead) {
+        job_t *j = b->dead;
+        DL_DELETE(b->dead, j);
+        b->ndead--;
+        zf_journal_forget(b->journal, j->id);
+        job_free(b, j);
+    }
+}
+
+/* Ends the job in a terminal state: journal, push the result to every waiter, keep it in the
+   result store (or the dead-letter list). The payload is no longer needed. */
+static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
+{
+    assert(zf_state_is_terminal(st) && !zf_state_is_terminal(j->state));
+    if (j->state == ZF_ST_QUEUED && j->qpos != ZF_HEAP_NONE)
+        dequeue(b, j);
+    if (j->tpos != ZF_HEAP_NONE)
+        zf_heap_remove(&b->deadlines, j->tpos);
+    j->state = (uint8_t)st;
+    j->worker = NULL;
+    j->finished_ms = zf_now_ms();
+    b->c.finished[st]++;
+    if (st == ZF_ST_SUCCEEDED)
+        j->fn->done++;
+    else
+        j->fn->failed++;
+    zf_journal_finish(b->journal, j);
+    bool dead = st == ZF_ST_LOST || st == ZF_ST_TIMED_OUT;
+    if (!dead) { /* dead letters keep their payload for a retry */
+        zmq_msg_close(&j->payload);
+        zmq_msg_init(&j->payload);
+    }
+    if (j->waiter)
+        send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
+    for (uint32_t i = 0; i < j->nmore; i++)
+        send_result(b, j, j->more[i]->rid, j->more[i]->rid_len, j->tag);
+    job_clear_waiters(b, j);
+    if (dead) {
+        DL_APPEND(b->dead, j);
+        b->ndead++;
+        zf_log(ZF_LOG_WARN, "job %llu %s after %u attempt(s): %s", (unsigned long long)j->id,
+               zf_state_name(st), j->attempt, j->res && j->res->error ? j->res->error : "");
+    } else {
+        DL_APPEND(b->done, j);
+        b->ndone++;
+    }
+}
+
+/* ------------------------------------------------------------------ replies to clients */
+
+static void reply_error(zf_broker_t *b, zmq_msg_t *rid, uint8_t cmd, uint64_t tag, int code,
+                        const char *text)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, cmd);
+    zf_msg_set_u64(&m, ZF_F_TAG, tag);
+    zf_msg_set_u64(&m, ZF_F_CODE, (uint64_t)code);
+    zf_msg_set_str(&m, ZF_F_TEXT, text);
+    zmq_msg_t empty;
+    zmq_msg_init(&empty);
+    if (zf_wire_send(b->front, rid, &m, cmd == ZF_CMD_REPLY ? &empty : NULL) < 0)
+        b->c.undeliverable++;
+    zmq_msg_close(&empty);
+}
+
+static void reject(zf_broker_t *b, zmq_msg_t *rid, uint64_t tag, int code, const char *text)
+{
+    b->c.rejected[code]++;
+    reply_error(b, rid, ZF_CMD_REJECTED, tag, code, text);
+}
+
+static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_STATUS);
+    zf_msg_set_u64(&m, ZF_F_TAG, tag);
+    zf_msg_set_u64(&m, ZF_F_ID, j->id);
+    zf_msg_set_u64(&m, ZF_F_STATUS, j->state);
+    zf_msg_set_u64(&m, ZF_F_ATTEMPT, j->attempt);
+    zf_msg_set_str(&m, ZF_F_FN, j->fn->name);
+    if (j->res) {
+        zf_msg_set_progress(&m, j->res->progress);
+        if (j->res->progress_text)
+            zf_msg_set_str(&m, ZF_F_TEXT, j->res->progress_text);
+    }
+    if (j->worker) {
+        zf_msg_set_str(&m, ZF_F_WORKER, j->worker->info->name);
+        zf_msg_set_str(&m, ZF_F_DEVNAME, j->worker->info->devname);
+    }
+    if (zf_wire_send(b->front, rid, &m, NULL) < 0)
+        b->c.undeliverable++;
+}
+
+/* Acceptances wait for the journal's group commit; they go out once per loop turn. */
+static void flush_acks(zf_broker_t *b)
+{
+    if (!b->ack_head)
+        return;
+    if (zf_journal_commit(b->journal) < 0)
+        zf_log(ZF_LOG_ERROR, "journal commit failed; acknowledging anyway would lie, so the "
+                             "jobs stay unacknowledged until the next commit succeeds");
+    else
+        for (job_t *j = b->ack_head, *next; j; j = next) {
+            next = j->ack_next;
+            j->ack_next = NULL;
+            j->acked = true;
+            if (!j->waiter)
+                continue; /* NO_PUSH submit with the client gone: nothing to tell */
+            zf_msg_t m;
+            zf_msg_init(&m, ZF_CMD_ACCEPTED);
+            zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
+            zf_msg_set_u64(&m, ZF_F_ID, j->id);
+            if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
+                b->c.undeliverable++;
+        }
+    b->ack_head = NULL;
+    b->ack_tail = &b->ack_head;
+}
+
+/* ------------------------------------------------------------------ client commands */
+
+static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg_t *payload)
+{
+    b->c.submitted++;
+    if (m->fn.len == 0)
+        return reject(b, rid, m->tag, ZF_EBADARG, "function name is empty");
+    if (zmq_msg_size(payload) > b->cfg.max_payload) {
+        char text[96];
+        snprintf(text, sizeof text, "payload too large: %zu bytes, limit %llu",
+                 zmq_msg_size(payload), (unsigned long long)b->cfg.max_payload);
+        return reject(b, rid, m->tag, ZF_ETOO_LARGE, text);
+    }
+    if (zf_msg_has(m, ZF_F_DEVICE) && m->device > ZF_DEV_GPU)
+        return reject(b, rid, m->tag, ZF_EBADARG, "device must be any, cpu or gpu");
+    if (m->max_attempts > 100)
+        return reject(b, rid, m->tag, ZF_EBADARG, "max_attempts must be at most 100");
+    if (b->queued >= b->cfg.max_queued)
+        return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (broker limit)");
+    fnq_t *fn = fn_get(b, m->fn, true);
+    job_t *j = fn ? calloc(1, sizeof *j) : NULL;
+    client_t *c = j ? client_get(b, zmq_msg_data(rid), zmq_msg_size(rid)) : NULL;
+    if (!c) {
+        free(j);
+        return reject(b, rid, m->tag, ZF_EINTERNAL, "out of memory");
+    }
+    if (fn->queued >= b->cfg.max_queued_per_fn) {
+        free(j);
+        client_drop_unused(b, c);
+        return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (function limit)");
+    }
+    j->id = b->next_id++;
+    j->fn = fn;
+    j->priority = m->priority;
+    j->device = (uint8_t)m->device;
+    j->max_attempts = (uint8_t)(m->max_attempts ? m->max_attempts : b->cfg.max_attempts);
+    j->timeout_ms = m->timeout_ms;
+    j->tag = m->tag;
+    j->qpos = j->tpos = ZF_HEAP_NONE;
+    j->accepted_ms = zf_now_ms();
+    zmq_msg_init(&j->payload);
+    zmq_msg_move(&j->payload, payload);
+    if (!(m->flags & ZF_FLAG_NO_PUSH))
+        job_add_waiter(j, c);
+    else
+        client_drop_unused(b, c);
+    HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
+    b->c.accepted++;
+    zf_journal_accept(b->journal, j);
+    *b->ack_tail = j;
+    b->ack_tail = &j->ack_next;
+    if (m->deadline_ms) {
+        j->deadline_at = j->accepted_ms + m->deadline_ms;
+        zf_heap_push(&b->deadlines, j);
+    }
+    place(b, j, false);
+}
+
+static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    job_t *j = job_find(b, m->id);
+    if (!j)
+        return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EUNKNOWN_JOB,
+                           "unknown job (never accepted, or its result expired)");
+    if (zf_state_is_terminal(j->state)) {
+        send_result(b, j, zmq_msg_data(rid), zmq_msg_size(rid), m->tag);
+        return;
+    }
+    if (m->cmd == ZF_CMD_WAIT) {
+        client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
+        if (c)
+            job_add_waiter(j, c);
+    }
+    send_status(b, rid, j, m->tag);
+}
+
+static void reply_ok(zf_broker_t *b, zmq_msg_t *rid, uint64_t tag, const char *text)
+{
+    reply_error(b, rid, ZF_CMD_REPLY, tag, ZF_OK, text);
+}
+
+static void on_cancel(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    job_t *j = job_find(b, m->id);
+    if (!j)
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EUNKNOWN_JOB, "unknown job");
+    if (zf_state_is_terminal(j->state)) {
+        char text[64];
+        snprintf(text, sizeof text, "job already %s", zf_state_name(j->state));
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_ESTATE, text);
+    }
+    if (j->state == ZF_ST_RUNNING) {
+        /* The lease is fenced by the terminal state; the worker keeps the credit until it
+           answers, and its handler sees the cancel flag. */
+        wrk_t *w = j->worker;
+        zf_msg_t c;
+        zf_msg_init(&c, ZF_CMD_WCANCEL);
+        zf_msg_set_u64(&c, ZF_F_ID, j->id);
+        zf_msg_set_u64(&c, ZF_F_ATTEMPT, j->attempt);
+        zf_wire_send_to(b->back, w->rid, w->rid_len, &c, NULL);
+        j->fn->running--;
+    }
+    job_note(j, "cancelled by request");
+    finalize(b, j, ZF_ST_CANCELLED);
+    reply_ok(b, rid, m->tag, "cancelled");
+}
+
+static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    job_t *j = job_find(b, m->id);
+    bool is_dead = false;
+    for (job_t *d = b->dead; d && j; d = d->next)
+        if (d == j) {
+            is_dead = true;
+            break;
+        }
+    if (!is_dead)
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EUNKNOWN_JOB,
+                           "no such job in the dead-letter list");
+    DL_DELETE(b->dead, j);
+    b->ndead--;
+    /* The payload was released at the terminal state; the journal keeps it only until then,
+       so a retry needs it in memory: dead jobs keep theirs (see finalize). */
+    j->attempt = 0;
+    j->state = ZF_ST_QUEUED;
+    if (j->res) {
+        free(j->res->error);
+        j->res->error = NULL;
+    }
+    client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
+    if (c)
+        job_add_waiter(j, c);
+    zf_journal_accept(b->journal, j);
+    place(b, j, false);
+    reply_ok(b, rid, m->tag, "requeued");
+}
+
+static void free_doc(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+static void send_doc(zf_broker_t *b, zmq_msg_t *rid, uint64_t tag, msgpack_sbuffer *sb)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_REPLY);
+    zf_msg_set_u64(&m, ZF_F_TAG, tag);
+    zf_msg_set_u64(&m, ZF_F_CODE, ZF_OK);
+    zmq_msg_t doc;
+    /* The sbuffer's memory is handed to ZeroMQ, which frees it after sending. */
+    zmq_msg_init_data(&doc, sb->data, sb->size, free_doc, NULL);
+    sb->data = NULL;
+    if (zf_wire_send(b->front, rid, &m, &doc) < 0) {
+        zmq_msg_close(&doc);
+        b->c.undeliverable++;
+    }
+}
+
+static void pk_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    pk_str(pk, k);
+    msgpack_pack_uint64(pk, v);
+}
+
+static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+    pk_str(pk, k);
+    pk_str(pk, v);
+}
+
+static void pack_job_brief(msgpack_packer *pk, job_t *j)
+{
+    msgpack_pack_map(pk, 5);
+    pk_kv_u64(pk, "id", j->id);
+    pk_kv_str(pk, "function", j->fn->name);
+    pk_kv_str(pk, "state", zf_state_name(j->state));
+    pk_kv_u64(pk, "attempts", j->attempt);
+    pk_kv_str(pk, "causes", j->res && j->res->error ? j->res->error : "");
+}
+
+static void pack_workers(zf_broker_t *b, msgpack_packer *pk, int64_t now)
+{
+    msgpack_pack_array(pk, HASH_COUNT(b->workers));
+    for (wrk_t *w = b->workers; w; w = w->hh.next) {
+        msgpack_pack_map(pk, 12);
+        pk_kv_str(pk, "name", w->info->name);
+        pk_kv_str(pk, "device", w->info->devname);
+        pk_kv_str(pk, "kind", zf_device_kind_name(w->kind));
+        pk_str(pk, "index");
+        msgpack_pack_int32(pk, w->devindex);
+        pk_kv_u64(pk, "memory", w->devmem);
+        pk_kv_str(pk, "state", w->draining ? "draining" : w->inflight ? "busy" : "idle");
+        pk_kv_u64(pk, "credits", w->credits);
+        pk_str(pk, "jobs");
+        msgpack_pack_array(pk, w->inflight);
+        for (uint32_t i = 0; i < w->inflight; i++)
+            msgpack_pack_uint64(pk, w->leases[i].id);
+        pk_kv_u64(pk, "done", w->jobs_done);
+        pk_kv_u64(pk, "failed", w->jobs_failed);
+        pk_kv_u64(pk, "last_seen_ms", (uint64_t)(now - w->last_recv_ms));
+        pk_str(pk, "functions");
+        msgpack_pack_array(pk, w->nslots);
+        for (uint32_t i = 0; i < w->nslots; i++)
+            pk_str(pk, w->slots[i].fn->name);
+    }
+}
+
+static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    int64_t now = zf_now_ms();
+    msgpack_pack_map(&pk, 4);
+    pk_str(&pk, "broker");
+    msgpack_pack_map(&pk, 15);
+    pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
+    pk_kv_u64(&pk, "submitted", b->c.submitted);
+    pk_kv_u64(&pk, "accepted", b->c.accepted);
+    pk_kv_u64(&pk, "dispatched", b->c.dispatched);
+    pk_kv_u64(&pk, "requeued", b->c.requeued);
+    pk_kv_u64(&pk, "queued", b->queued);
+    pk_kv_u64(&pk, "results_kept", b->ndone);
+    pk_kv_u64(&pk, "dead_letters", b->ndead);
+    pk_kv_u64(&pk, "malformed_client", b->c.malformed_client);
+    pk_kv_u64(&pk, "malformed_worker", b->c.malformed_worker);
+    pk_kv_u64(&pk, "stale_results", b->c.stale_results);
+    pk_kv_u64(&pk, "stale_progress", b->c.stale_progress);
+    pk_kv_u64(&pk, "workers_lost", b->c.workers_lost);
+    pk_kv_u64(&pk, "undeliverable", b->c.undeliverable);
+    pk_str(&pk, "rejected");
+    msgpack_pack_map(&pk, ZF__ECOUNT - 1);
+    for (int e = 1; e < ZF__ECOUNT; e++)
+        pk_kv_u64(&pk, zf_error_name((uint32_t)e), b->c.rejected[e]);
+    pk_str(&pk, "finished");
+    msgpack_pack_map(&pk, ZF_ST__COUNT - 2);
+    for (int s = ZF_ST_SUCCEEDED; s < ZF_ST__COUNT; s++)
+        pk_kv_u64(&pk, zf_state_name((uint32_t)s), b->c.finished[s]);
+    pk_str(&pk, "functions");
+    msgpack_pack_array(&pk, HASH_COUNT(b->fns));
+    for (fnq_t *f = b->fns; f; f = f->hh.next) {
+        msgpack_pack_map(&pk, 6);
+        pk_kv_str(&pk, "name", f->name);
+        pk_kv_u64(&pk, "queued", f->queued);
+        pk_kv_u64(&pk, "running", f->running);
+        pk_kv_u64(&pk, "succeeded", f->done);
+        pk_kv_u64(&pk, "failed", f->failed);
+        pk_kv_u64(&pk, "workers", f->nworkers);
+    }
+    pk_str(&pk, "workers");
+    pack_workers(b, &pk, now);
+    send_doc(b, rid, m->tag, &sb);
+}
+
+static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    if (m->flags & ZF_FLAG_PURGE) {
+        uint64_t n = b->ndead;
+        while (b->dead) {
+            job_t *j = b->dead;
+            DL_DELETE(b->dead, j);
+            zf_journal_forget(b->journal, j->id);
+            job_free(b, j);
+        }
+        b->ndead = 0;
+        char text[64];
+        snprintf(text, sizeof text, "purged %llu dead letter(s)", (unsigned long long)n);
+        return reply_ok(b, rid, m->tag, text);
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, b->ndead);
+    for (job_t *j = b->dead; j; j = j->next)
+        pack_job_brief(&pk, j);
+    send_doc(b, rid, m->tag, &sb);
+}
+
+static void client_message(zf_broker_t *b, zf_frames_t *f)
+{
+    zmq_msg_t *rid = &f->part[0];
+    zf_msg_t m;
+    int err;
+    const char *why;
+    if (f->n < 2 || f->dropped) {
+        b->c.malformed_client++;
+        return reply_error(b, rid, ZF_CMD_ERROR, 0, ZF_EMALFORMED, "too many or too few frames");
+    }
+    if (zf_msg_decode(&m, zmq_msg_data(&f->part[1]), zmq_msg_size(&f->part[1]), &err, &why) < 0 ||
+        (m.cmd & 0xc0) != 0) {
+        b->c.malformed_client++;
+        if (err == 0)
+            why = "not a client command";
+        return reply_error(b, rid, ZF_CMD_ERROR, 0, err ? err : ZF_ECOMMAND, why);
+    }
+    if (f->n != 2 + zf_cmd_payload_frames(m.cmd)) {
+        b->c.malformed_client++;
+        return reply_error(b, rid, ZF_CMD_ERROR, m.tag, ZF_EMALFORMED,
+                           "wrong number of frames for the command");
+    }
+    switch (m.cmd) {
+    case ZF_CMD_SUBMIT: on_submit(b, rid, &m, &f->part[2]); break;
+    case ZF_CMD_WAIT:
+    case ZF_CMD_GET: on_wait_or_get(b, rid, &m); break;
+    case ZF_CMD_CANCEL: on_cancel(b, rid, &m); break;
+    case ZF_CMD_STATS: on_stats(b, rid, &m); break;
+    case ZF_CMD_DEAD: on_dead(b, rid, &m); break;
+    case ZF_CMD_RETRY: on_retry(b, rid, &m); break;
+    case ZF_CMD_PING: {
+        zf_msg_t p;
+        zf_msg_init(&p, ZF_CMD_PONG);
+        zf_msg_set_u64(&p, ZF_F_TAG, m.tag);
+        zf_wire_send(b->front, rid, &p, NULL);
+        break;
+    }
+    default:
+        b->c.malformed_client++;
+        reply_error(b, rid, ZF_CMD_ERROR, m.tag, ZF_ECOMMAND, "not a client command");
+    }
+}
+
+/* ------------------------------------------------------------------ worker commands */
+
+static void send_to_worker(zf_broker_t *b, zmq_msg_t *rid, uint8_t cmd)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, cmd);
+    zf_msg_set_u64(&m, ZF_F_HEARTBEAT, b->cfg.heartbeat_ms);
+    zf_wire_send(b->back, rid, &m, NULL);
+}
+
+static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m)
+{
+    if (w)
+        worker_remove(b, w, "registered again");
+    if (m->device != ZF_DEV_CPU && m->device != ZF_DEV_GPU) {
+        b->c.malformed_worker++;
+        return;
+    }
+    w = calloc(1, sizeof *w);
+    winfo_t *info = w ? calloc(1, sizeof *info) : NULL;
+    wslot_t *slots = info ? calloc(m->nfunctions ? m->nfunctions : 1, sizeof *slots) : NULL;
+    if (!slots) {
+        free(w);
+        free(info);
+        return;
+    }
+    w->rid_len = (uint8_t)zmq_msg_size(rid);
+    memcpy(w->rid, zmq_msg_data(rid), w->rid_len);
+    w->kind = (uint8_t)m->device;
+    w->list = LIST_NONE;
+    w->devindex = m->devindex;
+    w->devmem = m->devmem;
+    w->credits = m->credits ? m->credits : 1;
+    if (w->credits > ZF_LEASES_MAX)
+        w->credits = ZF_LEASES_MAX;
+    info->refs = 1;
+    zf_str_copy(info->name, sizeof info->name, m->worker);
+    if (!info->name[0])
+        snprintf(info->name, sizeof info->name, "worker-%llu",
+                 (unsigned long long)(zf_random64() % 100000));
+    zf_str_copy(info->devname, sizeof info->devname, m->devname);
+    w->info = info;
+    w->slots = slots;
+    for (uint32_t i = 0; i < m->nfunctions; i++) {
+        fnq_t *fn = fn_get(b, m->functions[i], true);
+        if (!fn)
+            continue;
+        slots[w->nslots] = (wslot_t){.w = w, .fn = fn};
+        w->nslots++;
+        fn->nworkers++;
+    }
+    w->last_recv_ms = w->joined_ms = zf_now_ms();
+    HASH_ADD(hh, b->workers, rid, w->rid_len, w);
+    DL_APPEND(b->alive, w);
+    zf_log(ZF_LOG_INFO, "worker %s joined on %s with %u function(s), %u credit(s)", info->name,
+           info->devname, w->nslots, w->credits);
+    send_to_worker(b, rid, ZF_CMD_BHEARTBEAT);
+    worker_relist(w);
+    refill(b, w);
+}
+
+static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *output)
+{
+    int li = lease_find(w, m->id, m->attempt);
+    if (li >= 0)
+        lease_drop(w, (uint32_t)li);
+    job_t *j = li >= 0 ? current_lease(b, w, m->id, m->attempt) : NULL;
+    if (!j) {
+        b->c.stale_results++;
+    } else {
+        result_t *r = job_res(j);
+        r->duration_us = m->duration_us;
+        winfo_release(&r->ran_on);
+        r->ran_on = w->info;
+        w->info->refs++;
+        if (m->status == ZF_ST_TIMED_OUT) {
+            w->jobs_failed++;
+            char text[ZF_TEXT_MAX + 1];
+            zf_str_copy(text, sizeof text, m->text);
+            attempt_failed(b, j, ZF_ST_TIMED_OUT, text[0] ? text : "timed out");
+        } else if (m->status == ZF_ST_SUCCEEDED) {
+            j->fn->running--;
+            w->jobs_done++;
+            zmq_msg_move(&r->output, output);
+            finalize(b, j, ZF_ST_SUCCEEDED);
+        } else {
+            j->fn->running--;
+            w->jobs_failed++;
+            char text[ZF_TEXT_MAX + 1];
+            zf_str_copy(text, sizeof text, m->text);
+            job_note(j, "%s", text[0] ? text : "handler failed");
+            finalize(b, j, ZF_ST_FAILED);
+        }
+    }
+    worker_relist(w);
+    refill(b, w);
+}
+
+static void on_progress(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
+{
+    job_t *j = current_lease(b, w, m->id, m->attempt);
+    if (!j) {
+        b->c.stale_progress++;
+        return;
+    }
+    result_t *r = job_res(j);
+    r->progress = m->progress;
+    free(r->progress_text);
+    r->progress_text = NULL;
+    if (m->text.len && (r->progress_text = malloc(m->text.len + 1)))
+        zf_str_copy(r->progress_text, m->text.len + 1, m->text);
+    zf_msg_t p;
+    zf_msg_init(&p, ZF_CMD_PROGRESS);
+    zf_msg_set_u64(&p, ZF_F_ID, j->id);
+    zf_msg_set_u64(&p, ZF_F_TAG, j->tag);
+    zf_msg_set_progress(&p, m->progress);
+    if (m->text.len)
+        zf_msg_set_strn(&p, ZF_F_TEXT, m->text.ptr, m->text.len);
+    if (j->waiter)
+        zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &p, NULL);
+    for (uint32_t i = 0; i < j->nmore; i++)
+        zf_wire_send_to(b->front, j->more[i]->rid, j->more[i]->rid_len, &p, NULL);
+}
+
+static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
+{
+    int li = lease_find(w, m->id, m->attempt);
+    if (li >= 0)
+        lease_drop(w, (uint32_t)li);
+    job_t *j = li >= 0 ? current_lease(b, w, m->id, m->attempt) : NULL;
+    if (j) {
+        /* The worker never started it: this delivery does not count. */
+        j->fn->running--;
+        j->attempt--;
+        b->c.recalled++;
+        place(b, j, true);
+    }
+    worker_relist(w);
+    refill(b, w);
+}
+
+static void worker_message(zf_broker_t *b, zf_frames_t *f)
+{
+    zmq_msg_t *rid = &f->part[0];
+    zf_msg_t m;
+    int err;
+    const char *why;
+    wrk_t *w;
+    HASH_FIND(hh, b->workers, zmq_msg_data(rid), zmq_msg_size(rid), w);
+    if (w) {
+        w->last_recv_ms = zf_now_ms();
+        DL_DELETE(b->alive, w);
+        DL_APPEND(b->alive, w);
+    }
+    if (f->n < 2 || f->dropped ||
+        zf_msg_decode(&m, zmq_msg_data(&f->part[1]), zmq_msg_size(&f->part[1]), &err, &why) < 0 ||
+        (m.cmd & 0x80) == 0 || f->n != 2 + zf_cmd_payload_frames(m.cmd)) {
+        b->c.malformed_worker++;
+        reply_error(b, rid, ZF_CMD_ERROR, 0, ZF_EMALFORMED, "malformed worker message");
+        return;
+    }
+    if (m.cmd == ZF_CMD_READY)
+        return on_ready(b, rid, w, &m);
+    if (!w) {
+        /* A worker we do not know (we restarted, or declared it dead): its results are
+           stale by definition; it must register again. */
+        if (m.cmd == ZF_CMD_DONE)
+            b->c.stale_results++;
+        else if (m.cmd == ZF_CMD_WPROGRESS)
+            b->c.stale_progress++;
+        if (m.cmd != ZF_CMD_BYE)
+            send_to_worker(b, rid, ZF_CMD_RESET);
+        return;
+    }
+    switch (m.cmd) {
+    case ZF_CMD_DONE: on_done(b, w, &m, &f->part[2]); break;
+    case ZF_CMD_WPROGRESS: on_progress(b, w, &m); break;
+    case ZF_CMD_HEARTBEAT: break;
+    case ZF_CMD_RECALLED: on_recalled(b, w, &m); break;
+    case ZF_CMD_BYE:
+        if (m.flags & 1) {
+            worker_remove(b, w, "left");
+        } else {
+            zf_log(ZF_LOG_INFO, "worker %s is draining", w->info->name);
+            w->draining = true;
+            worker_relist(w);
+        }
+        break;
+    default:
+        b->c.malformed_worker++;
+        reply_error(b, rid, ZF_CMD_ERROR, 0, ZF_ECOMMAND, "not a worker command");
+    }
+}
+
+/* ------------------------------------------------------------------ timers and loop */
+
+static int64_t expiry_ms(zf_broker_t *b)
+{
+    return (int64_t)b->cfg.heartbeat_ms * b->cfg.liveness;
+}
+
+static void run_timers(zf_broker_t *b)
+{
+    int64_t now = zf_now_ms();
+    while (b->alive && b->alive->last_recv_ms + expiry_ms(b) <= now) {
+        b->c.workers_lost++;
+        worker_remove(b, b->alive, "no heartbeat");
+    }
+    job_t *j;
+    while ((j = zf_heap_top(&b->deadlines)) && j->deadline_at <= now) {
+        zf_heap_pop(&b->deadlines);
+        if (j->state == ZF_ST_QUEUED) {
+            job_note(j, "deadline passed after %lld ms in the queue",
+                     (long long)(now - j->accepted_ms));
+            finalize(b, j, ZF_ST_EXPIRED);
+        }
+    }
+    if (now >= b->next_tick_ms) {
+        for (wrk_t *w = b->workers; w; w = w->hh.next) {
+            zf_msg_t m;
+            zf_msg_init(&m, ZF_CMD_BHEARTBEAT);
+            zf_wire_send_to(b->back, w->rid, w->rid_len, &m, NULL);
+        }
+        evict_results(b, now);
+        zf_journal_tick(b->journal, now, b->jobs);
+        b->next_tick_ms = now + b->cfg.heartbeat_ms;
+    }
+}
+
+static long poll_timeout(zf_broker_t *b)
+{
+    int64_t now = zf_now_ms();
+    int64_t next = b->next_tick_ms;
+    if (b->alive && b->alive->last_recv_ms + expiry_ms(b) < next)
+        next = b->alive->last_recv_ms + expiry_ms(b);
+    job_t *j = zf_heap_top(&b->deadlines);
+    if (j && j->deadline_at < next)
+        next = j->deadline_at;
+    return next <= now ? 0 : (long)(next - now);
+}
+
+static int drain(zf_broker_t *b, void *sock, void (*handle)(zf_broker_t *, zf_frames_t *))
+{
+    for (int i = 0; i < BATCH; i++) {
+        zf_frames_t f;
+        if (zf_wire_recv(sock, &f, ZMQ_DONTWAIT) < 0)
+            return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        handle(b, &f);
+        zf_frames_close(&f);
+    }
+    return 0;
+}
+
+int zf_broker_run(zf_broker_t *b)
+{
+    zmq_pollitem_t items[3] = {
+        {b->front, 0, ZMQ_POLLIN, 0}, {b->back, 0, ZMQ_POLLIN, 0}, {NULL, b->sigfd, ZMQ_POLLIN, 0}};
+    zf_log(ZF_LOG_INFO, "ready: clients on %s, workers on %s, heartbeat %u ms x %u",
+           b->cfg.client_ep, b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
+    while (!b->stop) {
+        if (zmq_poll(items, 3, poll_timeout(b)) < 0 && errno != EINTR) {
+            zf_log(ZF_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+            return -1;
+        }
+        if (items[2].revents & ZMQ_POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(b->sigfd, &si, sizeof si) == sizeof si)
+                zf_log(ZF_LOG_INFO, "signal %u: stopping", si.ssi_signo);
+            b->stop = true;
+        }
+        if (drain(b, b->back, worker_message) < 0 || drain(b, b->front, client_message) < 0)
+            return -1;
+        run_timers(b);
+        flush_acks(b);
+    }
+    flush_acks(b);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ life cycle */
+
+void zf_broker_config_defaults(zf_broker_config_t *cfg)
+{
+    *cfg = (zf_broker_config_t){
+        .client_ep = "tcp://127.0.0.1:5555",
+        .worker_ep = "tcp://127.0.0.1:5556",
+        .heartbeat_ms = 1000,
+        .liveness = 3,
+        .max_queued = 2000000,
+        .max_queued_per_fn = 2000000,
+        .max_payload = 64ull << 20,
+        .max_results = 100000,
+        .result_ttl_ms = 3600 * 1000,
+        .max_attempts = 3,
+        .max_dead = 10000,
+        .fsync = ZF_FSYNC_ALWAYS,
+        .fsync_interval_ms = 10,
+        .result_max_bytes = 1 << 20,
+    };
+}
+
+static void *bind_router(zf_broker_t *b, const char *ep, const char *what)
+{
+    void *s = zmq_socket(b->ctx, ZMQ_ROUTER);
+    int one = 1, zero = 0, hwm = 1000000;
+    /* A message far over the payload limit disconnects its sender (ZMQ_MAXMSGSIZE) so it
+       cannot exhaust memory; one moderately over gets a clear "payload too large". */
+    int64_t maxmsg = (int64_t)(b->cfg.max_payload * 2 + (1 << 20));
+    zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (zmq_bind(s, ep) < 0) {
+        zf_log(ZF_LOG_ERROR, "cannot bind the %s endpoint %s: %s", what, ep, zmq_strerror(errno));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int open_signalfd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* Called by the journal's replay for every live job it finds. */
+static void restore_job(void *arg, job_t *j)
+{
+    zf_broker_t *b = arg;
+    j->qpos = j->tpos = ZF_HEAP_NONE;
+    j->accepted_ms = zf_now_ms();
+    j->acked = true;
+    HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
+    if (j->id >= b->next_id)
+        b->next_id = j->id + 1;
+    if (zf_state_is_terminal(j->state)) {
+        j->finished_ms = zf_now_ms();
+        DL_APPEND(b->done, j);
+        b->ndone++;
+        return;
+    }
+    place(b, j, false);
+}
+
+static fnq_t *restore_fn(void *arg, const char *name)
+{
+    zf_str_t s = {name, (uint32_t)strlen(name)};
+    return fn_get(arg, s, true);
+}
+
+zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
+{
+    zf_broker_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->cfg = *cfg;
+    b->ack_tail = &b->ack_head;
+    zf_heap_init(&b->deadlines, deadline_less, job_settpos);
+    /* Ids never repeat across restarts, journal or not: they start above the wall clock in
+       units of 1/65536 ms, far faster than jobs can be accepted. */
+    b->next_id = ((uint64_t)zf_wall_ms() << 16) + 1;
+    b->started_ms = b->next_tick_ms = zf_now_ms();
+    b->sigfd = open_signalfd();
+    b->ctx = zmq_ctx_new();
+    if (b->sigfd < 0 || !b->ctx)
+        goto fail;
+    if (cfg->data_dir) {
+        b->journal = zf_journal_open(cfg->data_dir, cfg->fsync, cfg->fsync_interval_ms,
+                                     cfg->result_max_bytes);
+        if (!b->journal)
+            goto fail;
+        if (zf_journal_replay(b->journal, restore_job, restore_fn, b) < 0)
+            goto fail;
+    }
+    b->front = bind_router(b, cfg->client_ep, "client");
+    b->back = b->front ? bind_router(b, cfg->worker_ep, "worker") : NULL;
+    if (!b->back)
+        goto fail;
+    return b;
+fail:
+    zf_broker_destroy(&b);
+    return NULL;
+}
+
+void zf_broker_destroy(zf_broker_t **self_p)
+{
+    zf_broker_t *b = *self_p;
+    if (!b)
+        return;
+    *self_p = NULL;
+    zf_journal_close(&b->journal);
+    while (b->workers)
+        worker_remove(b, b->workers, "broker stopping");
+    job_t *j, *tmp;
+    HASH_ITER(hh, b->jobs, j, tmp)
+    job_free(b, j);
+    fnq_t *f, *ftmp;
+    HASH_ITER(hh, b->fns, f, ftmp)
+    {
+        HASH_DEL(b->fns, f);
+        for (int i = 0; i < 3; i++)
+            zf_heap_release(&f->q[i]);
+        free(f);
+    }
+    zf_heap_release(&b->deadlines);
+    if (b->front)
+        zmq_close(b->front);
+    if (b->back)
+        zmq_close(b->back);
+    if (b->ctx)
+        zmq_ctx_term(b->ctx);
+    if (b->sigfd >= 0)
+        close(b->sigfd);
+    free(b);
+}

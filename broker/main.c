@@ -1,0 +1,109 @@
+/*  zfleet-broker — command line front of zf_broker. */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../proto/zf_util.h"
+#include "zf_broker.h"
+
+static void usage(FILE *out)
+{
+    fputs("usage: zfleet-broker [options]\n"
+          "  --clients EP          client endpoint (default tcp://127.0.0.1:5555)\n"
+          "  --workers EP          worker endpoint (default tcp://127.0.0.1:5556)\n"
+          "  --heartbeat MS        heartbeat interval (default 1000)\n"
+          "  --liveness N          missed heartbeats before a worker is dead (default 3)\n"
+          "  --max-queued N        jobs queued in all (default 2000000)\n"
+          "  --max-queued-per-fn N jobs queued for one function (default: --max-queued)\n"
+          "  --max-payload BYTES   largest payload accepted (default 67108864)\n"
+          "  --max-results N       finished jobs kept for get/wait (default 100000)\n"
+          "  --result-ttl MS       how long a finished job is kept (default 3600000)\n"
+          "  --max-attempts N      deliveries before a job is lost (default 3)\n"
+          "  --max-dead N          dead-letter list bound (default 10000)\n"
+          "  --data DIR            journal directory\n"
+          "  --no-journal          keep everything in memory (jobs are lost on a crash)\n"
+          "  --fsync POLICY        always | interval:MS | never (default always)\n"
+          "  --result-max-bytes N  output bytes of one result kept in the journal\n",
+          out);
+}
+
+static uint64_t num(const char *opt, const char *s, uint64_t min, uint64_t max)
+{
+    uint64_t v;
+    if (zf_parse_u64(s, max, &v) < 0 || v < min) {
+        zf_log(ZF_LOG_ERROR, "--%s: expected a number from %llu to %llu, got '%s'", opt,
+               (unsigned long long)min, (unsigned long long)max, s);
+        exit(2);
+    }
+    return v;
+}
+
+static void parse_fsync(zf_broker_config_t *cfg, const char *s)
+{
+    if (!strcmp(s, "always"))
+        cfg->fsync = ZF_FSYNC_ALWAYS;
+    else if (!strcmp(s, "never"))
+        cfg->fsync = ZF_FSYNC_NEVER;
+    else if (!strncmp(s, "interval:", 9)) {
+        cfg->fsync = ZF_FSYNC_INTERVAL;
+        cfg->fsync_interval_ms = (uint32_t)num("fsync", s + 9, 1, 3600000);
+    } else {
+        zf_log(ZF_LOG_ERROR, "--fsync: expected always, interval:MS or never, got '%s'", s);
+        exit(2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    zf_log_init("zfleet-broker");
+    zf_broker_config_t cfg;
+    zf_broker_config_defaults(&cfg);
+    bool per_fn_set = false;
+    static const struct option opts[] = {
+        {"clients", 1, 0, 'c'},      {"workers", 1, 0, 'w'},       {"heartbeat", 1, 0, 'h'},
+        {"liveness", 1, 0, 'l'},     {"max-queued", 1, 0, 'q'},    {"max-queued-per-fn", 1, 0, 'Q'},
+        {"max-payload", 1, 0, 'p'},  {"max-results", 1, 0, 'r'},   {"result-ttl", 1, 0, 't'},
+        {"max-attempts", 1, 0, 'a'}, {"max-dead", 1, 0, 'D'},      {"data", 1, 0, 'd'},
+        {"no-journal", 0, 0, 'n'},   {"fsync", 1, 0, 'f'},         {"result-max-bytes", 1, 0, 'R'},
+        {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': cfg.client_ep = optarg; break;
+        case 'w': cfg.worker_ep = optarg; break;
+        case 'h': cfg.heartbeat_ms = (uint32_t)num("heartbeat", optarg, 10, 3600000); break;
+        case 'l': cfg.liveness = (uint32_t)num("liveness", optarg, 1, 1000); break;
+        case 'q': cfg.max_queued = num("max-queued", optarg, 1, UINT64_MAX); break;
+        case 'Q':
+            cfg.max_queued_per_fn = num("max-queued-per-fn", optarg, 1, UINT64_MAX);
+            per_fn_set = true;
+            break;
+        case 'p': cfg.max_payload = num("max-payload", optarg, 0, 1ull << 40); break;
+        case 'r': cfg.max_results = num("max-results", optarg, 0, UINT64_MAX); break;
+        case 't': cfg.result_ttl_ms = (uint32_t)num("result-ttl", optarg, 0, UINT32_MAX); break;
+        case 'a': cfg.max_attempts = (uint32_t)num("max-attempts", optarg, 1, 100); break;
+        case 'D': cfg.max_dead = num("max-dead", optarg, 0, UINT64_MAX); break;
+        case 'd': cfg.data_dir = optarg; break;
+        case 'n': cfg.data_dir = NULL; break;
+        case 'f': parse_fsync(&cfg, optarg); break;
+        case 'R': cfg.result_max_bytes = num("result-max-bytes", optarg, 0, 1ull << 32); break;
+        case 'H': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        zf_log(ZF_LOG_ERROR, "unexpected argument '%s' (see --help)", argv[optind]);
+        return 2;
+    }
+    if (!per_fn_set)
+        cfg.max_queued_per_fn = cfg.max_queued;
+    zf_broker_t *b = zf_broker_new(&cfg);
+    if (!b)
+        return 1;
+    int rc = zf_broker_run(b);
+    zf_broker_destroy(&b);
+    zf_log(ZF_LOG_INFO, "stopped");
+    return rc == 0 ? 0 : 1;
+}

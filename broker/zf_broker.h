@@ -1,0 +1,48 @@
+/*  zf_broker — the zfleet broker: queues, dispatch, liveness, result store, stats.
+
+    One thread runs one event loop (zmq_poll over the client ROUTER, the worker ROUTER and a
+    signalfd) with the timers kept in heaps and lists; nothing sleeps or busy-polls.
+    zf_broker_run returns when SIGINT or SIGTERM arrives or zf_broker_stop is called.
+*/
+#ifndef ZF_BROKER_H
+#define ZF_BROKER_H
+
+#include <stdint.h>
+
+typedef enum { ZF_FSYNC_ALWAYS, ZF_FSYNC_INTERVAL, ZF_FSYNC_NEVER } zf_fsync_t;
+
+typedef struct {
+    const char *client_ep;          /* default tcp://127.0.0.1:5555 */
+    const char *worker_ep;          /* default tcp://127.0.0.1:5556 */
+    uint32_t heartbeat_ms;          /* default 1000 */
+    uint32_t liveness;              /* missed heartbeats before a worker is dead; default 3 */
+    uint64_t max_queued;            /* jobs queued (all functions); default 2,000,000 */
+    uint64_t max_queued_per_fn;     /* jobs queued for one function; default max_queued */
+    uint64_t max_payload;           /* bytes of one payload; default 64 MiB */
+    uint64_t max_results;           /* finished jobs kept for get/wait; default 100,000 */
+    uint32_t result_ttl_ms;         /* how long a finished job is kept; default 1 h */
+    uint32_t max_attempts;          /* default for jobs that do not say; default 3 */
+    uint64_t max_dead;              /* dead-letter list bound; default 10,000 */
+    const char *data_dir;           /* journal directory; NULL = no journal */
+    zf_fsync_t fsync;               /* journal fsync policy; default always */
+    uint32_t fsync_interval_ms;     /* with ZF_FSYNC_INTERVAL */
+    uint64_t result_max_bytes;      /* output bytes of one result kept in the journal */
+} zf_broker_config_t;
+
+typedef struct zf_broker zf_broker_t;
+
+/* Fills cfg with the defaults above. */
+void zf_broker_config_defaults(zf_broker_config_t *cfg);
+
+/* Creates a broker, binds both endpoints and (with a data_dir) replays the journal.
+   Returns NULL with a logged one-line reason on failure (address in use, bad journal
+   directory). The config's strings are borrowed for the broker's life. */
+zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg);
+
+/* Runs the event loop until stopped. Returns 0 on a clean stop, -1 on a fatal error. */
+int zf_broker_run(zf_broker_t *self);
+
+/* Destroys the broker and sets *self_p to NULL. NULL-safe. */
+void zf_broker_destroy(zf_broker_t **self_p);
+
+#endif

@@ -1,0 +1,122 @@
+/*  zf_state — the broker's in-memory model: jobs, functions, workers, clients.
+
+    Internal to the broker. Every structure here is owned by the broker (zf_broker_t) and
+    lives in its hash tables; pointers between them are borrowed, with the invariants
+    written beside each field.
+*/
+#ifndef ZF_STATE_H
+#define ZF_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+#include <zmq.h>
+
+#include "../proto/zf_proto.h"
+#include "zf_heap.h"
+
+#define ZF_RID_MAX 256     /* ZeroMQ routing ids are at most 255 bytes */
+#define ZF_LEASES_MAX 256  /* credits one worker may hold */
+#define ZF_NKINDS 2        /* device kinds a worker can have: cpu (0) and gpu (1) */
+
+/* A client connection, known by its routing id. Refcounted by the jobs that name it as a
+   waiter; freed when the last one lets go. */
+typedef struct client {
+    uint32_t refs;
+    uint8_t rid_len;
+    UT_hash_handle hh;
+    unsigned char rid[];
+} client_t;
+
+/* Where a finished job ran: shared by its results, so a worker may leave before them. */
+typedef struct winfo {
+    uint32_t refs;
+    char name[ZF_NAME_MAX + 1];
+    char devname[ZF_NAME_MAX + 1];
+} winfo_t;
+
+struct fnq;
+struct wrk;
+
+/* What a job produced. Kept apart from job_t so that queued jobs stay small. */
+typedef struct result {
+    zmq_msg_t output;        /* empty until the job succeeds */
+    char *error;             /* error text and per-attempt causes; malloc'd, or NULL */
+    uint64_t duration_us;
+    winfo_t *ran_on;         /* NULL if it never ran */
+    double progress;
+    char *progress_text;     /* malloc'd, or NULL */
+} result_t;
+
+typedef struct job {
+    uint64_t id;
+    struct fnq *fn;
+    int64_t seq;             /* FIFO order within a priority; front requeues are negative */
+    int32_t priority;
+    uint32_t qpos;           /* position in fn->q[device], ZF_HEAP_NONE when not queued */
+    uint32_t tpos;           /* position in the deadline heap, ZF_HEAP_NONE if none */
+    uint8_t state;           /* zf_state_t */
+    uint8_t device;          /* required zf_device_kind_t */
+    uint8_t max_attempts;
+    bool acked;              /* the client was told ACCEPTED */
+    uint32_t attempt;        /* deliveries so far; the lease is (id, attempt) */
+    uint32_t timeout_ms;
+    int64_t accepted_ms;     /* monotonic */
+    int64_t deadline_at;     /* monotonic ms; 0 = none */
+    int64_t started_us, finished_ms;
+    uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */
+    zmq_msg_t payload;       /* kept until the job is terminal, for redelivery */
+    struct wrk *worker;      /* lease holder while running, else NULL */
+    client_t *waiter;        /* first client to push the result to, or NULL */
+    client_t **more;         /* further waiters (WAIT from other connections) */
+    uint32_t nmore;
+    struct result *res;      /* progress and result; allocated when first needed */
+    struct job *prev, *next; /* broker's done or dead list, while terminal */
+    struct job *ack_next;    /* pending-acceptance list, while not acked */
+    UT_hash_handle hh;
+} job_t;
+
+/* One worker's membership in one function's ready lists. */
+typedef struct wslot {
+    struct wrk *w;
+    struct fnq *fn;
+    struct wslot *prev, *next;
+} wslot_t;
+
+enum { LIST_NONE = -1, LIST_IDLE = 0, LIST_PARTIAL = 1 };
+
+typedef struct fnq {
+    char name[ZF_FN_MAX + 1];
+    zf_heap_t q[3];                  /* queued jobs by required device kind (any, cpu, gpu) */
+    uint64_t queued, running, done, failed;
+    wslot_t *ready[ZF_NKINDS][2];    /* workers with free credits: [kind][idle|partial] */
+    uint32_t nworkers;
+    UT_hash_handle hh;
+} fnq_t;
+
+typedef struct {
+    uint64_t id;
+    uint32_t attempt;
+} lease_t;
+
+typedef struct wrk {
+    unsigned char rid[ZF_RID_MAX];
+    uint8_t rid_len;
+    uint8_t kind;                    /* ZF_DEV_CPU or ZF_DEV_GPU */
+    int8_t list;                     /* LIST_* the slots are in now */
+    bool draining;
+    int32_t devindex;
+    uint64_t devmem;
+    uint32_t credits, inflight;
+    lease_t leases[ZF_LEASES_MAX];   /* the jobs this worker holds; inflight of them */
+    winfo_t *info;
+    wslot_t *slots;
+    uint32_t nslots;
+    int64_t last_recv_ms;
+    uint64_t jobs_done, jobs_failed;
+    int64_t joined_ms;
+    struct wrk *prev, *next;         /* liveness list, oldest last_recv first */
+    UT_hash_handle hh;
+} wrk_t;
+
+#endif

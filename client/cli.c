@@ -1,0 +1,546 @@
+/*  zfleet — the command line client. See usage() and README.md.
+
+    Exit codes: 0 ok (a waited-for job succeeded), 1 the job ended in another state,
+    2 usage error, 3 timed out waiting, 4 broker unreachable, 5 the broker refused
+    (queue full, payload too large, unknown job, ...).
+*/
+#include <errno.h>
+#include <getopt.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../proto/zf_proto.h"
+#include "../proto/zf_util.h"
+#include "zf_bench.h"
+#include "zf_json.h"
+#include "zfleet.h"
+
+enum { EXIT_JOB_FAILED = 1, EXIT_USAGE = 2, EXIT_TIMEOUT = 3, EXIT_UNREACHABLE = 4,
+       EXIT_REFUSED = 5 };
+
+typedef struct {
+    const char *broker;
+    int json;
+    int timeout_ms;      /* how long to wait for a result; -1 = forever */
+    int wait;
+    const char *file, *out;
+    zf_submit_opts_t opts;
+    int purge;
+} cli_t;
+
+static void usage(FILE *f)
+{
+    fputs("usage: zfleet [--broker EP] [--json] COMMAND [ARGS]\n"
+          "commands:\n"
+          "  submit FUNCTION [DATA | --file PATH] [--wait] [--timeout MS] [--out PATH]\n"
+          "         [--priority N] [--device any|cpu|gpu] [--run-timeout MS]\n"
+          "         [--deadline MS] [--max-attempts N]\n"
+          "  wait ID [--timeout MS] [--out PATH]   wait for a job's result\n"
+          "  get ID                                 a job's result, or its state if running\n"
+          "  status ID                              same as get\n"
+          "  cancel ID                              cancel a queued or running job\n"
+          "  stats                                  queues, counters and workers\n"
+          "  workers                                connected workers and their devices\n"
+          "  dead [--purge]                         list (or clear) the dead-letter list\n"
+          "  retry ID                               requeue a dead-letter job\n"
+          "  bench WORKLOAD [options]               measure (see zfleet bench --help)\n"
+          "options:\n"
+          "  --broker EP     broker client endpoint (env ZFLEET_BROKER, default "
+          ZFLEET_DEFAULT_BROKER ")\n"
+          "  --json          one JSON document on stdout, for scripts\n"
+          "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
+          "exit codes: 0 ok, 1 job did not succeed, 2 usage, 3 timed out, 4 broker\n"
+          "  unreachable, 5 refused by the broker\n",
+          f);
+}
+
+static int fail_client(cli_t *cli, zf_client_t *c)
+{
+    zf_client_errcode_t e = zf_client_errcode(c);
+    if (cli->json) {
+        printf("{\"error\":");
+        zf_json_string(stdout, zf_client_error(c), strlen(zf_client_error(c)));
+        printf(",\"code\":%d}\n", zf_client_brokercode(c));
+    }
+    fprintf(stderr, "zfleet: %s\n", zf_client_error(c));
+    return e == ZF_CE_TIMEOUT       ? EXIT_TIMEOUT
+           : e == ZF_CE_UNREACHABLE ? EXIT_UNREACHABLE
+           : e == ZF_CE_USAGE       ? EXIT_USAGE
+                                    : EXIT_REFUSED;
+}
+
+static int parse_id(const char *s, uint64_t *id)
+{
+    if (!s || zf_parse_u64(s, UINT64_MAX, id) < 0) {
+        fprintf(stderr, "zfleet: expected a job id, got '%s'\n", s ? s : "");
+        return -1;
+    }
+    return 0;
+}
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
+        fprintf(stderr, "zfleet: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "zfleet: cannot read %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + n, 1, cap - n, f)) > 0;) {
+        n += got;
+        if (n == cap) {
+            char *b = realloc(buf, cap *= 2);
+            if (!b) {
+                free(buf);
+                buf = NULL;
+            } else {
+                buf = b;
+            }
+        }
+    }
+    fclose(f);
+    *len = n;
+    return buf;
+}
+
+/* ------------------------------------------------------------------ printing results */
+
+static void print_result_json(const zf_event_t *e, const char *out_path)
+{
+    printf("{\"id\":%llu,\"status\":\"%s\",\"function\":", (unsigned long long)e->id,
+           zfleet_state_name(e->status));
+    zf_json_string(stdout, e->function, strlen(e->function));
+    printf(",\"attempts\":%u,\"duration_us\":%llu,\"worker\":", e->attempts,
+           (unsigned long long)e->duration_us);
+    zf_json_string(stdout, e->worker, strlen(e->worker));
+    printf(",\"device\":");
+    zf_json_string(stdout, e->device, strlen(e->device));
+    printf(",\"error\":");
+    zf_json_string(stdout, e->text, strlen(e->text));
+    printf(",\"output_bytes\":%zu", e->output_len);
+    if (out_path) {
+        printf(",\"output_file\":");
+        zf_json_string(stdout, out_path, strlen(out_path));
+    } else if (zf_json_is_text(e->output, e->output_len)) {
+        printf(",\"output\":");
+        zf_json_string(stdout, e->output, e->output_len);
+    }
+    printf("}\n");
+}
+
+static void print_result_human(const zf_event_t *e, const char *out_path)
+{
+    printf("job %llu %s", (unsigned long long)e->id, zfleet_state_name(e->status));
+    if (e->worker[0])
+        printf(" on %s (%s), %.3f ms", e->worker, e->device, (double)e->duration_us / 1000.0);
+    printf(", %u attempt%s\n", e->attempts, e->attempts == 1 ? "" : "s");
+    if (e->text[0])
+        printf("  %s: %s\n", e->status == ZFLEET_SUCCEEDED ? "note" : "error", e->text);
+    if (out_path)
+        printf("  output: %zu bytes written to %s\n", e->output_len, out_path);
+    else if (e->output_len && zf_json_is_text(e->output, e->output_len))
+        printf("%.*s%s", (int)e->output_len, (const char *)e->output,
+               ((const char *)e->output)[e->output_len - 1] == '\n' ? "" : "\n");
+    else if (e->output_len)
+        printf("  output: %zu bytes of binary data (use --out PATH)\n", e->output_len);
+}
+
+static int finish_result(cli_t *cli, zf_event_t *e)
+{
+    int rc = e->status == ZFLEET_SUCCEEDED ? 0 : EXIT_JOB_FAILED;
+    if (cli->out && e->status == ZFLEET_SUCCEEDED && write_file(cli->out, e->output, e->output_len) < 0)
+        rc = EXIT_USAGE;
+    const char *out = cli->out && e->status == ZFLEET_SUCCEEDED ? cli->out : NULL;
+    if (cli->json)
+        print_result_json(e, out);
+    else
+        print_result_human(e, out);
+    zf_event_destroy(&e);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ commands */
+
+static int cmd_submit(cli_t *cli, zf_client_t *c, int argc, char **argv)
+{
+    if (argc < 1) {
+        fprintf(stderr, "zfleet: submit needs a FUNCTION\n");
+        return EXIT_USAGE;
+    }
+    const char *fn = argv[0];
+    void *data = NULL;
+    size_t len = 0;
+    if (cli->file) {
+        if (argc > 1) {
+            fprintf(stderr, "zfleet: give DATA or --file, not both\n");
+            return EXIT_USAGE;
+        }
+        if (!(data = read_file(cli->file, &len)))
+            return EXIT_USAGE;
+    } else if (argc > 1) {
+        data = strdup(argv[1]);
+        len = strlen(argv[1]);
+    }
+    uint64_t id;
+    int rc = zf_client_submit(c, fn, data, len, &cli->opts, &id);
+    free(data);
+    if (rc < 0)
+        return fail_client(cli, c);
+    if (!cli->wait) {
+        if (cli->json)
+            printf("{\"id\":%llu,\"status\":\"queued\"}\n", (unsigned long long)id);
+        else
+            printf("%llu\n", (unsigned long long)id);
+        return 0;
+    }
+    zf_event_t *e = zf_client_wait(c, id, cli->timeout_ms);
+    if (!e) {
+        int r = fail_client(cli, c);
+        fprintf(stderr, "zfleet: job %llu is still queued or running\n", (unsigned long long)id);
+        return r;
+    }
+    return finish_result(cli, e);
+}
+
+static int cmd_wait(cli_t *cli, zf_client_t *c, const char *arg)
+{
+    uint64_t id;
+    if (parse_id(arg, &id) < 0)
+        return EXIT_USAGE;
+    zf_event_t *e = zf_client_wait(c, id, cli->timeout_ms);
+    return e ? finish_result(cli, e) : fail_client(cli, c);
+}
+
+static int cmd_get(cli_t *cli, zf_client_t *c, const char *arg)
+{
+    uint64_t id;
+    if (parse_id(arg, &id) < 0)
+        return EXIT_USAGE;
+    zf_event_t *e = zf_client_get(c, id);
+    if (!e)
+        return fail_client(cli, c);
+    if (e->type == ZF_EV_RESULT)
+        return finish_result(cli, e);
+    if (cli->json) {
+        printf("{\"id\":%llu,\"status\":\"%s\",\"function\":", (unsigned long long)id,
+               zfleet_state_name(e->status));
+        zf_json_string(stdout, e->function, strlen(e->function));
+        printf(",\"attempts\":%u,\"progress\":%.4f,\"progress_text\":", e->attempts, e->progress);
+        zf_json_string(stdout, e->text, strlen(e->text));
+        printf(",\"worker\":");
+        zf_json_string(stdout, e->worker, strlen(e->worker));
+        printf(",\"device\":");
+        zf_json_string(stdout, e->device, strlen(e->device));
+        printf("}\n");
+    } else {
+        printf("job %llu %s (%s), attempt %u", (unsigned long long)id,
+               zfleet_state_name(e->status), e->function, e->attempts);
+        if (e->worker[0])
+            printf(" on %s (%s)", e->worker, e->device);
+        if (e->status == ZFLEET_RUNNING)
+            printf(", %.0f%%%s%s", e->progress * 100, e->text[0] ? " " : "", e->text);
+        printf("\n");
+    }
+    zf_event_destroy(&e);
+    return 0;
+}
+
+static int cmd_simple(cli_t *cli, zf_client_t *c, const char *arg, int cancel)
+{
+    uint64_t id;
+    if (parse_id(arg, &id) < 0)
+        return EXIT_USAGE;
+    if ((cancel ? zf_client_cancel(c, id) : zf_client_retry(c, id)) < 0)
+        return fail_client(cli, c);
+    if (cli->json)
+        printf("{\"id\":%llu,\"ok\":true}\n", (unsigned long long)id);
+    else
+        printf("job %llu %s\n", (unsigned long long)id, cancel ? "cancelled" : "requeued");
+    return 0;
+}
+
+/* msgpack navigation for the human views */
+static const msgpack_object *get(const msgpack_object *map, const char *key)
+{
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, key, n))
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static unsigned long long u(const msgpack_object *map, const char *key)
+{
+    const msgpack_object *o = get(map, key);
+    return o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (unsigned long long)o->via.u64 : 0;
+}
+
+static const char *s(const msgpack_object *map, const char *key, char *buf, size_t len)
+{
+    const msgpack_object *o = get(map, key);
+    if (!o || o->type != MSGPACK_OBJECT_STR)
+        return "";
+    snprintf(buf, len, "%.*s", (int)o->via.str.size, o->via.str.ptr);
+    return buf;
+}
+
+static void print_workers(const msgpack_object *ws)
+{
+    if (!ws || ws->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    printf("%-36s %-7s %-9s %8s %8s %6s  %s\n", "WORKER", "DEVICE", "STATE", "DONE", "FAILED",
+           "MEM_GB", "JOBS");
+    for (uint32_t i = 0; i < ws->via.array.size; i++) {
+        const msgpack_object *w = &ws->via.array.ptr[i];
+        char name[80], dev[80], st[32];
+        printf("%-36s %-7s %-9s %8llu %8llu %6.1f ", s(w, "name", name, sizeof name),
+               s(w, "device", dev, sizeof dev), s(w, "state", st, sizeof st), u(w, "done"),
+               u(w, "failed"), (double)u(w, "memory") / 1e9);
+        const msgpack_object *jobs = get(w, "jobs");
+        for (uint32_t j = 0; jobs && jobs->type == MSGPACK_OBJECT_ARRAY && j < jobs->via.array.size; j++)
+            printf(" %llu", (unsigned long long)jobs->via.array.ptr[j].via.u64);
+        printf("\n");
+    }
+}
+
+static void print_stats(const msgpack_object *doc)
+{
+    const msgpack_object *b = get(doc, "broker");
+    printf("broker: up %.1f s, %llu accepted, %llu queued, %llu dispatched, %llu requeued\n",
+           (double)u(b, "uptime_ms") / 1000, u(b, "accepted"), u(b, "queued"), u(b, "dispatched"),
+           u(b, "requeued"));
+    printf("        %llu malformed (client) / %llu (worker), %llu stale results, %llu workers lost, "
+           "%llu dead letters\n",
+           u(b, "malformed_client"), u(b, "malformed_worker"), u(b, "stale_results"),
+           u(b, "workers_lost"), u(b, "dead_letters"));
+    const msgpack_object *fin = get(doc, "finished");
+    printf("finished: %llu succeeded, %llu failed, %llu timed_out, %llu cancelled, %llu expired, "
+           "%llu lost\n",
+           u(fin, "succeeded"), u(fin, "failed"), u(fin, "timed_out"), u(fin, "cancelled"),
+           u(fin, "expired"), u(fin, "lost"));
+    const msgpack_object *fns = get(doc, "functions");
+    printf("\n%-24s %10s %8s %10s %8s %8s\n", "FUNCTION", "QUEUED", "RUNNING", "SUCCEEDED",
+           "FAILED", "WORKERS");
+    for (uint32_t i = 0; fns && fns->type == MSGPACK_OBJECT_ARRAY && i < fns->via.array.size; i++) {
+        const msgpack_object *f = &fns->via.array.ptr[i];
+        char name[80];
+        printf("%-24s %10llu %8llu %10llu %8llu %8llu\n", s(f, "name", name, sizeof name),
+               u(f, "queued"), u(f, "running"), u(f, "succeeded"), u(f, "failed"), u(f, "workers"));
+    }
+    printf("\n");
+    print_workers(get(doc, "workers"));
+}
+
+static void print_dead(const msgpack_object *doc)
+{
+    if (!doc || doc->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    printf("%zu dead letter(s)\n", (size_t)doc->via.array.size);
+    for (uint32_t i = 0; i < doc->via.array.size; i++) {
+        const msgpack_object *j = &doc->via.array.ptr[i];
+        char fn[80], st[32], causes[1100];
+        printf("%llu %s %s after %llu attempt(s): %s\n", u(j, "id"), s(j, "function", fn, sizeof fn),
+               s(j, "state", st, sizeof st), u(j, "attempts"), s(j, "causes", causes, sizeof causes));
+    }
+}
+
+static int cmd_doc(cli_t *cli, zf_client_t *c, const char *which)
+{
+    zf_event_t *e = !strcmp(which, "dead") ? zf_client_dead(c, cli->purge) : zf_client_stats(c);
+    if (!e)
+        return fail_client(cli, c);
+    if (!strcmp(which, "dead") && cli->purge) {
+        if (cli->json)
+            printf("{\"ok\":true,\"text\":\"%s\"}\n", e->text);
+        else
+            printf("%s\n", e->text);
+        zf_event_destroy(&e);
+        return 0;
+    }
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    int rc = 0;
+    if (msgpack_unpack_next(&up, e->output, e->output_len, &off) != MSGPACK_UNPACK_SUCCESS) {
+        fprintf(stderr, "zfleet: the broker sent an unreadable document\n");
+        rc = EXIT_REFUSED;
+    } else if (cli->json) {
+        const msgpack_object *o = !strcmp(which, "workers") ? get(&up.data, "workers") : &up.data;
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, *o);
+        zf_json_from_msgpack(stdout, sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
+        printf("\n");
+    } else if (!strcmp(which, "workers")) {
+        print_workers(get(&up.data, "workers"));
+    } else if (!strcmp(which, "dead")) {
+        print_dead(&up.data);
+    } else {
+        print_stats(&up.data);
+    }
+    msgpack_unpacked_destroy(&up);
+    zf_event_destroy(&e);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static int num_opt(const char *opt, const char *v, uint64_t max, uint64_t *out)
+{
+    if (zf_parse_u64(v, max, out) < 0) {
+        fprintf(stderr, "zfleet: --%s expects a number up to %llu, got '%s'\n", opt,
+                (unsigned long long)max, v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies one option. Returns 0, or an exit code. */
+static int apply_opt(cli_t *cli, int c, const char *arg)
+{
+    uint64_t v;
+    switch (c) {
+    case 'b': cli->broker = arg; return 0;
+    case 'j': cli->json = 1; return 0;
+    case 'w': cli->wait = 1; return 0;
+    case 'f': cli->file = arg; return 0;
+    case 'o': cli->out = arg; return 0;
+    case 'P': cli->purge = 1; return 0;
+    case 't':
+        if (num_opt("timeout", arg, INT32_MAX, &v) < 0)
+            return EXIT_USAGE;
+        cli->timeout_ms = (int)v;
+        return 0;
+    case 'p': {
+        char *end;
+        long p = strtol(arg, &end, 10);
+        if (!*arg || *end || p < INT32_MIN || p > INT32_MAX) {
+            fprintf(stderr, "zfleet: --priority expects an integer, got '%s'\n", arg);
+            return EXIT_USAGE;
+        }
+        cli->opts.priority = (int32_t)p;
+        return 0;
+    }
+    case 'd': {
+        int k = zf_device_kind_parse(arg);
+        if (k < 0) {
+            fprintf(stderr, "zfleet: --device expects any, cpu or gpu, got '%s'\n", arg);
+            return EXIT_USAGE;
+        }
+        cli->opts.device = k;
+        return 0;
+    }
+    case 'r':
+        if (num_opt("run-timeout", arg, UINT32_MAX, &v) < 0)
+            return EXIT_USAGE;
+        cli->opts.timeout_ms = (uint32_t)v;
+        return 0;
+    case 'D':
+        if (num_opt("deadline", arg, UINT32_MAX, &v) < 0)
+            return EXIT_USAGE;
+        cli->opts.deadline_ms = (uint32_t)v;
+        return 0;
+    case 'a':
+        if (num_opt("max-attempts", arg, 100, &v) < 0)
+            return EXIT_USAGE;
+        cli->opts.max_attempts = (uint32_t)v;
+        return 0;
+    default: usage(stderr); return EXIT_USAGE;
+    }
+}
+
+/* `zfleet [--broker EP] [--json] bench ...` goes to the benchmark with its own options. */
+static int maybe_bench(int argc, char **argv, int *rc)
+{
+    const char *ep = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--broker") && i + 1 < argc)
+            ep = argv[++i];
+        else if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "bench")) {
+            *rc = zf_bench_main(argc - i, argv + i, ep, json);
+            return 1;
+        } else
+            return 0;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    zf_log_init("zfleet");
+    int rc;
+    if (maybe_bench(argc, argv, &rc))
+        return rc;
+    cli_t cli = {.timeout_ms = -1};
+    static const struct option opts[] = {
+        {"broker", 1, 0, 'b'},   {"json", 0, 0, 'j'},         {"timeout", 1, 0, 't'},
+        {"wait", 0, 0, 'w'},     {"file", 1, 0, 'f'},         {"out", 1, 0, 'o'},
+        {"priority", 1, 0, 'p'}, {"device", 1, 0, 'd'},       {"run-timeout", 1, 0, 'r'},
+        {"deadline", 1, 0, 'D'}, {"max-attempts", 1, 0, 'a'}, {"purge", 0, 0, 'P'},
+        {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    int c;
+    /* GNU getopt permutes: options may come before or after the command */
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return 0;
+        }
+        if ((rc = apply_opt(&cli, c, optarg)) != 0)
+            return rc;
+    }
+    int nargs = argc - optind;
+    char **args = argv + optind;
+    if (nargs == 0) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    zf_client_t *client = zf_client_new(cli.broker);
+    if (!client) {
+        fprintf(stderr, "zfleet: bad broker endpoint '%s'\n",
+                cli.broker ? cli.broker : getenv("ZFLEET_BROKER") ? getenv("ZFLEET_BROKER") : "");
+        return EXIT_USAGE;
+    }
+    const char *cmd = args[0];
+    const char *arg = nargs > 1 ? args[1] : NULL;
+    if (!strcmp(cmd, "submit"))
+        rc = cmd_submit(&cli, client, nargs - 1, args + 1);
+    else if (!strcmp(cmd, "wait"))
+        rc = cmd_wait(&cli, client, arg);
+    else if (!strcmp(cmd, "get") || !strcmp(cmd, "status"))
+        rc = cmd_get(&cli, client, arg);
+    else if (!strcmp(cmd, "cancel"))
+        rc = cmd_simple(&cli, client, arg, 1);
+    else if (!strcmp(cmd, "retry"))
+        rc = cmd_simple(&cli, client, arg, 0);
+    else if (!strcmp(cmd, "stats") || !strcmp(cmd, "workers") || !strcmp(cmd, "dead"))
+        rc = cmd_doc(&cli, client, cmd);
+    else {
+        fprintf(stderr, "zfleet: unknown command '%s' (see zfleet --help)\n", cmd);
+        rc = EXIT_USAGE;
+    }
+    zf_client_destroy(&client);
+    return rc;
+}

@@ -1,0 +1,527 @@
+/*  libzfleet — see zfleet.h. */
+#include "zfleet.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "../proto/zf_util.h"
+#include "../proto/zf_wire.h"
+
+/* An event and everything it points to, in one allocation. ev must stay first. */
+typedef struct evnode {
+    zf_event_t ev;
+    zmq_msg_t out;
+    struct evnode *next;
+    char buf[];
+} evnode_t;
+
+struct zf_client {
+    void *ctx, *sock;
+    char ep[256];
+    int req_timeout_ms, hb_ms;
+    uint64_t next_tag;
+    evnode_t *qhead, **qtail;
+    int64_t last_recv_ms, last_ping_ms;
+    char err[512];
+    zf_client_errcode_t errcode;
+    int brokercode;
+};
+
+static int set_error(zf_client_t *c, zf_client_errcode_t code, int bcode, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int set_error(zf_client_t *c, zf_client_errcode_t code, int bcode, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+    c->errcode = code;
+    c->brokercode = bcode;
+    return -1;
+}
+
+const char *zfleet_state_name(int state)
+{
+    return zf_state_name((uint32_t)state);
+}
+
+const char *zf_client_error(const zf_client_t *c)
+{
+    return c->err;
+}
+
+zf_client_errcode_t zf_client_errcode(const zf_client_t *c)
+{
+    return c->errcode;
+}
+
+int zf_client_brokercode(const zf_client_t *c)
+{
+    return c->brokercode;
+}
+
+/* ------------------------------------------------------------------ connection */
+
+static int open_socket(zf_client_t *c)
+{
+    if (c->sock)
+        zmq_close(c->sock);
+    c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    if (!c->sock)
+        return -1;
+    int zero = 0, ivl = 100, ivl_max = 5000;
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (zmq_connect(c->sock, c->ep) < 0)
+        return -1;
+    c->last_recv_ms = c->last_ping_ms = zf_now_ms();
+    return 0;
+}
+
+zf_client_t *zf_client_new(const char *endpoint)
+{
+    if (!endpoint)
+        endpoint = getenv("ZFLEET_BROKER");
+    if (!endpoint || !*endpoint)
+        endpoint = ZFLEET_DEFAULT_BROKER;
+    zf_client_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    snprintf(c->ep, sizeof c->ep, "%s", endpoint);
+    c->req_timeout_ms = 5000;
+    c->hb_ms = 1000;
+    c->next_tag = zf_random64() >> 1;
+    c->qtail = &c->qhead;
+    c->ctx = zmq_ctx_new();
+    if (!c->ctx || open_socket(c) < 0) {
+        zf_client_destroy(&c);
+        return NULL;
+    }
+    return c;
+}
+
+void zf_event_destroy(zf_event_t **self_p)
+{
+    evnode_t *n = (evnode_t *)*self_p;
+    if (!n)
+        return;
+    *self_p = NULL;
+    zmq_msg_close(&n->out);
+    free(n);
+}
+
+void zf_client_destroy(zf_client_t **self_p)
+{
+    zf_client_t *c = *self_p;
+    if (!c)
+        return;
+    *self_p = NULL;
+    while (c->qhead) {
+        evnode_t *n = c->qhead;
+        c->qhead = n->next;
+        zf_event_t *ev = &n->ev;
+        zf_event_destroy(&ev);
+    }
+    if (c->sock)
+        zmq_close(c->sock);
+    if (c->ctx)
+        zmq_ctx_term(c->ctx);
+    free(c);
+}
+
+void zf_client_set_request_timeout(zf_client_t *c, int ms)
+{
+    c->req_timeout_ms = ms;
+}
+
+void zf_client_set_heartbeat(zf_client_t *c, int ms)
+{
+    c->hb_ms = ms > 0 ? ms : 1000;
+}
+
+int zf_client_fd(zf_client_t *c)
+{
+    int fd = -1;
+    size_t len = sizeof fd;
+    zmq_getsockopt(c->sock, ZMQ_FD, &fd, &len);
+    return fd;
+}
+
+/* ------------------------------------------------------------------ events */
+
+static const char *put_str(char **cursor, zf_str_t s)
+{
+    char *p = *cursor;
+    zf_str_copy(p, s.len + 1, s);
+    *cursor += s.len + 1;
+    return p;
+}
+
+static evnode_t *make_event(const zf_msg_t *m, zmq_msg_t *payload)
+{
+    size_t extra = m->text.len + m->worker.len + m->devname.len + m->fn.len + 4;
+    evnode_t *n = calloc(1, sizeof *n + extra);
+    if (!n)
+        return NULL;
+    zf_event_t *e = &n->ev;
+    switch (m->cmd) {
+    case ZF_CMD_ACCEPTED: e->type = ZF_EV_ACCEPTED; break;
+    case ZF_CMD_REJECTED: e->type = ZF_EV_REJECTED; break;
+    case ZF_CMD_RESULT: e->type = ZF_EV_RESULT; break;
+    case ZF_CMD_PROGRESS: e->type = ZF_EV_PROGRESS; break;
+    case ZF_CMD_STATUS: e->type = ZF_EV_STATUS; break;
+    case ZF_CMD_REPLY: e->type = ZF_EV_REPLY; break;
+    default: e->type = ZF_EV_ERROR; break;
+    }
+    e->id = m->id;
+    e->tag = m->tag;
+    e->status = (int)m->status;
+    e->code = (int)m->code;
+    e->attempts = m->attempt;
+    e->duration_us = m->duration_us;
+    e->progress = m->progress;
+    char *cur = n->buf;
+    e->text = put_str(&cur, m->text);
+    e->worker = put_str(&cur, m->worker);
+    e->device = put_str(&cur, m->devname);
+    e->function = put_str(&cur, m->fn);
+    zmq_msg_init(&n->out);
+    if (payload)
+        zmq_msg_move(&n->out, payload);
+    e->output = zmq_msg_data(&n->out);
+    e->output_len = zmq_msg_size(&n->out);
+    e->priv_ = n;
+    return n;
+}
+
+/* Receives one event from the socket, waiting up to timeout_ms. NULL if none. */
+static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
+{
+    for (;;) {
+        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, timeout_ms) <= 0)
+            return NULL;
+        zf_frames_t f;
+        if (zf_wire_recv(c->sock, &f, ZMQ_DONTWAIT) < 0)
+            return NULL;
+        c->last_recv_ms = zf_now_ms();
+        zf_msg_t m;
+        int err;
+        evnode_t *n = NULL;
+        if (f.n >= 1 && zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]),
+                                      &err, NULL) == 0 &&
+            m.cmd != ZF_CMD_PONG)
+            n = make_event(&m, f.n >= 2 ? &f.part[1] : NULL);
+        zf_frames_close(&f);
+        if (n)
+            return n;
+        timeout_ms = 0; /* a PONG or junk: look again without waiting */
+    }
+}
+
+static void enqueue(zf_client_t *c, evnode_t *n)
+{
+    n->next = NULL;
+    *c->qtail = n;
+    c->qtail = &n->next;
+}
+
+typedef bool (*match_fn)(const zf_event_t *e, const void *arg);
+
+static evnode_t *take_queued(zf_client_t *c, match_fn match, const void *arg)
+{
+    for (evnode_t **pp = &c->qhead; *pp; pp = &(*pp)->next) {
+        evnode_t *n = *pp;
+        if (!match(&n->ev, arg))
+            continue;
+        *pp = n->next;
+        if (!*pp)
+            c->qtail = pp;
+        return n;
+    }
+    return NULL;
+}
+
+static int send_msg(zf_client_t *c, const zf_msg_t *m, zmq_msg_t *payload)
+{
+    if (zf_wire_send_blocking(c->sock, m, payload) < 0)
+        return set_error(c, ZF_CE_UNREACHABLE, 0, "cannot send to %s: %s", c->ep,
+                         zmq_strerror(errno));
+    return 0;
+}
+
+/* What a waiter does when the broker has been silent for three heartbeats: reconnect and
+   re-send whatever it is waiting on. Returns -1 to give up. */
+typedef int (*resend_fn)(zf_client_t *c, void *arg);
+
+/* Waits for an event that matches, up to timeout_ms (-1 forever). Keeps other events. */
+static evnode_t *await(zf_client_t *c, match_fn match, const void *arg, int timeout_ms,
+                       resend_fn resend, void *rarg)
+{
+    int64_t start = zf_now_ms();
+    for (;;) {
+        evnode_t *n = take_queued(c, match, arg);
+        if (n)
+            return n;
+        int64_t now = zf_now_ms();
+        int64_t left = timeout_ms < 0 ? c->hb_ms : start + timeout_ms - now;
+        if (left <= 0) {
+            set_error(c, ZF_CE_TIMEOUT, 0, "timed out after %d ms", timeout_ms);
+            return NULL;
+        }
+        n = recv_event(c, (int)(left < c->hb_ms ? left : c->hb_ms));
+        if (n) {
+            if (match(&n->ev, arg))
+                return n;
+            enqueue(c, n);
+            continue;
+        }
+        now = zf_now_ms();
+        if (now - c->last_recv_ms >= 3 * (int64_t)c->hb_ms) {
+            if (!resend || open_socket(c) < 0 || resend(c, rarg) < 0) {
+                set_error(c, ZF_CE_UNREACHABLE, 0, "broker at %s is not answering", c->ep);
+                return NULL;
+            }
+        } else if (now - c->last_recv_ms >= c->hb_ms && now - c->last_ping_ms >= c->hb_ms) {
+            zf_msg_t p;
+            zf_msg_init(&p, ZF_CMD_PING);
+            zf_wire_send(c->sock, NULL, &p, NULL);
+            c->last_ping_ms = now;
+        }
+    }
+}
+
+static bool match_tag(const zf_event_t *e, const void *arg)
+{
+    return e->tag == *(const uint64_t *)arg &&
+           (e->type == ZF_EV_ACCEPTED || e->type == ZF_EV_REJECTED || e->type == ZF_EV_ERROR ||
+            e->type == ZF_EV_REPLY || e->type == ZF_EV_STATUS || e->type == ZF_EV_RESULT);
+}
+
+/* Sends a request and waits for the reply with its tag. */
+static evnode_t *request(zf_client_t *c, zf_msg_t *m, zmq_msg_t *payload)
+{
+    uint64_t tag = ++c->next_tag;
+    zf_msg_set_u64(m, ZF_F_TAG, tag);
+    if (send_msg(c, m, payload) < 0)
+        return NULL;
+    evnode_t *n = await(c, match_tag, &tag, c->req_timeout_ms, NULL, NULL);
+    if (!n && c->errcode == ZF_CE_TIMEOUT)
+        set_error(c, ZF_CE_UNREACHABLE, 0, "no answer from the broker at %s within %d ms",
+                  c->ep, c->req_timeout_ms);
+    return n;
+}
+
+/* Turns an error reply into the client's error; returns true if it was one. */
+static bool broker_refused(zf_client_t *c, evnode_t *n)
+{
+    if (n->ev.type != ZF_EV_REJECTED && n->ev.type != ZF_EV_ERROR &&
+        !(n->ev.type == ZF_EV_REPLY && n->ev.code != 0))
+        return false;
+    set_error(c, ZF_CE_REJECTED, n->ev.code, "%s", n->ev.text[0] ? n->ev.text
+                                                                  : zf_error_name((uint32_t)n->ev.code));
+    zf_event_t *e = &n->ev;
+    zf_event_destroy(&e);
+    return true;
+}
+
+/* ------------------------------------------------------------------ API */
+
+static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void *data,
+                        size_t len, const zf_submit_opts_t *o, zmq_msg_t *payload)
+{
+    if (!fn || !*fn || strlen(fn) > ZF_FN_MAX)
+        return set_error(c, ZF_CE_USAGE, 0, "function name must be 1 to %d bytes", ZF_FN_MAX);
+    zf_msg_init(m, ZF_CMD_SUBMIT);
+    zf_msg_set_str(m, ZF_F_FN, fn);
+    if (o) {
+        if (o->priority)
+            zf_msg_set_i32(m, ZF_F_PRIORITY, o->priority);
+        if (o->timeout_ms)
+            zf_msg_set_u64(m, ZF_F_TIMEOUT, o->timeout_ms);
+        if (o->deadline_ms)
+            zf_msg_set_u64(m, ZF_F_DEADLINE, o->deadline_ms);
+        if (o->max_attempts)
+            zf_msg_set_u64(m, ZF_F_MAX_ATTEMPTS, o->max_attempts);
+        if (o->device)
+            zf_msg_set_u64(m, ZF_F_DEVICE, (uint64_t)o->device);
+        if (o->no_push)
+            zf_msg_set_u64(m, ZF_F_FLAGS, ZF_FLAG_NO_PUSH);
+    }
+    if (zmq_msg_init_size(payload, len) < 0)
+        return set_error(c, ZF_CE_NOMEM, 0, "out of memory for a %zu-byte payload", len);
+    if (len)
+        memcpy(zmq_msg_data(payload), data, len);
+    return 0;
+}
+
+int zf_client_submit_async(zf_client_t *c, const char *fn, const void *data, size_t len,
+                           const zf_submit_opts_t *opts, uint64_t *tag)
+{
+    zf_msg_t m;
+    zmq_msg_t payload;
+    if (build_submit(c, &m, fn, data, len, opts, &payload) < 0)
+        return -1;
+    uint64_t t = ++c->next_tag;
+    zf_msg_set_u64(&m, ZF_F_TAG, t);
+    if (send_msg(c, &m, &payload) < 0) {
+        zmq_msg_close(&payload);
+        return -1;
+    }
+    if (tag)
+        *tag = t;
+    return 0;
+}
+
+int zf_client_submit(zf_client_t *c, const char *fn, const void *data, size_t len,
+                     const zf_submit_opts_t *opts, uint64_t *id)
+{
+    zf_msg_t m;
+    zmq_msg_t payload;
+    if (build_submit(c, &m, fn, data, len, opts, &payload) < 0)
+        return -1;
+    evnode_t *n = request(c, &m, &payload);
+    if (!n)
+        return -1;
+    if (broker_refused(c, n))
+        return -1;
+    if (id)
+        *id = n->ev.id;
+    zf_event_t *e = &n->ev;
+    zf_event_destroy(&e);
+    return 0;
+}
+
+typedef struct {
+    uint64_t id;
+    uint64_t tag; /* of the last WAIT sent */
+} waitarg_t;
+
+static bool match_result(const zf_event_t *e, const void *arg)
+{
+    const waitarg_t *w = arg;
+    if (e->type == ZF_EV_RESULT && e->id == w->id)
+        return true;
+    /* the broker's answer to our WAIT: unknown job, or the job's status (absorbed below) */
+    return e->tag == w->tag && (e->type == ZF_EV_ERROR || e->type == ZF_EV_STATUS);
+}
+
+static int send_wait(zf_client_t *c, void *arg)
+{
+    waitarg_t *w = arg;
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_WAIT);
+    zf_msg_set_u64(&m, ZF_F_ID, w->id);
+    w->tag = ++c->next_tag;
+    zf_msg_set_u64(&m, ZF_F_TAG, w->tag);
+    return send_msg(c, &m, NULL);
+}
+
+zf_event_t *zf_client_wait(zf_client_t *c, uint64_t id, int timeout_ms)
+{
+    waitarg_t w = {id, 0};
+    /* Asking costs one small message and covers every case: a job submitted elsewhere, a
+       result pushed before we waited, a broker that restarted. */
+    evnode_t *n = take_queued(c, match_result, &w);
+    if (n)
+        return &n->ev;
+    if (send_wait(c, &w) < 0)
+        return NULL;
+    int64_t deadline = timeout_ms < 0 ? -1 : zf_now_ms() + timeout_ms;
+    for (;;) {
+        int left = deadline < 0 ? -1 : (int)(deadline - zf_now_ms());
+        if (deadline >= 0 && left <= 0) {
+            set_error(c, ZF_CE_TIMEOUT, 0, "job %llu: no result within %d ms",
+                      (unsigned long long)id, timeout_ms);
+            return NULL;
+        }
+        n = await(c, match_result, &w, left, send_wait, &w);
+        if (!n)
+            return NULL;
+        if (n->ev.type == ZF_EV_RESULT)
+            return &n->ev;
+        if (broker_refused(c, n))
+            return NULL;
+        zf_event_t *e = &n->ev; /* a STATUS: the broker knows the job; keep waiting */
+        zf_event_destroy(&e);
+    }
+}
+
+zf_event_t *zf_client_get(zf_client_t *c, uint64_t id)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_GET);
+    zf_msg_set_u64(&m, ZF_F_ID, id);
+    evnode_t *n = request(c, &m, NULL);
+    if (!n || broker_refused(c, n))
+        return NULL;
+    return &n->ev;
+}
+
+static int simple_request(zf_client_t *c, uint8_t cmd, uint64_t id)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, cmd);
+    zf_msg_set_u64(&m, ZF_F_ID, id);
+    evnode_t *n = request(c, &m, NULL);
+    if (!n || broker_refused(c, n))
+        return -1;
+    zf_event_t *e = &n->ev;
+    zf_event_destroy(&e);
+    return 0;
+}
+
+int zf_client_cancel(zf_client_t *c, uint64_t id)
+{
+    return simple_request(c, ZF_CMD_CANCEL, id);
+}
+
+int zf_client_retry(zf_client_t *c, uint64_t id)
+{
+    return simple_request(c, ZF_CMD_RETRY, id);
+}
+
+static zf_event_t *doc_request(zf_client_t *c, uint8_t cmd, uint32_t flags)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, cmd);
+    if (flags)
+        zf_msg_set_u64(&m, ZF_F_FLAGS, flags);
+    evnode_t *n = request(c, &m, NULL);
+    if (!n || broker_refused(c, n))
+        return NULL;
+    return &n->ev;
+}
+
+zf_event_t *zf_client_stats(zf_client_t *c)
+{
+    return doc_request(c, ZF_CMD_STATS, 0);
+}
+
+zf_event_t *zf_client_dead(zf_client_t *c, bool purge)
+{
+    return doc_request(c, ZF_CMD_DEAD, purge ? ZF_FLAG_PURGE : 0);
+}
+
+static bool match_any(const zf_event_t *e, const void *arg)
+{
+    (void)e, (void)arg;
+    return true;
+}
+
+zf_event_t *zf_client_next(zf_client_t *c, int timeout_ms)
+{
+    evnode_t *n = take_queued(c, match_any, NULL);
+    if (!n)
+        n = recv_event(c, timeout_ms);
+    if (!n) {
+        set_error(c, ZF_CE_TIMEOUT, 0, "no event within %d ms", timeout_ms);
+        return NULL;
+    }
+    return &n->ev;
+}

@@ -1,0 +1,155 @@
+/*  zfleet.h — the zfleet client library (libzfleet).
+
+    A client submits jobs to a zfleet broker and receives their results, progress and
+    errors. One zf_client_t is one connection; use it from one thread at a time.
+
+    Two styles:
+    - synchronous: zf_client_submit() returns the job id once the broker has accepted the
+      job (journaled, if the broker journals); zf_client_wait() returns its result.
+    - asynchronous: zf_client_submit_async() returns at once; acceptances, rejections,
+      progress and results arrive as events from zf_client_next(). zf_client_fd() gives a
+      file descriptor to watch in your own event loop (it signals edge-triggered: when it
+      is readable, call zf_client_next(c, 0) until it returns NULL).
+
+    Results are pushed to the connection that submitted the job. Any connection may also
+    wait for, or fetch, any job by id (a web app can submit from one process and fetch from
+    another). The library reconnects by itself if the broker goes away, and re-attaches to
+    the job it is waiting for.
+
+    Ownership: every zf_event_t returned is the caller's, freed with zf_event_destroy.
+    Errors: functions return 0 / -1 or NULL; zf_client_error() describes the last failure
+    and zf_client_errcode() classifies it (ZF_CE_* below).
+*/
+#ifndef ZFLEET_H
+#define ZFLEET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ZFLEET_DEFAULT_BROKER "tcp://127.0.0.1:5555"
+
+/* Job states (the same numbers as on the wire). */
+typedef enum {
+    ZFLEET_QUEUED = 0,
+    ZFLEET_RUNNING = 1,
+    ZFLEET_SUCCEEDED = 2,
+    ZFLEET_FAILED = 3,
+    ZFLEET_TIMED_OUT = 4,
+    ZFLEET_CANCELLED = 5,
+    ZFLEET_EXPIRED = 6,
+    ZFLEET_LOST = 7,
+} zfleet_state_t;
+
+/* Client-side error classes (zf_client_errcode). */
+typedef enum {
+    ZF_CE_NONE = 0,
+    ZF_CE_TIMEOUT = 1,       /* nothing arrived in time (the job may still be running) */
+    ZF_CE_UNREACHABLE = 2,   /* the broker did not answer */
+    ZF_CE_REJECTED = 3,      /* the broker refused: see zf_client_brokercode() */
+    ZF_CE_USAGE = 4,         /* bad argument */
+    ZF_CE_NOMEM = 5,
+} zf_client_errcode_t;
+
+typedef enum {
+    ZF_EV_ACCEPTED = 1,      /* tag, id */
+    ZF_EV_REJECTED = 2,      /* tag, code, text */
+    ZF_EV_RESULT = 3,        /* id, tag, status, output, text (error), attempts, ... */
+    ZF_EV_PROGRESS = 4,      /* id, tag, progress, text */
+    ZF_EV_STATUS = 5,        /* id, status, attempts, progress, text, worker, device */
+    ZF_EV_ERROR = 6,         /* tag, code, text (e.g. unknown job) */
+    ZF_EV_REPLY = 7,         /* tag, code, text, output = msgpack document (stats, dead) */
+} zf_event_type_t;
+
+typedef struct zf_event {
+    zf_event_type_t type;
+    uint64_t id;             /* job id (0 if not about one job) */
+    uint64_t tag;            /* the submit tag this answers */
+    int status;              /* zfleet_state_t, for RESULT and STATUS */
+    int code;                /* broker error code (zf_error_t on the wire), 0 = ok */
+    const char *text;        /* error text, progress text or reason; never NULL */
+    const void *output;      /* RESULT: the handler's output; REPLY: the document */
+    size_t output_len;
+    uint32_t attempts;
+    uint64_t duration_us;    /* handler run time */
+    double progress;         /* 0..1 */
+    const char *function;    /* never NULL */
+    const char *worker;      /* worker that ran it; never NULL */
+    const char *device;      /* its device label, e.g. "cpu:1"; never NULL */
+    void *priv_;             /* the library's */
+} zf_event_t;
+
+typedef struct zf_client zf_client_t;
+
+typedef struct {
+    int32_t priority;        /* higher first; default 0 */
+    uint32_t timeout_ms;     /* run timeout of one attempt; 0 = none */
+    uint32_t deadline_ms;    /* must start within this long after acceptance; 0 = none */
+    uint32_t max_attempts;   /* 0 = the broker's default (3) */
+    int device;              /* 0 any, 1 cpu, 2 gpu */
+    bool no_push;            /* do not push the result to this connection */
+} zf_submit_opts_t;
+
+/* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is
+   lazy: this fails only on a malformed endpoint or no memory (NULL). */
+zf_client_t *zf_client_new(const char *endpoint);
+void zf_client_destroy(zf_client_t **self_p);
+
+/* How long synchronous requests wait for the broker (default 5000 ms), and the interval of
+   liveness pings while waiting (default 1000 ms; 3 missed = reconnect). */
+void zf_client_set_request_timeout(zf_client_t *self, int ms);
+void zf_client_set_heartbeat(zf_client_t *self, int ms);
+
+/* Submits and waits for acceptance. opts may be NULL. Returns 0 with *id, or -1
+   (ZF_CE_REJECTED: queue full, payload too large...; ZF_CE_UNREACHABLE). */
+int zf_client_submit(zf_client_t *self, const char *function, const void *data, size_t len,
+                     const zf_submit_opts_t *opts, uint64_t *id);
+
+/* Submits without waiting; *tag identifies the ACCEPTED or REJECTED event to come.
+   Returns 0, or -1 if the message could not be queued. */
+int zf_client_submit_async(zf_client_t *self, const char *function, const void *data,
+                           size_t len, const zf_submit_opts_t *opts, uint64_t *tag);
+
+/* Waits up to timeout_ms (-1 = forever) for the job's result. Returns a RESULT event, or
+   NULL (ZF_CE_TIMEOUT; ZF_CE_REJECTED with brokercode 4 when the broker does not know the
+   job, e.g. it restarted without a journal). Other events that arrive meanwhile are kept
+   for zf_client_next. */
+zf_event_t *zf_client_wait(zf_client_t *self, uint64_t id, int timeout_ms);
+
+/* Asks for the job's current state: a RESULT event if finished, else a STATUS event; NULL
+   on error (unknown job, unreachable). */
+zf_event_t *zf_client_get(zf_client_t *self, uint64_t id);
+
+/* Cancels a job. Returns 0, or -1 (already finished: ZF_CE_REJECTED, brokercode 8). */
+int zf_client_cancel(zf_client_t *self, uint64_t id);
+
+/* The next event, waiting up to timeout_ms (0 = do not wait, -1 = forever). NULL if none
+   arrived (ZF_CE_TIMEOUT) or on error. */
+zf_event_t *zf_client_next(zf_client_t *self, int timeout_ms);
+
+/* Broker statistics and the dead-letter list, as REPLY events whose output is a msgpack
+   document (see PROTOCOL.md). NULL on error. */
+zf_event_t *zf_client_stats(zf_client_t *self);
+zf_event_t *zf_client_dead(zf_client_t *self, bool purge);
+/* Requeues a dead-letter job. Returns 0, or -1. */
+int zf_client_retry(zf_client_t *self, uint64_t id);
+
+/* A file descriptor that becomes readable when events may be waiting (ZMQ_FD). */
+int zf_client_fd(zf_client_t *self);
+
+const char *zf_client_error(const zf_client_t *self);
+zf_client_errcode_t zf_client_errcode(const zf_client_t *self);
+int zf_client_brokercode(const zf_client_t *self);
+
+void zf_event_destroy(zf_event_t **self_p);
+
+const char *zfleet_state_name(int state);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

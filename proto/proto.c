@@ -1,0 +1,427 @@
+/*  zf_proto — header codec. See zf_proto.h and PROTOCOL.md. */
+#include "zf_proto.h"
+
+#include <assert.h>
+#include <msgpack.h>
+#include <stddef.h>
+#include <string.h>
+
+typedef enum { T_NONE, T_U64, T_U32, T_I32, T_STR, T_F64, T_STRARR } ftype_t;
+
+typedef struct {
+    ftype_t type;
+    size_t off;
+    uint32_t maxlen; /* strings: longest accepted */
+} fdesc_t;
+
+#define U64(mem) {T_U64, offsetof(zf_msg_t, mem), 0}
+#define U32(mem) {T_U32, offsetof(zf_msg_t, mem), 0}
+#define I32(mem) {T_I32, offsetof(zf_msg_t, mem), 0}
+#define STR(mem, n) {T_STR, offsetof(zf_msg_t, mem), n}
+
+static const fdesc_t fields[ZF_F__MAX] = {
+    [ZF_F_ID] = U64(id),
+    [ZF_F_ATTEMPT] = U32(attempt),
+    [ZF_F_TAG] = U64(tag),
+    [ZF_F_FN] = STR(fn, ZF_FN_MAX),
+    [ZF_F_PRIORITY] = I32(priority),
+    [ZF_F_TIMEOUT] = U32(timeout_ms),
+    [ZF_F_DEADLINE] = U32(deadline_ms),
+    [ZF_F_MAX_ATTEMPTS] = U32(max_attempts),
+    [ZF_F_DEVICE] = U32(device),
+    [ZF_F_STATUS] = U32(status),
+    [ZF_F_CODE] = U32(code),
+    [ZF_F_TEXT] = STR(text, ZF_TEXT_MAX),
+    [ZF_F_CREDITS] = U32(credits),
+    [ZF_F_DURATION] = U64(duration_us),
+    [ZF_F_WORKER] = STR(worker, ZF_NAME_MAX),
+    [ZF_F_DEVNAME] = STR(devname, ZF_NAME_MAX),
+    [ZF_F_PROGRESS] = {T_F64, offsetof(zf_msg_t, progress), 0},
+    [ZF_F_FUNCTIONS] = {T_STRARR, offsetof(zf_msg_t, functions), ZF_FN_MAX},
+    [ZF_F_DEVINDEX] = I32(devindex),
+    [ZF_F_DEVMEM] = U64(devmem),
+    [ZF_F_HEARTBEAT] = U32(heartbeat_ms),
+    [ZF_F_FLAGS] = U32(flags),
+    [ZF_F_QUEUED] = U64(queued_us),
+};
+
+#define B(f) (1u << (f))
+
+/* Fields each command must carry; everything else is optional. */
+static uint32_t required_fields(uint8_t cmd)
+{
+    switch (cmd) {
+    case ZF_CMD_SUBMIT: return B(ZF_F_TAG) | B(ZF_F_FN);
+    case ZF_CMD_WAIT:
+    case ZF_CMD_GET:
+    case ZF_CMD_CANCEL:
+    case ZF_CMD_RETRY: return B(ZF_F_ID);
+    case ZF_CMD_STATS:
+    case ZF_CMD_DEAD:
+    case ZF_CMD_PING: return 0;
+    case ZF_CMD_ACCEPTED: return B(ZF_F_TAG) | B(ZF_F_ID);
+    case ZF_CMD_REJECTED: return B(ZF_F_TAG) | B(ZF_F_CODE);
+    case ZF_CMD_RESULT: return B(ZF_F_ID) | B(ZF_F_STATUS);
+    case ZF_CMD_STATUS: return B(ZF_F_ID) | B(ZF_F_STATUS);
+    case ZF_CMD_PROGRESS: return B(ZF_F_ID) | B(ZF_F_PROGRESS);
+    case ZF_CMD_REPLY: return B(ZF_F_CODE);
+    case ZF_CMD_PONG: return 0;
+    case ZF_CMD_ERROR: return B(ZF_F_CODE);
+    case ZF_CMD_READY: return B(ZF_F_FUNCTIONS) | B(ZF_F_DEVICE);
+    case ZF_CMD_DONE: return B(ZF_F_ID) | B(ZF_F_ATTEMPT) | B(ZF_F_STATUS);
+    case ZF_CMD_WPROGRESS: return B(ZF_F_ID) | B(ZF_F_ATTEMPT) | B(ZF_F_PROGRESS);
+    case ZF_CMD_HEARTBEAT:
+    case ZF_CMD_BYE: return 0;
+    case ZF_CMD_RECALLED: return B(ZF_F_ID) | B(ZF_F_ATTEMPT);
+    case ZF_CMD_JOB: return B(ZF_F_ID) | B(ZF_F_ATTEMPT) | B(ZF_F_FN);
+    case ZF_CMD_WCANCEL: return B(ZF_F_ID) | B(ZF_F_ATTEMPT);
+    case ZF_CMD_BHEARTBEAT:
+    case ZF_CMD_RESET: return 0;
+    case ZF_CMD_RECALL: return B(ZF_F_ID) | B(ZF_F_ATTEMPT);
+    default: return UINT32_MAX;
+    }
+}
+
+int zf_cmd_payload_frames(uint8_t cmd)
+{
+    switch (cmd) {
+    case ZF_CMD_SUBMIT:
+    case ZF_CMD_RESULT:
+    case ZF_CMD_DONE:
+    case ZF_CMD_JOB: return 1;
+    case ZF_CMD_REPLY: return 1;
+    default: return required_fields(cmd) == UINT32_MAX ? -1 : 0;
+    }
+}
+
+void zf_msg_init(zf_msg_t *m, uint8_t cmd)
+{
+    memset(m, 0, sizeof *m);
+    m->cmd = cmd;
+}
+
+static void *field_ptr(zf_msg_t *m, zf_field_t f)
+{
+    return (char *)m + fields[f].off;
+}
+
+void zf_msg_set_u64(zf_msg_t *m, zf_field_t f, uint64_t v)
+{
+    assert(f > 0 && f < ZF_F__MAX);
+    switch (fields[f].type) {
+    case T_U64: *(uint64_t *)field_ptr(m, f) = v; break;
+    case T_U32: *(uint32_t *)field_ptr(m, f) = (uint32_t)v; break;
+    case T_I32: *(int32_t *)field_ptr(m, f) = (int32_t)v; break;
+    default: assert(!"not an integer field");
+    }
+    m->present |= B(f);
+}
+
+void zf_msg_set_i32(zf_msg_t *m, zf_field_t f, int32_t v)
+{
+    assert(fields[f].type == T_I32);
+    *(int32_t *)field_ptr(m, f) = v;
+    m->present |= B(f);
+}
+
+void zf_msg_set_strn(zf_msg_t *m, zf_field_t f, const char *s, size_t len)
+{
+    assert(fields[f].type == T_STR);
+    if (len > fields[f].maxlen)
+        len = fields[f].maxlen;
+    zf_str_t *dst = field_ptr(m, f);
+    dst->ptr = s;
+    dst->len = (uint32_t)len;
+    m->present |= B(f);
+}
+
+void zf_msg_set_str(zf_msg_t *m, zf_field_t f, const char *s)
+{
+    zf_msg_set_strn(m, f, s ? s : "", s ? strlen(s) : 0);
+}
+
+void zf_msg_set_progress(zf_msg_t *m, double v)
+{
+    m->progress = v < 0 ? 0 : v > 1 ? 1 : v;
+    m->present |= B(ZF_F_PROGRESS);
+}
+
+int zf_msg_add_function(zf_msg_t *m, const char *s)
+{
+    if (m->nfunctions >= ZF_MAX_FUNCTIONS)
+        return -1;
+    size_t len = strlen(s);
+    m->functions[m->nfunctions].ptr = s;
+    m->functions[m->nfunctions].len = (uint32_t)(len > ZF_FN_MAX ? ZF_FN_MAX : len);
+    m->nfunctions++;
+    m->present |= B(ZF_F_FUNCTIONS);
+    return 0;
+}
+
+/* ---- encoding: msgpack packer writing into a fixed buffer ---- */
+
+typedef struct {
+    char *buf;
+    size_t cap, len;
+    bool overflow;
+} fixbuf_t;
+
+static int fixbuf_write(void *data, const char *p, size_t n)
+{
+    fixbuf_t *fb = data;
+    if (fb->len + n > fb->cap) {
+        fb->overflow = true;
+        return -1;
+    }
+    memcpy(fb->buf + fb->len, p, n);
+    fb->len += n;
+    return 0;
+}
+
+static void pack_field(msgpack_packer *pk, const zf_msg_t *m, zf_field_t f)
+{
+    const void *p = (const char *)m + fields[f].off;
+    msgpack_pack_unsigned_int(pk, f);
+    switch (fields[f].type) {
+    case T_U64: msgpack_pack_uint64(pk, *(const uint64_t *)p); break;
+    case T_U32: msgpack_pack_uint32(pk, *(const uint32_t *)p); break;
+    case T_I32: msgpack_pack_int32(pk, *(const int32_t *)p); break;
+    case T_F64: msgpack_pack_double(pk, *(const double *)p); break;
+    case T_STR: {
+        const zf_str_t *s = p;
+        msgpack_pack_str(pk, s->len);
+        msgpack_pack_str_body(pk, s->ptr, s->len);
+        break;
+    }
+    case T_STRARR:
+        msgpack_pack_array(pk, m->nfunctions);
+        for (uint32_t i = 0; i < m->nfunctions; i++) {
+            msgpack_pack_str(pk, m->functions[i].len);
+            msgpack_pack_str_body(pk, m->functions[i].ptr, m->functions[i].len);
+        }
+        break;
+    case T_NONE: assert(!"no such field");
+    }
+}
+
+int zf_msg_encode(const zf_msg_t *m, void *buf, size_t cap)
+{
+    if (cap < 4)
+        return -1;
+    char *out = buf;
+    out[0] = 'Z';
+    out[1] = 'F';
+    out[2] = ZF_PROTO_VERSION;
+    out[3] = (char)m->cmd;
+    fixbuf_t fb = {out, cap, 4, false};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &fb, fixbuf_write);
+    msgpack_pack_map(&pk, (size_t)__builtin_popcount(m->present));
+    for (int f = 1; f < ZF_F__MAX; f++)
+        if (zf_msg_has(m, (zf_field_t)f))
+            pack_field(&pk, m, (zf_field_t)f);
+    return fb.overflow ? -1 : (int)fb.len;
+}
+
+/* ---- decoding ---- */
+
+static bool obj_to_u64(const msgpack_object *o, uint64_t *v)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        *v = o->via.u64;
+        return true;
+    }
+    return false;
+}
+
+static bool obj_to_str(const msgpack_object *o, uint32_t maxlen, zf_str_t *s)
+{
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > maxlen)
+        return false;
+    s->ptr = o->via.str.ptr;
+    s->len = o->via.str.size;
+    return true;
+}
+
+static bool decode_field(zf_msg_t *m, zf_field_t f, const msgpack_object *o)
+{
+    void *p = field_ptr(m, f);
+    uint64_t u;
+    switch (fields[f].type) {
+    case T_U64:
+        return obj_to_u64(o, (uint64_t *)p);
+    case T_U32:
+        if (!obj_to_u64(o, &u) || u > UINT32_MAX)
+            return false;
+        *(uint32_t *)p = (uint32_t)u;
+        return true;
+    case T_I32:
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT32_MAX)
+            *(int32_t *)p = (int32_t)o->via.u64;
+        else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 >= INT32_MIN)
+            *(int32_t *)p = (int32_t)o->via.i64;
+        else
+            return false;
+        return true;
+    case T_F64:
+        if (o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
+            *(double *)p = o->via.f64;
+        else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            *(double *)p = (double)o->via.u64;
+        else
+            return false;
+        return *(double *)p >= 0 && *(double *)p <= 1;
+    case T_STR:
+        return obj_to_str(o, fields[f].maxlen, (zf_str_t *)p);
+    case T_STRARR:
+        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > ZF_MAX_FUNCTIONS)
+            return false;
+        m->nfunctions = o->via.array.size;
+        for (uint32_t i = 0; i < m->nfunctions; i++)
+            if (!obj_to_str(&o->via.array.ptr[i], ZF_FN_MAX, &m->functions[i]) ||
+                m->functions[i].len == 0)
+                return false;
+        return true;
+    case T_NONE: break;
+    }
+    return true; /* unknown keys are ignored, for forward compatibility */
+}
+
+static int fail(int *err, const char **why, int code, const char *text)
+{
+    if (err)
+        *err = code;
+    if (why)
+        *why = text;
+    return -1;
+}
+
+/* One zone per thread, reused: decoding allocates nothing after warm-up. */
+static __thread msgpack_zone *tl_zone;
+
+int zf_msg_decode(zf_msg_t *m, const void *buf, size_t len, int *err, const char **why)
+{
+    const unsigned char *b = buf;
+    if (len < 4 || b[0] != 'Z' || b[1] != 'F')
+        return fail(err, why, ZF_EMALFORMED, "not a zfleet header (bad signature)");
+    if (b[2] != ZF_PROTO_VERSION)
+        return fail(err, why, ZF_EVERSION, "unsupported protocol version");
+    if (len > ZF_HEADER_MAX)
+        return fail(err, why, ZF_EMALFORMED, "header too large");
+    zf_msg_init(m, b[3]);
+    uint32_t required = required_fields(m->cmd);
+    if (required == UINT32_MAX)
+        return fail(err, why, ZF_ECOMMAND, "unknown command");
+    if (!tl_zone)
+        tl_zone = msgpack_zone_new(2048);
+    if (!tl_zone)
+        return fail(err, why, ZF_EMALFORMED, "out of memory");
+    msgpack_zone_clear(tl_zone);
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_unpack_return rc = msgpack_unpack((const char *)b + 4, len - 4, &off, tl_zone, &obj);
+    if (rc != MSGPACK_UNPACK_SUCCESS)
+        return fail(err, why, ZF_EMALFORMED,
+                    rc == MSGPACK_UNPACK_EXTRA_BYTES ? "trailing bytes after header map"
+                    : rc == MSGPACK_UNPACK_CONTINUE  ? "truncated header"
+                                                     : "header is not valid msgpack");
+    if (obj.type != MSGPACK_OBJECT_MAP)
+        return fail(err, why, ZF_EMALFORMED, "header is not a map");
+    for (uint32_t i = 0; i < obj.via.map.size; i++) {
+        const msgpack_object_kv *kv = &obj.via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return fail(err, why, ZF_EMALFORMED, "header key is not an unsigned integer");
+        uint64_t key = kv->key.via.u64;
+        if (key == 0 || key >= ZF_F__MAX)
+            continue;
+        if (!decode_field(m, (zf_field_t)key, &kv->val))
+            return fail(err, why, ZF_EMALFORMED, "header field has the wrong type or range");
+        m->present |= B(key);
+    }
+    if ((m->present & required) != required)
+        return fail(err, why, ZF_EMALFORMED, "a required header field is missing");
+    return 0;
+}
+
+/* ---- names ---- */
+
+const char *zf_cmd_name(uint8_t cmd)
+{
+    switch (cmd) {
+    case ZF_CMD_SUBMIT: return "SUBMIT";
+    case ZF_CMD_WAIT: return "WAIT";
+    case ZF_CMD_GET: return "GET";
+    case ZF_CMD_CANCEL: return "CANCEL";
+    case ZF_CMD_STATS: return "STATS";
+    case ZF_CMD_DEAD: return "DEAD";
+    case ZF_CMD_RETRY: return "RETRY";
+    case ZF_CMD_PING: return "PING";
+    case ZF_CMD_ACCEPTED: return "ACCEPTED";
+    case ZF_CMD_REJECTED: return "REJECTED";
+    case ZF_CMD_RESULT: return "RESULT";
+    case ZF_CMD_STATUS: return "STATUS";
+    case ZF_CMD_PROGRESS: return "PROGRESS";
+    case ZF_CMD_REPLY: return "REPLY";
+    case ZF_CMD_PONG: return "PONG";
+    case ZF_CMD_ERROR: return "ERROR";
+    case ZF_CMD_READY: return "READY";
+    case ZF_CMD_DONE: return "DONE";
+    case ZF_CMD_WPROGRESS: return "WPROGRESS";
+    case ZF_CMD_HEARTBEAT: return "HEARTBEAT";
+    case ZF_CMD_BYE: return "BYE";
+    case ZF_CMD_RECALLED: return "RECALLED";
+    case ZF_CMD_JOB: return "JOB";
+    case ZF_CMD_WCANCEL: return "WCANCEL";
+    case ZF_CMD_BHEARTBEAT: return "BHEARTBEAT";
+    case ZF_CMD_RESET: return "RESET";
+    case ZF_CMD_RECALL: return "RECALL";
+    default: return "?";
+    }
+}
+
+const char *zf_state_name(uint32_t st)
+{
+    static const char *names[ZF_ST__COUNT] = {"queued",    "running",   "succeeded", "failed",
+                                              "timed_out", "cancelled", "expired",   "lost"};
+    return st < ZF_ST__COUNT ? names[st] : "unknown";
+}
+
+const char *zf_error_name(uint32_t code)
+{
+    static const char *names[ZF__ECOUNT] = {
+        "ok",         "unsupported protocol version", "malformed message", "unknown command",
+        "unknown job", "queue full",                  "payload too large", "bad argument",
+        "wrong state", "broker shutting down",        "internal error"};
+    return code < ZF__ECOUNT ? names[code] : "unknown error";
+}
+
+const char *zf_device_kind_name(uint32_t kind)
+{
+    return kind == ZF_DEV_CPU ? "cpu" : kind == ZF_DEV_GPU ? "gpu" : "any";
+}
+
+int zf_device_kind_parse(const char *s)
+{
+    if (!strcmp(s, "any"))
+        return ZF_DEV_ANY;
+    if (!strcmp(s, "cpu"))
+        return ZF_DEV_CPU;
+    if (!strcmp(s, "gpu"))
+        return ZF_DEV_GPU;
+    return -1;
+}
+
+void zf_str_copy(char *dst, size_t cap, zf_str_t s)
+{
+    assert(cap > 0);
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+    if (n)
+        memcpy(dst, s.ptr, n);
+    dst[n] = 0;
+}
+
+bool zf_str_eq(zf_str_t s, const char *c)
+{
+    size_t n = strlen(c);
+    return n == s.len && (n == 0 || memcmp(s.ptr, c, n) == 0);
+}

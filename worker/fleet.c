@@ -1,0 +1,333 @@
+/*  zf_fleet — see zf_fleet.h. One process supervising one worker process per device.
+
+    Restart policy: a worker that exits while the fleet is not draining is started again
+    after a backoff that doubles with each exit in a row (200 ms up to 10 s) and resets once
+    a worker has run for a minute. A device whose worker exits CRASH_LIMIT times within
+    CRASH_WINDOW_MS is given up, with a log line saying so.
+*/
+#include "zf_fleet.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../proto/zf_util.h"
+#include "zf_device.h"
+#include "zf_gpu.h"
+
+#define MAX_DEVICES 1024
+#define BACKOFF_MIN_MS 200
+#define BACKOFF_MAX_MS 10000
+#define HEALTHY_MS 60000
+#define CRASH_LIMIT 8
+#define CRASH_WINDOW_MS 30000
+
+typedef struct {
+    char label[16];
+    pid_t pid;               /* 0 when not running */
+    int64_t started_ms, restart_at_ms;
+    uint32_t backoff_ms;
+    int64_t crashes[CRASH_LIMIT]; /* times of the last exits, a ring */
+    unsigned ncrash;
+    int given_up;
+} child_t;
+
+typedef struct {
+    const zf_fleet_config_t *fc;
+    const zf_worker_config_t *wc;
+    char bin[4096];
+    child_t *kids;
+    int nkids;
+    int sigfd;
+    int draining;
+} fleet_t;
+
+int zf_fleet_parse_list(const char *spec, const int *avail, int navail, int *out, int max)
+{
+    if (!strcmp(spec, "none"))
+        return 0;
+    if (!strcmp(spec, "all")) {
+        int n = navail < max ? navail : max;
+        memcpy(out, avail, (size_t)n * sizeof *out);
+        return n;
+    }
+    int n = 0;
+    const char *p = spec;
+    while (*p) {
+        char *end;
+        long a = strtol(p, &end, 10), b = a;
+        if (end == p || a < 0)
+            return -1;
+        if (*end == '-') {
+            p = end + 1;
+            b = strtol(p, &end, 10);
+            if (end == p || b < a)
+                return -1;
+        }
+        for (long i = a; i <= b; i++) {
+            int ok = 0;
+            for (int k = 0; k < navail; k++)
+                ok |= avail[k] == i;
+            if (!ok || n == max)
+                return -1;
+            out[n++] = (int)i;
+        }
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
+        p = end;
+    }
+    return n;
+}
+
+static void add_arg(char **argv, int *n, const char *a)
+{
+    argv[(*n)++] = (char *)a;
+}
+
+static pid_t spawn(fleet_t *f, child_t *k)
+{
+    const zf_worker_config_t *wc = f->wc;
+    char credits[16], hb[16], live[16], grace[16], drain[16];
+    snprintf(credits, sizeof credits, "%u", wc->credits);
+    snprintf(hb, sizeof hb, "%u", wc->heartbeat_ms);
+    snprintf(live, sizeof live, "%u", wc->liveness);
+    snprintf(grace, sizeof grace, "%u", wc->cancel_grace_ms);
+    snprintf(drain, sizeof drain, "%u", wc->drain_timeout_ms);
+    char *argv[64];
+    int n = 0;
+    add_arg(argv, &n, f->bin);
+    add_arg(argv, &n, "--device");
+    add_arg(argv, &n, k->label);
+    add_arg(argv, &n, "--broker");
+    add_arg(argv, &n, wc->broker_ep);
+    add_arg(argv, &n, "--credits");
+    add_arg(argv, &n, credits);
+    add_arg(argv, &n, "--heartbeat");
+    add_arg(argv, &n, hb);
+    add_arg(argv, &n, "--liveness");
+    add_arg(argv, &n, live);
+    add_arg(argv, &n, "--cancel-grace");
+    add_arg(argv, &n, grace);
+    add_arg(argv, &n, "--drain-timeout");
+    add_arg(argv, &n, drain);
+    for (int i = 0; i < wc->nmodules; i++) {
+        add_arg(argv, &n, "--module");
+        add_arg(argv, &n, wc->modules[i]);
+    }
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(f->bin, argv);
+        fprintf(stderr, "zfleet-fleet: cannot run %s: %s\n", f->bin, strerror(errno));
+        _exit(127);
+    }
+    if (pid < 0) {
+        zf_log(ZF_LOG_ERROR, "%s: fork failed: %s", k->label, strerror(errno));
+        return 0;
+    }
+    k->pid = pid;
+    k->started_ms = zf_now_ms();
+    k->restart_at_ms = 0;
+    zf_log(ZF_LOG_INFO, "%s: worker started (pid %d)", k->label, (int)pid);
+    return pid;
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_TIMEOUT)
+        snprintf(buf, len, "exited after a job timed out");
+    else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_CANCEL)
+        snprintf(buf, len, "exited after a cancelled job ignored its cancel");
+    else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_START)
+        snprintf(buf, len, "could not start (exit 1; see its log above)");
+    else
+        snprintf(buf, len, "exited with code %d", WEXITSTATUS(status));
+}
+
+/* A worker exited: decide when (and whether) it comes back. */
+static void on_exit_of(fleet_t *f, child_t *k, int status)
+{
+    char why[128];
+    describe_exit(status, why, sizeof why);
+    int64_t now = zf_now_ms();
+    k->pid = 0;
+    if (f->draining) {
+        zf_log(ZF_LOG_INFO, "%s: worker left (%s)", k->label, why);
+        return;
+    }
+    if (now - k->started_ms >= HEALTHY_MS)
+        k->backoff_ms = 0;
+    k->backoff_ms = k->backoff_ms ? k->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (k->backoff_ms > BACKOFF_MAX_MS)
+        k->backoff_ms = BACKOFF_MAX_MS;
+    k->crashes[k->ncrash++ % CRASH_LIMIT] = now;
+    int64_t oldest = k->crashes[k->ncrash % CRASH_LIMIT];
+    if (k->ncrash >= CRASH_LIMIT && now - oldest < CRASH_WINDOW_MS) {
+        k->given_up = 1;
+        zf_log(ZF_LOG_ERROR,
+               "%s: worker %s; it exited %d times in %lld ms, so this device is given up "
+               "(fix the cause and restart the fleet)",
+               k->label, why, CRASH_LIMIT, (long long)(now - oldest));
+        return;
+    }
+    k->restart_at_ms = now + k->backoff_ms;
+    zf_log(ZF_LOG_WARN, "%s: worker %s; restarting in %u ms", k->label, why, k->backoff_ms);
+}
+
+static void reap(fleet_t *f)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        for (int i = 0; i < f->nkids; i++)
+            if (f->kids[i].pid == pid)
+                on_exit_of(f, &f->kids[i], status);
+}
+
+static int running(const fleet_t *f)
+{
+    int n = 0;
+    for (int i = 0; i < f->nkids; i++)
+        n += f->kids[i].pid != 0;
+    return n;
+}
+
+static int alive_or_pending(const fleet_t *f)
+{
+    int n = 0;
+    for (int i = 0; i < f->nkids; i++)
+        n += f->kids[i].pid != 0 || (!f->kids[i].given_up && f->kids[i].restart_at_ms);
+    return n;
+}
+
+static void signal_all(fleet_t *f, int sig)
+{
+    for (int i = 0; i < f->nkids; i++)
+        if (f->kids[i].pid)
+            kill(f->kids[i].pid, sig);
+}
+
+static int discover(fleet_t *f)
+{
+    int avail[MAX_DEVICES], picked[MAX_DEVICES];
+    char why[256] = "";
+    int ngpu_avail = zf_gpu_count(why, sizeof why);
+    if (ngpu_avail == 0 && strcmp(f->fc->gpus, "none"))
+        zf_log(ZF_LOG_INFO, "no GPUs: %s", why);
+    for (int i = 0; i < ngpu_avail && i < MAX_DEVICES; i++)
+        avail[i] = i;
+    int ng = zf_fleet_parse_list(f->fc->gpus, avail, ngpu_avail, picked, MAX_DEVICES);
+    if (ng < 0) {
+        zf_log(ZF_LOG_ERROR, "--gpus %s: not a list of available GPUs (this machine has %d)",
+               f->fc->gpus, ngpu_avail);
+        return -1;
+    }
+    f->kids = calloc(MAX_DEVICES * 2, sizeof *f->kids);
+    if (!f->kids)
+        return -1;
+    for (int i = 0; i < ng; i++)
+        snprintf(f->kids[f->nkids++].label, sizeof f->kids->label, "gpu:%d", picked[i]);
+    int ncpu_avail = zf_device_cpus(avail, MAX_DEVICES);
+    int nc = zf_fleet_parse_list(f->fc->cpus, avail, ncpu_avail, picked, MAX_DEVICES);
+    if (nc < 0) {
+        zf_log(ZF_LOG_ERROR, "--cpus %s: not a list of cores available to this process",
+               f->fc->cpus);
+        return -1;
+    }
+    for (int i = 0; i < nc; i++)
+        snprintf(f->kids[f->nkids++].label, sizeof f->kids->label, "cpu:%d", picked[i]);
+    zf_log(ZF_LOG_INFO, "fleet: %d GPU worker(s), %d CPU worker(s), broker %s", ng, nc,
+           f->wc->broker_ep);
+    return f->nkids ? 0 : -1;
+}
+
+static int supervise(fleet_t *f)
+{
+    int64_t drain_deadline = 0;
+    while (f->draining ? running(f) > 0 : alive_or_pending(f) > 0) {
+        int64_t now = zf_now_ms(), next = now + 60000;
+        for (int i = 0; i < f->nkids && !f->draining; i++) {
+            child_t *k = &f->kids[i];
+            if (!k->pid && !k->given_up && k->restart_at_ms && k->restart_at_ms <= now)
+                spawn(f, k);
+            if (!k->pid && !k->given_up && k->restart_at_ms && k->restart_at_ms < next)
+                next = k->restart_at_ms;
+        }
+        if (drain_deadline && drain_deadline < next)
+            next = drain_deadline;
+        struct pollfd p = {f->sigfd, POLLIN, 0};
+        int wait = next > now ? (int)(next - now) : 0;
+        if (poll(&p, 1, wait) > 0) {
+            struct signalfd_siginfo si;
+            while (read(f->sigfd, &si, sizeof si) == sizeof si) {
+                if (si.ssi_signo == SIGCHLD)
+                    continue;
+                if (f->draining) {
+                    zf_log(ZF_LOG_WARN, "second stop signal: workers leave now");
+                    signal_all(f, SIGTERM);
+                    continue;
+                }
+                zf_log(ZF_LOG_INFO, "signal %u: draining %d worker(s)", si.ssi_signo, running(f));
+                f->draining = 1;
+                signal_all(f, SIGTERM);
+                if (f->wc->drain_timeout_ms)
+                    drain_deadline = zf_now_ms() + f->wc->drain_timeout_ms + 2000;
+            }
+        }
+        reap(f);
+        if (drain_deadline && zf_now_ms() >= drain_deadline) {
+            zf_log(ZF_LOG_WARN, "drain timeout: killing %d worker(s)", running(f));
+            signal_all(f, SIGKILL);
+            drain_deadline = 0;
+        }
+    }
+    zf_log(ZF_LOG_INFO, "fleet stopped");
+    return 0;
+}
+
+int zf_fleet_run(const zf_fleet_config_t *fc, const zf_worker_config_t *wc)
+{
+    fleet_t f = {.fc = fc, .wc = wc, .sigfd = -1};
+    if (fc->worker_bin)
+        snprintf(f.bin, sizeof f.bin, "%s", fc->worker_bin);
+    else {
+        ssize_t n = readlink("/proc/self/exe", f.bin, sizeof f.bin - 1);
+        if (n <= 0) {
+            zf_log(ZF_LOG_ERROR, "cannot find my own executable; use --worker-bin");
+            return 1;
+        }
+        f.bin[n] = 0;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    f.sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (f.sigfd < 0 || discover(&f) < 0) {
+        if (f.nkids == 0)
+            zf_log(ZF_LOG_ERROR, "no devices to run workers on");
+        free(f.kids);
+        return 1;
+    }
+    for (int i = 0; i < f.nkids; i++)
+        spawn(&f, &f.kids[i]);
+    int rc = supervise(&f);
+    free(f.kids);
+    close(f.sigfd);
+    return rc;
+}

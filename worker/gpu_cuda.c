@@ -1,0 +1,45 @@
+/*  zf_gpu with the CUDA runtime (linked statically, so only the driver is needed at run
+    time; without one, cudaGetDeviceCount fails and we report zero GPUs). */
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+
+#include "zf_gpu.h"
+
+int zf_gpu_count(char *why, size_t whylen)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        if (why)
+            snprintf(why, whylen, "CUDA reports no usable GPU: %s", cudaGetErrorString(e));
+        return 0;
+    }
+    if (n == 0 && why)
+        snprintf(why, whylen, "CUDA found no GPU");
+    return n;
+}
+
+int zf_gpu_info(int i, char *name, size_t namelen, uint64_t *memory)
+{
+    struct cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess)
+        return -1;
+    snprintf(name, namelen, "%s", p.name);
+    *memory = (uint64_t)p.totalGlobalMem;
+    return 0;
+}
+
+int zf_gpu_select(int i, char *why, size_t whylen)
+{
+    cudaError_t e = cudaSetDevice(i);
+    if (e != cudaSuccess) {
+        snprintf(why, whylen, "cudaSetDevice(%d): %s", i, cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+int zf_gpu_built(void)
+{
+    return 1;
+}

@@ -1,0 +1,99 @@
+/*  zfleet-worker — one worker process, or (--fleet) a supervisor of one worker per device. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../proto/zf_util.h"
+#include "zf_fleet.h"
+#include "zf_worker.h"
+
+static void usage(FILE *out)
+{
+    fputs("usage: zfleet-worker [options]\n"
+          "       zfleet-worker --fleet [--gpus LIST|all|none] [--cpus LIST|all|none] [options]\n"
+          "  --broker EP          broker worker endpoint (default tcp://127.0.0.1:5556;\n"
+          "                       env ZFLEET_WORKER_BROKER)\n"
+          "  --device DEV         cpu, cpu:N (pin to core N) or gpu:N (CUDA device N)\n"
+          "  --module PATH.so     load a handler module (repeatable)\n"
+          "  --credits N          jobs held at once, running + prefetched (default 1)\n"
+          "  --name NAME          worker name shown in stats (default host:pid:device)\n"
+          "  --heartbeat MS       heartbeat interval (default 1000)\n"
+          "  --liveness N         missed heartbeats before the broker is presumed gone (3)\n"
+          "  --cancel-grace MS    time a cancelled handler gets to return (default 2000)\n"
+          "  --drain-timeout MS   longest drain on SIGTERM, 0 = wait for the job (default 0)\n"
+          "  --fake-gpu           TESTS ONLY: report a GPU device without using CUDA\n"
+          "fleet options:\n"
+          "  --fleet              start and supervise one worker per device\n"
+          "  --gpus LIST|all|none GPUs to use, e.g. 0,1 (default all)\n"
+          "  --cpus LIST|all|none cores to use, e.g. 0-3,6 (default all)\n"
+          "  --worker-bin PATH    worker executable (default: this program)\n"
+          "exit codes: 0 clean stop, 1 could not start, 3 job timed out, 4 cancel not honoured\n",
+          out);
+}
+
+static uint32_t num(const char *opt, const char *s, uint64_t min, uint64_t max)
+{
+    uint64_t v;
+    if (zf_parse_u64(s, max, &v) < 0 || v < min) {
+        zf_log(ZF_LOG_ERROR, "--%s: expected a number from %llu to %llu, got '%s'", opt,
+               (unsigned long long)min, (unsigned long long)max, s);
+        exit(ZF_WORKER_EXIT_START);
+    }
+    return (uint32_t)v;
+}
+
+int main(int argc, char **argv)
+{
+    zf_log_init("zfleet-worker");
+    zf_worker_config_t cfg;
+    zf_worker_config_defaults(&cfg);
+    if (getenv("ZFLEET_WORKER_BROKER"))
+        cfg.broker_ep = getenv("ZFLEET_WORKER_BROKER");
+    zf_fleet_config_t fleet = {.gpus = "all", .cpus = "all", .worker_bin = NULL};
+    int fleet_mode = 0;
+    static const struct option opts[] = {
+        {"broker", 1, 0, 'b'},        {"device", 1, 0, 'd'},        {"module", 1, 0, 'm'},
+        {"credits", 1, 0, 'c'},       {"name", 1, 0, 'n'},          {"heartbeat", 1, 0, 'h'},
+        {"liveness", 1, 0, 'l'},      {"cancel-grace", 1, 0, 'g'},  {"drain-timeout", 1, 0, 't'},
+        {"fake-gpu", 0, 0, 'F'},      {"fleet", 0, 0, 'f'},         {"gpus", 1, 0, 'G'},
+        {"cpus", 1, 0, 'C'},          {"worker-bin", 1, 0, 'W'},    {"help", 0, 0, 'H'},
+        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b': cfg.broker_ep = optarg; break;
+        case 'd': cfg.device = optarg; break;
+        case 'm':
+            if (cfg.nmodules == ZF_WORKER_MAX_MODULES) {
+                zf_log(ZF_LOG_ERROR, "at most %d --module options", ZF_WORKER_MAX_MODULES);
+                return ZF_WORKER_EXIT_START;
+            }
+            cfg.modules[cfg.nmodules++] = optarg;
+            break;
+        case 'c': cfg.credits = num("credits", optarg, 1, 256); break;
+        case 'n': cfg.name = optarg; break;
+        case 'h': cfg.heartbeat_ms = num("heartbeat", optarg, 10, 3600000); break;
+        case 'l': cfg.liveness = num("liveness", optarg, 1, 1000); break;
+        case 'g': cfg.cancel_grace_ms = num("cancel-grace", optarg, 0, 3600000); break;
+        case 't': cfg.drain_timeout_ms = num("drain-timeout", optarg, 0, 86400000); break;
+        case 'F': cfg.fake_gpu = 1; break;
+        case 'f': fleet_mode = 1; break;
+        case 'G': fleet.gpus = optarg; break;
+        case 'C': fleet.cpus = optarg; break;
+        case 'W': fleet.worker_bin = optarg; break;
+        case 'H': usage(stdout); return 0;
+        default: usage(stderr); return ZF_WORKER_EXIT_START;
+        }
+    }
+    if (optind < argc) {
+        zf_log(ZF_LOG_ERROR, "unexpected argument '%s' (see --help)", argv[optind]);
+        return ZF_WORKER_EXIT_START;
+    }
+    if (fleet_mode) {
+        zf_log_init("zfleet-fleet");
+        fleet.argv0 = argv[0];
+        return zf_fleet_run(&fleet, &cfg);
+    }
+    return zf_worker_run(&cfg);
+}

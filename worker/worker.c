@@ -1,0 +1,550 @@
+/*  zf_worker — see zf_worker.h. The I/O thread: broker socket, heartbeats, the local queue
+    of prefetched jobs, run timeouts, cancellation, drain and reconnection.
+
+    Invariants:
+    - at most one job is with the runner (run.active); prefetched jobs wait in the local
+      queue, where a RECALL or WCANCEL can still take them back;
+    - every lease the broker gave us is answered exactly once: DONE (ran or cancelled),
+      RECALLED (never started), or not at all when we re-register (the broker has already
+      dropped our old leases then).
+*/
+#include "zf_worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "../proto/zf_util.h"
+#include "../proto/zf_wire.h"
+#include "zf_device.h"
+#include "zf_modules.h"
+#include "zf_runner.h"
+
+#define RUNNER_EP "inproc://zfleet-runner"
+#define BACKOFF_MAX_MS 30000
+
+typedef struct qjob {
+    zmq_msg_t hdr, payload;
+    uint64_t id;
+    uint32_t attempt, timeout_ms;
+    struct qjob *next;
+} qjob_t;
+
+typedef struct {
+    const zf_worker_config_t *cfg;
+    zf_device_binding_t bind;
+    zf_modules_t *mods;
+    void *ctx_in, *ctx_net, *pair, *dealer;
+    zf_runner_t *runner;
+    int sigfd;
+    qjob_t *qhead, **qtail;
+    struct {
+        bool active;
+        uint64_t id;
+        uint32_t attempt;
+        int64_t deadline_ms;        /* run timeout; 0 = none */
+        int64_t cancel_deadline_ms; /* grace end after a cancel; 0 = not cancelled */
+        uint32_t timeout_ms;
+    } run;
+    int64_t last_send_ms, last_recv_ms, broker_deadline_ms;
+    uint32_t backoff_ms;
+    bool draining;
+    int64_t drain_deadline_ms;
+    char name[ZF_NAME_MAX + 1];
+} wk_t;
+
+void zf_worker_config_defaults(zf_worker_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->broker_ep = "tcp://127.0.0.1:5556";
+    cfg->device = "cpu";
+    cfg->credits = 1;
+    cfg->heartbeat_ms = 1000;
+    cfg->liveness = 3;
+    cfg->cancel_grace_ms = 2000;
+}
+
+/* ------------------------------------------------------------------ broker socket */
+
+static void to_broker(wk_t *w, const zf_msg_t *m, zmq_msg_t *payload)
+{
+    if (zf_wire_send(w->dealer, NULL, m, payload) < 0) {
+        if (payload)
+            zmq_msg_close(payload);
+        return; /* heartbeats will tell whether the broker is still there */
+    }
+    w->last_send_ms = zf_now_ms();
+}
+
+static void send_simple(wk_t *w, uint8_t cmd, uint64_t id, uint32_t attempt, uint32_t flags)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, cmd);
+    if (id) {
+        zf_msg_set_u64(&m, ZF_F_ID, id);
+        zf_msg_set_u64(&m, ZF_F_ATTEMPT, attempt);
+    }
+    if (flags)
+        zf_msg_set_u64(&m, ZF_F_FLAGS, flags);
+    to_broker(w, &m, NULL);
+}
+
+static void send_ready(wk_t *w)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_READY);
+    zf_msg_set_str(&m, ZF_F_WORKER, w->name);
+    zf_msg_set_u64(&m, ZF_F_DEVICE, (uint64_t)w->bind.dev.type);
+    zf_msg_set_i32(&m, ZF_F_DEVINDEX, w->bind.dev.index);
+    zf_msg_set_str(&m, ZF_F_DEVNAME, w->bind.label);
+    zf_msg_set_str(&m, ZF_F_TEXT, w->bind.name);
+    zf_msg_set_u64(&m, ZF_F_DEVMEM, w->bind.dev.memory);
+    zf_msg_set_u64(&m, ZF_F_CREDITS, w->cfg->credits);
+    zf_msg_set_u64(&m, ZF_F_HEARTBEAT, w->cfg->heartbeat_ms);
+    for (unsigned i = 0; i < zf_modules_count(w->mods); i++)
+        zf_msg_add_function(&m, zf_modules_name(w->mods, i));
+    if (m.nfunctions == 0)
+        m.present |= 1u << ZF_F_FUNCTIONS;
+    to_broker(w, &m, NULL);
+}
+
+static uint32_t jitter(uint32_t ms)
+{
+    /* +-25%, so a fleet that lost its broker does not come back in lockstep */
+    return ms - ms / 4 + (uint32_t)(zf_random64() % (ms / 2 + 1));
+}
+
+static int connect_broker(wk_t *w)
+{
+    if (w->dealer)
+        zmq_close(w->dealer);
+    w->dealer = zmq_socket(w->ctx_net, ZMQ_DEALER);
+    int zero = 0, ivl = (int)jitter(100), ivl_max = (int)jitter(5000);
+    zmq_setsockopt(w->dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(w->dealer, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(w->dealer, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (zmq_connect(w->dealer, w->cfg->broker_ep) < 0) {
+        zf_log(ZF_LOG_ERROR, "cannot connect to %s: %s", w->cfg->broker_ep, zmq_strerror(errno));
+        return -1;
+    }
+    int64_t now = zf_now_ms();
+    w->last_recv_ms = now;
+    w->broker_deadline_ms = now + w->backoff_ms;
+    send_ready(w);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ local queue, runner */
+
+static void qjob_free(qjob_t *q)
+{
+    zmq_msg_close(&q->hdr);
+    zmq_msg_close(&q->payload);
+    free(q);
+}
+
+/* Takes (id, attempt) out of the local queue. NULL if it is not there. */
+static qjob_t *queue_take(wk_t *w, uint64_t id, uint32_t attempt)
+{
+    for (qjob_t **pp = &w->qhead; *pp; pp = &(*pp)->next) {
+        qjob_t *q = *pp;
+        if (q->id != id || q->attempt != attempt)
+            continue;
+        *pp = q->next;
+        if (!*pp)
+            w->qtail = pp;
+        return q;
+    }
+    return NULL;
+}
+
+static qjob_t *queue_pop(wk_t *w)
+{
+    qjob_t *q = w->qhead;
+    if (q) {
+        w->qhead = q->next;
+        if (!w->qhead)
+            w->qtail = &w->qhead;
+    }
+    return q;
+}
+
+/* Gives every prefetched job back to the broker. */
+static void recall_all(wk_t *w)
+{
+    qjob_t *q;
+    while ((q = queue_pop(w))) {
+        send_simple(w, ZF_CMD_RECALLED, q->id, q->attempt, 0);
+        qjob_free(q);
+    }
+}
+
+static void start_next(wk_t *w)
+{
+    if (w->run.active || w->draining)
+        return;
+    qjob_t *q = queue_pop(w);
+    if (!q)
+        return;
+    int64_t now = zf_now_ms();
+    w->run.active = true;
+    w->run.id = q->id;
+    w->run.attempt = q->attempt;
+    w->run.timeout_ms = q->timeout_ms;
+    w->run.deadline_ms = q->timeout_ms ? now + q->timeout_ms : 0;
+    w->run.cancel_deadline_ms = 0;
+    /* inproc moves the frames: the payload is not copied on its way to the handler */
+    zmq_msg_send(&q->hdr, w->pair, ZMQ_SNDMORE);
+    zmq_msg_send(&q->payload, w->pair, 0);
+    free(q);
+}
+
+/* ------------------------------------------------------------------ leaving */
+
+/* Ends the process now: the handler thread may be stuck in user code, so there is no
+   clean join. What we say to the broker is flushed first. */
+static void die(wk_t *w, int code)
+{
+    recall_all(w);
+    send_simple(w, ZF_CMD_BYE, 0, 0, 1);
+    int linger = 2000;
+    zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(w->dealer);
+    zmq_ctx_term(w->ctx_net);
+    _exit(code);
+}
+
+static void begin_drain(wk_t *w)
+{
+    if (w->draining) {
+        zf_log(ZF_LOG_WARN, "second stop signal: leaving now (job %llu goes back to the queue)",
+               (unsigned long long)w->run.id);
+        die(w, ZF_WORKER_EXIT_OK);
+    }
+    zf_log(ZF_LOG_INFO, "draining: finishing the job in hand, returning %s",
+           w->qhead ? "prefetched jobs" : "nothing else");
+    w->draining = true;
+    send_simple(w, ZF_CMD_BYE, 0, 0, 0);
+    recall_all(w);
+    if (w->cfg->drain_timeout_ms)
+        w->drain_deadline_ms = zf_now_ms() + w->cfg->drain_timeout_ms;
+}
+
+/* ------------------------------------------------------------------ messages */
+
+static void on_job(wk_t *w, zf_frames_t *f, const zf_msg_t *m)
+{
+    if (w->draining) {
+        send_simple(w, ZF_CMD_RECALLED, m->id, m->attempt, 0);
+        return;
+    }
+    qjob_t *q = malloc(sizeof *q);
+    if (!q) {
+        send_simple(w, ZF_CMD_RECALLED, m->id, m->attempt, 0);
+        return;
+    }
+    q->id = m->id;
+    q->attempt = m->attempt;
+    q->timeout_ms = m->timeout_ms;
+    q->next = NULL;
+    zmq_msg_init(&q->hdr);
+    zmq_msg_init(&q->payload);
+    zmq_msg_move(&q->hdr, &f->part[0]);
+    zmq_msg_move(&q->payload, &f->part[1]);
+    *w->qtail = q;
+    w->qtail = &q->next;
+    start_next(w);
+}
+
+static void on_cancel(wk_t *w, const zf_msg_t *m)
+{
+    qjob_t *q = queue_take(w, m->id, m->attempt);
+    if (q) {
+        zf_msg_t d;
+        zf_msg_init(&d, ZF_CMD_DONE);
+        zf_msg_set_u64(&d, ZF_F_ID, m->id);
+        zf_msg_set_u64(&d, ZF_F_ATTEMPT, m->attempt);
+        zf_msg_set_u64(&d, ZF_F_STATUS, ZF_ST_CANCELLED);
+        zmq_msg_t empty;
+        zmq_msg_init(&empty);
+        to_broker(w, &d, &empty);
+        qjob_free(q);
+        return;
+    }
+    if (w->run.active && w->run.id == m->id && w->run.attempt == m->attempt &&
+        !w->run.cancel_deadline_ms) {
+        zf_runner_cancel(w->runner, m->id, m->attempt);
+        w->run.cancel_deadline_ms = zf_now_ms() + w->cfg->cancel_grace_ms;
+    }
+}
+
+static void on_broker(wk_t *w, zf_frames_t *f)
+{
+    zf_msg_t m;
+    int err;
+    const char *why;
+    w->last_recv_ms = zf_now_ms();
+    w->backoff_ms = w->cfg->heartbeat_ms * w->cfg->liveness;
+    w->broker_deadline_ms = w->last_recv_ms + w->backoff_ms;
+    if (f->n < 1 || zf_msg_decode(&m, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]), &err,
+                                  &why) < 0) {
+        zf_log(ZF_LOG_WARN, "malformed message from the broker: %s", f->n ? why : "empty");
+        return;
+    }
+    if (f->n != 1 + (m.cmd == ZF_CMD_JOB)) {
+        zf_log(ZF_LOG_WARN, "broker sent %s with %d frames", zf_cmd_name(m.cmd), f->n);
+        return;
+    }
+    switch (m.cmd) {
+    case ZF_CMD_JOB: on_job(w, f, &m); break;
+    case ZF_CMD_WCANCEL: on_cancel(w, &m); break;
+    case ZF_CMD_RECALL: {
+        qjob_t *q = queue_take(w, m.id, m.attempt);
+        if (q) {
+            send_simple(w, ZF_CMD_RECALLED, m.id, m.attempt, 0);
+            qjob_free(q);
+        }
+        break;
+    }
+    case ZF_CMD_RESET:
+        /* The broker does not know us (it restarted, or declared us dead): our leases are
+           void. The running job's result will be discarded as stale. */
+        zf_log(ZF_LOG_INFO, "broker asked us to register again");
+        for (qjob_t *q; (q = queue_pop(w));)
+            qjob_free(q);
+        if (!w->draining)
+            send_ready(w);
+        break;
+    case ZF_CMD_BHEARTBEAT: break;
+    case ZF_CMD_ERROR: {
+        char text[ZF_TEXT_MAX + 1];
+        zf_str_copy(text, sizeof text, m.text);
+        zf_log(ZF_LOG_WARN, "broker error %u (%s): %s", m.code, zf_error_name(m.code), text);
+        break;
+    }
+    default: zf_log(ZF_LOG_WARN, "unexpected %s from the broker", zf_cmd_name(m.cmd));
+    }
+}
+
+static void on_runner(wk_t *w, zf_frames_t *f)
+{
+    if (f->n < 1 || zmq_msg_size(&f->part[0]) < 4)
+        return;
+    uint8_t cmd = ((const uint8_t *)zmq_msg_data(&f->part[0]))[3];
+    if (cmd == ZF_CMD_DONE)
+        w->run.active = false;
+    /* forward the frames as they are: the output is moved, not copied */
+    int n = f->n;
+    bool ok = true;
+    for (int i = 0; i < n && ok; i++)
+        ok = zmq_msg_send(&f->part[i], w->dealer, ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0)) >= 0;
+    if (ok) {
+        w->last_send_ms = zf_now_ms();
+        f->n = 0; /* sent frames are consumed */
+    }
+    start_next(w);
+}
+
+/* ------------------------------------------------------------------ timers and loop */
+
+static long next_timeout(wk_t *w, int64_t now)
+{
+    int64_t next = w->last_send_ms + w->cfg->heartbeat_ms;
+    if (w->broker_deadline_ms < next)
+        next = w->broker_deadline_ms;
+    if (w->run.active && w->run.deadline_ms && w->run.deadline_ms < next)
+        next = w->run.deadline_ms;
+    if (w->run.active && w->run.cancel_deadline_ms && w->run.cancel_deadline_ms < next)
+        next = w->run.cancel_deadline_ms;
+    if (w->drain_deadline_ms && w->drain_deadline_ms < next)
+        next = w->drain_deadline_ms;
+    return next <= now ? 0 : (long)(next - now);
+}
+
+static void job_timed_out(wk_t *w)
+{
+    char text[128];
+    snprintf(text, sizeof text, "run timeout of %u ms exceeded on %s", w->run.timeout_ms,
+             w->name);
+    zf_log(ZF_LOG_ERROR, "job %llu: %s; a handler cannot be stopped safely, so this worker "
+                         "exits (its supervisor restarts it)",
+           (unsigned long long)w->run.id, text);
+    zf_msg_t d;
+    zf_msg_init(&d, ZF_CMD_DONE);
+    zf_msg_set_u64(&d, ZF_F_ID, w->run.id);
+    zf_msg_set_u64(&d, ZF_F_ATTEMPT, w->run.attempt);
+    zf_msg_set_u64(&d, ZF_F_STATUS, ZF_ST_TIMED_OUT);
+    zf_msg_set_u64(&d, ZF_F_DURATION, (uint64_t)w->run.timeout_ms * 1000);
+    zf_msg_set_str(&d, ZF_F_TEXT, text);
+    zmq_msg_t empty;
+    zmq_msg_init(&empty);
+    to_broker(w, &d, &empty);
+    die(w, ZF_WORKER_EXIT_TIMEOUT);
+}
+
+static void run_timers(wk_t *w)
+{
+    int64_t now = zf_now_ms();
+    if (w->run.active && w->run.deadline_ms && now >= w->run.deadline_ms)
+        job_timed_out(w);
+    if (w->run.active && w->run.cancel_deadline_ms && now >= w->run.cancel_deadline_ms) {
+        zf_log(ZF_LOG_ERROR, "job %llu was cancelled and did not stop within %u ms: exiting",
+               (unsigned long long)w->run.id, w->cfg->cancel_grace_ms);
+        die(w, ZF_WORKER_EXIT_CANCEL);
+    }
+    if (w->drain_deadline_ms && now >= w->drain_deadline_ms) {
+        zf_log(ZF_LOG_WARN, "drain timeout: leaving with job %llu unfinished",
+               (unsigned long long)w->run.id);
+        die(w, ZF_WORKER_EXIT_OK);
+    }
+    if (now >= w->broker_deadline_ms) {
+        zf_log(ZF_LOG_WARN, "broker silent for %lld ms: reconnecting",
+               (long long)(now - w->last_recv_ms));
+        /* prefetched leases are void once the broker declares us dead */
+        for (qjob_t *q; (q = queue_pop(w));)
+            qjob_free(q);
+        w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
+        w->backoff_ms = jitter(w->backoff_ms);
+        connect_broker(w);
+    }
+    if (now - w->last_send_ms >= w->cfg->heartbeat_ms)
+        send_simple(w, ZF_CMD_HEARTBEAT, 0, 0, 0);
+}
+
+static int drain_socket(wk_t *w, void *sock, void (*handle)(wk_t *, zf_frames_t *))
+{
+    for (int i = 0; i < 256; i++) {
+        zf_frames_t f;
+        if (zf_wire_recv(sock, &f, ZMQ_DONTWAIT) < 0)
+            return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        handle(w, &f);
+        zf_frames_close(&f);
+    }
+    return 0;
+}
+
+static int serve(wk_t *w)
+{
+    for (;;) {
+        zmq_pollitem_t items[3] = {{w->dealer, 0, ZMQ_POLLIN, 0},
+                                   {w->pair, 0, ZMQ_POLLIN, 0},
+                                   {NULL, w->sigfd, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 3, next_timeout(w, zf_now_ms())) < 0 && errno != EINTR)
+            return -1;
+        if (items[2].revents & ZMQ_POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(w->sigfd, &si, sizeof si) == sizeof si)
+                begin_drain(w);
+        }
+        if (drain_socket(w, w->pair, on_runner) < 0 || drain_socket(w, w->dealer, on_broker) < 0)
+            return -1;
+        run_timers(w);
+        if (w->draining && !w->run.active) {
+            send_simple(w, ZF_CMD_BYE, 0, 0, 1);
+            zf_log(ZF_LOG_INFO, "drained: leaving");
+            return 0;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ start and stop */
+
+static int start(wk_t *w, char *err, size_t errlen)
+{
+    if (zf_device_bind(&w->bind, w->cfg->device, w->cfg->fake_gpu, err, errlen) < 0)
+        return -1;
+    if (w->cfg->name)
+        snprintf(w->name, sizeof w->name, "%s", w->cfg->name);
+    else {
+        char host[64] = "host";
+        gethostname(host, sizeof host - 1);
+        snprintf(w->name, sizeof w->name, "%.30s:%d:%.16s", host, (int)getpid(), w->bind.label);
+    }
+    w->mods = zf_modules_new();
+    if (!w->mods || zf_modules_add(w->mods, &zf_builtin_core, err, errlen) < 0)
+        return -1;
+    for (int i = 0; i < w->cfg->nmodules; i++)
+        if (zf_modules_load(w->mods, w->cfg->modules[i], err, errlen) < 0)
+            return -1;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    /* blocked before the runner thread starts, so only the signalfd sees them */
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    w->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    w->ctx_in = zmq_ctx_new();
+    w->ctx_net = zmq_ctx_new();
+    w->pair = zmq_socket(w->ctx_in, ZMQ_PAIR);
+    if (w->sigfd < 0 || zmq_bind(w->pair, RUNNER_EP) < 0) {
+        snprintf(err, errlen, "cannot set up the handler thread's socket");
+        return -1;
+    }
+    w->runner = zf_runner_new(w->ctx_in, RUNNER_EP, w->mods, &w->bind.dev);
+    if (!w->runner) {
+        snprintf(err, errlen, "cannot start the handler thread");
+        return -1;
+    }
+    /* the runner answers with an empty frame once the modules are initialised */
+    char reply[400];
+    int n = zmq_recv(w->pair, reply, sizeof reply - 1, 0);
+    if (n != 0) {
+        reply[n < 0 ? 0 : n > (int)sizeof reply - 1 ? (int)sizeof reply - 1 : n] = 0;
+        snprintf(err, errlen, "%s", reply);
+        zf_runner_destroy(&w->runner);
+        return -1;
+    }
+    w->backoff_ms = w->cfg->heartbeat_ms * w->cfg->liveness;
+    if (connect_broker(w) < 0) {
+        snprintf(err, errlen, "bad broker endpoint %s", w->cfg->broker_ep);
+        return -1;
+    }
+    zf_log(ZF_LOG_INFO, "%s serving %u function(s) on %s (%s) from %s", w->name,
+           zf_modules_count(w->mods), w->bind.label, w->bind.name, w->cfg->broker_ep);
+    return 0;
+}
+
+static void stop(wk_t *w)
+{
+    if (w->runner) {
+        zmq_send(w->pair, "", 0, 0); /* the runner's stop request */
+        zf_runner_destroy(&w->runner);
+    }
+    for (qjob_t *q; (q = queue_pop(w));)
+        qjob_free(q);
+    if (w->dealer) {
+        int linger = 1000;
+        zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(w->dealer);
+    }
+    if (w->pair)
+        zmq_close(w->pair);
+    if (w->ctx_net)
+        zmq_ctx_term(w->ctx_net);
+    if (w->ctx_in)
+        zmq_ctx_term(w->ctx_in);
+    zf_modules_destroy(&w->mods);
+    if (w->sigfd > 0)
+        close(w->sigfd);
+}
+
+int zf_worker_run(const zf_worker_config_t *cfg)
+{
+    wk_t w = {.cfg = cfg, .sigfd = -1};
+    w.qtail = &w.qhead;
+    char err[512] = "";
+    if (start(&w, err, sizeof err) < 0) {
+        zf_log(ZF_LOG_ERROR, "%s", err);
+        stop(&w);
+        return ZF_WORKER_EXIT_START;
+    }
+    int rc = serve(&w);
+    stop(&w);
+    return rc == 0 ? ZF_WORKER_EXIT_OK : ZF_WORKER_EXIT_START;
+}

@@ -1,0 +1,30 @@
+/*  zf_fleet — the fleet supervisor: one worker process per device.
+
+    Finds the devices (CUDA runtime for GPUs, sched_getaffinity for cores), starts one
+    `zfleet-worker --device D` per device, restarts a worker that dies (exponential backoff;
+    a device whose worker crashes in a tight loop is given up with a clear message), and on
+    SIGTERM drains: every worker finishes the job in hand and leaves; a second SIGTERM or
+    the drain timeout ends them.
+*/
+#ifndef ZF_FLEET_H
+#define ZF_FLEET_H
+
+#include "zf_worker.h"
+
+typedef struct {
+    const char *gpus;        /* "all", "none" or a list such as "0,1" */
+    const char *cpus;        /* "all", "none" or a list such as "0-3,6" */
+    const char *worker_bin;  /* NULL: /proc/self/exe */
+    const char *argv0;
+} zf_fleet_config_t;
+
+/* Parses a device list ("all", "none", "0,2-4") against the available ones. Returns how
+   many indices were written to out, or -1 on a syntax error or an unavailable index. */
+int zf_fleet_parse_list(const char *spec, const int *avail, int navail, int *out, int max);
+
+/* Runs the fleet until it is stopped and drained. The worker config (broker, modules,
+   credits, heartbeat...) is passed on to every worker. Returns 0, or 1 if no worker
+   could start. */
+int zf_fleet_run(const zf_fleet_config_t *fleet, const zf_worker_config_t *worker);
+
+#endif

@@ -1,0 +1,86 @@
+/*  zf_module — the handler API: how users add functions to zfleet workers.
+
+    A module is a shared object (.so) loaded once per worker process. It exports one symbol,
+
+        const zf_module_t *zf_module_entry(void);
+
+    returning a static description. The worker calls, in order:
+        state = init(device, err, errlen)   once, after the device is bound (a model loads here)
+        run(state, job)                      once per job, always on the same handler thread
+        fini(state)                          once, when the worker stops cleanly
+
+    run() returns 0 for success (output set with zf_job_output / zf_job_output_alloc, or
+    empty) or -1 for failure (message set with zf_job_fail, or a generic one). A failure
+    ends the job as `failed` with that message; the worker keeps serving. A handler that
+    crashes the process or runs past its timeout costs the worker process (it is restarted).
+
+    Ownership: the job, its input and its output buffer belong to the worker; pointers from
+    zf_job_* are valid until run() returns. The state is the module's own.
+*/
+#ifndef ZF_MODULE_H
+#define ZF_MODULE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ZF_MODULE_ABI 1
+
+typedef enum { ZF_DEVICE_CPU = 1, ZF_DEVICE_GPU = 2 } zf_device_type_t;
+
+/* The device a worker is bound to. For a GPU, cudaSetDevice(index) has already been called
+   on the handler thread when init and run are called. */
+typedef struct {
+    zf_device_type_t type;
+    int index;              /* core number or CUDA device number */
+    const char *label;      /* "cpu:3", "gpu:0" */
+    const char *name;       /* "NVIDIA H100 80GB HBM3", or the CPU model */
+    uint64_t memory;        /* bytes of device memory (GPU) or of the machine (CPU) */
+} zf_device_t;
+
+typedef struct zf_job zf_job_t;
+
+typedef int (*zf_run_fn)(void *state, zf_job_t *job);
+
+typedef struct {
+    const char *name;       /* function name clients submit to, at most 63 bytes */
+    zf_run_fn run;
+} zf_function_t;
+
+typedef struct {
+    uint32_t abi;           /* ZF_MODULE_ABI */
+    const char *name;       /* module name, for logs */
+    /* Returns the module's state, or NULL with a reason written into err when the module
+       cannot run on this device (the worker then exits with that reason). A module that
+       keeps no state returns any non-NULL pointer. init may be NULL: the state is then
+       NULL and run is still called. fini may be NULL. */
+    void *(*init)(const zf_device_t *device, char *err, size_t errlen);
+    void (*fini)(void *state);
+    const zf_function_t *functions; /* terminated by {NULL, NULL} */
+} zf_module_t;
+
+/* The job's input. */
+const void *zf_job_data(const zf_job_t *job);
+size_t zf_job_size(const zf_job_t *job);
+const char *zf_job_function(const zf_job_t *job);
+uint64_t zf_job_id(const zf_job_t *job);
+uint32_t zf_job_attempt(const zf_job_t *job);
+const zf_device_t *zf_job_device(const zf_job_t *job);
+
+/* Sets the output to a copy of data. Returns 0, or -1 when memory runs out. */
+int zf_job_output(zf_job_t *job, const void *data, size_t len);
+/* Returns a buffer of len bytes that becomes the output as it is, without a copy; or NULL
+   when memory runs out. A later call replaces it. */
+void *zf_job_output_alloc(zf_job_t *job, size_t len);
+/* Records the failure message (printf-style, truncated to 1 KiB) and returns -1, so a
+   handler can `return zf_job_fail(job, "bad input: %s", why);`. */
+int zf_job_fail(zf_job_t *job, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reports progress (fraction in [0, 1], short text or NULL) to the submitting client.
+   Cheap to call often: reports are coalesced to at most one per 50 ms. */
+void zf_job_progress(zf_job_t *job, double fraction, const char *text);
+/* True once the job was cancelled: the handler should stop and return soon (its result is
+   discarded). After the grace period the worker process is ended. */
+bool zf_job_cancelled(const zf_job_t *job);
+
+#endif

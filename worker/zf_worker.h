@@ -1,0 +1,43 @@
+/*  zf_worker — one worker process: an I/O thread (this one) that talks to the broker and
+    keeps heartbeats going, and a handler thread (zf_runner) that runs jobs.
+
+    Exit codes of zf_worker_run (and of zfleet-worker):
+      0 stopped cleanly (SIGTERM/SIGINT drain finished)
+      1 could not start (bad device, module refused, bad endpoint)
+      3 a job ran past its timeout: the handler cannot be stopped safely, so the process
+        ends after reporting it (a supervisor restarts it)
+      4 a cancelled job did not stop within the grace period (same reason)
+*/
+#ifndef ZF_WORKER_H
+#define ZF_WORKER_H
+
+#include <stdint.h>
+
+#define ZF_WORKER_EXIT_OK 0
+#define ZF_WORKER_EXIT_START 1
+#define ZF_WORKER_EXIT_TIMEOUT 3
+#define ZF_WORKER_EXIT_CANCEL 4
+
+#define ZF_WORKER_MAX_MODULES 16
+
+typedef struct {
+    const char *broker_ep;        /* default tcp://127.0.0.1:5556 */
+    const char *device;           /* cpu, cpu:N or gpu:N; default cpu */
+    const char *modules[ZF_WORKER_MAX_MODULES];
+    int nmodules;
+    const char *name;             /* default host:pid:device */
+    uint32_t credits;             /* jobs held at once (1 running + prefetch); default 1 */
+    uint32_t heartbeat_ms;        /* default 1000 */
+    uint32_t liveness;            /* default 3 */
+    uint32_t cancel_grace_ms;     /* default 2000 */
+    uint32_t drain_timeout_ms;    /* default 0 = wait for the job in hand */
+    int fake_gpu;                 /* tests only: report a GPU device without CUDA */
+} zf_worker_config_t;
+
+void zf_worker_config_defaults(zf_worker_config_t *cfg);
+
+/* Binds the device, loads and initialises the modules, and serves until stopped. Returns
+   one of the exit codes above. */
+int zf_worker_run(const zf_worker_config_t *cfg);
+
+#endif
