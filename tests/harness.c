@@ -1,0 +1,293 @@
+/*  Test harness — see harness.h. */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef ZF_BUILD_DIR
+#define ZF_BUILD_DIR "build"
+#endif
+
+#define MAX_PROCS 256
+static pid_t procs[MAX_PROCS];
+static int nprocs;
+static int counter;
+
+int64_t zt_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void zt_pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+const char *zt_build_dir(void)
+{
+    const char *d = getenv("ZF_BUILD_DIR");
+    return d ? d : ZF_BUILD_DIR;
+}
+
+const char *zt_path(const char *rel)
+{
+    static char bufs[4][1024];
+    static int slot;
+    char *b = bufs[slot++ % 4];
+    snprintf(b, sizeof bufs[0], "%s/%s", zt_build_dir(), rel);
+    return b;
+}
+
+void zt_kill_all(void)
+{
+    for (int i = 0; i < nprocs; i++)
+        if (procs[i] > 0) {
+            kill(procs[i], SIGKILL);
+            waitpid(procs[i], NULL, 0);
+            procs[i] = 0;
+        }
+    nprocs = 0;
+}
+
+void zt_env_init(zt_env_t *env)
+{
+    static int registered;
+    if (!registered) {
+        atexit(zt_kill_all);
+        registered = 1;
+    }
+    int n = counter++;
+    snprintf(env->dir, sizeof env->dir, "/tmp/zft-%d-%d-%lld", (int)getpid(), n,
+             (long long)zt_now_ms());
+    mkdir(env->dir, 0700);
+    snprintf(env->client_ep, sizeof env->client_ep, "ipc://%s/c", env->dir);
+    snprintf(env->worker_ep, sizeof env->worker_ep, "ipc://%s/w", env->dir);
+}
+
+pid_t zt_spawn(const char *rel_bin, const char *log, const char *const *args)
+{
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = zt_path(rel_bin);
+    for (; args && *args && n < 63; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        int fd = open(log ? log : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        setpgid(0, 0);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (nprocs < MAX_PROCS)
+        procs[nprocs++] = pid;
+    return pid;
+}
+
+static pid_t spawn_va(const char *bin, const char *log, const char *first[], int nfirst,
+                      va_list ap)
+{
+    const char *args[64];
+    int n = 0;
+    for (int i = 0; i < nfirst; i++)
+        args[n++] = first[i];
+    for (const char *a; n < 63 && (a = va_arg(ap, const char *));)
+        args[n++] = a;
+    args[n] = NULL;
+    return zt_spawn(bin, log, args);
+}
+
+zf_client_t *zt_client(const zt_env_t *env)
+{
+    zf_client_t *c = zf_client_new(env->client_ep);
+    cr_assert(c, "client_new failed");
+    zf_client_set_request_timeout(c, 3000);
+    return c;
+}
+
+pid_t zt_broker(const zt_env_t *env, int hb_ms, ...)
+{
+    static char hb[16], log[160];
+    snprintf(hb, sizeof hb, "%d", hb_ms);
+    snprintf(log, sizeof log, "%s/broker.log", env->dir);
+    const char *first[] = {"--clients", env->client_ep, "--workers", env->worker_ep,
+                           "--heartbeat", hb};
+    va_list ap;
+    va_start(ap, hb_ms);
+    pid_t pid = spawn_va("broker/zfleet-broker", log, first, 6, ap);
+    va_end(ap);
+    /* ready once it answers */
+    zf_client_t *c = zt_client(env);
+    int64_t until = zt_now_ms() + 5000;
+    zf_event_t *e = NULL;
+    while (!e && zt_now_ms() < until) {
+        e = zf_client_stats(c);
+        if (!e)
+            zt_pause_ms(20);
+    }
+    zf_client_destroy(&c);
+    cr_assert(e, "broker did not come up (see %s)", log);
+    zf_event_destroy(&e);
+    return pid;
+}
+
+pid_t zt_worker(const zt_env_t *env, int hb_ms, ...)
+{
+    static char hb[16], log[160];
+    snprintf(hb, sizeof hb, "%d", hb_ms);
+    snprintf(log, sizeof log, "%s/workers.log", env->dir);
+    const char *first[] = {"--broker", env->worker_ep, "--heartbeat", hb};
+    va_list ap;
+    va_start(ap, hb_ms);
+    pid_t pid = spawn_va("worker/zfleet-worker", log, first, 4, ap);
+    va_end(ap);
+    return pid;
+}
+
+static msgpack_object *mp_get(msgpack_object *map, const char *key)
+{
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, key, n))
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+/* Fetches stats and applies fn to the decoded document. */
+static long long with_stats(const zt_env_t *env, long long (*fn)(msgpack_object *, const char *),
+                            const char *arg)
+{
+    zf_client_t *c = zt_client(env);
+    zf_event_t *e = zf_client_stats(c);
+    long long v = -1;
+    if (e) {
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        if (msgpack_unpack_next(&u, e->output, e->output_len, &off) == MSGPACK_UNPACK_SUCCESS)
+            v = fn(&u.data, arg);
+        msgpack_unpacked_destroy(&u);
+        zf_event_destroy(&e);
+    }
+    zf_client_destroy(&c);
+    return v;
+}
+
+static long long count_workers(msgpack_object *doc, const char *unused)
+{
+    (void)unused;
+    msgpack_object *w = mp_get(doc, "workers");
+    return w && w->type == MSGPACK_OBJECT_ARRAY ? (long long)w->via.array.size : -1;
+}
+
+static long long broker_counter(msgpack_object *doc, const char *name)
+{
+    msgpack_object *v = mp_get(mp_get(doc, "broker"), name);
+    return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)v->via.u64 : -1;
+}
+
+int zt_count_workers(const zt_env_t *env)
+{
+    return (int)with_stats(env, count_workers, NULL);
+}
+
+long long zt_broker_counter(const zt_env_t *env, const char *name)
+{
+    return with_stats(env, broker_counter, name);
+}
+
+bool zt_wait_workers(const zt_env_t *env, int n, int timeout_ms)
+{
+    int64_t until = zt_now_ms() + timeout_ms;
+    while (zt_now_ms() < until) {
+        if (zt_count_workers(env) == n)
+            return true;
+        zt_pause_ms(25);
+    }
+    return false;
+}
+
+int zt_wait_exit(pid_t pid, int timeout_ms)
+{
+    int64_t until = zt_now_ms() + timeout_ms;
+    int status;
+    while (zt_now_ms() < until) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            for (int i = 0; i < nprocs; i++)
+                if (procs[i] == pid)
+                    procs[i] = 0;
+            return status;
+        }
+        zt_pause_ms(10);
+    }
+    return -1;
+}
+
+void zt_kill(pid_t pid, int sig)
+{
+    kill(pid, sig);
+    if (sig == SIGKILL || sig == SIGTERM)
+        zt_wait_exit(pid, 10000);
+}
+
+int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...)
+{
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = zt_path("client/zfleet");
+    va_list ap;
+    va_start(ap, outlen);
+    for (const char *a; n < 63 && (a = va_arg(ap, const char *));)
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int fds[2];
+    cr_assert(pipe(fds) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        setenv("ZFLEET_BROKER", env->client_ep, 1);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t r;
+    char sink[4096];
+    while ((r = read(fds[0], out && got + 1 < outlen ? out + got : sink,
+                     out && got + 1 < outlen ? outlen - 1 - got : sizeof sink)) > 0)
+        if (out && got + 1 < outlen)
+            got += (size_t)r;
+    close(fds[0]);
+    if (out && outlen)
+        out[got] = 0;
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}

@@ -1,0 +1,71 @@
+/*  Test harness: real zfleet processes over real sockets.
+
+    Every test gets its own ipc:// endpoints (unique per process and call), starts the real
+    zfleet-broker / zfleet-worker binaries from the build directory, and kills them with
+    real signals. Helpers abort the test (cr_assert) when something does not come up.
+*/
+#ifndef ZT_HARNESS_H
+#define ZT_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "zfleet.h"
+
+typedef struct {
+    char client_ep[128];
+    char worker_ep[128];
+    char dir[96];            /* a fresh scratch directory for this test */
+} zt_env_t;
+
+/* The build directory (binaries live under it). */
+const char *zt_build_dir(void);
+/* Absolute path of a built file, e.g. zt_path("worker/zfleet-worker"). Static buffer per
+   call slot (4 in rotation). */
+const char *zt_path(const char *rel);
+
+/* Fresh endpoints and scratch directory. */
+void zt_env_init(zt_env_t *env);
+
+/* Starts a program from the build dir with NULL-terminated args; its stdout and stderr go
+   to log (or /dev/null when log is NULL). Returns the pid. */
+pid_t zt_spawn(const char *rel_bin, const char *log, const char *const *args);
+
+/* Starts a broker on env's endpoints with heartbeat hb_ms and extra args (NULL-terminated
+   list, may be empty). Waits until it answers a ping. */
+pid_t zt_broker(const zt_env_t *env, int hb_ms, ...);
+/* Starts a worker connected to env with heartbeat hb_ms and extra args (NULL-terminated). */
+pid_t zt_worker(const zt_env_t *env, int hb_ms, ...);
+
+/* Polls broker stats until `n` workers are connected (serving fn, if not NULL). Returns
+   true if that happened within timeout_ms. */
+bool zt_wait_workers(const zt_env_t *env, int n, int timeout_ms);
+/* Number of connected workers (from stats), or -1. */
+int zt_count_workers(const zt_env_t *env);
+/* A broker counter from stats ("broker" section), e.g. "stale_results"; -1 on error. */
+long long zt_broker_counter(const zt_env_t *env, const char *name);
+
+/* Sends sig and, for SIGKILL/SIGTERM, reaps it (waiting up to 10 s). */
+void zt_kill(pid_t pid, int sig);
+/* Waits for pid to exit up to timeout_ms. Returns the wait status, or -1 on timeout. */
+int zt_wait_exit(pid_t pid, int timeout_ms);
+
+/* Runs the zfleet CLI with ZFLEET_BROKER=env->client_ep and the given args
+   (NULL-terminated); captures stdout into out (NUL-terminated). Returns its exit code. */
+int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...);
+
+/* A client connected to env. */
+zf_client_t *zt_client(const zt_env_t *env);
+
+/* Milliseconds since an arbitrary point. */
+int64_t zt_now_ms(void);
+
+/* Blocks the calling thread for ms (tests only: the runtime never sleeps). */
+void zt_pause_ms(int ms);
+
+/* Kills every process the harness started (registered at exit too). */
+void zt_kill_all(void);
+
+#endif

@@ -1,0 +1,113 @@
+/*  A zfleet module for tests only: handlers that fail, crash, hang, ignore cancellation,
+    report progress, or corrupt results on purpose. Never load it in production. */
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "zf_module.h"
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long payload_num(zf_job_t *job, long dflt)
+{
+    char buf[32];
+    size_t n = zf_job_size(job);
+    if (n == 0 || n >= sizeof buf)
+        return dflt;
+    memcpy(buf, zf_job_data(job), n);
+    buf[n] = 0;
+    return strtol(buf, NULL, 10);
+}
+
+/* fail: fails with the payload as its message */
+static int run_fail(void *s, zf_job_t *job)
+{
+    (void)s;
+    return zf_job_fail(job, "%.*s", (int)zf_job_size(job), (const char *)zf_job_data(job));
+}
+
+/* abort: kills its worker process, every time */
+static int run_abort(void *s, zf_job_t *job)
+{
+    (void)s, (void)job;
+    abort();
+}
+
+/* hang: burns CPU for payload ms (default: an hour), ignoring cancellation */
+static int run_hang(void *s, zf_job_t *job)
+{
+    (void)s;
+    int64_t end = now_ms() + payload_num(job, 3600 * 1000);
+    volatile uint64_t sink = 0;
+    while (now_ms() < end)
+        sink++;
+    return zf_job_output(job, "woke", 4);
+}
+
+/* coop: burns CPU for payload ms, stopping as soon as it is cancelled */
+static int run_coop(void *s, zf_job_t *job)
+{
+    (void)s;
+    int64_t end = now_ms() + payload_num(job, 3600 * 1000);
+    while (now_ms() < end)
+        if (zf_job_cancelled(job))
+            return zf_job_fail(job, "coop: stopped on cancel");
+    return zf_job_output(job, "done", 4);
+}
+
+/* progress: reports 4 steps (payload ms apart, default 100) then returns "done" */
+static int run_progress(void *s, zf_job_t *job)
+{
+    (void)s;
+    long step = payload_num(job, 100);
+    for (int i = 1; i <= 4; i++) {
+        int64_t end = now_ms() + step;
+        while (now_ms() < end)
+            ;
+        char text[32];
+        snprintf(text, sizeof text, "step %d of 4", i);
+        zf_job_progress(job, i / 4.0, text);
+    }
+    return zf_job_output(job, "done", 4);
+}
+
+/* corrupt: echo, except every Nth result (N = $ZF_TEST_CORRUPT_EVERY, default 100) has
+   its first byte flipped */
+static int run_corrupt(void *s, zf_job_t *job)
+{
+    (void)s;
+    static unsigned long count;
+    const char *env = getenv("ZF_TEST_CORRUPT_EVERY");
+    unsigned long every = env ? strtoul(env, NULL, 10) : 100;
+    size_t n = zf_job_size(job);
+    unsigned char *out = zf_job_output_alloc(job, n);
+    if (!out && n)
+        return zf_job_fail(job, "out of memory");
+    memcpy(out, zf_job_data(job), n);
+    if (n && every && ++count % every == 0)
+        out[0] ^= 0xff;
+    return 0;
+}
+
+static const zf_function_t functions[] = {
+    {"fail", run_fail},         {"abort", run_abort},     {"hang", run_hang},
+    {"coop", run_coop},         {"progress", run_progress}, {"corrupt", run_corrupt},
+    {NULL, NULL},
+};
+
+static const zf_module_t module = {
+    .abi = ZF_MODULE_ABI, .name = "testmod", .functions = functions};
+
+const zf_module_t *zf_module_entry(void);
+const zf_module_t *zf_module_entry(void)
+{
+    return &module;
+}

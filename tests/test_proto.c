@@ -1,0 +1,271 @@
+/*  Codec: every message round-trips; truncated, oversized and wrong-type headers are
+    rejected with the right error. */
+#include <criterion/criterion.h>
+#include <msgpack.h>
+#include <string.h>
+
+#include "zf_proto.h"
+
+static const uint8_t all_cmds[] = {
+    ZF_CMD_SUBMIT,   ZF_CMD_WAIT,     ZF_CMD_GET,       ZF_CMD_CANCEL,    ZF_CMD_STATS,
+    ZF_CMD_DEAD,     ZF_CMD_RETRY,    ZF_CMD_PING,      ZF_CMD_ACCEPTED,  ZF_CMD_REJECTED,
+    ZF_CMD_RESULT,   ZF_CMD_STATUS,   ZF_CMD_PROGRESS,  ZF_CMD_REPLY,     ZF_CMD_PONG,
+    ZF_CMD_ERROR,    ZF_CMD_READY,    ZF_CMD_DONE,      ZF_CMD_WPROGRESS, ZF_CMD_HEARTBEAT,
+    ZF_CMD_BYE,      ZF_CMD_RECALLED, ZF_CMD_JOB,       ZF_CMD_WCANCEL,   ZF_CMD_BHEARTBEAT,
+    ZF_CMD_RESET,    ZF_CMD_RECALL};
+
+/* A header with every field set. */
+static void fill_all(zf_msg_t *m, uint8_t cmd)
+{
+    zf_msg_init(m, cmd);
+    zf_msg_set_u64(m, ZF_F_ID, 0x123456789abcdefull);
+    zf_msg_set_u64(m, ZF_F_ATTEMPT, 7);
+    zf_msg_set_u64(m, ZF_F_TAG, UINT64_MAX);
+    zf_msg_set_str(m, ZF_F_FN, "resize_image");
+    zf_msg_set_i32(m, ZF_F_PRIORITY, -42);
+    zf_msg_set_u64(m, ZF_F_TIMEOUT, 60000);
+    zf_msg_set_u64(m, ZF_F_DEADLINE, 5000);
+    zf_msg_set_u64(m, ZF_F_MAX_ATTEMPTS, 5);
+    zf_msg_set_u64(m, ZF_F_DEVICE, ZF_DEV_GPU);
+    zf_msg_set_u64(m, ZF_F_STATUS, ZF_ST_TIMED_OUT);
+    zf_msg_set_u64(m, ZF_F_CODE, ZF_EQUEUE_FULL);
+    zf_msg_set_str(m, ZF_F_TEXT, "queue full (function limit)");
+    zf_msg_set_u64(m, ZF_F_CREDITS, 16);
+    zf_msg_set_u64(m, ZF_F_DURATION, 123456789);
+    zf_msg_set_str(m, ZF_F_WORKER, "host:1234:gpu:0");
+    zf_msg_set_str(m, ZF_F_DEVNAME, "gpu:0");
+    zf_msg_set_progress(m, 0.625);
+    zf_msg_add_function(m, "echo");
+    zf_msg_add_function(m, "spin");
+    zf_msg_set_i32(m, ZF_F_DEVINDEX, 3);
+    zf_msg_set_u64(m, ZF_F_DEVMEM, 80ull << 30);
+    zf_msg_set_u64(m, ZF_F_HEARTBEAT, 1000);
+    zf_msg_set_u64(m, ZF_F_FLAGS, ZF_FLAG_PURGE);
+    zf_msg_set_u64(m, ZF_F_QUEUED, 99);
+}
+
+static void assert_same(const zf_msg_t *a, const zf_msg_t *b)
+{
+    cr_assert_eq(a->cmd, b->cmd);
+    cr_assert_eq(a->present, b->present);
+    cr_assert_eq(a->id, b->id);
+    cr_assert_eq(a->attempt, b->attempt);
+    cr_assert_eq(a->tag, b->tag);
+    cr_assert_eq(a->priority, b->priority);
+    cr_assert_eq(a->timeout_ms, b->timeout_ms);
+    cr_assert_eq(a->deadline_ms, b->deadline_ms);
+    cr_assert_eq(a->max_attempts, b->max_attempts);
+    cr_assert_eq(a->device, b->device);
+    cr_assert_eq(a->status, b->status);
+    cr_assert_eq(a->code, b->code);
+    cr_assert_eq(a->credits, b->credits);
+    cr_assert_eq(a->duration_us, b->duration_us);
+    cr_assert_eq(a->devindex, b->devindex);
+    cr_assert_eq(a->devmem, b->devmem);
+    cr_assert_eq(a->heartbeat_ms, b->heartbeat_ms);
+    cr_assert_eq(a->flags, b->flags);
+    cr_assert_eq(a->queued_us, b->queued_us);
+    cr_assert_float_eq(a->progress, b->progress, 1e-12);
+    const zf_str_t *sa[] = {&a->fn, &a->text, &a->worker, &a->devname};
+    const zf_str_t *sb[] = {&b->fn, &b->text, &b->worker, &b->devname};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(sa[i]->len, sb[i]->len);
+        cr_assert(sa[i]->len == 0 || memcmp(sa[i]->ptr, sb[i]->ptr, sa[i]->len) == 0);
+    }
+    cr_assert_eq(a->nfunctions, b->nfunctions);
+    for (uint32_t i = 0; i < a->nfunctions; i++)
+        cr_assert(a->functions[i].len == b->functions[i].len &&
+                  !memcmp(a->functions[i].ptr, b->functions[i].ptr, a->functions[i].len));
+}
+
+Test(proto, every_message_round_trips_with_all_fields)
+{
+    for (size_t i = 0; i < sizeof all_cmds; i++) {
+        zf_msg_t in, out;
+        fill_all(&in, all_cmds[i]);
+        char buf[ZF_HEADER_MAX];
+        int len = zf_msg_encode(&in, buf, sizeof buf);
+        cr_assert_gt(len, 4, "encode %s", zf_cmd_name(all_cmds[i]));
+        int err = -1;
+        cr_assert_eq(zf_msg_decode(&out, buf, (size_t)len, &err, NULL), 0, "decode %s",
+                     zf_cmd_name(all_cmds[i]));
+        assert_same(&in, &out);
+        cr_assert_geq(zf_cmd_payload_frames(all_cmds[i]), 0);
+    }
+}
+
+Test(proto, minimal_messages_round_trip)
+{
+    zf_msg_t in, out;
+    zf_msg_init(&in, ZF_CMD_HEARTBEAT);
+    char buf[64];
+    int len = zf_msg_encode(&in, buf, sizeof buf);
+    cr_assert_eq(len, 5); /* signature, version, command, empty map */
+    cr_assert_eq(zf_msg_decode(&out, buf, (size_t)len, NULL, NULL), 0);
+    assert_same(&in, &out);
+}
+
+static int decode_err(const void *buf, size_t len)
+{
+    zf_msg_t m;
+    int err = 0;
+    const char *why = NULL;
+    if (zf_msg_decode(&m, buf, len, &err, &why) == 0)
+        return 0;
+    cr_assert(why && *why, "a rejection says why");
+    return err;
+}
+
+Test(proto, truncated_headers_are_malformed)
+{
+    zf_msg_t in;
+    fill_all(&in, ZF_CMD_SUBMIT);
+    char buf[ZF_HEADER_MAX];
+    int len = zf_msg_encode(&in, buf, sizeof buf);
+    for (int cut = 0; cut < len; cut++)
+        cr_assert_eq(decode_err(buf, (size_t)cut), ZF_EMALFORMED, "cut at %d of %d", cut, len);
+}
+
+Test(proto, bad_signature_version_and_command)
+{
+    char buf[] = {'Z', 'F', ZF_PROTO_VERSION, (char)ZF_CMD_PING, (char)0x80};
+    cr_assert_eq(decode_err(buf, sizeof buf), 0);
+    buf[0] = 'X';
+    cr_assert_eq(decode_err(buf, sizeof buf), ZF_EMALFORMED);
+    buf[0] = 'Z';
+    buf[2] = 9;
+    cr_assert_eq(decode_err(buf, sizeof buf), ZF_EVERSION);
+    buf[2] = ZF_PROTO_VERSION;
+    buf[3] = 0x7e;
+    cr_assert_eq(decode_err(buf, sizeof buf), ZF_ECOMMAND);
+}
+
+Test(proto, oversized_header_is_rejected)
+{
+    static char big[ZF_HEADER_MAX + 10];
+    big[0] = 'Z', big[1] = 'F', big[2] = ZF_PROTO_VERSION, big[3] = (char)ZF_CMD_PING;
+    cr_assert_eq(decode_err(big, sizeof big), ZF_EMALFORMED);
+    /* and the encoder refuses what would not fit */
+    zf_msg_t m;
+    fill_all(&m, ZF_CMD_SUBMIT);
+    char small[16];
+    cr_assert_eq(zf_msg_encode(&m, small, sizeof small), -1);
+}
+
+/* Packs a header with one field of the given msgpack value (written by fn). */
+static size_t header_with(char *out, uint8_t cmd, void (*fn)(msgpack_packer *))
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    fn(&pk);
+    out[0] = 'Z', out[1] = 'F', out[2] = ZF_PROTO_VERSION, out[3] = (char)cmd;
+    memcpy(out + 4, sb.data, sb.size);
+    size_t n = sb.size + 4;
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
+static void id_as_string(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_uint8(pk, ZF_F_ID);
+    msgpack_pack_str(pk, 2);
+    msgpack_pack_str_body(pk, "12", 2);
+}
+static void attempt_too_big(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 2);
+    msgpack_pack_uint8(pk, ZF_F_ID);
+    msgpack_pack_uint8(pk, 1);
+    msgpack_pack_uint8(pk, ZF_F_ATTEMPT);
+    msgpack_pack_uint64(pk, 1ull << 40);
+}
+static void negative_id(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_uint8(pk, ZF_F_ID);
+    msgpack_pack_int8(pk, -1);
+}
+static void not_a_map(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_uint8(pk, 1);
+}
+static void string_key(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_str(pk, 2);
+    msgpack_pack_str_body(pk, "id", 2);
+    msgpack_pack_uint8(pk, 1);
+}
+static void fn_too_long(msgpack_packer *pk)
+{
+    char name[100];
+    memset(name, 'a', sizeof name);
+    msgpack_pack_map(pk, 2);
+    msgpack_pack_uint8(pk, ZF_F_TAG);
+    msgpack_pack_uint8(pk, 1);
+    msgpack_pack_uint8(pk, ZF_F_FN);
+    msgpack_pack_str(pk, sizeof name);
+    msgpack_pack_str_body(pk, name, sizeof name);
+}
+static void progress_out_of_range(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 2);
+    msgpack_pack_uint8(pk, ZF_F_ID);
+    msgpack_pack_uint8(pk, 1);
+    msgpack_pack_uint8(pk, ZF_F_PROGRESS);
+    msgpack_pack_double(pk, 1.5);
+}
+static void missing_required(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_uint8(pk, ZF_F_TAG);
+    msgpack_pack_uint8(pk, 1);
+}
+static void unknown_key_ignored(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 2);
+    msgpack_pack_uint8(pk, ZF_F_ID);
+    msgpack_pack_uint8(pk, 5);
+    msgpack_pack_uint16(pk, 999);
+    msgpack_pack_str(pk, 3);
+    msgpack_pack_str_body(pk, "new", 3);
+}
+static void trailing(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_uint8(pk, ZF_F_ID);
+    msgpack_pack_uint8(pk, 5);
+    msgpack_pack_nil(pk);
+}
+
+Test(proto, wrong_types_and_ranges_are_malformed)
+{
+    char buf[512];
+    void (*bad[])(msgpack_packer *) = {id_as_string, attempt_too_big, negative_id, not_a_map,
+                                       string_key,   progress_out_of_range, trailing};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        size_t n = header_with(buf, ZF_CMD_WAIT, bad[i]);
+        cr_assert_eq(decode_err(buf, n), ZF_EMALFORMED, "case %zu", i);
+    }
+    size_t n = header_with(buf, ZF_CMD_SUBMIT, fn_too_long);
+    cr_assert_eq(decode_err(buf, n), ZF_EMALFORMED);
+    n = header_with(buf, ZF_CMD_SUBMIT, missing_required);
+    cr_assert_eq(decode_err(buf, n), ZF_EMALFORMED, "SUBMIT needs fn");
+    n = header_with(buf, ZF_CMD_WAIT, unknown_key_ignored);
+    cr_assert_eq(decode_err(buf, n), 0, "unknown keys are ignored");
+}
+
+Test(proto, names_are_never_null)
+{
+    for (int i = 0; i < 256; i++)
+        cr_assert_not_null(zf_cmd_name((uint8_t)i));
+    cr_assert_str_eq(zf_state_name(ZF_ST_LOST), "lost");
+    cr_assert_str_eq(zf_state_name(99), "unknown");
+    cr_assert_str_eq(zf_error_name(ZF_ETOO_LARGE), "payload too large");
+    cr_assert_eq(zf_device_kind_parse("gpu"), ZF_DEV_GPU);
+    cr_assert_eq(zf_device_kind_parse("tpu"), -1);
+}
