@@ -325,7 +325,7 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
     j->worker = w;
     j->started_us = zf_now_us();
     zf_journal_start(b->journal, j);
-    w->leases[w->inflight++] = (lease_t){j->id, j->attempt};
+    w->leases[w->inflight++] = (lease_t){j->id, j->attempt, false};
     j->fn->running++;
     b->c.dispatched++;
     worker_relist(w);
@@ -348,13 +348,52 @@ static job_t *next_job_for(wrk_t *w)
     return best;
 }
 
+static bool serves(const wrk_t *w, const fnq_t *fn)
+{
+    for (uint32_t i = 0; i < w->nslots; i++)
+        if (w->slots[i].fn == fn)
+            return true;
+    return false;
+}
+
+static job_t *job_find(zf_broker_t *b, uint64_t id);
+
+/* w is idle and nothing is queued for it: if another worker holds a job w could run
+   behind the one it is running (prefetch), ask for it back so it runs now on w. The
+   worker answers RECALLED if the job has not started; place() then gives it to w. One
+   recall per idle worker at a time; a lease is recalled at most once. */
+static void steal_for(zf_broker_t *b, wrk_t *w)
+{
+    for (wrk_t *v = b->workers; v; v = v->hh.next) {
+        if (v == w || v->inflight < 2)
+            continue;
+        lease_t *l = &v->leases[v->inflight - 1];
+        if (l->recalling)
+            continue;
+        job_t *j = job_find(b, l->id);
+        if (!j || j->state != ZF_ST_RUNNING || j->worker != v || j->attempt != l->attempt ||
+            (j->device != ZF_DEV_ANY && j->device != w->kind) || !serves(w, j->fn))
+            continue;
+        zf_msg_t m;
+        zf_msg_init(&m, ZF_CMD_RECALL);
+        zf_msg_set_u64(&m, ZF_F_ID, l->id);
+        zf_msg_set_u64(&m, ZF_F_ATTEMPT, l->attempt);
+        if (zf_wire_send_to(b->back, v->rid, v->rid_len, &m, NULL) == 0)
+            l->recalling = true;
+        return;
+    }
+}
+
 /* Gives w queued work until its credits are used or nothing fits. */
 static void refill(zf_broker_t *b, wrk_t *w)
 {
     while (!w->draining && w->inflight < w->credits) {
         job_t *j = next_job_for(w);
-        if (!j)
+        if (!j) {
+            if (w->inflight == 0)
+                steal_for(b, w);
             return;
+        }
         dequeue(b, j);
         if (!dispatch(b, w, j))
             return; /* w is gone */
@@ -379,9 +418,11 @@ static void place(zf_broker_t *b, job_t *j, bool front)
     enqueue(b, j, front);
 }
 
+/* Keeps the leases in dispatch order: the newest is the likeliest still prefetched. */
 static void lease_drop(wrk_t *w, uint32_t i)
 {
-    w->leases[i] = w->leases[--w->inflight];
+    memmove(&w->leases[i], &w->leases[i + 1], (w->inflight - i - 1) * sizeof w->leases[0]);
+    w->inflight--;
 }
 
 static int lease_find(const wrk_t *w, uint64_t id, uint32_t attempt)

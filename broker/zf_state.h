@@ -97,6 +97,7 @@ typedef struct fnq {
 typedef struct {
     uint64_t id;
     uint32_t attempt;
+    bool recalling;          /* RECALL sent; the worker answers RECALLED or runs it */
 } lease_t;
 
 typedef struct wrk {
@@ -108,7 +109,7 @@ typedef struct wrk {
     int32_t devindex;
     uint64_t devmem;
     uint32_t credits, inflight;
-    lease_t leases[ZF_LEASES_MAX];   /* the jobs this worker holds; inflight of them */
+    lease_t leases[ZF_LEASES_MAX];   /* the jobs this worker holds, oldest first */
     winfo_t *info;
     wslot_t *slots;
     uint32_t nslots;

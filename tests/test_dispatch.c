@@ -1,6 +1,185 @@
-/*  Dispatch order with real processes: priorities, FIFO within a priority, credits. */
+/*  Dispatch with real processes: priorities, FIFO within a priority, credits, idle before
+    busy, and no starvation behind a long job in a busy worker's prefetch. */
 #include <criterion/criterion.h>
+#include <msgpack.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+
+static void teardown(void)
+{
+    zt_kill_all();
+}
+
+TestSuite(dispatch, .fini = teardown);
+
+/* Jobs queued with mixed priorities run highest priority first, FIFO within one. */
+Test(dispatch, priority_then_fifo, .timeout = 60)
+{
+    enum { N = 60 };
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 300, NULL);
+    zf_client_t *c = zt_client(&env);
+    int prio[N];
+    srand(42);
+    for (int i = 0; i < N; i++) {
+        prio[i] = rand() % 4 - 1; /* -1 .. 2 */
+        char p[16];
+        int len = snprintf(p, sizeof p, "%d", i);
+        zf_submit_opts_t o = {.priority = prio[i]};
+        uint64_t id;
+        cr_assert_eq(zf_client_submit(c, "echo", p, (size_t)len, &o, &id), 0);
+    }
+    /* one worker, one credit: the order results arrive is the dispatch order */
+    zt_worker(&env, 300, "--credits", "1", NULL);
+    int prev_prio = 1000, prev_idx = -1;
+    for (int k = 0; k < N; k++) {
+        zf_event_t *e = zf_client_next(c, 10000);
+        cr_assert_not_null(e);
+        cr_assert_eq(e->type, ZF_EV_RESULT);
+        int idx = atoi(e->output);
+        if (prio[idx] == prev_prio)
+            cr_assert_gt(idx, prev_idx, "FIFO broken within priority %d: %d after %d", prio[idx],
+                         idx, prev_idx);
+        else
+            cr_assert_lt(prio[idx], prev_prio, "priority order broken: %d after %d", prio[idx],
+                         prev_prio);
+        prev_prio = prio[idx];
+        prev_idx = idx;
+        zf_event_destroy(&e);
+    }
+    zf_client_destroy(&c);
+}
+
+static int max_jobs_held(const zt_env_t *env, int *nworkers)
+{
+    zf_client_t *c = zt_client(env);
+    zf_event_t *e = zf_client_stats(c);
+    int best = -1;
+    if (e) {
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        msgpack_unpack_next(&u, e->output, e->output_len, &off);
+        msgpack_object *doc = &u.data;
+        for (uint32_t i = 0; i < doc->via.map.size; i++) {
+            msgpack_object *k = &doc->via.map.ptr[i].key;
+            if (k->via.str.size != 7 || memcmp(k->via.str.ptr, "workers", 7))
+                continue;
+            msgpack_object *ws = &doc->via.map.ptr[i].val;
+            *nworkers = (int)ws->via.array.size;
+            for (uint32_t w = 0; w < ws->via.array.size; w++) {
+                msgpack_object *wm = &ws->via.array.ptr[w];
+                for (uint32_t f = 0; f < wm->via.map.size; f++) {
+                    msgpack_object *fk = &wm->via.map.ptr[f].key;
+                    if (fk->via.str.size == 4 && !memcmp(fk->via.str.ptr, "jobs", 4) &&
+                        (int)wm->via.map.ptr[f].val.via.array.size > best)
+                        best = (int)wm->via.map.ptr[f].val.via.array.size;
+                }
+            }
+        }
+        msgpack_unpacked_destroy(&u);
+        zf_event_destroy(&e);
+    }
+    zf_client_destroy(&c);
+    return best;
+}
+
+/* A worker is never given more jobs than its credits, and is given up to them. */
+Test(dispatch, credits_never_exceeded, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 300, NULL);
+    zt_worker(&env, 300, "--credits", "3", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zf_client_t *c = zt_client(&env);
+    for (int i = 0; i < 12; i++)
+        cr_assert_eq(zf_client_submit(c, "spin", "100", 3, NULL, NULL), 0);
+    int highest = 0;
+    for (int k = 0; k < 40; k++) {
+        int nw = 0;
+        int held = max_jobs_held(&env, &nw);
+        cr_assert_leq(held, 3, "worker holds %d jobs with 3 credits", held);
+        if (held > highest)
+            highest = held;
+        zt_pause_ms(25);
+    }
+    cr_assert_eq(highest, 3, "a worker with queued work uses all its credits");
+    for (int i = 0; i < 12;) {
+        zf_event_t *e = zf_client_next(c, 10000);
+        cr_assert_not_null(e);
+        if (e->type != ZF_EV_PROGRESS) {
+            cr_assert(e->type == ZF_EV_RESULT && e->status == ZFLEET_SUCCEEDED);
+            i++;
+        }
+        zf_event_destroy(&e);
+    }
+    zf_client_destroy(&c);
+}
+
+/* Two jobs, two workers with spare credits: they run side by side, one on each worker. */
+Test(dispatch, idle_worker_served_before_busy_one, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 300, NULL);
+    zt_worker(&env, 300, "--credits", "4", "--name", "a", NULL);
+    zt_worker(&env, 300, "--credits", "4", "--name", "b", NULL);
+    cr_assert(zt_wait_workers(&env, 2, 5000));
+    zf_client_t *c = zt_client(&env);
+    for (int round = 0; round < 5; round++) {
+        uint64_t id1, id2;
+        cr_assert_eq(zf_client_submit(c, "spin", "50", 2, NULL, &id1), 0);
+        cr_assert_eq(zf_client_submit(c, "spin", "50", 2, NULL, &id2), 0);
+        zf_event_t *r1 = zf_client_wait(c, id1, 5000), *r2 = zf_client_wait(c, id2, 5000);
+        cr_assert(r1 && r2);
+        cr_assert_str_neq(r1->worker, r2->worker, "both jobs went to %s", r1->worker);
+        zf_event_destroy(&r1);
+        zf_event_destroy(&r2);
+    }
+    zf_client_destroy(&c);
+}
+
+/* 1 long job + many short ones, 2 workers with prefetch credits: the short ones all finish
+   on the free worker while the long one runs (none waits behind it in a prefetch). */
+Test(dispatch, short_jobs_not_held_behind_long_one, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 300, NULL);
+    zt_worker(&env, 300, "--credits", "4", "--name", "a", NULL);
+    zt_worker(&env, 300, "--credits", "4", "--name", "b", NULL);
+    cr_assert(zt_wait_workers(&env, 2, 5000));
+    zf_client_t *c = zt_client(&env);
+    uint64_t long_id;
+    cr_assert_eq(zf_client_submit(c, "spin", "3000", 4, NULL, &long_id), 0);
+    enum { SHORT = 40 };
+    uint64_t ids[SHORT];
+    for (int i = 0; i < SHORT; i++)
+        cr_assert_eq(zf_client_submit(c, "spin", "10", 2, NULL, &ids[i]), 0);
+    int64_t t0 = zt_now_ms();
+    char long_worker[64] = "";
+    for (int i = 0; i < SHORT; i++) {
+        zf_event_t *r = zf_client_wait(c, ids[i], 10000);
+        cr_assert_not_null(r);
+        cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+        zf_event_destroy(&r);
+    }
+    int64_t shorts_done = zt_now_ms() - t0;
+    zf_event_t *l = zf_client_get(c, long_id);
+    cr_assert_not_null(l);
+    cr_assert_eq(l->status, ZFLEET_RUNNING, "the long job is still running when the short ones are done");
+    snprintf(long_worker, sizeof long_worker, "%s", l->worker);
+    zf_event_destroy(&l);
+    cr_assert_lt(shorts_done, 2500, "short jobs waited behind the long one (%lld ms)",
+                 (long long)shorts_done);
+    zf_event_t *r = zf_client_wait(c, long_id, 10000);
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED);
+    cr_assert_str_eq(r->worker, long_worker);
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+}

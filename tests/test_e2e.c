@@ -4,8 +4,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 #include "harness.h"
+#include "zf_proto.h"
+#include "zf_wire.h"
+
+static void teardown(void)
+{
+    zt_kill_all();
+}
+
+TestSuite(e2e, .fini = teardown);
 
 Test(e2e, echo_round_trip_through_broker_and_worker)
 {
@@ -27,5 +37,222 @@ Test(e2e, echo_round_trip_through_broker_and_worker)
     cr_assert(strlen(r->worker) > 0 && strlen(r->device) > 0);
     zf_event_destroy(&r);
     zf_client_destroy(&c);
-    zt_kill_all();
+}
+
+/* 2000 echo jobs with distinct payloads through 2 workers: every result correct and each
+   received exactly once. */
+Test(e2e, two_thousand_echo_jobs_each_result_once, .timeout = 120)
+{
+    enum { N = 2000, WINDOW = 128 };
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 500, NULL);
+    zt_worker(&env, 500, "--credits", "4", NULL);
+    zt_worker(&env, 500, "--credits", "4", NULL);
+    cr_assert(zt_wait_workers(&env, 2, 5000));
+    zf_client_t *c = zt_client(&env);
+    static uint64_t tag_of[N], id_of[N];
+    static int seen[N], accepted;
+    int sent = 0, done = 0, outstanding = 0;
+    int64_t t0 = zt_now_ms();
+    while (done < N) {
+        while (sent < N && outstanding < WINDOW) {
+            char p[32];
+            int len = snprintf(p, sizeof p, "job-%d-%x", sent, sent * 2654435761u);
+            cr_assert_eq(zf_client_submit_async(c, "echo", p, (size_t)len, NULL, &tag_of[sent]), 0);
+            sent++;
+            outstanding++;
+        }
+        zf_event_t *e = zf_client_next(c, 10000);
+        cr_assert_not_null(e, "stalled after %d results", done);
+        if (e->type == ZF_EV_ACCEPTED) {
+            accepted++;
+            for (int i = 0; i < sent; i++)
+                if (tag_of[i] == e->tag)
+                    id_of[i] = e->id;
+        } else if (e->type == ZF_EV_RESULT) {
+            cr_assert_eq(e->status, ZFLEET_SUCCEEDED);
+            int idx = -1;
+            sscanf(e->output, "job-%d-", &idx);
+            cr_assert(idx >= 0 && idx < N, "bad output");
+            char want[32];
+            int len = snprintf(want, sizeof want, "job-%d-%x", idx, idx * 2654435761u);
+            cr_assert_eq(e->output_len, (size_t)len);
+            cr_assert(memcmp(e->output, want, (size_t)len) == 0, "output of job %d corrupted", idx);
+            cr_assert_eq(e->tag, tag_of[idx], "result carries the submit tag");
+            cr_assert_eq(seen[idx], 0, "job %d delivered twice", idx);
+            seen[idx] = 1;
+            done++;
+            outstanding--;
+        } else {
+            cr_assert_fail("unexpected event %d: %s", e->type, e->text);
+        }
+        zf_event_destroy(&e);
+    }
+    int64_t ms = zt_now_ms() - t0;
+    cr_assert_eq(accepted, N);
+    for (int i = 0; i < N; i++)
+        cr_assert(seen[i] && id_of[i], "job %d missing", i);
+    /* nothing more arrives: no duplicates after the fact */
+    zf_event_t *extra = zf_client_next(c, 300);
+    cr_assert_null(extra, "an extra event arrived after all results");
+    fprintf(stderr, "e2e: %d echo jobs in %lld ms (%.0f jobs/s)\n", N, (long long)ms,
+            N * 1000.0 / (double)(ms ? ms : 1));
+    zf_client_destroy(&c);
+}
+
+/* A worker killed with SIGKILL while running a 2 s spin: the job completes on the other
+   worker with attempts == 2, within the heartbeat window plus the job time. */
+Test(e2e, killed_worker_job_completes_elsewhere, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    const int hb = 300, liveness = 3;
+    zt_broker(&env, hb, "--liveness", "3", NULL);
+    pid_t w1 = zt_worker(&env, hb, "--name", "first", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zf_client_t *c = zt_client(&env);
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "spin", "2000", 4, NULL, &id), 0);
+    /* it runs on the only worker; then a second one joins and the first dies */
+    zf_event_t *st = NULL;
+    for (int i = 0; i < 100; i++) {
+        st = zf_client_get(c, id);
+        if (st && st->status == ZFLEET_RUNNING)
+            break;
+        zf_event_destroy(&st);
+        zt_pause_ms(20);
+    }
+    cr_assert(st && st->status == ZFLEET_RUNNING);
+    cr_assert_str_eq(st->worker, "first");
+    zf_event_destroy(&st);
+    zt_worker(&env, hb, "--name", "second", NULL);
+    cr_assert(zt_wait_workers(&env, 2, 5000));
+    int64_t killed_at = zt_now_ms();
+    zt_kill(w1, SIGKILL);
+    zf_event_t *r = zf_client_wait(c, id, 20000);
+    cr_assert_not_null(r, "%s", zf_client_error(c));
+    int64_t took = zt_now_ms() - killed_at;
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+    cr_assert_eq(r->attempts, 2);
+    cr_assert_str_eq(r->worker, "second");
+    /* detection within hb x liveness (+ one loop of slack), then the 2 s job */
+    cr_assert_leq(took, hb * liveness + 2000 + 1500, "took %lld ms", (long long)took);
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+}
+
+/* Unknown function with no worker: the job waits; with --timeout the CLI reports a
+   timeout with its exit code (3), and the job is still queued. */
+Test(e2e, unknown_function_waits_and_cli_times_out, .timeout = 30)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    zt_worker(&env, 200, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    char out[4096];
+    int rc = zt_cli(&env, out, sizeof out, "submit", "no_such_fn", "x", "--wait", "--timeout",
+                    "400", NULL);
+    cr_assert_eq(rc, 3, "exit code for a timeout is 3, got %d", rc);
+    rc = zt_cli(&env, out, sizeof out, "--json", "stats", NULL);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out, "\"name\":\"no_such_fn\",\"queued\":1"), "job still queued: %s", out);
+    /* the CLI submit without --wait prints the id; get says queued */
+    rc = zt_cli(&env, out, sizeof out, "submit", "no_such_fn", "y", NULL);
+    cr_assert_eq(rc, 0);
+    char id[32];
+    snprintf(id, sizeof id, "%llu", strtoull(out, NULL, 10));
+    rc = zt_cli(&env, out, sizeof out, "--json", "status", id, NULL);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out, "\"status\":\"queued\""), "%s", out);
+}
+
+/* A handler error reaches the client as `failed` with the handler's message; the worker
+   keeps serving. */
+Test(e2e, handler_error_is_failed_with_message_and_worker_survives, .timeout = 30)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    pid_t w = zt_worker(&env, 200, "--module", zt_path("worker/zf_example.so"), NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    char out[4096];
+    int rc = zt_cli(&env, out, sizeof out, "--json", "submit", "validate", "12x", "--wait", NULL);
+    cr_assert_eq(rc, 1, "a failed job exits 1");
+    cr_assert(strstr(out, "\"status\":\"failed\""), "%s", out);
+    cr_assert(strstr(out, "validate: '12x' is not a number"), "%s", out);
+    rc = zt_cli(&env, out, sizeof out, "submit", "upper", "still here", "--wait", NULL);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out, "STILL HERE"), "%s", out);
+    cr_assert_eq(kill(w, 0), 0, "worker is alive");
+}
+
+/* Sends raw frames to a ROUTER endpoint from a fresh DEALER. */
+static void send_raw(void *ctx, const char *ep, const void *const *frames, const size_t *lens,
+                     int n)
+{
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 1000;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(s, ep);
+    for (int i = 0; i < n; i++)
+        zmq_send(s, frames[i], lens[i], i + 1 < n ? ZMQ_SNDMORE : 0);
+    zmq_close(s);
+}
+
+/* Malformed frames at both broker sockets: the broker stays up, answers where it can,
+   counts them, and serves the next valid job. */
+Test(e2e, malformed_frames_at_both_sockets_are_survived, .timeout = 30)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = zt_broker(&env, 200, NULL);
+    zt_worker(&env, 200, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    void *ctx = zmq_ctx_new();
+    const char junk[] = "\x00\x01garbage";
+    const char badver[] = {'Z', 'F', 9, ZF_CMD_SUBMIT, (char)0x80};
+    const char badcmd[] = {'Z', 'F', ZF_PROTO_VERSION, 0x3f, (char)0x80};
+    const char trunc[] = {'Z', 'F', ZF_PROTO_VERSION, ZF_CMD_SUBMIT, (char)0x82, 0x03};
+    const char nomap[] = {'Z', 'F', ZF_PROTO_VERSION, ZF_CMD_PING, (char)0x91, 0x01};
+    const void *cases[][3] = {{junk}, {badver}, {badcmd}, {trunc}, {nomap}, {""}};
+    size_t lens[][3] = {{sizeof junk}, {sizeof badver}, {sizeof badcmd}, {sizeof trunc},
+                        {sizeof nomap}, {0}};
+    for (int i = 0; i < 6; i++) {
+        send_raw(ctx, env.client_ep, cases[i], lens[i], 1);
+        send_raw(ctx, env.worker_ep, cases[i], lens[i], 1);
+    }
+    /* a valid SUBMIT header with too many frames */
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_SUBMIT);
+    zf_msg_set_u64(&m, ZF_F_TAG, 1);
+    zf_msg_set_str(&m, ZF_F_FN, "echo");
+    char hdr[256];
+    int hl = zf_msg_encode(&m, hdr, sizeof hdr);
+    const void *many[3] = {hdr, "a", "b"};
+    size_t many_len[3] = {(size_t)hl, 1, 1};
+    send_raw(ctx, env.client_ep, many, many_len, 3);
+    /* the client endpoint answers a malformed request with ERROR, addressed to the sender */
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    zmq_connect(s, env.client_ep);
+    zmq_send(s, badver, sizeof badver, 0);
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    cr_assert_eq(zmq_poll(&it, 1, 3000), 1, "no error reply");
+    char reply[512];
+    int n = zmq_recv(s, reply, sizeof reply, 0);
+    zf_msg_t r;
+    cr_assert_eq(zf_msg_decode(&r, reply, (size_t)n, NULL, NULL), 0);
+    cr_assert_eq(r.cmd, ZF_CMD_ERROR);
+    cr_assert_eq(r.code, ZF_EVERSION);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    /* still serving */
+    char out[1024];
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "submit", "echo", "after", "--wait", "--timeout",
+                        "5000", NULL), 0);
+    cr_assert(strstr(out, "after"));
+    cr_assert_eq(kill(b, 0), 0, "broker is alive");
+    cr_assert_geq(zt_broker_counter(&env, "malformed_client"), 7);
+    cr_assert_geq(zt_broker_counter(&env, "malformed_worker"), 6);
 }
