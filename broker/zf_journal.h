@@ -9,6 +9,14 @@
     Every function accepts a NULL journal and then does nothing (the broker without
     --data). Records are buffered in memory until commit; a failed write is logged and
     reported by zf_journal_commit.
+
+    On disk: DIR/journal, locked with flock() while a broker has it open (a second broker
+    on the same directory is refused). The file starts with an 8-byte magic; each record is
+    [u32 body length][u32 CRC-32 of type and body][u8 type][body], little-endian. Record
+    types: ACCEPT (job header, attempt and payload), START (id, attempt), FINISH (id, state,
+    attempts, duration, finish time, error, worker, device, output), FORGET (id). The last
+    record for an id wins; docs/JOURNAL.md has the field layout and the guarantees of each
+    fsync policy.
 */
 #ifndef ZF_JOURNAL_H
 #define ZF_JOURNAL_H
@@ -18,19 +26,39 @@
 #include "zf_broker.h"
 #include "zf_state.h"
 
+/* A journaled payload must fit a record's 32-bit length with room for the header. */
+#define ZF_JOURNAL_MAX_PAYLOAD (3ull << 30)
+/* Compaction is considered once the file reaches this size (and four times the live size
+   after the last compaction); it runs when live records are under a quarter of the file. */
+#define ZF_JOURNAL_COMPACT_MIN_DEFAULT (64ull << 20)
+
 typedef struct zf_journal zf_journal_t;
 
-/* Opens (creating) the journal in dir. Returns NULL with a logged reason on failure. */
-zf_journal_t *zf_journal_open(const char *dir, zf_fsync_t policy, uint32_t interval_ms,
-                              uint64_t result_max_bytes);
+typedef struct {
+    zf_fsync_t policy;
+    uint32_t interval_ms;        /* with ZF_FSYNC_INTERVAL */
+    uint64_t result_max_bytes;   /* output bytes of one result kept; longer ones are cut */
+    uint64_t compact_min_bytes;  /* 0 = ZF_JOURNAL_COMPACT_MIN_DEFAULT */
+} zf_journal_opts_t;
+
+/* Opens (creating) the journal in dir (created if missing, one level). Returns NULL with a
+   logged reason on failure (cannot create, in use by another broker, not a journal). The
+   journal copies what it needs from opts. */
+zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts);
 
 /* Replays the journal: calls restore(arg, job) for every job that is live (not yet
    terminal, or terminal with its result kept), each a new job_t the broker then owns, with
-   fn set through fn(arg, name). Returns 0, or -1 if the file cannot be read at all. */
+   fn set through fn(arg, name). Non-terminal jobs come back QUEUED with the attempts they
+   used; terminal ones keep their result (res, with ran_on a winfo_t holding one reference
+   per job) and finished_ms on the monotonic clock; deadline_at is on the monotonic clock
+   (0 = none). Jobs come in acceptance order, terminal ones in finishing order. A torn or
+   corrupt tail is logged in one line and cut from the file. Call once, right after open.
+   Returns 0, or -1 if the file cannot be read or cut (logged). */
 int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job),
                       fnq_t *(*fn)(void *arg, const char *name), void *arg);
 
-/* Record that a job was accepted (its header fields and payload). */
+/* Record that a job was accepted, or requeued from the dead letters (its header fields,
+   current attempt and payload). */
 void zf_journal_accept(zf_journal_t *self, const job_t *job);
 /* Record that a job was dispatched (its attempt number), so the attempt counts after a crash. */
 void zf_journal_start(zf_journal_t *self, const job_t *job);
@@ -39,15 +67,26 @@ void zf_journal_finish(zf_journal_t *self, const job_t *job);
 /* The broker dropped the job's result: it is dead weight for compaction. */
 void zf_journal_forget(zf_journal_t *self, uint64_t id);
 
-/* Writes the buffered records and syncs them under the policy. Returns 0, or -1 if they
-   could not be written (the broker must then not acknowledge). */
+/* Writes the buffered records with one write() and syncs them under the policy (always:
+   one fdatasync per call that wrote; interval: when the last sync is older than the
+   interval). Costs one comparison when nothing was appended. Returns 0, or -1 if they
+   could not be written: the file is cut back, the records stay buffered for the next call,
+   and the broker must not acknowledge them yet. A failed fdatasync aborts the process (the
+   kernel may have dropped the pages; a restart replays what is really on disk). */
 int zf_journal_commit(zf_journal_t *self);
 
 /* Periodic work: interval fsync, and compaction when dead records dominate (the live
-   jobs are read from the broker's job table `jobs`). */
+   jobs are read from the broker's job table `jobs`, linked through hh). */
 void zf_journal_tick(zf_journal_t *self, int64_t now_ms, job_t *jobs);
 
-/* Commits, closes and frees; sets *self_p to NULL. NULL-safe. */
+/* Milliseconds until zf_journal_tick has an interval sync due, -1 when none is pending
+   (for an event loop that wants to wake up for it). */
+long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms);
+
+/* Current size of the journal file in bytes (committed records); 0 for NULL. */
+uint64_t zf_journal_size(const zf_journal_t *self);
+
+/* Commits, syncs, closes and frees; sets *self_p to NULL. NULL-safe. */
 void zf_journal_close(zf_journal_t **self_p);
 
 #endif

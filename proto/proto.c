@@ -296,6 +296,78 @@ static int fail(int *err, const char **why, int code, const char *text)
     return -1;
 }
 
+/* msgpack-c allocates a container's element array from its declared count before it reads
+   any element, so a 9-byte header declaring an array of 2^32 - 1 items would ask for about
+   100 GB. This linear pre-scan rejects any container that declares more items than the
+   bytes left could hold (every msgpack object takes at least one byte), which bounds what
+   msgpack_unpack can allocate by the header's length. Anything else that is wrong (a
+   truncated body, a reserved byte, trailing bytes) is left for msgpack_unpack to report. */
+static bool counts_fit(const unsigned char *p, size_t len)
+{
+    uint64_t pending = 1; /* objects still to read */
+    size_t i = 0;
+    while (pending > 0 && i < len) {
+        unsigned t = p[i++];
+        pending--;
+        uint64_t items = 0;  /* container: objects it adds */
+        uint64_t body = 0;   /* str/bin/ext: bytes to skip */
+        size_t lenbytes = 0; /* size of the big-endian length that follows the type byte */
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
+            continue; /* fixint, nil, bool */
+        if ((t & 0xf0) == 0x80) {
+            items = 2u * (t & 0x0f);
+        } else if ((t & 0xf0) == 0x90) {
+            items = t & 0x0f;
+        } else if ((t & 0xe0) == 0xa0) {
+            body = t & 0x1f;
+        } else {
+            switch (t) {
+            case 0xc4: case 0xd9: lenbytes = 1; break;           /* bin8, str8 */
+            case 0xc5: case 0xda: lenbytes = 2; break;           /* bin16, str16 */
+            case 0xc6: case 0xdb: lenbytes = 4; break;           /* bin32, str32 */
+            case 0xc7: lenbytes = 1; body = 1; break;            /* ext8 (+ type byte) */
+            case 0xc8: lenbytes = 2; body = 1; break;            /* ext16 */
+            case 0xc9: lenbytes = 4; body = 1; break;            /* ext32 */
+            case 0xca: case 0xd2: body = 4; break;               /* float32, int32 */
+            case 0xcb: case 0xd3: body = 8; break;               /* float64, int64 */
+            case 0xcc: case 0xd0: body = 1; break;               /* uint8, int8 */
+            case 0xcd: case 0xd1: body = 2; break;               /* uint16, int16 */
+            case 0xce: body = 4; break;                          /* uint32 */
+            case 0xcf: body = 8; break;                          /* uint64 */
+            case 0xd4: body = 2; break;                          /* fixext1 */
+            case 0xd5: body = 3; break;                          /* fixext2 */
+            case 0xd6: body = 5; break;                          /* fixext4 */
+            case 0xd7: body = 9; break;                          /* fixext8 */
+            case 0xd8: body = 17; break;                         /* fixext16 */
+            case 0xdc: case 0xdd: lenbytes = t == 0xdc ? 2 : 4; items = 1; break; /* array */
+            case 0xde: case 0xdf: lenbytes = t == 0xde ? 2 : 4; items = 2; break; /* map */
+            default: return true; /* 0xc1 (never used): msgpack_unpack reports it */
+            }
+        }
+        if (lenbytes) {
+            if (len - i < lenbytes)
+                return true; /* truncated: msgpack_unpack reports it */
+            uint64_t n = 0;
+            for (size_t k = 0; k < lenbytes; k++)
+                n = n << 8 | p[i + k];
+            i += lenbytes;
+            if (items)
+                items *= n; /* arrays: n objects; maps: 2n */
+            else
+                body += n;
+        }
+        if (body) {
+            if (len - i < body)
+                return true; /* truncated */
+            i += (size_t)body;
+        }
+        pending += items;
+        if (pending > len - i)
+            return false;
+    }
+    return true;
+}
+
 /* One zone per thread, reused: decoding allocates nothing after warm-up. */
 static __thread msgpack_zone *tl_zone;
 
@@ -316,6 +388,8 @@ int zf_msg_decode(zf_msg_t *m, const void *buf, size_t len, int *err, const char
         tl_zone = msgpack_zone_new(2048);
     if (!tl_zone)
         return fail(err, why, ZF_EMALFORMED, "out of memory");
+    if (!counts_fit(b + 4, len - 4))
+        return fail(err, why, ZF_EMALFORMED, "header declares more items than it holds");
     msgpack_zone_clear(tl_zone);
     msgpack_object obj;
     size_t off = 0;
