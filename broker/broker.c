@@ -627,28 +627,28 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
         b->c.undeliverable++;
 }
 
-/* Acceptances wait for the journal's group commit; they go out once per loop turn. */
+/* Acceptances wait for the journal's group commit; they go out once per loop turn. The
+   commit runs every turn, acceptances or not, so that START and FINISH records reach the
+   file too (it costs one comparison when the turn appended nothing). */
 static void flush_acks(zf_broker_t *b)
 {
+    if (zf_journal_commit(b->journal) < 0)
+        return; /* logged by the journal; the acceptances wait for a commit that succeeds */
     if (!b->ack_head)
         return;
-    if (zf_journal_commit(b->journal) < 0)
-        zf_log(ZF_LOG_ERROR, "journal commit failed; acknowledging anyway would lie, so the "
-                             "jobs stay unacknowledged until the next commit succeeds");
-    else
-        for (job_t *j = b->ack_head, *next; j; j = next) {
-            next = j->ack_next;
-            j->ack_next = NULL;
-            j->acked = true;
-            if (!j->waiter)
-                continue; /* NO_PUSH submit with the client gone: nothing to tell */
-            zf_msg_t m;
-            zf_msg_init(&m, ZF_CMD_ACCEPTED);
-            zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
-            zf_msg_set_u64(&m, ZF_F_ID, j->id);
-            if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
-                b->c.undeliverable++;
-        }
+    for (job_t *j = b->ack_head, *next; j; j = next) {
+        next = j->ack_next;
+        j->ack_next = NULL;
+        j->acked = true;
+        if (!j->waiter)
+            continue; /* NO_PUSH submit with the client gone: nothing to tell */
+        zf_msg_t m;
+        zf_msg_init(&m, ZF_CMD_ACCEPTED);
+        zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
+        zf_msg_set_u64(&m, ZF_F_ID, j->id);
+        if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
+            b->c.undeliverable++;
+    }
     b->ack_head = NULL;
     b->ack_tail = &b->ack_head;
 }
@@ -1125,6 +1125,21 @@ static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
     refill(b, w);
 }
 
+/* A fleet supervisor saw one of its workers die: remove it now, with the real cause,
+   instead of waiting for its heartbeats to run out. */
+static void on_obituary(zf_broker_t *b, const zf_msg_t *m)
+{
+    char name[ZF_NAME_MAX + 1], cause[ZF_TEXT_MAX + 1];
+    zf_str_copy(name, sizeof name, m->worker);
+    zf_str_copy(cause, sizeof cause, m->text);
+    for (wrk_t *w = b->workers; w; w = w->hh.next)
+        if (!strcmp(w->info->name, name)) {
+            b->c.workers_lost++;
+            worker_remove(b, w, cause);
+            return;
+        }
+}
+
 static void worker_message(zf_broker_t *b, zf_frames_t *f)
 {
     zmq_msg_t *rid = &f->part[0];
@@ -1147,6 +1162,8 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
     }
     if (m.cmd == ZF_CMD_READY)
         return on_ready(b, rid, w, &m);
+    if (m.cmd == ZF_CMD_OBITUARY)
+        return on_obituary(b, &m);
     if (!w) {
         /* A worker we do not know (we restarted, or declared it dead): its results are
            stale by definition; it must register again. */
@@ -1288,7 +1305,9 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
 static void *bind_router(zf_broker_t *b, const char *ep, const char *what)
 {
     void *s = zmq_socket(b->ctx, ZMQ_ROUTER);
-    int one = 1, zero = 0, hwm = 1000000;
+    /* Bounded per-peer queues: a peer that floods without reading its replies costs the
+       broker at most this many messages, then replies to it are dropped and counted. */
+    int one = 1, zero = 0, hwm = 100000;
     /* A message far over the payload limit disconnects its sender (ZMQ_MAXMSGSIZE) so it
        cannot exhaust memory; one moderately over gets a clear "payload too large". */
     int64_t maxmsg = (int64_t)(b->cfg.max_payload * 2 + (1 << 20));
@@ -1316,7 +1335,9 @@ static int open_signalfd(void)
     return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-/* Called by the journal's replay for every live job it finds. */
+/* Called by the journal's replay for every live job it finds. A finished job keeps its
+   finishing time (its result's TTL runs on) and dead letters go back to the dead list; an
+   unfinished one is queued again with its deadline armed. */
 static void restore_job(void *arg, job_t *j)
 {
     zf_broker_t *b = arg;
@@ -1327,11 +1348,19 @@ static void restore_job(void *arg, job_t *j)
     if (j->id >= b->next_id)
         b->next_id = j->id + 1;
     if (zf_state_is_terminal(j->state)) {
-        j->finished_ms = zf_now_ms();
-        DL_APPEND(b->done, j);
-        b->ndone++;
+        if (!j->finished_ms)
+            j->finished_ms = zf_now_ms();
+        if (j->state == ZF_ST_LOST || j->state == ZF_ST_TIMED_OUT) {
+            DL_APPEND(b->dead, j);
+            b->ndead++;
+        } else {
+            DL_APPEND(b->done, j);
+            b->ndone++;
+        }
         return;
     }
+    if (j->deadline_at)
+        zf_heap_push(&b->deadlines, j);
     place(b, j, false);
 }
 
@@ -1358,8 +1387,16 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     if (b->sigfd < 0 || !b->ctx)
         goto fail;
     if (cfg->data_dir) {
-        b->journal = zf_journal_open(cfg->data_dir, cfg->fsync, cfg->fsync_interval_ms,
-                                     cfg->result_max_bytes);
+        zf_journal_opts_t jo = {.policy = cfg->fsync,
+                                .interval_ms = cfg->fsync_interval_ms,
+                                .result_max_bytes = cfg->result_max_bytes,
+                                .compact_min_bytes = cfg->compact_min_bytes};
+        if (b->cfg.max_payload > ZF_JOURNAL_MAX_PAYLOAD) {
+            zf_log(ZF_LOG_WARN, "journal: payloads limited to %llu bytes (a record's length "
+                                "has 32 bits)", (unsigned long long)ZF_JOURNAL_MAX_PAYLOAD);
+            b->cfg.max_payload = ZF_JOURNAL_MAX_PAYLOAD;
+        }
+        b->journal = zf_journal_open(cfg->data_dir, &jo);
         if (!b->journal)
             goto fail;
         if (zf_journal_replay(b->journal, restore_job, restore_fn, b) < 0)

@@ -22,10 +22,12 @@ static void usage(FILE *out)
           "  --result-ttl MS       how long a finished job is kept (default 3600000)\n"
           "  --max-attempts N      deliveries before a job is lost (default 3)\n"
           "  --max-dead N          dead-letter list bound (default 10000)\n"
-          "  --data DIR            journal directory\n"
+          "  --data DIR            journal directory (default $ZFLEET_DATA, else ./zfleet-data)\n"
           "  --no-journal          keep everything in memory (jobs are lost on a crash)\n"
-          "  --fsync POLICY        always | interval:MS | never (default always)\n"
-          "  --result-max-bytes N  output bytes of one result kept in the journal\n",
+          "  --fsync POLICY        always | interval:MS | never (default always); see\n"
+          "                        docs/JOURNAL.md for what each can lose\n"
+          "  --result-max-bytes N  output bytes of one result kept in the journal (default 1048576)\n"
+          "  --compact-min-bytes N journal size before compaction is considered (default 64 MiB)\n",
           out);
 }
 
@@ -60,14 +62,17 @@ int main(int argc, char **argv)
     zf_log_init("zfleet-broker");
     zf_broker_config_t cfg;
     zf_broker_config_defaults(&cfg);
-    bool per_fn_set = false;
+    bool per_fn_set = false, no_journal = false;
+    /* Durable by default: a broker that loses accepted jobs on a crash must be asked for. */
+    cfg.data_dir = getenv("ZFLEET_DATA") && *getenv("ZFLEET_DATA") ? getenv("ZFLEET_DATA")
+                                                                  : "./zfleet-data";
     static const struct option opts[] = {
         {"clients", 1, 0, 'c'},      {"workers", 1, 0, 'w'},       {"heartbeat", 1, 0, 'h'},
         {"liveness", 1, 0, 'l'},     {"max-queued", 1, 0, 'q'},    {"max-queued-per-fn", 1, 0, 'Q'},
         {"max-payload", 1, 0, 'p'},  {"max-results", 1, 0, 'r'},   {"result-ttl", 1, 0, 't'},
         {"max-attempts", 1, 0, 'a'}, {"max-dead", 1, 0, 'D'},      {"data", 1, 0, 'd'},
         {"no-journal", 0, 0, 'n'},   {"fsync", 1, 0, 'f'},         {"result-max-bytes", 1, 0, 'R'},
-        {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
+        {"compact-min-bytes", 1, 0, 'M'}, {"help", 0, 0, 'H'},   {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -86,9 +91,10 @@ int main(int argc, char **argv)
         case 'a': cfg.max_attempts = (uint32_t)num("max-attempts", optarg, 1, 100); break;
         case 'D': cfg.max_dead = num("max-dead", optarg, 0, UINT64_MAX); break;
         case 'd': cfg.data_dir = optarg; break;
-        case 'n': cfg.data_dir = NULL; break;
+        case 'n': no_journal = true; break;
         case 'f': parse_fsync(&cfg, optarg); break;
         case 'R': cfg.result_max_bytes = num("result-max-bytes", optarg, 0, 1ull << 32); break;
+        case 'M': cfg.compact_min_bytes = num("compact-min-bytes", optarg, 1, UINT64_MAX); break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -99,6 +105,8 @@ int main(int argc, char **argv)
     }
     if (!per_fn_set)
         cfg.max_queued_per_fn = cfg.max_queued;
+    if (no_journal)
+        cfg.data_dir = NULL; /* whatever --data said: in-memory was asked for explicitly */
     zf_broker_t *b = zf_broker_new(&cfg);
     if (!b)
         return 1;

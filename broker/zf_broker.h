@@ -27,6 +27,7 @@ typedef struct {
     zf_fsync_t fsync;               /* journal fsync policy; default always */
     uint32_t fsync_interval_ms;     /* with ZF_FSYNC_INTERVAL */
     uint64_t result_max_bytes;      /* output bytes of one result kept in the journal */
+    uint64_t compact_min_bytes;     /* journal size before compaction is considered; 0 = 64 MiB */
 } zf_broker_config_t;
 
 typedef struct zf_broker zf_broker_t;

@@ -288,9 +288,16 @@ static evnode_t *await(zf_client_t *c, match_fn match, const void *arg, int time
                 return NULL;
             }
         } else if (now - c->last_recv_ms >= c->hb_ms && now - c->last_ping_ms >= c->hb_ms) {
-            zf_msg_t p;
-            zf_msg_init(&p, ZF_CMD_PING);
-            zf_wire_send(c->sock, NULL, &p, NULL);
+            /* A waiter probes with its own request, not a PING: a broker that restarted
+               within three heartbeats answers PINGs but no longer knows we wait, so only
+               the re-sent request (idempotent) re-attaches us. */
+            if (resend) {
+                resend(c, rarg);
+            } else {
+                zf_msg_t p;
+                zf_msg_init(&p, ZF_CMD_PING);
+                zf_wire_send(c->sock, NULL, &p, NULL);
+            }
             c->last_ping_ms = now;
         }
     }

@@ -73,6 +73,7 @@ static uint32_t required_fields(uint8_t cmd)
     case ZF_CMD_HEARTBEAT:
     case ZF_CMD_BYE: return 0;
     case ZF_CMD_RECALLED: return B(ZF_F_ID) | B(ZF_F_ATTEMPT);
+    case ZF_CMD_OBITUARY: return B(ZF_F_WORKER) | B(ZF_F_TEXT);
     case ZF_CMD_JOB: return B(ZF_F_ID) | B(ZF_F_ATTEMPT) | B(ZF_F_FN);
     case ZF_CMD_WCANCEL: return B(ZF_F_ID) | B(ZF_F_ATTEMPT);
     case ZF_CMD_BHEARTBEAT:
@@ -96,7 +97,9 @@ int zf_cmd_payload_frames(uint8_t cmd)
 
 void zf_msg_init(zf_msg_t *m, uint8_t cmd)
 {
-    memset(m, 0, sizeof *m);
+    /* functions[] is half the struct and valid only up to nfunctions: not cleared, which
+       keeps header handling off the broker's profile */
+    memset(m, 0, offsetof(zf_msg_t, functions));
     m->cmd = cmd;
 }
 
@@ -169,6 +172,8 @@ typedef struct {
 static int fixbuf_write(void *data, const char *p, size_t n)
 {
     fixbuf_t *fb = data;
+    if (n == 0)
+        return 0; /* p may be NULL then (an empty string), and memcpy must not see it */
     if (fb->len + n > fb->cap) {
         fb->overflow = true;
         return -1;
@@ -238,7 +243,8 @@ static bool obj_to_str(const msgpack_object *o, uint32_t maxlen, zf_str_t *s)
 {
     if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > maxlen)
         return false;
-    s->ptr = o->via.str.ptr;
+    /* msgpack-c may give an empty string a NULL pointer; callers get "" instead */
+    s->ptr = o->via.str.size ? o->via.str.ptr : "";
     s->len = o->via.str.size;
     return true;
 }
@@ -444,6 +450,7 @@ const char *zf_cmd_name(uint8_t cmd)
     case ZF_CMD_HEARTBEAT: return "HEARTBEAT";
     case ZF_CMD_BYE: return "BYE";
     case ZF_CMD_RECALLED: return "RECALLED";
+    case ZF_CMD_OBITUARY: return "OBITUARY";
     case ZF_CMD_JOB: return "JOB";
     case ZF_CMD_WCANCEL: return "WCANCEL";
     case ZF_CMD_BHEARTBEAT: return "BHEARTBEAT";

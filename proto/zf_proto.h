@@ -51,6 +51,7 @@ typedef enum {
     ZF_CMD_HEARTBEAT = 0x84,
     ZF_CMD_BYE = 0x85,
     ZF_CMD_RECALLED = 0x86,
+    ZF_CMD_OBITUARY = 0x87, /* from a fleet supervisor: a worker of its died, and why */
 
     ZF_CMD_JOB = 0xc1,      /* +1 payload frame */
     ZF_CMD_WCANCEL = 0xc2,
@@ -140,8 +141,8 @@ typedef struct {
     int32_t priority, devindex;
     double progress;
     zf_str_t fn, text, worker, devname;
-    zf_str_t functions[ZF_MAX_FUNCTIONS];
     uint32_t nfunctions;
+    zf_str_t functions[ZF_MAX_FUNCTIONS]; /* last: zf_msg_init leaves it uninitialised */
 } zf_msg_t;
 
 static inline bool zf_msg_has(const zf_msg_t *m, zf_field_t f)

@@ -127,14 +127,29 @@ zf_client_t *zt_client(const zt_env_t *env)
 
 pid_t zt_broker(const zt_env_t *env, int hb_ms, ...)
 {
-    static char hb[16], log[160];
+    static char hb[16], log[160], data[160];
     snprintf(hb, sizeof hb, "%d", hb_ms);
     snprintf(log, sizeof log, "%s/broker.log", env->dir);
-    const char *first[] = {"--clients", env->client_ep, "--workers", env->worker_ep,
-                           "--heartbeat", hb};
+    /* The broker journals by default (./zfleet-data); a test that does not say where gets
+       an in-memory broker, or with ZT_JOURNAL=1 a journal in its own scratch directory. */
+    snprintf(data, sizeof data, "%s/data", env->dir);
+    bool says = false;
     va_list ap;
     va_start(ap, hb_ms);
-    pid_t pid = spawn_va("broker/zfleet-broker", log, first, 6, ap);
+    for (const char *a; (a = va_arg(ap, const char *));)
+        says |= !strcmp(a, "--data") || !strcmp(a, "--no-journal");
+    va_end(ap);
+    const char *first[] = {"--clients", env->client_ep, "--workers", env->worker_ep,
+                           "--heartbeat", hb, "--no-journal", NULL};
+    int nfirst = 6;
+    if (!says) {
+        bool journal = getenv("ZT_JOURNAL") && !strcmp(getenv("ZT_JOURNAL"), "1");
+        first[nfirst++] = journal ? "--data" : "--no-journal";
+        if (journal)
+            first[nfirst++] = data;
+    }
+    va_start(ap, hb_ms);
+    pid_t pid = spawn_va("broker/zfleet-broker", log, first, nfirst, ap);
     va_end(ap);
     /* ready once it answers */
     zf_client_t *c = zt_client(env);

@@ -269,3 +269,34 @@ Test(proto, names_are_never_null)
     cr_assert_eq(zf_device_kind_parse("gpu"), ZF_DEV_GPU);
     cr_assert_eq(zf_device_kind_parse("tpu"), -1);
 }
+
+/* Found by the fuzzer (tests/fuzz/regress/): containers that declare more items than the
+   header holds are refused before msgpack-c allocates for them, and an empty string decodes
+   to a non-NULL pointer that re-encodes cleanly. */
+Test(proto, huge_declared_counts_are_malformed)
+{
+    static const unsigned char array32[] = {'Z', 'F', 1, ZF_CMD_SUBMIT, 0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const unsigned char map32_under_unknown_key[] = {
+        'Z', 'F', 1, ZF_CMD_READY, 0x81, 0x28, 0xdf, 0x0f, 0xff, 0xff, 0xff};
+    static const unsigned char fixarray_too_long[] = {'Z', 'F', 1, ZF_CMD_PING, 0x81, 0x28, 0x9f, 0x01};
+    cr_assert_eq(decode_err(array32, sizeof array32), ZF_EMALFORMED);
+    cr_assert_eq(decode_err(map32_under_unknown_key, sizeof map32_under_unknown_key), ZF_EMALFORMED);
+    cr_assert_eq(decode_err(fixarray_too_long, sizeof fixarray_too_long), ZF_EMALFORMED);
+}
+
+Test(proto, empty_string_round_trips)
+{
+    static const unsigned char in[] = {'Z', 'F', 1, ZF_CMD_REPLY, 0x82, 0x0b, 0x00, 0x0c, 0xa0};
+    zf_msg_t m, back;
+    int err;
+    cr_assert_eq(zf_msg_decode(&m, in, sizeof in, &err, NULL), 0);
+    cr_assert(zf_msg_has(&m, ZF_F_TEXT));
+    cr_assert_not_null(m.text.ptr);
+    cr_assert_eq(m.text.len, 0);
+    char buf[64];
+    int n = zf_msg_encode(&m, buf, sizeof buf);
+    cr_assert_eq(n, (int)sizeof in);
+    cr_assert_eq(memcmp(buf, in, sizeof in), 0);
+    cr_assert_eq(zf_msg_decode(&back, buf, (size_t)n, &err, NULL), 0);
+    cr_assert_eq(back.text.len, 0);
+}

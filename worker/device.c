@@ -10,6 +10,9 @@
 #include "../proto/zf_util.h"
 #include "zf_gpu.h"
 
+/* The name a --fake-gpu device reports; also how it is recognised (zf_device_is_fake). */
+#define FAKE_GPU_NAME "fake GPU (test only)"
+
 int zf_device_parse(const char *spec, zf_device_type_t *type, int *index)
 {
     uint64_t n = 0;
@@ -105,7 +108,7 @@ static int bind_gpu(zf_device_binding_t *b, int index, int fake, char *err, size
     b->dev.index = index;
     snprintf(b->label, sizeof b->label, "gpu:%d", index);
     if (fake) {
-        snprintf(b->name, sizeof b->name, "fake GPU (test only)");
+        snprintf(b->name, sizeof b->name, "%s", FAKE_GPU_NAME);
         b->dev.memory = 1ull << 30;
         return 0;
     }
@@ -143,9 +146,14 @@ int zf_device_bind(zf_device_binding_t *b, const char *spec, int fake_gpu, char 
     return rc;
 }
 
+int zf_device_is_fake(const zf_device_t *dev)
+{
+    return dev->type == ZF_DEVICE_GPU && dev->name && !strcmp(dev->name, FAKE_GPU_NAME);
+}
+
 int zf_device_bind_thread(const zf_device_t *dev, char *err, size_t errlen)
 {
-    if (dev->type != ZF_DEVICE_GPU || strstr(dev->name, "(test only)"))
+    if (dev->type != ZF_DEVICE_GPU || zf_device_is_fake(dev))
         return 0;
     return zf_gpu_select(dev->index, err, errlen);
 }

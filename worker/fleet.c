@@ -3,7 +3,13 @@
     Restart policy: a worker that exits while the fleet is not draining is started again
     after a backoff that doubles with each exit in a row (200 ms up to 10 s) and resets once
     a worker has run for a minute. A device whose worker exits CRASH_LIMIT times within
-    CRASH_WINDOW_MS is given up, with a log line saying so.
+    CRASH_WINDOW_MS is given up, with a log line saying so; when every device is given up
+    the fleet exits 1.
+
+    Signals: each worker runs in its own process group, so a terminal's Ctrl-C reaches only
+    the fleet, which then asks every worker to drain exactly once (a second signal to a
+    worker means "leave now"). A worker whose fleet dies gets SIGTERM (PR_SET_PDEATHSIG) and
+    drains, so no worker outlives its supervisor.
 */
 #include "zf_fleet.h"
 
@@ -13,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,12 +53,16 @@ typedef struct {
     int nkids;
     int sigfd;
     int draining;
+    const char *forced;      /* why workers were told to leave at once, or NULL */
+    int64_t drain_started_ms;
 } fleet_t;
 
 int zf_fleet_parse_list(const char *spec, const int *avail, int navail, int *out, int max)
 {
     if (!strcmp(spec, "none"))
         return 0;
+    if (!*spec)
+        return -1;
     if (!strcmp(spec, "all")) {
         int n = navail < max ? navail : max;
         memcpy(out, avail, (size_t)n * sizeof *out);
@@ -71,10 +82,12 @@ int zf_fleet_parse_list(const char *spec, const int *avail, int navail, int *out
                 return -1;
         }
         for (long i = a; i <= b; i++) {
-            int ok = 0;
+            int ok = 0, dup = 0;
             for (int k = 0; k < navail; k++)
                 ok |= avail[k] == i;
-            if (!ok || n == max)
+            for (int k = 0; k < n; k++)
+                dup |= out[k] == i;
+            if (!ok || dup || n == max)
                 return -1;
             out[n++] = (int)i;
         }
@@ -123,8 +136,13 @@ static pid_t spawn(fleet_t *f, child_t *k)
         add_arg(argv, &n, wc->modules[i]);
     }
     argv[n] = NULL;
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) /* the fleet died before prctl took effect */
+            _exit(ZF_WORKER_EXIT_START);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -133,7 +151,10 @@ static pid_t spawn(fleet_t *f, child_t *k)
         _exit(127);
     }
     if (pid < 0) {
-        zf_log(ZF_LOG_ERROR, "%s: fork failed: %s", k->label, strerror(errno));
+        k->backoff_ms = k->backoff_ms ? k->backoff_ms : BACKOFF_MIN_MS;
+        k->restart_at_ms = zf_now_ms() + k->backoff_ms;
+        zf_log(ZF_LOG_ERROR, "%s: cannot start a worker (fork: %s); trying again in %u ms",
+               k->label, strerror(errno), k->backoff_ms);
         return 0;
     }
     k->pid = pid;
@@ -147,25 +168,36 @@ static void describe_exit(int status, char *buf, size_t len)
 {
     if (WIFSIGNALED(status))
         snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_OK)
+        snprintf(buf, len, "left cleanly (exit 0)");
     else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_TIMEOUT)
         snprintf(buf, len, "exited after a job timed out");
     else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_CANCEL)
         snprintf(buf, len, "exited after a cancelled job ignored its cancel");
     else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_START)
-        snprintf(buf, len, "could not start (exit 1; see its log above)");
+        snprintf(buf, len, "could not start (exit 1; its reason is logged above)");
+    else if (WEXITSTATUS(status) == 127)
+        snprintf(buf, len, "could not be executed (exit 127)");
     else
         snprintf(buf, len, "exited with code %d", WEXITSTATUS(status));
 }
 
 /* A worker exited: decide when (and whether) it comes back. */
-static void on_exit_of(fleet_t *f, child_t *k, int status)
+static void on_exit_of(fleet_t *f, child_t *k, pid_t pid, int status)
 {
     char why[128];
     describe_exit(status, why, sizeof why);
     int64_t now = zf_now_ms();
     k->pid = 0;
     if (f->draining) {
-        zf_log(ZF_LOG_INFO, "%s: worker left (%s)", k->label, why);
+        if (!f->forced && f->wc->drain_timeout_ms &&
+            now - f->drain_started_ms >= f->wc->drain_timeout_ms)
+            f->forced = "drain timeout";
+        if (f->forced && WIFEXITED(status) && WEXITSTATUS(status) == ZF_WORKER_EXIT_OK)
+            zf_log(ZF_LOG_INFO, "%s: worker (pid %d) left at once (%s)", k->label, (int)pid,
+                   f->forced);
+        else
+            zf_log(ZF_LOG_INFO, "%s: worker (pid %d) %s", k->label, (int)pid, why);
         return;
     }
     if (now - k->started_ms >= HEALTHY_MS)
@@ -178,13 +210,14 @@ static void on_exit_of(fleet_t *f, child_t *k, int status)
     if (k->ncrash >= CRASH_LIMIT && now - oldest < CRASH_WINDOW_MS) {
         k->given_up = 1;
         zf_log(ZF_LOG_ERROR,
-               "%s: worker %s; it exited %d times in %lld ms, so this device is given up "
-               "(fix the cause and restart the fleet)",
-               k->label, why, CRASH_LIMIT, (long long)(now - oldest));
+               "%s: worker (pid %d) %s; it exited %d times in %lld ms, so this device is "
+               "given up (fix the cause and restart the fleet)",
+               k->label, (int)pid, why, CRASH_LIMIT, (long long)(now - oldest));
         return;
     }
     k->restart_at_ms = now + k->backoff_ms;
-    zf_log(ZF_LOG_WARN, "%s: worker %s; restarting in %u ms", k->label, why, k->backoff_ms);
+    zf_log(ZF_LOG_WARN, "%s: worker (pid %d) %s; restarting in %u ms", k->label, (int)pid, why,
+           k->backoff_ms);
 }
 
 static void reap(fleet_t *f)
@@ -194,7 +227,7 @@ static void reap(fleet_t *f)
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
         for (int i = 0; i < f->nkids; i++)
             if (f->kids[i].pid == pid)
-                on_exit_of(f, &f->kids[i], status);
+                on_exit_of(f, &f->kids[i], pid, status);
 }
 
 static int running(const fleet_t *f)
@@ -251,7 +284,12 @@ static int discover(fleet_t *f)
         snprintf(f->kids[f->nkids++].label, sizeof f->kids->label, "cpu:%d", picked[i]);
     zf_log(ZF_LOG_INFO, "fleet: %d GPU worker(s), %d CPU worker(s), broker %s", ng, nc,
            f->wc->broker_ep);
-    return f->nkids ? 0 : -1;
+    if (!f->nkids) {
+        zf_log(ZF_LOG_ERROR, "no devices to run workers on (--gpus %s --cpus %s)", f->fc->gpus,
+               f->fc->cpus);
+        return -1;
+    }
+    return 0;
 }
 
 static int supervise(fleet_t *f)
@@ -277,11 +315,13 @@ static int supervise(fleet_t *f)
                     continue;
                 if (f->draining) {
                     zf_log(ZF_LOG_WARN, "second stop signal: workers leave now");
+                    f->forced = "second stop signal";
                     signal_all(f, SIGTERM);
                     continue;
                 }
                 zf_log(ZF_LOG_INFO, "signal %u: draining %d worker(s)", si.ssi_signo, running(f));
                 f->draining = 1;
+                f->drain_started_ms = zf_now_ms();
                 signal_all(f, SIGTERM);
                 if (f->wc->drain_timeout_ms)
                     drain_deadline = zf_now_ms() + f->wc->drain_timeout_ms + 2000;
@@ -294,7 +334,11 @@ static int supervise(fleet_t *f)
             drain_deadline = 0;
         }
     }
-    zf_log(ZF_LOG_INFO, "fleet stopped");
+    if (!f->draining) {
+        zf_log(ZF_LOG_ERROR, "fleet stopped: every device was given up");
+        return 1;
+    }
+    zf_log(ZF_LOG_INFO, "fleet stopped: every worker drained and left");
     return 0;
 }
 
@@ -318,10 +362,13 @@ int zf_fleet_run(const zf_fleet_config_t *fc, const zf_worker_config_t *wc)
     sigaddset(&set, SIGINT);
     sigprocmask(SIG_BLOCK, &set, NULL);
     f.sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (f.sigfd < 0 || discover(&f) < 0) {
-        if (f.nkids == 0)
-            zf_log(ZF_LOG_ERROR, "no devices to run workers on");
+    if (f.sigfd < 0) {
+        zf_log(ZF_LOG_ERROR, "cannot watch signals: %s", strerror(errno));
+        return 1;
+    }
+    if (discover(&f) < 0) { /* it said why */
         free(f.kids);
+        close(f.sigfd);
         return 1;
     }
     for (int i = 0; i < f.nkids; i++)

@@ -9,13 +9,18 @@ int zf_gpu_count(char *why, size_t whylen)
 {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess) {
-        if (why)
-            snprintf(why, whylen, "CUDA reports no usable GPU: %s", cudaGetErrorString(e));
+    if (e != cudaSuccess || n <= 0) {
+        if (!why)
+            return 0;
+        if (e == cudaErrorInsufficientDriver)
+            snprintf(why, whylen, "no usable NVIDIA driver on this machine, so zero GPUs "
+                                  "(CUDA: %s)", cudaGetErrorString(e));
+        else if (e == cudaErrorNoDevice || e == cudaSuccess)
+            snprintf(why, whylen, "no GPU on this machine (CUDA found no device)");
+        else
+            snprintf(why, whylen, "CUDA cannot be used, so zero GPUs: %s", cudaGetErrorString(e));
         return 0;
     }
-    if (n == 0 && why)
-        snprintf(why, whylen, "CUDA found no GPU");
     return n;
 }
 

@@ -22,7 +22,8 @@ static void usage(FILE *out)
           "  --liveness N         missed heartbeats before the broker is presumed gone (3)\n"
           "  --cancel-grace MS    time a cancelled handler gets to return (default 2000)\n"
           "  --drain-timeout MS   longest drain on SIGTERM, 0 = wait for the job (default 0)\n"
-          "  --fake-gpu           TESTS ONLY: report a GPU device without using CUDA\n"
+          "  --fake-gpu           TESTS ONLY: with --device gpu:N, register as a GPU worker\n"
+          "                       without using CUDA (GPU modules take their CPU path)\n"
           "fleet options:\n"
           "  --fleet              start and supervise one worker per device\n"
           "  --gpus LIST|all|none GPUs to use, e.g. 0,1 (default all)\n"
@@ -51,7 +52,7 @@ int main(int argc, char **argv)
     if (getenv("ZFLEET_WORKER_BROKER"))
         cfg.broker_ep = getenv("ZFLEET_WORKER_BROKER");
     zf_fleet_config_t fleet = {.gpus = "all", .cpus = "all", .worker_bin = NULL};
-    int fleet_mode = 0;
+    int fleet_mode = 0, device_set = 0;
     static const struct option opts[] = {
         {"broker", 1, 0, 'b'},        {"device", 1, 0, 'd'},        {"module", 1, 0, 'm'},
         {"credits", 1, 0, 'c'},       {"name", 1, 0, 'n'},          {"heartbeat", 1, 0, 'h'},
@@ -63,7 +64,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'b': cfg.broker_ep = optarg; break;
-        case 'd': cfg.device = optarg; break;
+        case 'd': cfg.device = optarg, device_set = 1; break;
         case 'm':
             if (cfg.nmodules == ZF_WORKER_MAX_MODULES) {
                 zf_log(ZF_LOG_ERROR, "at most %d --module options", ZF_WORKER_MAX_MODULES);
@@ -88,6 +89,11 @@ int main(int argc, char **argv)
     }
     if (optind < argc) {
         zf_log(ZF_LOG_ERROR, "unexpected argument '%s' (see --help)", argv[optind]);
+        return ZF_WORKER_EXIT_START;
+    }
+    if (fleet_mode && (device_set || cfg.name || cfg.fake_gpu)) {
+        zf_log(ZF_LOG_ERROR, "--fleet picks each worker's device and name itself: drop "
+                             "--device, --name and --fake-gpu");
         return ZF_WORKER_EXIT_START;
     }
     if (fleet_mode) {

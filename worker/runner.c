@@ -2,6 +2,7 @@
 #include "zf_runner.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,14 @@
 
 #define PROGRESS_EVERY_US 50000
 
+typedef struct rjob {
+    uint64_t id;
+    uint32_t attempt, timeout_ms;
+    char fn[ZF_FN_MAX + 1];
+    zmq_msg_t payload;
+    struct rjob *next;
+} rjob_t;
+
 struct zf_runner {
     pthread_t thread;
     void *ctx;
@@ -22,6 +31,11 @@ struct zf_runner {
     const zf_device_t *dev;
     _Atomic uint64_t cancel_id;
     _Atomic uint32_t cancel_attempt;
+    pthread_mutex_t mu;      /* guards everything below */
+    pthread_cond_t cv;
+    rjob_t *head, **tail;
+    bool waiting, stop;
+    zf_running_t running;
 };
 
 struct zf_job {
@@ -101,24 +115,22 @@ void zf_runner_cancel(zf_runner_t *self, uint64_t id, uint32_t attempt)
     atomic_store(&self->cancel_id, id);
 }
 
-/* Runs one job from its [header][payload] frames and sends [DONE][output] back. */
-static void run_one(zf_runner_t *r, void *pair, zf_frames_t *f)
+/* Runs one job and sends [DONE][output] back. */
+static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
 {
-    zf_msg_t m;
-    int err;
-    /* Frames come from our own I/O thread, which checked them. */
-    if (f->n != 2 || zf_msg_decode(&m, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]),
-                                   &err, NULL) < 0)
-        return;
-    zf_job_t job = {.runner = r, .pair = pair, .id = m.id, .attempt = m.attempt,
-                    .data = zmq_msg_data(&f->part[1]), .size = zmq_msg_size(&f->part[1])};
-    zf_str_copy(job.fn, sizeof job.fn, m.fn);
+    zf_job_t job = {.runner = r, .pair = pair, .id = q->id, .attempt = q->attempt,
+                    .data = zmq_msg_data(&q->payload), .size = zmq_msg_size(&q->payload)};
+    memcpy(job.fn, q->fn, sizeof job.fn);
     zmq_msg_init(&job.out);
     void *state;
     zf_run_fn run = zf_modules_find(r->mods, job.fn, &state);
     int64_t t0 = zf_now_us();
     int rc = run ? run(state, &job) : zf_job_fail(&job, "no function %s on this worker", job.fn);
     int64_t t1 = zf_now_us();
+    /* not running any more before the DONE is seen, so no timeout fires on a finished job */
+    pthread_mutex_lock(&r->mu);
+    r->running.active = false;
+    pthread_mutex_unlock(&r->mu);
     zf_msg_t done;
     zf_msg_init(&done, ZF_CMD_DONE);
     zf_msg_set_u64(&done, ZF_F_ID, job.id);
@@ -136,6 +148,32 @@ static void run_one(zf_runner_t *r, void *pair, zf_frames_t *f)
         zmq_msg_close(&job.out);
 }
 
+static void rjob_free(rjob_t *q)
+{
+    zmq_msg_close(&q->payload);
+    free(q);
+}
+
+/* The next job, marked running; NULL when stopping. */
+static rjob_t *next_job(zf_runner_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    while (!r->head && !r->stop) {
+        r->waiting = true;
+        pthread_cond_wait(&r->cv, &r->mu);
+    }
+    r->waiting = false;
+    rjob_t *q = r->stop ? NULL : r->head;
+    if (q) {
+        r->head = q->next;
+        if (!r->head)
+            r->tail = &r->head;
+        r->running = (zf_running_t){true, q->id, q->attempt, q->timeout_ms, zf_now_ms()};
+    }
+    pthread_mutex_unlock(&r->mu);
+    return q;
+}
+
 static void *thread_main(void *arg)
 {
     zf_runner_t *r = arg;
@@ -149,16 +187,12 @@ static void *thread_main(void *arg)
         zmq_close(pair);
         return NULL;
     }
-    for (;;) {
-        zf_frames_t f;
-        if (zf_wire_recv(pair, &f, 0) < 0)
-            break;
-        bool stop = f.n == 1 && zmq_msg_size(&f.part[0]) == 0;
-        if (!stop)
-            run_one(r, pair, &f);
-        zf_frames_close(&f);
-        if (stop)
-            break;
+    rjob_t *q;
+    while ((q = next_job(r))) {
+        if (q->timeout_ms)
+            zmq_send(pair, "S", 1, 0); /* the I/O thread arms the run timeout */
+        run_one(r, pair, q);
+        rjob_free(q);
     }
     zmq_close(pair);
     return NULL;
@@ -173,11 +207,79 @@ zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const 
     snprintf(r->ep, sizeof r->ep, "%s", ep);
     r->mods = mods;
     r->dev = dev;
+    r->tail = &r->head;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
     if (pthread_create(&r->thread, NULL, thread_main, r) != 0) {
         free(r);
         return NULL;
     }
     return r;
+}
+
+int zf_runner_push(zf_runner_t *r, uint64_t id, uint32_t attempt, const char *fn,
+                   uint32_t timeout_ms, zmq_msg_t *payload)
+{
+    rjob_t *q = malloc(sizeof *q);
+    if (!q)
+        return -1;
+    q->id = id;
+    q->attempt = attempt;
+    q->timeout_ms = timeout_ms;
+    snprintf(q->fn, sizeof q->fn, "%s", fn);
+    zmq_msg_init(&q->payload);
+    zmq_msg_move(&q->payload, payload);
+    q->next = NULL;
+    pthread_mutex_lock(&r->mu);
+    *r->tail = q;
+    r->tail = &q->next;
+    if (r->waiting)
+        pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+bool zf_runner_take(zf_runner_t *r, uint64_t id, uint32_t attempt)
+{
+    rjob_t *found = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (rjob_t **pp = &r->head; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id != id || (*pp)->attempt != attempt)
+            continue;
+        found = *pp;
+        *pp = found->next;
+        if (!*pp)
+            r->tail = pp;
+        break;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (found)
+        rjob_free(found);
+    return found != NULL;
+}
+
+void zf_runner_take_all(zf_runner_t *r, void (*fn)(void *, uint64_t, uint32_t), void *arg)
+{
+    pthread_mutex_lock(&r->mu);
+    rjob_t *list = r->head;
+    r->head = NULL;
+    r->tail = &r->head;
+    pthread_mutex_unlock(&r->mu);
+    while (list) {
+        rjob_t *q = list;
+        list = q->next;
+        if (fn)
+            fn(arg, q->id, q->attempt);
+        rjob_free(q);
+    }
+}
+
+zf_running_t zf_runner_running(zf_runner_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    zf_running_t now = r->running;
+    pthread_mutex_unlock(&r->mu);
+    return now;
 }
 
 void zf_runner_destroy(zf_runner_t **self_p)
@@ -186,6 +288,13 @@ void zf_runner_destroy(zf_runner_t **self_p)
     if (!r)
         return;
     *self_p = NULL;
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
+    zf_runner_take_all(r, NULL, NULL);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
     free(r);
 }

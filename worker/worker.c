@@ -2,8 +2,8 @@
     of prefetched jobs, run timeouts, cancellation, drain and reconnection.
 
     Invariants:
-    - at most one job is with the runner (run.active); prefetched jobs wait in the local
-      queue, where a RECALL or WCANCEL can still take them back;
+    - prefetched jobs wait in the runner's queue, where a RECALL or WCANCEL can still take
+      them back; the runner pulls the next one itself when it finishes;
     - every lease the broker gave us is answered exactly once: DONE (ran or cancelled),
       RECALLED (never started), or not at all when we re-register (the broker has already
       dropped our old leases then).
@@ -28,13 +28,6 @@
 #define RUNNER_EP "inproc://zfleet-runner"
 #define BACKOFF_MAX_MS 30000
 
-typedef struct qjob {
-    zmq_msg_t hdr, payload;
-    uint64_t id;
-    uint32_t attempt, timeout_ms;
-    struct qjob *next;
-} qjob_t;
-
 typedef struct {
     const zf_worker_config_t *cfg;
     zf_device_binding_t bind;
@@ -42,15 +35,11 @@ typedef struct {
     void *ctx_in, *ctx_net, *pair, *dealer;
     zf_runner_t *runner;
     int sigfd;
-    qjob_t *qhead, **qtail;
-    struct {
-        bool active;
+    struct {                        /* a cancel sent to the running handler */
         uint64_t id;
         uint32_t attempt;
-        int64_t deadline_ms;        /* run timeout; 0 = none */
-        int64_t cancel_deadline_ms; /* grace end after a cancel; 0 = not cancelled */
-        uint32_t timeout_ms;
-    } run;
+        int64_t deadline_ms;        /* grace end; 0 = none pending */
+    } cancel;
     int64_t last_send_ms, last_recv_ms, broker_deadline_ms;
     uint32_t backoff_ms;
     bool draining;
@@ -139,69 +128,17 @@ static int connect_broker(wk_t *w)
     return 0;
 }
 
-/* ------------------------------------------------------------------ local queue, runner */
+/* ------------------------------------------------------------------ runner queue */
 
-static void qjob_free(qjob_t *q)
+static void send_recalled(void *arg, uint64_t id, uint32_t attempt)
 {
-    zmq_msg_close(&q->hdr);
-    zmq_msg_close(&q->payload);
-    free(q);
-}
-
-/* Takes (id, attempt) out of the local queue. NULL if it is not there. */
-static qjob_t *queue_take(wk_t *w, uint64_t id, uint32_t attempt)
-{
-    for (qjob_t **pp = &w->qhead; *pp; pp = &(*pp)->next) {
-        qjob_t *q = *pp;
-        if (q->id != id || q->attempt != attempt)
-            continue;
-        *pp = q->next;
-        if (!*pp)
-            w->qtail = pp;
-        return q;
-    }
-    return NULL;
-}
-
-static qjob_t *queue_pop(wk_t *w)
-{
-    qjob_t *q = w->qhead;
-    if (q) {
-        w->qhead = q->next;
-        if (!w->qhead)
-            w->qtail = &w->qhead;
-    }
-    return q;
+    send_simple(arg, ZF_CMD_RECALLED, id, attempt, 0);
 }
 
 /* Gives every prefetched job back to the broker. */
 static void recall_all(wk_t *w)
 {
-    qjob_t *q;
-    while ((q = queue_pop(w))) {
-        send_simple(w, ZF_CMD_RECALLED, q->id, q->attempt, 0);
-        qjob_free(q);
-    }
-}
-
-static void start_next(wk_t *w)
-{
-    if (w->run.active || w->draining)
-        return;
-    qjob_t *q = queue_pop(w);
-    if (!q)
-        return;
-    int64_t now = zf_now_ms();
-    w->run.active = true;
-    w->run.id = q->id;
-    w->run.attempt = q->attempt;
-    w->run.timeout_ms = q->timeout_ms;
-    w->run.deadline_ms = q->timeout_ms ? now + q->timeout_ms : 0;
-    w->run.cancel_deadline_ms = 0;
-    /* inproc moves the frames: the payload is not copied on its way to the handler */
-    zmq_msg_send(&q->hdr, w->pair, ZMQ_SNDMORE);
-    zmq_msg_send(&q->payload, w->pair, 0);
-    free(q);
+    zf_runner_take_all(w->runner, send_recalled, w);
 }
 
 /* ------------------------------------------------------------------ leaving */
@@ -210,6 +147,7 @@ static void start_next(wk_t *w)
    clean join. What we say to the broker is flushed first. */
 static void die(wk_t *w, int code)
 {
+    send_simple(w, ZF_CMD_BYE, 0, 0, 0);
     recall_all(w);
     send_simple(w, ZF_CMD_BYE, 0, 0, 1);
     int linger = 2000;
@@ -223,11 +161,10 @@ static void begin_drain(wk_t *w)
 {
     if (w->draining) {
         zf_log(ZF_LOG_WARN, "second stop signal: leaving now (job %llu goes back to the queue)",
-               (unsigned long long)w->run.id);
+               (unsigned long long)zf_runner_running(w->runner).id);
         die(w, ZF_WORKER_EXIT_OK);
     }
-    zf_log(ZF_LOG_INFO, "draining: finishing the job in hand, returning %s",
-           w->qhead ? "prefetched jobs" : "nothing else");
+    zf_log(ZF_LOG_INFO, "draining: finishing the job in hand, returning prefetched jobs");
     w->draining = true;
     send_simple(w, ZF_CMD_BYE, 0, 0, 0);
     recall_all(w);
@@ -239,32 +176,16 @@ static void begin_drain(wk_t *w)
 
 static void on_job(wk_t *w, zf_frames_t *f, const zf_msg_t *m)
 {
-    if (w->draining) {
+    char fn[ZF_FN_MAX + 1];
+    zf_str_copy(fn, sizeof fn, m->fn);
+    if (w->draining ||
+        zf_runner_push(w->runner, m->id, m->attempt, fn, m->timeout_ms, &f->part[1]) < 0)
         send_simple(w, ZF_CMD_RECALLED, m->id, m->attempt, 0);
-        return;
-    }
-    qjob_t *q = malloc(sizeof *q);
-    if (!q) {
-        send_simple(w, ZF_CMD_RECALLED, m->id, m->attempt, 0);
-        return;
-    }
-    q->id = m->id;
-    q->attempt = m->attempt;
-    q->timeout_ms = m->timeout_ms;
-    q->next = NULL;
-    zmq_msg_init(&q->hdr);
-    zmq_msg_init(&q->payload);
-    zmq_msg_move(&q->hdr, &f->part[0]);
-    zmq_msg_move(&q->payload, &f->part[1]);
-    *w->qtail = q;
-    w->qtail = &q->next;
-    start_next(w);
 }
 
 static void on_cancel(wk_t *w, const zf_msg_t *m)
 {
-    qjob_t *q = queue_take(w, m->id, m->attempt);
-    if (q) {
+    if (zf_runner_take(w->runner, m->id, m->attempt)) {
         zf_msg_t d;
         zf_msg_init(&d, ZF_CMD_DONE);
         zf_msg_set_u64(&d, ZF_F_ID, m->id);
@@ -273,13 +194,14 @@ static void on_cancel(wk_t *w, const zf_msg_t *m)
         zmq_msg_t empty;
         zmq_msg_init(&empty);
         to_broker(w, &d, &empty);
-        qjob_free(q);
         return;
     }
-    if (w->run.active && w->run.id == m->id && w->run.attempt == m->attempt &&
-        !w->run.cancel_deadline_ms) {
+    zf_running_t run = zf_runner_running(w->runner);
+    if (run.active && run.id == m->id && run.attempt == m->attempt && !w->cancel.deadline_ms) {
         zf_runner_cancel(w->runner, m->id, m->attempt);
-        w->run.cancel_deadline_ms = zf_now_ms() + w->cfg->cancel_grace_ms;
+        w->cancel.id = m->id;
+        w->cancel.attempt = m->attempt;
+        w->cancel.deadline_ms = zf_now_ms() + w->cfg->cancel_grace_ms;
     }
 }
 
@@ -303,20 +225,15 @@ static void on_broker(wk_t *w, zf_frames_t *f)
     switch (m.cmd) {
     case ZF_CMD_JOB: on_job(w, f, &m); break;
     case ZF_CMD_WCANCEL: on_cancel(w, &m); break;
-    case ZF_CMD_RECALL: {
-        qjob_t *q = queue_take(w, m.id, m.attempt);
-        if (q) {
+    case ZF_CMD_RECALL:
+        if (zf_runner_take(w->runner, m.id, m.attempt))
             send_simple(w, ZF_CMD_RECALLED, m.id, m.attempt, 0);
-            qjob_free(q);
-        }
         break;
-    }
     case ZF_CMD_RESET:
         /* The broker does not know us (it restarted, or declared us dead): our leases are
            void. The running job's result will be discarded as stale. */
         zf_log(ZF_LOG_INFO, "broker asked us to register again");
-        for (qjob_t *q; (q = queue_pop(w));)
-            qjob_free(q);
+        zf_runner_take_all(w->runner, NULL, NULL);
         if (!w->draining)
             send_ready(w);
         break;
@@ -334,20 +251,20 @@ static void on_broker(wk_t *w, zf_frames_t *f)
 static void on_runner(wk_t *w, zf_frames_t *f)
 {
     if (f->n < 1 || zmq_msg_size(&f->part[0]) < 4)
-        return;
+        return; /* a "started" notice: the loop re-reads the running job's timeout */
     uint8_t cmd = ((const uint8_t *)zmq_msg_data(&f->part[0]))[3];
-    if (cmd == ZF_CMD_DONE)
-        w->run.active = false;
+    if (cmd == ZF_CMD_DONE && w->cancel.deadline_ms) {
+        zf_running_t run = zf_runner_running(w->runner);
+        if (!run.active || run.id != w->cancel.id || run.attempt != w->cancel.attempt)
+            w->cancel.deadline_ms = 0; /* the cancelled handler returned in time */
+    }
     /* forward the frames as they are: the output is moved, not copied */
     int n = f->n;
     bool ok = true;
     for (int i = 0; i < n && ok; i++)
         ok = zmq_msg_send(&f->part[i], w->dealer, ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0)) >= 0;
-    if (ok) {
+    if (ok)
         w->last_send_ms = zf_now_ms();
-        f->n = 0; /* sent frames are consumed */
-    }
-    start_next(w);
 }
 
 /* ------------------------------------------------------------------ timers and loop */
@@ -357,29 +274,31 @@ static long next_timeout(wk_t *w, int64_t now)
     int64_t next = w->last_send_ms + w->cfg->heartbeat_ms;
     if (w->broker_deadline_ms < next)
         next = w->broker_deadline_ms;
-    if (w->run.active && w->run.deadline_ms && w->run.deadline_ms < next)
-        next = w->run.deadline_ms;
-    if (w->run.active && w->run.cancel_deadline_ms && w->run.cancel_deadline_ms < next)
-        next = w->run.cancel_deadline_ms;
+    zf_running_t run = zf_runner_running(w->runner);
+    if (run.active && run.timeout_ms && run.started_ms + run.timeout_ms < next)
+        next = run.started_ms + run.timeout_ms;
+    if (w->cancel.deadline_ms && w->cancel.deadline_ms < next)
+        next = w->cancel.deadline_ms;
     if (w->drain_deadline_ms && w->drain_deadline_ms < next)
         next = w->drain_deadline_ms;
     return next <= now ? 0 : (long)(next - now);
 }
 
-static void job_timed_out(wk_t *w)
+static void job_timed_out(wk_t *w, zf_running_t run)
 {
     char text[128];
-    snprintf(text, sizeof text, "run timeout of %u ms exceeded on %s", w->run.timeout_ms,
-             w->name);
+    snprintf(text, sizeof text, "run timeout of %u ms exceeded on %s", run.timeout_ms, w->name);
     zf_log(ZF_LOG_ERROR, "job %llu: %s; a handler cannot be stopped safely, so this worker "
                          "exits (its supervisor restarts it)",
-           (unsigned long long)w->run.id, text);
+           (unsigned long long)run.id, text);
+    /* draining first, so the broker does not hand this dying process the retry */
+    send_simple(w, ZF_CMD_BYE, 0, 0, 0);
     zf_msg_t d;
     zf_msg_init(&d, ZF_CMD_DONE);
-    zf_msg_set_u64(&d, ZF_F_ID, w->run.id);
-    zf_msg_set_u64(&d, ZF_F_ATTEMPT, w->run.attempt);
+    zf_msg_set_u64(&d, ZF_F_ID, run.id);
+    zf_msg_set_u64(&d, ZF_F_ATTEMPT, run.attempt);
     zf_msg_set_u64(&d, ZF_F_STATUS, ZF_ST_TIMED_OUT);
-    zf_msg_set_u64(&d, ZF_F_DURATION, (uint64_t)w->run.timeout_ms * 1000);
+    zf_msg_set_u64(&d, ZF_F_DURATION, (uint64_t)run.timeout_ms * 1000);
     zf_msg_set_str(&d, ZF_F_TEXT, text);
     zmq_msg_t empty;
     zmq_msg_init(&empty);
@@ -390,24 +309,27 @@ static void job_timed_out(wk_t *w)
 static void run_timers(wk_t *w)
 {
     int64_t now = zf_now_ms();
-    if (w->run.active && w->run.deadline_ms && now >= w->run.deadline_ms)
-        job_timed_out(w);
-    if (w->run.active && w->run.cancel_deadline_ms && now >= w->run.cancel_deadline_ms) {
-        zf_log(ZF_LOG_ERROR, "job %llu was cancelled and did not stop within %u ms: exiting",
-               (unsigned long long)w->run.id, w->cfg->cancel_grace_ms);
-        die(w, ZF_WORKER_EXIT_CANCEL);
+    zf_running_t run = zf_runner_running(w->runner);
+    if (run.active && run.timeout_ms && now >= run.started_ms + run.timeout_ms)
+        job_timed_out(w, run);
+    if (w->cancel.deadline_ms && now >= w->cancel.deadline_ms) {
+        if (run.active && run.id == w->cancel.id && run.attempt == w->cancel.attempt) {
+            zf_log(ZF_LOG_ERROR, "job %llu was cancelled and did not stop within %u ms: exiting",
+                   (unsigned long long)run.id, w->cfg->cancel_grace_ms);
+            die(w, ZF_WORKER_EXIT_CANCEL);
+        }
+        w->cancel.deadline_ms = 0;
     }
     if (w->drain_deadline_ms && now >= w->drain_deadline_ms) {
         zf_log(ZF_LOG_WARN, "drain timeout: leaving with job %llu unfinished",
-               (unsigned long long)w->run.id);
+               (unsigned long long)run.id);
         die(w, ZF_WORKER_EXIT_OK);
     }
     if (now >= w->broker_deadline_ms) {
         zf_log(ZF_LOG_WARN, "broker silent for %lld ms: reconnecting",
                (long long)(now - w->last_recv_ms));
         /* prefetched leases are void once the broker declares us dead */
-        for (qjob_t *q; (q = queue_pop(w));)
-            qjob_free(q);
+        zf_runner_take_all(w->runner, NULL, NULL);
         w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
         w->backoff_ms = jitter(w->backoff_ms);
         connect_broker(w);
@@ -444,7 +366,7 @@ static int serve(wk_t *w)
         if (drain_socket(w, w->pair, on_runner) < 0 || drain_socket(w, w->dealer, on_broker) < 0)
             return -1;
         run_timers(w);
-        if (w->draining && !w->run.active) {
+        if (w->draining && !zf_runner_running(w->runner).active) {
             send_simple(w, ZF_CMD_BYE, 0, 0, 1);
             zf_log(ZF_LOG_INFO, "drained: leaving");
             return 0;
@@ -466,7 +388,8 @@ static int start(wk_t *w, char *err, size_t errlen)
         snprintf(w->name, sizeof w->name, "%.30s:%d:%.16s", host, (int)getpid(), w->bind.label);
     }
     w->mods = zf_modules_new();
-    if (!w->mods || zf_modules_add(w->mods, &zf_builtin_core, err, errlen) < 0)
+    if (!w->mods || zf_modules_add(w->mods, &zf_builtin_core, err, errlen) < 0 ||
+        zf_modules_add(w->mods, &zf_builtin_image, err, errlen) < 0)
         return -1;
     for (int i = 0; i < w->cfg->nmodules; i++)
         if (zf_modules_load(w->mods, w->cfg->modules[i], err, errlen) < 0)
@@ -516,8 +439,6 @@ static void stop(wk_t *w)
         zmq_send(w->pair, "", 0, 0); /* the runner's stop request */
         zf_runner_destroy(&w->runner);
     }
-    for (qjob_t *q; (q = queue_pop(w));)
-        qjob_free(q);
     if (w->dealer) {
         int linger = 1000;
         zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
@@ -537,7 +458,6 @@ static void stop(wk_t *w)
 int zf_worker_run(const zf_worker_config_t *cfg)
 {
     wk_t w = {.cfg = cfg, .sigfd = -1};
-    w.qtail = &w.qhead;
     char err[512] = "";
     if (start(&w, err, sizeof err) < 0) {
         zf_log(ZF_LOG_ERROR, "%s", err);

@@ -28,6 +28,10 @@ int zf_device_parse(const char *spec, zf_device_type_t *type, int *index);
 int zf_device_bind(zf_device_binding_t *b, const char *spec, int fake_gpu, char *err,
                    size_t errlen);
 
+/* 1 when dev is a --fake-gpu device (tests only): a GPU label with no CUDA behind it, so
+   GPU modules must fall back to their CPU path. */
+int zf_device_is_fake(const zf_device_t *dev);
+
 /* Selects the device on the calling thread (cudaSetDevice for GPUs). Returns 0, or -1. */
 int zf_device_bind_thread(const zf_device_t *dev, char *err, size_t errlen);
 

@@ -5,9 +5,10 @@
     Input: a binary PGM ("P5") per the netpbm spec: the magic "P5", whitespace, width,
     whitespace, height, whitespace, maxval, then exactly one whitespace character and the
     raster (width*height bytes, row-major, top row first). Whitespace is blanks, TABs, CRs
-    and LFs; before the maxval, '#' starts a comment that runs to the end of its line and
-    counts as whitespace. maxval must be 255. Bytes after the raster (a second image) are
-    ignored. Limits: 1 <= width, height <= ZF_PGM_MAX_DIM (so at most 256 Mi pixels).
+    and LFs (VT and FF too, as netpbm's reader accepts); before the maxval, '#' starts a
+    comment that runs to the end of its line and counts as whitespace. maxval must be 255.
+    Bytes after the raster (a second image) are ignored. Limits: 1 <= width, height <=
+    ZF_PGM_MAX_DIM (so at most 256 Mi pixels).
 
     Sobel, exactly (P is the input, clamped: pixels outside the image repeat the nearest
     border pixel, i.e. P(x, y) = in[clamp(y, 0, h-1)][clamp(x, 0, w-1)]):

@@ -26,7 +26,9 @@ const char *zf_modules_name(const zf_modules_t *self, unsigned i);
 /* Calls every fini, unloads, frees; sets *self_p to NULL. NULL-safe. */
 void zf_modules_destroy(zf_modules_t **self_p);
 
-/* The built-in modules (builtin.c): "core" with echo and spin. */
+/* The built-in modules: "core" with echo and spin (builtin.c); "image" with sobel
+   (image.c, GPU variant in sobel.cu). */
 extern const zf_module_t zf_builtin_core;
+extern const zf_module_t zf_builtin_image;
 
 #endif

@@ -1,32 +1,60 @@
-/*  zf_runner — the handler thread of a worker.
+/*  zf_runner — the handler thread of a worker, and the queue of jobs it has been given.
 
     The runner owns the modules: it binds the device on its own thread, initialises the
-    modules, then runs one job at a time as the I/O thread hands them over an inproc PAIR
-    socket ([JOB header][payload] in; [DONE header][output] and WPROGRESS out). The I/O
-    thread keeps heartbeats going whatever a handler does.
+    modules, then runs jobs one at a time from its queue. The I/O thread pushes jobs into
+    the queue and can take back those not yet started (RECALL, cancel, drain); the runner
+    pulls the next one itself as soon as it finishes, so a busy worker needs no round trip
+    through the I/O thread per job. Results ([DONE header][output]) and progress go to the
+    I/O thread over an inproc PAIR socket; so does a one-byte "started" notice for jobs that
+    have a run timeout, so the I/O thread can arm it.
 */
 #ifndef ZF_RUNNER_H
 #define ZF_RUNNER_H
 
-#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <zmq.h>
 
 #include "zf_module.h"
 #include "zf_modules.h"
 
 typedef struct zf_runner zf_runner_t;
 
-/* Starts the runner thread on `ctx` (a ZeroMQ context), connected to the inproc endpoint
-   `ep` that the caller has bound as a PAIR. mods and dev are borrowed until destroy.
-   Returns NULL when the thread cannot start. The runner then sends one frame: empty when
-   init succeeded, or the reason it failed. */
+/* What the runner is doing now. */
+typedef struct {
+    bool active;
+    uint64_t id;
+    uint32_t attempt;
+    uint32_t timeout_ms;     /* 0 = none */
+    int64_t started_ms;      /* monotonic */
+} zf_running_t;
+
+/* Starts the runner thread on `ctx`, connected to the inproc endpoint `ep` that the
+   caller has bound as a PAIR. mods and dev are borrowed until destroy. Returns NULL when
+   the thread cannot start. The runner then sends one frame: empty when init succeeded, or
+   the reason it failed. */
 zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const zf_device_t *dev);
+
+/* Queues a job. Takes `payload` (it is left empty). Returns 0, or -1 when memory runs out
+   (then the payload is still the caller's). */
+int zf_runner_push(zf_runner_t *self, uint64_t id, uint32_t attempt, const char *fn,
+                   uint32_t timeout_ms, zmq_msg_t *payload);
+
+/* Takes a job that has not started out of the queue. True if it was there. */
+bool zf_runner_take(zf_runner_t *self, uint64_t id, uint32_t attempt);
+
+/* Takes every job that has not started; calls fn(arg, id, attempt) for each. */
+void zf_runner_take_all(zf_runner_t *self, void (*fn)(void *arg, uint64_t id, uint32_t attempt),
+                        void *arg);
+
+/* The running job, if any. */
+zf_running_t zf_runner_running(zf_runner_t *self);
 
 /* Flags the job (id, attempt) as cancelled; zf_job_cancelled turns true for it. */
 void zf_runner_cancel(zf_runner_t *self, uint64_t id, uint32_t attempt);
 
-/* Asks the thread to stop after its current job and joins it (the caller sends the stop
-   request frame first: an empty frame on the PAIR). Frees; sets *self_p to NULL. */
+/* Stops the thread after its current job, drops what is queued, joins, frees; sets
+   *self_p to NULL. NULL-safe. */
 void zf_runner_destroy(zf_runner_t **self_p);
 
 #endif

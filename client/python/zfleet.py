@@ -1,0 +1,1212 @@
+"""zfleet — Python client for the zfleet job broker (pyzmq + msgpack).
+
+Two clients with the same API:
+
+* ``Client``: synchronous, for threaded web apps (Flask, Django). One client per thread:
+  a ZeroMQ socket must not be used from two threads at once.
+* ``AsyncClient``: coroutines on ``zmq.asyncio`` (FastAPI, Starlette, aiohttp). One client
+  is shared by every task of an event loop; one reader task dispatches replies to the
+  waiting tasks by tag and job id.
+
+The wire protocol is proto/PROTOCOL.md; this module follows the C client (libzfleet,
+client/client.c) in behaviour: a DEALER socket, one tag per request, results pushed to the
+connection that submitted the job, WAIT re-sent after a reconnect, a PING after one silent
+heartbeat while waiting and a reconnect after three.
+
+Only the standard library, pyzmq and msgpack are used.
+"""
+
+import asyncio
+import collections
+import dataclasses
+import inspect
+import logging
+import os
+import random
+import re
+import time
+
+import msgpack
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+__all__ = [
+    "Client", "AsyncClient", "Result", "Status",
+    "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
+    "PayloadTooLarge", "UnknownJob", "InvalidState", "JobFailed",
+    "DEFAULT_BROKER", "STATES", "TERMINAL_STATES",
+]
+
+log = logging.getLogger("zfleet")
+
+DEFAULT_BROKER = "tcp://127.0.0.1:5555"
+PROTO_VERSION = 1
+
+# Commands (zf_proto.h, zf_cmd_t)
+SUBMIT, WAIT, GET, CANCEL, STATS, DEAD, RETRY, PING = range(0x01, 0x09)
+ACCEPTED, REJECTED, RESULT, STATUS, PROGRESS, REPLY, PONG, ERROR = range(0x41, 0x49)
+
+# Header field keys (zf_field_t)
+F_ID, F_ATTEMPT, F_TAG, F_FN, F_PRIORITY, F_TIMEOUT, F_DEADLINE, F_MAX_ATTEMPTS = range(1, 9)
+F_DEVICE, F_STATUS, F_CODE, F_TEXT, F_CREDITS, F_DURATION, F_WORKER, F_DEVNAME = range(9, 17)
+F_PROGRESS, F_FUNCTIONS, F_DEVINDEX, F_DEVMEM, F_HEARTBEAT, F_FLAGS, F_QUEUED = range(17, 24)
+
+FLAG_PURGE = 0x1
+FLAG_NO_PUSH = 0x2
+
+# Error codes (zf_error_t)
+E_UNKNOWN_JOB = 4
+E_QUEUE_FULL = 5
+E_TOO_LARGE = 6
+E_STATE = 8
+
+STATES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled", "expired", "lost")
+TERMINAL_STATES = frozenset(STATES[2:])
+DEVICES = {"any": 0, "cpu": 1, "gpu": 2}
+ERROR_NAMES = ("ok", "unsupported protocol version", "malformed message", "unknown command",
+               "unknown job", "queue full", "payload too large", "bad argument", "wrong state",
+               "broker shutting down", "internal error")
+
+FN_MAX = 63
+_U32 = (1 << 32) - 1
+_PAYLOAD_COPY_MAX = 64 * 1024   # larger payloads are sent zero-copy
+
+
+# ------------------------------------------------------------------ results and errors
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The outcome of a finished job."""
+    id: int
+    status: str           # succeeded / failed / timed_out / cancelled / expired / lost
+    ok: bool              # status == "succeeded"
+    output: bytes         # the handler's output
+    error: str            # the handler's error message or the broker's cause ("" if none)
+    attempts: int
+    duration_us: int      # handler run time
+    worker: str           # worker that ran it ("" if it never ran)
+    device: str           # its device label, e.g. "cpu:1"
+    function: str
+
+    @property
+    def text(self):
+        """The output decoded as UTF-8."""
+        return self.output.decode("utf-8", "replace")
+
+    def raise_for_status(self):
+        """Raises JobFailed unless the job succeeded; returns self otherwise."""
+        if not self.ok:
+            raise JobFailed(self)
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """The state of a job that has not finished (from get())."""
+    id: int
+    status: str           # queued / running
+    attempts: int
+    progress: float       # 0..1, last reported by the handler
+    progress_text: str
+    worker: str
+    device: str
+    function: str = ""
+
+
+class Error(Exception):
+    """Base class of every zfleet error."""
+
+
+class Unreachable(Error, ConnectionError):
+    """The broker did not answer within request_timeout."""
+
+
+class Timeout(Error, TimeoutError):
+    """No result in time; the job may still be running. `pending`: the ids still waited for."""
+
+    def __init__(self, message, pending=()):
+        super().__init__(message)
+        self.pending = list(pending)
+
+
+class BrokerError(Error):
+    """The broker refused a request. `code` is the broker's error code (zf_error_t)."""
+
+    def __init__(self, code, message=""):
+        self.code = int(code)
+        self.message = message or (ERROR_NAMES[code] if 0 <= code < len(ERROR_NAMES)
+                                   else "error %d" % code)
+        super().__init__(self.code, self.message)
+
+    def __str__(self):
+        return "%s (broker code %d)" % (self.message, self.code)
+
+
+class Rejected(BrokerError):
+    """A submit was refused; nothing was accepted. From submit_many, `ids` lists the id of
+    each payload sent, in order, with None for those that were not accepted."""
+    ids = None
+
+
+class QueueFull(Rejected):
+    """A queue bound of the broker was reached (code 5)."""
+
+
+class PayloadTooLarge(Rejected):
+    """The payload is larger than the broker's --max-payload (code 6)."""
+
+
+class UnknownJob(BrokerError, LookupError):
+    """No such job: never accepted, or its result expired (code 4)."""
+
+
+class InvalidState(BrokerError):
+    """The job's state forbids the request, e.g. cancelling a finished job (code 8)."""
+
+
+class JobFailed(Error):
+    """Raised by Result.raise_for_status(); `result` is the Result."""
+
+    def __init__(self, result):
+        super().__init__("job %d %s: %s" % (result.id, result.status, result.error))
+        self.result = result
+
+
+def _broker_error(code, text, submit=False):
+    if submit:
+        cls = {E_QUEUE_FULL: QueueFull, E_TOO_LARGE: PayloadTooLarge}.get(code, Rejected)
+    else:
+        cls = {E_UNKNOWN_JOB: UnknownJob, E_STATE: InvalidState}.get(code, BrokerError)
+    return cls(code, text)
+
+
+# ------------------------------------------------------------------ codec
+
+_Msg = collections.namedtuple("_Msg", "cmd f payload")
+
+
+def _encode(cmd, fields):
+    return b"ZF" + bytes((PROTO_VERSION, cmd)) + msgpack.packb(fields, use_bin_type=True)
+
+
+def _unpack(buf):
+    return msgpack.unpackb(buf, raw=False, strict_map_key=False, unicode_errors="replace")
+
+
+def _decode(frames):
+    """A received message as _Msg, or None when it is not a zfleet message we understand."""
+    if not frames:
+        return None
+    head = frames[0]
+    head = head.bytes if hasattr(head, "bytes") else head
+    if len(head) < 4 or head[:2] != b"ZF" or head[2] != PROTO_VERSION:
+        return None
+    try:
+        f = _unpack(head[4:])
+    except Exception:  # noqa: BLE001 - any decoding problem: drop the message
+        return None
+    if not isinstance(f, dict):
+        return None
+    payload = None
+    if len(frames) > 1:
+        p = frames[1]
+        payload = p.bytes if hasattr(p, "bytes") else bytes(p)
+    return _Msg(head[3], f, payload)
+
+
+def _state_name(n):
+    return STATES[n] if isinstance(n, int) and 0 <= n < len(STATES) else "unknown"
+
+
+def _result_of(m):
+    st = _state_name(m.f.get(F_STATUS))
+    return Result(id=m.f.get(F_ID, 0), status=st, ok=st == "succeeded",
+                  output=m.payload or b"", error=m.f.get(F_TEXT, ""),
+                  attempts=m.f.get(F_ATTEMPT, 0), duration_us=m.f.get(F_DURATION, 0),
+                  worker=m.f.get(F_WORKER, ""), device=m.f.get(F_DEVNAME, ""),
+                  function=m.f.get(F_FN, ""))
+
+
+def _status_of(m):
+    return Status(id=m.f.get(F_ID, 0), status=_state_name(m.f.get(F_STATUS)),
+                  attempts=m.f.get(F_ATTEMPT, 0), progress=float(m.f.get(F_PROGRESS, 0.0)),
+                  progress_text=m.f.get(F_TEXT, ""), worker=m.f.get(F_WORKER, ""),
+                  device=m.f.get(F_DEVNAME, ""), function=m.f.get(F_FN, ""))
+
+
+def _as_bytes(data):
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    raise TypeError("job data must be bytes or str, not %s" % type(data).__name__)
+
+
+def _submit_fields(function, priority=0, run_timeout_ms=0, deadline_ms=0, max_attempts=0,
+                   device="any", no_push=False):
+    """The SUBMIT header fields (without the tag). Raises ValueError/TypeError on bad input,
+    which the broker would otherwise answer with an untagged error."""
+    if not isinstance(function, str):
+        raise TypeError("function must be a str")
+    if not 1 <= len(function.encode("utf-8")) <= FN_MAX:
+        raise ValueError("function name must be 1 to %d bytes" % FN_MAX)
+    f = {F_FN: function}
+    if not -(1 << 31) <= int(priority) < (1 << 31):
+        raise ValueError("priority must fit in 32 bits")
+    for name, v in (("run_timeout_ms", run_timeout_ms), ("deadline_ms", deadline_ms),
+                    ("max_attempts", max_attempts)):
+        if not 0 <= int(v) <= _U32:
+            raise ValueError("%s must be from 0 to %d" % (name, _U32))
+    if isinstance(device, str):
+        if device not in DEVICES:
+            raise ValueError("device must be 'any', 'cpu' or 'gpu'")
+        device = DEVICES[device]
+    if priority:
+        f[F_PRIORITY] = int(priority)
+    if run_timeout_ms:
+        f[F_TIMEOUT] = int(run_timeout_ms)
+    if deadline_ms:
+        f[F_DEADLINE] = int(deadline_ms)
+    if max_attempts:
+        f[F_MAX_ATTEMPTS] = int(max_attempts)
+    if device:
+        f[F_DEVICE] = int(device)
+    if no_push:
+        f[F_FLAGS] = FLAG_NO_PUSH
+    return f
+
+
+def _frames(cmd, fields, payload=None):
+    if payload is None:
+        return [_encode(cmd, fields)], True
+    return [_encode(cmd, fields), payload], len(payload) <= _PAYLOAD_COPY_MAX
+
+
+class _LruSet:
+    """A bounded set: the oldest entries go first."""
+
+    def __init__(self, cap):
+        self._d = collections.OrderedDict()
+        self._cap = cap
+
+    def add(self, k):
+        self._d[k] = None
+        self._d.move_to_end(k)
+        while len(self._d) > self._cap:
+            self._d.popitem(last=False)
+
+    def __contains__(self, k):
+        return k in self._d
+
+    def discard(self, k):
+        self._d.pop(k, None)
+
+
+# ------------------------------------------------------------------ shared state
+
+class _Base:
+    """State and message dispatch shared by Client and AsyncClient. Subclasses do the I/O
+    and implement the hooks _on_reply, _result_ready, _wait_failed and _send_now."""
+
+    def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered):
+        self.endpoint = endpoint or os.environ.get("ZFLEET_BROKER") or DEFAULT_BROKER
+        if request_timeout is None or request_timeout <= 0:
+            raise ValueError("request_timeout must be > 0 seconds")
+        self.request_timeout = float(request_timeout)
+        self.heartbeat = float(heartbeat) if heartbeat and heartbeat > 0 else 1.0
+        self.on_progress = on_progress
+        self._tag = random.getrandbits(62)
+        self._epoch = 0                 # socket generation: bumped by every reconnect
+        self._connects = 0              # CONNECTED events seen on the current socket
+        self._last_recv = time.monotonic()
+        self._last_ping = 0.0
+        self._quiet_from = 0.0          # silence is measured from max(this, _last_recv)
+        # Job ids submitted on the current connection with push: their result comes by
+        # itself, so waiting on them sends WAIT only after a heartbeat of waiting.
+        self._pushed = set()
+        self._wait_tags = {}            # tag of a WAIT sent -> job id
+        self._lazy = {}                 # job id -> when waiting began (WAIT not yet sent)
+        self._unclaimed = collections.OrderedDict()  # id -> Result nobody waits for yet
+        self._max_buffered = max_buffered
+        self._delivered = _LruSet(100000)  # ids whose result was handed out (drop repeats)
+        self._progress = {}             # id -> (fraction, text)
+        self._closed = False
+
+    def _next_tag(self):
+        self._tag = (self._tag + 1) & ((1 << 64) - 1) or 1
+        return self._tag
+
+    # ---- hooks
+    def _waiting_ids(self):
+        raise NotImplementedError
+
+    def _on_reply(self, tag, m):
+        """A reply for request `tag`. Returns False if no request waits for it."""
+        raise NotImplementedError
+
+    def _result_ready(self, r):
+        """A result for a job somebody waits for. Returns False if nobody does."""
+        raise NotImplementedError
+
+    def _wait_failed(self, job_id, exc):
+        raise NotImplementedError
+
+    def _send_now(self, frames, copy):
+        raise NotImplementedError
+
+    # ---- dispatch
+    def _dispatch(self, frames):
+        self._last_recv = time.monotonic()
+        m = _decode(frames)
+        if m is None:
+            log.warning("zfleet: dropped a message that is not a zfleet reply")
+            return
+        tag = m.f.get(F_TAG, 0)
+        cmd = m.cmd
+        if cmd == PONG:
+            return
+        if cmd == PROGRESS:
+            self._note_progress(m.f.get(F_ID, 0), float(m.f.get(F_PROGRESS, 0.0)),
+                                m.f.get(F_TEXT, ""))
+            return
+        if cmd == RESULT:
+            self._take_result(_result_of(m))
+            self._wait_tags.pop(tag, None)
+            self._on_reply(tag, m)       # the answer to a GET
+            return
+        if tag in self._wait_tags and cmd in (STATUS, ERROR):
+            job_id = self._wait_tags.pop(tag)
+            if cmd == ERROR:
+                self._wait_failed(job_id, _broker_error(m.f.get(F_CODE, 0), m.f.get(F_TEXT, "")))
+            return  # a STATUS: the broker knows the job and will push its result
+        if not self._on_reply(tag, m):
+            if cmd == ERROR:
+                log.warning("zfleet: broker error %s: %s", m.f.get(F_CODE), m.f.get(F_TEXT, ""))
+            else:
+                log.debug("zfleet: unexpected reply 0x%02x (tag %d)", cmd, tag)
+
+    def _note_progress(self, job_id, fraction, text):
+        self._progress[job_id] = (fraction, text)
+        cb = self.on_progress
+        if cb is not None:
+            try:
+                r = cb(job_id, fraction, text)
+                if inspect.isawaitable(r):
+                    asyncio.ensure_future(r)
+            except Exception:  # noqa: BLE001 - a callback must not break the client
+                log.exception("zfleet: on_progress callback failed")
+
+    def _take_result(self, r):
+        self._pushed.discard(r.id)
+        self._progress.pop(r.id, None)
+        self._lazy.pop(r.id, None)
+        if self._result_ready(r):
+            self._delivered.add(r.id)
+            return
+        if r.id in self._delivered:
+            return  # a second copy (pushed and asked for): already handed out
+        self._unclaimed[r.id] = r
+        self._unclaimed.move_to_end(r.id)
+        while len(self._unclaimed) > self._max_buffered:
+            self._unclaimed.popitem(last=False)  # the broker still has it: wait() asks
+
+    def _claim(self, job_id):
+        """A buffered result, handed out (or None)."""
+        r = self._unclaimed.pop(job_id, None)
+        if r is not None:
+            self._delivered.add(job_id)
+        return r
+
+    # ---- sending
+    def _send_wait(self, job_id):
+        self._lazy.pop(job_id, None)
+        tag = self._next_tag()
+        self._wait_tags[tag] = job_id
+        if len(self._wait_tags) > 4 * self._max_buffered:  # replies that never came
+            for t in list(self._wait_tags)[: len(self._wait_tags) // 2]:
+                del self._wait_tags[t]
+        self._send_now(*_frames(WAIT, {F_ID: job_id, F_TAG: tag}))
+
+    def _start_wait(self, job_id):
+        """Somebody begins waiting for job_id: ask the broker, at once or (for a job whose
+        result is pushed to this connection anyway) only after a heartbeat."""
+        if job_id in self._pushed:
+            self._lazy.setdefault(job_id, time.monotonic())
+        else:
+            self._send_wait(job_id)
+
+    def _housekeeping(self, busy, can_reconnect):
+        """Heartbeat duties, run at least every heartbeat/2 while anybody waits: lazy WAITs,
+        PING after one silent heartbeat, reconnect + WAIT again after three."""
+        now = time.monotonic()
+        hb = self.heartbeat
+        for job_id, since in list(self._lazy.items()):
+            if now - since >= hb:
+                self._send_wait(job_id)
+        if not busy:
+            return
+        silent = now - max(self._last_recv, self._quiet_from)
+        if silent >= 3 * hb and can_reconnect:
+            log.info("zfleet: broker at %s silent for %.1fs: reconnecting", self.endpoint, silent)
+            self._reconnect()
+        elif silent >= hb and now - self._last_ping >= hb:
+            self._last_ping = now
+            self._send_now([_encode(PING, {})], True)
+
+    def _after_reconnect(self):
+        """Results are pushed to the old connection's identity: ask for them again."""
+        self._epoch += 1
+        self._pushed.clear()
+        self._quiet_from = time.monotonic()
+        for job_id in list(self._waiting_ids()):
+            self._send_wait(job_id)
+
+    def _on_monitor(self, frames):
+        try:
+            ev = parse_monitor_message(frames)
+        except Exception:  # noqa: BLE001
+            return
+        if ev["event"] == zmq.EVENT_CONNECTED:
+            self._connects += 1
+            if self._connects > 1:
+                log.info("zfleet: reconnected to %s", self.endpoint)
+                self._after_reconnect()
+
+    def _reply_check(self, m, submit=False):
+        if m.cmd in (REJECTED, ERROR) or (m.cmd == REPLY and m.f.get(F_CODE, 0) != 0):
+            raise _broker_error(m.f.get(F_CODE, 0), m.f.get(F_TEXT, ""), submit)
+        return m
+
+    def _new_socket(self, ctx):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RECONNECT_IVL, 100)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        mon = s.get_monitor_socket(zmq.EVENT_CONNECTED)
+        try:
+            s.connect(self.endpoint)
+        except zmq.ZMQError as e:
+            s.disable_monitor()
+            mon.close(0)
+            s.close(0)
+            raise ValueError("bad broker endpoint %r: %s" % (self.endpoint, e)) from None
+        self._connects = 0
+        self._last_recv = time.monotonic()
+        return s, mon
+
+    @staticmethod
+    def _close_socket(s, mon):
+        if s is not None:
+            try:
+                s.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            s.close(0)
+        if mon is not None:
+            mon.close(0)
+
+    @staticmethod
+    def _dead_reply(m, purge):
+        if purge:
+            n = re.search(r"\d+", m.f.get(F_TEXT, ""))
+            return int(n.group()) if n else 0
+        return _unpack(m.payload) if m.payload else []
+
+
+# ------------------------------------------------------------------ synchronous client
+
+class Client(_Base):
+    """A synchronous zfleet client.
+
+    endpoint: the broker's client endpoint (default $ZFLEET_BROKER, else tcp://127.0.0.1:5555).
+    request_timeout: seconds a request (submit, get, cancel, stats...) waits for the broker
+    before Unreachable. heartbeat: seconds of silence while waiting before a PING; three
+    make the client reconnect and ask again. on_progress(job_id, fraction, text) is called
+    for progress reports that arrive while the client reads (inside wait, results, ...).
+
+    Results of jobs submitted on this client are pushed to it and kept until you wait for
+    them (at most max_buffered unclaimed; older ones are asked for again when waited for).
+    Submit with no_push=True for jobs whose result you will not collect here.
+
+    Not thread-safe: use one client per thread.
+    """
+
+    def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
+                 context=None, max_buffered=10000):
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered)
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._mon = None
+        self._replies = {}             # tag -> _Msg, for tags in _expected
+        self._expected = set()
+        self._pending = {}             # job id -> number of waiters (wait / results)
+        self._ready = {}               # job id -> Result for a pending id
+        self._errors = {}              # job id -> exception for a pending id
+        self._listeners = []           # deques of ids that became ready (results())
+        self._open()
+
+    # ---- socket
+    def _open(self):
+        self._sock, self._mon = self._new_socket(self._ctx)
+        self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.request_timeout * 1000)))
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._mon, zmq.POLLIN)
+
+    def _reconnect(self):
+        self._close_socket(self._sock, self._mon)
+        self._open()
+        self._after_reconnect()
+
+    def close(self):
+        """Closes the connection. Jobs already accepted keep running."""
+        if not self._closed:
+            self._closed = True
+            self._close_socket(self._sock, self._mon)
+            self._sock = self._mon = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # ---- hooks
+    def _waiting_ids(self):
+        return self._pending.keys()
+
+    def _on_reply(self, tag, m):
+        if tag in self._expected:
+            self._replies[tag] = m
+            return True
+        return False
+
+    def _result_ready(self, r):
+        if r.id not in self._pending:
+            return False
+        self._ready[r.id] = r
+        for q in self._listeners:
+            q.append(r.id)
+        return True
+
+    def _wait_failed(self, job_id, exc):
+        if job_id in self._pending:
+            self._errors[job_id] = exc
+            for q in self._listeners:
+                q.append(job_id)
+
+    def _send_now(self, frames, copy):
+        if self._closed:
+            raise Error("the client is closed")
+        try:
+            self._sock.send_multipart(frames, copy=copy)
+        except zmq.Again:
+            raise Unreachable("cannot send to the broker at %s (not connected)"
+                              % self.endpoint) from None
+
+    # ---- receiving
+    def _recv_ready(self, events):
+        if self._mon in events:
+            while True:
+                try:
+                    self._on_monitor(self._mon.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        if self._sock in events:
+            for _ in range(10000):
+                try:
+                    frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._dispatch(frames)
+
+    def _poll_nowait(self):
+        if self._closed:
+            raise Error("the client is closed")
+        self._recv_ready(dict(self._poller.poll(0)))
+
+    def _pump(self, done, deadline, can_reconnect):
+        """Reads and dispatches until done() or the deadline (monotonic; None = never).
+        Returns done()."""
+        if self._closed:
+            raise Error("the client is closed")
+        self._quiet_from = time.monotonic()
+        while not done():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            ms = self.heartbeat / 2 if deadline is None else min(self.heartbeat / 2, deadline - now)
+            self._recv_ready(dict(self._poller.poll(max(1, int(ms * 1000)))))
+            if not done():
+                self._housekeeping(True, can_reconnect and bool(self._pending))
+        return True
+
+    def _request(self, cmd, fields, payload=None, submit=False):
+        tag = self._next_tag()
+        fields[F_TAG] = tag
+        self._expected.add(tag)
+        epoch = self._epoch
+        try:
+            self._send_now(*_frames(cmd, fields, payload))
+            if not self._pump(lambda: tag in self._replies,
+                              time.monotonic() + self.request_timeout, False):
+                self._give_up(epoch)
+                raise Unreachable("no answer from the broker at %s within %.1fs"
+                                  % (self.endpoint, self.request_timeout))
+            return self._reply_check(self._replies.pop(tag), submit)
+        finally:
+            self._expected.discard(tag)
+            self._replies.pop(tag, None)
+
+    def _give_up(self, epoch):
+        """A request timed out: drop the socket, so that a request still queued in it is
+        not delivered later (a submit the caller was told failed must not run)."""
+        if epoch == self._epoch:
+            self._reconnect()
+
+    # ---- waiting
+    def _add_pending(self, job_id):
+        n = self._pending.get(job_id, 0)
+        self._pending[job_id] = n + 1
+        if n == 0:
+            r = self._claim(job_id)
+            if r is not None:
+                self._ready[job_id] = r
+            else:
+                self._start_wait(job_id)
+
+    def _remove_pending(self, job_id):
+        n = self._pending.get(job_id, 0) - 1
+        if n > 0:
+            self._pending[job_id] = n
+            return
+        self._pending.pop(job_id, None)
+        self._lazy.pop(job_id, None)
+        self._errors.pop(job_id, None)
+        r = self._ready.pop(job_id, None)
+        if r is not None:  # nobody took it (timeout, closed generator): keep it
+            self._delivered.discard(job_id)
+            self._unclaimed[job_id] = r
+
+    def _take_ready(self, job_id):
+        """The result or error for a pending job_id, or None."""
+        if job_id in self._errors:
+            raise self._errors.pop(job_id)
+        return self._ready.pop(job_id, None)
+
+    # ---- API
+    def submit(self, function, data, *, priority=0, run_timeout_ms=0, deadline_ms=0,
+               max_attempts=0, device="any", no_push=False):
+        """Submits a job and returns its id once the broker has accepted it. Raises
+        QueueFull, PayloadTooLarge or Rejected (refused), Unreachable (no answer)."""
+        f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
+                           device, no_push)
+        epoch = self._epoch
+        m = self._request(SUBMIT, f, _as_bytes(data), submit=True)
+        job_id = m.f[F_ID]
+        if not no_push and epoch == self._epoch:
+            self._pushed.add(job_id)
+        return job_id
+
+    def wait(self, job_id, timeout=None):
+        """Waits up to `timeout` seconds (None = forever) for the job's Result. Raises
+        Timeout, UnknownJob, Unreachable (only if a WAIT cannot be sent)."""
+        self._poll_nowait()
+        self._add_pending(job_id)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            done = lambda: job_id in self._ready or job_id in self._errors  # noqa: E731
+            if not self._pump(done, deadline, True):
+                raise Timeout("job %d: no result within %.1fs" % (job_id, timeout), [job_id])
+            return self._take_ready(job_id)
+        finally:
+            self._remove_pending(job_id)
+
+    def get(self, job_id):
+        """The job's Result if it has finished, else its Status. Raises UnknownJob."""
+        m = self._request(GET, {F_ID: job_id})
+        if m.cmd == RESULT:
+            if job_id not in self._pending:
+                self._unclaimed.pop(job_id, None)
+            self._delivered.add(job_id)
+            return _result_of(m)
+        if m.cmd == STATUS:
+            return _status_of(m)
+        raise Error("unexpected reply 0x%02x to GET" % m.cmd)
+
+    def run(self, function, data, timeout=None, **opts):
+        """submit() then wait(): the job's Result (check .ok)."""
+        return self.wait(self.submit(function, data, **opts), timeout)
+
+    def cancel(self, job_id):
+        """Cancels a queued or running job (its result will say cancelled). Raises
+        UnknownJob, or InvalidState when the job has already finished."""
+        self._request(CANCEL, {F_ID: job_id})
+
+    def retry(self, job_id):
+        """Requeues a job from the dead-letter list; its result will come to this client."""
+        self._request(RETRY, {F_ID: job_id})
+
+    def stats(self):
+        """The broker's statistics: a dict with "broker", "finished", "functions", "workers"."""
+        m = self._request(STATS, {})
+        return _unpack(m.payload) if m.payload else {}
+
+    def dead(self, purge=False):
+        """The dead-letter list: a list of dicts (id, function, state, attempts, causes).
+        With purge=True the list is cleared instead and the number purged is returned."""
+        m = self._request(DEAD, {F_FLAGS: FLAG_PURGE} if purge else {})
+        return self._dead_reply(m, purge)
+
+    def progress(self, job_id):
+        """The last progress report seen for a job as (fraction, text), or None."""
+        self._poll_nowait()
+        return self._progress.get(job_id)
+
+    def submit_many(self, function, payloads, *, window=256, **opts):
+        """Submits one job per payload, keeping up to `window` submits in flight, and returns
+        their ids in order. On a rejection no more are sent, the ones in flight are
+        collected, and the Rejected error is raised with .ids (None where not accepted)."""
+        base = _submit_fields(function, **opts)
+        no_push = bool(opts.get("no_push"))
+        ids = []
+        inflight = {}   # tag -> index
+        error = None
+        it = iter(payloads)
+        epoch = self._epoch
+        try:
+            while True:
+                while error is None and len(inflight) < window:
+                    data = next(it, _END)
+                    if data is _END:
+                        break
+                    tag = self._next_tag()
+                    f = dict(base)
+                    f[F_TAG] = tag
+                    self._expected.add(tag)
+                    inflight[tag] = len(ids)
+                    ids.append(None)
+                    self._send_now(*_frames(SUBMIT, f, _as_bytes(data)))
+                if not inflight:
+                    break
+                if not self._pump(lambda: bool(self._replies),
+                                  time.monotonic() + self.request_timeout, False):
+                    self._give_up(epoch)
+                    e = Unreachable("no answer from the broker at %s within %.1fs"
+                                    % (self.endpoint, self.request_timeout))
+                    e.ids = ids
+                    raise e
+                for tag in list(self._replies):
+                    if tag not in inflight:
+                        continue
+                    m = self._replies.pop(tag)
+                    i = inflight.pop(tag)
+                    self._expected.discard(tag)
+                    if m.cmd == ACCEPTED:
+                        ids[i] = m.f[F_ID]
+                        if not no_push and epoch == self._epoch:
+                            self._pushed.add(ids[i])
+                    elif error is None:
+                        try:
+                            self._reply_check(m, submit=True)
+                            error = Rejected(0, "unexpected reply 0x%02x to SUBMIT" % m.cmd)
+                        except Rejected as e:
+                            error = e
+        finally:
+            for tag in inflight:
+                self._expected.discard(tag)
+                self._replies.pop(tag, None)
+        if error is not None:
+            error.ids = ids
+            raise error
+        return ids
+
+    def results(self, ids, timeout=None):
+        """Yields the Result of each job id as it arrives (each once, in finishing order).
+        `timeout` bounds the whole iteration: Timeout (with .pending) when it runs out."""
+        ids = list(dict.fromkeys(ids))
+        remaining = set(ids)
+        q = collections.deque()
+        self._listeners.append(q)
+        added = []
+        try:
+            self._poll_nowait()
+            for job_id in ids:
+                self._add_pending(job_id)
+                added.append(job_id)
+                if job_id in self._ready:
+                    q.append(job_id)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while remaining:
+                while q:
+                    job_id = q.popleft()
+                    if job_id not in remaining:
+                        continue
+                    r = self._take_ready(job_id)
+                    if r is None:
+                        continue
+                    remaining.discard(job_id)
+                    self._remove_pending(job_id)
+                    yield r
+                if remaining and not self._pump(lambda: bool(q), deadline, True):
+                    raise Timeout("%d job(s) without a result within %.1fs"
+                                  % (len(remaining), timeout), [i for i in ids if i in remaining])
+        finally:
+            self._listeners.remove(q)
+            for job_id in added:
+                if job_id in remaining:
+                    self._remove_pending(job_id)
+
+
+_END = object()
+
+
+# ------------------------------------------------------------------ asyncio client
+
+class AsyncClient(_Base):
+    """The asyncio client: the API of Client, as coroutines. Share one client between all
+    the tasks of an event loop; create it anywhere, use it inside the loop.
+
+        client = zfleet.AsyncClient()
+        result = await client.run("echo", b"hi", timeout=30)
+        async for r in client.results(await client.submit_many("echo", payloads)): ...
+        await client.close()
+    """
+
+    def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
+                 context=None, max_buffered=10000):
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered)
+        self._ctx = context
+        self._sock = self._mon = None
+        self._reader = None
+        self._loop = None
+        self._reply_futs = {}          # tag -> Future(_Msg)
+        self._waiters = {}             # job id -> [Future(Result)]
+
+    # ---- socket and reader
+    def _ensure(self):
+        if self._closed:
+            raise Error("the client is closed")
+        if self._sock is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        if self._ctx is None:
+            self._ctx = zmq.asyncio.Context.shadow(zmq.Context.instance().underlying)
+        self._open()
+        self._reader = self._loop.create_task(self._read_loop())
+
+    def _open(self):
+        self._sock, self._mon = self._new_socket(self._ctx)
+
+    def _reconnect(self):
+        # Closing cancels the reader's poll on the old socket; it then polls the new one.
+        self._close_socket(self._sock, self._mon)
+        self._open()
+        self._after_reconnect()
+
+    async def _read_loop(self):
+        while not self._closed:
+            sock, mon = self._sock, self._mon
+            poller = zmq.asyncio.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(mon, zmq.POLLIN)
+            while sock is self._sock and not self._closed:
+                busy = bool(self._reply_futs or self._waiters)
+                try:
+                    events = dict(await poller.poll(max(1, int(self.heartbeat * 500))))
+                except asyncio.CancelledError:
+                    # close() cancelled us, or another task closed the socket (a reconnect)
+                    # and with it the poll
+                    if self._closed:
+                        return
+                    if sock is not self._sock:
+                        break
+                    raise
+                if mon in events:
+                    while True:
+                        try:
+                            self._on_monitor(await mon.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                if sock is self._sock and sock in events:
+                    for _ in range(10000):
+                        try:
+                            frames = await sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._dispatch(frames)
+                if sock is self._sock:
+                    try:
+                        self._housekeeping(busy and bool(self._reply_futs or self._waiters),
+                                           bool(self._waiters))
+                    except Exception:  # noqa: BLE001 - the reader must live on
+                        log.exception("zfleet: heartbeat failed")
+
+    def _touch(self):
+        """An operation begins: an idle client measures silence from now."""
+        if not (self._reply_futs or self._waiters):
+            self._quiet_from = time.monotonic()
+
+    async def close(self):
+        """Closes the connection; operations still waiting get Error."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        exc = Error("the client is closed")
+        for fut in self._reply_futs.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        for futs in self._waiters.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(exc)
+        self._reply_futs.clear()
+        self._waiters.clear()
+        self._close_socket(self._sock, self._mon)
+        self._sock = self._mon = None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    # ---- hooks
+    def _waiting_ids(self):
+        return self._waiters.keys()
+
+    def _on_reply(self, tag, m):
+        fut = self._reply_futs.pop(tag, None)
+        if fut is None:
+            return False
+        if not fut.done():
+            fut.set_result(m)
+        return True
+
+    def _result_ready(self, r):
+        futs = self._waiters.pop(r.id, None)
+        taken = False
+        for fut in futs or ():
+            if not fut.done():
+                fut.set_result(r)
+                taken = True
+        return taken
+
+    def _wait_failed(self, job_id, exc):
+        for fut in self._waiters.pop(job_id, None) or ():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._lazy.pop(job_id, None)
+
+    def _send_now(self, frames, copy):
+        if self._closed:
+            raise Error("the client is closed")
+        fut = self._sock.send_multipart(frames, copy=copy)
+        if fut.done():
+            fut.result()
+        else:
+            fut.add_done_callback(_log_send_error)
+        return fut
+
+    # ---- requests
+    async def _request(self, cmd, fields, payload=None, submit=False):
+        self._ensure()
+        tag = self._next_tag()
+        fields[F_TAG] = tag
+        fut = self._loop.create_future()
+        self._touch()
+        self._reply_futs[tag] = fut
+        epoch = self._epoch
+        try:
+            send = self._send_now(*_frames(cmd, fields, payload))
+            m = await asyncio.wait_for(_both(send, fut), self.request_timeout)
+        except asyncio.TimeoutError:
+            if epoch == self._epoch and not self._closed:
+                self._reconnect()  # drop what is still queued: a failed submit must not run
+            raise Unreachable("no answer from the broker at %s within %.1fs"
+                              % (self.endpoint, self.request_timeout)) from None
+        finally:
+            self._reply_futs.pop(tag, None)
+        return self._reply_check(m, submit)
+
+    def _add_waiter(self, job_id):
+        """A future for job_id's result (already done if the result is buffered)."""
+        fut = self._loop.create_future()
+        r = self._claim(job_id)
+        if r is not None:
+            fut.set_result(r)
+            return fut
+        self._touch()
+        futs = self._waiters.setdefault(job_id, [])
+        futs.append(fut)
+        if len(futs) == 1:
+            try:
+                self._start_wait(job_id)
+            except BaseException:
+                self._drop_waiter(job_id, fut)
+                raise
+        return fut
+
+    def _drop_waiter(self, job_id, fut):
+        futs = self._waiters.get(job_id)
+        if futs is None:
+            return
+        if fut in futs:
+            futs.remove(fut)
+        if not futs:
+            del self._waiters[job_id]
+            self._lazy.pop(job_id, None)
+
+    # ---- API
+    async def submit(self, function, data, *, priority=0, run_timeout_ms=0, deadline_ms=0,
+                     max_attempts=0, device="any", no_push=False):
+        """As Client.submit."""
+        f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
+                           device, no_push)
+        epoch = self._epoch
+        m = await self._request(SUBMIT, f, _as_bytes(data), submit=True)
+        job_id = m.f[F_ID]
+        if not no_push and epoch == self._epoch:
+            self._pushed.add(job_id)
+        return job_id
+
+    async def wait(self, job_id, timeout=None):
+        """As Client.wait. Many tasks may wait at once, for the same job or others."""
+        self._ensure()
+        fut = self._add_waiter(job_id)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
+                          [job_id]) from None
+        finally:
+            self._drop_waiter(job_id, fut)
+
+    async def get(self, job_id):
+        """As Client.get."""
+        m = await self._request(GET, {F_ID: job_id})
+        if m.cmd == RESULT:
+            if job_id not in self._waiters:
+                self._unclaimed.pop(job_id, None)
+            self._delivered.add(job_id)
+            return _result_of(m)
+        if m.cmd == STATUS:
+            return _status_of(m)
+        raise Error("unexpected reply 0x%02x to GET" % m.cmd)
+
+    async def run(self, function, data, timeout=None, **opts):
+        """As Client.run."""
+        return await self.wait(await self.submit(function, data, **opts), timeout)
+
+    async def cancel(self, job_id):
+        """As Client.cancel."""
+        await self._request(CANCEL, {F_ID: job_id})
+
+    async def retry(self, job_id):
+        """As Client.retry."""
+        await self._request(RETRY, {F_ID: job_id})
+
+    async def stats(self):
+        """As Client.stats."""
+        m = await self._request(STATS, {})
+        return _unpack(m.payload) if m.payload else {}
+
+    async def dead(self, purge=False):
+        """As Client.dead."""
+        m = await self._request(DEAD, {F_FLAGS: FLAG_PURGE} if purge else {})
+        return self._dead_reply(m, purge)
+
+    async def progress(self, job_id):
+        """As Client.progress (the reader task keeps it current)."""
+        self._ensure()
+        return self._progress.get(job_id)
+
+    async def submit_many(self, function, payloads, *, window=256, **opts):
+        """As Client.submit_many."""
+        _submit_fields(function, **opts)  # bad options fail before anything is sent
+        ids = []
+        sem = asyncio.Semaphore(window)
+        failed = []
+        tasks = []
+
+        async def one(i, data):
+            try:
+                ids[i] = await self.submit(function, data, **opts)
+            except Error as e:
+                failed.append(e)
+            finally:
+                sem.release()
+
+        for data in payloads:
+            await sem.acquire()
+            if failed:
+                sem.release()
+                break
+            ids.append(None)
+            tasks.append(asyncio.ensure_future(one(len(ids) - 1, data)))
+        if tasks:
+            await asyncio.gather(*tasks)
+        if failed:
+            e = next((x for x in failed if isinstance(x, Rejected)), failed[0])
+            e.ids = ids
+            raise e
+        return ids
+
+    async def results(self, ids, timeout=None):
+        """As Client.results, as an async generator: `async for r in client.results(ids)`."""
+        self._ensure()
+        ids = list(dict.fromkeys(ids))
+        done_q = asyncio.Queue()
+        futs = {}
+        yielded = set()
+        try:
+            for job_id in ids:
+                fut = self._add_waiter(job_id)
+                futs[job_id] = fut
+                fut.add_done_callback(done_q.put_nowait)
+            by_fut = {f: i for i, f in futs.items()}
+            deadline = None if timeout is None else self._loop.time() + timeout
+            while len(yielded) < len(ids):
+                wait_s = None if deadline is None else max(0.0, deadline - self._loop.time())
+                try:
+                    fut = await asyncio.wait_for(done_q.get(), wait_s)
+                except asyncio.TimeoutError:
+                    pending = [i for i in ids if i not in yielded]
+                    raise Timeout("%d job(s) without a result within %.1fs"
+                                  % (len(pending), timeout), pending) from None
+                job_id = by_fut[fut]
+                r = fut.result()   # raises UnknownJob & co
+                yielded.add(job_id)
+                yield r
+        finally:
+            for job_id, fut in futs.items():
+                self._drop_waiter(job_id, fut)
+                if not fut.done():
+                    fut.cancel()
+                elif (job_id not in yielded and not fut.cancelled()
+                      and fut.exception() is None):
+                    # arrived but not handed out (the caller stopped early): keep it
+                    self._delivered.discard(job_id)
+                    self._unclaimed[job_id] = fut.result()
+
+
+async def _both(send_fut, reply_fut):
+    await send_fut
+    return await reply_fut
+
+
+def _log_send_error(fut):
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("zfleet: send failed: %s", fut.exception())

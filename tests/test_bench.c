@@ -1,0 +1,85 @@
+/*  `zfleet bench` checks what it measures: a worker that corrupts results makes `errors`
+    non-zero and the exit status 1; an honest echo run reports no errors and exits 0. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+/* The number after "key": in a one-line JSON object, or -1 when the key is absent. */
+static double field(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+static void start(zt_env_t *env)
+{
+    zt_env_init(env);
+    zt_broker(env, 200, NULL);
+    zt_worker(env, 200, "--module", zt_path("tests/zf_testmod.so"), NULL);
+    cr_assert(zt_wait_workers(env, 1, 5000), "the worker did not register");
+}
+
+Test(bench, corrupted_results_are_counted_as_errors)
+{
+    setenv("ZF_TEST_CORRUPT_EVERY", "50", 1); /* read by the worker's `corrupt` handler */
+    zt_env_t env;
+    start(&env);
+    char out[4096];
+    int rc = zt_cli(&env, out, sizeof out, "bench", "throughput", "--function", "corrupt",
+                    "--jobs", "1000", "--inflight", "64", "--json", NULL);
+    cr_assert_eq(rc, 1, "exit %d, output: %s", rc, out);
+    /* one worker flips the first byte of every 50th result: exactly 20 of 1000 */
+    cr_assert_eq(field(out, "mismatched"), 20, "%s", out);
+    cr_assert_eq(field(out, "errors"), 20, "%s", out);
+    cr_assert_eq(field(out, "results"), 1000, "%s", out);
+    cr_assert_eq(field(out, "missing"), 0, "%s", out);
+    zt_kill_all();
+}
+
+Test(bench, honest_echo_run_reports_no_errors)
+{
+    zt_env_t env;
+    start(&env);
+    char out[4096];
+    int rc = zt_cli(&env, out, sizeof out, "bench", "throughput", "--jobs", "1000", "--json",
+                    NULL);
+    cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
+    cr_assert_eq(field(out, "errors"), 0, "%s", out);
+    cr_assert_eq(field(out, "results"), 1000, "%s", out);
+    cr_assert_gt(field(out, "jobs_per_s"), 0, "%s", out);
+    zt_kill_all();
+}
+
+Test(bench, latency_and_efficiency_report_their_figures)
+{
+    zt_env_t env;
+    start(&env);
+    char out[4096];
+    int rc = zt_cli(&env, out, sizeof out, "bench", "latency", "--jobs", "50", "--warmup", "5",
+                    "--json", NULL);
+    cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
+    double p50 = field(out, "p50_us"), p99 = field(out, "p99_us"), max = field(out, "max_us");
+    cr_assert(p50 > 0 && p50 <= field(out, "p90_us") && p99 <= max, "%s", out);
+    cr_assert_eq(field(out, "errors"), 0, "%s", out);
+    rc = zt_cli(&env, out, sizeof out, "--json", "bench", "efficiency", "--jobs", "20",
+                "--spin-ms", "2", "--workers", "1", NULL);
+    cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
+    double eff = field(out, "efficiency");
+    cr_assert(eff > 0 && eff <= 1.05, "%s", out);
+    cr_assert_eq(field(out, "results"), 20, "%s", out);
+    zt_kill_all();
+}
+
+Test(bench, usage_errors_exit_2_and_an_absent_broker_exits_4)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    cr_assert_eq(zt_cli(&env, NULL, 0, "bench", "nosuch", NULL), 2);
+    cr_assert_eq(zt_cli(&env, NULL, 0, "bench", "throughput", "--jobs", "x", NULL), 2);
+    cr_assert_eq(zt_cli(&env, NULL, 0, "bench", "throughput", "--jobs", "10", NULL), 4);
+}

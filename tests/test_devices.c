@@ -1,0 +1,555 @@
+/*  Devices with real processes: core pinning, a missing GPU, the fleet supervisor (one
+    worker per core, restart with backoff, drain on SIGTERM, giving up a crash loop) and
+    routing by device kind (with --fake-gpu, a test-only flag, standing in for a GPU). */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "zf_gpu.h"
+
+#define HB "200" /* heartbeat for every process here, ms */
+
+/* ------------------------------------------------------------------ helpers */
+
+/* The value of `key` in /proc/<pid>[/task/<tid>]/status, into out. 0, or -1. */
+static int status_field(const char *path, const char *key, char *out, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[512];
+    size_t kl = strlen(key);
+    int rc = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            char *v = line + kl + 1;
+            v += strspn(v, " \t");
+            v[strcspn(v, "\n")] = 0;
+            snprintf(out, len, "%s", v);
+            rc = 0;
+            break;
+        }
+    fclose(f);
+    return rc;
+}
+
+/* The cores this test may use. */
+static int allowed_cores(int *cores, int max)
+{
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+        if (CPU_ISSET(c, &set))
+            cores[n++] = c;
+    return n;
+}
+
+/* The live children of ppid and the --device each was given ("" if none). */
+typedef struct {
+    pid_t pid;
+    char device[32];
+} kid_t;
+
+static int children(pid_t ppid, kid_t *kids, int max)
+{
+    DIR *d = opendir("/proc");
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0)
+            continue;
+        char path[64], buf[4096];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = 0;
+        char *rp = strrchr(buf, ')'); /* comm may hold spaces */
+        char state;
+        int parent;
+        if (!rp || sscanf(rp + 2, "%c %d", &state, &parent) != 2 || parent != ppid ||
+            state == 'Z')
+            continue;
+        kids[n].pid = pid;
+        kids[n].device[0] = 0;
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+        if ((f = fopen(path, "r"))) {
+            got = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[got] = 0;
+            for (size_t i = 0; i < got; i += strlen(buf + i) + 1)
+                if (!strcmp(buf + i, "--device") && i + 9 < got)
+                    snprintf(kids[n].device, sizeof kids[n].device, "%s", buf + i + 9);
+        }
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Waits until ppid has `want` children. Returns how many it has at the end. */
+static int wait_children(pid_t ppid, kid_t *kids, int max, int want, int timeout_ms)
+{
+    int64_t until = zt_now_ms() + timeout_ms;
+    int n;
+    while ((n = children(ppid, kids, max)) != want && zt_now_ms() < until)
+        zt_pause_ms(10);
+    return n;
+}
+
+/* `zfleet workers --json` into out. */
+static void workers_json(const zt_env_t *env, char *out, size_t len)
+{
+    int rc = zt_cli(env, out, len, "workers", "--json", NULL);
+    cr_assert_eq(rc, 0, "zfleet workers --json exited %d", rc);
+}
+
+/* Waits until `zfleet workers --json` contains every string in a NULL-terminated list and
+   none of the `absent` one (may be NULL). */
+static bool wait_workers_json(const zt_env_t *env, const char *absent, int timeout_ms, ...)
+{
+    int64_t until = zt_now_ms() + timeout_ms;
+    char out[16384];
+    while (zt_now_ms() < until) {
+        workers_json(env, out, sizeof out);
+        bool ok = !absent || !strstr(out, absent);
+        va_list ap;
+        va_start(ap, timeout_ms);
+        for (const char *s; ok && (s = va_arg(ap, const char *));)
+            ok = strstr(out, s) != NULL;
+        va_end(ap);
+        if (ok)
+            return true;
+        zt_pause_ms(50);
+    }
+    cr_log_error("last workers list: %s", out);
+    return false;
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+static pid_t start_fleet(const zt_env_t *env, const char *log, const char *extra)
+{
+    const char *args[] = {"--fleet", "--broker", env->worker_ep, "--heartbeat", HB,
+                          extra ? "--module" : NULL, extra, NULL};
+    return zt_spawn("worker/zfleet-worker", log, args);
+}
+
+static zf_event_t *run_job(zf_client_t *c, const char *fn, const char *data, int device,
+                           uint32_t deadline_ms, int wait_ms)
+{
+    zf_submit_opts_t o = {.device = device, .deadline_ms = deadline_ms};
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, fn, data, strlen(data), &o, &id), 0, "%s",
+                 zf_client_error(c));
+    zf_event_t *r = zf_client_wait(c, id, wait_ms);
+    cr_assert_not_null(r, "no result for %s: %s", fn, zf_client_error(c));
+    return r;
+}
+
+/* ------------------------------------------------------------------ one worker */
+
+Test(devices, cpu1_worker_is_pinned_to_exactly_core_1)
+{
+    int cores[CPU_SETSIZE];
+    int n = allowed_cores(cores, CPU_SETSIZE), has1 = 0;
+    for (int i = 0; i < n; i++)
+        has1 |= cores[i] == 1;
+    if (!has1)
+        cr_skip("core 1 is not available to this test");
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    pid_t w = zt_worker(&env, 200, "--device", "cpu:1", NULL);
+    cr_assert(wait_workers_json(&env, NULL, 10000, "\"device\":\"cpu:1\"", "\"kind\":\"cpu\"",
+                                NULL));
+    char path[96], val[128];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)w);
+    cr_assert_eq(status_field(path, "Cpus_allowed_list", val, sizeof val), 0);
+    cr_assert_str_eq(val, "1", "Cpus_allowed_list is '%s'", val);
+    /* every thread (handler, ZeroMQ I/O) inherited the pinning */
+    snprintf(path, sizeof path, "/proc/%d/task", (int)w);
+    DIR *d = opendir(path);
+    cr_assert_not_null(d);
+    int threads = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char tp[384];
+        snprintf(tp, sizeof tp, "/proc/%d/task/%s/status", (int)w, e->d_name);
+        if (status_field(tp, "Cpus_allowed_list", val, sizeof val) == 0) {
+            cr_assert_str_eq(val, "1", "thread %s: Cpus_allowed_list is '%s'", e->d_name, val);
+            threads++;
+        }
+    }
+    closedir(d);
+    cr_assert_geq(threads, 2, "I/O and handler threads");
+    /* and it serves, reporting its device */
+    zf_client_t *c = zt_client(&env);
+    zf_event_t *r = run_job(c, "echo", "x", 0, 0, 10000);
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+    cr_assert_str_eq(r->device, "cpu:1");
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+    zt_kill_all();
+}
+
+Test(devices, missing_devices_fail_at_start_with_one_clear_line)
+{
+    char why[256] = "";
+    int ngpu = zf_gpu_count(why, sizeof why);
+    zt_env_t env;
+    zt_env_init(&env);
+    struct {
+        const char *dev, *says;
+    } cases[] = {{"gpu:0", "gpu:0"}, {"gpu:4000", "gpu:4000"}, {"cpu:999", "cpu:999"},
+                 {"tpu:0", "expected cpu"}};
+    for (size_t i = ngpu > 0 ? 1 : 0; i < sizeof cases / sizeof *cases; i++) {
+        char log[160];
+        snprintf(log, sizeof log, "%s/w%zu.log", env.dir, i);
+        const char *args[] = {"--broker", env.worker_ep, "--device", cases[i].dev, NULL};
+        pid_t w = zt_spawn("worker/zfleet-worker", log, args);
+        int st = zt_wait_exit(w, 10000);
+        cr_assert_neq(st, -1, "%s: the worker did not exit", cases[i].dev);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: exit status %d", cases[i].dev,
+                  st);
+        FILE *f = fopen(log, "r");
+        cr_assert_not_null(f);
+        char line[1024], first[1024] = "";
+        int lines = 0;
+        while (fgets(line, sizeof line, f))
+            if (lines++ == 0)
+                snprintf(first, sizeof first, "%s", line);
+        fclose(f);
+        cr_assert_eq(lines, 1, "%s: expected one line, got %d", cases[i].dev, lines);
+        cr_assert(strstr(first, cases[i].says) && strstr(first, "error"),
+                  "%s: unclear message: %s", cases[i].dev, first);
+    }
+    if (ngpu == 0) {
+        /* the fleet refuses a GPU list it cannot serve */
+        char log[160];
+        snprintf(log, sizeof log, "%s/fleet.log", env.dir);
+        const char *args[] = {"--fleet", "--broker", env.worker_ep, "--gpus", "0", NULL};
+        pid_t f = zt_spawn("worker/zfleet-worker", log, args);
+        int st = zt_wait_exit(f, 10000);
+        cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "fleet --gpus 0: %d", st);
+        cr_assert(file_has(log, "--gpus 0"), "the fleet says why");
+    }
+    zt_kill_all();
+}
+
+/* ------------------------------------------------------------------ routing by kind */
+
+Test(devices, gpu_job_with_only_cpu_workers_waits_and_expires_at_its_deadline)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    zt_worker(&env, 200, "--device", "cpu", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 10000));
+    zf_client_t *c = zt_client(&env);
+    zf_submit_opts_t gpu = {.device = 2, .deadline_ms = 1500};
+    uint64_t id;
+    int64_t t0 = zt_now_ms();
+    cr_assert_eq(zf_client_submit(c, "echo", "g", 1, &gpu, &id), 0, "%s", zf_client_error(c));
+    /* meanwhile the CPU worker serves CPU and any jobs: it is there, it just may not take it */
+    zf_event_t *r = run_job(c, "echo", "c", 1, 0, 10000);
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+    zf_event_destroy(&r);
+    r = run_job(c, "echo", "a", 0, 0, 10000);
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+    zf_event_destroy(&r);
+    zf_event_t *s = zf_client_get(c, id);
+    cr_assert_not_null(s);
+    cr_assert_eq(s->status, ZFLEET_QUEUED, "the GPU job waits: %s",
+                 zfleet_state_name(s->status));
+    zf_event_destroy(&s);
+    r = zf_client_wait(c, id, 15000);
+    int64_t took = zt_now_ms() - t0;
+    cr_assert_not_null(r, "%s", zf_client_error(c));
+    cr_assert_eq(r->status, ZFLEET_EXPIRED, "state %s", zfleet_state_name(r->status));
+    cr_assert_eq(r->attempts, 0, "never dispatched");
+    cr_assert_geq(took, 1400, "expired after %lld ms, before its deadline", (long long)took);
+    cr_assert_leq(took, 6000, "expired %lld ms after submission", (long long)took);
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+    zt_kill_all();
+}
+
+Test(devices, cpu_job_never_goes_to_a_gpu_worker)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    /* --fake-gpu (tests only) registers a GPU worker without CUDA */
+    zt_worker(&env, 200, "--device", "gpu:0", "--fake-gpu", "--name", "fakegpu", NULL);
+    cr_assert(wait_workers_json(&env, NULL, 10000, "\"kind\":\"gpu\"", "\"device\":\"gpu:0\"",
+                                NULL));
+    zf_client_t *c = zt_client(&env);
+    /* with only the GPU worker, a CPU job waits until its deadline */
+    zf_event_t *r = run_job(c, "echo", "cpu only", 1, 1000, 15000);
+    cr_assert_eq(r->status, ZFLEET_EXPIRED, "state %s on %s", zfleet_state_name(r->status),
+                 r->worker);
+    zf_event_destroy(&r);
+    r = run_job(c, "echo", "gpu", 2, 0, 10000);
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+    cr_assert_str_eq(r->device, "gpu:0");
+    cr_assert_str_eq(r->worker, "fakegpu");
+    zf_event_destroy(&r);
+    /* with a CPU worker too, every CPU job lands there, even while the GPU one is idle */
+    zt_worker(&env, 200, "--device", "cpu", "--name", "cpuworker", NULL);
+    cr_assert(zt_wait_workers(&env, 2, 10000));
+    for (int i = 0; i < 8; i++) {
+        r = run_job(c, "echo", "cpu", 1, 0, 10000);
+        cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+        cr_assert_str_eq(r->worker, "cpuworker", "CPU job %d ran on %s (%s)", i, r->worker,
+                         r->device);
+        zf_event_destroy(&r);
+    }
+    /* the fake GPU worker runs sobel on its CPU path */
+    const char img[] = "P5\n3 1\n255\n\x00\x00\xff";
+    zf_submit_opts_t o = {.device = 2};
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "sobel", img, sizeof img - 1, &o, &id), 0);
+    r = zf_client_wait(c, id, 10000);
+    cr_assert_not_null(r);
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s", r->text);
+    cr_assert_str_eq(r->worker, "fakegpu");
+    const char want[] = "P5\n3 1\n255\n\x00\xff\xff";
+    cr_assert_eq(r->output_len, sizeof want - 1);
+    cr_assert(memcmp(r->output, want, sizeof want - 1) == 0);
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+    zt_kill_all();
+}
+
+/* ------------------------------------------------------------------ the fleet */
+
+Test(devices, fleet_runs_one_worker_per_core_and_restarts_a_killed_one)
+{
+    int cores[CPU_SETSIZE];
+    int ncores = allowed_cores(cores, CPU_SETSIZE);
+    if (ncores > 16)
+        ncores = 16;
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    char log[160];
+    snprintf(log, sizeof log, "%s/fleet.log", env.dir);
+    pid_t fleet = start_fleet(&env, log, NULL);
+    cr_assert(zt_wait_workers(&env, ncores, 20000), "expected %d workers, have %d", ncores,
+              zt_count_workers(&env));
+    char out[16384];
+    workers_json(&env, out, sizeof out);
+    for (int i = 0; i < ncores; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\"device\":\"cpu:%d\"", cores[i]);
+        cr_assert(strstr(out, want), "no worker on cpu:%d: %s", cores[i], out);
+    }
+    kid_t kids[64];
+    cr_assert_eq(wait_children(fleet, kids, 64, ncores, 5000), ncores);
+    /* each worker is pinned to the core it reports */
+    for (int i = 0; i < ncores; i++) {
+        char path[64], val[64];
+        snprintf(path, sizeof path, "/proc/%d/status", (int)kids[i].pid);
+        cr_assert_eq(status_field(path, "Cpus_allowed_list", val, sizeof val), 0);
+        cr_assert_str_eq(val, kids[i].device + 4, "%s is pinned to %s", kids[i].device, val);
+    }
+    cr_assert(file_has(log, "worker started"), "the log says which device each worker has");
+
+    /* SIGKILL one: the fleet starts a new one within its first backoff (200 ms) */
+    kid_t victim = kids[0];
+    kill(victim.pid, SIGKILL);
+    int64_t t0 = zt_now_ms();
+    pid_t fresh = 0;
+    while (!fresh && zt_now_ms() - t0 < 5000) {
+        int n = children(fleet, kids, 64);
+        for (int i = 0; i < n; i++)
+            if (!strcmp(kids[i].device, victim.device) && kids[i].pid != victim.pid)
+                fresh = kids[i].pid;
+        if (!fresh)
+            zt_pause_ms(5);
+    }
+    int64_t back = zt_now_ms() - t0;
+    cr_assert(fresh, "%s was not restarted", victim.device);
+    /* backoff 200 ms, plus scheduling slack on a busy 2-core machine */
+    cr_assert_leq(back, 2000, "%s restarted after %lld ms", victim.device, (long long)back);
+    cr_assert(file_has(log, "killed by signal 9"), "the log says why the worker left");
+    /* the new process registers, the dead one is forgotten, and the new one serves jobs */
+    char fresh_name[64], dead_name[64];
+    snprintf(fresh_name, sizeof fresh_name, ":%d:%s\"", (int)fresh, victim.device);
+    snprintf(dead_name, sizeof dead_name, ":%d:%s\"", (int)victim.pid, victim.device);
+    cr_assert(wait_workers_json(&env, dead_name, 10000, fresh_name, NULL),
+              "the restarted worker is not listed");
+    cr_assert(zt_wait_workers(&env, ncores, 5000));
+    /* one 400 ms job per worker at once: idle workers are served first, so each gets one */
+    zf_client_t *c = zt_client(&env);
+    uint64_t ids[16];
+    for (int i = 0; i < ncores; i++)
+        cr_assert_eq(zf_client_submit(c, "spin", "400", 3, NULL, &ids[i]), 0);
+    bool fresh_served = false;
+    for (int i = 0; i < ncores; i++) {
+        zf_event_t *r = zf_client_wait(c, ids[i], 15000);
+        cr_assert_not_null(r, "%s", zf_client_error(c));
+        cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s", r->text);
+        char mine[40];
+        snprintf(mine, sizeof mine, ":%d:", (int)fresh);
+        fresh_served |= strstr(r->worker, mine) != NULL;
+        zf_event_destroy(&r);
+    }
+    cr_assert(fresh_served, "the restarted worker served no job");
+    zf_client_destroy(&c);
+    kill(fleet, SIGTERM);
+    cr_assert_neq(zt_wait_exit(fleet, 15000), -1);
+    zt_kill_all();
+}
+
+Test(devices, fleet_sigterm_finishes_the_running_job_then_every_worker_leaves)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    char log[160];
+    snprintf(log, sizeof log, "%s/fleet.log", env.dir);
+    int cores[CPU_SETSIZE];
+    int ncores = allowed_cores(cores, CPU_SETSIZE);
+    if (ncores > 16)
+        ncores = 16;
+    pid_t fleet = start_fleet(&env, log, NULL);
+    cr_assert(zt_wait_workers(&env, ncores, 20000));
+    kid_t kids[64];
+    int nk = wait_children(fleet, kids, 64, ncores, 5000);
+    cr_assert_eq(nk, ncores);
+
+    zf_client_t *c = zt_client(&env);
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "spin", "2000", 4, NULL, &id), 0);
+    int64_t until = zt_now_ms() + 10000;
+    int st = -1;
+    while (st != ZFLEET_RUNNING && zt_now_ms() < until) {
+        zf_event_t *s = zf_client_get(c, id);
+        st = s ? s->status : -1;
+        zf_event_destroy(&s);
+        if (st != ZFLEET_RUNNING)
+            zt_pause_ms(20);
+    }
+    cr_assert_eq(st, ZFLEET_RUNNING, "the job did not start");
+    zt_pause_ms(300); /* well inside the 2 s job */
+    kill(fleet, SIGTERM);
+    int64_t t_term = zt_now_ms();
+
+    /* the job in hand completes and is delivered */
+    zf_event_t *r = zf_client_wait(c, id, 20000);
+    cr_assert_not_null(r, "%s", zf_client_error(c));
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "state %s: %s", zfleet_state_name(r->status),
+                 r->text);
+    cr_assert_eq(r->attempts, 1, "it was not re-run elsewhere");
+    cr_assert_geq(r->duration_us, 1900000);
+    cr_assert_eq(r->output_len, 4);
+    zf_event_destroy(&r);
+
+    /* then the fleet exits 0 and no worker is left, in the broker or on the machine */
+    int fst = zt_wait_exit(fleet, 15000);
+    cr_assert_neq(fst, -1, "the fleet did not exit");
+    cr_assert(WIFEXITED(fst) && WEXITSTATUS(fst) == 0, "fleet exit status %d", fst);
+    for (int i = 0; i < nk; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d", (int)kids[i].pid);
+        cr_assert(access(path, F_OK) != 0, "worker %d (%s) still exists", (int)kids[i].pid,
+                  kids[i].device);
+    }
+    /* they said BYE: gone from the broker long before a heartbeat expiry would remove them */
+    cr_assert(zt_wait_workers(&env, 0, 5000), "workers still registered");
+    cr_assert(file_has(log, "left cleanly"), "the log says why each worker left");
+    cr_log_info("drain took %lld ms", (long long)(zt_now_ms() - t_term));
+    /* a new job now waits: nobody serves */
+    cr_assert_eq(zt_count_workers(&env), 0);
+    zf_client_destroy(&c);
+    zt_kill_all();
+}
+
+Test(devices, fleet_second_sigterm_ends_workers_at_once, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    char log[160];
+    snprintf(log, sizeof log, "%s/fleet.log", env.dir);
+    const char *args[] = {"--fleet", "--broker", env.worker_ep, "--heartbeat", HB, "--cpus",
+                          "0", NULL};
+    pid_t fleet = zt_spawn("worker/zfleet-worker", log, args);
+    cr_assert(zt_wait_workers(&env, 1, 20000));
+    zf_client_t *c = zt_client(&env);
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "spin", "20000", 5, NULL, &id), 0);
+    int64_t until = zt_now_ms() + 10000;
+    int st = -1;
+    while (st != ZFLEET_RUNNING && zt_now_ms() < until) {
+        zf_event_t *s = zf_client_get(c, id);
+        st = s ? s->status : -1;
+        zf_event_destroy(&s);
+        if (st != ZFLEET_RUNNING)
+            zt_pause_ms(20);
+    }
+    cr_assert_eq(st, ZFLEET_RUNNING);
+    kill(fleet, SIGTERM);
+    zt_pause_ms(300);
+    int ignored;
+    cr_assert_eq(waitpid(fleet, &ignored, WNOHANG), 0, "still draining the 20 s job");
+    int64_t t0 = zt_now_ms();
+    kill(fleet, SIGTERM);
+    int fst = zt_wait_exit(fleet, 10000);
+    cr_assert_neq(fst, -1, "the second SIGTERM did not end the fleet");
+    cr_assert_lt(zt_now_ms() - t0, 5000);
+    cr_assert(file_has(log, "second stop signal"));
+    /* the unfinished job goes back to the queue for another worker */
+    zf_event_t *s = zf_client_get(c, id);
+    cr_assert_not_null(s);
+    cr_assert_eq(s->status, ZFLEET_QUEUED, "state %s", zfleet_state_name(s->status));
+    zf_event_destroy(&s);
+    zf_client_destroy(&c);
+    zt_kill_all();
+}
+
+Test(devices, fleet_gives_up_a_device_that_crashes_in_a_tight_loop, .timeout = 90)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    char log[160];
+    snprintf(log, sizeof log, "%s/fleet.log", env.dir);
+    /* every worker refuses to start (no such module): backoffs 0.2, 0.4 ... 10 s */
+    const char *args[] = {"--fleet", "--broker", env.worker_ep, "--cpus", "0", "--module",
+                          "/nonexistent/zf_missing.so", NULL};
+    pid_t fleet = zt_spawn("worker/zfleet-worker", log, args);
+    int st = zt_wait_exit(fleet, 60000);
+    cr_assert_neq(st, -1, "the fleet kept restarting a worker that cannot start");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d", st);
+    cr_assert(file_has(log, "cpu:0: worker"));
+    cr_assert(file_has(log, "given up"), "the log says the device was given up");
+    cr_assert(file_has(log, "restarting in 400 ms"), "the backoff doubles");
+    zt_kill_all();
+}
