@@ -29,6 +29,7 @@
 #include "zf_journal.h"
 #include "zf_state.h"
 
+#define ZF_MAX_FN_QUEUES 10000 /* distinct function names; each costs a queue forever */
 #define BATCH 512 /* messages read from one socket per loop turn before looking at the other */
 
 typedef struct {
@@ -566,7 +567,7 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
         zmq_msg_close(&j->payload);
         zmq_msg_init(&j->payload);
     }
-    if (j->waiter)
+    if (j->waiter && !j->no_push)
         send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
     for (uint32_t i = 0; i < j->nmore; i++)
         send_result(b, j, j->more[i]->rid, j->more[i]->rid_len, j->tag);
@@ -672,7 +673,11 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         return reject(b, rid, m->tag, ZF_EBADARG, "max_attempts must be at most 100");
     if (b->queued >= b->cfg.max_queued)
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (broker limit)");
-    fnq_t *fn = fn_get(b, m->fn, true);
+    fnq_t *fn = fn_get(b, m->fn, false);
+    if (!fn && HASH_COUNT(b->fns) >= ZF_MAX_FN_QUEUES)
+        return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "too many distinct function names");
+    if (!fn)
+        fn = fn_get(b, m->fn, true);
     job_t *j = fn ? calloc(1, sizeof *j) : NULL;
     client_t *c = j ? client_get(b, zmq_msg_data(rid), zmq_msg_size(rid)) : NULL;
     if (!c) {
@@ -695,10 +700,9 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->accepted_ms = zf_now_ms();
     zmq_msg_init(&j->payload);
     zmq_msg_move(&j->payload, payload);
-    if (!(m->flags & ZF_FLAG_NO_PUSH))
-        job_add_waiter(j, c);
-    else
-        client_drop_unused(b, c);
+    /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
+    job_add_waiter(j, c);
+    j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
     b->c.accepted++;
     zf_journal_accept(b->journal, j);
@@ -778,6 +782,7 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
        so a retry needs it in memory: dead jobs keep theirs (see finalize). */
     j->attempt = 0;
     j->state = ZF_ST_QUEUED;
+    j->deadline_at = 0; /* a retry is a fresh start: the old deadline has passed */
     if (j->res) {
         free(j->res->error);
         j->res->error = NULL;
@@ -877,12 +882,13 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     int64_t now = zf_now_ms();
     msgpack_pack_map(&pk, 4);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 15);
+    msgpack_pack_map(&pk, 16);
     pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
     pk_kv_u64(&pk, "submitted", b->c.submitted);
     pk_kv_u64(&pk, "accepted", b->c.accepted);
     pk_kv_u64(&pk, "dispatched", b->c.dispatched);
     pk_kv_u64(&pk, "requeued", b->c.requeued);
+    pk_kv_u64(&pk, "recalled", b->c.recalled);
     pk_kv_u64(&pk, "queued", b->queued);
     pk_kv_u64(&pk, "results_kept", b->ndone);
     pk_kv_u64(&pk, "dead_letters", b->ndead);
@@ -945,8 +951,8 @@ static void client_message(zf_broker_t *b, zf_frames_t *f)
 {
     zmq_msg_t *rid = &f->part[0];
     zf_msg_t m;
-    int err;
-    const char *why;
+    int err = 0;
+    const char *why = NULL;
     if (f->n < 2 || f->dropped) {
         b->c.malformed_client++;
         return reply_error(b, rid, ZF_CMD_ERROR, 0, ZF_EMALFORMED, "too many or too few frames");
@@ -985,6 +991,16 @@ static void client_message(zf_broker_t *b, zf_frames_t *f)
 }
 
 /* ------------------------------------------------------------------ worker commands */
+
+/* An ERROR on the worker socket; a sender that does not read it costs nothing. */
+static void worker_error(zf_broker_t *b, zmq_msg_t *rid, int code, const char *text)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_ERROR);
+    zf_msg_set_u64(&m, ZF_F_CODE, (uint64_t)code);
+    zf_msg_set_str(&m, ZF_F_TEXT, text);
+    zf_wire_send(b->back, rid, &m, NULL);
+}
 
 static void send_to_worker(zf_broker_t *b, zmq_msg_t *rid, uint8_t cmd)
 {
@@ -1029,8 +1045,8 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     w->slots = slots;
     for (uint32_t i = 0; i < m->nfunctions; i++) {
         fnq_t *fn = fn_get(b, m->functions[i], true);
-        if (!fn)
-            continue;
+        if (!fn || serves(w, fn))
+            continue; /* out of memory, or a name the worker listed twice */
         slots[w->nslots] = (wslot_t){.w = w, .fn = fn};
         w->nslots++;
         fn->nworkers++;
@@ -1052,7 +1068,8 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
         lease_drop(w, (uint32_t)li);
     job_t *j = li >= 0 ? current_lease(b, w, m->id, m->attempt) : NULL;
     if (!j) {
-        b->c.stale_results++;
+        if (m->status != ZF_ST_CANCELLED)
+            b->c.stale_results++; /* (a WCANCEL answered for a job it had not started is not) */
     } else {
         result_t *r = job_res(j);
         r->duration_us = m->duration_us;
@@ -1144,8 +1161,8 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
 {
     zmq_msg_t *rid = &f->part[0];
     zf_msg_t m;
-    int err;
-    const char *why;
+    int err = 0;
+    const char *why = NULL;
     wrk_t *w;
     HASH_FIND(hh, b->workers, zmq_msg_data(rid), zmq_msg_size(rid), w);
     if (w) {
@@ -1157,7 +1174,7 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
         zf_msg_decode(&m, zmq_msg_data(&f->part[1]), zmq_msg_size(&f->part[1]), &err, &why) < 0 ||
         (m.cmd & 0x80) == 0 || f->n != 2 + zf_cmd_payload_frames(m.cmd)) {
         b->c.malformed_worker++;
-        reply_error(b, rid, ZF_CMD_ERROR, 0, ZF_EMALFORMED, "malformed worker message");
+        worker_error(b, rid, err ? err : ZF_ECOMMAND, why ? why : "not a worker command");
         return;
     }
     if (m.cmd == ZF_CMD_READY)
@@ -1191,7 +1208,7 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
         break;
     default:
         b->c.malformed_worker++;
-        reply_error(b, rid, ZF_CMD_ERROR, 0, ZF_ECOMMAND, "not a worker command");
+        worker_error(b, rid, ZF_ECOMMAND, "not a worker command");
     }
 }
 

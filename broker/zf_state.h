@@ -59,6 +59,7 @@ typedef struct job {
     uint8_t device;          /* required zf_device_kind_t */
     uint8_t max_attempts;
     bool acked;              /* the client was told ACCEPTED */
+    bool no_push;            /* the submitter asked not to be sent the result */
     uint32_t attempt;        /* deliveries so far; the lease is (id, attempt) */
     uint32_t timeout_ms;
     int64_t accepted_ms;     /* monotonic */

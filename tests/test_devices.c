@@ -171,6 +171,22 @@ static zf_event_t *run_job(zf_client_t *c, const char *fn, const char *data, int
     return r;
 }
 
+/* Waits until the job's handler has reported progress: it is in a worker's hands (a job
+   merely sent to a worker that starts draining is given back, not run). */
+static void wait_in_hand(zf_client_t *c, uint64_t id)
+{
+    int64_t until = zt_now_ms() + 10000;
+    bool in_hand = false;
+    while (!in_hand && zt_now_ms() < until) {
+        zf_event_t *s = zf_client_get(c, id);
+        in_hand = s && s->status == ZFLEET_RUNNING && s->progress > 0;
+        zf_event_destroy(&s);
+        if (!in_hand)
+            zt_pause_ms(20);
+    }
+    cr_assert(in_hand, "the job did not start");
+}
+
 /* ------------------------------------------------------------------ one worker */
 
 Test(devices, cpu1_worker_is_pinned_to_exactly_core_1)
@@ -448,16 +464,7 @@ Test(devices, fleet_sigterm_finishes_the_running_job_then_every_worker_leaves)
     zf_client_t *c = zt_client(&env);
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "spin", "2000", 4, NULL, &id), 0);
-    int64_t until = zt_now_ms() + 10000;
-    int st = -1;
-    while (st != ZFLEET_RUNNING && zt_now_ms() < until) {
-        zf_event_t *s = zf_client_get(c, id);
-        st = s ? s->status : -1;
-        zf_event_destroy(&s);
-        if (st != ZFLEET_RUNNING)
-            zt_pause_ms(20);
-    }
-    cr_assert_eq(st, ZFLEET_RUNNING, "the job did not start");
+    wait_in_hand(c, id);
     zt_pause_ms(300); /* well inside the 2 s job */
     kill(fleet, SIGTERM);
     int64_t t_term = zt_now_ms();
@@ -506,16 +513,7 @@ Test(devices, fleet_second_sigterm_ends_workers_at_once, .timeout = 60)
     zf_client_t *c = zt_client(&env);
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "spin", "20000", 5, NULL, &id), 0);
-    int64_t until = zt_now_ms() + 10000;
-    int st = -1;
-    while (st != ZFLEET_RUNNING && zt_now_ms() < until) {
-        zf_event_t *s = zf_client_get(c, id);
-        st = s ? s->status : -1;
-        zf_event_destroy(&s);
-        if (st != ZFLEET_RUNNING)
-            zt_pause_ms(20);
-    }
-    cr_assert_eq(st, ZFLEET_RUNNING);
+    wait_in_hand(c, id);
     kill(fleet, SIGTERM);
     zt_pause_ms(300);
     int ignored;
@@ -535,21 +533,25 @@ Test(devices, fleet_second_sigterm_ends_workers_at_once, .timeout = 60)
     zt_kill_all();
 }
 
-Test(devices, fleet_gives_up_a_device_that_crashes_in_a_tight_loop, .timeout = 90)
+Test(devices, fleet_gives_up_a_device_that_crashes_in_a_tight_loop, .timeout = 60)
 {
     zt_env_t env;
     zt_env_init(&env);
     char log[160];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
-    /* every worker refuses to start (no such module): backoffs 0.2, 0.4 ... 10 s */
+    /* every worker refuses to start (no such module); short backoffs keep the test quick */
     const char *args[] = {"--fleet", "--broker", env.worker_ep, "--cpus", "0", "--module",
-                          "/nonexistent/zf_missing.so", NULL};
+                          "/nonexistent/zf_missing.so", "--restart-backoff", "20:1000",
+                          "--crash-limit", "4", NULL};
     pid_t fleet = zt_spawn("worker/zfleet-worker", log, args);
-    int st = zt_wait_exit(fleet, 60000);
+    int st = zt_wait_exit(fleet, 30000);
     cr_assert_neq(st, -1, "the fleet kept restarting a worker that cannot start");
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d", st);
     cr_assert(file_has(log, "cpu:0: worker"));
     cr_assert(file_has(log, "given up"), "the log says the device was given up");
-    cr_assert(file_has(log, "restarting in 400 ms"), "the backoff doubles");
+    cr_assert(file_has(log, "restarting in 20 ms") && file_has(log, "restarting in 40 ms") &&
+                  file_has(log, "restarting in 80 ms"),
+              "the backoff doubles");
+    cr_assert(file_has(log, "exited 4 times"));
     zt_kill_all();
 }

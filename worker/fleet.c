@@ -1,10 +1,10 @@
 /*  zf_fleet — see zf_fleet.h. One process supervising one worker process per device.
 
     Restart policy: a worker that exits while the fleet is not draining is started again
-    after a backoff that doubles with each exit in a row (200 ms up to 10 s) and resets once
-    a worker has run for a minute. A device whose worker exits CRASH_LIMIT times within
-    CRASH_WINDOW_MS is given up, with a log line saying so; when every device is given up
-    the fleet exits 1.
+    after a backoff that doubles with each exit in a row (default 200 ms up to 10 s) and
+    resets once a worker has run for a minute. A device whose worker exits crash_limit times
+    (default 8) within CRASH_WINDOW_MS is given up, with a log line saying so; when every
+    device is given up the fleet exits 1.
 
     Signals: each worker runs in its own process group, so a terminal's Ctrl-C reaches only
     the fleet, which then asks every worker to drain exactly once (a second signal to a
@@ -29,10 +29,7 @@
 #include "zf_gpu.h"
 
 #define MAX_DEVICES 1024
-#define BACKOFF_MIN_MS 200
-#define BACKOFF_MAX_MS 10000
 #define HEALTHY_MS 60000
-#define CRASH_LIMIT 8
 #define CRASH_WINDOW_MS 30000
 
 typedef struct {
@@ -40,7 +37,7 @@ typedef struct {
     pid_t pid;               /* 0 when not running */
     int64_t started_ms, restart_at_ms;
     uint32_t backoff_ms;
-    int64_t crashes[CRASH_LIMIT]; /* times of the last exits, a ring */
+    int64_t crashes[ZF_FLEET_CRASH_LIMIT_MAX]; /* times of the last exits, a ring */
     unsigned ncrash;
     int given_up;
 } child_t;
@@ -56,6 +53,16 @@ typedef struct {
     const char *forced;      /* why workers were told to leave at once, or NULL */
     int64_t drain_started_ms;
 } fleet_t;
+
+void zf_fleet_config_defaults(zf_fleet_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->gpus = "all";
+    cfg->cpus = "all";
+    cfg->backoff_min_ms = 200;
+    cfg->backoff_max_ms = 10000;
+    cfg->crash_limit = 8;
+}
 
 int zf_fleet_parse_list(const char *spec, const int *avail, int navail, int *out, int max)
 {
@@ -151,7 +158,7 @@ static pid_t spawn(fleet_t *f, child_t *k)
         _exit(127);
     }
     if (pid < 0) {
-        k->backoff_ms = k->backoff_ms ? k->backoff_ms : BACKOFF_MIN_MS;
+        k->backoff_ms = k->backoff_ms ? k->backoff_ms : f->fc->backoff_min_ms;
         k->restart_at_ms = zf_now_ms() + k->backoff_ms;
         zf_log(ZF_LOG_ERROR, "%s: cannot start a worker (fork: %s); trying again in %u ms",
                k->label, strerror(errno), k->backoff_ms);
@@ -167,7 +174,8 @@ static pid_t spawn(fleet_t *f, child_t *k)
 static void describe_exit(int status, char *buf, size_t len)
 {
     if (WIFSIGNALED(status))
-        snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+        snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
     else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_OK)
         snprintf(buf, len, "left cleanly (exit 0)");
     else if (WEXITSTATUS(status) == ZF_WORKER_EXIT_TIMEOUT)
@@ -202,17 +210,21 @@ static void on_exit_of(fleet_t *f, child_t *k, pid_t pid, int status)
     }
     if (now - k->started_ms >= HEALTHY_MS)
         k->backoff_ms = 0;
-    k->backoff_ms = k->backoff_ms ? k->backoff_ms * 2 : BACKOFF_MIN_MS;
-    if (k->backoff_ms > BACKOFF_MAX_MS)
-        k->backoff_ms = BACKOFF_MAX_MS;
-    k->crashes[k->ncrash++ % CRASH_LIMIT] = now;
-    int64_t oldest = k->crashes[k->ncrash % CRASH_LIMIT];
-    if (k->ncrash >= CRASH_LIMIT && now - oldest < CRASH_WINDOW_MS) {
+    k->backoff_ms = k->backoff_ms ? k->backoff_ms * 2 : f->fc->backoff_min_ms;
+    if (k->backoff_ms > f->fc->backoff_max_ms)
+        k->backoff_ms = f->fc->backoff_max_ms;
+    unsigned limit = f->fc->crash_limit;
+    int64_t oldest = now;
+    if (limit) {
+        k->crashes[k->ncrash++ % limit] = now;
+        oldest = k->crashes[k->ncrash % limit];
+    }
+    if (limit && k->ncrash >= limit && now - oldest < CRASH_WINDOW_MS) {
         k->given_up = 1;
         zf_log(ZF_LOG_ERROR,
                "%s: worker (pid %d) %s; it exited %d times in %lld ms, so this device is "
                "given up (fix the cause and restart the fleet)",
-               k->label, (int)pid, why, CRASH_LIMIT, (long long)(now - oldest));
+               k->label, (int)pid, why, limit, (long long)(now - oldest));
         return;
     }
     k->restart_at_ms = now + k->backoff_ms;

@@ -29,6 +29,9 @@ static void usage(FILE *out)
           "  --gpus LIST|all|none GPUs to use, e.g. 0,1 (default all)\n"
           "  --cpus LIST|all|none cores to use, e.g. 0-3,6 (default all)\n"
           "  --worker-bin PATH    worker executable (default: this program)\n"
+          "  --restart-backoff MIN:MAX  delay before restarting a worker that exited, in ms:\n"
+          "                       MIN, doubling per exit in a row, up to MAX (200:10000)\n"
+          "  --crash-limit N      give a device up after N exits within 30 s; 0 = never (8)\n"
           "exit codes: 0 clean stop, 1 could not start, 3 job timed out, 4 cancel not honoured\n",
           out);
 }
@@ -44,6 +47,20 @@ static uint32_t num(const char *opt, const char *s, uint64_t min, uint64_t max)
     return (uint32_t)v;
 }
 
+/* --restart-backoff MIN:MAX (ms) */
+static void backoff(const char *s, zf_fleet_config_t *fleet)
+{
+    char min[32];
+    const char *colon = strchr(s, ':');
+    if (!colon || colon - s >= (long)sizeof min) {
+        zf_log(ZF_LOG_ERROR, "--restart-backoff: expected MIN:MAX in ms, got '%s'", s);
+        exit(ZF_WORKER_EXIT_START);
+    }
+    snprintf(min, sizeof min, "%.*s", (int)(colon - s), s);
+    fleet->backoff_min_ms = num("restart-backoff", min, 1, 3600000);
+    fleet->backoff_max_ms = num("restart-backoff", colon + 1, fleet->backoff_min_ms, 3600000);
+}
+
 int main(int argc, char **argv)
 {
     zf_log_init("zfleet-worker");
@@ -51,7 +68,8 @@ int main(int argc, char **argv)
     zf_worker_config_defaults(&cfg);
     if (getenv("ZFLEET_WORKER_BROKER"))
         cfg.broker_ep = getenv("ZFLEET_WORKER_BROKER");
-    zf_fleet_config_t fleet = {.gpus = "all", .cpus = "all", .worker_bin = NULL};
+    zf_fleet_config_t fleet;
+    zf_fleet_config_defaults(&fleet);
     int fleet_mode = 0, device_set = 0;
     static const struct option opts[] = {
         {"broker", 1, 0, 'b'},        {"device", 1, 0, 'd'},        {"module", 1, 0, 'm'},
@@ -59,6 +77,7 @@ int main(int argc, char **argv)
         {"liveness", 1, 0, 'l'},      {"cancel-grace", 1, 0, 'g'},  {"drain-timeout", 1, 0, 't'},
         {"fake-gpu", 0, 0, 'F'},      {"fleet", 0, 0, 'f'},         {"gpus", 1, 0, 'G'},
         {"cpus", 1, 0, 'C'},          {"worker-bin", 1, 0, 'W'},    {"help", 0, 0, 'H'},
+        {"restart-backoff", 1, 0, 'R'}, {"crash-limit", 1, 0, 'L'},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -83,6 +102,10 @@ int main(int argc, char **argv)
         case 'G': fleet.gpus = optarg; break;
         case 'C': fleet.cpus = optarg; break;
         case 'W': fleet.worker_bin = optarg; break;
+        case 'R': backoff(optarg, &fleet); break;
+        case 'L':
+            fleet.crash_limit = num("crash-limit", optarg, 0, ZF_FLEET_CRASH_LIMIT_MAX);
+            break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return ZF_WORKER_EXIT_START;
         }

@@ -9,6 +9,8 @@
 #ifndef ZF_FLEET_H
 #define ZF_FLEET_H
 
+#include <stdint.h>
+
 #include "zf_worker.h"
 
 typedef struct {
@@ -16,7 +18,15 @@ typedef struct {
     const char *cpus;        /* "all", "none" or a list such as "0-3,6" */
     const char *worker_bin;  /* NULL: /proc/self/exe */
     const char *argv0;
+    uint32_t backoff_min_ms; /* first restart delay; doubles per exit in a row (200) */
+    uint32_t backoff_max_ms; /* longest restart delay (10000) */
+    unsigned crash_limit;    /* exits within 30 s that give a device up; 0 = never (8) */
 } zf_fleet_config_t;
+
+#define ZF_FLEET_CRASH_LIMIT_MAX 64
+
+/* Fills in the defaults above (gpus and cpus "all"). */
+void zf_fleet_config_defaults(zf_fleet_config_t *cfg);
 
 /* Parses a device list ("all", "none", "0,2-4") against the available ones. Returns how
    many indices were written to out, or -1 on a syntax error or an unavailable index. */

@@ -215,6 +215,17 @@ def _decode(frames):
     return _Msg(head[3], f, payload)
 
 
+# The replies each request can get. A pushed RESULT carries the tag of the job's SUBMIT: it
+# must never be taken for the answer to that SUBMIT.
+_ANSWERS = {SUBMIT: frozenset((ACCEPTED, REJECTED, ERROR)),
+            GET: frozenset((RESULT, STATUS, ERROR))}
+_DEFAULT_ANSWERS = frozenset((REPLY, ERROR))
+
+
+def _answers(cmd, m):
+    return m.cmd in _ANSWERS.get(cmd, _DEFAULT_ANSWERS)
+
+
 def _state_name(n):
     return STATES[n] if isinstance(n, int) and 0 <= n < len(STATES) else "unknown"
 
@@ -538,7 +549,7 @@ class Client(_Base):
         self._ctx = context or zmq.Context.instance()
         self._sock = self._mon = None
         self._replies = {}             # tag -> _Msg, for tags in _expected
-        self._expected = set()
+        self._expected = {}            # tag -> request command
         self._pending = {}             # job id -> number of waiters (wait / results)
         self._ready = {}               # job id -> Result for a pending id
         self._errors = {}              # job id -> exception for a pending id
@@ -582,10 +593,11 @@ class Client(_Base):
         return self._pending.keys()
 
     def _on_reply(self, tag, m):
-        if tag in self._expected:
-            self._replies[tag] = m
-            return True
-        return False
+        cmd = self._expected.get(tag)
+        if cmd is None or not _answers(cmd, m) or tag in self._replies:
+            return False
+        self._replies[tag] = m
+        return True
 
     def _result_ready(self, r):
         if r.id not in self._pending:
@@ -650,7 +662,7 @@ class Client(_Base):
     def _request(self, cmd, fields, payload=None, submit=False):
         tag = self._next_tag()
         fields[F_TAG] = tag
-        self._expected.add(tag)
+        self._expected[tag] = cmd
         epoch = self._epoch
         try:
             self._send_now(*_frames(cmd, fields, payload))
@@ -661,7 +673,7 @@ class Client(_Base):
                                   % (self.endpoint, self.request_timeout))
             return self._reply_check(self._replies.pop(tag), submit)
         finally:
-            self._expected.discard(tag)
+            self._expected.pop(tag, None)
             self._replies.pop(tag, None)
 
     def _give_up(self, epoch):
@@ -789,7 +801,7 @@ class Client(_Base):
                     tag = self._next_tag()
                     f = dict(base)
                     f[F_TAG] = tag
-                    self._expected.add(tag)
+                    self._expected[tag] = SUBMIT
                     inflight[tag] = len(ids)
                     ids.append(None)
                     self._send_now(*_frames(SUBMIT, f, _as_bytes(data)))
@@ -807,7 +819,7 @@ class Client(_Base):
                         continue
                     m = self._replies.pop(tag)
                     i = inflight.pop(tag)
-                    self._expected.discard(tag)
+                    self._expected.pop(tag, None)
                     if m.cmd == ACCEPTED:
                         ids[i] = m.f[F_ID]
                         if not no_push and epoch == self._epoch:
@@ -820,7 +832,7 @@ class Client(_Base):
                             error = e
         finally:
             for tag in inflight:
-                self._expected.discard(tag)
+                self._expected.pop(tag, None)
                 self._replies.pop(tag, None)
         if error is not None:
             error.ids = ids
@@ -886,7 +898,7 @@ class AsyncClient(_Base):
         self._sock = self._mon = None
         self._reader = None
         self._loop = None
-        self._reply_futs = {}          # tag -> Future(_Msg)
+        self._reply_futs = {}          # tag -> (request command, Future(_Msg))
         self._waiters = {}             # job id -> [Future(Result)]
 
     # ---- socket and reader
@@ -965,7 +977,7 @@ class AsyncClient(_Base):
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         exc = Error("the client is closed")
-        for fut in self._reply_futs.values():
+        for _, fut in self._reply_futs.values():
             if not fut.done():
                 fut.set_exception(exc)
         for futs in self._waiters.values():
@@ -988,11 +1000,12 @@ class AsyncClient(_Base):
         return self._waiters.keys()
 
     def _on_reply(self, tag, m):
-        fut = self._reply_futs.pop(tag, None)
-        if fut is None:
+        entry = self._reply_futs.get(tag)
+        if entry is None or not _answers(entry[0], m):
             return False
-        if not fut.done():
-            fut.set_result(m)
+        del self._reply_futs[tag]
+        if not entry[1].done():
+            entry[1].set_result(m)
         return True
 
     def _result_ready(self, r):
@@ -1027,7 +1040,7 @@ class AsyncClient(_Base):
         fields[F_TAG] = tag
         fut = self._loop.create_future()
         self._touch()
-        self._reply_futs[tag] = fut
+        self._reply_futs[tag] = (cmd, fut)
         epoch = self._epoch
         try:
             send = self._send_now(*_frames(cmd, fields, payload))

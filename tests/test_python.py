@@ -1,0 +1,348 @@
+#!/usr/bin/python3
+"""Integration test of the Python client (client/python/zfleet.py) against a real broker
+and real workers started from the build directory.
+
+    /usr/bin/python3 tests/test_python.py BUILD_DIR
+
+Plain script (no pytest). Prints one line per check and a last line
+`python: N passed, M failed`; exits non-zero on any failure. Every process it starts is
+killed before it exits, whatever happens.
+"""
+import asyncio
+import atexit
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "client", "python"))
+import zfleet  # noqa: E402
+
+BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "build"))
+BROKER = os.path.join(BUILD, "broker", "zfleet-broker")
+WORKER = os.path.join(BUILD, "worker", "zfleet-worker")
+EXAMPLE = os.path.join(BUILD, "worker", "zf_example.so")
+
+TMP = tempfile.mkdtemp(prefix="zf-py-")
+PROCS = []
+
+
+def cleanup():
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+    for p in PROCS:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    PROCS.clear()
+
+
+def on_signal(signum, frame):
+    cleanup()
+    shutil.rmtree(TMP, ignore_errors=True)
+    sys.exit(128 + signum)
+
+
+atexit.register(cleanup)
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+
+
+def spawn(args, log_name):
+    log = open(os.path.join(TMP, log_name), "ab")
+    p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    PROCS.append(p)
+    return p
+
+
+class Broker:
+    def __init__(self, name, *extra):
+        self.name = name
+        self.clients = "ipc://%s/%s-c" % (TMP, name)
+        self.workers = "ipc://%s/%s-w" % (TMP, name)
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = spawn([BROKER, "--clients", self.clients, "--workers", self.workers,
+                           "--heartbeat", "250"] + self.extra, self.name + ".log")
+        with zfleet.Client(self.clients, request_timeout=1.0) as c:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    c.stats()
+                    return
+                except zfleet.Unreachable:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise RuntimeError("broker %s did not come up" % self.name)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def worker(self, *extra):
+        return spawn([WORKER, "--broker", self.workers, "--heartbeat", "250"] + list(extra),
+                     self.name + "-workers.log")
+
+    def wait_workers(self, n, timeout=10.0):
+        with zfleet.Client(self.clients) as c:
+            deadline = time.monotonic() + timeout
+            while len(c.stats()["workers"]) < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("%d worker(s) did not register" % n)
+                time.sleep(0.05)
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+# ------------------------------------------------------------------ tests
+
+def t_echo_round_trip(main, limits):
+    with zfleet.Client(main.clients) as c:
+        jid = c.submit("echo", b"hello zfleet")
+        check(isinstance(jid, int) and jid > 0, "submit returns an id")
+        r = c.wait(jid, timeout=10)
+        check(r.id == jid and r.ok and r.status == "succeeded", "succeeded: %r" % (r,))
+        check(r.output == b"hello zfleet", "output: %r" % r.output)
+        check(r.function == "echo" and r.attempts == 1 and r.worker and r.device,
+              "result metadata: %r" % (r,))
+        r2 = c.run("echo", "text payload", timeout=10)
+        check(r2.ok and r2.text == "text payload", "run with a str payload: %r" % (r2,))
+        g = c.get(jid)
+        check(isinstance(g, zfleet.Result) and g.output == b"hello zfleet", "get: %r" % (g,))
+
+
+def t_submit_many_results(main, limits):
+    payloads = [("job-%d" % i).encode() * (1 + i % 7) for i in range(200)]
+    with zfleet.Client(main.clients) as c:
+        ids = c.submit_many("echo", payloads, window=32)
+        check(len(ids) == 200 and len(set(ids)) == 200, "200 distinct ids")
+        want = dict(zip(ids, payloads))
+        seen = {}
+        for r in c.results(ids, timeout=60):
+            check(r.id not in seen, "job %d yielded twice" % r.id)
+            seen[r.id] = r
+        check(set(seen) == set(ids), "every job exactly once")
+        bad = [i for i in ids if not seen[i].ok or seen[i].output != want[i]]
+        check(not bad, "%d wrong result(s), e.g. %r" % (len(bad), bad[:1] and seen[bad[0]]))
+
+
+def t_failing_job(main, limits):
+    with zfleet.Client(main.clients) as c:
+        r = c.run("validate", "12x", timeout=10)
+        check(r.status == "failed" and not r.ok, "status failed: %r" % (r,))
+        check("is not a number" in r.error, "error text: %r" % r.error)
+        try:
+            r.raise_for_status()
+            check(False, "raise_for_status raises")
+        except zfleet.JobFailed as e:
+            check(e.result is r, "JobFailed carries the result")
+        check(c.run("validate", "12", timeout=10).output == b"ok", "validate 12 succeeds")
+
+
+def t_queue_full(main, limits):
+    with zfleet.Client(limits.clients) as c:
+        c.submit("nobody", b"1")
+        c.submit("nobody", b"2")
+        try:
+            c.submit("nobody", b"3")
+            check(False, "third submit raises QueueFull")
+        except zfleet.QueueFull as e:
+            check(e.code == 5 and isinstance(e, zfleet.Rejected), "code 5: %r" % (e,))
+        try:
+            c.submit_many("nobody", [b"a", b"b"])
+            check(False, "submit_many raises QueueFull")
+        except zfleet.QueueFull as e:
+            check(e.ids == [None, None], "nothing accepted: %r" % (e.ids,))
+
+
+def t_payload_too_large(main, limits):
+    with zfleet.Client(limits.clients) as c:
+        try:
+            c.submit("nobody", b"x" * 11)
+            check(False, "an 11-byte payload raises PayloadTooLarge")
+        except zfleet.PayloadTooLarge as e:
+            check(e.code == 6 and "too large" in e.message, "code 6: %r" % (e,))
+
+
+def t_unknown_job(main, limits):
+    with zfleet.Client(main.clients) as c:
+        jid = random.getrandbits(62) + (1 << 62)
+        for call in (lambda: c.wait(jid, timeout=5), lambda: c.get(jid), lambda: c.cancel(jid)):
+            try:
+                call()
+                check(False, "UnknownJob raised")
+            except zfleet.UnknownJob as e:
+                check(e.code == 4, "code 4: %r" % (e,))
+
+
+def t_cancel_queued(main, limits):
+    with zfleet.Client(main.clients) as c:
+        jid = c.submit("no-such-function", b"payload")
+        s = c.get(jid)
+        check(isinstance(s, zfleet.Status) and s.status == "queued", "queued: %r" % (s,))
+        c.cancel(jid)
+        r = c.wait(jid, timeout=5)
+        check(r.status == "cancelled" and not r.ok, "cancelled: %r" % (r,))
+        try:
+            c.cancel(jid)
+            check(False, "cancelling a finished job raises InvalidState")
+        except zfleet.InvalidState as e:
+            check(e.code == 8, "code 8: %r" % (e,))
+
+
+def t_stats(main, limits):
+    with zfleet.Client(main.clients) as c:
+        s = c.stats()
+        for key in ("broker", "functions", "workers"):
+            check(key in s, "stats has %r: %r" % (key, sorted(s)))
+        check(s["broker"]["accepted"] >= 1, "broker counters: %r" % (s["broker"],))
+        check(any(f["name"] == "echo" for f in s["functions"]), "echo in functions")
+        check(len(s["workers"]) == 2, "2 workers: %r" % (s["workers"],))
+        check(isinstance(c.dead(), list), "dead() is a list")
+
+
+def t_async_concurrent(main, limits):
+    async def go():
+        async with zfleet.AsyncClient(main.clients) as c:
+            outs = await asyncio.gather(*(c.run("echo", "async-%d" % i, timeout=30)
+                                          for i in range(50)))
+            check(all(r.ok for r in outs), "all succeeded")
+            check([r.output for r in outs] == [b"async-%d" % i for i in range(50)],
+                  "every task got its own output")
+            check(len({r.id for r in outs}) == 50, "50 distinct jobs")
+            # the rest of the API, once each
+            ids = await c.submit_many("echo", [b"m%d" % i for i in range(40)], window=8)
+            got = {}
+            async for r in c.results(ids, timeout=30):
+                got[r.id] = r.output
+            check(got == {i: b"m%d" % k for k, i in enumerate(ids)}, "async results")
+            try:
+                await c.wait(random.getrandbits(62) + (1 << 62), timeout=5)
+                check(False, "UnknownJob")
+            except zfleet.UnknownJob:
+                pass
+            check("workers" in await c.stats(), "async stats")
+            jid = await c.submit("no-such-function", b"")
+            check((await c.get(jid)).status == "queued", "async get")
+            await c.cancel(jid)
+            check((await c.wait(jid, timeout=5)).status == "cancelled", "async cancel")
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def t_progress(main, limits):
+    seen = []
+    with zfleet.Client(main.clients, on_progress=lambda i, f, t: seen.append((i, f))) as c:
+        jid = c.submit("spin", b"300")
+        r = c.wait(jid, timeout=10)
+        check(r.ok, "spin succeeded: %r" % (r,))
+        check(seen and all(i == jid and 0 <= f <= 1 for i, f in seen),
+              "progress reports for the job: %d" % len(seen))
+
+
+def t_reconnect(main, limits):
+    """A journaled broker killed (-9) and restarted while the client waits: the client
+    reconnects, asks again, and gets the result of the job (run after the restart)."""
+    import threading
+    b = Broker("journal", "--data", os.path.join(TMP, "journal-data"))
+    errors = []
+
+    def restart():
+        try:
+            time.sleep(0.5)
+            b.kill()
+            time.sleep(0.3)
+            b.start()
+            b.worker("--name", "jw")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    with zfleet.Client(b.clients, heartbeat=0.25) as c:
+        jid = c.submit("echo", b"survives a restart")   # queued: no worker yet
+        th = threading.Thread(target=restart)
+        th.start()
+        try:
+            r = c.wait(jid, timeout=20)
+        finally:
+            th.join()
+        check(not errors, "restart: %r" % errors)
+        check(r.ok and r.output == b"survives a restart", "result after the restart: %r" % (r,))
+
+
+TESTS = [
+    ("echo round trip", t_echo_round_trip),
+    ("200 jobs via submit_many/results", t_submit_many_results),
+    ("failing job", t_failing_job),
+    ("queue full", t_queue_full),
+    ("payload too large", t_payload_too_large),
+    ("unknown job", t_unknown_job),
+    ("cancel queued job", t_cancel_queued),
+    ("stats", t_stats),
+    ("async: 50 concurrent runs", t_async_concurrent),
+    ("progress", t_progress),
+    ("reconnect after broker restart", t_reconnect),
+]
+
+
+def tail(name, n=30):
+    try:
+        with open(os.path.join(TMP, name), errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def main():
+    for path in (BROKER, WORKER, EXAMPLE):
+        if not os.path.exists(path):
+            print("missing %s (build first)" % path)
+            return 1
+    passed = failed = 0
+    try:
+        main_b = Broker("main", "--no-journal")
+        limits = Broker("limits", "--no-journal", "--max-queued", "2", "--max-payload", "10")
+        main_b.worker("--module", EXAMPLE, "--name", "w1")
+        main_b.worker("--module", EXAMPLE, "--name", "w2")
+        main_b.wait_workers(2)
+    except Exception as e:  # noqa: BLE001
+        print("setup failed: %s" % e)
+        print(tail("main.log") + tail("main-workers.log"))
+        cleanup()
+        print("python: 0 passed, %d failed" % len(TESTS))
+        return 1
+    for name, fn in TESTS:
+        t0 = time.monotonic()
+        try:
+            fn(main_b, limits)
+            passed += 1
+            print("ok   %-36s %.2fs" % (name, time.monotonic() - t0), flush=True)
+        except Exception:  # noqa: BLE001
+            failed += 1
+            print("FAIL %-36s %.2fs" % (name, time.monotonic() - t0), flush=True)
+            traceback.print_exc()
+    if failed:
+        for log in sorted(os.listdir(TMP)):
+            if log.endswith(".log"):
+                print("---- %s (tail)\n%s" % (log, tail(log)))
+    cleanup()
+    shutil.rmtree(TMP, ignore_errors=True)
+    print("python: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
