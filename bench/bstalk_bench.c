@@ -172,8 +172,7 @@ static void send_put(conn_t *c, const unsigned char *body, size_t len)
 
 /* Reads a RESERVED reply: returns the body length, the id in *id, the body in *body (grown
    as needed). */
-static size_t read_reserved(conn_t *c, unsigned long long *id, unsigned char **body,
-                            size_t *cap)
+static size_t read_reserved(conn_t *c, unsigned long long *id, unsigned char **body, size_t *cap)
 {
     char line[LINE_MAX_];
     read_line(c, line, sizeof line);
@@ -294,8 +293,8 @@ static void *collector(void *arg)
         size_t len = read_reserved(c, &id, &body, &cap);
         char del[64];
         /* delete this result and ask for the next in one write */
-        int d = snprintf(del, sizeof del, "delete %llu\r\n%s", id,
-                         got + 1 < r->n ? "reserve\r\n" : "");
+        int d =
+            snprintf(del, sizeof del, "delete %llu\r\n%s", id, got + 1 < r->n ? "reserve\r\n" : "");
         struct iovec v = {del, (size_t)d};
         send_all(c, &v, 1);
         int ended = check(r, body, len, exp);
@@ -338,21 +337,36 @@ int main(int argc, char **argv)
 {
     uint64_t jobs = 0, len = 64, window = 256, nworkers = 2, warm = 200;
     int json = 0;
-    static const struct option opts[] = {
-        {"port", 1, 0, 'P'},    {"jobs", 1, 0, 'n'},   {"payload", 1, 0, 'p'},
-        {"inflight", 1, 0, 'i'}, {"workers", 1, 0, 'w'}, {"warmup", 1, 0, 'W'},
-        {"json", 0, 0, 'j'},    {0, 0, 0, 0}};
+    static const struct option opts[] = {{"port", 1, 0, 'P'},    {"jobs", 1, 0, 'n'},
+                                         {"payload", 1, 0, 'p'}, {"inflight", 1, 0, 'i'},
+                                         {"workers", 1, 0, 'w'}, {"warmup", 1, 0, 'W'},
+                                         {"json", 0, 0, 'j'},    {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'P': port = atoi(optarg); break;
-        case 'n': jobs = strtoull(optarg, NULL, 10); break;
-        case 'p': len = strtoull(optarg, NULL, 10); break;
-        case 'i': window = strtoull(optarg, NULL, 10); break;
-        case 'w': nworkers = strtoull(optarg, NULL, 10); break;
-        case 'W': warm = strtoull(optarg, NULL, 10); break;
-        case 'j': json = 1; break;
-        default: usage();
+        case 'P':
+            port = atoi(optarg);
+            break;
+        case 'n':
+            jobs = strtoull(optarg, NULL, 10);
+            break;
+        case 'p':
+            len = strtoull(optarg, NULL, 10);
+            break;
+        case 'i':
+            window = strtoull(optarg, NULL, 10);
+            break;
+        case 'w':
+            nworkers = strtoull(optarg, NULL, 10);
+            break;
+        case 'W':
+            warm = strtoull(optarg, NULL, 10);
+            break;
+        case 'j':
+            json = 1;
+            break;
+        default:
+            usage();
         }
     }
     if (optind + 1 != argc || len < 24 || window < 1 || nworkers < 1 || nworkers > 64)
@@ -469,10 +483,10 @@ int main(int argc, char **argv)
         printf("{\"peer\":\"beanstalkd\",\"workload\":\"%s\",\"jobs\":%llu,\"payload_bytes\":%llu,"
                "\"inflight\":%llu,\"workers\":%llu,%s,\"errors\":%llu,\"mismatched\":%llu,"
                "\"duplicates\":%llu,\"missing\":%llu}\n",
-               wl, (unsigned long long)jobs, (unsigned long long)len,
-               (unsigned long long)r.window, (unsigned long long)nworkers, figures,
-               (unsigned long long)errors, (unsigned long long)r.mismatched,
-               (unsigned long long)r.duplicates, (unsigned long long)missing);
+               wl, (unsigned long long)jobs, (unsigned long long)len, (unsigned long long)r.window,
+               (unsigned long long)nworkers, figures, (unsigned long long)errors,
+               (unsigned long long)r.mismatched, (unsigned long long)r.duplicates,
+               (unsigned long long)missing);
     else
         printf("beanstalkd %s: %llu jobs, %llu-byte payload, %llu workers: %s, errors %llu\n", wl,
                (unsigned long long)jobs, (unsigned long long)len, (unsigned long long)nworkers,

@@ -8,9 +8,9 @@
 */
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <math.h>
 #include <msgpack.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,23 +31,23 @@ enum { EXIT_ERRORS = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 4 };
 #define MAX_FIELDS 48
 
 typedef struct {
-    const char *ep;           /* broker client endpoint; NULL = library default */
-    const char *worker_ep;    /* broker worker endpoint (idle-fleet) */
+    const char *ep;        /* broker client endpoint; NULL = library default */
+    const char *worker_ep; /* broker worker endpoint (idle-fleet) */
     const char *workload;
-    const char *function;     /* NULL = the workload's default */
+    const char *function; /* NULL = the workload's default */
     int json;
-    uint64_t jobs;            /* 0 = the workload's default */
-    uint64_t payload;         /* bytes; UINT64_MAX = the workload's default */
-    uint64_t inflight;        /* 0 = the workload's default */
-    uint64_t workers;         /* efficiency: the workers the ideal time is divided by */
+    uint64_t jobs;     /* 0 = the workload's default */
+    uint64_t payload;  /* bytes; UINT64_MAX = the workload's default */
+    uint64_t inflight; /* 0 = the workload's default */
+    uint64_t workers;  /* efficiency: the workers the ideal time is divided by */
     uint64_t spin_ms;
     uint64_t warmup;
-    uint64_t broker_pid;      /* 0 = not given */
-    uint64_t seconds;         /* idle-fleet measuring window */
-    uint64_t fleet;           /* idle-fleet: simulated workers */
-    uint64_t heartbeat_ms;    /* idle-fleet: heartbeat interval of the simulated workers */
-    uint64_t stall_ms;        /* no event for this long ends a run; the rest count missing */
-    uint64_t attach_s;        /* backlog: how long to wait for workers to attach */
+    uint64_t broker_pid;   /* 0 = not given */
+    uint64_t seconds;      /* idle-fleet measuring window */
+    uint64_t fleet;        /* idle-fleet: simulated workers */
+    uint64_t heartbeat_ms; /* idle-fleet: heartbeat interval of the simulated workers */
+    uint64_t stall_ms;     /* no event for this long ends a run; the rest count missing */
+    uint64_t attach_s;     /* backlog: how long to wait for workers to attach */
 } opts_t;
 
 /* ------------------------------------------------------------------ report */
@@ -169,12 +169,12 @@ static size_t gen_max(const gen_t *g)
 /* Every job of a run by index (its tag minus the first tag): what the broker answered and
    how many results came. */
 typedef struct {
-    uint64_t n;               /* jobs in the run */
-    uint64_t tag0;            /* the first job's submit tag; job i has tag0 + i */
-    uint64_t *ids;            /* id from ACCEPTED; 0 until then */
-    uint8_t *ended;           /* results (or a rejection) seen, saturating at 255 */
+    uint64_t n;     /* jobs in the run */
+    uint64_t tag0;  /* the first job's submit tag; job i has tag0 + i */
+    uint64_t *ids;  /* id from ACCEPTED; 0 until then */
+    uint8_t *ended; /* results (or a rejection) seen, saturating at 255 */
     const gen_t *gen;
-    unsigned char *expect;    /* scratch for the expected payload */
+    unsigned char *expect; /* scratch for the expected payload */
     uint64_t accepted, results;
     /* errors */
     uint64_t rejected, failed, mismatched, duplicates, missing, unknown, wrong_id, send_failed;
@@ -254,7 +254,8 @@ static int64_t tally_event(tally_t *t, const zf_event_t *e)
         return (int64_t)idx;
     case ZF_EV_RESULT:
         break;
-    default: return -1; /* progress, status: not results */
+    default:
+        return -1; /* progress, status: not results */
     }
     t->results++;
     int64_t now = zf_now_us();
@@ -276,16 +277,16 @@ static int64_t tally_event(tally_t *t, const zf_event_t *e)
         t->wrong_id++;
     if (e->status != ZFLEET_SUCCEEDED) {
         if (t->failed++ < 3)
-            fprintf(stderr, "zfleet bench: job %llu (id %llu) %s: %s\n",
-                    (unsigned long long)idx, (unsigned long long)e->id,
-                    zfleet_state_name(e->status), e->text);
+            fprintf(stderr, "zfleet bench: job %llu (id %llu) %s: %s\n", (unsigned long long)idx,
+                    (unsigned long long)e->id, zfleet_state_name(e->status), e->text);
         return (int64_t)idx;
     }
     size_t len = gen_fill(t->gen, idx, t->expect);
     if (e->output_len != len || (len && memcmp(e->output, t->expect, len) != 0)) {
         if (t->mismatched++ < 3)
-            fprintf(stderr, "zfleet bench: job %llu (id %llu): output differs from its "
-                            "payload (%zu bytes back, %zu sent)\n",
+            fprintf(stderr,
+                    "zfleet bench: job %llu (id %llu): output differs from its "
+                    "payload (%zu bytes back, %zu sent)\n",
                     (unsigned long long)idx, (unsigned long long)e->id, e->output_len, len);
     }
     return (int64_t)idx;
@@ -314,10 +315,10 @@ static uint64_t mp_u(const msgpack_object *map, const char *key)
 }
 
 typedef struct {
-    uint64_t fn_workers;      /* workers serving the function asked about */
+    uint64_t fn_workers; /* workers serving the function asked about */
     uint64_t fn_queued;
-    uint64_t workers;         /* all connected workers */
-    uint64_t credits;         /* credits summed over the workers serving the function */
+    uint64_t workers; /* all connected workers */
+    uint64_t credits; /* credits summed over the workers serving the function */
 } stats_t;
 
 /* Fetches the broker's stats. Returns 0, or -1 (the client's error says why). */
@@ -334,8 +335,8 @@ static int get_stats(zf_client_t *c, const char *fn, stats_t *st)
     if (msgpack_unpack_next(&up, e->output, e->output_len, &off) == MSGPACK_UNPACK_SUCCESS) {
         rc = 0;
         const msgpack_object *fns = mp_get(&up.data, "functions");
-        for (uint32_t i = 0; fn && fns && fns->type == MSGPACK_OBJECT_ARRAY &&
-                             i < fns->via.array.size; i++) {
+        for (uint32_t i = 0;
+             fn && fns && fns->type == MSGPACK_OBJECT_ARRAY && i < fns->via.array.size; i++) {
             const msgpack_object *f = &fns->via.array.ptr[i];
             const msgpack_object *name = mp_get(f, "name");
             if (name && name->type == MSGPACK_OBJECT_STR && name->via.str.size == strlen(fn) &&
@@ -350,8 +351,8 @@ static int get_stats(zf_client_t *c, const char *fn, stats_t *st)
             for (uint32_t i = 0; fn && i < ws->via.array.size; i++) {
                 const msgpack_object *w = &ws->via.array.ptr[i];
                 const msgpack_object *wf = mp_get(w, "functions");
-                for (uint32_t k = 0; wf && wf->type == MSGPACK_OBJECT_ARRAY &&
-                                     k < wf->via.array.size; k++) {
+                for (uint32_t k = 0;
+                     wf && wf->type == MSGPACK_OBJECT_ARRAY && k < wf->via.array.size; k++) {
                     const msgpack_object *s = &wf->via.array.ptr[k];
                     if (s->type == MSGPACK_OBJECT_STR && s->via.str.size == strlen(fn) &&
                         !memcmp(s->via.str.ptr, fn, s->via.str.size))
@@ -422,8 +423,8 @@ static double proc_cpu_s(uint64_t pid)
     /* fields after the command name, which may itself hold spaces and parentheses */
     const char *p = strrchr(buf, ')');
     unsigned long long ut, stime;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                     &stime) != 2)
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stime) != 2)
         return -1;
     return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
 }
@@ -440,7 +441,7 @@ static double self_cpu_s(void)
 
 typedef struct {
     uint64_t submitted;
-    int64_t start_us, end_us;  /* first submit, last job ended */
+    int64_t start_us, end_us; /* first submit, last job ended */
 } pump_t;
 
 /* Submits n jobs (payloads from t->gen) with at most `window` outstanding and collects
@@ -477,10 +478,10 @@ static int pump(const opts_t *o, zf_client_t *c, const char *fn, tally_t *t, uin
         }
         zf_event_t *e = zf_client_next(c, (int)o->stall_ms);
         if (!e) {
-            fprintf(stderr, "zfleet bench: nothing arrived for %llu ms with %llu job(s) "
-                            "outstanding; giving up\n",
-                    (unsigned long long)o->stall_ms,
-                    (unsigned long long)(p->submitted - ended));
+            fprintf(stderr,
+                    "zfleet bench: nothing arrived for %llu ms with %llu job(s) "
+                    "outstanding; giving up\n",
+                    (unsigned long long)o->stall_ms, (unsigned long long)(p->submitted - ended));
             rc = -1;
             break;
         }
@@ -692,8 +693,9 @@ static int wl_efficiency(const opts_t *o)
     rep_d(&r, "jobs_per_s", (double)t.results / wall, 1);
     tally_report(&t, &r);
     if (st.fn_workers != o->workers)
-        fprintf(stderr, "zfleet bench: note: %llu worker(s) serve '%s', the efficiency divides "
-                        "by --workers %llu\n",
+        fprintf(stderr,
+                "zfleet bench: note: %llu worker(s) serve '%s', the efficiency divides "
+                "by --workers %llu\n",
                 (unsigned long long)st.fn_workers, fn, (unsigned long long)o->workers);
     uint64_t errors = tally_errors(&t);
     tally_free(&t);
@@ -720,8 +722,9 @@ static int wl_backlog(const opts_t *o)
         return EXIT_UNREACHABLE;
     }
     if (st.fn_workers || st.fn_queued) {
-        fprintf(stderr, "zfleet bench: backlog needs '%s' idle: %llu worker(s) serve it and "
-                        "%llu job(s) are queued. Stop its workers (or pick another --function)\n",
+        fprintf(stderr,
+                "zfleet bench: backlog needs '%s' idle: %llu worker(s) serve it and "
+                "%llu job(s) are queued. Stop its workers (or pick another --function)\n",
                 fn, (unsigned long long)st.fn_workers, (unsigned long long)st.fn_queued);
         zf_client_destroy(&sc);
         zf_client_destroy(&c);
@@ -758,8 +761,8 @@ static int wl_backlog(const opts_t *o)
             if ((submitted & 255) == 0)
                 break; /* read what has arrived */
         }
-        int wait = submitted < n && submitted - (t.accepted + t.rejected) < window ? 0
-                                                                                    : (int)o->stall_ms;
+        int wait =
+            submitted < n && submitted - (t.accepted + t.rejected) < window ? 0 : (int)o->stall_ms;
         for (zf_event_t *e; (e = zf_client_next(c, wait)); wait = 0) {
             if (tally_event(&t, e) >= 0)
                 ended++;
@@ -777,8 +780,9 @@ static int wl_backlog(const opts_t *o)
     bool have_rss = o->broker_pid && proc_rss(o->broker_pid, &rss, &hwm) == 0;
     get_stats(sc, fn, &st);
     uint64_t queued_full = st.fn_queued;
-    fprintf(stderr, "zfleet bench: backlog: %llu job(s) queued for '%s'; waiting up to %llu s "
-                    "for workers to attach (start them now)\n",
+    fprintf(stderr,
+            "zfleet bench: backlog: %llu job(s) queued for '%s'; waiting up to %llu s "
+            "for workers to attach (start them now)\n",
             (unsigned long long)queued_full, fn, (unsigned long long)o->attach_s);
     fflush(stderr);
     /* phase 2: wait for a worker, then drain */
@@ -807,8 +811,9 @@ static int wl_backlog(const opts_t *o)
             stalled = true;
         }
         if (drain_start && now - last_event >= (int64_t)o->stall_ms) {
-            fprintf(stderr, "zfleet bench: nothing arrived for %llu ms with %llu job(s) "
-                            "outstanding; giving up\n",
+            fprintf(stderr,
+                    "zfleet bench: nothing arrived for %llu ms with %llu job(s) "
+                    "outstanding; giving up\n",
                     (unsigned long long)o->stall_ms, (unsigned long long)(submitted - ended));
             stalled = true;
         }
@@ -906,8 +911,8 @@ static void idle_serve(void **socks, zmq_pollitem_t *items, uint64_t n, uint32_t
             while (zf_wire_recv(socks[i], &f, ZMQ_DONTWAIT) == 0) {
                 zf_msg_t m;
                 int e;
-                if (f.n < 1 || zf_msg_decode(&m, zmq_msg_data(&f.part[0]),
-                                             zmq_msg_size(&f.part[0]), &e, NULL) < 0) {
+                if (f.n < 1 || zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]),
+                                             &e, NULL) < 0) {
                     err->malformed++;
                 } else if (m.cmd == ZF_CMD_JOB) {
                     err->jobs++; /* nothing should route a job to zfleet_bench_idle */
@@ -952,8 +957,8 @@ static int wl_idle_fleet(const opts_t *o)
         int zero = 0;
         if (!s || zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
             zmq_connect(s, o->worker_ep) < 0) {
-            fprintf(stderr, "zfleet bench: socket %llu of %llu: %s\n",
-                    (unsigned long long)opened, (unsigned long long)n, zmq_strerror(errno));
+            fprintf(stderr, "zfleet bench: socket %llu of %llu: %s\n", (unsigned long long)opened,
+                    (unsigned long long)n, zmq_strerror(errno));
             if (s)
                 zmq_close(s);
             break;
@@ -978,8 +983,7 @@ static int wl_idle_fleet(const opts_t *o)
     idle_serve(socks, items, opened, hb, &next_hb, zf_now_ms() + 1000, &err);
     double cpu0 = proc_cpu_s(o->broker_pid), self0 = self_cpu_s();
     int64_t t0 = zf_now_us();
-    idle_serve(socks, items, opened, hb, &next_hb, zf_now_ms() + (int64_t)o->seconds * 1000,
-               &err);
+    idle_serve(socks, items, opened, hb, &next_hb, zf_now_ms() + (int64_t)o->seconds * 1000, &err);
     double cpu1 = proc_cpu_s(o->broker_pid), self1 = self_cpu_s();
     double wall = (double)(zf_now_us() - t0) / 1e6;
     uint64_t still = 0;
@@ -1052,8 +1056,8 @@ static void bench_usage(FILE *f)
 static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (zf_parse_u64(v, max, out) < 0 || *out < min) {
-        fprintf(stderr, "zfleet bench: --%s expects a number from %llu to %llu, got '%s'\n",
-                opt, (unsigned long long)min, (unsigned long long)max, v);
+        fprintf(stderr, "zfleet bench: --%s expects a number from %llu to %llu, got '%s'\n", opt,
+                (unsigned long long)min, (unsigned long long)max, v);
         return -1;
     }
     return 0;
@@ -1074,25 +1078,41 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
                 .stall_ms = 10000,
                 .attach_s = 600};
     static const struct option opts[] = {
-        {"broker", 1, 0, 'b'},     {"json", 0, 0, 'J'},          {"jobs", 1, 0, 'n'},
-        {"payload", 1, 0, 'p'},    {"inflight", 1, 0, 'i'},      {"workers", 1, 0, 'w'},
-        {"spin-ms", 1, 0, 's'},    {"warmup", 1, 0, 'W'},        {"function", 1, 0, 'f'},
-        {"broker-pid", 1, 0, 'P'}, {"seconds", 1, 0, 'S'},       {"fleet", 1, 0, 'F'},
-        {"heartbeat", 1, 0, 'h'},  {"stall-ms", 1, 0, 'T'},      {"attach-timeout", 1, 0, 'A'},
+        {"broker", 1, 0, 'b'},          {"json", 0, 0, 'J'},     {"jobs", 1, 0, 'n'},
+        {"payload", 1, 0, 'p'},         {"inflight", 1, 0, 'i'}, {"workers", 1, 0, 'w'},
+        {"spin-ms", 1, 0, 's'},         {"warmup", 1, 0, 'W'},   {"function", 1, 0, 'f'},
+        {"broker-pid", 1, 0, 'P'},      {"seconds", 1, 0, 'S'},  {"fleet", 1, 0, 'F'},
+        {"heartbeat", 1, 0, 'h'},       {"stall-ms", 1, 0, 'T'}, {"attach-timeout", 1, 0, 'A'},
         {"worker-endpoint", 1, 0, 'E'}, {"help", 0, 0, 'H'},     {0, 0, 0, 0}};
     optind = 1;
     opterr = 1;
     int c, bad = 0;
     while (!bad && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'b': o.ep = optarg; break;
-        case 'J': o.json = 1; break;
-        case 'n': bad = num("jobs", optarg, 1, 100000000, &o.jobs); break;
-        case 'p': bad = num("payload", optarg, 0, 1ull << 30, &o.payload); break;
-        case 'i': bad = num("inflight", optarg, 1, 10000000, &o.inflight); break;
-        case 'w': bad = num("workers", optarg, 1, 100000, &o.workers); break;
-        case 's': bad = num("spin-ms", optarg, 1, 3600000, &o.spin_ms); break;
-        case 'W': bad = num("warmup", optarg, 0, 10000000, &o.warmup); break;
+        case 'b':
+            o.ep = optarg;
+            break;
+        case 'J':
+            o.json = 1;
+            break;
+        case 'n':
+            bad = num("jobs", optarg, 1, 100000000, &o.jobs);
+            break;
+        case 'p':
+            bad = num("payload", optarg, 0, 1ull << 30, &o.payload);
+            break;
+        case 'i':
+            bad = num("inflight", optarg, 1, 10000000, &o.inflight);
+            break;
+        case 'w':
+            bad = num("workers", optarg, 1, 100000, &o.workers);
+            break;
+        case 's':
+            bad = num("spin-ms", optarg, 1, 3600000, &o.spin_ms);
+            break;
+        case 'W':
+            bad = num("warmup", optarg, 0, 10000000, &o.warmup);
+            break;
         case 'f':
             if (!*optarg || strlen(optarg) > ZF_FN_MAX) {
                 fprintf(stderr, "zfleet bench: --function must be 1 to %d bytes\n", ZF_FN_MAX);
@@ -1100,15 +1120,32 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
             }
             o.function = optarg;
             break;
-        case 'P': bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid); break;
-        case 'S': bad = num("seconds", optarg, 1, 86400, &o.seconds); break;
-        case 'F': bad = num("fleet", optarg, 1, 100000, &o.fleet); break;
-        case 'h': bad = num("heartbeat", optarg, 10, 3600000, &o.heartbeat_ms); break;
-        case 'T': bad = num("stall-ms", optarg, 10, 86400000, &o.stall_ms); break;
-        case 'A': bad = num("attach-timeout", optarg, 1, 86400, &o.attach_s); break;
-        case 'E': o.worker_ep = optarg; break;
-        case 'H': bench_usage(stdout); return 0;
-        default: bad = -1;
+        case 'P':
+            bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid);
+            break;
+        case 'S':
+            bad = num("seconds", optarg, 1, 86400, &o.seconds);
+            break;
+        case 'F':
+            bad = num("fleet", optarg, 1, 100000, &o.fleet);
+            break;
+        case 'h':
+            bad = num("heartbeat", optarg, 10, 3600000, &o.heartbeat_ms);
+            break;
+        case 'T':
+            bad = num("stall-ms", optarg, 10, 86400000, &o.stall_ms);
+            break;
+        case 'A':
+            bad = num("attach-timeout", optarg, 1, 86400, &o.attach_s);
+            break;
+        case 'E':
+            o.worker_ep = optarg;
+            break;
+        case 'H':
+            bench_usage(stdout);
+            return 0;
+        default:
+            bad = -1;
         }
     }
     if (bad || optind + 1 != argc) {

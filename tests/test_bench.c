@@ -30,8 +30,8 @@ Test(bench, corrupted_results_are_counted_as_errors)
     zt_env_t env;
     start(&env);
     char out[4096];
-    int rc = zt_cli(&env, out, sizeof out, "bench", "throughput", "--function", "corrupt",
-                    "--jobs", "1000", "--inflight", "64", "--json", NULL);
+    int rc = zt_cli(&env, out, sizeof out, "bench", "throughput", "--function", "corrupt", "--jobs",
+                    "1000", "--inflight", "64", "--json", NULL);
     cr_assert_eq(rc, 1, "exit %d, output: %s", rc, out);
     /* one worker flips the first byte of every 50th result: exactly 20 of 1000 */
     cr_assert_eq(field(out, "mismatched"), 20, "%s", out);
@@ -46,8 +46,7 @@ Test(bench, honest_echo_run_reports_no_errors)
     zt_env_t env;
     start(&env);
     char out[4096];
-    int rc = zt_cli(&env, out, sizeof out, "bench", "throughput", "--jobs", "1000", "--json",
-                    NULL);
+    int rc = zt_cli(&env, out, sizeof out, "bench", "throughput", "--jobs", "1000", "--json", NULL);
     cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
     cr_assert_eq(field(out, "errors"), 0, "%s", out);
     cr_assert_eq(field(out, "results"), 1000, "%s", out);
@@ -66,8 +65,8 @@ Test(bench, latency_and_efficiency_report_their_figures)
     double p50 = field(out, "p50_us"), p99 = field(out, "p99_us"), max = field(out, "max_us");
     cr_assert(p50 > 0 && p50 <= field(out, "p90_us") && p99 <= max, "%s", out);
     cr_assert_eq(field(out, "errors"), 0, "%s", out);
-    rc = zt_cli(&env, out, sizeof out, "--json", "bench", "efficiency", "--jobs", "20",
-                "--spin-ms", "2", "--workers", "1", NULL);
+    rc = zt_cli(&env, out, sizeof out, "--json", "bench", "efficiency", "--jobs", "20", "--spin-ms",
+                "2", "--workers", "1", NULL);
     cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
     double eff = field(out, "efficiency");
     cr_assert(eff > 0 && eff <= 1.05, "%s", out);

@@ -420,7 +420,8 @@ class _Base:
         self._unclaimed[r.id] = r
         self._unclaimed.move_to_end(r.id)
         while len(self._unclaimed) > self._max_buffered:
-            self._unclaimed.popitem(last=False)  # the broker still has it: wait() asks
+            # the broker still has it (for its result TTL): wait() asks for it again
+            self._unclaimed.popitem(last=False)
 
     def _claim(self, job_id):
         """A buffered result, handed out (or None)."""
@@ -906,6 +907,9 @@ class AsyncClient(_Base):
         if self._closed:
             raise Error("the client is closed")
         if self._sock is not None:
+            if asyncio.get_running_loop() is not self._loop:
+                raise Error("this AsyncClient belongs to another event loop: "
+                            "create one client per loop")
             return
         self._loop = asyncio.get_running_loop()
         if self._ctx is None:
@@ -1148,29 +1152,62 @@ class AsyncClient(_Base):
 
     async def submit_many(self, function, payloads, *, window=256, **opts):
         """As Client.submit_many."""
-        _submit_fields(function, **opts)  # bad options fail before anything is sent
+        base = _submit_fields(function, **opts)
+        no_push = bool(opts.get("no_push"))
+        self._ensure()
         ids = []
-        sem = asyncio.Semaphore(window)
         failed = []
-        tasks = []
+        slots = asyncio.Semaphore(window)
+        inflight = {}   # tag -> future
+        epoch = self._epoch
 
-        async def one(i, data):
+        def answered(i, tag, fut):
+            slots.release()
+            inflight.pop(tag, None)
+            self._reply_futs.pop(tag, None)
+            if fut.cancelled():
+                return
             try:
-                ids[i] = await self.submit(function, data, **opts)
+                m = self._reply_check(fut.result(), submit=True)
             except Error as e:
                 failed.append(e)
-            finally:
-                sem.release()
+                return
+            if m.cmd == ACCEPTED:
+                ids[i] = m.f[F_ID]
+                if not no_push and epoch == self._epoch:
+                    self._pushed.add(ids[i])
+
+        async def take_slot():
+            try:
+                await asyncio.wait_for(slots.acquire(), self.request_timeout)
+            except asyncio.TimeoutError:
+                for tag, fut in list(inflight.items()):
+                    self._reply_futs.pop(tag, None)
+                    fut.cancel()
+                if epoch == self._epoch and not self._closed:
+                    self._reconnect()  # drop what is still queued
+                e = Unreachable("no answer from the broker at %s within %.1fs"
+                                % (self.endpoint, self.request_timeout))
+                e.ids = ids
+                raise e from None
 
         for data in payloads:
-            await sem.acquire()
+            await take_slot()
             if failed:
-                sem.release()
+                slots.release()
                 break
+            tag = self._next_tag()
+            f = dict(base)
+            f[F_TAG] = tag
+            fut = self._loop.create_future()
+            self._touch()
+            self._reply_futs[tag] = (SUBMIT, fut)
+            inflight[tag] = fut
             ids.append(None)
-            tasks.append(asyncio.ensure_future(one(len(ids) - 1, data)))
-        if tasks:
-            await asyncio.gather(*tasks)
+            fut.add_done_callback(lambda fut, i=len(ids) - 1, tag=tag: answered(i, tag, fut))
+            self._send_now(*_frames(SUBMIT, f, _as_bytes(data)))
+        for _ in range(window):   # every answer is in when all the slots are free
+            await take_slot()
         if failed:
             e = next((x for x in failed if isinstance(x, Rejected)), failed[0])
             e.ids = ids
