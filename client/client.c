@@ -203,12 +203,15 @@ static evnode_t *make_event(const zf_msg_t *m, zmq_msg_t *payload)
 static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
 {
     for (;;) {
-        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, timeout_ms) <= 0)
-            return NULL;
         zf_frames_t f;
-        if (zf_wire_recv(c->sock, &f, ZMQ_DONTWAIT) < 0)
-            return NULL;
+        /* try first: under load a message is usually waiting, and a poll costs a syscall */
+        if (zf_wire_recv(c->sock, &f, ZMQ_DONTWAIT) < 0) {
+            zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
+            if (timeout_ms == 0 || zmq_poll(&it, 1, timeout_ms) <= 0)
+                return NULL;
+            if (zf_wire_recv(c->sock, &f, ZMQ_DONTWAIT) < 0)
+                return NULL;
+        }
         c->last_recv_ms = zf_now_ms();
         zf_msg_t m;
         int err;
@@ -282,6 +285,9 @@ static evnode_t *await(zf_client_t *c, match_fn match, const void *arg, int time
             continue;
         }
         now = zf_now_ms();
+        /* silence counts from when this wait began, not from an idle spell before it */
+        if (c->last_recv_ms < start)
+            c->last_recv_ms = start;
         if (now - c->last_recv_ms >= 3 * (int64_t)c->hb_ms) {
             if (!resend || open_socket(c) < 0 || resend(c, rarg) < 0) {
                 set_error(c, ZF_CE_UNREACHABLE, 0, "broker at %s is not answering", c->ep);

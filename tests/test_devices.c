@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "zf_fleet.h"
 #include "zf_gpu.h"
 
 #define HB "200" /* heartbeat for every process here, ms */
@@ -364,6 +365,22 @@ Test(devices, cpu_job_never_goes_to_a_gpu_worker)
 }
 
 /* ------------------------------------------------------------------ the fleet */
+
+Test(devices, fleet_device_lists_parse_against_the_available_devices)
+{
+    const int avail[] = {0, 1, 2, 3, 6};
+    int out[16];
+    cr_assert_eq(zf_fleet_parse_list("all", avail, 5, out, 16), 5);
+    cr_assert_eq(out[4], 6);
+    cr_assert_eq(zf_fleet_parse_list("none", avail, 5, out, 16), 0);
+    cr_assert_eq(zf_fleet_parse_list("0,2-3,6", avail, 5, out, 16), 4);
+    cr_assert(out[0] == 0 && out[1] == 2 && out[2] == 3 && out[3] == 6);
+    cr_assert_eq(zf_fleet_parse_list("all", avail, 0, out, 16), 0, "all of nothing");
+    static const char *bad[] = {"", "4", "3-6", "1,1", "0-1,1", "x", "1,", "-1", "2-1", "1;2"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_eq(zf_fleet_parse_list(bad[i], avail, 5, out, 16), -1, "'%s' accepted",
+                     bad[i]);
+}
 
 Test(devices, fleet_runs_one_worker_per_core_and_restarts_a_killed_one)
 {

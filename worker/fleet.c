@@ -98,10 +98,10 @@ int zf_fleet_parse_list(const char *spec, const int *avail, int navail, int *out
                 return -1;
             out[n++] = (int)i;
         }
-        if (*end == ',')
+        if (*end == ',' && end[1])
             end++;
         else if (*end)
-            return -1;
+            return -1; /* junk, or a trailing comma */
         p = end;
     }
     return n;

@@ -41,6 +41,7 @@ typedef struct {
         int64_t deadline_ms;        /* grace end; 0 = none pending */
     } cancel;
     int64_t last_send_ms, last_recv_ms, broker_deadline_ms;
+    int64_t ready_sent_ms;          /* READY not yet answered since then; 0 = answered */
     uint32_t backoff_ms;
     bool draining;
     int64_t drain_deadline_ms;
@@ -97,6 +98,7 @@ static void send_ready(wk_t *w)
     zf_msg_set_u64(&m, ZF_F_HEARTBEAT, w->cfg->heartbeat_ms);
     for (unsigned i = 0; i < zf_modules_count(w->mods); i++)
         zf_msg_add_function(&m, zf_modules_name(w->mods, i));
+    w->ready_sent_ms = zf_now_ms();
     if (m.nfunctions == 0)
         m.present |= 1u << ZF_F_FUNCTIONS;
     to_broker(w, &m, NULL);
@@ -222,6 +224,8 @@ static void on_broker(wk_t *w, zf_frames_t *f)
         zf_log(ZF_LOG_WARN, "broker sent %s with %d frames", zf_cmd_name(m.cmd), f->n);
         return;
     }
+    if (m.cmd != ZF_CMD_RESET)
+        w->ready_sent_ms = 0; /* the broker knows us */
     switch (m.cmd) {
     case ZF_CMD_JOB: on_job(w, f, &m); break;
     case ZF_CMD_WCANCEL: on_cancel(w, &m); break;
@@ -231,7 +235,12 @@ static void on_broker(wk_t *w, zf_frames_t *f)
         break;
     case ZF_CMD_RESET:
         /* The broker does not know us (it restarted, or declared us dead): our leases are
-           void. The running job's result will be discarded as stale. */
+           void. The running job's result will be discarded as stale. RESETs answering what
+           we sent before our READY arrive before the broker's answer to the READY (both
+           directions keep order), so they are ignored while a READY is fresh. */
+        if (w->ready_sent_ms && w->last_recv_ms - w->ready_sent_ms <
+                                    (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness)
+            break;
         zf_log(ZF_LOG_INFO, "broker asked us to register again");
         zf_runner_take_all(w->runner, NULL, NULL);
         if (!w->draining)

@@ -215,9 +215,10 @@ def _decode(frames):
     return _Msg(head[3], f, payload)
 
 
-# The replies each request can get. A pushed RESULT carries the tag of the job's SUBMIT: it
-# must never be taken for the answer to that SUBMIT.
-_ANSWERS = {SUBMIT: frozenset((ACCEPTED, REJECTED, ERROR)),
+# The replies each request can get (PROTOCOL.md 6.1). A RESULT pushed for a job carries the
+# tag of its SUBMIT: it answers the SUBMIT only when it comes instead of ACCEPTED (the job
+# ended before its acceptance was sent); after ACCEPTED it is just the pushed result.
+_ANSWERS = {SUBMIT: frozenset((ACCEPTED, RESULT, REJECTED, ERROR)),
             GET: frozenset((RESULT, STATUS, ERROR))}
 _DEFAULT_ANSWERS = frozenset((REPLY, ERROR))
 
@@ -723,7 +724,7 @@ class Client(_Base):
         epoch = self._epoch
         m = self._request(SUBMIT, f, _as_bytes(data), submit=True)
         job_id = m.f[F_ID]
-        if not no_push and epoch == self._epoch:
+        if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
             self._pushed.add(job_id)
         return job_id
 
@@ -821,9 +822,9 @@ class Client(_Base):
                     m = self._replies.pop(tag)
                     i = inflight.pop(tag)
                     self._expected.pop(tag, None)
-                    if m.cmd == ACCEPTED:
+                    if m.cmd in (ACCEPTED, RESULT):
                         ids[i] = m.f[F_ID]
-                        if not no_push and epoch == self._epoch:
+                        if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
                             self._pushed.add(ids[i])
                     elif error is None:
                         try:
@@ -1095,7 +1096,7 @@ class AsyncClient(_Base):
         epoch = self._epoch
         m = await self._request(SUBMIT, f, _as_bytes(data), submit=True)
         job_id = m.f[F_ID]
-        if not no_push and epoch == self._epoch:
+        if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
             self._pushed.add(job_id)
         return job_id
 
@@ -1172,10 +1173,9 @@ class AsyncClient(_Base):
             except Error as e:
                 failed.append(e)
                 return
-            if m.cmd == ACCEPTED:
-                ids[i] = m.f[F_ID]
-                if not no_push and epoch == self._epoch:
-                    self._pushed.add(ids[i])
+            ids[i] = m.f[F_ID]   # ACCEPTED, or the job's RESULT in its place
+            if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
+                self._pushed.add(ids[i])
 
         async def take_slot():
             try:
