@@ -850,8 +850,9 @@ static void pack_workers(zf_broker_t *b, msgpack_packer *pk, int64_t now)
 {
     msgpack_pack_array(pk, HASH_COUNT(b->workers));
     for (wrk_t *w = b->workers; w; w = w->hh.next) {
-        msgpack_pack_map(pk, 12);
+        msgpack_pack_map(pk, 13);
         pk_kv_str(pk, "name", w->info->name);
+        pk_kv_str(pk, "model", w->model);
         pk_kv_str(pk, "device", w->info->devname);
         pk_kv_str(pk, "kind", zf_device_kind_name(w->kind));
         pk_str(pk, "index");
@@ -1041,6 +1042,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
         snprintf(info->name, sizeof info->name, "worker-%llu",
                  (unsigned long long)(zf_random64() % 100000));
     zf_str_copy(info->devname, sizeof info->devname, m->devname);
+    zf_str_copy(w->model, sizeof w->model, m->text);
     w->info = info;
     w->slots = slots;
     for (uint32_t i = 0; i < m->nfunctions; i++) {

@@ -112,6 +112,7 @@ typedef struct wrk {
     uint32_t credits, inflight;
     lease_t leases[ZF_LEASES_MAX];   /* the jobs this worker holds, oldest first */
     winfo_t *info;
+    char model[ZF_NAME_MAX + 1];     /* the device's own name, e.g. the GPU model */
     wslot_t *slots;
     uint32_t nslots;
     int64_t last_recv_ms;

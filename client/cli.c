@@ -305,14 +305,15 @@ static void print_workers(const msgpack_object *ws)
 {
     if (!ws || ws->type != MSGPACK_OBJECT_ARRAY)
         return;
-    printf("%-36s %-7s %-9s %8s %8s %6s  %s\n", "WORKER", "DEVICE", "STATE", "DONE", "FAILED",
-           "MEM_GB", "JOBS");
+    printf("%-32s %-7s %-24s %7s %-9s %8s %7s  %s\n", "WORKER", "DEVICE", "MODEL", "MEM_GB",
+           "STATE", "DONE", "FAILED", "JOBS");
     for (uint32_t i = 0; i < ws->via.array.size; i++) {
         const msgpack_object *w = &ws->via.array.ptr[i];
-        char name[80], dev[80], st[32];
-        printf("%-36s %-7s %-9s %8llu %8llu %6.1f ", s(w, "name", name, sizeof name),
-               s(w, "device", dev, sizeof dev), s(w, "state", st, sizeof st), u(w, "done"),
-               u(w, "failed"), (double)u(w, "memory") / 1e9);
+        char name[80], dev[80], st[32], model[80];
+        printf("%-32s %-7s %-24.24s %7.1f %-9s %8llu %7llu ", s(w, "name", name, sizeof name),
+               s(w, "device", dev, sizeof dev), s(w, "model", model, sizeof model),
+               (double)u(w, "memory") / 1e9, s(w, "state", st, sizeof st), u(w, "done"),
+               u(w, "failed"));
         const msgpack_object *jobs = get(w, "jobs");
         for (uint32_t j = 0; jobs && jobs->type == MSGPACK_OBJECT_ARRAY && j < jobs->via.array.size; j++)
             printf(" %llu", (unsigned long long)jobs->via.array.ptr[j].via.u64);

@@ -128,6 +128,8 @@ Test(failure, poison_job_is_lost_after_max_attempts, .timeout = 90)
     cr_assert(strstr(r->text, "attempt 1:") && strstr(r->text, "attempt 3:") &&
                   !strstr(r->text, "attempt 4:"),
               "causes: %s", r->text);
+    /* the supervisor reported how each worker died */
+    cr_assert(strstr(r->text, "killed by signal 6"), "causes: %s", r->text);
     zf_event_destroy(&r);
     cr_assert_eq(zt_broker_counter(&env, "workers_lost"), 3, "more workers died than attempts");
     char out[8192], want[64];

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "../proto/zf_util.h"
+#include "../proto/zf_wire.h"
 #include "zf_device.h"
 #include "zf_gpu.h"
 
@@ -40,6 +41,7 @@ typedef struct {
     int64_t crashes[ZF_FLEET_CRASH_LIMIT_MAX]; /* times of the last exits, a ring */
     unsigned ncrash;
     int given_up;
+    char name[ZF_NAME_MAX + 1]; /* the running worker's name, as the broker knows it */
 } child_t;
 
 typedef struct {
@@ -52,7 +54,36 @@ typedef struct {
     int draining;
     const char *forced;      /* why workers were told to leave at once, or NULL */
     int64_t drain_started_ms;
+    void *zctx, *zsock;      /* to the broker's worker endpoint, for obituaries */
 } fleet_t;
+
+/* The name a worker of this fleet registers with: host:pid:device. */
+static void worker_name(char *out, size_t len, pid_t pid, const char *label)
+{
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    snprintf(out, len, "%.30s:%d:%.16s", host, (int)pid, label);
+}
+
+/* Tells the broker that a worker died and why, so its jobs are requeued now, with the real
+   cause (killed by signal 6, ...), instead of after its heartbeats run out. Best effort:
+   the heartbeat expiry still covers a lost message. */
+static void send_obituary(fleet_t *f, const char *name, const char *why)
+{
+    if (!f->zsock) {
+        f->zctx = zmq_ctx_new();
+        f->zsock = f->zctx ? zmq_socket(f->zctx, ZMQ_DEALER) : NULL;
+        int linger = 500;
+        if (!f->zsock || zmq_setsockopt(f->zsock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+            zmq_connect(f->zsock, f->wc->broker_ep) < 0)
+            return;
+    }
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_OBITUARY);
+    zf_msg_set_str(&m, ZF_F_WORKER, name);
+    zf_msg_set_str(&m, ZF_F_TEXT, why);
+    zf_wire_send(f->zsock, NULL, &m, NULL);
+}
 
 void zf_fleet_config_defaults(zf_fleet_config_t *cfg)
 {
@@ -142,6 +173,9 @@ static pid_t spawn(fleet_t *f, child_t *k)
         add_arg(argv, &n, "--module");
         add_arg(argv, &n, wc->modules[i]);
     }
+    char name[ZF_NAME_MAX + 1];
+    add_arg(argv, &n, "--name");
+    add_arg(argv, &n, name);
     argv[n] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -153,6 +187,7 @@ static pid_t spawn(fleet_t *f, child_t *k)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        worker_name(name, sizeof name, getpid(), k->label);
         execv(f->bin, argv);
         fprintf(stderr, "zfleet-fleet: cannot run %s: %s\n", f->bin, strerror(errno));
         _exit(127);
@@ -165,6 +200,7 @@ static pid_t spawn(fleet_t *f, child_t *k)
         return 0;
     }
     k->pid = pid;
+    worker_name(k->name, sizeof k->name, pid, k->label);
     k->started_ms = zf_now_ms();
     k->restart_at_ms = 0;
     zf_log(ZF_LOG_INFO, "%s: worker started (pid %d)", k->label, (int)pid);
@@ -197,6 +233,11 @@ static void on_exit_of(fleet_t *f, child_t *k, pid_t pid, int status)
     describe_exit(status, why, sizeof why);
     int64_t now = zf_now_ms();
     k->pid = 0;
+    /* a worker that left by itself (clean stop, timeout, ignored cancel) said so already */
+    if (WIFSIGNALED(status) ||
+        (WEXITSTATUS(status) != ZF_WORKER_EXIT_OK && WEXITSTATUS(status) != ZF_WORKER_EXIT_TIMEOUT &&
+         WEXITSTATUS(status) != ZF_WORKER_EXIT_CANCEL))
+        send_obituary(f, k->name, why);
     if (f->draining) {
         if (!f->forced && f->wc->drain_timeout_ms &&
             now - f->drain_started_ms >= f->wc->drain_timeout_ms)
@@ -388,5 +429,9 @@ int zf_fleet_run(const zf_fleet_config_t *fc, const zf_worker_config_t *wc)
     int rc = supervise(&f);
     free(f.kids);
     close(f.sigfd);
+    if (f.zsock)
+        zmq_close(f.zsock);
+    if (f.zctx)
+        zmq_ctx_term(f.zctx);
     return rc;
 }
