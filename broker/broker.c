@@ -86,6 +86,23 @@ static void job_settpos(void *e, uint32_t pos)
     ((job_t *)e)->tpos = pos;
 }
 
+/* Takes a received frame to keep for a while (a queued payload, a stored output). ZeroMQ
+   receives small messages into a shared 8 KiB buffer that stays allocated while any of
+   them lives, so keeping a small frame as it is would pin the whole buffer: up to 100x its
+   size across a million queued jobs. Small frames are therefore copied once into their own
+   allocation; larger ones have their own buffer already and are moved, never copied. */
+#define KEEP_COPY_MAX 1024
+static void keep_frame(zmq_msg_t *dst, zmq_msg_t *src)
+{
+    size_t n = zmq_msg_size(src);
+    if (n > 0 && n <= KEEP_COPY_MAX && zmq_msg_init_size(dst, n) == 0) {
+        memcpy(zmq_msg_data(dst), zmq_msg_data(src), n);
+        return;
+    }
+    zmq_msg_init(dst);
+    zmq_msg_move(dst, src);
+}
+
 static result_t *job_res(job_t *j)
 {
     if (!j->res) {
@@ -143,8 +160,8 @@ static bool job_has_waiter(const job_t *j, const client_t *c)
 {
     if (j->waiter == c)
         return true;
-    for (uint32_t i = 0; i < j->nmore; i++)
-        if (j->more[i] == c)
+    for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
+        if (j->res->more[i] == c)
             return true;
     return false;
 }
@@ -156,11 +173,12 @@ static void job_add_waiter(job_t *j, client_t *c)
     if (!j->waiter) {
         j->waiter = c;
     } else {
-        client_t **m = realloc(j->more, (j->nmore + 1) * sizeof *m);
+        result_t *r = job_res(j);
+        client_t **m = realloc(r->more, (r->nmore + 1) * sizeof *m);
         if (!m)
             return; /* the client can still ask with GET/WAIT again */
-        j->more = m;
-        j->more[j->nmore++] = c;
+        r->more = m;
+        r->more[r->nmore++] = c;
     }
     c->refs++;
 }
@@ -168,11 +186,13 @@ static void job_add_waiter(job_t *j, client_t *c)
 static void job_clear_waiters(zf_broker_t *b, job_t *j)
 {
     client_release(b, &j->waiter);
-    for (uint32_t i = 0; i < j->nmore; i++)
-        client_release(b, &j->more[i]);
-    free(j->more);
-    j->more = NULL;
-    j->nmore = 0;
+    if (!j->res)
+        return;
+    for (uint32_t i = 0; i < j->res->nmore; i++)
+        client_release(b, &j->res->more[i]);
+    free(j->res->more);
+    j->res->more = NULL;
+    j->res->nmore = 0;
 }
 
 static void job_free(zf_broker_t *b, job_t *j)
@@ -324,7 +344,6 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
     }
     j->state = ZF_ST_RUNNING;
     j->worker = w;
-    j->started_us = zf_now_us();
     zf_journal_start(b->journal, j);
     w->leases[w->inflight++] = (lease_t){j->id, j->attempt, false};
     j->fn->running++;
@@ -569,8 +588,8 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
     }
     if (j->waiter && !j->no_push)
         send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
-    for (uint32_t i = 0; i < j->nmore; i++)
-        send_result(b, j, j->more[i]->rid, j->more[i]->rid_len, j->tag);
+    for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
+        send_result(b, j, j->res->more[i]->rid, j->res->more[i]->rid_len, j->tag);
     job_clear_waiters(b, j);
     if (dead) {
         DL_APPEND(b->dead, j);
@@ -697,9 +716,8 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->timeout_ms = m->timeout_ms;
     j->tag = m->tag;
     j->qpos = j->tpos = ZF_HEAP_NONE;
-    j->accepted_ms = zf_now_ms();
-    zmq_msg_init(&j->payload);
-    zmq_msg_move(&j->payload, payload);
+    int64_t accepted_ms = zf_now_ms();
+    keep_frame(&j->payload, payload);
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     job_add_waiter(j, c);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
@@ -709,7 +727,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     *b->ack_tail = j;
     b->ack_tail = &j->ack_next;
     if (m->deadline_ms) {
-        j->deadline_at = j->accepted_ms + m->deadline_ms;
+        j->deadline_at = accepted_ms + m->deadline_ms;
         zf_heap_push(&b->deadlines, j);
     }
     place(b, j, false);
@@ -1086,7 +1104,8 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
         } else if (m->status == ZF_ST_SUCCEEDED) {
             j->fn->running--;
             w->jobs_done++;
-            zmq_msg_move(&r->output, output);
+            zmq_msg_close(&r->output);
+            keep_frame(&r->output, output);
             finalize(b, j, ZF_ST_SUCCEEDED);
         } else {
             j->fn->running--;
@@ -1123,8 +1142,8 @@ static void on_progress(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
         zf_msg_set_strn(&p, ZF_F_TEXT, m->text.ptr, m->text.len);
     if (j->waiter)
         zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &p, NULL);
-    for (uint32_t i = 0; i < j->nmore; i++)
-        zf_wire_send_to(b->front, j->more[i]->rid, j->more[i]->rid_len, &p, NULL);
+    for (uint32_t i = 0; i < r->nmore; i++)
+        zf_wire_send_to(b->front, r->more[i]->rid, r->more[i]->rid_len, &p, NULL);
 }
 
 static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
@@ -1232,8 +1251,7 @@ static void run_timers(zf_broker_t *b)
     while ((j = zf_heap_top(&b->deadlines)) && j->deadline_at <= now) {
         zf_heap_pop(&b->deadlines);
         if (j->state == ZF_ST_QUEUED) {
-            job_note(j, "deadline passed after %lld ms in the queue",
-                     (long long)(now - j->accepted_ms));
+            job_note(j, "deadline passed while queued");
             finalize(b, j, ZF_ST_EXPIRED);
         }
     }
@@ -1361,7 +1379,6 @@ static void restore_job(void *arg, job_t *j)
 {
     zf_broker_t *b = arg;
     j->qpos = j->tpos = ZF_HEAP_NONE;
-    j->accepted_ms = zf_now_ms();
     j->acked = true;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
     if (j->id >= b->next_id)

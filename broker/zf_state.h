@@ -46,6 +46,8 @@ typedef struct result {
     winfo_t *ran_on;         /* NULL if it never ran */
     double progress;
     char *progress_text;     /* malloc'd, or NULL */
+    client_t **more;         /* waiters besides job->waiter (WAIT from other connections) */
+    uint32_t nmore;
 } result_t;
 
 typedef struct job {
@@ -55,26 +57,25 @@ typedef struct job {
     int32_t priority;
     uint32_t qpos;           /* position in fn->q[device], ZF_HEAP_NONE when not queued */
     uint32_t tpos;           /* position in the deadline heap, ZF_HEAP_NONE if none */
+    uint32_t attempt;        /* deliveries so far; the lease is (id, attempt) */
+    uint32_t timeout_ms;
     uint8_t state;           /* zf_state_t */
     uint8_t device;          /* required zf_device_kind_t */
     uint8_t max_attempts;
     bool acked;              /* the client was told ACCEPTED */
     bool no_push;            /* the submitter asked not to be sent the result */
-    uint32_t attempt;        /* deliveries so far; the lease is (id, attempt) */
-    uint32_t timeout_ms;
-    int64_t accepted_ms;     /* monotonic */
     int64_t deadline_at;     /* monotonic ms; 0 = none */
-    int64_t started_us, finished_ms;
+    int64_t finished_ms;     /* monotonic, once terminal */
     uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */
     zmq_msg_t payload;       /* kept until the job is terminal, for redelivery */
     struct wrk *worker;      /* lease holder while running, else NULL */
     client_t *waiter;        /* first client to push the result to, or NULL */
-    client_t **more;         /* further waiters (WAIT from other connections) */
-    uint32_t nmore;
-    struct result *res;      /* progress and result; allocated when first needed */
+    struct result *res;      /* progress, result, further waiters; allocated when needed */
     struct job *prev, *next; /* broker's done or dead list, while terminal */
     struct job *ack_next;    /* pending-acceptance list, while not acked */
     UT_hash_handle hh;
+    /* A queued job is the broker's unit of memory: keep this struct small (a million
+       queued jobs must fit in a few hundred MB). Rarely used fields live in result_t. */
 } job_t;
 
 /* One worker's membership in one function's ready lists. */
