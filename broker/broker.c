@@ -331,10 +331,17 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
     zf_msg_set_strn(&m, ZF_F_FN, j->fn->name, strlen(j->fn->name));
     if (j->timeout_ms)
         zf_msg_set_u64(&m, ZF_F_TIMEOUT, j->timeout_ms);
-    /* zmq_msg_copy shares the payload's buffer (refcounted); nothing is copied. */
+    /* A large payload's buffer is shared (zmq_msg_copy is refcounted): nothing is copied.
+       A small one lives in the job, which may be freed before ZeroMQ sends the message, so
+       the message gets its own copy of those few bytes. */
     zmq_msg_t payload;
-    zmq_msg_init(&payload);
-    zmq_msg_copy(&payload, &j->payload);
+    size_t plen = zmq_msg_size(&j->payload);
+    if (plen && plen <= KEEP_COPY_MAX && zmq_msg_init_size(&payload, plen) == 0) {
+        memcpy(zmq_msg_data(&payload), zmq_msg_data(&j->payload), plen);
+    } else {
+        zmq_msg_init(&payload);
+        zmq_msg_copy(&payload, &j->payload);
+    }
     if (zf_wire_send_to(b->back, w->rid, w->rid_len, &m, &payload) < 0) {
         zmq_msg_close(&payload);
         j->attempt--;
@@ -697,7 +704,10 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "too many distinct function names");
     if (!fn)
         fn = fn_get(b, m->fn, true);
-    job_t *j = fn ? calloc(1, sizeof *j) : NULL;
+    /* A small payload is kept inside the job's own allocation (see keep_frame). */
+    size_t plen = zmq_msg_size(payload);
+    size_t inl = plen <= KEEP_COPY_MAX ? plen : 0;
+    job_t *j = fn ? calloc(1, sizeof *j + inl) : NULL;
     client_t *c = j ? client_get(b, zmq_msg_data(rid), zmq_msg_size(rid)) : NULL;
     if (!c) {
         free(j);
@@ -717,7 +727,13 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->tag = m->tag;
     j->qpos = j->tpos = ZF_HEAP_NONE;
     int64_t accepted_ms = zf_now_ms();
-    keep_frame(&j->payload, payload);
+    if (inl) {
+        memcpy(j->inline_payload, zmq_msg_data(payload), inl);
+        /* no free function: a constant message over the job's own bytes */
+        zmq_msg_init_data(&j->payload, j->inline_payload, inl, NULL, NULL);
+    } else {
+        keep_frame(&j->payload, payload);
+    }
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     job_add_waiter(j, c);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;

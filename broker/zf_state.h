@@ -76,6 +76,7 @@ typedef struct job {
     UT_hash_handle hh;
     /* A queued job is the broker's unit of memory: keep this struct small (a million
        queued jobs must fit in a few hundred MB). Rarely used fields live in result_t. */
+    unsigned char inline_payload[]; /* a small payload lives here; `payload` points at it */
 } job_t;
 
 /* One worker's membership in one function's ready lists. */
