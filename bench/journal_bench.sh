@@ -10,15 +10,18 @@ JOBS=${2:-50000}
 WORKERS=${3:-2}
 CREDITS=${4:-8}
 T=$(mktemp -d "${TMPDIR:-/tmp}/zfjbench.XXXXXX")
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT INT TERM
+PIDS=""
+stop() { [ -n "$PIDS" ] && kill $PIDS 2>/dev/null; for p in $PIDS; do wait "$p" 2>/dev/null || true; done; PIDS=""; }
+trap 'stop; rm -rf "$T"' EXIT INT TERM
 run() { # label, broker journal options...
     label=$1; shift
     rm -rf "$T/data" "$T/c" "$T/w"
     "$B/broker/zfleet-broker" --clients "ipc://$T/c" --workers "ipc://$T/w" "$@" \
         >"$T/broker.log" 2>&1 &
-    bp=$!
+    PIDS=$!
     i=0; while [ $i -lt $WORKERS ]; do
         "$B/worker/zfleet-worker" --broker "ipc://$T/w" --credits "$CREDITS" >/dev/null 2>&1 &
+        PIDS="$PIDS $!"
         i=$((i + 1))
     done
     sleep 1
@@ -27,8 +30,7 @@ run() { # label, broker journal options...
     errors=$(printf '%s' "$out" | sed -n 's/.*"errors":\([0-9]*\).*/\1/p')
     size=$( [ -f "$T/data/journal" ] && stat -c %s "$T/data/journal" || echo -)
     printf '%-22s %12s %8s %14s\n' "$label" "${rate:-?}" "${errors:-?}" "$size"
-    kill $(jobs -p) 2>/dev/null || true
-    wait 2>/dev/null || true
+    stop
 }
 printf '%-22s %12s %8s %14s\n' "policy" "jobs/s" "errors" "journal bytes"
 run "--no-journal" --no-journal

@@ -11,7 +11,7 @@
 static int run_echo(void *state, zf_job_t *job)
 {
     (void)state;
-    return zf_job_output(job, zf_job_data(job), zf_job_size(job));
+    return zf_job_output_input(job);
 }
 
 /* Payload: a decimal number of milliseconds. Burns CPU (no sleep) for that long, reporting

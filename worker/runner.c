@@ -46,6 +46,7 @@ struct zf_job {
     char fn[ZF_FN_MAX + 1];
     const void *data;
     size_t size;
+    zmq_msg_t *in;           /* the payload frame data/size point into */
     zmq_msg_t out;
     char error[ZF_TEXT_MAX + 1];
     int64_t last_progress_us;
@@ -66,6 +67,14 @@ void *zf_job_output_alloc(zf_job_t *job, size_t len)
         return NULL;
     }
     return zmq_msg_data(&job->out);
+}
+
+int zf_job_output_input(zf_job_t *job)
+{
+    zmq_msg_close(&job->out);
+    zmq_msg_init(&job->out);
+    /* shares the input's buffer (refcounted), or copies it when it is a small inline one */
+    return zmq_msg_copy(&job->out, job->in) == 0 ? 0 : -1;
 }
 
 int zf_job_output(zf_job_t *job, const void *data, size_t len)
@@ -119,7 +128,8 @@ void zf_runner_cancel(zf_runner_t *self, uint64_t id, uint32_t attempt)
 static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
 {
     zf_job_t job = {.runner = r, .pair = pair, .id = q->id, .attempt = q->attempt,
-                    .data = zmq_msg_data(&q->payload), .size = zmq_msg_size(&q->payload)};
+                    .data = zmq_msg_data(&q->payload), .size = zmq_msg_size(&q->payload),
+                    .in = &q->payload};
     memcpy(job.fn, q->fn, sizeof job.fn);
     zmq_msg_init(&job.out);
     void *state;

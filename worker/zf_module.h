@@ -72,6 +72,9 @@ int zf_job_output(zf_job_t *job, const void *data, size_t len);
 /* Returns a buffer of len bytes that becomes the output as it is, without a copy; or NULL
    when memory runs out. A later call replaces it. */
 void *zf_job_output_alloc(zf_job_t *job, size_t len);
+/* Sets the output to the job's input as it is, without copying it (an echo, a filter that
+   found nothing to change). Returns 0, or -1. */
+int zf_job_output_input(zf_job_t *job);
 /* Records the failure message (printf-style, truncated to 1 KiB) and returns -1, so a
    handler can `return zf_job_fail(job, "bad input: %s", why);`. */
 int zf_job_fail(zf_job_t *job, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
