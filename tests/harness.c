@@ -79,6 +79,12 @@ void zt_env_init(zt_env_t *env)
     snprintf(env->worker_ep, sizeof env->worker_ep, "ipc://%s/w", env->dir);
 }
 
+void zt_track(pid_t pid)
+{
+    if (nprocs < MAX_PROCS)
+        procs[nprocs++] = pid;
+}
+
 pid_t zt_spawn(const char *rel_bin, const char *log, const char *const *args)
 {
     const char *argv[64];

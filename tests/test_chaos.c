@@ -278,6 +278,7 @@ static pid_t spawn_in(const char *ns, const char *rel_bin, const char *log, cons
         execvp("ip", (char *const *)full);
         _exit(127);
     }
+    zt_track(pid); /* `ip netns exec` becomes the program: the same pid */
     return pid;
 }
 
