@@ -1292,7 +1292,9 @@ static long poll_timeout(zf_broker_t *b)
     job_t *j = zf_heap_top(&b->deadlines);
     if (j && j->deadline_at < next)
         next = j->deadline_at;
-    return next <= now ? 0 : (long)(next - now);
+    long wait = next <= now ? 0 : (long)(next - now);
+    long sync_in = zf_journal_due_ms(b->journal, now); /* an interval fsync coming due */
+    return sync_in >= 0 && sync_in < wait ? sync_in : wait;
 }
 
 static int drain(zf_broker_t *b, void *sock, void (*handle)(zf_broker_t *, zf_frames_t *))

@@ -30,13 +30,13 @@
 
 #define MAGIC "ZFJRNL01"
 #define MAGIC_LEN 8
-#define HDR 9                        /* u32 length, u32 crc, u8 type */
-#define FLUSH_BYTES (1u << 20)       /* compaction writes in chunks of about this much */
-#define KEEP_BUF_BYTES (16u << 20)   /* a pending buffer larger than this is freed when empty */
-#define WINFO_CACHE 64               /* distinct workers shared by restored results */
+#define HDR 9                      /* u32 length, u32 crc, u8 type */
+#define FLUSH_BYTES (1u << 20)     /* compaction writes in chunks of about this much */
+#define KEEP_BUF_BYTES (16u << 20) /* a pending buffer larger than this is freed when empty */
+#define WINFO_CACHE 64             /* distinct workers shared by restored results */
 
 enum { REC_ACCEPT = 1, REC_START = 2, REC_FINISH = 3, REC_FORGET = 4 };
-enum { FIN_OUTPUT_CUT = 1 };         /* FINISH flags: output longer than result_max_bytes */
+enum { FIN_OUTPUT_CUT = 1 }; /* FINISH flags: output longer than result_max_bytes */
 
 /* Fixed part of each record body, for size estimates. */
 #define ACCEPT_FIXED (8 + 4 + 4 + 1 + 1 + 4 + 8 + 8 + 1 + 4)
@@ -51,14 +51,14 @@ typedef struct {
 
 struct zf_journal {
     zf_journal_opts_t o;
-    char *path, *tmp;        /* DIR/journal and DIR/journal.compact */
+    char *path, *tmp; /* DIR/journal and DIR/journal.compact */
     int fd, dirfd;
-    jbuf_t pend;             /* records appended since the last commit */
-    uint64_t size;           /* bytes in the file, all of them whole records */
-    bool unsynced;           /* written since the last fdatasync */
+    jbuf_t pend;   /* records appended since the last commit */
+    uint64_t size; /* bytes in the file, all of them whole records */
+    bool unsynced; /* written since the last fdatasync */
     int64_t last_sync_ms;
-    uint64_t check_at;       /* file size at which compaction is next considered */
-    int last_errno;          /* of the last failed write: a failure is logged once */
+    uint64_t check_at; /* file size at which compaction is next considered */
+    int last_errno;    /* of the last failed write: a failure is logged once */
 };
 
 /* ------------------------------------------------------------------ encoding */
@@ -246,8 +246,10 @@ static void sync_or_die(int fd, const char *what)
 {
     if (fdatasync(fd) == 0)
         return;
-    zf_log(ZF_LOG_ERROR, "journal: fdatasync of %s failed: %s; stopping so that a restart "
-                         "replays what is durable", what, strerror(errno));
+    zf_log(ZF_LOG_ERROR,
+           "journal: fdatasync of %s failed: %s; stopping so that a restart "
+           "replays what is durable",
+           what, strerror(errno));
     abort();
 }
 
@@ -372,10 +374,10 @@ static const uint8_t *rd_bytes(reader_t *r, uint64_t n)
 
 typedef struct {
     zf_journal_t *j;
-    job_t *tab;                    /* jobs rebuilt so far, in the order they come back */
+    job_t *tab; /* jobs rebuilt so far, in the order they come back */
     fnq_t *(*fn)(void *, const char *);
     void *arg;
-    winfo_t *winfo[WINFO_CACHE];   /* each holds one reference of the cache's own */
+    winfo_t *winfo[WINFO_CACHE]; /* each holds one reference of the cache's own */
     int nwinfo;
     int64_t now_ms, wall_now;
     uint64_t records;
@@ -427,8 +429,8 @@ static winfo_t *winfo_get(replay_t *rp, const uint8_t *name, size_t nlen, const 
         dlen = ZF_NAME_MAX;
     for (int i = 0; i < rp->nwinfo; i++) {
         winfo_t *w = rp->winfo[i];
-        if (strlen(w->name) == nlen && !memcmp(w->name, name, nlen) &&
-            strlen(w->devname) == dlen && !memcmp(w->devname, dev, dlen)) {
+        if (strlen(w->name) == nlen && !memcmp(w->name, name, nlen) && strlen(w->devname) == dlen &&
+            !memcmp(w->devname, dev, dlen)) {
             w->refs++;
             return w;
         }
@@ -531,7 +533,7 @@ static int apply_finish(replay_t *rp, reader_t *r)
         return -1;
     job_t *j = tab_find(rp, id);
     if (!j)
-        return 0; /* its acceptance was compacted away after it was forgotten */
+        return 0; /* not a job we know: nothing to finish */
     result_free(&j->res);
     result_t *res = calloc(1, sizeof *res);
     if (!res)
@@ -576,9 +578,12 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
 {
     reader_t r = {body, len, false};
     switch (type) {
-    case REC_ACCEPT: return apply_accept(rp, &r);
-    case REC_START: return apply_start(rp, &r);
-    case REC_FINISH: return apply_finish(rp, &r);
+    case REC_ACCEPT:
+        return apply_accept(rp, &r);
+    case REC_START:
+        return apply_start(rp, &r);
+    case REC_FINISH:
+        return apply_finish(rp, &r);
     case REC_FORGET: {
         uint64_t id = rd_u(&r, 8);
         if (r.bad || r.left)
@@ -588,7 +593,8 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
             job_discard(rp, j);
         return 0;
     }
-    default: return -1;
+    default:
+        return -1;
     }
 }
 
@@ -647,7 +653,8 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
         return 0;
     int64_t t0 = zf_now_us();
     uint64_t size = self->size;
-    replay_t rp = {.j = self, .fn = fn, .arg = arg, .now_ms = zf_now_ms(), .wall_now = zf_wall_ms()};
+    replay_t rp = {
+        .j = self, .fn = fn, .arg = arg, .now_ms = zf_now_ms(), .wall_now = zf_wall_ms()};
     uint8_t *map = size > MAGIC_LEN ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, self->fd, 0) : NULL;
     if (map == MAP_FAILED) {
         zf_log(ZF_LOG_ERROR, "journal: cannot read %s: %s", self->path, strerror(errno));
@@ -683,13 +690,14 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
         if (--rp.winfo[i]->refs == 0)
             free(rp.winfo[i]);
     if (rc == 0)
-        zf_log(ZF_LOG_INFO, "journal: %s: %llu bytes, %llu records; restored %llu unfinished "
-                            "and %llu finished job(s) in %.1f ms",
+        zf_log(ZF_LOG_INFO,
+               "journal: %s: %llu bytes, %llu records; restored %llu unfinished "
+               "and %llu finished job(s) in %.1f ms",
                self->path, (unsigned long long)self->size, (unsigned long long)rp.records,
                (unsigned long long)queued, (unsigned long long)finished,
                (double)(zf_now_us() - t0) / 1000.0);
-    self->check_at = self->size * 4 > self->o.compact_min_bytes ? self->size * 4
-                                                                : self->o.compact_min_bytes;
+    /* A replayed file may be mostly dead: the first tick past the minimum looks. */
+    self->check_at = self->o.compact_min_bytes;
     return rc;
 }
 
@@ -734,13 +742,23 @@ static bool interval_due(const zf_journal_t *self, int64_t now_ms)
 
 int zf_journal_commit(zf_journal_t *self)
 {
-    if (!self || self->pend.len == 0)
+    if (!self)
         return 0;
+    if (self->pend.len == 0) {
+        if (self->unsynced && self->o.policy == ZF_FSYNC_INTERVAL) {
+            int64_t now = zf_now_ms();
+            if (interval_due(self, now))
+                do_sync(self, now);
+        }
+        return 0;
+    }
     if (write_all(self->fd, self->pend.p, self->pend.len) < 0) {
         int e = errno;
         if (e != self->last_errno)
-            zf_log(ZF_LOG_ERROR, "journal: cannot write %s: %s; acceptances wait until it "
-                                 "can", self->path, strerror(e));
+            zf_log(ZF_LOG_ERROR,
+                   "journal: cannot write %s: %s; acceptances wait until it "
+                   "can",
+                   self->path, strerror(e));
         self->last_errno = e;
         /* A partial record must not stay: the next commit appends after `size`. */
         if (ftruncate(self->fd, (off_t)self->size) < 0)
@@ -827,8 +845,10 @@ static void compact(zf_journal_t *self, job_t *jobs)
     uint64_t old = self->size, size, njobs;
     int fd = write_snapshot(self, jobs, &size, &njobs);
     if (fd < 0 || rename(self->tmp, self->path) < 0) {
-        zf_log(ZF_LOG_WARN, "journal: compaction failed: %s; the journal keeps growing, "
-                            "next try at 1.5x its size", strerror(errno));
+        zf_log(ZF_LOG_WARN,
+               "journal: compaction failed: %s; the journal keeps growing, "
+               "next try at 1.5x its size",
+               strerror(errno));
         if (fd >= 0) {
             close(fd);
             unlink(self->tmp);

@@ -36,9 +36,9 @@ typedef struct zf_journal zf_journal_t;
 
 typedef struct {
     zf_fsync_t policy;
-    uint32_t interval_ms;        /* with ZF_FSYNC_INTERVAL */
-    uint64_t result_max_bytes;   /* output bytes of one result kept; longer ones are cut */
-    uint64_t compact_min_bytes;  /* 0 = ZF_JOURNAL_COMPACT_MIN_DEFAULT */
+    uint32_t interval_ms;       /* with ZF_FSYNC_INTERVAL */
+    uint64_t result_max_bytes;  /* output bytes of one result kept; longer ones are cut */
+    uint64_t compact_min_bytes; /* 0 = ZF_JOURNAL_COMPACT_MIN_DEFAULT */
 } zf_journal_opts_t;
 
 /* Opens (creating) the journal in dir (created if missing, one level). Returns NULL with a

@@ -315,7 +315,7 @@ Test(chaos, partition_jobs_finish_on_the_near_side, .timeout = 120, .fini = netn
     snprintf(blog, sizeof blog, "%s/broker.log", env.dir);
     snprintf(wlog, sizeof wlog, "%s/workers.log", env.dir);
     const char *bargs[] = {"--clients", env.client_ep, "--workers", wep, "--heartbeat", "200",
-                           "--liveness", "3", NULL};
+                           "--liveness", "3", "--no-journal", NULL};
     spawn_in(ns_a, "broker/zfleet-broker", blog, bargs);
     const char *far[] = {"--broker", wep, "--heartbeat", "200", "--name", "far", "--credits", "2", NULL};
     spawn_in(ns_b, "worker/zfleet-worker", wlog, far);

@@ -92,10 +92,10 @@ static void submit_echoes(zf_client_t *c, int n, uint64_t *ids)
 
 /* One job of the crash test, keyed by the id the broker gave it. */
 typedef struct {
-    int ms;              /* spin time, also the payload */
-    uint64_t id;         /* 0 until its acceptance arrived */
-    int results;         /* RESULT events received for it */
-    bool in_session;     /* submitted or waited for on the current connection */
+    int ms;          /* spin time, also the payload */
+    uint64_t id;     /* 0 until its acceptance arrived */
+    int results;     /* RESULT events received for it */
+    bool in_session; /* submitted or waited for on the current connection */
 } slot_t;
 
 typedef struct {
@@ -107,8 +107,8 @@ typedef struct {
 typedef struct {
     slot_t *s;
     int n, done;
-    idmap_t *ids;        /* job id -> slot */
-    idmap_t *tags;       /* submit tag on this connection -> slot */
+    idmap_t *ids;  /* job id -> slot */
+    idmap_t *tags; /* submit tag on this connection -> slot */
     zf_client_t *c;
     int inflight;
 } crash_t;
@@ -228,7 +228,8 @@ static void crash_run(int nkills, unsigned seed)
     /* kill points: numbers of results received, spread over the run */
     int kill_at[3];
     for (int k = 0; k < nkills; k++)
-        kill_at[k] = (k + 1) * N / (nkills + 1) + rand() % (N / (2 * (nkills + 1))) - N / (4 * (nkills + 1));
+        kill_at[k] =
+            (k + 1) * N / (nkills + 1) + rand() % (N / (2 * (nkills + 1))) - N / (4 * (nkills + 1));
     /* ZT_CRASH_FSYNC=never|interval:MS compares the policies' cost; the default proves
        the strongest promise */
     const char *policy = getenv("ZT_CRASH_FSYNC") ? getenv("ZT_CRASH_FSYNC") : "always";
@@ -444,8 +445,10 @@ Test(journal, compaction_keeps_the_journal_small_and_recovers_live_jobs, .timeou
     long long final = file_size(journal_path(&env));
     char *log = broker_log(&env);
     int compactions = count_substr(log, "journal: compacted");
-    fprintf(stderr, "compaction: peak %lld bytes, final %lld bytes, %d compactions, "
-                    "~%lld bytes appended in all\n", peak, final, compactions, appended_estimate);
+    fprintf(stderr,
+            "compaction: peak %lld bytes, final %lld bytes, %d compactions, "
+            "~%lld bytes appended in all\n",
+            peak, final, compactions, appended_estimate);
     const char *last = log, *p;
     while ((p = strstr(last + 1, "journal: compacted")))
         last = p;
@@ -453,9 +456,10 @@ Test(journal, compaction_keeps_the_journal_small_and_recovers_live_jobs, .timeou
         fprintf(stderr, "  last: %.*s\n", (int)strcspn(last, "\n"), last);
     free(log);
     cr_assert_geq(compactions, 5);
-    cr_assert_lt(final * 10, appended_estimate, "the journal is not a small fraction of the "
-                                                "bytes written (%lld vs %lld)", final,
-                 appended_estimate);
+    cr_assert_lt(final * 10, appended_estimate,
+                 "the journal is not a small fraction of the "
+                 "bytes written (%lld vs %lld)",
+                 final, appended_estimate);
     cr_assert_lt(peak, 8ll << 20, "the journal grew to %lld bytes", peak);
     zt_kill(b, SIGKILL);
     broker(&env, "never");
