@@ -256,3 +256,17 @@ Test(e2e, malformed_frames_at_both_sockets_are_survived, .timeout = 30)
     cr_assert_geq(zt_broker_counter(&env, "malformed_client"), 7);
     cr_assert_geq(zt_broker_counter(&env, "malformed_worker"), 6);
 }
+
+/* A worker configured with a slower heartbeat than the broker's adopts the broker's
+   interval, so it is not expired while idle. */
+Test(e2e, worker_adopts_the_brokers_shorter_heartbeat, .timeout = 30)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 150, "--liveness", "3", NULL);
+    zt_worker(&env, 2000, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zt_pause_ms(2000);
+    cr_assert_eq(zt_count_workers(&env), 1, "the idle worker was expired");
+    cr_assert_eq(zt_broker_counter(&env, "workers_lost"), 0);
+}

@@ -42,6 +42,7 @@ typedef struct {
     } cancel;
     int64_t last_send_ms, last_recv_ms, broker_deadline_ms;
     int64_t ready_sent_ms;          /* READY not yet answered since then; 0 = answered */
+    uint32_t hb_ms;                 /* heartbeat send interval: ours, or the broker's if shorter */
     uint32_t backoff_ms;
     bool draining;
     int64_t drain_deadline_ms;
@@ -226,6 +227,9 @@ static void on_broker(wk_t *w, zf_frames_t *f)
     }
     if (m.cmd != ZF_CMD_RESET)
         w->ready_sent_ms = 0; /* the broker knows us */
+    /* the broker expires us after its own interval: never heartbeat less often than that */
+    if (zf_msg_has(&m, ZF_F_HEARTBEAT) && m.heartbeat_ms >= 10 && m.heartbeat_ms < w->hb_ms)
+        w->hb_ms = m.heartbeat_ms;
     switch (m.cmd) {
     case ZF_CMD_JOB: on_job(w, f, &m); break;
     case ZF_CMD_WCANCEL: on_cancel(w, &m); break;
@@ -280,7 +284,7 @@ static void on_runner(wk_t *w, zf_frames_t *f)
 
 static long next_timeout(wk_t *w, int64_t now)
 {
-    int64_t next = w->last_send_ms + w->cfg->heartbeat_ms;
+    int64_t next = w->last_send_ms + w->hb_ms;
     if (w->broker_deadline_ms < next)
         next = w->broker_deadline_ms;
     zf_running_t run = zf_runner_running(w->runner);
@@ -343,7 +347,7 @@ static void run_timers(wk_t *w)
         w->backoff_ms = jitter(w->backoff_ms);
         connect_broker(w);
     }
-    if (now - w->last_send_ms >= w->cfg->heartbeat_ms)
+    if (now - w->last_send_ms >= w->hb_ms)
         send_simple(w, ZF_CMD_HEARTBEAT, 0, 0, 0);
 }
 
@@ -433,6 +437,7 @@ static int start(wk_t *w, char *err, size_t errlen)
         return -1;
     }
     w->backoff_ms = w->cfg->heartbeat_ms * w->cfg->liveness;
+    w->hb_ms = w->cfg->heartbeat_ms;
     if (connect_broker(w) < 0) {
         snprintf(err, errlen, "bad broker endpoint %s", w->cfg->broker_ep);
         return -1;
