@@ -221,7 +221,12 @@ Test(chaos, flood_of_garbage_frames_is_survived, .timeout = 300)
             fclose(f);
     }
     fprintf(stderr, "flood: broker RSS %ld kB before, %ld kB after\n", rss_before, rss_after);
-    cr_assert_lt(rss_after, rss_before + 64 * 1024, "RSS grew by more than 64 MiB");
+#if defined(__SANITIZE_ADDRESS__)
+    const long slack_kb = (256 + 64) * 1024; /* ASan's quarantine keeps up to 256 MiB freed */
+#else
+    const long slack_kb = 64 * 1024;
+#endif
+    cr_assert_lt(rss_after, rss_before + slack_kb, "RSS grew by more than %ld MiB", slack_kb / 1024);
     /* still serving */
     char out[512];
     cr_assert_eq(zt_cli(&env, out, sizeof out, "submit", "echo", "ok", "--wait", "--timeout",

@@ -370,7 +370,13 @@ Test(failure, rejected_submissions_do_not_grow_memory, .timeout = 240)
     long after = rss_kb(b);
     fprintf(stderr, "limits: %ld rejections, broker RSS %ld kB after 20k, %ld kB after all\n",
             rejected, before, after);
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan keeps freed memory in its quarantine: RSS says nothing about leaks here. The
+       bound is checked by the plain build. */
+    (void)before;
+#else
     cr_assert_leq(after, before + before / 10, "RSS grew from %ld to %ld kB", before, after);
+#endif
     zf_client_destroy(&c);
 }
 
