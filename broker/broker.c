@@ -54,6 +54,7 @@ struct zf_broker {
     job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
     uint64_t ndone, ndead, queued;
     job_t *ack_head, **ack_tail;
+    job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
     zf_heap_t deadlines;
     uint64_t next_id;
     int64_t front_seq, back_seq;
@@ -553,15 +554,15 @@ static bool send_result(zf_broker_t *b, job_t *j, const void *rid, size_t rid_le
 
 static void evict_results(zf_broker_t *b, int64_t now)
 {
-    while (b->done && (b->ndone > b->cfg.max_results ||
-                       b->done->finished_ms + b->cfg.result_ttl_ms <= now)) {
+    while (b->done && !b->done->result_pending &&
+           (b->ndone > b->cfg.max_results || b->done->finished_ms + b->cfg.result_ttl_ms <= now)) {
         job_t *j = b->done;
         DL_DELETE(b->done, j);
         b->ndone--;
         zf_journal_forget(b->journal, j->id);
         job_free(b, j);
     }
-    while (b->dead && b->ndead > b->cfg.max_dead) {
+    while (b->dead && !b->dead->result_pending && b->ndead > b->cfg.max_dead) {
         job_t *j = b->dead;
         DL_DELETE(b->dead, j);
         b->ndead--;
@@ -593,11 +594,11 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
         zmq_msg_close(&j->payload);
         zmq_msg_init(&j->payload);
     }
-    if (j->waiter && !j->no_push)
-        send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
-    for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
-        send_result(b, j, j->res->more[i]->rid, j->res->more[i]->rid_len, j->tag);
-    job_clear_waiters(b, j);
+    /* pushed after the turn's journal commit, so no client sees a result that a crash
+       could take back (see flush_turn) */
+    j->result_pending = true;
+    *b->send_tail = j;
+    b->send_tail = &j->send_next;
     if (dead) {
         DL_APPEND(b->dead, j);
         b->ndead++;
@@ -654,13 +655,16 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
         b->c.undeliverable++;
 }
 
-/* Acceptances wait for the journal's group commit; they go out once per loop turn. The
-   commit runs every turn, acceptances or not, so that START and FINISH records reach the
-   file too (it costs one comparison when the turn appended nothing). */
-static void flush_acks(zf_broker_t *b)
+static void push_results(zf_broker_t *b);
+
+/* Acceptances and results wait for the journal's group commit; they go out once per loop
+   turn. The commit runs every turn, acceptances or not, so that START and FINISH records
+   reach the file too (it costs one comparison when the turn appended nothing). */
+static void flush_turn(zf_broker_t *b)
 {
     if (zf_journal_commit(b->journal) < 0)
         return; /* logged by the journal; the acceptances wait for a commit that succeeds */
+    push_results(b);
     if (!b->ack_head)
         return;
     for (job_t *j = b->ack_head, *next; j; j = next) {
@@ -678,6 +682,23 @@ static void flush_acks(zf_broker_t *b)
     }
     b->ack_head = NULL;
     b->ack_tail = &b->ack_head;
+}
+
+/* Pushes the results of the jobs that ended this turn to their waiters. */
+static void push_results(zf_broker_t *b)
+{
+    for (job_t *j = b->send_head, *next; j; j = next) {
+        next = j->send_next;
+        j->send_next = NULL;
+        j->result_pending = false;
+        if (j->waiter && !j->no_push)
+            send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
+        for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
+            send_result(b, j, j->res->more[i]->rid, j->res->more[i]->rid_len, j->tag);
+        job_clear_waiters(b, j);
+    }
+    b->send_head = NULL;
+    b->send_tail = &b->send_head;
 }
 
 /* ------------------------------------------------------------------ client commands */
@@ -810,6 +831,9 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (!is_dead)
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EUNKNOWN_JOB,
                            "no such job in the dead-letter list");
+    if (j->result_pending) /* its `lost` result is still being pushed, this very turn */
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_ESTATE,
+                           "the job has only just ended; retry again");
     DL_DELETE(b->dead, j);
     b->ndead--;
     /* The payload was released at the terminal state; the journal keeps it only until then,
@@ -960,14 +984,17 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
     if (m->flags & ZF_FLAG_PURGE) {
-        uint64_t n = b->ndead;
-        while (b->dead) {
-            job_t *j = b->dead;
+        uint64_t n = 0;
+        for (job_t *j = b->dead, *next; j; j = next) {
+            next = j->next;
+            if (j->result_pending)
+                continue; /* ended this turn: its result is pushed first */
             DL_DELETE(b->dead, j);
             zf_journal_forget(b->journal, j->id);
             job_free(b, j);
+            n++;
         }
-        b->ndead = 0;
+        b->ndead -= n;
         char text[64];
         snprintf(text, sizeof text, "purged %llu dead letter(s)", (unsigned long long)n);
         return reply_ok(b, rid, m->tag, text);
@@ -1329,9 +1356,9 @@ int zf_broker_run(zf_broker_t *b)
         if (drain(b, b->back, worker_message) < 0 || drain(b, b->front, client_message) < 0)
             return -1;
         run_timers(b);
-        flush_acks(b);
+        flush_turn(b);
     }
-    flush_acks(b);
+    flush_turn(b);
     return 0;
 }
 
@@ -1431,6 +1458,7 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
         return NULL;
     b->cfg = *cfg;
     b->ack_tail = &b->ack_head;
+    b->send_tail = &b->send_head;
     zf_heap_init(&b->deadlines, deadline_less, job_settpos);
     /* Ids never repeat across restarts, journal or not: they start above the wall clock in
        units of 1/65536 ms, far faster than jobs can be accepted. */

@@ -64,6 +64,7 @@ typedef struct job {
     uint8_t max_attempts;
     bool acked;              /* the client was told ACCEPTED */
     bool no_push;            /* the submitter asked not to be sent the result */
+    bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
     int64_t deadline_at;     /* monotonic ms; 0 = none */
     int64_t finished_ms;     /* monotonic, once terminal */
     uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */
@@ -73,6 +74,7 @@ typedef struct job {
     struct result *res;      /* progress, result, further waiters; allocated when needed */
     struct job *prev, *next; /* broker's done or dead list, while terminal */
     struct job *ack_next;    /* pending-acceptance list, while not acked */
+    struct job *send_next;   /* results to push once their FINISH record is committed */
     UT_hash_handle hh;
     /* A queued job is the broker's unit of memory: keep this struct small (a million
        queued jobs must fit in a few hundred MB). Rarely used fields live in result_t. */
