@@ -55,6 +55,7 @@ struct zf_broker {
     uint64_t ndone, ndead, queued;
     job_t *ack_head, **ack_tail;
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
+    wrk_t *graveyard;       /* removed workers, freed at the end of the loop turn */
     zf_heap_t deadlines;
     uint64_t next_id;
     int64_t front_seq, back_seq;
@@ -102,6 +103,12 @@ static void keep_frame(zmq_msg_t *dst, zmq_msg_t *src)
     }
     zmq_msg_init(dst);
     zmq_msg_move(dst, src);
+}
+
+/* Deliveries since the job was accepted or last retried. */
+static uint32_t attempts_used(const job_t *j)
+{
+    return j->attempt - (j->res ? j->res->attempt_base : 0);
 }
 
 static result_t *job_res(job_t *j)
@@ -415,7 +422,7 @@ static void steal_for(zf_broker_t *b, wrk_t *w)
 /* Gives w queued work until its credits are used or nothing fits. */
 static void refill(zf_broker_t *b, wrk_t *w)
 {
-    while (!w->draining && w->inflight < w->credits) {
+    while (!w->gone && !w->draining && w->inflight < w->credits) {
         job_t *j = next_job_for(w);
         if (!j) {
             if (w->inflight == 0)
@@ -484,7 +491,7 @@ static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const cha
     job_note(j, "attempt %u: %s", j->attempt, cause);
     j->fn->running--;
     j->worker = NULL;
-    if (j->attempt >= j->max_attempts) {
+    if (attempts_used(j) >= j->max_attempts) {
         finalize(b, j, final);
         return;
     }
@@ -509,9 +516,22 @@ static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
     }
     for (uint32_t i = 0; i < w->nslots; i++)
         w->slots[i].fn->nworkers--;
-    free(w->slots);
-    winfo_release(&w->info);
-    free(w);
+    /* freed at the end of the loop turn: callers up the stack (on_done, place) may still
+       hold w; `gone` tells them it is out of every list */
+    w->gone = true;
+    w->next = b->graveyard;
+    b->graveyard = w;
+}
+
+static void bury_workers(zf_broker_t *b)
+{
+    while (b->graveyard) {
+        wrk_t *w = b->graveyard;
+        b->graveyard = w->next;
+        free(w->slots);
+        winfo_release(&w->info);
+        free(w);
+    }
 }
 
 /* ------------------------------------------------------------------ results */
@@ -522,7 +542,7 @@ static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
     zf_msg_set_u64(m, ZF_F_ID, j->id);
     zf_msg_set_u64(m, ZF_F_TAG, tag);
     zf_msg_set_u64(m, ZF_F_STATUS, j->state);
-    zf_msg_set_u64(m, ZF_F_ATTEMPT, j->attempt);
+    zf_msg_set_u64(m, ZF_F_ATTEMPT, attempts_used(j));
     zf_msg_set_str(m, ZF_F_FN, j->fn->name);
     if (!j->res)
         return;
@@ -554,7 +574,7 @@ static bool send_result(zf_broker_t *b, job_t *j, const void *rid, size_t rid_le
 
 static void evict_results(zf_broker_t *b, int64_t now)
 {
-    while (b->done && !b->done->result_pending &&
+    while (b->done && !b->done->result_pending && b->done->acked &&
            (b->ndone > b->cfg.max_results || b->done->finished_ms + b->cfg.result_ttl_ms <= now)) {
         job_t *j = b->done;
         DL_DELETE(b->done, j);
@@ -562,7 +582,7 @@ static void evict_results(zf_broker_t *b, int64_t now)
         zf_journal_forget(b->journal, j->id);
         job_free(b, j);
     }
-    while (b->dead && !b->dead->result_pending && b->ndead > b->cfg.max_dead) {
+    while (b->dead && !b->dead->result_pending && b->dead->acked && b->ndead > b->cfg.max_dead) {
         job_t *j = b->dead;
         DL_DELETE(b->dead, j);
         b->ndead--;
@@ -640,7 +660,7 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
     zf_msg_set_u64(&m, ZF_F_TAG, tag);
     zf_msg_set_u64(&m, ZF_F_ID, j->id);
     zf_msg_set_u64(&m, ZF_F_STATUS, j->state);
-    zf_msg_set_u64(&m, ZF_F_ATTEMPT, j->attempt);
+    zf_msg_set_u64(&m, ZF_F_ATTEMPT, attempts_used(j));
     zf_msg_set_str(&m, ZF_F_FN, j->fn->name);
     if (j->res) {
         zf_msg_set_progress(&m, j->res->progress);
@@ -664,9 +684,6 @@ static void flush_turn(zf_broker_t *b)
 {
     if (zf_journal_commit(b->journal) < 0)
         return; /* logged by the journal; the acceptances wait for a commit that succeeds */
-    push_results(b);
-    if (!b->ack_head)
-        return;
     for (job_t *j = b->ack_head, *next; j; j = next) {
         next = j->ack_next;
         j->ack_next = NULL;
@@ -682,6 +699,7 @@ static void flush_turn(zf_broker_t *b)
     }
     b->ack_head = NULL;
     b->ack_tail = &b->ack_head;
+    push_results(b); /* after the acceptances: a client hears ACCEPTED before the RESULT */
 }
 
 /* Pushes the results of the jobs that ended this turn to their waiters. */
@@ -782,7 +800,9 @@ static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     }
     if (m->cmd == ZF_CMD_WAIT) {
         client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
-        if (c)
+        if (c == j->waiter)
+            j->no_push = false; /* a NO_PUSH submitter that now waits wants the result */
+        else if (c)
             job_add_waiter(j, c);
     }
     send_status(b, rid, j, m->tag);
@@ -838,7 +858,10 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     b->ndead--;
     /* The payload was released at the terminal state; the journal keeps it only until then,
        so a retry needs it in memory: dead jobs keep theirs (see finalize). */
-    j->attempt = 0;
+    /* lease numbers go on from where they were: a worker still running an old attempt must
+       never match the new lease */
+    job_res(j)->attempt_base = j->attempt;
+    j->no_push = false; /* the retrying client is pushed the result */
     j->state = ZF_ST_QUEUED;
     j->deadline_at = 0; /* a retry is a fresh start: the old deadline has passed */
     if (j->res) {
@@ -900,7 +923,7 @@ static void pack_job_brief(msgpack_packer *pk, job_t *j)
     pk_kv_u64(pk, "id", j->id);
     pk_kv_str(pk, "function", j->fn->name);
     pk_kv_str(pk, "state", zf_state_name(j->state));
-    pk_kv_u64(pk, "attempts", j->attempt);
+    pk_kv_u64(pk, "attempts", attempts_used(j));
     pk_kv_str(pk, "causes", j->res && j->res->error ? j->res->error : "");
 }
 
@@ -987,8 +1010,8 @@ static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         uint64_t n = 0;
         for (job_t *j = b->dead, *next; j; j = next) {
             next = j->next;
-            if (j->result_pending)
-                continue; /* ended this turn: its result is pushed first */
+            if (j->result_pending || !j->acked)
+                continue; /* its result or acceptance is still to be sent */
             DL_DELETE(b->dead, j);
             zf_journal_forget(b->journal, j->id);
             job_free(b, j);
@@ -1107,7 +1130,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     w->info = info;
     w->slots = slots;
     for (uint32_t i = 0; i < m->nfunctions; i++) {
-        fnq_t *fn = fn_get(b, m->functions[i], true);
+        fnq_t *fn = fn_get(b, m->functions[i], HASH_COUNT(b->fns) < ZF_MAX_FN_QUEUES);
         if (!fn || serves(w, fn))
             continue; /* out of memory, or a name the worker listed twice */
         slots[w->nslots] = (wslot_t){.w = w, .fn = fn};
@@ -1143,6 +1166,7 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
             w->jobs_failed++;
             char text[ZF_TEXT_MAX + 1];
             zf_str_copy(text, sizeof text, m->text);
+            worker_relist(w); /* before the retry is placed */
             attempt_failed(b, j, ZF_ST_TIMED_OUT, text[0] ? text : "timed out");
         } else if (m->status == ZF_ST_SUCCEEDED) {
             j->fn->running--;
@@ -1159,8 +1183,10 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
             finalize(b, j, ZF_ST_FAILED);
         }
     }
-    worker_relist(w);
-    refill(b, w);
+    if (!w->gone) {
+        worker_relist(w);
+        refill(b, w);
+    }
 }
 
 static void on_progress(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
@@ -1183,7 +1209,7 @@ static void on_progress(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
     zf_msg_set_progress(&p, m->progress);
     if (m->text.len)
         zf_msg_set_strn(&p, ZF_F_TEXT, m->text.ptr, m->text.len);
-    if (j->waiter)
+    if (j->waiter && !j->no_push)
         zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &p, NULL);
     for (uint32_t i = 0; i < r->nmore; i++)
         zf_wire_send_to(b->front, r->more[i]->rid, r->more[i]->rid_len, &p, NULL);
@@ -1196,14 +1222,18 @@ static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
         lease_drop(w, (uint32_t)li);
     job_t *j = li >= 0 ? current_lease(b, w, m->id, m->attempt) : NULL;
     if (j) {
-        /* The worker never started it: this delivery does not count. */
+        /* The worker never started it: this delivery does not count (its lease number is
+           not reused, so the fence stays exact). */
         j->fn->running--;
-        j->attempt--;
+        job_res(j)->attempt_base++;
         b->c.recalled++;
+        worker_relist(w); /* before place(): w must be in the right ready list */
         place(b, j, true);
     }
-    worker_relist(w);
-    refill(b, w);
+    if (!w->gone) {
+        worker_relist(w);
+        refill(b, w);
+    }
 }
 
 /* A fleet supervisor saw one of its workers die: remove it now, with the real cause,
@@ -1357,6 +1387,7 @@ int zf_broker_run(zf_broker_t *b)
             return -1;
         run_timers(b);
         flush_turn(b);
+        bury_workers(b);
     }
     flush_turn(b);
     return 0;
@@ -1503,6 +1534,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
     zf_journal_close(&b->journal);
     while (b->workers)
         worker_remove(b, b->workers, "broker stopping");
+    bury_workers(b);
     job_t *j, *tmp;
     HASH_ITER(hh, b->jobs, j, tmp)
     job_free(b, j);

@@ -48,6 +48,8 @@ typedef struct result {
     char *progress_text;     /* malloc'd, or NULL */
     client_t **more;         /* waiters besides job->waiter (WAIT from other connections) */
     uint32_t nmore;
+    uint32_t attempt_base;   /* job->attempt when it was last retried: attempts before it do
+                                not count against max_attempts, yet lease numbers never repeat */
 } result_t;
 
 typedef struct job {
@@ -111,6 +113,7 @@ typedef struct wrk {
     uint8_t kind;                    /* ZF_DEV_CPU or ZF_DEV_GPU */
     int8_t list;                     /* LIST_* the slots are in now */
     bool draining;
+    bool gone;                       /* removed; freed at the end of the loop turn */
     int32_t devindex;
     uint64_t devmem;
     uint32_t credits, inflight;

@@ -420,8 +420,9 @@ static bool match_result(const zf_event_t *e, const void *arg)
     const waitarg_t *w = arg;
     if (e->type == ZF_EV_RESULT && e->id == w->id)
         return true;
-    /* the broker's answer to our WAIT: unknown job, or the job's status (absorbed below) */
-    return e->tag == w->tag && (e->type == ZF_EV_ERROR || e->type == ZF_EV_STATUS);
+    /* the broker's answer to our WAIT: unknown job, or the job's status (absorbed below);
+       tag 0 (no WAIT sent yet, or an error about an undecodable message) matches nothing */
+    return w->tag != 0 && e->tag == w->tag && (e->type == ZF_EV_ERROR || e->type == ZF_EV_STATUS);
 }
 
 static int send_wait(zf_client_t *c, void *arg)

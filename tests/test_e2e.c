@@ -270,3 +270,80 @@ Test(e2e, worker_adopts_the_brokers_shorter_heartbeat, .timeout = 30)
     cr_assert_eq(zt_count_workers(&env), 1, "the idle worker was expired");
     cr_assert_eq(zt_broker_counter(&env, "workers_lost"), 0);
 }
+
+/* NO_PUSH: the submitter is told ACCEPTED but not pushed the result; a WAIT fetches it. */
+Test(e2e, no_push_submit_is_acknowledged_and_fetched_by_wait, .timeout = 30)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    zt_worker(&env, 200, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zf_client_t *c = zt_client(&env);
+    zf_submit_opts_t o = {.no_push = true};
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "echo", "quiet", 5, &o, &id), 0, "%s", zf_client_error(c));
+    zf_event_t *e = zf_client_next(c, 500);
+    cr_assert_null(e, "a NO_PUSH submitter was pushed an event");
+    e = zf_client_wait(c, id, 5000);
+    cr_assert(e && e->type == ZF_EV_RESULT && e->status == ZFLEET_SUCCEEDED);
+    cr_assert(e->output_len == 5 && !memcmp(e->output, "quiet", 5));
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+}
+
+/* A worker that answers DONE timed_out and vanishes at once: the retry cannot be sent to
+   it; the broker drops it without touching it again, and the job runs on a real worker. */
+Test(e2e, worker_vanishing_after_timed_out_done_is_survived, .timeout = 30)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = zt_broker(&env, 300, NULL);
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_connect(s, env.worker_ep);
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_READY);
+    zf_msg_set_str(&m, ZF_F_WORKER, "fake");
+    zf_msg_set_u64(&m, ZF_F_DEVICE, ZF_DEV_CPU);
+    zf_msg_set_str(&m, ZF_F_DEVNAME, "cpu:0");
+    zf_msg_set_u64(&m, ZF_F_CREDITS, 2);
+    zf_msg_add_function(&m, "echo");
+    cr_assert_eq(zf_wire_send_blocking(s, &m, NULL), 0);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zf_client_t *c = zt_client(&env);
+    uint64_t id;
+    zf_submit_opts_t o = {.max_attempts = 5};
+    cr_assert_eq(zf_client_submit(c, "echo", "x", 1, &o, &id), 0);
+    /* take the JOB (skipping heartbeats), answer timed_out, vanish */
+    zf_msg_t job;
+    for (;;) {
+        zf_frames_t f;
+        zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+        cr_assert_eq(zmq_poll(&it, 1, 5000), 1, "no JOB for the fake worker");
+        cr_assert_eq(zf_wire_recv(s, &f, 0), 0);
+        int ok = zf_msg_decode(&job, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]), NULL, NULL);
+        zf_frames_close(&f);
+        if (ok == 0 && job.cmd == ZF_CMD_JOB)
+            break;
+    }
+    zf_msg_t d;
+    zf_msg_init(&d, ZF_CMD_DONE);
+    zf_msg_set_u64(&d, ZF_F_ID, job.id);
+    zf_msg_set_u64(&d, ZF_F_ATTEMPT, job.attempt);
+    zf_msg_set_u64(&d, ZF_F_STATUS, ZF_ST_TIMED_OUT);
+    zmq_msg_t empty;
+    zmq_msg_init(&empty);
+    cr_assert_eq(zf_wire_send_blocking(s, &d, &empty), 0);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    zt_worker(&env, 300, NULL);
+    zf_event_t *r = zf_client_wait(c, id, 10000);
+    cr_assert_not_null(r, "%s", zf_client_error(c));
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+    zf_event_destroy(&r);
+    cr_assert_eq(kill(b, 0), 0, "broker died");
+    zf_client_destroy(&c);
+}

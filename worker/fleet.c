@@ -70,14 +70,19 @@ static void worker_name(char *out, size_t len, pid_t pid, const char *label)
    the heartbeat expiry still covers a lost message. */
 static void send_obituary(fleet_t *f, const char *name, const char *why)
 {
-    if (!f->zsock) {
+    if (!f->zctx)
         f->zctx = zmq_ctx_new();
-        f->zsock = f->zctx ? zmq_socket(f->zctx, ZMQ_DEALER) : NULL;
+    if (!f->zsock && f->zctx) {
+        f->zsock = zmq_socket(f->zctx, ZMQ_DEALER);
         int linger = 500;
-        if (!f->zsock || zmq_setsockopt(f->zsock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
-            zmq_connect(f->zsock, f->wc->broker_ep) < 0)
-            return;
+        if (f->zsock && (zmq_setsockopt(f->zsock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+                         zmq_connect(f->zsock, f->wc->broker_ep) < 0)) {
+            zmq_close(f->zsock);
+            f->zsock = NULL;
+        }
     }
+    if (!f->zsock)
+        return;
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_OBITUARY);
     zf_msg_set_str(&m, ZF_F_WORKER, name);

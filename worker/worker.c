@@ -200,7 +200,8 @@ static void on_cancel(wk_t *w, const zf_msg_t *m)
         return;
     }
     zf_running_t run = zf_runner_running(w->runner);
-    if (run.active && run.id == m->id && run.attempt == m->attempt && !w->cancel.deadline_ms) {
+    if (run.active && run.id == m->id && run.attempt == m->attempt &&
+        !(w->cancel.deadline_ms && w->cancel.id == m->id && w->cancel.attempt == m->attempt)) {
         zf_runner_cancel(w->runner, m->id, m->attempt);
         w->cancel.id = m->id;
         w->cancel.attempt = m->attempt;
@@ -266,7 +267,7 @@ static void on_runner(wk_t *w, zf_frames_t *f)
     if (f->n < 1 || zmq_msg_size(&f->part[0]) < 4)
         return; /* a "started" notice: the loop re-reads the running job's timeout */
     uint8_t cmd = ((const uint8_t *)zmq_msg_data(&f->part[0]))[3];
-    if (cmd == ZF_CMD_DONE && w->cancel.deadline_ms) {
+    if (cmd == ZF_CMD_DONE && w->cancel.deadline_ms && w->runner) {
         zf_running_t run = zf_runner_running(w->runner);
         if (!run.active || run.id != w->cancel.id || run.attempt != w->cancel.attempt)
             w->cancel.deadline_ms = 0; /* the cancelled handler returned in time */
@@ -380,6 +381,10 @@ static int serve(wk_t *w)
             return -1;
         run_timers(w);
         if (w->draining && !zf_runner_running(w->runner).active) {
+            /* the runner marks itself idle just before it sends its last DONE: stop it
+               (join), then forward whatever it sent, and only then say goodbye */
+            zf_runner_destroy(&w->runner);
+            drain_socket(w, w->pair, on_runner);
             send_simple(w, ZF_CMD_BYE, 0, 0, 1);
             zf_log(ZF_LOG_INFO, "drained: leaving");
             return 0;
@@ -449,10 +454,7 @@ static int start(wk_t *w, char *err, size_t errlen)
 
 static void stop(wk_t *w)
 {
-    if (w->runner) {
-        zmq_send(w->pair, "", 0, 0); /* the runner's stop request */
-        zf_runner_destroy(&w->runner);
-    }
+    zf_runner_destroy(&w->runner);
     if (w->dealer) {
         int linger = 1000;
         zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
