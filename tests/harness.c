@@ -79,6 +79,20 @@ void zt_env_init(zt_env_t *env)
     snprintf(env->worker_ep, sizeof env->worker_ep, "ipc://%s/w", env->dir);
 }
 
+long zt_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb;
+}
+
 void zt_track(pid_t pid)
 {
     if (nprocs < MAX_PROCS)

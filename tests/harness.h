@@ -65,6 +65,9 @@ int64_t zt_now_ms(void);
 /* Blocks the calling thread for ms (tests only: the runtime never sleeps). */
 void zt_pause_ms(int ms);
 
+/* Resident set size of a process in kB (VmRSS), or -1. */
+long zt_rss_kb(pid_t pid);
+
 /* Adds a process started some other way to those zt_kill_all ends. */
 void zt_track(pid_t pid);
 

@@ -168,17 +168,7 @@ Test(chaos, flood_of_garbage_frames_is_survived, .timeout = 300)
             _exit(0);
         }
     }
-    long rss_before = -1;
-    {
-        char path[64], line[256];
-        snprintf(path, sizeof path, "/proc/%d/status", (int)b);
-        FILE *f = fopen(path, "r");
-        while (f && fgets(line, sizeof line, f))
-            if (!strncmp(line, "VmRSS:", 6))
-                rss_before = strtol(line + 6, NULL, 10);
-        if (f)
-            fclose(f);
-    }
+    long rss_before = zt_rss_kb(b);
     /* real jobs meanwhile */
     zf_client_t *c = zt_client(&env);
     enum { N = 2000 };
@@ -209,17 +199,7 @@ Test(chaos, flood_of_garbage_frames_is_survived, .timeout = 300)
     fprintf(stderr, "flood: %lld malformed on the client socket, %lld on the worker socket\n", mc, mw);
     cr_assert_gt(mc, 10000);
     cr_assert_gt(mw, 10000);
-    long rss_after = -1;
-    {
-        char path[64], line[256];
-        snprintf(path, sizeof path, "/proc/%d/status", (int)b);
-        FILE *f = fopen(path, "r");
-        while (f && fgets(line, sizeof line, f))
-            if (!strncmp(line, "VmRSS:", 6))
-                rss_after = strtol(line + 6, NULL, 10);
-        if (f)
-            fclose(f);
-    }
+    long rss_after = zt_rss_kb(b);
     fprintf(stderr, "flood: broker RSS %ld kB before, %ld kB after\n", rss_before, rss_after);
 #if defined(__SANITIZE_ADDRESS__)
     const long slack_kb = (256 + 64) * 1024; /* ASan's quarantine keeps up to 256 MiB freed */

@@ -329,20 +329,6 @@ Test(failure, queue_full_and_payload_too_large_are_rejected, .timeout = 30)
     zf_client_destroy(&c);
 }
 
-static long rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6))
-            kb = strtol(line + 6, NULL, 10);
-    if (f)
-        fclose(f);
-    return kb;
-}
-
 /* 1,000,000 rejected oversized submissions: the broker's RSS stays within 10% of before. */
 Test(failure, rejected_submissions_do_not_grow_memory, .timeout = 240)
 {
@@ -365,9 +351,9 @@ Test(failure, rejected_submissions_do_not_grow_memory, .timeout = 240)
         rejected++;
         zf_event_destroy(&e);
         if (rejected == 20000)
-            before = rss_kb(b);
+            before = zt_rss_kb(b);
     }
-    long after = rss_kb(b);
+    long after = zt_rss_kb(b);
     fprintf(stderr, "limits: %ld rejections, broker RSS %ld kB after 20k, %ld kB after all\n",
             rejected, before, after);
 #if defined(__SANITIZE_ADDRESS__)

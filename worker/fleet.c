@@ -57,14 +57,6 @@ typedef struct {
     void *zctx, *zsock;      /* to the broker's worker endpoint, for obituaries */
 } fleet_t;
 
-/* The name a worker of this fleet registers with: host:pid:device. */
-static void worker_name(char *out, size_t len, pid_t pid, const char *label)
-{
-    char host[64] = "host";
-    gethostname(host, sizeof host - 1);
-    snprintf(out, len, "%.30s:%d:%.16s", host, (int)pid, label);
-}
-
 /* Tells the broker that a worker died and why, so its jobs are requeued now, with the real
    cause (killed by signal 6, ...), instead of after its heartbeats run out. Best effort:
    the heartbeat expiry still covers a lost message. */
@@ -192,7 +184,7 @@ static pid_t spawn(fleet_t *f, child_t *k)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        worker_name(name, sizeof name, getpid(), k->label);
+        zf_worker_default_name(name, sizeof name, (int)getpid(), k->label);
         execv(f->bin, argv);
         fprintf(stderr, "zfleet-fleet: cannot run %s: %s\n", f->bin, strerror(errno));
         _exit(127);
@@ -205,7 +197,7 @@ static pid_t spawn(fleet_t *f, child_t *k)
         return 0;
     }
     k->pid = pid;
-    worker_name(k->name, sizeof k->name, pid, k->label);
+    zf_worker_default_name(k->name, sizeof k->name, (int)pid, k->label);
     k->started_ms = zf_now_ms();
     k->restart_at_ms = 0;
     zf_log(ZF_LOG_INFO, "%s: worker started (pid %d)", k->label, (int)pid);

@@ -49,6 +49,13 @@ typedef struct {
     char name[ZF_NAME_MAX + 1];
 } wk_t;
 
+void zf_worker_default_name(char *out, size_t len, int pid, const char *device_label)
+{
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    snprintf(out, len, "%.30s:%d:%.16s", host, pid, device_label);
+}
+
 void zf_worker_config_defaults(zf_worker_config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -400,11 +407,8 @@ static int start(wk_t *w, char *err, size_t errlen)
         return -1;
     if (w->cfg->name)
         snprintf(w->name, sizeof w->name, "%s", w->cfg->name);
-    else {
-        char host[64] = "host";
-        gethostname(host, sizeof host - 1);
-        snprintf(w->name, sizeof w->name, "%.30s:%d:%.16s", host, (int)getpid(), w->bind.label);
-    }
+    else
+        zf_worker_default_name(w->name, sizeof w->name, (int)getpid(), w->bind.label);
     w->mods = zf_modules_new();
     if (!w->mods || zf_modules_add(w->mods, &zf_builtin_core, err, errlen) < 0 ||
         zf_modules_add(w->mods, &zf_builtin_image, err, errlen) < 0)

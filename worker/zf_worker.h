@@ -11,6 +11,7 @@
 #ifndef ZF_WORKER_H
 #define ZF_WORKER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define ZF_WORKER_EXIT_OK 0
@@ -35,6 +36,10 @@ typedef struct {
 } zf_worker_config_t;
 
 void zf_worker_config_defaults(zf_worker_config_t *cfg);
+
+/* The default worker name, host:pid:device (what the broker and `zfleet workers` show);
+   the fleet computes it for its children to report their deaths by name. */
+void zf_worker_default_name(char *out, size_t len, int pid, const char *device_label);
 
 /* Binds the device, loads and initialises the modules, and serves until stopped. Returns
    one of the exit codes above. */
