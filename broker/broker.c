@@ -854,6 +854,8 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (j->result_pending) /* its `lost` result is still being pushed, this very turn */
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_ESTATE,
                            "the job has only just ended; retry again");
+    if (b->queued >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn)
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EQUEUE_FULL, "queue full");
     DL_DELETE(b->dead, j);
     b->ndead--;
     /* The payload was released at the terminal state; the journal keeps it only until then,
