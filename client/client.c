@@ -73,7 +73,9 @@ static int open_socket(zf_client_t *c)
     c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
     if (!c->sock)
         return -1;
-    int zero = 0, ivl = 100, ivl_max = 5000;
+    /* exponential reconnect backoff (ZeroMQ doubles the interval up to the max), with
+       jitter so that many clients of a restarted broker do not come back in lockstep */
+    int zero = 0, ivl = 75 + (int)(zf_random64() % 50), ivl_max = 4000 + (int)(zf_random64() % 2000);
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
