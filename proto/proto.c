@@ -161,49 +161,117 @@ int zf_msg_add_function(zf_msg_t *m, const char *s)
     return 0;
 }
 
-/* ---- encoding: msgpack packer writing into a fixed buffer ---- */
+/* ---- encoding ----
+   Headers are written as msgpack byte by byte into the caller's buffer: the subset we need
+   (a map of small unsigned keys to integers, a double, strings, one array of strings) is
+   a handful of formats, and writing them directly costs a fraction of going through
+   msgpack-c's packer callbacks, which matters on the broker's hot path. The output is
+   plain msgpack, smallest encodings first, decoded by msgpack-c like any other. */
 
 typedef struct {
-    char *buf;
-    size_t cap, len;
+    unsigned char *p, *end;
     bool overflow;
-} fixbuf_t;
+} wr_t;
 
-static int fixbuf_write(void *data, const char *p, size_t n)
+static void wr_bytes(wr_t *w, const void *src, size_t n)
 {
-    fixbuf_t *fb = data;
-    if (n == 0)
-        return 0; /* p may be NULL then (an empty string), and memcpy must not see it */
-    if (fb->len + n > fb->cap) {
-        fb->overflow = true;
-        return -1;
+    if (w->overflow || (size_t)(w->end - w->p) < n) {
+        w->overflow = true;
+        return;
     }
-    memcpy(fb->buf + fb->len, p, n);
-    fb->len += n;
-    return 0;
+    if (n)
+        memcpy(w->p, src, n);
+    w->p += n;
 }
 
-static void pack_field(msgpack_packer *pk, const zf_msg_t *m, zf_field_t f)
+static void wr_byte(wr_t *w, unsigned v)
+{
+    unsigned char b = (unsigned char)v;
+    wr_bytes(w, &b, 1);
+}
+
+/* a type byte followed by the low n bytes of v, big-endian */
+static void wr_be(wr_t *w, unsigned type, uint64_t v, int n)
+{
+    unsigned char b[9];
+    b[0] = (unsigned char)type;
+    for (int i = 0; i < n; i++)
+        b[1 + i] = (unsigned char)(v >> (8 * (n - 1 - i)));
+    wr_bytes(w, b, (size_t)n + 1);
+}
+
+static void wr_uint(wr_t *w, uint64_t v)
+{
+    if (v <= 0x7f)
+        wr_byte(w, (unsigned)v);
+    else if (v <= 0xff)
+        wr_be(w, 0xcc, v, 1);
+    else if (v <= 0xffff)
+        wr_be(w, 0xcd, v, 2);
+    else if (v <= 0xffffffffu)
+        wr_be(w, 0xce, v, 4);
+    else
+        wr_be(w, 0xcf, v, 8);
+}
+
+static void wr_int(wr_t *w, int64_t v)
+{
+    if (v >= 0)
+        wr_uint(w, (uint64_t)v);
+    else if (v >= -32)
+        wr_byte(w, (unsigned)(0xe0 | (v & 0x1f)));
+    else if (v >= -128)
+        wr_be(w, 0xd0, (uint64_t)v, 1);
+    else if (v >= -32768)
+        wr_be(w, 0xd1, (uint64_t)v, 2);
+    else
+        wr_be(w, 0xd2, (uint64_t)v, 4);
+}
+
+static void wr_str(wr_t *w, const char *s, uint32_t n)
+{
+    if (n <= 31)
+        wr_byte(w, 0xa0 | n);
+    else if (n <= 0xff)
+        wr_be(w, 0xd9, n, 1);
+    else if (n <= 0xffff)
+        wr_be(w, 0xda, n, 2);
+    else
+        wr_be(w, 0xdb, n, 4);
+    wr_bytes(w, s, n);
+}
+
+static void wr_len(wr_t *w, unsigned fix, unsigned type16, uint32_t n)
+{
+    if (n <= 15)
+        wr_byte(w, fix | n);
+    else
+        wr_be(w, type16, n, 2);
+}
+
+static void pack_field(wr_t *w, const zf_msg_t *m, zf_field_t f)
 {
     const void *p = (const char *)m + fields[f].off;
-    msgpack_pack_unsigned_int(pk, f);
+    wr_byte(w, f); /* keys are below 128: a positive fixint */
     switch (fields[f].type) {
-    case T_U64: msgpack_pack_uint64(pk, *(const uint64_t *)p); break;
-    case T_U32: msgpack_pack_uint32(pk, *(const uint32_t *)p); break;
-    case T_I32: msgpack_pack_int32(pk, *(const int32_t *)p); break;
-    case T_F64: msgpack_pack_double(pk, *(const double *)p); break;
+    case T_U64: wr_uint(w, *(const uint64_t *)p); break;
+    case T_U32: wr_uint(w, *(const uint32_t *)p); break;
+    case T_I32: wr_int(w, *(const int32_t *)p); break;
+    case T_F64: {
+        uint64_t bits;
+        memcpy(&bits, p, sizeof bits);
+        wr_be(w, 0xcb, bits, 8);
+        break;
+    }
     case T_STR: {
         const zf_str_t *s = p;
-        msgpack_pack_str(pk, s->len);
-        msgpack_pack_str_body(pk, s->ptr, s->len);
+        wr_str(w, s->ptr, s->len);
         break;
     }
     case T_STRARR:
-        msgpack_pack_array(pk, m->nfunctions);
-        for (uint32_t i = 0; i < m->nfunctions; i++) {
-            msgpack_pack_str(pk, m->functions[i].len);
-            msgpack_pack_str_body(pk, m->functions[i].ptr, m->functions[i].len);
-        }
+        wr_len(w, 0x90, 0xdc, m->nfunctions);
+        for (uint32_t i = 0; i < m->nfunctions; i++)
+            wr_str(w, m->functions[i].ptr, m->functions[i].len);
         break;
     case T_NONE: assert(!"no such field");
     }
@@ -213,19 +281,17 @@ int zf_msg_encode(const zf_msg_t *m, void *buf, size_t cap)
 {
     if (cap < 4)
         return -1;
-    char *out = buf;
+    unsigned char *out = buf;
     out[0] = 'Z';
     out[1] = 'F';
     out[2] = ZF_PROTO_VERSION;
-    out[3] = (char)m->cmd;
-    fixbuf_t fb = {out, cap, 4, false};
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &fb, fixbuf_write);
-    msgpack_pack_map(&pk, (size_t)__builtin_popcount(m->present));
+    out[3] = m->cmd;
+    wr_t w = {out + 4, out + cap, false};
+    wr_len(&w, 0x80, 0xde, (uint32_t)__builtin_popcount(m->present));
     for (int f = 1; f < ZF_F__MAX; f++)
         if (zf_msg_has(m, (zf_field_t)f))
-            pack_field(&pk, m, (zf_field_t)f);
-    return fb.overflow ? -1 : (int)fb.len;
+            pack_field(&w, m, (zf_field_t)f);
+    return w.overflow ? -1 : (int)(w.p - out);
 }
 
 /* ---- decoding ---- */
