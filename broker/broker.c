@@ -53,6 +53,7 @@ struct zf_broker {
     wrk_t *alive;           /* liveness list, oldest first */
     job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
     uint64_t ndone, ndead, queued;
+    uint32_t prefetching;   /* workers holding 2+ leases: the only ones steal_for can use */
     job_t *ack_head, **ack_tail;
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
     wrk_t *graveyard;       /* removed workers, freed at the end of the loop turn */
@@ -361,6 +362,7 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
     j->worker = w;
     zf_journal_start(b->journal, j);
     w->leases[w->inflight++] = (lease_t){j->id, j->attempt, false};
+    b->prefetching += w->inflight == 2;
     j->fn->running++;
     b->c.dispatched++;
     worker_relist(w);
@@ -399,6 +401,8 @@ static job_t *job_find(zf_broker_t *b, uint64_t id);
    recall per idle worker at a time; a lease is recalled at most once. */
 static void steal_for(zf_broker_t *b, wrk_t *w)
 {
+    if (b->prefetching == 0)
+        return; /* nobody holds a job behind another: skip the walk over every worker */
     for (wrk_t *v = b->workers; v; v = v->hh.next) {
         if (v == w || v->inflight < 2)
             continue;
@@ -454,8 +458,9 @@ static void place(zf_broker_t *b, job_t *j, bool front)
 }
 
 /* Keeps the leases in dispatch order: the newest is the likeliest still prefetched. */
-static void lease_drop(wrk_t *w, uint32_t i)
+static void lease_drop(zf_broker_t *b, wrk_t *w, uint32_t i)
 {
+    b->prefetching -= w->inflight == 2;
     memmove(&w->leases[i], &w->leases[i + 1], (w->inflight - i - 1) * sizeof w->leases[0]);
     w->inflight--;
 }
@@ -516,6 +521,7 @@ static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
     }
     for (uint32_t i = 0; i < w->nslots; i++)
         w->slots[i].fn->nworkers--;
+    b->prefetching -= w->inflight >= 2;
     /* freed at the end of the loop turn: callers up the stack (on_done, place) may still
        hold w; `gone` tells them it is out of every list */
     w->gone = true;
@@ -1153,7 +1159,7 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
 {
     int li = lease_find(w, m->id, m->attempt);
     if (li >= 0)
-        lease_drop(w, (uint32_t)li);
+        lease_drop(b, w, (uint32_t)li);
     job_t *j = li >= 0 ? current_lease(b, w, m->id, m->attempt) : NULL;
     if (!j) {
         if (m->status != ZF_ST_CANCELLED)
@@ -1221,7 +1227,7 @@ static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
 {
     int li = lease_find(w, m->id, m->attempt);
     if (li >= 0)
-        lease_drop(w, (uint32_t)li);
+        lease_drop(b, w, (uint32_t)li);
     job_t *j = li >= 0 ? current_lease(b, w, m->id, m->attempt) : NULL;
     if (j) {
         /* The worker never started it: this delivery does not count (its lease number is
