@@ -199,7 +199,7 @@ pid_t zt_worker(const zt_env_t *env, int hb_ms, ...)
     return pid;
 }
 
-static msgpack_object *mp_get(msgpack_object *map, const char *key)
+msgpack_object *zt_mp_get(msgpack_object *map, const char *key)
 {
     if (!map || map->type != MSGPACK_OBJECT_MAP)
         return NULL;
@@ -212,9 +212,8 @@ static msgpack_object *mp_get(msgpack_object *map, const char *key)
     return NULL;
 }
 
-/* Fetches stats and applies fn to the decoded document. */
-static long long with_stats(const zt_env_t *env, long long (*fn)(msgpack_object *, const char *),
-                            const char *arg)
+long long zt_with_stats(const zt_env_t *env, long long (*fn)(msgpack_object *, const char *),
+                        const char *arg)
 {
     zf_client_t *c = zt_client(env);
     zf_event_t *e = zf_client_stats(c);
@@ -235,24 +234,24 @@ static long long with_stats(const zt_env_t *env, long long (*fn)(msgpack_object 
 static long long count_workers(msgpack_object *doc, const char *unused)
 {
     (void)unused;
-    msgpack_object *w = mp_get(doc, "workers");
+    msgpack_object *w = zt_mp_get(doc, "workers");
     return w && w->type == MSGPACK_OBJECT_ARRAY ? (long long)w->via.array.size : -1;
 }
 
 static long long broker_counter(msgpack_object *doc, const char *name)
 {
-    msgpack_object *v = mp_get(mp_get(doc, "broker"), name);
+    msgpack_object *v = zt_mp_get(zt_mp_get(doc, "broker"), name);
     return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)v->via.u64 : -1;
 }
 
 int zt_count_workers(const zt_env_t *env)
 {
-    return (int)with_stats(env, count_workers, NULL);
+    return (int)zt_with_stats(env, count_workers, NULL);
 }
 
 long long zt_broker_counter(const zt_env_t *env, const char *name)
 {
-    return with_stats(env, broker_counter, name);
+    return zt_with_stats(env, broker_counter, name);
 }
 
 bool zt_wait_workers(const zt_env_t *env, int n, int timeout_ms)

@@ -65,6 +65,14 @@ int64_t zt_now_ms(void);
 /* Blocks the calling thread for ms (tests only: the runtime never sleeps). */
 void zt_pause_ms(int ms);
 
+/* Fetches the broker's STATS document and returns fn(document, arg), or -1 when it cannot
+   be fetched. The document lives only during the call. */
+struct msgpack_object;
+long long zt_with_stats(const zt_env_t *env, long long (*fn)(struct msgpack_object *doc, const char *arg),
+                        const char *arg);
+/* The value under a string key of a msgpack map, or NULL. */
+struct msgpack_object *zt_mp_get(struct msgpack_object *map, const char *key);
+
 /* Resident set size of a process in kB (VmRSS), or -1. */
 long zt_rss_kb(pid_t pid);
 
