@@ -60,6 +60,7 @@ static void parse_fsync(zf_broker_config_t *cfg, const char *s)
 int main(int argc, char **argv)
 {
     zf_log_init("zfleet-broker");
+    zf_tune_malloc();
     zf_broker_config_t cfg;
     zf_broker_config_defaults(&cfg);
     bool per_fn_set = false, no_journal = false;

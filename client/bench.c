@@ -1065,6 +1065,7 @@ static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint6
 
 int zf_bench_main(int argc, char **argv, const char *ep, int json)
 {
+    zf_tune_malloc(); /* the bench is a zfleet program, not a host application */
     opts_t o = {.ep = ep,
                 .json = json,
                 .worker_ep = "tcp://127.0.0.1:5556",

@@ -2,6 +2,7 @@
 #include "zf_util.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,4 +78,12 @@ uint64_t zf_random64(void)
     if (getrandom(&v, sizeof v, 0) != sizeof v)
         v = (uint64_t)zf_now_us() * 6364136223846793005ull + 1442695040888963407ull;
     return v;
+}
+
+void zf_tune_malloc(void)
+{
+    /* setting either one also turns off glibc's dynamic threshold, which would otherwise
+       move both as it sees frees, and trims the heap back after every burst */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }

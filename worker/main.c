@@ -64,6 +64,7 @@ static void backoff(const char *s, zf_fleet_config_t *fleet)
 int main(int argc, char **argv)
 {
     zf_log_init("zfleet-worker");
+    zf_tune_malloc();
     zf_worker_config_t cfg;
     zf_worker_config_defaults(&cfg);
     if (getenv("ZFLEET_WORKER_BROKER"))
