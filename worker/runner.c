@@ -135,6 +135,9 @@ static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
     void *state;
     zf_run_fn run = zf_modules_find(r->mods, job.fn, &state);
     int64_t t0 = zf_now_us();
+    /* the first report comes PROGRESS_EVERY_US into the run, not at its start: a job shorter
+       than that costs no progress messages (the broker already shows it running) */
+    job.last_progress_us = t0;
     int rc = run ? run(state, &job) : zf_job_fail(&job, "no function %s on this worker", job.fn);
     int64_t t1 = zf_now_us();
     /* not running any more before the DONE is seen, so no timeout fires on a finished job */
