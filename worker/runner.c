@@ -29,6 +29,8 @@ struct zf_runner {
     char ep[128];
     zf_modules_t *mods;
     const zf_device_t *dev;
+    zf_runner_send_fn send;
+    void *send_arg;
     _Atomic uint64_t cancel_id;
     _Atomic uint32_t cancel_attempt;
     pthread_mutex_t mu;      /* guards everything below */
@@ -102,6 +104,16 @@ bool zf_job_cancelled(const zf_job_t *job)
     return atomic_load(&r->cancel_id) == job->id && atomic_load(&r->cancel_attempt) == job->attempt;
 }
 
+/* Sends to the broker directly, or through the I/O thread when that cannot be done now.
+   Consumes payload (may be NULL) either way. */
+static void to_broker(zf_runner_t *r, void *pair, const zf_msg_t *m, zmq_msg_t *payload)
+{
+    if (r->send && r->send(r->send_arg, m, payload) == 0)
+        return;
+    if (zf_wire_send_blocking(pair, m, payload) < 0 && payload)
+        zmq_msg_close(payload);
+}
+
 void zf_job_progress(zf_job_t *job, double fraction, const char *text)
 {
     int64_t now = zf_now_us();
@@ -115,7 +127,7 @@ void zf_job_progress(zf_job_t *job, double fraction, const char *text)
     zf_msg_set_progress(&m, fraction);
     if (text)
         zf_msg_set_str(&m, ZF_F_TEXT, text);
-    zf_wire_send_blocking(job->pair, &m, NULL);
+    to_broker(job->runner, job->pair, &m, NULL);
 }
 
 void zf_runner_cancel(zf_runner_t *self, uint64_t id, uint32_t attempt)
@@ -157,8 +169,7 @@ static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
         zmq_msg_close(&job.out);
         zmq_msg_init(&job.out);
     }
-    if (zf_wire_send_blocking(pair, &done, &job.out) < 0)
-        zmq_msg_close(&job.out);
+    to_broker(r, pair, &done, &job.out);
 }
 
 static void rjob_free(rjob_t *q)
@@ -211,7 +222,8 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const zf_device_t *dev)
+zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const zf_device_t *dev,
+                           zf_runner_send_fn send, void *arg)
 {
     zf_runner_t *r = calloc(1, sizeof *r);
     if (!r)
@@ -220,6 +232,8 @@ zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const 
     snprintf(r->ep, sizeof r->ep, "%s", ep);
     r->mods = mods;
     r->dev = dev;
+    r->send = send;
+    r->send_arg = arg;
     r->tail = &r->head;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);

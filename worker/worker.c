@@ -6,15 +6,22 @@
       them back; the runner pulls the next one itself when it finishes;
     - every lease the broker gave us is answered exactly once: DONE (ran or cancelled),
       RECALLED (never started), or not at all when we re-register (the broker has already
-      dropped our old leases then).
+      dropped our old leases then);
+    - the broker socket is used by two threads, never at once: this one, which holds
+      sock_mu at all times but while it waits in poll, and the runner, which sends its
+      results and progress on it under sock_mu (runner_send) so that a finished job wakes
+      no other thread of this process. This thread waits on the socket's ZMQ_FD rather than
+      on the socket, so that the wait itself touches no socket state.
 */
 #include "zf_worker.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -34,6 +41,9 @@ typedef struct {
     zf_modules_t *mods;
     void *ctx_in, *ctx_net, *pair, *dealer;
     zf_runner_t *runner;
+    pthread_mutex_t sock_mu;        /* guards dealer, dealer_fd and last_send_ms */
+    int dealer_fd;                  /* the dealer's ZMQ_FD */
+    int wake_fd;                    /* eventfd: the runner's send left a message to read */
     int sigfd;
     struct {                        /* a cancel sent to the running handler */
         uint64_t id;
@@ -131,11 +141,41 @@ static int connect_broker(wk_t *w)
         zf_log(ZF_LOG_ERROR, "cannot connect to %s: %s", w->cfg->broker_ep, zmq_strerror(errno));
         return -1;
     }
+    size_t fdlen = sizeof w->dealer_fd;
+    zmq_getsockopt(w->dealer, ZMQ_FD, &w->dealer_fd, &fdlen);
     int64_t now = zf_now_ms();
     w->last_recv_ms = now;
     w->broker_deadline_ms = now + w->backoff_ms;
     send_ready(w);
     return 0;
+}
+
+/* True when a message waits on the dealer. Also what re-arms ZMQ_FD after a send or a
+   receive: the descriptor is edge-triggered, so one is due before every wait on it. */
+static bool dealer_readable(wk_t *w)
+{
+    int ev = 0;
+    size_t len = sizeof ev;
+    return w->dealer && zmq_getsockopt(w->dealer, ZMQ_EVENTS, &ev, &len) == 0 &&
+           (ev & ZMQ_POLLIN);
+}
+
+/* The runner's way to the broker (called on the runner's thread; see the invariants). */
+static int runner_send(void *arg, const zf_msg_t *m, zmq_msg_t *payload)
+{
+    wk_t *w = arg;
+    pthread_mutex_lock(&w->sock_mu);
+    int rc = w->dealer ? zf_wire_send(w->dealer, NULL, m, payload) : -1;
+    if (rc == 0) {
+        w->last_send_ms = zf_now_ms();
+        /* the send may have consumed the notification of a message that arrived: pass it on
+           to the I/O thread, which would otherwise sleep on the descriptor */
+        uint64_t one = 1;
+        if (dealer_readable(w) && write(w->wake_fd, &one, sizeof one) < 0)
+            zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+    }
+    pthread_mutex_unlock(&w->sock_mu);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ runner queue */
@@ -371,32 +411,55 @@ static int drain_socket(wk_t *w, void *sock, void (*handle)(wk_t *, zf_frames_t 
     return 0;
 }
 
+/* Waits for the broker, the runner, a signal or the next timer, with sock_mu released
+   (the caller holds it before and after). Returns the poll's result. */
+static int wait_events(wk_t *w, zmq_pollitem_t items[4])
+{
+    long timeout = dealer_readable(w) ? 0 : next_timeout(w, zf_now_ms());
+    items[0] = (zmq_pollitem_t){NULL, w->dealer_fd, ZMQ_POLLIN, 0};
+    items[1] = (zmq_pollitem_t){w->pair, 0, ZMQ_POLLIN, 0};
+    items[2] = (zmq_pollitem_t){NULL, w->sigfd, ZMQ_POLLIN, 0};
+    items[3] = (zmq_pollitem_t){NULL, w->wake_fd, ZMQ_POLLIN, 0};
+    pthread_mutex_unlock(&w->sock_mu);
+    int rc = zmq_poll(items, 4, timeout);
+    pthread_mutex_lock(&w->sock_mu);
+    return rc;
+}
+
 static int serve(wk_t *w)
 {
+    pthread_mutex_lock(&w->sock_mu);
     for (;;) {
-        zmq_pollitem_t items[3] = {{w->dealer, 0, ZMQ_POLLIN, 0},
-                                   {w->pair, 0, ZMQ_POLLIN, 0},
-                                   {NULL, w->sigfd, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 3, next_timeout(w, zf_now_ms())) < 0 && errno != EINTR)
-            return -1;
+        zmq_pollitem_t items[4];
+        if (wait_events(w, items) < 0 && errno != EINTR)
+            break;
         if (items[2].revents & ZMQ_POLLIN) {
             struct signalfd_siginfo si;
             if (read(w->sigfd, &si, sizeof si) == sizeof si)
                 begin_drain(w);
         }
+        uint64_t woken;
+        if ((items[3].revents & ZMQ_POLLIN) && read(w->wake_fd, &woken, sizeof woken) < 0)
+            zf_log(ZF_LOG_WARN, "wake descriptor: %s", strerror(errno));
         if (drain_socket(w, w->pair, on_runner) < 0 || drain_socket(w, w->dealer, on_broker) < 0)
-            return -1;
+            break;
         run_timers(w);
         if (w->draining && !zf_runner_running(w->runner).active) {
             /* the runner marks itself idle just before it sends its last DONE: stop it
-               (join), then forward whatever it sent, and only then say goodbye */
+               (join: it may be waiting for the socket), then forward whatever it sent over
+               the PAIR, and only then say goodbye */
+            pthread_mutex_unlock(&w->sock_mu);
             zf_runner_destroy(&w->runner);
+            pthread_mutex_lock(&w->sock_mu);
             drain_socket(w, w->pair, on_runner);
             send_simple(w, ZF_CMD_BYE, 0, 0, 1);
+            pthread_mutex_unlock(&w->sock_mu);
             zf_log(ZF_LOG_INFO, "drained: leaving");
             return 0;
         }
     }
+    pthread_mutex_unlock(&w->sock_mu);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ start and stop */
@@ -424,14 +487,15 @@ static int start(wk_t *w, char *err, size_t errlen)
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     w->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->ctx_in = zmq_ctx_new();
     w->ctx_net = zmq_ctx_new();
     w->pair = zmq_socket(w->ctx_in, ZMQ_PAIR);
-    if (w->sigfd < 0 || zmq_bind(w->pair, RUNNER_EP) < 0) {
+    if (w->sigfd < 0 || w->wake_fd < 0 || zmq_bind(w->pair, RUNNER_EP) < 0) {
         snprintf(err, errlen, "cannot set up the handler thread's socket");
         return -1;
     }
-    w->runner = zf_runner_new(w->ctx_in, RUNNER_EP, w->mods, &w->bind.dev);
+    w->runner = zf_runner_new(w->ctx_in, RUNNER_EP, w->mods, &w->bind.dev, runner_send, w);
     if (!w->runner) {
         snprintf(err, errlen, "cannot start the handler thread");
         return -1;
@@ -447,7 +511,10 @@ static int start(wk_t *w, char *err, size_t errlen)
     }
     w->backoff_ms = w->cfg->heartbeat_ms * w->cfg->liveness;
     w->hb_ms = w->cfg->heartbeat_ms;
-    if (connect_broker(w) < 0) {
+    pthread_mutex_lock(&w->sock_mu);
+    int rc = connect_broker(w);
+    pthread_mutex_unlock(&w->sock_mu);
+    if (rc < 0) {
         snprintf(err, errlen, "bad broker endpoint %s", w->cfg->broker_ep);
         return -1;
     }
@@ -473,11 +540,13 @@ static void stop(wk_t *w)
     zf_modules_destroy(&w->mods);
     if (w->sigfd > 0)
         close(w->sigfd);
+    if (w->wake_fd > 0)
+        close(w->wake_fd);
 }
 
 int zf_worker_run(const zf_worker_config_t *cfg)
 {
-    wk_t w = {.cfg = cfg, .sigfd = -1};
+    wk_t w = {.cfg = cfg, .sigfd = -1, .wake_fd = -1, .sock_mu = PTHREAD_MUTEX_INITIALIZER};
     char err[512] = "";
     if (start(&w, err, sizeof err) < 0) {
         zf_log(ZF_LOG_ERROR, "%s", err);

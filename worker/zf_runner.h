@@ -5,8 +5,11 @@
     the queue and can take back those not yet started (RECALL, cancel, drain); the runner
     pulls the next one itself as soon as it finishes, so a busy worker needs no round trip
     through the I/O thread per job. Results ([DONE header][output]) and progress go to the
-    I/O thread over an inproc PAIR socket; so does a one-byte "started" notice for jobs that
-    have a run timeout, so the I/O thread can arm it.
+    broker through the I/O thread's `send` hook, from the runner's own thread, so a result
+    costs no wake-up of the I/O thread; when the hook cannot send at once (the socket is
+    full, or there is none), they go to the I/O thread over an inproc PAIR socket instead.
+    A one-byte "started" notice for jobs that have a run timeout also goes over the PAIR,
+    so the I/O thread can arm it.
 */
 #ifndef ZF_RUNNER_H
 #define ZF_RUNNER_H
@@ -15,6 +18,7 @@
 #include <stdint.h>
 #include <zmq.h>
 
+#include "../proto/zf_proto.h"
 #include "zf_module.h"
 #include "zf_modules.h"
 
@@ -29,11 +33,18 @@ typedef struct {
     int64_t started_ms;      /* monotonic */
 } zf_running_t;
 
+/* Sends [hdr][payload] (payload may be NULL) to the broker at once, from the runner's
+   thread. Returns 0 when sent (payload consumed), or -1 without blocking (payload still the
+   caller's): then the runner sends it over the PAIR. */
+typedef int (*zf_runner_send_fn)(void *arg, const zf_msg_t *hdr, zmq_msg_t *payload);
+
 /* Starts the runner thread on `ctx`, connected to the inproc endpoint `ep` that the
-   caller has bound as a PAIR. mods and dev are borrowed until destroy. Returns NULL when
-   the thread cannot start. The runner then sends one frame: empty when init succeeded, or
-   the reason it failed. */
-zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const zf_device_t *dev);
+   caller has bound as a PAIR. mods and dev are borrowed until destroy; send (may be NULL:
+   everything goes over the PAIR) is called with arg from the runner's thread. Returns NULL
+   when the thread cannot start. The runner then sends one frame over the PAIR: empty when
+   init succeeded, or the reason it failed. */
+zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const zf_device_t *dev,
+                           zf_runner_send_fn send, void *arg);
 
 /* Queues a job. Takes `payload` (it is left empty). Returns 0, or -1 when memory runs out
    (then the payload is still the caller's). */
