@@ -208,7 +208,7 @@ static void job_free(zf_broker_t *b, job_t *j)
 {
     HASH_DEL(b->jobs, j);
     job_clear_waiters(b, j);
-    zmq_msg_close(&j->payload);
+    zf_job_drop_payload(j);
     if (j->res) {
         zmq_msg_close(&j->res->output);
         free(j->res->error);
@@ -344,13 +344,11 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
        A small one lives in the job, which may be freed before ZeroMQ sends the message, so
        the message gets its own copy of those few bytes. */
     zmq_msg_t payload;
-    size_t plen = zmq_msg_size(&j->payload);
-    if (plen && plen <= KEEP_COPY_MAX && zmq_msg_init_size(&payload, plen) == 0) {
-        memcpy(zmq_msg_data(&payload), zmq_msg_data(&j->payload), plen);
-    } else {
-        zmq_msg_init(&payload);
-        zmq_msg_copy(&payload, &j->payload);
-    }
+    zmq_msg_init(&payload);
+    if (j->big)
+        zmq_msg_copy(&payload, j->big);
+    else if (j->plen && zmq_msg_init_size(&payload, j->plen) == 0)
+        memcpy(zmq_msg_data(&payload), j->inline_payload, j->plen);
     if (zf_wire_send_to(b->back, w->rid, w->rid_len, &m, &payload) < 0) {
         zmq_msg_close(&payload);
         j->attempt--;
@@ -616,10 +614,8 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
         j->fn->failed++;
     zf_journal_finish(b->journal, j);
     bool dead = st == ZF_ST_LOST || st == ZF_ST_TIMED_OUT;
-    if (!dead) { /* dead letters keep their payload for a retry */
-        zmq_msg_close(&j->payload);
-        zmq_msg_init(&j->payload);
-    }
+    if (!dead) /* dead letters keep their payload for a retry */
+        zf_job_drop_payload(j);
     /* pushed after the turn's journal commit, so no client sees a result that a crash
        could take back (see flush_turn) */
     j->result_pending = true;
@@ -749,7 +745,8 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "too many distinct function names");
     if (!fn)
         fn = fn_get(b, m->fn, true);
-    /* A small payload is kept inside the job's own allocation (see keep_frame). */
+    /* A small payload is kept inside the job's own allocation (see keep_frame); a larger
+       one keeps the frame it came in, moved, never copied. */
     size_t plen = zmq_msg_size(payload);
     size_t inl = plen <= KEEP_COPY_MAX ? plen : 0;
     job_t *j = fn ? calloc(1, sizeof *j + inl) : NULL;
@@ -763,6 +760,14 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         client_drop_unused(b, c);
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (function limit)");
     }
+    if (inl) {
+        memcpy(j->inline_payload, zmq_msg_data(payload), inl);
+        j->plen = (uint32_t)inl;
+    } else if (plen && zf_job_take_payload(j, payload) < 0) {
+        free(j);
+        client_drop_unused(b, c);
+        return reject(b, rid, m->tag, ZF_EINTERNAL, "out of memory");
+    }
     j->id = b->next_id++;
     j->fn = fn;
     j->priority = m->priority;
@@ -772,13 +777,6 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->tag = m->tag;
     j->qpos = j->tpos = ZF_HEAP_NONE;
     int64_t accepted_ms = zf_now_ms();
-    if (inl) {
-        memcpy(j->inline_payload, zmq_msg_data(payload), inl);
-        /* no free function: a constant message over the job's own bytes */
-        zmq_msg_init_data(&j->payload, j->inline_payload, inl, NULL, NULL);
-    } else {
-        keep_frame(&j->payload, payload);
-    }
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     job_add_waiter(j, c);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;

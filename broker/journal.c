@@ -138,7 +138,7 @@ static int64_t from_wall(uint64_t wall_ms, int64_t now_ms, int64_t wall_now)
 
 static void enc_accept(jbuf_t *b, const job_t *j)
 {
-    size_t n = strlen(j->fn->name), plen = zmq_msg_size((zmq_msg_t *)&j->payload);
+    size_t n = strlen(j->fn->name), plen = j->plen;
     size_t at = rec_begin(b, REC_ACCEPT);
     buf_reserve(b, ACCEPT_FIXED + n + plen);
     put_u(b, j->id, 8);
@@ -152,7 +152,7 @@ static void enc_accept(jbuf_t *b, const job_t *j)
     put_u(b, n, 1);
     put(b, j->fn->name, n);
     put_u(b, plen, 4);
-    put(b, zmq_msg_data((zmq_msg_t *)&j->payload), plen);
+    put(b, zf_job_payload(j), plen);
     rec_end(b, at);
 }
 
@@ -210,7 +210,7 @@ static void enc_forget(jbuf_t *b, uint64_t id)
 /* Bytes a job's records take after compaction: what keeps it alive in the file. */
 static uint64_t live_size(const job_t *j, uint64_t out_max)
 {
-    uint64_t n = HDR + ACCEPT_FIXED + strlen(j->fn->name) + zmq_msg_size((zmq_msg_t *)&j->payload);
+    uint64_t n = HDR + ACCEPT_FIXED + strlen(j->fn->name) + j->plen;
     if (zf_state_is_terminal(j->state)) {
         const result_t *r = j->res;
         uint64_t olen = r ? zmq_msg_size((zmq_msg_t *)&r->output) : 0;
@@ -400,7 +400,7 @@ static void result_free(result_t **rp)
 static void job_discard(replay_t *rp, job_t *j)
 {
     HASH_DEL(rp->tab, j);
-    zmq_msg_close(&j->payload);
+    zf_job_drop_payload(j);
     result_free(&j->res);
     free(j);
 }
@@ -466,7 +466,7 @@ static int apply_accept(replay_t *rp, reader_t *r)
         return -1;
     job_t *j = tab_find(rp, id);
     if (j) { /* requeued from the dead letters: it starts over */
-        zmq_msg_close(&j->payload);
+        zf_job_drop_payload(j);
         result_free(&j->res);
         tab_touch(rp, j);
     } else {
@@ -490,12 +490,17 @@ static int apply_accept(replay_t *rp, reader_t *r)
     j->attempt = attempt;
     j->state = ZF_ST_QUEUED;
     j->qpos = j->tpos = ZF_HEAP_NONE;
-    if (zmq_msg_init_size(&j->payload, plen) < 0) {
-        zmq_msg_init(&j->payload);
+    /* a restored job keeps its payload in a frame of its own, whatever its size: the job
+       may already exist (a dead letter requeued), so the payload cannot go inline */
+    zmq_msg_t frame;
+    if (zmq_msg_init_size(&frame, plen) < 0)
+        return -2;
+    if (plen)
+        memcpy(zmq_msg_data(&frame), payload, plen);
+    if (zf_job_take_payload(j, &frame) < 0) {
+        zmq_msg_close(&frame);
         return -2;
     }
-    if (plen)
-        memcpy(zmq_msg_data(&j->payload), payload, plen);
     return 0;
 }
 
@@ -567,8 +572,7 @@ static int apply_finish(replay_t *rp, reader_t *r)
         j->finished_ms = rp->now_ms;
     if (state != ZF_ST_LOST && state != ZF_ST_TIMED_OUT) {
         /* only dead letters keep their payload, for a retry (as the broker does) */
-        zmq_msg_close(&j->payload);
-        zmq_msg_init(&j->payload);
+        zf_job_drop_payload(j);
     }
     tab_touch(rp, j);
     return 0;

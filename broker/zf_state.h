@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <uthash.h>
 #include <zmq.h>
 
@@ -53,24 +54,28 @@ typedef struct result {
 } result_t;
 
 typedef struct job {
+    /* A queued job is the broker's unit of memory: keep this struct small (a million
+       queued jobs must fit in a few hundred MB; fields are ordered so that none pads).
+       Rarely used fields live in result_t. */
     uint64_t id;
     struct fnq *fn;
     int64_t seq;             /* FIFO order within a priority; front requeues are negative */
+    int64_t deadline_at;     /* monotonic ms; 0 = none */
+    int64_t finished_ms;     /* monotonic, once terminal */
+    uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */
     int32_t priority;
     uint32_t qpos;           /* position in fn->q[device], ZF_HEAP_NONE when not queued */
     uint32_t tpos;           /* position in the deadline heap, ZF_HEAP_NONE if none */
     uint32_t attempt;        /* deliveries so far; the lease is (id, attempt) */
     uint32_t timeout_ms;
+    uint32_t plen;           /* payload bytes; 0 once it is dropped (see zf_job_payload) */
     uint8_t state;           /* zf_state_t */
     uint8_t device;          /* required zf_device_kind_t */
     uint8_t max_attempts;
     bool acked;              /* the client was told ACCEPTED */
     bool no_push;            /* the submitter asked not to be sent the result */
     bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
-    int64_t deadline_at;     /* monotonic ms; 0 = none */
-    int64_t finished_ms;     /* monotonic, once terminal */
-    uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */
-    zmq_msg_t payload;       /* kept until the job is terminal, for redelivery */
+    zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */
     struct wrk *worker;      /* lease holder while running, else NULL */
     client_t *waiter;        /* first client to push the result to, or NULL */
     struct result *res;      /* progress, result, further waiters; allocated when needed */
@@ -78,10 +83,38 @@ typedef struct job {
     struct job *ack_next;    /* pending-acceptance list, while not acked */
     struct job *send_next;   /* results to push once their FINISH record is committed */
     UT_hash_handle hh;
-    /* A queued job is the broker's unit of memory: keep this struct small (a million
-       queued jobs must fit in a few hundred MB). Rarely used fields live in result_t. */
-    unsigned char inline_payload[]; /* a small payload lives here; `payload` points at it */
+    unsigned char inline_payload[]; /* a small payload lives here, allocated with the job */
 } job_t;
+
+/* The job's payload (kept until it is terminal, for redelivery): plen bytes. */
+static inline const void *zf_job_payload(const job_t *j)
+{
+    return j->big ? zmq_msg_data(j->big) : j->inline_payload;
+}
+
+/* Frees the payload; the job then has none (plen 0). */
+static inline void zf_job_drop_payload(job_t *j)
+{
+    if (j->big) {
+        zmq_msg_close(j->big);
+        free(j->big);
+        j->big = NULL;
+    }
+    j->plen = 0;
+}
+
+/* Makes `frame` the job's payload, moved (not copied); the job must have none. Returns 0,
+   or -1 when memory runs out (frame untouched). */
+static inline int zf_job_take_payload(job_t *j, zmq_msg_t *frame)
+{
+    j->big = malloc(sizeof *j->big);
+    if (!j->big)
+        return -1;
+    zmq_msg_init(j->big);
+    zmq_msg_move(j->big, frame);
+    j->plen = (uint32_t)zmq_msg_size(j->big);
+    return 0;
+}
 
 /* One worker's membership in one function's ready lists. */
 typedef struct wslot {

@@ -39,6 +39,59 @@ Test(e2e, echo_round_trip_through_broker_and_worker)
     zf_client_destroy(&c);
 }
 
+/* Payloads on both sides of every size boundary the broker has (kept inside the job up
+   to 1024 bytes, in their own frame above; ZeroMQ's own 33-byte inline messages) come back
+   byte for byte, also when the first delivery dies with its worker and the job is sent
+   again from what the broker kept. */
+Test(e2e, payloads_of_every_size_class_round_trip_and_survive_redelivery, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    /* credits: the echoes are prefetched behind the spin, so the kill takes them too */
+    pid_t w1 = zt_worker(&env, 200, "--credits", "16", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zf_client_t *c = zt_client(&env);
+    static const size_t sizes[] = {0, 1, 33, 34, 1023, 1024, 1025, 65536, 1 << 20};
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    unsigned char *buf = malloc(1 << 20);
+    cr_assert_not_null(buf);
+    for (int round = 0; round < 2; round++) {
+        uint64_t ids[N];
+        if (round == 1) { /* a spin holds the only worker; the echoes queue behind it */
+            zf_submit_opts_t o = {.max_attempts = 3};
+            uint64_t sid;
+            cr_assert_eq(zf_client_submit(c, "spin", "1000", 4, &o, &sid), 0);
+        }
+        for (size_t i = 0; i < N; i++) {
+            for (size_t k = 0; k < sizes[i]; k++)
+                buf[k] = (unsigned char)(k * 31 + i * 7 + (size_t)round);
+            cr_assert_eq(zf_client_submit(c, "echo", buf, sizes[i], NULL, &ids[i]), 0, "%s",
+                         zf_client_error(c));
+        }
+        if (round == 1) { /* kill the worker holding them; a new one runs them again */
+            zt_pause_ms(100);
+            zt_kill(w1, SIGKILL);
+            zt_worker(&env, 200, NULL);
+        }
+        for (size_t i = 0; i < N; i++) {
+            zf_event_t *r = zf_client_wait(c, ids[i], 15000);
+            cr_assert_not_null(r, "size %zu: %s", sizes[i], zf_client_error(c));
+            cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "size %zu: %s", sizes[i], r->text);
+            cr_assert_eq(r->output_len, sizes[i]);
+            cr_assert_eq(r->attempts, round + 1u, "size %zu: %u attempt(s)", sizes[i], r->attempts);
+            size_t k = 0;
+            while (k < sizes[i] && ((const unsigned char *)r->output)[k] ==
+                                       (unsigned char)(k * 31 + i * 7 + (size_t)round))
+                k++;
+            cr_assert_eq(k, sizes[i], "size %zu: byte %zu differs", sizes[i], k);
+            zf_event_destroy(&r);
+        }
+    }
+    free(buf);
+    zf_client_destroy(&c);
+}
+
 /* 2000 echo jobs with distinct payloads through 2 workers: every result correct and each
    received exactly once. */
 Test(e2e, two_thousand_echo_jobs_each_result_once, .timeout = 120)
