@@ -19,6 +19,8 @@ typedef struct evnode {
     char buf[];
 } evnode_t;
 
+#define PUSHED_MAX 64
+
 struct zf_client {
     void *ctx, *sock;
     char ep[256];
@@ -29,7 +31,28 @@ struct zf_client {
     char err[512];
     zf_client_errcode_t errcode;
     int brokercode;
+    /* Jobs this connection submitted and will be pushed the result of (the latest
+       PUSHED_MAX): waiting for one needs no WAIT, so submit-then-wait costs one round trip
+       to the broker, not two. A ring: an id that fell out of it is merely asked for. */
+    uint64_t pushed[PUSHED_MAX];
+    unsigned pushed_next;
 };
+
+static void pushed_add(zf_client_t *c, uint64_t id)
+{
+    c->pushed[c->pushed_next++ % PUSHED_MAX] = id;
+}
+
+/* True if id was in the ring; it leaves it (its result is being taken). */
+static bool pushed_take(zf_client_t *c, uint64_t id)
+{
+    for (unsigned i = 0; i < PUSHED_MAX; i++)
+        if (id && c->pushed[i] == id) {
+            c->pushed[i] = 0;
+            return true;
+        }
+    return false;
+}
 
 static int set_error(zf_client_t *c, zf_client_errcode_t code, int bcode, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -79,6 +102,8 @@ static int open_socket(zf_client_t *c)
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    /* a new connection is nobody's waiter yet: what the old one was pushed is asked for */
+    memset(c->pushed, 0, sizeof c->pushed);
     if (zmq_connect(c->sock, c->ep) < 0)
         return -1;
     c->last_recv_ms = c->last_ping_ms = zf_now_ms();
@@ -223,6 +248,8 @@ static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
             m.cmd != ZF_CMD_PONG)
             n = make_event(&m, f.n >= 2 ? &f.part[1] : NULL);
         zf_frames_close(&f);
+        if (n && n->ev.type == ZF_EV_RESULT)
+            pushed_take(c, n->ev.id); /* it came: a later wait for it must ask */
         if (n)
             return n;
         timeout_ms = 0; /* a PONG or junk: look again without waiting */
@@ -405,6 +432,8 @@ int zf_client_submit(zf_client_t *c, const char *fn, const void *data, size_t le
         return -1;
     if (broker_refused(c, n))
         return -1;
+    if (!(opts && opts->no_push))
+        pushed_add(c, n->ev.id);
     if (id)
         *id = n->ev.id;
     zf_event_t *e = &n->ev;
@@ -443,10 +472,13 @@ zf_event_t *zf_client_wait(zf_client_t *c, uint64_t id, int timeout_ms)
     waitarg_t w = {id, 0};
     /* Asking costs one small message and covers every case: a job submitted elsewhere, a
        result pushed before we waited, a broker that restarted. */
+    bool pushed = pushed_take(c, id);
     evnode_t *n = take_queued(c, match_result, &w);
     if (n)
         return &n->ev;
-    if (send_wait(c, &w) < 0)
+    /* A job submitted here is pushed its result unasked; if that push is lost, or the
+       broker restarted, the probe after a heartbeat of silence asks (see await). */
+    if (!pushed && send_wait(c, &w) < 0)
         return NULL;
     int64_t deadline = timeout_ms < 0 ? -1 : zf_now_ms() + timeout_ms;
     for (;;) {
