@@ -66,6 +66,7 @@ typedef struct job {
     uint8_t max_attempts;
     bool acked;              /* the client was told ACCEPTED */
     bool no_push;            /* the submitter asked not to be sent the result */
+    bool forget;             /* drop the result once it has been pushed to the submitter */
     bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
     int64_t deadline_at;     /* monotonic ms; 0 = none */
     int64_t finished_ms;     /* monotonic, once terminal */
