@@ -92,7 +92,9 @@ int main(int argc, char **argv)
             break;
         case 'p': cfg.max_payload = num("max-payload", optarg, 0, 1ull << 40); break;
         case 'r': cfg.max_results = num("max-results", optarg, 0, UINT64_MAX); break;
-        case 'B': cfg.result_store_bytes = num("result-store-bytes", optarg, 1, UINT64_MAX); break;
+        case 'B':
+            cfg.result_store_bytes = num("result-store-bytes", optarg, 1, UINT64_MAX);
+            break;
         case 't': cfg.result_ttl_ms = (uint32_t)num("result-ttl", optarg, 0, UINT32_MAX); break;
         case 'a': cfg.max_attempts = (uint32_t)num("max-attempts", optarg, 1, 100); break;
         case 'D': cfg.max_dead = num("max-dead", optarg, 0, UINT64_MAX); break;

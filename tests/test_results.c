@@ -70,8 +70,7 @@ Test(results, forget_result_is_dropped_after_push, .timeout = 30)
     zf_event_destroy(&r);
 
     zf_client_t *other = zt_client(&env);
-    cr_assert(unknown(other, id), "a forgotten result was still there: %s",
-              zf_client_error(other));
+    cr_assert(unknown(other, id), "a forgotten result was still there: %s", zf_client_error(other));
     r = zf_client_get(other, kept);
     cr_assert(r && r->type == ZF_EV_RESULT && r->output_len == 4, "%s", zf_client_error(other));
     zf_event_destroy(&r);
