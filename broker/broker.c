@@ -39,6 +39,7 @@ typedef struct {
     uint64_t malformed_client, malformed_worker;
     uint64_t stale_results, stale_progress;
     uint64_t workers_lost, undeliverable;
+    uint64_t forgotten; /* FORGET results dropped once pushed to their submitter */
 } counters_t;
 
 struct zf_broker {
@@ -53,6 +54,8 @@ struct zf_broker {
     wrk_t *alive;           /* liveness list, oldest first */
     job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
     uint64_t ndone, ndead, queued;
+    uint64_t result_bytes;  /* what done and dead hold (stored_bytes of each), bounded by
+                               cfg.result_store_bytes at the end of every loop turn */
     uint32_t prefetching;   /* workers holding 2+ leases: the only ones steal_for can use */
     job_t *ack_head, **ack_tail;
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
@@ -576,23 +579,89 @@ static bool send_result(zf_broker_t *b, job_t *j, const void *rid, size_t rid_le
     return true;
 }
 
-static void evict_results(zf_broker_t *b, int64_t now)
+/* ------------------------------------------------------------------ result store */
+
+/* Lost and timed-out jobs are dead letters: kept, with their payload, for a retry. */
+static bool is_dead_letter(const job_t *j)
 {
-    while (b->done && !b->done->result_pending && b->done->acked &&
-           (b->ndone > b->cfg.max_results || b->done->finished_ms + b->cfg.result_ttl_ms <= now)) {
-        job_t *j = b->done;
-        DL_DELETE(b->done, j);
-        b->ndone--;
-        zf_journal_forget(b->journal, j->id);
-        job_free(b, j);
+    return j->state == ZF_ST_LOST || j->state == ZF_ST_TIMED_OUT;
+}
+
+/* The bytes a kept job holds: its output, and a dead letter's payload too. It depends only
+   on what stays fixed while the job is kept, so adding and subtracting it always agree. */
+static uint64_t stored_bytes(const job_t *j)
+{
+    uint64_t n = j->res ? zmq_msg_size((zmq_msg_t *)&j->res->output) : 0;
+    if (is_dead_letter(j))
+        n += j->plen;
+    return n;
+}
+
+/* Keeps a terminal job: in the dead-letter list or the result store, newest last. */
+static void store_keep(zf_broker_t *b, job_t *j)
+{
+    b->result_bytes += stored_bytes(j);
+    if (is_dead_letter(j)) {
+        DL_APPEND(b->dead, j);
+        b->ndead++;
+    } else {
+        DL_APPEND(b->done, j);
+        b->ndone++;
     }
-    while (b->dead && !b->dead->result_pending && b->dead->acked && b->ndead > b->cfg.max_dead) {
-        job_t *j = b->dead;
+}
+
+/* Takes a kept job out of its list; the caller frees or requeues it. */
+static void store_drop(zf_broker_t *b, job_t *j)
+{
+    uint64_t n = stored_bytes(j);
+    assert(b->result_bytes >= n);
+    b->result_bytes -= n;
+    if (is_dead_letter(j)) {
         DL_DELETE(b->dead, j);
         b->ndead--;
-        zf_journal_forget(b->journal, j->id);
-        job_free(b, j);
+    } else {
+        DL_DELETE(b->done, j);
+        b->ndone--;
     }
+}
+
+/* Deletes a kept job for good; GET/WAIT answer `unknown job` from now on. */
+static void store_discard(zf_broker_t *b, job_t *j)
+{
+    store_drop(b, j);
+    zf_journal_forget(b->journal, j->id);
+    job_free(b, j);
+}
+
+/* A kept job may go once its result has been pushed and its acceptance sent. */
+static bool evictable(const job_t *j)
+{
+    return j && !j->result_pending && j->acked;
+}
+
+/* The older of the two list heads that may go, or NULL. */
+static job_t *oldest_evictable(zf_broker_t *b)
+{
+    job_t *d = evictable(b->done) ? b->done : NULL;
+    job_t *x = evictable(b->dead) ? b->dead : NULL;
+    if (d && x)
+        return d->finished_ms <= x->finished_ms ? d : x;
+    return d ? d : x;
+}
+
+/* Applies the result store's bounds, oldest first: TTL and max_results to the results,
+   max_dead to the dead letters, and result_store_bytes to both together (a byte bound that
+   left dead letters out could be filled by them, and then no result would be kept). */
+static void evict_results(zf_broker_t *b, int64_t now)
+{
+    while (evictable(b->done) &&
+           (b->ndone > b->cfg.max_results || b->done->finished_ms + b->cfg.result_ttl_ms <= now))
+        store_discard(b, b->done);
+    while (evictable(b->dead) && b->ndead > b->cfg.max_dead)
+        store_discard(b, b->dead);
+    job_t *j;
+    while (b->result_bytes > b->cfg.result_store_bytes && (j = oldest_evictable(b)))
+        store_discard(b, j);
 }
 
 /* Ends the job in a terminal state: journal, push the result to every waiter, keep it in the
@@ -613,7 +682,7 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
     else
         j->fn->failed++;
     zf_journal_finish(b->journal, j);
-    bool dead = st == ZF_ST_LOST || st == ZF_ST_TIMED_OUT;
+    bool dead = is_dead_letter(j);
     if (!dead) /* dead letters keep their payload for a retry */
         zf_job_drop_payload(j);
     /* pushed after the turn's journal commit, so no client sees a result that a crash
@@ -621,15 +690,10 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
     j->result_pending = true;
     *b->send_tail = j;
     b->send_tail = &j->send_next;
-    if (dead) {
-        DL_APPEND(b->dead, j);
-        b->ndead++;
+    store_keep(b, j);
+    if (dead)
         zf_log(ZF_LOG_WARN, "job %llu %s after %u attempt(s): %s", (unsigned long long)j->id,
                zf_state_name(st), j->attempt, j->res && j->res->error ? j->res->error : "");
-    } else {
-        DL_APPEND(b->done, j);
-        b->ndone++;
-    }
 }
 
 /* ------------------------------------------------------------------ replies to clients */
@@ -702,6 +766,8 @@ static void flush_turn(zf_broker_t *b)
     b->ack_head = NULL;
     b->ack_tail = &b->ack_head;
     push_results(b); /* after the acceptances: a client hears ACCEPTED before the RESULT */
+    /* every turn, not only on the tick: the byte bound must hold while results stream in */
+    evict_results(b, zf_now_ms());
 }
 
 /* Pushes the results of the jobs that ended this turn to their waiters. */
@@ -711,11 +777,20 @@ static void push_results(zf_broker_t *b)
         next = j->send_next;
         j->send_next = NULL;
         j->result_pending = false;
+        bool pushed = false;
         if (j->waiter && !j->no_push)
-            send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
+            pushed = send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
         for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
             send_result(b, j, j->res->more[i]->rid, j->res->more[i]->rid_len, j->tag);
         job_clear_waiters(b, j);
+        /* FORGET: the submitter has its result (ZeroMQ took it for a connected peer), so the
+           store need not keep it. A failed push leaves it for GET under the usual bounds; a
+           dead letter stays for inspection and retry. j->waiter was the submitter: a job
+           that had a RETRY, or came back from the journal, has no FORGET. */
+        if (j->forget && pushed && !is_dead_letter(j)) {
+            b->c.forgotten++;
+            store_discard(b, j);
+        }
     }
     b->send_head = NULL;
     b->send_tail = &b->send_head;
@@ -738,6 +813,9 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         return reject(b, rid, m->tag, ZF_EBADARG, "device must be any, cpu or gpu");
     if (m->max_attempts > 100)
         return reject(b, rid, m->tag, ZF_EBADARG, "max_attempts must be at most 100");
+    if ((m->flags & ZF_FLAG_FORGET) && (m->flags & ZF_FLAG_NO_PUSH))
+        return reject(b, rid, m->tag, ZF_EBADARG,
+                      "forget needs the result pushed to this connection (not with no_push)");
     if (b->queued >= b->cfg.max_queued)
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (broker limit)");
     fnq_t *fn = fn_get(b, m->fn, false);
@@ -780,6 +858,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     job_add_waiter(j, c);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
+    j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
     b->c.accepted++;
     zf_journal_accept(b->journal, j);
@@ -860,14 +939,14 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
                            "the job has only just ended; retry again");
     if (b->queued >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn)
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EQUEUE_FULL, "queue full");
-    DL_DELETE(b->dead, j);
-    b->ndead--;
+    store_drop(b, j); /* before its state changes: stored_bytes depends on it */
     /* The payload was released at the terminal state; the journal keeps it only until then,
        so a retry needs it in memory: dead jobs keep theirs (see finalize). */
     /* lease numbers go on from where they were: a worker still running an old attempt must
        never match the new lease */
     job_res(j)->attempt_base = j->attempt;
     j->no_push = false; /* the retrying client is pushed the result */
+    j->forget = false;  /* and it kept the job to retry it: its result is kept too */
     j->state = ZF_ST_QUEUED;
     j->deadline_at = 0; /* a retry is a fresh start: the old deadline has passed */
     if (j->res) {
@@ -970,7 +1049,7 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     int64_t now = zf_now_ms();
     msgpack_pack_map(&pk, 4);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 16);
+    msgpack_pack_map(&pk, 18);
     pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
     pk_kv_u64(&pk, "submitted", b->c.submitted);
     pk_kv_u64(&pk, "accepted", b->c.accepted);
@@ -980,6 +1059,8 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     pk_kv_u64(&pk, "queued", b->queued);
     pk_kv_u64(&pk, "results_kept", b->ndone);
     pk_kv_u64(&pk, "dead_letters", b->ndead);
+    pk_kv_u64(&pk, "result_bytes", b->result_bytes);
+    pk_kv_u64(&pk, "forgotten", b->c.forgotten);
     pk_kv_u64(&pk, "malformed_client", b->c.malformed_client);
     pk_kv_u64(&pk, "malformed_worker", b->c.malformed_worker);
     pk_kv_u64(&pk, "stale_results", b->c.stale_results);
@@ -1018,12 +1099,9 @@ static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
             next = j->next;
             if (j->result_pending || !j->acked)
                 continue; /* its result or acceptance is still to be sent */
-            DL_DELETE(b->dead, j);
-            zf_journal_forget(b->journal, j->id);
-            job_free(b, j);
+            store_discard(b, j);
             n++;
         }
-        b->ndead -= n;
         char text[64];
         snprintf(text, sizeof text, "purged %llu dead letter(s)", (unsigned long long)n);
         return reply_ok(b, rid, m->tag, text);
@@ -1412,6 +1490,7 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
         .max_queued_per_fn = 2000000,
         .max_payload = 64ull << 20,
         .max_results = 100000,
+        .result_store_bytes = 1ull << 30,
         .result_ttl_ms = 3600 * 1000,
         .max_attempts = 3,
         .max_dead = 10000,
@@ -1468,13 +1547,7 @@ static void restore_job(void *arg, job_t *j)
     if (zf_state_is_terminal(j->state)) {
         if (!j->finished_ms)
             j->finished_ms = zf_now_ms();
-        if (j->state == ZF_ST_LOST || j->state == ZF_ST_TIMED_OUT) {
-            DL_APPEND(b->dead, j);
-            b->ndead++;
-        } else {
-            DL_APPEND(b->done, j);
-            b->ndone++;
-        }
+        store_keep(b, j); /* over a bound, the first loop turn evicts the oldest */
         return;
     }
     if (j->deadline_at)

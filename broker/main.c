@@ -19,6 +19,9 @@ static void usage(FILE *out)
           "  --max-queued-per-fn N jobs queued for one function (default: --max-queued)\n"
           "  --max-payload BYTES   largest payload accepted (default 67108864)\n"
           "  --max-results N       finished jobs kept for get/wait (default 100000)\n"
+          "  --result-store-bytes N\n"
+          "                        memory the kept results may hold (outputs, and dead letters'\n"
+          "                        payloads); oldest evicted past it (default 1073741824 = 1 GiB)\n"
           "  --result-ttl MS       how long a finished job is kept (default 3600000)\n"
           "  --max-attempts N      deliveries before a job is lost (default 3)\n"
           "  --max-dead N          dead-letter list bound (default 10000)\n"
@@ -26,7 +29,8 @@ static void usage(FILE *out)
           "  --no-journal          keep everything in memory (jobs are lost on a crash)\n"
           "  --fsync POLICY        always | interval:MS | never (default always); see\n"
           "                        docs/JOURNAL.md for what each can lose\n"
-          "  --result-max-bytes N  output bytes of one result kept in the journal (default 1048576)\n"
+          "  --result-max-bytes N  output bytes of one result written to the journal; longer\n"
+          "                        ones are cut there, not in memory (default 1048576)\n"
           "  --compact-min-bytes N journal size before compaction is considered (default 64 MiB)\n",
           out);
 }
@@ -73,7 +77,8 @@ int main(int argc, char **argv)
         {"max-payload", 1, 0, 'p'},  {"max-results", 1, 0, 'r'},   {"result-ttl", 1, 0, 't'},
         {"max-attempts", 1, 0, 'a'}, {"max-dead", 1, 0, 'D'},      {"data", 1, 0, 'd'},
         {"no-journal", 0, 0, 'n'},   {"fsync", 1, 0, 'f'},         {"result-max-bytes", 1, 0, 'R'},
-        {"compact-min-bytes", 1, 0, 'M'}, {"help", 0, 0, 'H'},   {0, 0, 0, 0}};
+        {"compact-min-bytes", 1, 0, 'M'}, {"result-store-bytes", 1, 0, 'B'},
+        {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -88,6 +93,9 @@ int main(int argc, char **argv)
             break;
         case 'p': cfg.max_payload = num("max-payload", optarg, 0, 1ull << 40); break;
         case 'r': cfg.max_results = num("max-results", optarg, 0, UINT64_MAX); break;
+        case 'B':
+            cfg.result_store_bytes = num("result-store-bytes", optarg, 1, UINT64_MAX);
+            break;
         case 't': cfg.result_ttl_ms = (uint32_t)num("result-ttl", optarg, 0, UINT32_MAX); break;
         case 'a': cfg.max_attempts = (uint32_t)num("max-attempts", optarg, 1, 100); break;
         case 'D': cfg.max_dead = num("max-dead", optarg, 0, UINT64_MAX); break;

@@ -20,13 +20,16 @@ typedef struct {
     uint64_t max_queued_per_fn;     /* jobs queued for one function; default max_queued */
     uint64_t max_payload;           /* bytes of one payload; default 64 MiB */
     uint64_t max_results;           /* finished jobs kept for get/wait; default 100,000 */
+    uint64_t result_store_bytes;    /* bytes the kept results may hold in memory (outputs, and
+                                       the payloads of dead letters); default 1 GiB, >= 1 */
     uint32_t result_ttl_ms;         /* how long a finished job is kept; default 1 h */
     uint32_t max_attempts;          /* default for jobs that do not say; default 3 */
     uint64_t max_dead;              /* dead-letter list bound; default 10,000 */
     const char *data_dir;           /* journal directory; NULL = no journal */
     zf_fsync_t fsync;               /* journal fsync policy; default always */
     uint32_t fsync_interval_ms;     /* with ZF_FSYNC_INTERVAL */
-    uint64_t result_max_bytes;      /* output bytes of one result kept in the journal */
+    uint64_t result_max_bytes;      /* output bytes of one result written to the journal (cut
+                                       there only; the result in memory is whole) */
     uint64_t compact_min_bytes;     /* journal size before compaction is considered; 0 = 64 MiB */
 } zf_broker_config_t;
 

@@ -74,6 +74,7 @@ typedef struct job {
     uint8_t max_attempts;
     bool acked;              /* the client was told ACCEPTED */
     bool no_push;            /* the submitter asked not to be sent the result */
+    bool forget;             /* drop the result once it has been pushed to the submitter */
     bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
     zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */
     struct wrk *worker;      /* lease holder while running, else NULL */

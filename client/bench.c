@@ -48,6 +48,7 @@ typedef struct {
     uint64_t heartbeat_ms; /* idle-fleet: heartbeat interval of the simulated workers */
     uint64_t stall_ms;     /* no event for this long ends a run; the rest count missing */
     uint64_t attach_s;     /* backlog: how long to wait for workers to attach */
+    bool forget;           /* throughput, latency, bigpayload: submit with forget */
 } opts_t;
 
 /* ------------------------------------------------------------------ report */
@@ -444,11 +445,18 @@ typedef struct {
     int64_t start_us, end_us; /* first submit, last job ended */
 } pump_t;
 
-/* Submits n jobs (payloads from t->gen) with at most `window` outstanding and collects
-   their results into t. Returns 0, or -1 when it stopped early (stall or send failure; the
-   jobs not ended then count as missing). */
-static int pump(const opts_t *o, zf_client_t *c, const char *fn, tally_t *t, uint64_t n,
-                uint64_t window, pump_t *p)
+/* The submit options of a workload that honours --forget (NULL: the defaults). */
+static const zf_submit_opts_t *submit_opts(const opts_t *o)
+{
+    static const zf_submit_opts_t forget = {.forget = true};
+    return o->forget ? &forget : NULL;
+}
+
+/* Submits n jobs (payloads from t->gen, options so, may be NULL) with at most `window`
+   outstanding and collects their results into t. Returns 0, or -1 when it stopped early
+   (stall or send failure; the jobs not ended then count as missing). */
+static int pump(const opts_t *o, zf_client_t *c, const char *fn, const zf_submit_opts_t *so,
+                tally_t *t, uint64_t n, uint64_t window, pump_t *p)
 {
     unsigned char *buf = malloc(gen_max(t->gen) + 1);
     if (!buf)
@@ -461,7 +469,7 @@ static int pump(const opts_t *o, zf_client_t *c, const char *fn, tally_t *t, uin
         while (p->submitted < n && p->submitted - ended < window) {
             size_t len = gen_fill(t->gen, p->submitted, buf);
             uint64_t tag;
-            if (zf_client_submit_async(c, fn, buf, len, NULL, &tag) < 0) {
+            if (zf_client_submit_async(c, fn, buf, len, so, &tag) < 0) {
                 fprintf(stderr, "zfleet bench: submit failed: %s\n", zf_client_error(c));
                 t->send_failed++;
                 rc = -1;
@@ -548,13 +556,14 @@ static int wl_stream(const opts_t *o, bool big)
         return EXIT_USAGE;
     }
     pump_t p;
-    pump(o, c, fn, &t, n, window, &p);
+    pump(o, c, fn, submit_opts(o), &t, n, window, &p);
     double wall = (double)(p.end_us - p.start_us) / 1e6;
     report_t r = {.workload = big ? "bigpayload" : "throughput"};
     rep_s(&r, "function", fn);
     rep_u(&r, "jobs", n);
     rep_u(&r, "payload_bytes", len);
     rep_u(&r, "inflight", window);
+    rep_u(&r, "forget", o->forget);
     rep_u(&r, "workers", st.fn_workers);
     rep_u(&r, "credits_total", st.credits);
     rep_d(&r, "wall_s", wall, 3);
@@ -606,7 +615,7 @@ static int wl_latency(const opts_t *o)
         size_t plen = gen_fill(&g, i, buf);
         uint64_t tag;
         int64_t t0 = zf_now_us();
-        if (zf_client_submit_async(c, fn, buf, plen, NULL, &tag) < 0) {
+        if (zf_client_submit_async(c, fn, buf, plen, submit_opts(o), &tag) < 0) {
             fprintf(stderr, "zfleet bench: submit failed: %s\n", zf_client_error(c));
             t.send_failed++;
             break;
@@ -638,6 +647,7 @@ static int wl_latency(const opts_t *o)
     rep_u(&r, "jobs", m);
     rep_u(&r, "warmup", warm);
     rep_u(&r, "payload_bytes", len);
+    rep_u(&r, "forget", o->forget);
     rep_u(&r, "workers", st.fn_workers);
     if (done) {
         double sum = 0;
@@ -677,7 +687,7 @@ static int wl_efficiency(const opts_t *o)
         return EXIT_USAGE;
     }
     pump_t p;
-    pump(o, c, fn, &t, n, o->inflight ? o->inflight : n, &p);
+    pump(o, c, fn, NULL, &t, n, o->inflight ? o->inflight : n, &p);
     double wall = (double)(p.end_us - p.start_us) / 1e6;
     double ideal = (double)n * (double)o->spin_ms / 1000.0 / (double)o->workers;
     report_t r = {.workload = "efficiency"};
@@ -1047,6 +1057,8 @@ static void bench_usage(FILE *f)
           "  --function NAME    function to submit to (echo; spin for efficiency)\n"
           "  --stall-ms MS      give up when nothing arrives for this long (10000)\n"
           "  --heartbeat MS     idle-fleet heartbeat interval (1000)\n"
+          "  --forget           throughput, latency, bigpayload: submit every job with forget\n"
+          "                     (the broker drops each result once it has pushed it here)\n"
           "  --json             one JSON object on stdout\n"
           "Every result is checked (payload echoed intact, each job exactly once); problems are\n"
           "counted in `errors`. Exit: 0 no errors, 1 errors, 2 usage, 4 broker unreachable.\n",
@@ -1084,7 +1096,8 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
         {"spin-ms", 1, 0, 's'},         {"warmup", 1, 0, 'W'},   {"function", 1, 0, 'f'},
         {"broker-pid", 1, 0, 'P'},      {"seconds", 1, 0, 'S'},  {"fleet", 1, 0, 'F'},
         {"heartbeat", 1, 0, 'h'},       {"stall-ms", 1, 0, 'T'}, {"attach-timeout", 1, 0, 'A'},
-        {"worker-endpoint", 1, 0, 'E'}, {"help", 0, 0, 'H'},     {0, 0, 0, 0}};
+        {"worker-endpoint", 1, 0, 'E'}, {"forget", 0, 0, 'G'},   {"help", 0, 0, 'H'},
+        {0, 0, 0, 0}};
     optind = 1;
     opterr = 1;
     int c, bad = 0;
@@ -1141,6 +1154,9 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
             break;
         case 'E':
             o.worker_ep = optarg;
+            break;
+        case 'G':
+            o.forget = true;
             break;
         case 'H':
             bench_usage(stdout);

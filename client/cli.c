@@ -36,7 +36,7 @@ static void usage(FILE *f)
           "commands:\n"
           "  submit FUNCTION [DATA | --file PATH] [--wait] [--timeout MS] [--out PATH]\n"
           "         [--priority N] [--device any|cpu|gpu] [--run-timeout MS]\n"
-          "         [--deadline MS] [--max-attempts N]\n"
+          "         [--deadline MS] [--max-attempts N] [--forget]\n"
           "  wait ID [--timeout MS] [--out PATH]   wait for a job's result\n"
           "  get ID                                 a job's result, or its state if running\n"
           "  status ID                              same as get\n"
@@ -51,6 +51,8 @@ static void usage(FILE *f)
           ZFLEET_DEFAULT_BROKER ")\n"
           "  --json          one JSON document on stdout, for scripts\n"
           "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
+          "  --forget        submit --wait: the broker drops the result once it has pushed\n"
+          "                  it to this command (a later get/wait answers unknown job)\n"
           "exit codes: 0 ok, 1 job did not succeed, 2 usage, 3 timed out, 4 broker\n"
           "  unreachable, 5 refused by the broker\n",
           f);
@@ -178,6 +180,11 @@ static int cmd_submit(cli_t *cli, zf_client_t *c, int argc, char **argv)
 {
     if (argc < 1) {
         fprintf(stderr, "zfleet: submit needs a FUNCTION\n");
+        return EXIT_USAGE;
+    }
+    if (cli->opts.forget && !cli->wait) {
+        /* the result would be pushed to this process as it exits, and then be gone */
+        fprintf(stderr, "zfleet: --forget needs --wait (the result is dropped once pushed here)\n");
         return EXIT_USAGE;
     }
     const char *fn = argv[0];
@@ -331,6 +338,8 @@ static void print_stats(const msgpack_object *doc)
            "%llu dead letters\n",
            u(b, "malformed_client"), u(b, "malformed_worker"), u(b, "stale_results"),
            u(b, "workers_lost"), u(b, "dead_letters"));
+    printf("        %llu results kept, %.1f MB in the result store, %llu forgotten once pushed\n",
+           u(b, "results_kept"), (double)u(b, "result_bytes") / 1e6, u(b, "forgotten"));
     const msgpack_object *fin = get(doc, "finished");
     printf("finished: %llu succeeded, %llu failed, %llu timed_out, %llu cancelled, %llu expired, "
            "%llu lost\n",
@@ -427,6 +436,7 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     case 'f': cli->file = arg; return 0;
     case 'o': cli->out = arg; return 0;
     case 'P': cli->purge = 1; return 0;
+    case 'F': cli->opts.forget = true; return 0;
     case 't':
         if (num_opt("timeout", arg, INT32_MAX, &v) < 0)
             return EXIT_USAGE;
@@ -501,7 +511,7 @@ int main(int argc, char **argv)
         {"wait", 0, 0, 'w'},     {"file", 1, 0, 'f'},         {"out", 1, 0, 'o'},
         {"priority", 1, 0, 'p'}, {"device", 1, 0, 'd'},       {"run-timeout", 1, 0, 'r'},
         {"deadline", 1, 0, 'D'}, {"max-attempts", 1, 0, 'a'}, {"purge", 0, 0, 'P'},
-        {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+        {"forget", 0, 0, 'F'},   {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     /* GNU getopt permutes: options may come before or after the command */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

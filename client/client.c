@@ -392,8 +392,10 @@ static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void 
             zf_msg_set_u64(m, ZF_F_MAX_ATTEMPTS, o->max_attempts);
         if (o->device)
             zf_msg_set_u64(m, ZF_F_DEVICE, (uint64_t)o->device);
-        if (o->no_push)
-            zf_msg_set_u64(m, ZF_F_FLAGS, ZF_FLAG_NO_PUSH);
+        /* both flags are sent as asked: the broker rejects the pair, with its reason */
+        uint32_t flags = (o->no_push ? ZF_FLAG_NO_PUSH : 0) | (o->forget ? ZF_FLAG_FORGET : 0);
+        if (flags)
+            zf_msg_set_u64(m, ZF_F_FLAGS, flags);
     }
     if (zmq_msg_init_size(payload, len) < 0)
         return set_error(c, ZF_CE_NOMEM, 0, "out of memory for a %zu-byte payload", len);

@@ -92,6 +92,14 @@ typedef struct {
     uint32_t max_attempts;   /* 0 = the broker's default (3) */
     int device;              /* 0 any, 1 cpu, 2 gpu */
     bool no_push;            /* do not push the result to this connection */
+    bool forget;             /* the broker drops the result once it has pushed it to this
+                                connection: collect it here (zf_client_wait finds the pushed
+                                RESULT, unless zf_client_next already handed it out); a GET
+                                or WAIT the broker answers afterwards, from any connection,
+                                is `unknown job`. If the push fails (this connection is
+                                gone) the result is kept as usual. Dead letters (lost,
+                                timed_out) are always kept. Not with no_push: the broker
+                                rejects that (ZF_CE_REJECTED, brokercode 7). */
 } zf_submit_opts_t;
 
 /* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is

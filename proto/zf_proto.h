@@ -123,6 +123,7 @@ typedef enum {
 /* Flags (ZF_F_FLAGS). */
 #define ZF_FLAG_PURGE 0x1       /* DEAD: clear the dead-letter list */
 #define ZF_FLAG_NO_PUSH 0x2     /* SUBMIT: do not push the result to this connection */
+#define ZF_FLAG_FORGET 0x4      /* SUBMIT: drop the result once pushed to the submitter */
 
 /* A string that points into a header buffer; not NUL-terminated. */
 typedef struct {

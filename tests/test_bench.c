@@ -74,6 +74,23 @@ Test(bench, latency_and_efficiency_report_their_figures)
     zt_kill_all();
 }
 
+/* --forget: every result is checked as usual, and the broker keeps none of them. */
+Test(bench, forget_run_leaves_no_results_in_the_broker)
+{
+    zt_env_t env;
+    start(&env);
+    char out[4096];
+    int rc = zt_cli(&env, out, sizeof out, "bench", "bigpayload", "--forget", "--jobs", "20",
+                    "--payload", "4096", "--json", NULL);
+    cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
+    cr_assert_eq(field(out, "forget"), 1, "%s", out);
+    cr_assert_eq(field(out, "results"), 20, "%s", out);
+    cr_assert_eq(field(out, "errors"), 0, "%s", out);
+    cr_assert_eq(zt_broker_counter(&env, "forgotten"), 20);
+    cr_assert_eq(zt_broker_counter(&env, "results_kept"), 0);
+    zt_kill_all();
+}
+
 Test(bench, usage_errors_exit_2_and_an_absent_broker_exits_4)
 {
     zt_env_t env;

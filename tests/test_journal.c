@@ -629,6 +629,46 @@ Test(journal, dead_letter_survives_restart_with_its_payload, .timeout = 60)
     zf_client_destroy(&c);
 }
 
+/* A result dropped under FORGET does not come back with a replay; a kept one does. */
+Test(journal, forgotten_result_does_not_come_back_after_restart, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = broker(&env, "always");
+    zt_worker(&env, HB, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 10000));
+    zf_client_t *c = zt_client(&env);
+    zf_submit_opts_t o = {.forget = true};
+    uint64_t kept, gone;
+    cr_assert_eq(zf_client_submit(c, "echo", "kept", 4, NULL, &kept), 0, "%s", zf_client_error(c));
+    zf_event_t *e = zf_client_wait(c, kept, 10000);
+    cr_assert(e && e->status == ZFLEET_SUCCEEDED, "%s", zf_client_error(c));
+    zf_event_destroy(&e);
+    cr_assert_eq(zf_client_submit(c, "echo", "gone", 4, &o, &gone), 0, "%s", zf_client_error(c));
+    e = zf_client_wait(c, gone, 10000);
+    cr_assert(e && e->status == ZFLEET_SUCCEEDED, "%s", zf_client_error(c));
+    zf_event_destroy(&e);
+    /* The FORGET record is appended after the push and committed by the next loop turn;
+       the second of two requests is answered after that turn has ended. */
+    for (int i = 0; i < 2; i++) {
+        e = zf_client_stats(c);
+        cr_assert_not_null(e);
+        zf_event_destroy(&e);
+    }
+    cr_assert_eq(zt_broker_counter(&env, "forgotten"), 1);
+    zt_kill(b, SIGKILL);
+    broker(&env, "always");
+    zf_client_destroy(&c);
+    c = zt_client(&env);
+    e = zf_client_get(c, kept);
+    cr_assert(e && e->type == ZF_EV_RESULT && e->output_len == 4, "%s", zf_client_error(c));
+    zf_event_destroy(&e);
+    cr_assert_null(zf_client_get(c, gone), "a forgotten result came back from the journal");
+    cr_assert_eq(zf_client_brokercode(c), 4);
+    cr_assert_eq(zt_broker_counter(&env, "results_kept"), 1);
+    zf_client_destroy(&c);
+}
+
 /* ------------------------------------------------------------------ client resume */
 
 typedef struct {

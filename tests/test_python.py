@@ -254,6 +254,41 @@ def t_progress(main, limits):
               "progress reports for the job: %d" % len(seen))
 
 
+def t_forget(main, limits):
+    """forget=True: the result reaches this client and then the broker has it no more;
+    with no_push it is refused."""
+    with zfleet.Client(main.clients) as c, zfleet.Client(main.clients) as other:
+        before = c.stats()["broker"]["forgotten"]
+        r = c.run("echo", b"read once", timeout=10, forget=True)
+        check(r.ok and r.output == b"read once", "forget run: %r" % (r,))
+        for client in (other, c):
+            try:
+                client.get(r.id)
+                check(False, "get of a forgotten result raises UnknownJob")
+            except zfleet.UnknownJob as e:
+                check(e.code == 4, "code 4: %r" % (e,))
+        check(c.stats()["broker"]["forgotten"] == before + 1, "counted in stats")
+        kept = c.run("echo", b"kept", timeout=10)
+        check(other.get(kept.id).output == b"kept", "a job without forget is kept")
+        try:
+            c.submit("echo", b"x", forget=True, no_push=True)
+            check(False, "forget with no_push raises Rejected")
+        except zfleet.Rejected as e:
+            check(e.code == 7 and "forget" in e.message, "code 7: %r" % (e,))
+
+    async def go():
+        async with zfleet.AsyncClient(main.clients) as c:
+            r = await c.run("echo", b"async once", timeout=10, forget=True)
+            check(r.ok and r.output == b"async once", "async forget run: %r" % (r,))
+            try:
+                await c.get(r.id)
+                check(False, "async get of a forgotten result raises UnknownJob")
+            except zfleet.UnknownJob:
+                pass
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+
+
 def t_reconnect(main, limits):
     """A journaled broker killed (-9) and restarted while the client waits: the client
     reconnects, asks again, and gets the result of the job (run after the restart)."""
@@ -294,6 +329,7 @@ TESTS = [
     ("stats", t_stats),
     ("async: 50 concurrent runs", t_async_concurrent),
     ("progress", t_progress),
+    ("forget", t_forget),
     ("reconnect after broker restart", t_reconnect),
 ]
 

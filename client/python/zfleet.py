@@ -54,6 +54,7 @@ F_PROGRESS, F_FUNCTIONS, F_DEVINDEX, F_DEVMEM, F_HEARTBEAT, F_FLAGS, F_QUEUED = 
 
 FLAG_PURGE = 0x1
 FLAG_NO_PUSH = 0x2
+FLAG_FORGET = 0x4
 
 # Error codes (zf_error_t)
 E_UNKNOWN_JOB = 4
@@ -256,7 +257,7 @@ def _as_bytes(data):
 
 
 def _submit_fields(function, priority=0, run_timeout_ms=0, deadline_ms=0, max_attempts=0,
-                   device="any", no_push=False):
+                   device="any", no_push=False, forget=False):
     """The SUBMIT header fields (without the tag). Raises ValueError/TypeError on bad input,
     which the broker would otherwise answer with an untagged error."""
     if not isinstance(function, str):
@@ -284,8 +285,10 @@ def _submit_fields(function, priority=0, run_timeout_ms=0, deadline_ms=0, max_at
         f[F_MAX_ATTEMPTS] = int(max_attempts)
     if device:
         f[F_DEVICE] = int(device)
-    if no_push:
-        f[F_FLAGS] = FLAG_NO_PUSH
+    # no_push with forget is sent as asked: the broker rejects it, saying why
+    flags = (FLAG_NO_PUSH if no_push else 0) | (FLAG_FORGET if forget else 0)
+    if flags:
+        f[F_FLAGS] = flags
     return f
 
 
@@ -422,6 +425,7 @@ class _Base:
         self._unclaimed.move_to_end(r.id)
         while len(self._unclaimed) > self._max_buffered:
             # the broker still has it (for its result TTL): wait() asks for it again
+            # (unless it was submitted with forget=True: then it is gone)
             self._unclaimed.popitem(last=False)
 
     def _claim(self, job_id):
@@ -540,7 +544,9 @@ class Client(_Base):
 
     Results of jobs submitted on this client are pushed to it and kept until you wait for
     them (at most max_buffered unclaimed; older ones are asked for again when waited for).
-    Submit with no_push=True for jobs whose result you will not collect here.
+    Submit with no_push=True for jobs whose result you will not collect here, and with
+    forget=True for jobs whose result you will collect only here (the broker drops it once
+    pushed).
 
     Not thread-safe: use one client per thread.
     """
@@ -716,11 +722,14 @@ class Client(_Base):
 
     # ---- API
     def submit(self, function, data, *, priority=0, run_timeout_ms=0, deadline_ms=0,
-               max_attempts=0, device="any", no_push=False):
+               max_attempts=0, device="any", no_push=False, forget=False):
         """Submits a job and returns its id once the broker has accepted it. Raises
-        QueueFull, PayloadTooLarge or Rejected (refused), Unreachable (no answer)."""
+        QueueFull, PayloadTooLarge or Rejected (refused), Unreachable (no answer).
+        forget=True: the broker drops the result once it has pushed it to this client, so
+        collect it here (wait, results); a later get or wait that has to ask the broker
+        raises UnknownJob. Not with no_push=True (Rejected)."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
-                           device, no_push)
+                           device, no_push, forget)
         epoch = self._epoch
         m = self._request(SUBMIT, f, _as_bytes(data), submit=True)
         job_id = m.f[F_ID]
@@ -1089,10 +1098,10 @@ class AsyncClient(_Base):
 
     # ---- API
     async def submit(self, function, data, *, priority=0, run_timeout_ms=0, deadline_ms=0,
-                     max_attempts=0, device="any", no_push=False):
+                     max_attempts=0, device="any", no_push=False, forget=False):
         """As Client.submit."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
-                           device, no_push)
+                           device, no_push, forget)
         epoch = self._epoch
         m = await self._request(SUBMIT, f, _as_bytes(data), submit=True)
         job_id = m.f[F_ID]

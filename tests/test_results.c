@@ -1,0 +1,212 @@
+/*  The result store with real processes: FORGET drops a result once it has reached its
+    submitter (and only then), and the store's byte bound evicts the oldest results. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "zf_proto.h"
+
+#define HB 200 /* ms, heartbeats of broker and workers */
+
+static void teardown(void)
+{
+    zt_kill_all();
+}
+
+TestSuite(results, .fini = teardown);
+
+static zf_client_t *start(zt_env_t *env, const char *opt, const char *val)
+{
+    zt_env_init(env);
+    zt_broker(env, HB, opt, val, NULL);
+    zt_worker(env, HB, NULL);
+    cr_assert(zt_wait_workers(env, 1, 5000), "the worker did not register");
+    return zt_client(env);
+}
+
+/* True when a GET of id answers `unknown job`. */
+static bool unknown(zf_client_t *c, uint64_t id)
+{
+    zf_event_t *e = zf_client_get(c, id);
+    if (e) {
+        zf_event_destroy(&e);
+        return false;
+    }
+    return zf_client_errcode(c) == ZF_CE_REJECTED && zf_client_brokercode(c) == ZF_EUNKNOWN_JOB;
+}
+
+/* Polls GET until the job is terminal; returns its RESULT, or NULL after timeout_ms or
+   when the broker does not know the job. */
+static zf_event_t *poll_result(zf_client_t *c, uint64_t id, int timeout_ms)
+{
+    for (int64_t until = zt_now_ms() + timeout_ms; zt_now_ms() < until; zt_pause_ms(20)) {
+        zf_event_t *e = zf_client_get(c, id);
+        if (!e || e->type == ZF_EV_RESULT)
+            return e;
+        zf_event_destroy(&e);
+    }
+    return NULL;
+}
+
+Test(results, forget_result_is_dropped_after_push, .timeout = 30)
+{
+    zt_env_t env;
+    zf_client_t *c = start(&env, NULL, NULL);
+    zf_submit_opts_t o = {.forget = true};
+    uint64_t id, kept;
+    cr_assert_eq(zf_client_submit(c, "echo", "once", 4, &o, &id), 0, "%s", zf_client_error(c));
+    zf_event_t *r = zf_client_wait(c, id, 5000);
+    cr_assert_not_null(r, "%s", zf_client_error(c));
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+    cr_assert(r->output_len == 4 && !memcmp(r->output, "once", 4));
+    zf_event_destroy(&r);
+    /* the same job without the flag stays in the store */
+    cr_assert_eq(zf_client_submit(c, "echo", "kept", 4, NULL, &kept), 0);
+    r = zf_client_wait(c, kept, 5000);
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED);
+    zf_event_destroy(&r);
+
+    zf_client_t *other = zt_client(&env);
+    cr_assert(unknown(other, id), "a forgotten result was still there: %s", zf_client_error(other));
+    r = zf_client_get(other, kept);
+    cr_assert(r && r->type == ZF_EV_RESULT && r->output_len == 4, "%s", zf_client_error(other));
+    zf_event_destroy(&r);
+    cr_assert_eq(zt_broker_counter(&env, "forgotten"), 1);
+    cr_assert_eq(zt_broker_counter(&env, "results_kept"), 1);
+    cr_assert_eq(zt_broker_counter(&env, "result_bytes"), 4);
+    zf_client_destroy(&other);
+    zf_client_destroy(&c);
+}
+
+/* The submitter is gone when the job ends: the push fails and the result is kept. */
+Test(results, forget_result_kept_when_submitter_gone, .timeout = 30)
+{
+    zt_env_t env;
+    zf_client_t *c = start(&env, NULL, NULL);
+    zf_submit_opts_t o = {.forget = true};
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "spin", "300", 3, &o, &id), 0, "%s", zf_client_error(c));
+    zf_client_destroy(&c);
+    zf_client_t *other = zt_client(&env);
+    zf_event_t *r = poll_result(other, id, 10000);
+    cr_assert_not_null(r, "no result: %s", zf_client_error(other));
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+    zf_event_destroy(&r);
+    r = zf_client_get(other, id); /* and it stays */
+    cr_assert(r && r->type == ZF_EV_RESULT, "%s", zf_client_error(other));
+    zf_event_destroy(&r);
+    cr_assert_eq(zt_broker_counter(&env, "forgotten"), 0);
+    cr_assert_eq(zt_broker_counter(&env, "results_kept"), 1);
+    cr_assert_geq(zt_broker_counter(&env, "undeliverable"), 1);
+    zf_client_destroy(&other);
+}
+
+/* Another connection that waited gets the result too, before the broker drops it. */
+Test(results, forget_result_reaches_every_waiter_first, .timeout = 30)
+{
+    zt_env_t env;
+    zf_client_t *c = start(&env, NULL, NULL);
+    zf_submit_opts_t o = {.forget = true};
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "spin", "300", 3, &o, &id), 0, "%s", zf_client_error(c));
+    zf_client_t *other = zt_client(&env);
+    zf_event_t *r = zf_client_wait(other, id, 10000); /* a waiter before the job ends */
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED, "%s", zf_client_error(other));
+    zf_event_destroy(&r);
+    r = zf_client_wait(c, id, 5000);
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED, "%s", zf_client_error(c));
+    zf_event_destroy(&r);
+    cr_assert(unknown(other, id), "%s", zf_client_error(other));
+    cr_assert_eq(zt_broker_counter(&env, "forgotten"), 1);
+    zf_client_destroy(&other);
+    zf_client_destroy(&c);
+}
+
+/* A lost job is a dead letter: kept for inspection and retry, FORGET or not. */
+Test(results, forget_never_drops_a_dead_letter, .timeout = 30)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, HB, NULL);
+    pid_t w = zt_worker(&env, HB, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zf_client_t *c = zt_client(&env);
+    zf_submit_opts_t o = {.forget = true, .max_attempts = 1};
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "spin", "30000", 5, &o, &id), 0, "%s", zf_client_error(c));
+    zf_event_t *e = NULL;
+    for (int64_t until = zt_now_ms() + 5000; zt_now_ms() < until; zt_pause_ms(20)) {
+        e = zf_client_get(c, id);
+        if (e && e->status == ZFLEET_RUNNING)
+            break;
+        zf_event_destroy(&e);
+    }
+    cr_assert_not_null(e, "the job never ran");
+    zf_event_destroy(&e);
+    zt_kill(w, SIGKILL);
+    e = zf_client_wait(c, id, 10000); /* pushed to the submitter */
+    cr_assert(e && e->status == ZFLEET_LOST, "%s", zf_client_error(c));
+    zf_event_destroy(&e);
+    zf_client_t *other = zt_client(&env);
+    e = zf_client_get(other, id);
+    cr_assert(e && e->type == ZF_EV_RESULT && e->status == ZFLEET_LOST, "%s",
+              zf_client_error(other));
+    zf_event_destroy(&e);
+    cr_assert_eq(zt_broker_counter(&env, "dead_letters"), 1);
+    cr_assert_eq(zt_broker_counter(&env, "forgotten"), 0);
+    /* its payload ("30000") is kept for a retry and counts in the store's bytes */
+    cr_assert_eq(zt_broker_counter(&env, "result_bytes"), 5);
+    zf_client_destroy(&other);
+    zf_client_destroy(&c);
+}
+
+Test(results, forget_with_no_push_is_rejected, .timeout = 30)
+{
+    zt_env_t env;
+    zf_client_t *c = start(&env, NULL, NULL);
+    zf_submit_opts_t o = {.forget = true, .no_push = true};
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "echo", "x", 1, &o, &id), -1);
+    cr_assert_eq(zf_client_errcode(c), ZF_CE_REJECTED);
+    cr_assert_eq(zf_client_brokercode(c), ZF_EBADARG);
+    cr_assert(strstr(zf_client_error(c), "forget needs the result pushed"), "%s",
+              zf_client_error(c));
+    cr_assert_eq(zt_broker_counter(&env, "accepted"), 0);
+    /* the CLI refuses --forget without --wait (the result would be pushed as it exits) */
+    cr_assert_eq(zt_cli(&env, NULL, 0, "submit", "echo", "x", "--forget", NULL), 2);
+    cr_assert_eq(zt_broker_counter(&env, "accepted"), 0);
+    zf_client_destroy(&c);
+}
+
+/* 10 results of 1000 bytes under a 3000-byte budget: the 3 newest are kept. */
+Test(results, result_store_bytes_bound_evicts_oldest, .timeout = 30)
+{
+    enum { N = 10, LEN = 1000, KEEP = 3 };
+    zt_env_t env;
+    zf_client_t *c = start(&env, "--result-store-bytes", "3000");
+    uint64_t ids[N];
+    char p[LEN];
+    for (int i = 0; i < N; i++) {
+        memset(p, 'a' + i, sizeof p);
+        cr_assert_eq(zf_client_submit(c, "echo", p, sizeof p, NULL, &ids[i]), 0);
+        zf_event_t *r = zf_client_wait(c, ids[i], 5000);
+        cr_assert(r && r->status == ZFLEET_SUCCEEDED && r->output_len == LEN, "%s",
+                  zf_client_error(c));
+        zf_event_destroy(&r);
+    }
+    for (int i = 0; i < N - KEEP; i++)
+        cr_assert(unknown(c, ids[i]), "job %d of %d was kept past the byte bound", i + 1, N);
+    for (int i = N - KEEP; i < N; i++) {
+        zf_event_t *r = zf_client_get(c, ids[i]);
+        cr_assert(r && r->type == ZF_EV_RESULT && r->output_len == LEN, "job %d: %s", i + 1,
+                  zf_client_error(c));
+        cr_assert_eq(((const char *)r->output)[0], 'a' + i);
+        zf_event_destroy(&r);
+    }
+    cr_assert_eq(zt_broker_counter(&env, "result_bytes"), KEEP * LEN);
+    cr_assert_eq(zt_broker_counter(&env, "results_kept"), KEEP);
+    zf_client_destroy(&c);
+}
