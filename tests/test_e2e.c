@@ -400,3 +400,39 @@ Test(e2e, worker_vanishing_after_timed_out_done_is_survived, .timeout = 30)
     cr_assert_eq(kill(b, 0), 0, "broker died");
     zf_client_destroy(&c);
 }
+
+/* Progress reports start 50 ms into a run: a 5 ms job costs no progress messages (they
+   were 2 more messages and wake-ups per job), and a 300 ms one still reports while it runs. */
+Test(e2e, short_job_sends_no_progress_and_long_one_does, .timeout = 30)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    zt_worker(&env, 200, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zf_client_t *c = zt_client(&env);
+    const char *spins[2] = {"5", "300"};
+    int progress[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < (k ? 1 : 20); i++) {
+            uint64_t tag;
+            cr_assert_eq(zf_client_submit_async(c, "spin", spins[k], strlen(spins[k]), NULL, &tag),
+                         0);
+            bool done = false;
+            while (!done) {
+                zf_event_t *e = zf_client_next(c, 5000);
+                cr_assert_not_null(e, "%s", zf_client_error(c));
+                progress[k] += e->type == ZF_EV_PROGRESS;
+                if (e->type == ZF_EV_RESULT) {
+                    cr_assert_eq(e->status, ZFLEET_SUCCEEDED);
+                    done = true;
+                }
+                zf_event_destroy(&e);
+            }
+        }
+    }
+    /* (one is tolerated: a handler thread descheduled for 50 ms mid-job does report) */
+    cr_assert_leq(progress[0], 1, "%d progress reports for 20 jobs of 5 ms", progress[0]);
+    cr_assert_geq(progress[1], 1, "no progress report for a job of 300 ms");
+    zf_client_destroy(&c);
+}
