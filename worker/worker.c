@@ -133,6 +133,8 @@ static int connect_broker(wk_t *w)
     if (w->dealer)
         zmq_close(w->dealer);
     w->dealer = zmq_socket(w->ctx_net, ZMQ_DEALER);
+    size_t fdlen = sizeof w->dealer_fd;
+    zmq_getsockopt(w->dealer, ZMQ_FD, &w->dealer_fd, &fdlen);
     int zero = 0, ivl = (int)jitter(100), ivl_max = (int)jitter(5000);
     zmq_setsockopt(w->dealer, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(w->dealer, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
@@ -141,8 +143,6 @@ static int connect_broker(wk_t *w)
         zf_log(ZF_LOG_ERROR, "cannot connect to %s: %s", w->cfg->broker_ep, zmq_strerror(errno));
         return -1;
     }
-    size_t fdlen = sizeof w->dealer_fd;
-    zmq_getsockopt(w->dealer, ZMQ_FD, &w->dealer_fd, &fdlen);
     int64_t now = zf_now_ms();
     w->last_recv_ms = now;
     w->broker_deadline_ms = now + w->backoff_ms;
