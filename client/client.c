@@ -472,8 +472,8 @@ static int send_wait(zf_client_t *c, void *arg)
 zf_event_t *zf_client_wait(zf_client_t *c, uint64_t id, int timeout_ms)
 {
     waitarg_t w = {id, 0};
-    /* Asking costs one small message and covers every case: a job submitted elsewhere, a
-       result pushed before we waited, a broker that restarted. */
+    /* A WAIT covers every case (a job submitted elsewhere, a broker that restarted) at the
+       cost of a message each way; a job this connection submitted needs none. */
     bool pushed = pushed_take(c, id);
     evnode_t *n = take_queued(c, match_result, &w);
     if (n)
