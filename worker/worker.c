@@ -9,15 +9,20 @@
       dropped our old leases then);
     - the broker socket is used by two threads, never at once: this one, which holds
       sock_mu at all times but while it waits in poll, and the runner, which sends its
-      results and progress on it under sock_mu (runner_send) so that a finished job wakes
-      no other thread of this process. This thread waits on the socket's ZMQ_FD rather than
-      on the socket, so that the wait itself touches no socket state.
+      results and progress on it under sock_mu (runner_send) when it can take the lock at
+      once, so that a finished job wakes no other thread of this process. When it cannot
+      (this thread is awake and busy anyway), the runner's messages come over the PAIR and
+      this thread forwards them; `relayed` counts those not forwarded yet, and while it is
+      above zero the runner does not send directly, so its messages keep their order. This
+      thread waits on the socket's ZMQ_FD rather than on the socket, so that the wait
+      itself touches no socket state.
 */
 #include "zf_worker.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +49,7 @@ typedef struct {
     pthread_mutex_t sock_mu;        /* guards dealer, dealer_fd and last_send_ms */
     int dealer_fd;                  /* the dealer's ZMQ_FD */
     int wake_fd;                    /* eventfd: the runner's send left a message to read */
+    _Atomic uint32_t relayed;       /* runner messages sent over the PAIR, not forwarded yet */
     int sigfd;
     struct {                        /* a cancel sent to the running handler */
         uint64_t id;
@@ -164,8 +170,15 @@ static bool dealer_readable(wk_t *w)
 static int runner_send(void *arg, const zf_msg_t *m, zmq_msg_t *payload)
 {
     wk_t *w = arg;
-    pthread_mutex_lock(&w->sock_mu);
+    /* never wait for the I/O thread: when it holds the socket it is awake, and relaying
+       through it costs no wake-up (counted before the runner's PAIR send: see on_runner) */
+    if (atomic_load(&w->relayed) || pthread_mutex_trylock(&w->sock_mu) != 0) {
+        atomic_fetch_add(&w->relayed, 1);
+        return -1;
+    }
     int rc = w->dealer ? zf_wire_send(w->dealer, NULL, m, payload) : -1;
+    if (rc < 0)
+        atomic_fetch_add(&w->relayed, 1);
     if (rc == 0) {
         w->last_send_ms = zf_now_ms();
         /* the send may have consumed the notification of a message that arrived: pass it on
@@ -313,6 +326,7 @@ static void on_runner(wk_t *w, zf_frames_t *f)
 {
     if (f->n < 1 || zmq_msg_size(&f->part[0]) < 4)
         return; /* a "started" notice: the loop re-reads the running job's timeout */
+    atomic_fetch_sub(&w->relayed, 1); /* whatever becomes of it, it is no longer pending */
     uint8_t cmd = ((const uint8_t *)zmq_msg_data(&f->part[0]))[3];
     if (cmd == ZF_CMD_DONE && w->cancel.deadline_ms && w->runner) {
         zf_running_t run = zf_runner_running(w->runner);
