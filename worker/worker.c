@@ -50,6 +50,7 @@ typedef struct {
     int dealer_fd;                  /* the dealer's ZMQ_FD */
     int wake_fd;                    /* eventfd: the runner's send left a message to read */
     _Atomic uint32_t relayed;       /* runner messages sent over the PAIR, not forwarded yet */
+    uint64_t sent_direct, sent_relayed; /* runner messages by path, for the debug log */
     int sigfd;
     struct {                        /* a cancel sent to the running handler */
         uint64_t id;
@@ -180,6 +181,7 @@ static int runner_send(void *arg, const zf_msg_t *m, zmq_msg_t *payload)
     if (rc < 0)
         atomic_fetch_add(&w->relayed, 1);
     if (rc == 0) {
+        w->sent_direct++;
         w->last_send_ms = zf_now_ms();
         /* the send may have consumed the notification of a message that arrived: pass it on
            to the I/O thread, which would otherwise sleep on the descriptor */
@@ -327,6 +329,7 @@ static void on_runner(wk_t *w, zf_frames_t *f)
     if (f->n < 1 || zmq_msg_size(&f->part[0]) < 4)
         return; /* a "started" notice: the loop re-reads the running job's timeout */
     atomic_fetch_sub(&w->relayed, 1); /* whatever becomes of it, it is no longer pending */
+    w->sent_relayed++;
     uint8_t cmd = ((const uint8_t *)zmq_msg_data(&f->part[0]))[3];
     if (cmd == ZF_CMD_DONE && w->cancel.deadline_ms && w->runner) {
         zf_running_t run = zf_runner_running(w->runner);
@@ -540,6 +543,9 @@ static int start(wk_t *w, char *err, size_t errlen)
 static void stop(wk_t *w)
 {
     zf_runner_destroy(&w->runner);
+    zf_log(ZF_LOG_DEBUG, "results and progress sent by the handler thread: %llu, relayed by "
+                         "the I/O thread: %llu",
+           (unsigned long long)w->sent_direct, (unsigned long long)w->sent_relayed);
     if (w->dealer) {
         int linger = 1000;
         zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
