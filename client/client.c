@@ -478,9 +478,11 @@ zf_event_t *zf_client_wait(zf_client_t *c, uint64_t id, int timeout_ms)
     evnode_t *n = take_queued(c, match_result, &w);
     if (n)
         return &n->ev;
-    /* A job submitted here is pushed its result unasked; if that push is lost, or the
-       broker restarted, the probe after a heartbeat of silence asks (see await). */
-    if (!pushed && send_wait(c, &w) < 0)
+    /* A job submitted here is pushed its result unasked. If the push does not come within
+       a heartbeat (lost, or the broker restarted and no longer knows us as its waiter), we
+       ask after all, whatever else arrives meanwhile: other traffic must not starve it. */
+    bool asked = !pushed;
+    if (asked && send_wait(c, &w) < 0)
         return NULL;
     int64_t deadline = timeout_ms < 0 ? -1 : zf_now_ms() + timeout_ms;
     for (;;) {
@@ -490,7 +492,14 @@ zf_event_t *zf_client_wait(zf_client_t *c, uint64_t id, int timeout_ms)
                       (unsigned long long)id, timeout_ms);
             return NULL;
         }
-        n = await(c, match_result, &w, left, send_wait, &w);
+        int slice = !asked && (left < 0 || left > c->hb_ms) ? c->hb_ms : left;
+        n = await(c, match_result, &w, slice, send_wait, &w);
+        if (!n && !asked && c->errcode == ZF_CE_TIMEOUT) {
+            if (send_wait(c, &w) < 0)
+                return NULL;
+            asked = true;
+            continue;
+        }
         if (!n)
             return NULL;
         if (n->ev.type == ZF_EV_RESULT)

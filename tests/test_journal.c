@@ -717,3 +717,31 @@ Test(journal, waiting_client_resumes_across_broker_restart, .timeout = 60)
     zf_event_destroy(&e);
     zf_client_destroy(&w.c);
 }
+
+/* A connection that submitted a job expects its result pushed and sends no WAIT. After a
+   kill -9 and restart the restored job has no waiters, so the push never comes: the wait
+   must ask within a heartbeat even while other traffic (a long job's progress) keeps the
+   connection busy, not only after a silence that never happens. */
+Test(journal, wait_for_own_job_asks_after_restart_despite_other_traffic, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = broker(&env, "always");
+    zf_client_t *c = zt_client(&env);
+    zf_client_set_heartbeat(c, HB);
+    uint64_t id;
+    /* no worker yet: the job is journaled and stays queued */
+    cr_assert_eq(zf_client_submit(c, "spin", "300", 3, NULL, &id), 0, "%s", zf_client_error(c));
+    zt_kill(b, SIGKILL);
+    broker(&env, "always");
+    zt_worker(&env, HB, NULL);
+    zt_worker(&env, HB, NULL);
+    cr_assert(zt_wait_workers(&env, 2, 10000));
+    uint64_t tag; /* progress of this job is pushed to c every 50 ms while the wait runs */
+    cr_assert_eq(zf_client_submit_async(c, "spin", "30000", 5, NULL, &tag), 0);
+    zf_event_t *e = zf_client_wait(c, id, 8000);
+    cr_assert_not_null(e, "the wait was starved by other traffic: %s", zf_client_error(c));
+    cr_assert_eq(e->status, ZFLEET_SUCCEEDED);
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+}
