@@ -63,14 +63,27 @@ static void run_worker(const char *ep)
     exit(0);
 }
 
+/* Binds s to a free loopback port and writes the endpoint to fd (one line). */
+static int bind_any(void *s, int fd)
+{
+    char ep[64];
+    size_t len = sizeof ep;
+    if (zmq_bind(s, "tcp://127.0.0.1:*") < 0 || zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &len) < 0)
+        return -1;
+    dprintf(fd, "%s\n", ep);
+    return 0;
+}
+
 /* Broker: client ROUTER <-> worker ROUTER, one worker; the client's routing id travels in
-   the message as the zfleet header's tag would. Runs until killed. */
-static void run_broker(const char *cep, const char *wep)
+   the message as the zfleet header's tag would. Tells its two endpoints on fd (client's
+   first), then runs until killed. */
+static void run_broker(int fd)
 {
     void *ctx = zmq_ctx_new();
     void *front = zmq_socket(ctx, ZMQ_ROUTER), *back = zmq_socket(ctx, ZMQ_ROUTER);
-    if (zmq_bind(front, cep) < 0 || zmq_bind(back, wep) < 0)
+    if (bind_any(front, fd) < 0 || bind_any(back, fd) < 0)
         exit(2);
+    close(fd);
     char wid[256];
     int wlen = zmq_recv(back, wid, sizeof wid, 0); /* the worker's "ready" */
     char junk[16];
@@ -101,8 +114,10 @@ static int measure(const char *ep, int64_t *lat, int n)
 {
     void *ctx = zmq_ctx_new();
     void *s = zmq_socket(ctx, ZMQ_DEALER);
-    int ms = 5000;
+    int ms = 5000, zero = 0;
     zmq_setsockopt(s, ZMQ_RCVTIMEO, &ms, sizeof ms);
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &ms, sizeof ms);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero); /* a lost round trip must not hang us */
     zmq_connect(s, ep);
     char buf[PAYLOAD], back[PAYLOAD + 1];
     int rc = 0;
@@ -139,23 +154,54 @@ static void report(const char *name, const int64_t *v, int n, int json)
         printf("%-8s p50 %5lld  p90 %5lld  p99 %5lld  max %6lld us\n", name, p50, p90, p99, max);
 }
 
-static pid_t spawn(void (*fn)(const char *, const char *), const char *a, const char *b)
+/* Reads one endpoint line from fd into ep. Returns -1 at end of file (the child failed). */
+static int read_ep(FILE *f, char *ep, size_t len)
 {
+    if (!fgets(ep, (int)len, f))
+        return -1;
+    ep[strcspn(ep, "\n")] = 0;
+    return 0;
+}
+
+static void reap(pid_t p)
+{
+    if (p > 0) {
+        kill(p, SIGKILL);
+        waitpid(p, NULL, 0);
+    }
+}
+
+/* Forks fn(fd), fn writing its endpoints to the pipe whose reading end comes back in *f. */
+static pid_t spawn_binder(void (*fn)(int), FILE **f)
+{
+    int pfd[2];
+    if (pipe(pfd) < 0)
+        return -1;
     pid_t p = fork();
     if (p == 0) {
-        fn(a, b);
+        close(pfd[0]);
+        fn(pfd[1]);
         _exit(0);
     }
+    close(pfd[1]);
+    *f = fdopen(pfd[0], "r");
     return p;
 }
 
-static void worker_main(const char *ep, const char *unused)
+/* Echo peer for the one-hop measurement: a ROUTER that sends every message back. */
+static void run_echo(int fd)
 {
-    (void)unused;
-    run_worker(ep);
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_ROUTER);
+    if (bind_any(s, fd) < 0)
+        exit(2);
+    close(fd);
+    while (forward(s, s) == 0)
+        ;
+    exit(0);
 }
 
-/* Loopback ports from the pid, so parallel runs rarely collide. */
+/* Endpoints are free ports the children bind and report, so runs never collide. */
 int main(int argc, char **argv)
 {
     int n = 2000, json = 0;
@@ -167,36 +213,25 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    int base = 20000 + (int)(getpid() % 20000);
-    char cep[64], wep[64], dep[64];
-    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", base);
-    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", base + 1);
-    snprintf(dep, sizeof dep, "tcp://127.0.0.1:%d", base + 2);
     int64_t *hop2 = malloc((size_t)n * sizeof *hop2), *hop1 = malloc((size_t)n * sizeof *hop1);
     if (!hop1 || !hop2)
         return 2;
-
-    pid_t b = spawn(run_broker, cep, wep), w = spawn(worker_main, wep, NULL);
-    int rc2 = measure(cep, hop2, n);
-    kill(w, SIGKILL);
-    kill(b, SIGKILL);
-    waitpid(w, NULL, 0);
-    waitpid(b, NULL, 0);
-
-    /* one hop: the client talks straight to a ROUTER that echoes */
-    pid_t e = fork();
-    if (e == 0) {
-        void *ctx = zmq_ctx_new();
-        void *s = zmq_socket(ctx, ZMQ_ROUTER);
-        if (zmq_bind(s, dep) < 0)
-            _exit(2);
-        while (forward(s, s) == 0)
-            ;
-        _exit(0);
+    char cep[64], wep[64], dep[64];
+    FILE *bf = NULL, *ef = NULL;
+    pid_t w = -1, b = spawn_binder(run_broker, &bf);
+    int rc2 = -1, rc1 = -1;
+    if (b > 0 && bf && read_ep(bf, cep, sizeof cep) == 0 && read_ep(bf, wep, sizeof wep) == 0) {
+        w = fork();
+        if (w == 0)
+            run_worker(wep);
+        rc2 = measure(cep, hop2, n);
     }
-    int rc1 = measure(dep, hop1, n);
-    kill(e, SIGKILL);
-    waitpid(e, NULL, 0);
+    reap(w);
+    reap(b);
+    pid_t e = spawn_binder(run_echo, &ef);
+    if (e > 0 && ef && read_ep(ef, dep, sizeof dep) == 0)
+        rc1 = measure(dep, hop1, n);
+    reap(e);
     if (rc1 < 0 || rc2 < 0) {
         fprintf(stderr, "zmq_floor: a round trip was lost or corrupted\n");
         return 1;
