@@ -97,7 +97,7 @@ static void job_settpos(void *e, uint32_t pos)
    them lives, so keeping a small frame as it is would pin the whole buffer: up to 100x its
    size across a million queued jobs. Small frames are therefore copied once into their own
    allocation; larger ones have their own buffer already and are moved, never copied. */
-#define KEEP_COPY_MAX 1024
+#define KEEP_COPY_MAX ZF_JOB_INLINE_MAX
 static void keep_frame(zmq_msg_t *dst, zmq_msg_t *src)
 {
     size_t n = zmq_msg_size(src);
@@ -348,10 +348,17 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
        the message gets its own copy of those few bytes. */
     zmq_msg_t payload;
     zmq_msg_init(&payload);
-    if (j->big)
+    if (j->big) {
         zmq_msg_copy(&payload, j->big);
-    else if (j->plen && zmq_msg_init_size(&payload, j->plen) == 0)
+    } else if (j->plen) {
+        if (zmq_msg_init_size(&payload, j->plen) < 0) {
+            /* as for the queue's own growth (enqueue): at most 1 KiB, so the broker is out
+               of memory; the journal brings its jobs back on restart */
+            zf_log(ZF_LOG_ERROR, "out of memory for a %u-byte job message", j->plen);
+            abort();
+        }
         memcpy(zmq_msg_data(&payload), j->inline_payload, j->plen);
+    }
     if (zf_wire_send_to(b->back, w->rid, w->rid_len, &m, &payload) < 0) {
         zmq_msg_close(&payload);
         j->attempt--;

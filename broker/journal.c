@@ -474,9 +474,14 @@ static int apply_accept(replay_t *rp, reader_t *r)
         memcpy(fname, name, nlen);
         fname[nlen] = 0;
         fnq_t *fn = rp->fn(rp->arg, fname);
-        j = fn ? calloc(1, sizeof *j) : NULL;
+        /* a small payload lives inside the job, as in a job the broker accepted itself */
+        size_t inl = plen <= ZF_JOB_INLINE_MAX ? plen : 0;
+        j = fn ? calloc(1, sizeof *j + inl) : NULL;
         if (!j)
             return -2;
+        if (inl)
+            memcpy(j->inline_payload, payload, inl);
+        j->plen = (uint32_t)inl;
         j->id = id;
         j->fn = fn;
         HASH_ADD(hh, rp->tab, id, sizeof j->id, j);
@@ -490,13 +495,14 @@ static int apply_accept(replay_t *rp, reader_t *r)
     j->attempt = attempt;
     j->state = ZF_ST_QUEUED;
     j->qpos = j->tpos = ZF_HEAP_NONE;
-    /* a restored job keeps its payload in a frame of its own, whatever its size: the job
-       may already exist (a dead letter requeued), so the payload cannot go inline */
+    if (j->plen || plen == 0)
+        return 0; /* inline, above */
+    /* a large payload, or a dead letter requeued (its job exists, without room inline),
+       keeps its payload in a frame of its own */
     zmq_msg_t frame;
     if (zmq_msg_init_size(&frame, plen) < 0)
         return -2;
-    if (plen)
-        memcpy(zmq_msg_data(&frame), payload, plen);
+    memcpy(zmq_msg_data(&frame), payload, plen);
     if (zf_job_take_payload(j, &frame) < 0) {
         zmq_msg_close(&frame);
         return -2;

@@ -17,7 +17,7 @@ static void usage(FILE *out)
           "  --liveness N          missed heartbeats before a worker is dead (default 3)\n"
           "  --max-queued N        jobs queued in all (default 2000000)\n"
           "  --max-queued-per-fn N jobs queued for one function (default: --max-queued)\n"
-          "  --max-payload BYTES   largest payload accepted (default 67108864)\n"
+          "  --max-payload BYTES   largest payload accepted (default 67108864, at most 4 GiB - 1)\n"
           "  --max-results N       finished jobs kept for get/wait (default 100000)\n"
           "  --result-store-bytes N\n"
           "                        memory the kept results may hold (outputs, and dead letters'\n"
@@ -91,7 +91,7 @@ int main(int argc, char **argv)
             cfg.max_queued_per_fn = num("max-queued-per-fn", optarg, 1, UINT64_MAX);
             per_fn_set = true;
             break;
-        case 'p': cfg.max_payload = num("max-payload", optarg, 0, 1ull << 40); break;
+        case 'p': cfg.max_payload = num("max-payload", optarg, 0, UINT32_MAX); break; /* job_t.plen */
         case 'r': cfg.max_results = num("max-results", optarg, 0, UINT64_MAX); break;
         case 'B':
             cfg.result_store_bytes = num("result-store-bytes", optarg, 1, UINT64_MAX);

@@ -19,6 +19,7 @@
 #define ZF_RID_MAX 256     /* ZeroMQ routing ids are at most 255 bytes */
 #define ZF_LEASES_MAX 256  /* credits one worker may hold */
 #define ZF_NKINDS 2        /* device kinds a worker can have: cpu (0) and gpu (1) */
+#define ZF_JOB_INLINE_MAX 1024 /* payloads up to this size live inside their job_t */
 
 /* A client connection, known by its routing id. Refcounted by the jobs that name it as a
    waiter; freed when the last one lets go. */

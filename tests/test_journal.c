@@ -745,3 +745,40 @@ Test(journal, wait_for_own_job_asks_after_restart_despite_other_traffic, .timeou
     zf_event_destroy(&e);
     zf_client_destroy(&c);
 }
+
+/* Queued payloads on both sides of the broker's inline bound (1024 bytes: inside the job,
+   above it a frame of its own) come back from the journal byte for byte after kill -9. */
+Test(journal, queued_payloads_of_every_size_survive_restart, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = broker(&env, "always");
+    zf_client_t *c = zt_client(&env);
+    static const size_t sizes[] = {0, 1, 1024, 1025, 65536};
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    unsigned char *buf = malloc(65536);
+    cr_assert_not_null(buf);
+    uint64_t ids[N];
+    for (size_t i = 0; i < N; i++) { /* no worker yet: they stay queued */
+        for (size_t k = 0; k < sizes[i]; k++)
+            buf[k] = (unsigned char)(k * 13 + i);
+        cr_assert_eq(zf_client_submit(c, "echo", buf, sizes[i], NULL, &ids[i]), 0, "%s",
+                     zf_client_error(c));
+    }
+    zt_kill(b, SIGKILL);
+    broker(&env, "always");
+    zt_worker(&env, HB, NULL);
+    for (size_t i = 0; i < N; i++) {
+        zf_event_t *r = zf_client_wait(c, ids[i], 15000);
+        cr_assert_not_null(r, "size %zu: %s", sizes[i], zf_client_error(c));
+        cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "size %zu: %s", sizes[i], r->text);
+        cr_assert_eq(r->output_len, sizes[i]);
+        size_t k = 0;
+        while (k < sizes[i] && ((const unsigned char *)r->output)[k] == (unsigned char)(k * 13 + i))
+            k++;
+        cr_assert_eq(k, sizes[i], "size %zu: byte %zu differs after the restart", sizes[i], k);
+        zf_event_destroy(&r);
+    }
+    free(buf);
+    zf_client_destroy(&c);
+}

@@ -6,8 +6,9 @@
     pulls the next one itself as soon as it finishes, so a busy worker needs no round trip
     through the I/O thread per job. Results ([DONE header][output]) and progress go to the
     broker through the I/O thread's `send` hook, from the runner's own thread, so a result
-    costs no wake-up of the I/O thread; when the hook cannot send at once (the socket is
-    full, or there is none), they go to the I/O thread over an inproc PAIR socket instead.
+    costs no wake-up of the I/O thread; when the hook cannot send at once (the I/O thread is
+    using the socket, or the socket is full), they go to the I/O thread over an inproc PAIR
+    socket instead.
     A one-byte "started" notice for jobs that have a run timeout also goes over the PAIR,
     so the I/O thread can arm it.
 */
@@ -34,8 +35,9 @@ typedef struct {
 } zf_running_t;
 
 /* Sends [hdr][payload] (payload may be NULL) to the broker at once, from the runner's
-   thread. Returns 0 when sent (payload consumed), or -1 without blocking (payload still the
-   caller's): then the runner sends it over the PAIR. */
+   thread, if it can without waiting (the I/O thread may hold the socket, or have earlier
+   messages of ours still to forward). Returns 0 when sent (payload consumed), or -1 at once
+   (payload still the caller's): then the runner sends it over the PAIR, always. */
 typedef int (*zf_runner_send_fn)(void *arg, const zf_msg_t *hdr, zmq_msg_t *payload);
 
 /* Starts the runner thread on `ctx`, connected to the inproc endpoint `ep` that the
