@@ -92,16 +92,16 @@ static void job_settpos(void *e, uint32_t pos)
     ((job_t *)e)->tpos = pos;
 }
 
-/* Takes a received frame to keep for a while (a queued payload, a stored output). ZeroMQ
+/* Takes a received frame to keep for a while (a stored output; a queued payload is kept
+   inside its job, see on_submit). ZeroMQ
    receives small messages into a shared 8 KiB buffer that stays allocated while any of
    them lives, so keeping a small frame as it is would pin the whole buffer: up to 100x its
    size across a million queued jobs. Small frames are therefore copied once into their own
    allocation; larger ones have their own buffer already and are moved, never copied. */
-#define KEEP_COPY_MAX ZF_JOB_INLINE_MAX
 static void keep_frame(zmq_msg_t *dst, zmq_msg_t *src)
 {
     size_t n = zmq_msg_size(src);
-    if (n > 0 && n <= KEEP_COPY_MAX && zmq_msg_init_size(dst, n) == 0) {
+    if (n > 0 && n <= ZF_JOB_INLINE_MAX && zmq_msg_init_size(dst, n) == 0) {
         memcpy(zmq_msg_data(dst), zmq_msg_data(src), n);
         return;
     }
@@ -833,7 +833,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     /* A small payload is kept inside the job's own allocation (see keep_frame); a larger
        one keeps the frame it came in, moved, never copied. */
     size_t plen = zmq_msg_size(payload);
-    size_t inl = plen <= KEEP_COPY_MAX ? plen : 0;
+    size_t inl = plen <= ZF_JOB_INLINE_MAX ? plen : 0;
     job_t *j = fn ? calloc(1, sizeof *j + inl) : NULL;
     client_t *c = j ? client_get(b, zmq_msg_data(rid), zmq_msg_size(rid)) : NULL;
     if (!c) {

@@ -325,3 +325,35 @@ int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...)
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+bool zt_wait_running(zf_client_t *c, uint64_t id, int timeout_ms)
+{
+    for (int64_t until = zt_now_ms() + timeout_ms; zt_now_ms() < until; zt_pause_ms(20)) {
+        zf_event_t *e = zf_client_get(c, id);
+        bool running = e && e->status == ZFLEET_RUNNING;
+        zf_event_destroy(&e);
+        if (running)
+            return true;
+    }
+    return false;
+}
+
+static unsigned char pattern_byte(size_t k, unsigned seed)
+{
+    return (unsigned char)(k * 31 + seed * 7 + (k >> 8));
+}
+
+void zt_pattern(unsigned char *buf, size_t n, unsigned seed)
+{
+    for (size_t k = 0; k < n; k++)
+        buf[k] = pattern_byte(k, seed);
+}
+
+size_t zt_pattern_mismatch(const void *p, size_t n, unsigned seed)
+{
+    const unsigned char *b = p;
+    size_t k = 0;
+    while (k < n && b[k] == pattern_byte(k, seed))
+        k++;
+    return k;
+}

@@ -73,6 +73,14 @@ long long zt_with_stats(const zt_env_t *env, long long (*fn)(struct msgpack_obje
 /* The value under a string key of a msgpack map, or NULL. */
 struct msgpack_object *zt_mp_get(struct msgpack_object *map, const char *key);
 
+/* Polls GET until the job is running (in a worker's hands). False after timeout_ms. */
+bool zt_wait_running(zf_client_t *c, uint64_t id, int timeout_ms);
+
+/* Fills buf[n] with bytes derived from seed and their position; zt_pattern_mismatch gives
+   the index of the first byte of p[n] that differs from that pattern, or n if none does. */
+void zt_pattern(unsigned char *buf, size_t n, unsigned seed);
+size_t zt_pattern_mismatch(const void *p, size_t n, unsigned seed);
+
 /* Resident set size of a process in kB (VmRSS), or -1. */
 long zt_rss_kb(pid_t pid);
 

@@ -64,8 +64,7 @@ Test(e2e, payloads_of_every_size_class_round_trip_and_survive_redelivery, .timeo
             cr_assert_eq(zf_client_submit(c, "spin", "1000", 4, &o, &sid), 0);
         }
         for (size_t i = 0; i < N; i++) {
-            for (size_t k = 0; k < sizes[i]; k++)
-                buf[k] = (unsigned char)(k * 31 + i * 7 + (size_t)round);
+            zt_pattern(buf, sizes[i], (unsigned)(i * 2 + round));
             cr_assert_eq(zf_client_submit(c, "echo", buf, sizes[i], NULL, &ids[i]), 0, "%s",
                          zf_client_error(c));
         }
@@ -80,10 +79,7 @@ Test(e2e, payloads_of_every_size_class_round_trip_and_survive_redelivery, .timeo
             cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "size %zu: %s", sizes[i], r->text);
             cr_assert_eq(r->output_len, sizes[i]);
             cr_assert_eq(r->attempts, round + 1u, "size %zu: %u attempt(s)", sizes[i], r->attempts);
-            size_t k = 0;
-            while (k < sizes[i] && ((const unsigned char *)r->output)[k] ==
-                                       (unsigned char)(k * 31 + i * 7 + (size_t)round))
-                k++;
+            size_t k = zt_pattern_mismatch(r->output, sizes[i], (unsigned)(i * 2 + round));
             cr_assert_eq(k, sizes[i], "size %zu: byte %zu differs", sizes[i], k);
             zf_event_destroy(&r);
         }

@@ -590,17 +590,9 @@ Test(journal, dead_letter_survives_restart_with_its_payload, .timeout = 60)
     zf_submit_opts_t o = {.max_attempts = 1};
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "spin", "30000", 5, &o, &id), 0);
-    zf_event_t *e = NULL;
-    for (int64_t until = zt_now_ms() + 10000; zt_now_ms() < until; zt_pause_ms(20)) {
-        e = zf_client_get(c, id);
-        if (e && e->status == ZFLEET_RUNNING)
-            break;
-        zf_event_destroy(&e);
-    }
-    cr_assert_not_null(e, "the job never ran");
-    zf_event_destroy(&e);
+    cr_assert(zt_wait_running(c, id, 10000), "the job never ran");
     zt_kill(w, SIGKILL); /* the only attempt dies with its worker: lost, a dead letter */
-    e = zf_client_wait(c, id, 20000);
+    zf_event_t *e = zf_client_wait(c, id, 20000);
     cr_assert_not_null(e, "%s", zf_client_error(c));
     cr_assert_eq(e->status, ZFLEET_LOST);
     zf_event_destroy(&e);
@@ -760,8 +752,7 @@ Test(journal, queued_payloads_of_every_size_survive_restart, .timeout = 60)
     cr_assert_not_null(buf);
     uint64_t ids[N];
     for (size_t i = 0; i < N; i++) { /* no worker yet: they stay queued */
-        for (size_t k = 0; k < sizes[i]; k++)
-            buf[k] = (unsigned char)(k * 13 + i);
+        zt_pattern(buf, sizes[i], (unsigned)i);
         cr_assert_eq(zf_client_submit(c, "echo", buf, sizes[i], NULL, &ids[i]), 0, "%s",
                      zf_client_error(c));
     }
@@ -773,9 +764,7 @@ Test(journal, queued_payloads_of_every_size_survive_restart, .timeout = 60)
         cr_assert_not_null(r, "size %zu: %s", sizes[i], zf_client_error(c));
         cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "size %zu: %s", sizes[i], r->text);
         cr_assert_eq(r->output_len, sizes[i]);
-        size_t k = 0;
-        while (k < sizes[i] && ((const unsigned char *)r->output)[k] == (unsigned char)(k * 13 + i))
-            k++;
+        size_t k = zt_pattern_mismatch(r->output, sizes[i], (unsigned)i);
         cr_assert_eq(k, sizes[i], "size %zu: byte %zu differs after the restart", sizes[i], k);
         zf_event_destroy(&r);
     }

@@ -137,17 +137,9 @@ Test(results, forget_never_drops_a_dead_letter, .timeout = 30)
     zf_submit_opts_t o = {.forget = true, .max_attempts = 1};
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "spin", "30000", 5, &o, &id), 0, "%s", zf_client_error(c));
-    zf_event_t *e = NULL;
-    for (int64_t until = zt_now_ms() + 5000; zt_now_ms() < until; zt_pause_ms(20)) {
-        e = zf_client_get(c, id);
-        if (e && e->status == ZFLEET_RUNNING)
-            break;
-        zf_event_destroy(&e);
-    }
-    cr_assert_not_null(e, "the job never ran");
-    zf_event_destroy(&e);
+    cr_assert(zt_wait_running(c, id, 5000), "the job never ran");
     zt_kill(w, SIGKILL);
-    e = zf_client_wait(c, id, 10000); /* pushed to the submitter */
+    zf_event_t *e = zf_client_wait(c, id, 10000); /* pushed to the submitter */
     cr_assert(e && e->status == ZFLEET_LOST, "%s", zf_client_error(c));
     zf_event_destroy(&e);
     zf_client_t *other = zt_client(&env);
