@@ -43,6 +43,8 @@ static const fdesc_t fields[ZF_F__MAX] = {
     [ZF_F_HEARTBEAT] = U32(heartbeat_ms),
     [ZF_F_FLAGS] = U32(flags),
     [ZF_F_QUEUED] = U64(queued_us),
+    [ZF_F_SUPERVISOR] = STR(supervisor, 64),
+    [ZF_F_MAXPAYLOAD] = U64(max_payload),
 };
 
 #define B(f) (1u << (f))
@@ -529,7 +531,8 @@ const char *zf_cmd_name(uint8_t cmd)
 const char *zf_state_name(uint32_t st)
 {
     static const char *names[ZF_ST__COUNT] = {"queued",    "running",   "succeeded", "failed",
-                                              "timed_out", "cancelled", "expired",   "lost"};
+                                              "timed_out", "cancelled", "expired",   "lost",
+                                              "output_lost"};
     return st < ZF_ST__COUNT ? names[st] : "unknown";
 }
 
@@ -538,7 +541,8 @@ const char *zf_error_name(uint32_t code)
     static const char *names[ZF__ECOUNT] = {
         "ok",         "unsupported protocol version", "malformed message", "unknown command",
         "unknown job", "queue full",                  "payload too large", "bad argument",
-        "wrong state", "broker shutting down",        "internal error"};
+        "wrong state", "broker shutting down",        "internal error",
+        "journal unavailable"};
     return code < ZF__ECOUNT ? names[code] : "unknown error";
 }
 

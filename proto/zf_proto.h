@@ -85,7 +85,10 @@ typedef enum {
     ZF_F_HEARTBEAT = 21,  /* uint32 ms: sender's heartbeat interval */
     ZF_F_FLAGS = 22,      /* uint32: command-specific flags */
     ZF_F_QUEUED = 23,     /* uint64 us: time spent queued */
-    ZF_F__MAX = 24,
+    ZF_F_SUPERVISOR = 24, /* str (<= 64 bytes): READY: routing id of the fleet supervisor that started the
+                             worker (the only peer besides the worker whose OBITUARY counts) */
+    ZF_F_MAXPAYLOAD = 25, /* uint64 bytes: PONG: the largest payload the broker accepts */
+    ZF_F__MAX = 26,
 } zf_field_t;
 
 /* Device kinds. ZF_DEV_ANY is only meaningful as a job requirement. */
@@ -101,7 +104,9 @@ typedef enum {
     ZF_ST_CANCELLED = 5,
     ZF_ST_EXPIRED = 6,
     ZF_ST_LOST = 7,
-    ZF_ST__COUNT = 8,
+    ZF_ST_OUTPUT_LOST = 8, /* the handler succeeded but its output was not kept in full (cut
+                              by the journal's bound, then the broker restarted): no bytes */
+    ZF_ST__COUNT = 9,
 } zf_state_t;
 
 /* Error codes carried in REJECTED / ERROR / REPLY (ZF_F_CODE). */
@@ -116,8 +121,10 @@ typedef enum {
     ZF_EBADARG = 7,       /* a field is missing or out of range */
     ZF_ESTATE = 8,        /* the job is in a state that forbids the request */
     ZF_ESHUTDOWN = 9,     /* the broker is stopping */
-    ZF_EINTERNAL = 10,    /* the broker could not do it (e.g. journal write failed) */
-    ZF__ECOUNT = 11,
+    ZF_EINTERNAL = 10,    /* the broker could not do it (out of memory) */
+    ZF_EJOURNAL = 11,     /* the journal cannot be written (disk full, I/O error): nothing
+                             new is accepted until it can */
+    ZF__ECOUNT = 12,
 } zf_error_t;
 
 /* Flags (ZF_F_FLAGS). */
@@ -136,12 +143,12 @@ typedef struct {
 typedef struct {
     uint8_t cmd;
     uint32_t present;
-    uint64_t id, tag, duration_us, devmem, queued_us;
+    uint64_t id, tag, duration_us, devmem, queued_us, max_payload;
     uint32_t attempt, timeout_ms, deadline_ms, max_attempts, device, status, code, credits;
     uint32_t heartbeat_ms, flags;
     int32_t priority, devindex;
     double progress;
-    zf_str_t fn, text, worker, devname;
+    zf_str_t fn, text, worker, devname, supervisor;
     uint32_t nfunctions;
     zf_str_t functions[ZF_MAX_FUNCTIONS]; /* last: zf_msg_init leaves it uninitialised */
 } zf_msg_t;
