@@ -40,6 +40,9 @@ typedef struct {
     uint64_t stale_results, stale_progress;
     uint64_t workers_lost, undeliverable;
     uint64_t forgotten; /* FORGET results dropped once pushed to their submitter */
+    uint64_t obituaries_refused; /* OBITUARY from a peer that is not the worker's supervisor */
+    uint64_t run_timeouts;  /* attempts the broker ended: no result by timeout + grace */
+    uint64_t stalls;        /* loop turns far later than planned (liveness windows renewed) */
 } counters_t;
 
 struct zf_broker {
@@ -61,6 +64,9 @@ struct zf_broker {
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
     wrk_t *graveyard;       /* removed workers, freed at the end of the loop turn */
     zf_heap_t deadlines;
+    zf_heap_t runs;         /* workers whose current lease has a run timer (wrk_t.run_until) */
+    int64_t last_timers_ms; /* when run_timers last ran, and the poll wait planned since: */
+    long poll_wait_ms;      /* a turn much later than that means the broker itself stalled */
     uint64_t next_id;
     int64_t front_seq, back_seq;
     int64_t next_tick_ms;
@@ -90,6 +96,16 @@ static bool deadline_less(const void *a, const void *b)
 static void job_settpos(void *e, uint32_t pos)
 {
     ((job_t *)e)->tpos = pos;
+}
+
+static bool run_less(const void *a, const void *b)
+{
+    return ((const wrk_t *)a)->run_until < ((const wrk_t *)b)->run_until;
+}
+
+static void run_setpos(void *e, uint32_t pos)
+{
+    ((wrk_t *)e)->rpos = pos;
 }
 
 /* Takes a received frame to keep for a while (a stored output; a queued payload is kept
@@ -329,6 +345,7 @@ static void dequeue(zf_broker_t *b, job_t *j)
 
 static void finalize(zf_broker_t *b, job_t *j, zf_state_t st);
 static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why);
+static void run_timer_follow(zf_broker_t *b, wrk_t *w);
 
 /* Sends the job to w under a new lease. On a failed send the job goes back to the front
    and the worker is dropped (it will be told to re-register when it speaks again). */
@@ -371,6 +388,8 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
     zf_journal_start(b->journal, j);
     w->leases[w->inflight++] = (lease_t){j->id, j->attempt, false};
     b->prefetching += w->inflight == 2;
+    if (w->inflight == 1) /* an idle worker starts it now; later leases wait their turn */
+        run_timer_follow(b, w);
     j->fn->running++;
     b->c.dispatched++;
     worker_relist(w);
@@ -471,6 +490,8 @@ static void lease_drop(zf_broker_t *b, wrk_t *w, uint32_t i)
     b->prefetching -= w->inflight == 2;
     memmove(&w->leases[i], &w->leases[i + 1], (w->inflight - i - 1) * sizeof w->leases[0]);
     w->inflight--;
+    if (i == 0) /* the worker now runs the next lease, from about now */
+        run_timer_follow(b, w);
 }
 
 static int lease_find(const wrk_t *w, uint64_t id, uint32_t attempt)
@@ -497,6 +518,47 @@ static job_t *current_lease(zf_broker_t *b, wrk_t *w, uint64_t id, uint32_t atte
     return j;
 }
 
+/* ------------------------------------------------------------------ run timers */
+
+static uint32_t run_grace_ms(const zf_broker_t *b)
+{
+    return b->cfg.run_grace_ms ? b->cfg.run_grace_ms : b->cfg.heartbeat_ms * b->cfg.liveness;
+}
+
+static void run_timer_stop(zf_broker_t *b, wrk_t *w)
+{
+    if (w->rpos != ZF_HEAP_NONE)
+        zf_heap_remove(&b->runs, w->rpos);
+}
+
+static void run_timer_set(zf_broker_t *b, wrk_t *w, const lease_t *l, uint8_t stage, int64_t at)
+{
+    run_timer_stop(b, w);
+    w->run_id = l->id;
+    w->run_attempt = l->attempt;
+    w->run_stage = stage;
+    w->run_until = at;
+    if (zf_heap_push(&b->runs, w) < 0)
+        abort(); /* one slot per worker; out of memory here is fatal, as for the queues */
+}
+
+/* Points the run timer at the lease w runs now (leases[0]); call whenever that may have
+   changed. The timer of a lease that stays first runs on. An untimed job may run forever. */
+static void run_timer_follow(zf_broker_t *b, wrk_t *w)
+{
+    if (w->gone || w->inflight == 0) {
+        run_timer_stop(b, w);
+        return;
+    }
+    const lease_t *l = &w->leases[0];
+    if (w->rpos != ZF_HEAP_NONE && w->run_id == l->id && w->run_attempt == l->attempt)
+        return;
+    run_timer_stop(b, w);
+    job_t *j = current_lease(b, w, l->id, l->attempt);
+    if (j && j->timeout_ms)
+        run_timer_set(b, w, l, 0, zf_now_ms() + j->timeout_ms + run_grace_ms(b));
+}
+
 /* The attempt of a running job ended without a result (worker died, timed out). The job
    runs again unless it has used its attempts. */
 static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const char *cause)
@@ -518,6 +580,7 @@ static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
            w->info->devname, why, w->inflight);
     w->draining = true;
     worker_relist(w);
+    run_timer_stop(b, w);
     HASH_DEL(b->workers, w);
     DL_DELETE(b->alive, w);
     char cause[160];
@@ -923,6 +986,10 @@ static void on_cancel(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         zf_msg_set_u64(&c, ZF_F_ATTEMPT, j->attempt);
         zf_wire_send_to(b->back, w->rid, w->rid_len, &c, NULL);
         j->fn->running--;
+        /* if it is the lease being run, the worker must answer within a grace or be
+           removed as wedged: jobs queued behind it in the worker wait for that answer */
+        if (w->inflight && w->leases[0].id == j->id && w->leases[0].attempt == j->attempt)
+            run_timer_set(b, w, &w->leases[0], 1, zf_now_ms() + run_grace_ms(b));
     }
     job_note(j, "cancelled by request");
     finalize(b, j, ZF_ST_CANCELLED);
@@ -1056,7 +1123,7 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     int64_t now = zf_now_ms();
     msgpack_pack_map(&pk, 4);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 18);
+    msgpack_pack_map(&pk, 21);
     pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
     pk_kv_u64(&pk, "submitted", b->c.submitted);
     pk_kv_u64(&pk, "accepted", b->c.accepted);
@@ -1074,6 +1141,9 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     pk_kv_u64(&pk, "stale_progress", b->c.stale_progress);
     pk_kv_u64(&pk, "workers_lost", b->c.workers_lost);
     pk_kv_u64(&pk, "undeliverable", b->c.undeliverable);
+    pk_kv_u64(&pk, "obituaries_refused", b->c.obituaries_refused);
+    pk_kv_u64(&pk, "run_timeouts", b->c.run_timeouts);
+    pk_kv_u64(&pk, "stalls", b->c.stalls);
     pk_str(&pk, "rejected");
     msgpack_pack_map(&pk, ZF__ECOUNT - 1);
     for (int e = 1; e < ZF__ECOUNT; e++)
@@ -1206,6 +1276,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     memcpy(w->rid, zmq_msg_data(rid), w->rid_len);
     w->kind = (uint8_t)m->device;
     w->list = LIST_NONE;
+    w->rpos = ZF_HEAP_NONE;
     w->devindex = m->devindex;
     w->devmem = m->devmem;
     w->credits = m->credits ? m->credits : 1;
@@ -1218,6 +1289,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
                  (unsigned long long)(zf_random64() % 100000));
     zf_str_copy(info->devname, sizeof info->devname, m->devname);
     zf_str_copy(w->model, sizeof w->model, m->text);
+    zf_str_copy(w->supervisor, sizeof w->supervisor, m->supervisor);
     w->info = info;
     w->slots = slots;
     for (uint32_t i = 0; i < m->nfunctions; i++) {
@@ -1327,19 +1399,54 @@ static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
     }
 }
 
+/* The routing id as lower-case hex, as a fleet supervisor names itself in its workers'
+   READY; "" when it would not fit out (a supervisor id is at most 32 bytes). */
+static void rid_hex(const zmq_msg_t *rid, char *out, size_t cap)
+{
+    const unsigned char *p = zmq_msg_data((zmq_msg_t *)rid);
+    size_t n = zmq_msg_size((zmq_msg_t *)rid);
+    out[0] = 0;
+    if (2 * n + 1 > cap)
+        return;
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", p[i]);
+}
+
+/* May the peer `rid` report w's death? Only w itself, or the supervisor its READY named:
+   anyone else who can reach the worker port could otherwise move w's jobs to a worker of
+   its own. */
+static bool may_bury(const wrk_t *w, const zmq_msg_t *rid, const char *rid_hexed)
+{
+    if (zmq_msg_size((zmq_msg_t *)rid) == w->rid_len &&
+        !memcmp(zmq_msg_data((zmq_msg_t *)rid), w->rid, w->rid_len))
+        return true;
+    return w->supervisor[0] && !strcmp(w->supervisor, rid_hexed);
+}
+
 /* A fleet supervisor saw one of its workers die: remove it now, with the real cause,
    instead of waiting for its heartbeats to run out. */
-static void on_obituary(zf_broker_t *b, const zf_msg_t *m)
+static void on_obituary(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
-    char name[ZF_NAME_MAX + 1], cause[ZF_TEXT_MAX + 1];
+    char name[ZF_NAME_MAX + 1], cause[ZF_TEXT_MAX + 1], sender[sizeof ((wrk_t *)0)->supervisor];
     zf_str_copy(name, sizeof name, m->worker);
     zf_str_copy(cause, sizeof cause, m->text);
-    for (wrk_t *w = b->workers; w; w = w->hh.next)
-        if (!strcmp(w->info->name, name)) {
-            b->c.workers_lost++;
-            worker_remove(b, w, cause);
-            return;
+    rid_hex(rid, sender, sizeof sender);
+    for (wrk_t *w = b->workers; w; w = w->hh.next) {
+        if (strcmp(w->info->name, name))
+            continue;
+        if (!may_bury(w, rid, sender)) {
+            /* powers of two only: a flood of forgeries must not flood the log */
+            uint64_t n = ++b->c.obituaries_refused;
+            if ((n & (n - 1)) == 0)
+                zf_log(ZF_LOG_WARN, "obituary for worker %s refused: not from its supervisor "
+                                    "(%llu refused so far)",
+                       name, (unsigned long long)n);
+            continue;
         }
+        b->c.workers_lost++;
+        worker_remove(b, w, cause);
+        return;
+    }
 }
 
 static void worker_message(zf_broker_t *b, zf_frames_t *f)
@@ -1365,7 +1472,7 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
     if (m.cmd == ZF_CMD_READY)
         return on_ready(b, rid, w, &m);
     if (m.cmd == ZF_CMD_OBITUARY)
-        return on_obituary(b, &m);
+        return on_obituary(b, rid, &m);
     if (!w) {
         /* A worker we do not know (we restarted, or declared it dead): its results are
            stale by definition; it must register again. */
@@ -1404,12 +1511,72 @@ static int64_t expiry_ms(zf_broker_t *b)
     return (int64_t)b->cfg.heartbeat_ms * b->cfg.liveness;
 }
 
+/* w's current lease outlived its timer (see wrk_t.run_until). */
+static void run_expired(zf_broker_t *b, wrk_t *w, int64_t now)
+{
+    char why[160];
+    if (w->run_stage == 1) {
+        snprintf(why, sizeof why, "wedged: lease (%llu, %u) unanswered %u ms after the broker "
+                 "ended it", (unsigned long long)w->run_id, w->run_attempt, run_grace_ms(b));
+        b->c.workers_lost++;
+        worker_remove(b, w, why);
+        return;
+    }
+    b->c.run_timeouts++;
+    zf_msg_t c;
+    zf_msg_init(&c, ZF_CMD_WCANCEL);
+    zf_msg_set_u64(&c, ZF_F_ID, w->run_id);
+    zf_msg_set_u64(&c, ZF_F_ATTEMPT, w->run_attempt);
+    zf_wire_send_to(b->back, w->rid, w->rid_len, &c, NULL);
+    /* A worker enforces its own timeout and leaves after reporting it; one that is still
+       silent is wedged or lying: it gets no more work, and one grace to answer. */
+    w->draining = true;
+    worker_relist(w);
+    lease_t l = w->leases[0];
+    run_timer_set(b, w, &l, 1, now + run_grace_ms(b));
+    job_t *j = current_lease(b, w, l.id, l.attempt);
+    if (!j)
+        return;
+    zf_log(ZF_LOG_WARN, "job %llu: no result from worker %s within its run timeout (%u ms) + "
+           "%u ms: attempt %u ended by the broker", (unsigned long long)j->id, w->info->name,
+           j->timeout_ms, run_grace_ms(b), j->attempt);
+    snprintf(why, sizeof why, "no result from worker %s within the run timeout of %u ms + %u ms "
+             "grace (ended by the broker)", w->info->name, j->timeout_ms, run_grace_ms(b));
+    attempt_failed(b, j, ZF_ST_TIMED_OUT, why);
+}
+
+/* A turn far later than planned (the process was stopped, or a sync or a swap-in took
+   seconds): the workers' silence during it is the broker's, not theirs. Each gets a fresh
+   liveness window, and run timers move on by the stall. The threshold is well above a busy
+   turn, so a broker that is merely loaded still expires dead workers. */
+static void check_stall(zf_broker_t *b, int64_t now)
+{
+    int64_t late = b->last_timers_ms ? now - b->last_timers_ms - b->poll_wait_ms : 0;
+    b->last_timers_ms = now;
+    int64_t threshold = expiry_ms(b) / 2 > b->cfg.heartbeat_ms ? expiry_ms(b) / 2 : b->cfg.heartbeat_ms;
+    if (late <= threshold)
+        return;
+    b->c.stalls++;
+    zf_log(ZF_LOG_WARN, "the event loop ran %lld ms late (the broker was stopped, or blocked): "
+           "%u worker(s) get a fresh liveness window", (long long)late, HASH_COUNT(b->workers));
+    for (wrk_t *w = b->alive; w; w = w->next)
+        w->last_recv_ms = now; /* all equal: the liveness list stays in order */
+    for (uint32_t i = 0; i < b->runs.n; i++) /* a uniform shift keeps the heap a heap */
+        ((wrk_t *)b->runs.v[i])->run_until += late;
+}
+
 static void run_timers(zf_broker_t *b)
 {
     int64_t now = zf_now_ms();
+    check_stall(b, now);
     while (b->alive && b->alive->last_recv_ms + expiry_ms(b) <= now) {
         b->c.workers_lost++;
         worker_remove(b, b->alive, "no heartbeat");
+    }
+    wrk_t *rw;
+    while ((rw = zf_heap_top(&b->runs)) && rw->run_until <= now) {
+        zf_heap_pop(&b->runs);
+        run_expired(b, rw, now);
     }
     job_t *j;
     while ((j = zf_heap_top(&b->deadlines)) && j->deadline_at <= now) {
@@ -1440,6 +1607,9 @@ static long poll_timeout(zf_broker_t *b)
     job_t *j = zf_heap_top(&b->deadlines);
     if (j && j->deadline_at < next)
         next = j->deadline_at;
+    wrk_t *w = zf_heap_top(&b->runs);
+    if (w && w->run_until < next)
+        next = w->run_until;
     long wait = next <= now ? 0 : (long)(next - now);
     long sync_in = zf_journal_due_ms(b->journal, now); /* an interval fsync coming due */
     return sync_in >= 0 && sync_in < wait ? sync_in : wait;
@@ -1464,7 +1634,8 @@ int zf_broker_run(zf_broker_t *b)
     zf_log(ZF_LOG_INFO, "ready: clients on %s, workers on %s, heartbeat %u ms x %u",
            b->cfg.client_ep, b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
     while (!b->stop) {
-        if (zmq_poll(items, 3, poll_timeout(b)) < 0 && errno != EINTR) {
+        b->poll_wait_ms = poll_timeout(b);
+        if (zmq_poll(items, 3, b->poll_wait_ms) < 0 && errno != EINTR) {
             zf_log(ZF_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
             return -1;
         }
@@ -1577,6 +1748,7 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->ack_tail = &b->ack_head;
     b->send_tail = &b->send_head;
     zf_heap_init(&b->deadlines, deadline_less, job_settpos);
+    zf_heap_init(&b->runs, run_less, run_setpos);
     /* Ids never repeat across restarts, journal or not: they start above the wall clock in
        units of 1/65536 ms, far faster than jobs can be accepted. */
     b->next_id = ((uint64_t)zf_wall_ms() << 16) + 1;
@@ -1633,6 +1805,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
         free(f);
     }
     zf_heap_release(&b->deadlines);
+    zf_heap_release(&b->runs);
     if (b->front)
         zmq_close(b->front);
     if (b->back)

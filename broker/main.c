@@ -15,6 +15,8 @@ static void usage(FILE *out)
           "  --workers EP          worker endpoint (default tcp://127.0.0.1:5556)\n"
           "  --heartbeat MS        heartbeat interval (default 1000)\n"
           "  --liveness N          missed heartbeats before a worker is dead (default 3)\n"
+          "  --run-grace MS        a running job with a timeout that has no result this long\n"
+          "                        past it is ended by the broker (default heartbeat x liveness)\n"
           "  --max-queued N        jobs queued in all (default 2000000)\n"
           "  --max-queued-per-fn N jobs queued for one function (default: --max-queued)\n"
           "  --max-payload BYTES   largest payload accepted (default 67108864, at most 4 GiB - 1)\n"
@@ -78,7 +80,7 @@ int main(int argc, char **argv)
         {"max-attempts", 1, 0, 'a'}, {"max-dead", 1, 0, 'D'},      {"data", 1, 0, 'd'},
         {"no-journal", 0, 0, 'n'},   {"fsync", 1, 0, 'f'},         {"result-max-bytes", 1, 0, 'R'},
         {"compact-min-bytes", 1, 0, 'M'}, {"result-store-bytes", 1, 0, 'B'},
-        {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
+        {"run-grace", 1, 0, 'g'},    {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -86,6 +88,7 @@ int main(int argc, char **argv)
         case 'w': cfg.worker_ep = optarg; break;
         case 'h': cfg.heartbeat_ms = (uint32_t)num("heartbeat", optarg, 10, 3600000); break;
         case 'l': cfg.liveness = (uint32_t)num("liveness", optarg, 1, 1000); break;
+        case 'g': cfg.run_grace_ms = (uint32_t)num("run-grace", optarg, 1, 3600000); break;
         case 'q': cfg.max_queued = num("max-queued", optarg, 1, UINT64_MAX); break;
         case 'Q':
             cfg.max_queued_per_fn = num("max-queued-per-fn", optarg, 1, UINT64_MAX);

@@ -16,6 +16,9 @@ typedef struct {
     const char *worker_ep;          /* default tcp://127.0.0.1:5556 */
     uint32_t heartbeat_ms;          /* default 1000 */
     uint32_t liveness;              /* missed heartbeats before a worker is dead; default 3 */
+    uint32_t run_grace_ms;          /* the broker ends an attempt that ran this long past its
+                                       timeout with no word from the worker (the worker's own
+                                       timeout should have fired); 0 = heartbeat x liveness */
     uint64_t max_queued;            /* jobs queued (all functions); default 2,000,000 */
     uint64_t max_queued_per_fn;     /* jobs queued for one function; default max_queued */
     uint64_t max_payload;           /* bytes of one payload; default 64 MiB */

@@ -155,9 +155,21 @@ typedef struct wrk {
     lease_t leases[ZF_LEASES_MAX];   /* the jobs this worker holds, oldest first */
     winfo_t *info;
     char model[ZF_NAME_MAX + 1];     /* the device's own name, e.g. the GPU model */
+    char supervisor[65];             /* READY's supervisor (hex routing id), or empty: the
+                                        one peer besides the worker whose OBITUARY counts */
     wslot_t *slots;
     uint32_t nslots;
     int64_t last_recv_ms;
+    /* The broker's backstop for the worker's own run timeout, on the lease the worker runs
+       now (leases[0]: a worker runs its jobs in the order it was given them, so that lease
+       started when the one before it was answered). Stage 0 ends at timeout + grace: the
+       job's attempt ends as timed out and the worker is told (WCANCEL); stage 1 ends one
+       grace later with the lease still unanswered: the worker is removed as wedged. */
+    int64_t run_until;               /* monotonic ms; in b->runs while rpos != ZF_HEAP_NONE */
+    uint64_t run_id;                 /* the lease the timer is about */
+    uint32_t run_attempt;
+    uint32_t rpos;
+    uint8_t run_stage;
     uint64_t jobs_done, jobs_failed;
     int64_t joined_ms;
     struct wrk *prev, *next;         /* liveness list, oldest last_recv first */
