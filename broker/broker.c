@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include <utlist.h>
@@ -31,6 +32,9 @@
 
 #define ZF_MAX_FN_QUEUES 10000 /* distinct function names; each costs a queue forever */
 #define BATCH 512 /* messages read from one socket per loop turn before looking at the other */
+/* Outputs from this size on count against a client's unread-bytes bound; smaller ones are
+   bounded by the socket's message high-water mark alone (100,000 x 256 B = 25 MB). */
+#define ZF_TRACKED_OUTPUT_MIN 256
 
 typedef struct {
     uint64_t submitted, accepted, dispatched, requeued, recalled;
@@ -41,6 +45,7 @@ typedef struct {
     uint64_t workers_lost, undeliverable;
     uint64_t forgotten; /* FORGET results dropped once pushed to their submitter */
     uint64_t obituaries_refused; /* OBITUARY from a peer that is not the worker's supervisor */
+    uint64_t results_held;  /* results held back for a client with too many bytes unread */
     uint64_t run_timeouts;  /* attempts the broker ended: no result by timeout + grace */
     uint64_t stalls;        /* loop turns far later than planned (liveness windows renewed) */
 } counters_t;
@@ -54,9 +59,12 @@ struct zf_broker {
     fnq_t *fns;             /* functions by name */
     wrk_t *workers;         /* workers by routing id */
     client_t *clients;      /* clients by routing id */
+    client_t *slow;         /* clients with results held back (client_t.deferred) */
+    int wake_fd;            /* eventfd: ZeroMQ wrote out enough for a held-back result */
     wrk_t *alive;           /* liveness list, oldest first */
     job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
     uint64_t ndone, ndead, queued;
+    uint64_t payload_bytes; /* payloads of unfinished jobs, bounded by max_queued_bytes */
     uint64_t result_bytes;  /* what done and dead hold (stored_bytes of each), bounded by
                                cfg.result_store_bytes at the end of every loop turn */
     uint32_t prefetching;   /* workers holding 2+ leases: the only ones steal_for can use */
@@ -149,39 +157,71 @@ static void winfo_release(winfo_t **p)
     *p = NULL;
 }
 
+static void flight_release(flight_t *f)
+{
+    if (atomic_fetch_sub(&f->refs, 1) == 1)
+        free(f);
+}
+
 static client_t *client_get(zf_broker_t *b, const void *rid, size_t len)
 {
     client_t *c;
     HASH_FIND(hh, b->clients, rid, len, c);
     if (c)
         return c;
-    c = malloc(sizeof *c + len);
-    if (!c)
+    c = calloc(1, sizeof *c + len);
+    flight_t *f = c ? calloc(1, sizeof *f) : NULL;
+    if (!f) {
+        free(c);
         return NULL;
-    c->refs = 0;
+    }
+    atomic_init(&f->refs, 1);
+    f->wake_fd = b->wake_fd;
+    c->flight = f;
     c->rid_len = (uint8_t)len;
     memcpy(c->rid, rid, len);
     HASH_ADD(hh, b->clients, rid, len, c);
     return c;
 }
 
+static void client_free(zf_broker_t *b, client_t *c)
+{
+    HASH_DEL(b->clients, c);
+    flight_release(c->flight);
+    free(c->deferred);
+    free(c);
+}
+
+/* A client entry may go once no job names it, nothing is held back for it, and all it was
+   sent has been written out: a new entry for the same connection would start its unread
+   bytes from zero. */
+static bool client_idle(const client_t *c)
+{
+    return c->refs == 0 && c->ndeferred == 0 && atomic_load(&c->flight->bytes) == 0;
+}
+
 static void client_release(zf_broker_t *b, client_t **p)
 {
     client_t *c = *p;
     *p = NULL;
-    if (c && --c->refs == 0) {
-        HASH_DEL(b->clients, c);
-        free(c);
-    }
+    if (c && --c->refs == 0 && client_idle(c))
+        client_free(b, c);
 }
 
 /* Frees a client entry that no job refers to (a rejected or NO_PUSH submit created it). */
 static void client_drop_unused(zf_broker_t *b, client_t *c)
 {
-    if (c->refs == 0) {
-        HASH_DEL(b->clients, c);
-        free(c);
-    }
+    if (client_idle(c))
+        client_free(b, c);
+}
+
+/* The tick's sweep: entries kept only until ZeroMQ had written what they were sent. */
+static void sweep_clients(zf_broker_t *b)
+{
+    client_t *c, *tmp;
+    HASH_ITER(hh, b->clients, c, tmp)
+    if (client_idle(c))
+        client_free(b, c);
 }
 
 static bool job_has_waiter(const job_t *j, const client_t *c)
@@ -221,6 +261,28 @@ static void job_clear_waiters(zf_broker_t *b, job_t *j)
     free(j->res->more);
     j->res->more = NULL;
     j->res->nmore = 0;
+}
+
+/* An unfinished job's payload counts against the queue's byte bound, and (with its waiter,
+   the connection that submitted or retried it) against that connection's share. */
+static void count_unfinished(zf_broker_t *b, job_t *j)
+{
+    b->payload_bytes += j->plen;
+    if (!j->waiter)
+        return; /* restored from the journal: nobody's share */
+    j->counted = true;
+    j->waiter->queued_jobs++;
+    j->waiter->queued_bytes += j->plen;
+}
+
+static void uncount_unfinished(zf_broker_t *b, job_t *j)
+{
+    b->payload_bytes -= j->plen;
+    if (!j->counted)
+        return;
+    j->counted = false;
+    j->waiter->queued_jobs--;
+    j->waiter->queued_bytes -= j->plen;
 }
 
 static void job_free(zf_broker_t *b, job_t *j)
@@ -632,21 +694,157 @@ static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
     }
 }
 
-/* Sends the result to one client; the output frame is shared, not copied. */
-static bool send_result(zf_broker_t *b, job_t *j, const void *rid, size_t rid_len, uint64_t tag)
+/* ------------------------------------------------------------------ unread bytes per client */
+
+/* An output sent to a client: the message ZeroMQ was given points into `ref`, a shared
+   reference to the stored output, so nothing is copied and an eviction from the store
+   cannot free bytes still queued. ZeroMQ's I/O thread calls sent_free once it has written
+   the message out (or dropped it): only that thread and this struct touch `flight` then. */
+typedef struct {
+    zmq_msg_t ref;
+    flight_t *flight;
+    size_t n;
+} sent_t;
+
+static void sent_free(void *data, void *hint)
+{
+    (void)data;
+    sent_t *s = hint;
+    flight_t *f = s->flight;
+    uint64_t left = atomic_fetch_sub(&f->bytes, s->n) - s->n;
+    if (left <= f->resume_at && atomic_exchange(&f->want_wake, false)) {
+        uint64_t one = 1; /* a held-back result can go now: wake the loop */
+        if (write(f->wake_fd, &one, sizeof one) < 0) {
+            /* a full eventfd is readable already */
+        }
+    }
+    zmq_msg_close(&s->ref);
+    flight_release(f);
+    free(s);
+}
+
+/* Sends the result to one client, its output frame shared, not copied, and counted in the
+   client's unread bytes until ZeroMQ has written it (small outputs only count against
+   the socket's message bound). */
+static bool send_result(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag)
 {
     zf_msg_t m;
     fill_result(&m, j, tag);
     zmq_msg_t out;
     zmq_msg_init(&out);
-    if (j->res)
+    size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
+    sent_t *s = n >= ZF_TRACKED_OUTPUT_MIN ? malloc(sizeof *s) : NULL;
+    if (s) {
+        zmq_msg_init(&s->ref);
+        zmq_msg_copy(&s->ref, &j->res->output);
+        s->flight = c->flight;
+        s->n = n;
+        atomic_fetch_add(&c->flight->refs, 1);
+        atomic_fetch_add(&c->flight->bytes, n);
+        zmq_msg_init_data(&out, zmq_msg_data(&s->ref), n, sent_free, s);
+    } else if (j->res) {
         zmq_msg_copy(&out, &j->res->output);
-    if (zf_wire_send_to(b->front, rid, rid_len, &m, &out) < 0) {
-        zmq_msg_close(&out);
+    }
+    if (zf_wire_send_to(b->front, c->rid, c->rid_len, &m, &out) < 0) {
+        zmq_msg_close(&out); /* (runs sent_free: the bytes are not unread after all) */
         b->c.undeliverable++;
         return false;
     }
     return true;
+}
+
+/* Holds a result back for c (see deliver). Returns false when even that is impossible
+   (out of memory): the result stays in the store for a GET. */
+static bool defer_result(zf_broker_t *b, client_t *c, const job_t *j, uint64_t tag, bool forget)
+{
+    if (c->dhead + c->ndeferred == c->dcap) {
+        if (c->dhead > 0) { /* slide the live part to the front before growing */
+            memmove(c->deferred, c->deferred + c->dhead, c->ndeferred * sizeof *c->deferred);
+            c->dhead = 0;
+        }
+        if (c->ndeferred == c->dcap) {
+            uint32_t cap = c->dcap ? c->dcap * 2 : 16;
+            deferred_t *d = realloc(c->deferred, cap * sizeof *d);
+            if (!d)
+                return false;
+            c->deferred = d;
+            c->dcap = cap;
+        }
+    }
+    c->deferred[c->dhead + c->ndeferred++] = (deferred_t){j->id, tag, forget};
+    if (c->ndeferred == 1)
+        DL_APPEND2(b->slow, c, slow_prev, slow_next);
+    b->c.results_held++;
+    return true; /* resume_client, at the end of this turn, arms the wake-up */
+}
+
+/* Would another `n` bytes pass the bound on what waits unread for c? One result always
+   fits when nothing else is queued, so a result larger than the bound still goes. */
+static bool over_buffer(const zf_broker_t *b, client_t *c, size_t n)
+{
+    uint64_t unread = atomic_load(&c->flight->bytes);
+    return c->ndeferred > 0 || (unread > 0 && unread + n > b->cfg.client_buffer_bytes);
+}
+
+/* Sends j's result to c now, or holds it back while c has too many bytes unread (a client
+   that never reads must not make the broker hold more than the bound for it: past that,
+   results stay in the store only). Returns true when it was sent. */
+static bool deliver(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag, bool forget)
+{
+    size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
+    if (n >= ZF_TRACKED_OUTPUT_MIN && over_buffer(b, c, n)) {
+        defer_result(b, c, j, tag, forget);
+        return false;
+    }
+    return send_result(b, j, c, tag);
+}
+
+static void store_discard(zf_broker_t *b, job_t *j);
+static bool is_dead_letter(const job_t *j);
+
+/* Sends what was held back for c, oldest first, while it fits under the bound; when the
+   next does not fit, asks ZeroMQ's I/O thread to wake the loop once enough is written
+   (flight_t.resume_at). A result evicted or retried meanwhile is skipped: a GET then
+   answers as for any evicted result. */
+static void resume_client(zf_broker_t *b, client_t *c)
+{
+    flight_t *f = c->flight;
+    while (c->ndeferred) {
+        deferred_t d = c->deferred[c->dhead];
+        job_t *j = job_find(b, d.id);
+        bool gone = !j || !zf_state_is_terminal(j->state) || j->result_pending;
+        if (!gone) {
+            size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
+            uint64_t unread = atomic_load(&f->bytes);
+            if (unread > 0 && unread + n > b->cfg.client_buffer_bytes) {
+                atomic_store(&f->resume_at, n >= b->cfg.client_buffer_bytes
+                                                ? 0 : b->cfg.client_buffer_bytes - n);
+                atomic_store(&f->want_wake, true);
+                /* the I/O thread may have written it all between the load and the store,
+                   and seen no wish to be woken: look again */
+                if (atomic_load(&f->bytes) <= atomic_load(&f->resume_at))
+                    continue;
+                return;
+            }
+        }
+        c->dhead++;
+        c->ndeferred--;
+        if (!gone && send_result(b, j, c, d.tag) && d.forget && !is_dead_letter(j)) {
+            b->c.forgotten++;
+            store_discard(b, j);
+        }
+    }
+    c->dhead = 0;
+    atomic_store(&f->want_wake, false);
+    DL_DELETE2(b->slow, c, slow_prev, slow_next);
+}
+
+static void resume_slow_clients(zf_broker_t *b)
+{
+    for (client_t *c = b->slow, *next; c; c = next) {
+        next = c->slow_next;
+        resume_client(b, c);
+    }
 }
 
 /* ------------------------------------------------------------------ result store */
@@ -743,6 +941,7 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
         dequeue(b, j);
     if (j->tpos != ZF_HEAP_NONE)
         zf_heap_remove(&b->deadlines, j->tpos);
+    uncount_unfinished(b, j); /* before the payload goes, and while the waiter is there */
     j->state = (uint8_t)st;
     j->worker = NULL;
     j->finished_ms = zf_now_ms();
@@ -836,6 +1035,7 @@ static void flush_turn(zf_broker_t *b)
     b->ack_head = NULL;
     b->ack_tail = &b->ack_head;
     push_results(b); /* after the acceptances: a client hears ACCEPTED before the RESULT */
+    resume_slow_clients(b);
     /* every turn, not only on the tick: the byte bound must hold while results stream in */
     evict_results(b, zf_now_ms());
 }
@@ -849,9 +1049,9 @@ static void push_results(zf_broker_t *b)
         j->result_pending = false;
         bool pushed = false;
         if (j->waiter && !j->no_push)
-            pushed = send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
+            pushed = deliver(b, j, j->waiter, j->tag, j->forget);
         for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
-            send_result(b, j, j->res->more[i]->rid, j->res->more[i]->rid_len, j->tag);
+            deliver(b, j, j->res->more[i], j->tag, false);
         job_clear_waiters(b, j);
         /* FORGET: the submitter has its result (ZeroMQ took it for a connected peer), so the
            store need not keep it. A failed push leaves it for GET under the usual bounds; a
@@ -867,6 +1067,30 @@ static void push_results(zf_broker_t *b)
 }
 
 /* ------------------------------------------------------------------ client commands */
+
+/* The bound a new job of plen payload bytes from c would pass, as a rejection text, or
+   NULL. Besides the broker-wide and per-function bounds, one connection may hold only
+   part of the queue, so that a client that floods it leaves room for the others. */
+static const char *over_queue_bound(const zf_broker_t *b, const client_t *c, const fnq_t *fn,
+                                    size_t plen, char *text, size_t cap)
+{
+    const zf_broker_config_t *k = &b->cfg;
+    if (fn->queued >= k->max_queued_per_fn)
+        return "queue full (function limit)";
+    if (b->payload_bytes + plen > k->max_queued_bytes)
+        snprintf(text, cap, "queue full: unfinished jobs would hold more than %llu payload "
+                 "bytes (broker limit)", (unsigned long long)k->max_queued_bytes);
+    else if (c->queued_jobs >= k->max_queued_per_client)
+        snprintf(text, cap, "queue full for this connection: %llu unfinished jobs (limit per "
+                 "client)", (unsigned long long)c->queued_jobs);
+    else if (c->queued_bytes + plen > k->max_queued_bytes_per_client)
+        snprintf(text, cap, "queue full for this connection: its unfinished jobs would hold "
+                 "more than %llu payload bytes (limit per client)",
+                 (unsigned long long)k->max_queued_bytes_per_client);
+    else
+        return NULL;
+    return text;
+}
 
 static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg_t *payload)
 {
@@ -903,10 +1127,12 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         free(j);
         return reject(b, rid, m->tag, ZF_EINTERNAL, "out of memory");
     }
-    if (fn->queued >= b->cfg.max_queued_per_fn) {
+    char why[160];
+    const char *full = over_queue_bound(b, c, fn, plen, why, sizeof why);
+    if (full) {
         free(j);
         client_drop_unused(b, c);
-        return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (function limit)");
+        return reject(b, rid, m->tag, ZF_EQUEUE_FULL, full);
     }
     if (inl) {
         memcpy(j->inline_payload, zmq_msg_data(payload), inl);
@@ -927,6 +1153,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     int64_t accepted_ms = zf_now_ms();
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     job_add_waiter(j, c);
+    count_unfinished(b, j);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
@@ -948,7 +1175,11 @@ static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EUNKNOWN_JOB,
                            "unknown job (never accepted, or its result expired)");
     if (zf_state_is_terminal(j->state)) {
-        send_result(b, j, zmq_msg_data(rid), zmq_msg_size(rid), m->tag);
+        client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
+        if (!c)
+            return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EINTERNAL, "out of memory");
+        deliver(b, j, c, m->tag, false);
+        client_drop_unused(b, c);
         return;
     }
     if (m->cmd == ZF_CMD_WAIT) {
@@ -1011,7 +1242,8 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (j->result_pending) /* its `lost` result is still being pushed, this very turn */
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_ESTATE,
                            "the job has only just ended; retry again");
-    if (b->queued >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn)
+    if (b->queued >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn ||
+        b->payload_bytes + j->plen > b->cfg.max_queued_bytes)
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EQUEUE_FULL, "queue full");
     store_drop(b, j); /* before its state changes: stored_bytes depends on it */
     /* The payload was released at the terminal state; the journal keeps it only until then,
@@ -1030,6 +1262,7 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
     if (c)
         job_add_waiter(j, c);
+    count_unfinished(b, j);
     zf_journal_accept(b->journal, j);
     place(b, j, false);
     reply_ok(b, rid, m->tag, "requeued");
@@ -1123,7 +1356,7 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     int64_t now = zf_now_ms();
     msgpack_pack_map(&pk, 4);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 21);
+    msgpack_pack_map(&pk, 24);
     pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
     pk_kv_u64(&pk, "submitted", b->c.submitted);
     pk_kv_u64(&pk, "accepted", b->c.accepted);
@@ -1144,6 +1377,12 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     pk_kv_u64(&pk, "obituaries_refused", b->c.obituaries_refused);
     pk_kv_u64(&pk, "run_timeouts", b->c.run_timeouts);
     pk_kv_u64(&pk, "stalls", b->c.stalls);
+    pk_kv_u64(&pk, "queued_bytes", b->payload_bytes);
+    pk_kv_u64(&pk, "results_held", b->c.results_held);
+    uint64_t slow = 0;
+    for (client_t *c = b->slow; c; c = c->slow_next)
+        slow++;
+    pk_kv_u64(&pk, "clients_slow", slow);
     pk_str(&pk, "rejected");
     msgpack_pack_map(&pk, ZF__ECOUNT - 1);
     for (int e = 1; e < ZF__ECOUNT; e++)
@@ -1593,6 +1832,7 @@ static void run_timers(zf_broker_t *b)
             zf_wire_send_to(b->back, w->rid, w->rid_len, &m, NULL);
         }
         evict_results(b, now);
+        sweep_clients(b);
         zf_journal_tick(b->journal, now, b->jobs);
         b->next_tick_ms = now + b->cfg.heartbeat_ms;
     }
@@ -1629,13 +1869,15 @@ static int drain(zf_broker_t *b, void *sock, void (*handle)(zf_broker_t *, zf_fr
 
 int zf_broker_run(zf_broker_t *b)
 {
-    zmq_pollitem_t items[3] = {
-        {b->front, 0, ZMQ_POLLIN, 0}, {b->back, 0, ZMQ_POLLIN, 0}, {NULL, b->sigfd, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[4] = {{b->front, 0, ZMQ_POLLIN, 0},
+                               {b->back, 0, ZMQ_POLLIN, 0},
+                               {NULL, b->sigfd, ZMQ_POLLIN, 0},
+                               {NULL, b->wake_fd, ZMQ_POLLIN, 0}};
     zf_log(ZF_LOG_INFO, "ready: clients on %s, workers on %s, heartbeat %u ms x %u",
            b->cfg.client_ep, b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
     while (!b->stop) {
         b->poll_wait_ms = poll_timeout(b);
-        if (zmq_poll(items, 3, b->poll_wait_ms) < 0 && errno != EINTR) {
+        if (zmq_poll(items, 4, b->poll_wait_ms) < 0 && errno != EINTR) {
             zf_log(ZF_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
             return -1;
         }
@@ -1644,6 +1886,10 @@ int zf_broker_run(zf_broker_t *b)
             if (read(b->sigfd, &si, sizeof si) == sizeof si)
                 zf_log(ZF_LOG_INFO, "signal %u: stopping", si.ssi_signo);
             b->stop = true;
+        }
+        uint64_t woken;
+        if ((items[3].revents & ZMQ_POLLIN) && read(b->wake_fd, &woken, sizeof woken) < 0) {
+            /* EAGAIN: another turn read it; the held-back results go in flush_turn */
         }
         if (drain(b, b->back, worker_message) < 0 || drain(b, b->front, client_message) < 0)
             return -1;
@@ -1657,6 +1903,15 @@ int zf_broker_run(zf_broker_t *b)
 
 /* ------------------------------------------------------------------ life cycle */
 
+/* A quarter of the machine's memory (at least 64 MiB): payloads waiting for workers must
+   leave room for the results, the journal's buffers and everything else on the host. */
+static uint64_t default_queued_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 4ull << 30;
+    return mem / 4 > (64ull << 20) ? mem / 4 : 64ull << 20;
+}
+
 void zf_broker_config_defaults(zf_broker_config_t *cfg)
 {
     *cfg = (zf_broker_config_t){
@@ -1666,6 +1921,8 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
         .liveness = 3,
         .max_queued = 2000000,
         .max_queued_per_fn = 2000000,
+        .max_queued_bytes = default_queued_bytes(),
+        .client_buffer_bytes = 64ull << 20,
         .max_payload = 64ull << 20,
         .max_results = 100000,
         .result_store_bytes = 1ull << 30,
@@ -1730,6 +1987,7 @@ static void restore_job(void *arg, job_t *j)
     }
     if (j->deadline_at)
         zf_heap_push(&b->deadlines, j);
+    count_unfinished(b, j);
     place(b, j, false);
 }
 
@@ -1745,6 +2003,10 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     if (!b)
         return NULL;
     b->cfg = *cfg;
+    if (!b->cfg.max_queued_per_client)
+        b->cfg.max_queued_per_client = b->cfg.max_queued / 2 ? b->cfg.max_queued / 2 : 1;
+    if (!b->cfg.max_queued_bytes_per_client)
+        b->cfg.max_queued_bytes_per_client = b->cfg.max_queued_bytes / 2;
     b->ack_tail = &b->ack_head;
     b->send_tail = &b->send_head;
     zf_heap_init(&b->deadlines, deadline_less, job_settpos);
@@ -1754,8 +2016,9 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->next_id = ((uint64_t)zf_wall_ms() << 16) + 1;
     b->started_ms = b->next_tick_ms = zf_now_ms();
     b->sigfd = open_signalfd();
+    b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     b->ctx = zmq_ctx_new();
-    if (b->sigfd < 0 || !b->ctx)
+    if (b->sigfd < 0 || b->wake_fd < 0 || !b->ctx)
         goto fail;
     if (cfg->data_dir) {
         zf_journal_opts_t jo = {.policy = cfg->fsync,
@@ -1811,8 +2074,13 @@ void zf_broker_destroy(zf_broker_t **self_p)
     if (b->back)
         zmq_close(b->back);
     if (b->ctx)
-        zmq_ctx_term(b->ctx);
+        zmq_ctx_term(b->ctx); /* after this, ZeroMQ has released every message it held */
+    client_t *c, *ctmp;
+    HASH_ITER(hh, b->clients, c, ctmp)
+    client_free(b, c);
     if (b->sigfd >= 0)
         close(b->sigfd);
+    if (b->wake_fd >= 0)
+        close(b->wake_fd);
     free(b);
 }

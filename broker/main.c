@@ -19,6 +19,17 @@ static void usage(FILE *out)
           "                        past it is ended by the broker (default heartbeat x liveness)\n"
           "  --max-queued N        jobs queued in all (default 2000000)\n"
           "  --max-queued-per-fn N jobs queued for one function (default: --max-queued)\n"
+          "  --max-queued-bytes N  payload bytes of unfinished jobs in all (default: a quarter\n"
+          "                        of this machine's memory)\n"
+          "  --max-queued-per-client N\n"
+          "                        unfinished jobs one client connection may have (default:\n"
+          "                        half of --max-queued), so one client cannot fill the queue\n"
+          "  --max-queued-bytes-per-client N\n"
+          "                        and their payload bytes (default: half of --max-queued-bytes)\n"
+          "  --client-buffer-bytes N\n"
+          "                        result bytes that may wait unread for one client connection;\n"
+          "                        later results are held in the result store until it reads\n"
+          "                        (default 67108864 = 64 MiB)\n"
           "  --max-payload BYTES   largest payload accepted (default 67108864, at most 4 GiB - 1)\n"
           "  --max-results N       finished jobs kept for get/wait (default 100000)\n"
           "  --result-store-bytes N\n"
@@ -80,7 +91,9 @@ int main(int argc, char **argv)
         {"max-attempts", 1, 0, 'a'}, {"max-dead", 1, 0, 'D'},      {"data", 1, 0, 'd'},
         {"no-journal", 0, 0, 'n'},   {"fsync", 1, 0, 'f'},         {"result-max-bytes", 1, 0, 'R'},
         {"compact-min-bytes", 1, 0, 'M'}, {"result-store-bytes", 1, 0, 'B'},
-        {"run-grace", 1, 0, 'g'},    {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
+        {"run-grace", 1, 0, 'g'},    {"max-queued-bytes", 1, 0, 'b'},
+        {"max-queued-per-client", 1, 0, 'C'}, {"max-queued-bytes-per-client", 1, 0, 'Y'},
+        {"client-buffer-bytes", 1, 0, 'U'},   {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -88,6 +101,17 @@ int main(int argc, char **argv)
         case 'w': cfg.worker_ep = optarg; break;
         case 'h': cfg.heartbeat_ms = (uint32_t)num("heartbeat", optarg, 10, 3600000); break;
         case 'l': cfg.liveness = (uint32_t)num("liveness", optarg, 1, 1000); break;
+        case 'b': cfg.max_queued_bytes = num("max-queued-bytes", optarg, 1, UINT64_MAX); break;
+        case 'C':
+            cfg.max_queued_per_client = num("max-queued-per-client", optarg, 1, UINT64_MAX);
+            break;
+        case 'Y':
+            cfg.max_queued_bytes_per_client =
+                num("max-queued-bytes-per-client", optarg, 1, UINT64_MAX);
+            break;
+        case 'U':
+            cfg.client_buffer_bytes = num("client-buffer-bytes", optarg, 1, UINT64_MAX);
+            break;
         case 'g': cfg.run_grace_ms = (uint32_t)num("run-grace", optarg, 1, 3600000); break;
         case 'q': cfg.max_queued = num("max-queued", optarg, 1, UINT64_MAX); break;
         case 'Q':

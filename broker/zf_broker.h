@@ -21,6 +21,15 @@ typedef struct {
                                        timeout should have fired); 0 = heartbeat x liveness */
     uint64_t max_queued;            /* jobs queued (all functions); default 2,000,000 */
     uint64_t max_queued_per_fn;     /* jobs queued for one function; default max_queued */
+    uint64_t max_queued_bytes;      /* payload bytes of unfinished jobs (all functions);
+                                       default a quarter of the machine's memory */
+    uint64_t max_queued_per_client; /* unfinished jobs one client connection may have;
+                                       default max_queued / 2 */
+    uint64_t max_queued_bytes_per_client; /* and their payload bytes; default
+                                       max_queued_bytes / 2 */
+    uint64_t client_buffer_bytes;   /* result bytes that may wait unread for one client
+                                       connection; more are held back (kept in the result
+                                       store) until it reads; default 64 MiB */
     uint64_t max_payload;           /* bytes of one payload; default 64 MiB */
     uint64_t max_results;           /* finished jobs kept for get/wait; default 100,000 */
     uint64_t result_store_bytes;    /* bytes the kept results may hold in memory (outputs, and
@@ -38,7 +47,9 @@ typedef struct {
 
 typedef struct zf_broker zf_broker_t;
 
-/* Fills cfg with the defaults above. */
+/* Fills cfg with the defaults above. The per-client bounds are left 0 (= derived from the
+   broker-wide ones when the broker starts), so a caller that changes those need not
+   recompute them. */
 void zf_broker_config_defaults(zf_broker_config_t *cfg);
 
 /* Creates a broker, binds both endpoints and (with a data_dir) replays the journal.

@@ -7,6 +7,7 @@
 #ifndef ZF_STATE_H
 #define ZF_STATE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,11 +22,37 @@
 #define ZF_NKINDS 2        /* device kinds a worker can have: cpu (0) and gpu (1) */
 #define ZF_JOB_INLINE_MAX 1024 /* payloads up to this size live inside their job_t */
 
+/* Bytes of results handed to ZeroMQ for one client connection and not yet written to its
+   socket. Shared with ZeroMQ's I/O thread, which subtracts what it has written (from the
+   free callback of each message it was given; see send_result), so it is refcounted and
+   atomic: one reference is the client's, one each message's. */
+typedef struct flight {
+    _Atomic uint64_t bytes;
+    _Atomic uint32_t refs;
+    _Atomic bool want_wake;  /* the broker holds results back: wake it when bytes fall to */
+    _Atomic uint64_t resume_at; /* this level (writing to wake_fd), where the next one fits */
+    int wake_fd;
+} flight_t;
+
+/* A result held back because the connection's unread bytes would pass the bound: sent
+   once the client has read enough (by id: the job may be evicted meanwhile). */
+typedef struct {
+    uint64_t id, tag;
+    bool forget;             /* the submitter's push of a FORGET job: drop it once sent */
+} deferred_t;
+
 /* A client connection, known by its routing id. Refcounted by the jobs that name it as a
-   waiter; freed when the last one lets go. */
+   waiter; freed when the last one lets go and nothing it was sent is still unwritten
+   (until then it stays in the table with refs 0; the tick sweeps such entries). */
 typedef struct client {
     uint32_t refs;
     uint8_t rid_len;
+    uint64_t queued_jobs;    /* unfinished jobs this connection submitted (job_t.counted) */
+    uint64_t queued_bytes;   /* and their payload bytes */
+    flight_t *flight;
+    deferred_t *deferred;    /* a FIFO of held-back results: [dhead, ndeferred) */
+    uint32_t dhead, ndeferred, dcap;
+    struct client *slow_prev, *slow_next; /* in the broker's slow list while ndeferred */
     UT_hash_handle hh;
     unsigned char rid[];
 } client_t;
@@ -77,6 +104,7 @@ typedef struct job {
     bool no_push;            /* the submitter asked not to be sent the result */
     bool forget;             /* drop the result once it has been pushed to the submitter */
     bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
+    bool counted;            /* in its waiter's queued_jobs/queued_bytes (while unfinished) */
     zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */
     struct wrk *worker;      /* lease holder while running, else NULL */
     client_t *waiter;        /* first client to push the result to, or NULL */

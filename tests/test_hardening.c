@@ -279,3 +279,204 @@ Test(hardening, stalled_broker_does_not_expire_its_workers, .timeout = 60)
     cr_assert_geq(zt_broker_counter(&env, "stalls"), 1);
     zf_client_destroy(&c);
 }
+
+/* ------------------------------------------------------------------ queue bounds */
+
+/* Counts ACCEPTED and REJECTED (with its text) for n async submits from c. */
+static void submit_n(zf_client_t *c, const char *fn, const void *p, size_t len, int n,
+                     int *accepted, int *rejected, char *last_why, size_t whylen)
+{
+    *accepted = *rejected = 0;
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(zf_client_submit_async(c, fn, p, len, NULL, NULL), 0);
+    while (*accepted + *rejected < n) {
+        zf_event_t *e = zf_client_next(c, 5000);
+        cr_assert_not_null(e, "no answer after %d of %d", *accepted + *rejected, n);
+        if (e->type == ZF_EV_ACCEPTED)
+            ++*accepted;
+        if (e->type == ZF_EV_REJECTED) {
+            ++*rejected;
+            cr_assert_eq(e->code, 5, "code %d: %s", e->code, e->text);
+            snprintf(last_why, whylen, "%s", e->text);
+        }
+        zf_event_destroy(&e);
+    }
+}
+
+/* Payloads waiting for a worker are bounded in bytes, not only in count: 16 x 48 MiB jobs
+   for an unserved function took the broker to 774 MB. Over the bound: a clear rejection,
+   and the memory stays where it was. */
+Test(hardening, queued_payload_bytes_are_bounded, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = zt_broker(&env, 500, "--max-queued-bytes", "10485760",
+                        "--max-queued-bytes-per-client", "1073741824", NULL);
+    zf_client_t *c = zt_client(&env);
+    size_t len = 4 << 20;
+    char *p = malloc(len);
+    memset(p, 'q', len);
+    int acc, rej;
+    char why[256] = "";
+    submit_n(c, "nobody", p, len, 2, &acc, &rej, why, sizeof why);
+    cr_assert_eq(acc, 2);
+    long before = zt_rss_kb(b);
+    submit_n(c, "nobody", p, len, 12, &acc, &rej, why, sizeof why);
+    cr_assert_eq(acc, 0, "%d more 4 MiB jobs accepted past a 10 MiB bound", acc);
+    cr_assert_eq(rej, 12);
+    cr_assert(strstr(why, "payload bytes"), "rejection text: %s", why);
+    cr_assert_eq(zt_broker_counter(&env, "queued_bytes"), 8 << 20);
+#if !defined(__SANITIZE_ADDRESS__)
+    long after = zt_rss_kb(b);
+    cr_assert_lt(after, before + 20 * 1024, "RSS %ld -> %ld kB", before, after);
+#endif
+    free(p);
+    zf_client_destroy(&c);
+}
+
+/* One connection may hold only its share of the queue: a client that floods it leaves
+   room for the others (before, it took every slot and everyone else got `queue full`).
+   Its share frees as its jobs end. */
+Test(hardening, one_client_cannot_take_the_whole_queue, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 500, "--max-queued", "100", NULL);
+    zf_client_t *greedy = zt_client(&env), *other = zt_client(&env);
+    int acc, rej;
+    char why[256] = "";
+    submit_n(greedy, "nobody", "g", 1, 120, &acc, &rej, why, sizeof why);
+    cr_assert_eq(acc, 50, "the flooding client got %d of 100 slots", acc);
+    cr_assert(strstr(why, "this connection"), "rejection text: %s", why);
+    submit_n(other, "nobody", "o", 1, 10, &acc, &rej, why, sizeof why);
+    cr_assert_eq(acc, 10, "another client got %d of 10 (%s)", acc, why);
+    zf_client_destroy(&greedy); /* its jobs stay queued; a new connection has a share of its own */
+    zf_client_t *again = zt_client(&env);
+    submit_n(again, "nobody", "a", 1, 5, &acc, &rej, why, sizeof why);
+    cr_assert_eq(acc, 5);
+    zf_client_destroy(&again);
+    zf_client_destroy(&other);
+}
+
+/* A connection's share frees as its jobs end (here: cancelled). */
+Test(hardening, client_share_frees_as_its_jobs_end, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 500, "--max-queued-per-client", "3", NULL);
+    zf_client_t *c = zt_client(&env);
+    uint64_t id[3], extra;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(zf_client_submit(c, "nobody", "x", 1, NULL, &id[i]), 0, "%s",
+                     zf_client_error(c));
+    cr_assert_eq(zf_client_submit(c, "nobody", "x", 1, NULL, &extra), -1, "a 4th job accepted");
+    cr_assert_eq(zf_client_brokercode(c), 5);
+    cr_assert(strstr(zf_client_error(c), "this connection"), "%s", zf_client_error(c));
+    cr_assert_eq(zf_client_cancel(c, id[1]), 0, "%s", zf_client_error(c));
+    cr_assert_eq(zf_client_submit(c, "nobody", "x", 1, NULL, &extra), 0, "%s", zf_client_error(c));
+    zf_client_destroy(&c);
+}
+
+/* ------------------------------------------------------------------ a client that never reads */
+
+static void *raw_client(const zt_env_t *env, void **ctx)
+{
+    *ctx = zmq_ctx_new();
+    void *s = zmq_socket(*ctx, ZMQ_DEALER);
+    int zero = 0, one = 1;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &one, sizeof one); /* what it does not read stays queued */
+    int small = 64 << 10;
+    zmq_setsockopt(s, ZMQ_RCVBUF, &small, sizeof small);
+    cr_assert_eq(zmq_connect(s, env->client_ep), 0);
+    return s;
+}
+
+static void raw_submit(void *s, const char *fn, const void *p, size_t len, uint64_t tag)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_SUBMIT);
+    zf_msg_set_u64(&m, ZF_F_TAG, tag);
+    zf_msg_set_str(&m, ZF_F_FN, fn);
+    zmq_msg_t pl;
+    zmq_msg_init_size(&pl, len);
+    memcpy(zmq_msg_data(&pl), p, len);
+    cr_assert_eq(zf_wire_send_blocking(s, &m, &pl), 0);
+}
+
+/* A client that submits and never reads its results: what waits for it is bounded in
+   bytes (--client-buffer-bytes), the rest stays in the result store under its own bound.
+   Before, 20,000 x 32 KiB results took the broker to 637 MB with a 64 MiB store. */
+Test(hardening, client_that_never_reads_costs_the_broker_a_bounded_buffer, .timeout = 120)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = zt_broker(&env, 500, "--client-buffer-bytes", "4194304", "--result-store-bytes",
+                        "8388608", NULL);
+    zt_worker(&env, 500, "--credits", "8", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    long before = zt_rss_kb(b);
+    void *ctx, *s = raw_client(&env, &ctx);
+    size_t len = 32 << 10;
+    char *p = malloc(len);
+    memset(p, 'r', len);
+    const int n = 3000; /* 96 MiB of results */
+    for (int i = 0; i < n; i++)
+        raw_submit(s, "echo", p, len, (uint64_t)i + 1);
+    int64_t until = zt_now_ms() + 60000;
+    long long done = 0;
+    while (zt_now_ms() < until) {
+        done = zt_broker_counter(&env, "dispatched");
+        if (done >= n)
+            break;
+        zt_pause_ms(100);
+    }
+    cr_assert_geq(done, n, "only %lld of %d jobs ran", done, n);
+    zt_pause_ms(500); /* the last results reach the store */
+    long after = zt_rss_kb(b);
+    long long held = zt_broker_counter(&env, "results_held");
+    fprintf(stderr, "never-reading client: broker RSS %ld -> %ld kB, %lld results held back\n",
+            before, after, held);
+    cr_assert_gt(held, 0);
+#if !defined(__SANITIZE_ADDRESS__)
+    /* 4 MiB unread + 8 MiB store + the sockets' kernel buffers and allocator slack */
+    cr_assert_lt(after - before, 48 * 1024, "RSS grew by %ld kB", after - before);
+#endif
+    free(p);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+}
+
+/* A slow reader loses nothing: results held back while it was behind are sent as soon as
+   it has read enough (ZeroMQ's I/O thread wakes the loop), with no GET from the client. */
+Test(hardening, held_back_results_reach_a_slow_reader, .timeout = 120)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 500, "--client-buffer-bytes", "1048576", NULL);
+    zt_worker(&env, 500, "--credits", "8", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zf_client_t *c = zt_client(&env);
+    size_t len = 128 << 10;
+    char *p = malloc(len);
+    const int n = 200; /* 25 MiB of results through a 1 MiB window */
+    for (int i = 0; i < n; i++) {
+        zt_pattern((unsigned char *)p, len, (unsigned)i);
+        cr_assert_eq(zf_client_submit_async(c, "echo", p, len, NULL, NULL), 0);
+    }
+    zt_pause_ms(1500); /* let them all finish while nothing is read */
+    int results = 0, bad = 0;
+    while (results < n) {
+        zf_event_t *e = zf_client_next(c, 10000);
+        cr_assert_not_null(e, "stalled after %d of %d results", results, n);
+        if (e->type == ZF_EV_RESULT) {
+            results++;
+            bad += e->status != ZFLEET_SUCCEEDED || e->output_len != len;
+        }
+        zf_event_destroy(&e);
+    }
+    cr_assert_eq(bad, 0);
+    cr_assert_gt(zt_broker_counter(&env, "results_held"), 0, "the bound was never reached");
+    free(p);
+    zf_client_destroy(&c);
+}

@@ -350,7 +350,8 @@ def main():
     passed = failed = 0
     try:
         main_b = Broker("main", "--no-journal")
-        limits = Broker("limits", "--no-journal", "--max-queued", "2", "--max-payload", "10")
+        limits = Broker("limits", "--no-journal", "--max-queued", "2", "--max-queued-per-client", "2",
+                        "--max-payload", "10")
         main_b.worker("--module", EXAMPLE, "--name", "w1")
         main_b.worker("--module", EXAMPLE, "--name", "w2")
         main_b.wait_workers(2)
