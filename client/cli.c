@@ -1,8 +1,9 @@
 /*  zfleet — the command line client. See usage() and README.md.
 
     Exit codes: 0 ok (a waited-for job succeeded), 1 the job ended in another state,
-    2 usage error, 3 timed out waiting, 4 broker unreachable, 5 the broker refused
-    (queue full, payload too large, unknown job, ...).
+    2 usage or input error (a word too many or too few, an unreadable --file), 3 timed out
+    waiting, 4 broker unreachable, 5 the broker refused (queue full, payload too large,
+    unknown job, ...). Every error is one line on stderr.
 */
 #include <errno.h>
 #include <getopt.h>
@@ -54,8 +55,8 @@ static void usage(FILE *f)
           "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
           "  --forget        submit --wait: the broker drops the result once it has pushed\n"
           "                  it to this command (a later get/wait answers unknown job)\n"
-          "exit codes: 0 ok, 1 job did not succeed, 2 usage, 3 timed out, 4 broker\n"
-          "  unreachable, 5 refused by the broker\n",
+          "exit codes: 0 ok, 1 job did not succeed, 2 usage or unreadable input, 3 timed\n"
+          "  out, 4 broker unreachable, 5 refused by the broker (or payload too large)\n",
           f);
 }
 
