@@ -1466,6 +1466,8 @@ static void client_message(zf_broker_t *b, zf_frames_t *f)
         zf_msg_t p;
         zf_msg_init(&p, ZF_CMD_PONG);
         zf_msg_set_u64(&p, ZF_F_TAG, m.tag);
+        /* so a client refuses a larger payload itself instead of being disconnected */
+        zf_msg_set_u64(&p, ZF_F_MAXPAYLOAD, b->cfg.max_payload);
         zf_wire_send(b->front, rid, &p, NULL);
         break;
     }
