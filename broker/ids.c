@@ -143,8 +143,9 @@ static int read_next(zf_ids_t *s, uint64_t *v)
     if (n > 0 && text[n - 1] == '\n')
         text[n - 1] = 0;
     if (n == (ssize_t)sizeof text - 1 || zf_parse_u64(text, ZF_IDS_MAX, v) < 0) {
-        zf_log(ZF_LOG_ERROR, "ids: %s/%s is damaged (want one decimal number); ids issued "
-                             "before could repeat, so the broker will not start",
+        zf_log(ZF_LOG_ERROR,
+               "ids: %s/%s is damaged (want one decimal number); ids issued "
+               "before could repeat, so the broker will not start",
                s->dir, NEXT_FILE);
         return -1;
     }
@@ -162,13 +163,29 @@ static int read_key(zf_ids_t *s)
         if (n < 0)
             zf_log(ZF_LOG_ERROR, "ids: cannot read %s/%s: %s", s->dir, KEY_FILE, strerror(errno));
         else
-            zf_log(ZF_LOG_ERROR, "ids: %s/%s is damaged (%s%zd bytes, want %zu)", s->dir,
-                   KEY_FILE, n == (ssize_t)sizeof buf ? "at least " : "", n, sizeof s->key);
+            zf_log(ZF_LOG_ERROR, "ids: %s/%s is damaged (%s%zd bytes, want %zu)", s->dir, KEY_FILE,
+                   n == (ssize_t)sizeof buf ? "at least " : "", n, sizeof s->key);
         return -1;
     }
     memcpy(s->key, buf, sizeof s->key);
     sodium_memzero(buf, sizeof buf);
     return 1;
+}
+
+/* First start: writes ids.next (0) unless it is there, then a fresh key. Returns 0, or -1
+   (logged). */
+static int create(zf_ids_t *s, bool has_next)
+{
+    const char *file = NEXT_FILE;
+    int rc = has_next ? 0 : write_next(s, 0);
+    if (rc == 0) {
+        file = KEY_FILE;
+        randombytes_buf(s->key, sizeof s->key);
+        rc = write_file(s, KEY_FILE, s->key, sizeof s->key);
+    }
+    if (rc < 0)
+        zf_log(ZF_LOG_ERROR, "ids: cannot create %s/%s: %s", s->dir, file, strerror(errno));
+    return rc;
 }
 
 /* Loads or creates the key and the counter. ids.next is created before ids.key, so a crash
@@ -181,30 +198,23 @@ static int load(zf_ids_t *s)
     if (has_key < 0)
         return -1;
     if (has_key && !has_next) {
-        zf_log(ZF_LOG_ERROR, "ids: %s/%s is missing beside %s: ids issued before could repeat; "
-                             "restore it, or remove %s as well to start a new key",
+        zf_log(ZF_LOG_ERROR,
+               "ids: %s/%s is missing beside %s: ids issued before could repeat; "
+               "restore it, or remove %s as well to start a new key",
                s->dir, NEXT_FILE, KEY_FILE, KEY_FILE);
         return -1;
     }
     if (!has_key && next > 0) {
-        zf_log(ZF_LOG_ERROR, "ids: %s/%s is missing but %s says ids were issued; restore it, "
-                             "or remove %s as well to start a new key",
+        zf_log(ZF_LOG_ERROR,
+               "ids: %s/%s is missing but %s says ids were issued; restore it, "
+               "or remove %s as well to start a new key",
                s->dir, KEY_FILE, NEXT_FILE, NEXT_FILE);
         return -1;
     }
-    if (!has_key) {
-        if (!has_next && write_next(s, 0) < 0)
-            goto fail;
-        randombytes_buf(s->key, sizeof s->key);
-        if (write_file(s, KEY_FILE, s->key, sizeof s->key) < 0)
-            goto fail;
-    }
+    if (!has_key && create(s, has_next) < 0)
+        return -1;
     s->next = s->limit = next;
     return 0;
-fail:
-    zf_log(ZF_LOG_ERROR, "ids: cannot create %s/%s: %s", s->dir,
-           has_next ? KEY_FILE : NEXT_FILE, strerror(errno));
-    return -1;
 }
 
 /* ------------------------------------------------------------------ the source */
@@ -254,8 +264,10 @@ static int reserve(zf_ids_t *s)
     }
     if (write_next(s, limit) < 0) {
         if (!s->failing)
-            zf_log(ZF_LOG_ERROR, "ids: cannot reserve job ids in %s/%s: %s (new jobs are "
-                                 "refused until it can)", s->dir, NEXT_FILE, strerror(errno));
+            zf_log(ZF_LOG_ERROR,
+                   "ids: cannot reserve job ids in %s/%s: %s (new jobs are "
+                   "refused until it can)",
+                   s->dir, NEXT_FILE, strerror(errno));
         s->failing = true;
         return -1;
     }

@@ -722,7 +722,8 @@ Test(journal, submit_is_refused_while_ids_cannot_be_reserved, .timeout = 60)
     cr_assert_eq(mkdir(tmp, 0700), 0, "%s", tmp);
     int rc = zt_cli(&env, out, sizeof out, "--json", "submit", "echo", "x", NULL);
     cr_assert_eq(rc, 5, "submit exited %d: %s", rc, out);
-    cr_assert(strstr(out, "journal unavailable: cannot reserve job ids") && strstr(out, "\"code\":11"),
+    cr_assert(strstr(out, "journal unavailable: cannot reserve job ids") &&
+                  strstr(out, "\"code\":11"),
               "%s", out);
     cr_assert_eq(rmdir(tmp), 0);
     rc = zt_cli(&env, out, sizeof out, "--json", "submit", "echo", "x", NULL);
