@@ -263,12 +263,14 @@ static int reserve(zf_ids_t *s)
         return -1;
     }
     if (write_next(s, limit) < 0) {
+        int e = errno; /* the caller reports it; logging may change errno */
         if (!s->failing)
             zf_log(ZF_LOG_ERROR,
                    "ids: cannot reserve job ids in %s/%s: %s (new jobs are "
                    "refused until it can)",
-                   s->dir, NEXT_FILE, strerror(errno));
+                   s->dir, NEXT_FILE, strerror(e));
         s->failing = true;
+        errno = e;
         return -1;
     }
     if (s->failing)
