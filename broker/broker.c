@@ -27,6 +27,7 @@
 
 #include "../proto/zf_util.h"
 #include "../proto/zf_wire.h"
+#include "zf_ids.h"
 #include "zf_journal.h"
 #include "zf_state.h"
 
@@ -75,7 +76,7 @@ struct zf_broker {
     zf_heap_t runs;         /* workers whose current lease has a run timer (wrk_t.run_until) */
     int64_t last_timers_ms; /* when run_timers last ran, and the poll wait planned since: */
     long poll_wait_ms;      /* a turn much later than that means the broker itself stalled */
-    uint64_t next_id;
+    zf_ids_t *ids;          /* job ids: unique across restarts, not guessable (zf_ids.h) */
     int64_t front_seq, back_seq;
     int64_t next_tick_ms;
     int64_t started_ms;
@@ -1142,7 +1143,20 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         client_drop_unused(b, c);
         return reject(b, rid, m->tag, ZF_EINTERNAL, "out of memory");
     }
-    j->id = b->next_id++;
+    /* An id already taken is skipped: only a journal restored without its ids files (copied
+       elsewhere) can hold one, and then with odds of about 2^-53 per live job. */
+    do
+        j->id = zf_ids_next(b->ids);
+    while (j->id && job_find(b, j->id));
+    if (!j->id) {
+        char text[128];
+        snprintf(text, sizeof text, "journal unavailable: cannot reserve job ids: %s",
+                 strerror(errno));
+        zf_job_drop_payload(j);
+        free(j);
+        client_drop_unused(b, c);
+        return reject(b, rid, m->tag, ZF_EJOURNAL, text);
+    }
     j->fn = fn;
     j->priority = m->priority;
     j->device = (uint8_t)m->device;
@@ -1979,8 +1993,6 @@ static void restore_job(void *arg, job_t *j)
     j->qpos = j->tpos = ZF_HEAP_NONE;
     j->acked = true;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
-    if (j->id >= b->next_id)
-        b->next_id = j->id + 1;
     if (zf_state_is_terminal(j->state)) {
         if (!j->finished_ms)
             j->finished_ms = zf_now_ms();
@@ -2013,9 +2025,6 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->send_tail = &b->send_head;
     zf_heap_init(&b->deadlines, deadline_less, job_settpos);
     zf_heap_init(&b->runs, run_less, run_setpos);
-    /* Ids never repeat across restarts, journal or not: they start above the wall clock in
-       units of 1/65536 ms, far faster than jobs can be accepted. */
-    b->next_id = ((uint64_t)zf_wall_ms() << 16) + 1;
     b->started_ms = b->next_tick_ms = zf_now_ms();
     b->sigfd = open_signalfd();
     b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -2038,6 +2047,10 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
         if (zf_journal_replay(b->journal, restore_job, restore_fn, b) < 0)
             goto fail;
     }
+    /* after the journal: it creates the directory and holds its lock */
+    b->ids = zf_ids_new(cfg->data_dir);
+    if (!b->ids)
+        goto fail;
     b->front = bind_router(b, cfg->client_ep, "client");
     b->back = b->front ? bind_router(b, cfg->worker_ep, "worker") : NULL;
     if (!b->back)
@@ -2055,6 +2068,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
         return;
     *self_p = NULL;
     zf_journal_close(&b->journal);
+    zf_ids_destroy(&b->ids);
     while (b->workers)
         worker_remove(b, b->workers, "broker stopping");
     bury_workers(b);

@@ -37,7 +37,7 @@ typedef struct {
     uint32_t result_ttl_ms;         /* how long a finished job is kept; default 1 h */
     uint32_t max_attempts;          /* default for jobs that do not say; default 3 */
     uint64_t max_dead;              /* dead-letter list bound; default 10,000 */
-    const char *data_dir;           /* journal directory; NULL = no journal */
+    const char *data_dir;           /* journal and job-id files (zf_ids.h); NULL = neither */
     zf_fsync_t fsync;               /* journal fsync policy; default always */
     uint32_t fsync_interval_ms;     /* with ZF_FSYNC_INTERVAL */
     uint64_t result_max_bytes;      /* output bytes of one result written to the journal (cut

@@ -344,10 +344,12 @@ static void torn_case(void (*damage)(const char *path, long long at, long long l
         zf_event_destroy(&e);
     }
     cr_assert_null(zf_client_get(c, ids[N - 1]), "the damaged record's job came back");
-    /* the broker keeps going: new ids are above the old ones, and everything runs */
+    /* the broker keeps going: a new id is none of the old ones (not even the cut job's;
+       ids carry no order, so only distinctness is asserted), and everything runs */
     uint64_t fresh;
     cr_assert_eq(zf_client_submit(c, "echo", "x", 1, NULL, &fresh), 0);
-    cr_assert_gt(fresh, ids[N - 1]);
+    for (int i = 0; i < N; i++)
+        cr_assert_neq(fresh, ids[i], "a new job got the id of job %d", i);
     zt_worker(&env, HB, NULL);
     for (int i = 0; i < N - 1; i++) {
         zf_event_t *e = zf_client_wait(c, ids[i], 20000);
@@ -659,6 +661,76 @@ Test(journal, forgotten_result_does_not_come_back_after_restart, .timeout = 60)
     cr_assert_eq(zf_client_brokercode(c), 4);
     cr_assert_eq(zt_broker_counter(&env, "results_kept"), 1);
     zf_client_destroy(&c);
+}
+
+/* The id in a `zfleet --json` document, or 0. */
+static unsigned long long json_id(const char *doc)
+{
+    const char *p = strstr(doc, "\"id\":");
+    return p ? strtoull(p + 5, NULL, 10) : 0;
+}
+
+/* Job ids are safe integers in JSON and JavaScript (1 <= id < 2^53) and never repeat across
+   restarts (kill -9 and a clean stop), even when every earlier job was forgotten, so that
+   nothing in the journal remembers its id. */
+Test(journal, job_ids_are_below_2_53_and_never_repeat_across_restarts, .timeout = 120)
+{
+    enum { RUNS = 3, PER = 4 };
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = broker(&env, "always");
+    zt_worker(&env, HB, NULL);
+    unsigned long long ids[RUNS * PER];
+    char out[1024];
+    for (int r = 0; r < RUNS; r++) {
+        cr_assert(zt_wait_workers(&env, 1, 15000), "run %d: no worker", r);
+        for (int i = 0; i < PER; i++) {
+            int rc = zt_cli(&env, out, sizeof out, "--json", "submit", "echo", "x", "--wait",
+                            "--forget", "--timeout", "15000", NULL);
+            cr_assert_eq(rc, 0, "run %d: submit exited %d: %s", r, rc, out);
+            unsigned long long id = json_id(out);
+            cr_assert(id >= 1 && id < (1ull << 53), "id %llu is not a safe integer: %s", id, out);
+            for (int k = 0; k < r * PER + i; k++)
+                cr_assert_neq(ids[k], id, "id %llu handed out twice (run %d)", id, r);
+            ids[r * PER + i] = id;
+        }
+        /* The FORGET records ride in the commit after the push; the second of two requests is
+           answered after that turn, so none of these results is in the journal any more. */
+        for (int i = 0; i < 2; i++)
+            cr_assert_geq(zt_broker_counter(&env, "forgotten"), 0);
+        cr_assert_eq(zt_broker_counter(&env, "forgotten"), PER, "run %d", r);
+        if (r + 1 < RUNS) {
+            zt_kill(b, r == 0 ? SIGKILL : SIGTERM);
+            b = broker(&env, "always");
+            char idtext[32];
+            snprintf(idtext, sizeof idtext, "%llu", ids[r * PER]);
+            int rc = zt_cli(&env, out, sizeof out, "get", idtext, NULL);
+            cr_assert_neq(rc, 0, "a forgotten job came back after the restart: %s", out);
+            cr_assert_eq(zt_broker_counter(&env, "results_kept"), 0);
+        }
+    }
+}
+
+/* When the next block of ids cannot be reserved on disk, a submit is refused at once with
+   ZF_EJOURNAL (no id that could repeat is handed out), and submits work again as soon as
+   the write succeeds. The write is made to fail by a directory where its temp file goes. */
+Test(journal, submit_is_refused_while_ids_cannot_be_reserved, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    broker(&env, "always");
+    char tmp[192], out[1024];
+    snprintf(tmp, sizeof tmp, "%s/ids.next.tmp", data_dir(&env));
+    cr_assert_eq(mkdir(tmp, 0700), 0, "%s", tmp);
+    int rc = zt_cli(&env, out, sizeof out, "--json", "submit", "echo", "x", NULL);
+    cr_assert_eq(rc, 5, "submit exited %d: %s", rc, out);
+    cr_assert(strstr(out, "journal unavailable: cannot reserve job ids") &&
+                  strstr(out, "\"code\":11"),
+              "%s", out);
+    cr_assert_eq(rmdir(tmp), 0);
+    rc = zt_cli(&env, out, sizeof out, "--json", "submit", "echo", "x", NULL);
+    cr_assert_eq(rc, 0, "submit exited %d after the write works again: %s", rc, out);
+    cr_assert_gt(json_id(out), 0, "%s", out);
 }
 
 /* ------------------------------------------------------------------ client resume */
