@@ -6,6 +6,7 @@
     slows these tests down but does not fail them. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <msgpack.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1015,6 +1016,12 @@ Test(journal, large_output_survives_restart_whole_with_default_flags, .timeout =
     zf_client_destroy(&c);
 }
 
+static long long finished_count(msgpack_object *doc, const char *state)
+{
+    msgpack_object *v = zt_mp_get(zt_mp_get(doc, "finished"), state);
+    return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)v->via.u64 : -1;
+}
+
 Test(journal, output_over_result_max_bytes_comes_back_output_lost, .timeout = 60)
 {
     zt_env_t env;
@@ -1032,6 +1039,9 @@ Test(journal, output_over_result_max_bytes_comes_back_output_lost, .timeout = 60
     cr_assert(e && e->status == ZFLEET_OUTPUT_LOST && e->output_len == 0);
     zf_event_destroy(&e);
     zf_client_destroy(&c);
+    /* counted apart, never among the successes */
+    cr_assert_eq(zt_with_stats(&env, finished_count, "output_lost"), 1);
+    cr_assert_eq(zt_with_stats(&env, finished_count, "succeeded"), 0);
     char idtext[32], out[4096], outfile[192];
     snprintf(idtext, sizeof idtext, "%llu", (unsigned long long)id);
     snprintf(outfile, sizeof outfile, "%s/out.bin", env.dir);
