@@ -1947,7 +1947,7 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
         .max_dead = 10000,
         .fsync = ZF_FSYNC_ALWAYS,
         .fsync_interval_ms = 10,
-        .result_max_bytes = 1 << 20,
+        .result_max_bytes = ZF_RESULT_MAX_FOLLOW,
     };
 }
 
@@ -1996,6 +1996,10 @@ static void restore_job(void *arg, job_t *j)
     if (zf_state_is_terminal(j->state)) {
         if (!j->finished_ms)
             j->finished_ms = zf_now_ms();
+        /* Only a replay makes this state; counted so that stats show results whose output
+           this run could not give back (never among the successes). */
+        if (j->state == ZF_ST_OUTPUT_LOST)
+            b->c.finished[ZF_ST_OUTPUT_LOST]++;
         store_keep(b, j); /* over a bound, the first loop turn evicts the oldest */
         return;
     }
@@ -2034,7 +2038,9 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     if (cfg->data_dir) {
         zf_journal_opts_t jo = {.policy = cfg->fsync,
                                 .interval_ms = cfg->fsync_interval_ms,
-                                .result_max_bytes = cfg->result_max_bytes,
+                                .result_max_bytes = cfg->result_max_bytes == ZF_RESULT_MAX_FOLLOW
+                                                        ? cfg->result_store_bytes
+                                                        : cfg->result_max_bytes,
                                 .compact_min_bytes = cfg->compact_min_bytes};
         if (b->cfg.max_payload > ZF_JOURNAL_MAX_PAYLOAD) {
             zf_log(ZF_LOG_WARN, "journal: payloads limited to %llu bytes (a record's length "

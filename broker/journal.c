@@ -23,6 +23,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -36,7 +37,9 @@
 #define WINFO_CACHE 64             /* distinct workers shared by restored results */
 
 enum { REC_ACCEPT = 1, REC_START = 2, REC_FINISH = 3, REC_FORGET = 4 };
-enum { FIN_OUTPUT_CUT = 1 }; /* FINISH flags: output longer than result_max_bytes */
+/* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
+   journal written before 2026-12 holds its first result_max_bytes; they are ignored). */
+enum { FIN_OUTPUT_CUT = 1 };
 
 /* Fixed part of each record body, for size estimates. */
 #define ACCEPT_FIXED (8 + 4 + 4 + 1 + 1 + 4 + 8 + 8 + 1 + 4)
@@ -51,7 +54,7 @@ typedef struct {
 
 struct zf_journal {
     zf_journal_opts_t o;
-    char *path, *tmp; /* DIR/journal and DIR/journal.compact */
+    char *dir, *path, *tmp; /* DIR, DIR/journal and DIR/journal.compact */
     int fd, dirfd;
     jbuf_t pend;   /* records appended since the last commit */
     uint64_t size; /* bytes in the file, all of them whole records */
@@ -177,8 +180,10 @@ static void enc_finish(jbuf_t *b, const job_t *j, uint64_t out_max)
     size_t wlen = r && r->ran_on ? str_len_max(r->ran_on->name, UINT8_MAX) : 0;
     size_t dlen = r && r->ran_on ? str_len_max(r->ran_on->devname, UINT8_MAX) : 0;
     size_t olen = r ? zmq_msg_size((zmq_msg_t *)&r->output) : 0;
+    /* An output over the bound is not journaled at all, only its length: a replay brings
+       the job back as output_lost, never as a success with partial bytes. */
     bool cut = olen > out_max;
-    size_t keep = cut ? out_max : olen;
+    size_t keep = cut ? 0 : olen;
     size_t at = rec_begin(b, REC_FINISH);
     buf_reserve(b, FINISH_FIXED + elen + wlen + dlen + keep + 8);
     put_u(b, j->id, 8);
@@ -214,7 +219,7 @@ static uint64_t live_size(const job_t *j, uint64_t out_max)
     if (zf_state_is_terminal(j->state)) {
         const result_t *r = j->res;
         uint64_t olen = r ? zmq_msg_size((zmq_msg_t *)&r->output) : 0;
-        n += HDR + FINISH_FIXED + (olen > out_max ? out_max + 8 : olen);
+        n += HDR + FINISH_FIXED + (olen > out_max ? 8 : olen);
         if (r && r->error)
             n += strlen(r->error);
         if (r && r->ran_on)
@@ -304,10 +309,11 @@ zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts)
     if (self->o.policy == ZF_FSYNC_INTERVAL && !self->o.interval_ms)
         self->o.interval_ms = 1;
     self->fd = self->dirfd = -1;
+    self->dir = strdup(dir);
     self->path = join(dir, "journal");
     self->tmp = join(dir, "journal.compact");
     const char *what = "open", *target = dir;
-    if (!self->path || !self->tmp)
+    if (!self->dir || !self->path || !self->tmp)
         goto fail;
     what = "create directory";
     if (mkdir(dir, 0755) < 0 && errno != EEXIST)
@@ -372,6 +378,11 @@ static const uint8_t *rd_bytes(reader_t *r, uint64_t n)
     return p;
 }
 
+typedef struct idset {
+    uint64_t id;
+    UT_hash_handle hh;
+} idset_t;
+
 typedef struct {
     zf_journal_t *j;
     job_t *tab; /* jobs rebuilt so far, in the order they come back */
@@ -381,7 +392,33 @@ typedef struct {
     int nwinfo;
     int64_t now_ms, wall_now;
     uint64_t records;
+    uint64_t output_lost; /* results that come back output_lost */
+    bool damaged;         /* a damaged range was skipped: records after it may be orphans */
+    idset_t *affected;    /* jobs with records in the damaged ranges, as far as known */
+    uint64_t naffected;
 } replay_t;
+
+static void idset_add(replay_t *rp, uint64_t id)
+{
+    idset_t *e;
+    HASH_FIND(hh, rp->affected, &id, sizeof id, e);
+    if (e || !(e = calloc(1, sizeof *e)))
+        return; /* known, or no memory: the report is "as far as known" */
+    e->id = id;
+    HASH_ADD(hh, rp->affected, id, sizeof e->id, e);
+    rp->naffected++;
+}
+
+static void idset_free(replay_t *rp)
+{
+    idset_t *e, *tmp;
+    HASH_ITER(hh, rp->affected, e, tmp)
+    {
+        HASH_DEL(rp->affected, e);
+        free(e);
+    }
+    rp->naffected = 0;
+}
 
 static void result_free(result_t **rp)
 {
@@ -410,6 +447,16 @@ static job_t *tab_find(replay_t *rp, uint64_t id)
     job_t *j;
     HASH_FIND(hh, rp->tab, &id, sizeof id, j);
     return j;
+}
+
+/* Finds id into *jp. True when it is not there: a record for a job never accepted, which
+   after a damaged range means the damage took its ACCEPT (the job is affected). */
+static bool tab_orphan(replay_t *rp, uint64_t id, job_t **jp)
+{
+    *jp = tab_find(rp, id);
+    if (!*jp && rp->damaged)
+        idset_add(rp, id);
+    return !*jp;
 }
 
 /* Moves j to the end of the restore order. */
@@ -516,7 +563,8 @@ static int apply_start(replay_t *rp, reader_t *r)
     uint32_t attempt = (uint32_t)rd_u(r, 4);
     if (r->bad || r->left)
         return -1;
-    job_t *j = tab_find(rp, id);
+    job_t *j;
+    tab_orphan(rp, id, &j);
     /* A dispatched job comes back queued: the attempt it was on counts. */
     if (j && !zf_state_is_terminal(j->state) && attempt > j->attempt)
         j->attempt = attempt;
@@ -542,14 +590,23 @@ static int apply_finish(replay_t *rp, reader_t *r)
     uint64_t full = flags & FIN_OUTPUT_CUT ? rd_u(r, 8) : olen;
     if (r->bad || r->left || !zf_state_is_terminal(state))
         return -1;
-    job_t *j = tab_find(rp, id);
-    if (!j)
+    job_t *j;
+    if (tab_orphan(rp, id, &j))
         return 0; /* not a job we know: nothing to finish */
     result_free(&j->res);
     result_t *res = calloc(1, sizeof *res);
     if (!res)
         return -2;
     j->res = res;
+    /* An output that was not journaled whole never comes back, not even in part: the job
+       reads output_lost, with no bytes, and says what was lost. */
+    bool lost = flags & FIN_OUTPUT_CUT;
+    if (lost) {
+        olen = 0;
+        if (state == ZF_ST_SUCCEEDED)
+            state = ZF_ST_OUTPUT_LOST;
+        rp->output_lost++;
+    }
     zmq_msg_init(&res->output);
     if (zmq_msg_init_size(&res->output, olen) < 0) {
         zmq_msg_init(&res->output);
@@ -557,10 +614,12 @@ static int apply_finish(replay_t *rp, reader_t *r)
     }
     if (olen)
         memcpy(zmq_msg_data(&res->output), out, olen);
-    char note[128] = "";
-    if (flags & FIN_OUTPUT_CUT)
-        snprintf(note, sizeof note, "%soutput cut to %llu of %llu bytes by the journal",
-                 elen ? "; " : "", (unsigned long long)olen, (unsigned long long)full);
+    char note[160] = "";
+    if (lost)
+        snprintf(note, sizeof note,
+                 "%soutput lost: its %llu bytes were over the journal's bound "
+                 "(--result-max-bytes) and the broker restarted",
+                 elen ? "; " : "", (unsigned long long)full);
     if (elen || note[0]) {
         size_t nn = strlen(note);
         if (!(res->error = malloc(elen + nn + 1)))
@@ -608,38 +667,217 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
     }
 }
 
-/* Parses the records in map[MAGIC_LEN..size). Returns the length of the valid prefix, or
-   -1 when memory ran out; *why says what ended the scan early. */
-static int64_t scan(replay_t *rp, const uint8_t *map, uint64_t size, const char **why)
+/* ------------------------------------------------------------------ damage */
+
+/* Whether a body's own lengths add up to its record's length: every record can be checked
+   this way before its checksum, which keeps a resynchronisation's byte-by-byte search
+   cheap and makes a false start (bytes in a payload that look like a header) rarer still. */
+static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
+{
+    reader_t r = {body, len, false};
+    switch (type) {
+    case REC_ACCEPT: {
+        rd_bytes(&r, ACCEPT_FIXED - 5);
+        uint64_t nlen = rd_u(&r, 1);
+        rd_bytes(&r, nlen);
+        rd_bytes(&r, rd_u(&r, 4));
+        return !r.bad && !r.left && nlen > 0 && nlen <= ZF_FN_MAX;
+    }
+    case REC_START:
+        return len == START_FIXED;
+    case REC_FINISH: {
+        rd_bytes(&r, 8 + 1 + 4 + 8 + 8);
+        uint64_t flags = rd_u(&r, 1);
+        rd_bytes(&r, rd_u(&r, 2));
+        rd_bytes(&r, rd_u(&r, 1));
+        rd_bytes(&r, rd_u(&r, 1));
+        rd_bytes(&r, rd_u(&r, 4));
+        if (flags & FIN_OUTPUT_CUT)
+            rd_u(&r, 8);
+        return !r.bad && !r.left;
+    }
+    case REC_FORGET:
+        return len == FORGET_FIXED;
+    default:
+        return false;
+    }
+}
+
+/* Why the bytes at off are not one whole record with a good checksum and a sound shape, or
+   NULL when they are (*len: its body length). */
+static const char *rec_check(const uint8_t *map, uint64_t size, uint64_t off, uint64_t *len)
+{
+    if (size - off < HDR)
+        return "torn record header";
+    *len = get_le(map + off, 4);
+    if (*len > size - off - HDR)
+        return "torn record";
+    if ((uint32_t)crc32(0L, map + off + 8, (uInt)(*len + 1)) != (uint32_t)get_le(map + off + 4, 4))
+        return "bad checksum";
+    if (!body_shape_ok(map[off + 8], map + off + HDR, *len))
+        return "malformed record";
+    return NULL;
+}
+
+/* rec_check's test in the cheap order (shape, then checksum), for the search. */
+static bool rec_candidate(const uint8_t *map, uint64_t size, uint64_t off, uint64_t *len)
+{
+    if (size - off < HDR)
+        return false;
+    *len = get_le(map + off, 4);
+    return *len <= size - off - HDR && body_shape_ok(map[off + 8], map + off + HDR, *len) &&
+           (uint32_t)crc32(0L, map + off + 8, (uInt)(*len + 1)) == (uint32_t)get_le(map + off + 4, 4);
+}
+
+/* Resynchronisation after damage at from - 1: the first offset where a record that checks
+   out starts and is followed by another that does, or ends the file. The second record
+   guards against a false start inside a payload (which may hold bytes that look like a
+   record, checksum included). Returns size when there is none: the damage is a torn tail.
+   (A damaged record followed by one valid record and then a torn one is taken for a torn
+   tail too: the cost is that one record, and today's cut.) */
+static uint64_t resync(const uint8_t *map, uint64_t size, uint64_t from)
+{
+    for (uint64_t off = from; off < size && size - off >= HDR; off++) {
+        uint64_t len, next_len;
+        if (!rec_candidate(map, size, off, &len))
+            continue;
+        uint64_t next = off + HDR + len;
+        if (next == size || rec_candidate(map, size, next, &next_len))
+            return off;
+    }
+    return size;
+}
+
+/* A range of the file that holds no valid record: skipped by a repair. */
+typedef struct {
+    uint64_t off, len;
+    const char *why; /* of the record that starts it */
+} range_t;
+
+/* What a scan found. Damage in the middle: ranges with valid records after them. A torn
+   tail: bytes from tail_at to the end that hold no valid record. */
+typedef struct {
+    range_t *bad; /* in file order */
+    size_t nbad;
+    uint64_t bad_bytes;
+    uint64_t after_records, after_bytes; /* valid records after the first damaged range */
+    uint64_t tail_at;                    /* the file's size when there is no torn tail */
+    const char *tail_why;
+} scan_t;
+
+static int add_range(scan_t *sc, uint64_t off, uint64_t len, const char *why)
+{
+    range_t *p = realloc(sc->bad, (sc->nbad + 1) * sizeof *p);
+    if (!p)
+        return -1;
+    sc->bad = p;
+    sc->bad[sc->nbad++] = (range_t){off, len, why};
+    sc->bad_bytes += len;
+    return 0;
+}
+
+/* A damaged range starts where a record should: the id its header names is the best guess
+   at the job the damage hit (it may be damaged itself). */
+static void note_damaged_id(replay_t *rp, const uint8_t *map, uint64_t off, uint64_t len)
+{
+    uint8_t type = map[off + 8];
+    if (len >= HDR + 8 && type >= REC_ACCEPT && type <= REC_FORGET)
+        idset_add(rp, get_le(map + off + HDR, 8));
+}
+
+/* Parses the records in map[MAGIC_LEN..size), applying the valid ones; a damaged record is
+   skipped up to the next offset where valid records resume (see resync). Returns 0, or -1
+   when memory ran out. */
+static int scan(replay_t *rp, const uint8_t *map, uint64_t size, scan_t *sc)
 {
     uint64_t off = MAGIC_LEN;
-    *why = NULL;
+    *sc = (scan_t){.tail_at = size};
     while (off < size) {
-        if (size - off < HDR) {
-            *why = "torn record header";
+        uint64_t len = 0;
+        const char *why = rec_check(map, size, off, &len);
+        if (!why) {
+            int rc = apply(rp, map[off + 8], map + off + HDR, len);
+            if (rc == -2)
+                return -1;
+            if (rc < 0)
+                why = "malformed record";
+        }
+        if (!why) {
+            rp->records++;
+            if (sc->nbad) {
+                sc->after_records++;
+                sc->after_bytes += HDR + len;
+            }
+            off += HDR + len;
+            continue;
+        }
+        uint64_t next = resync(map, size, off + 1);
+        if (next == size) {
+            sc->tail_at = off;
+            sc->tail_why = why;
             break;
         }
-        uint64_t len = get_le(map + off, 4);
-        uint32_t crc = (uint32_t)get_le(map + off + 4, 4);
-        if (len > size - off - HDR) {
-            *why = "torn record";
-            break;
-        }
-        if ((uint32_t)crc32(0L, map + off + 8, (uInt)(len + 1)) != crc) {
-            *why = "bad checksum";
-            break;
-        }
-        int rc = apply(rp, map[off + 8], map + off + HDR, len);
-        if (rc == -2)
+        if (add_range(sc, off, next - off, why) < 0)
             return -1;
-        if (rc < 0) {
-            *why = "malformed record";
+        note_damaged_id(rp, map, off, next - off);
+        rp->damaged = true;
+        off = next;
+    }
+    return 0;
+}
+
+/* "at OFF (+LEN bytes, WHY), ..." for the first few ranges, into buf. */
+static void ranges_text(const scan_t *sc, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sc->nbad && i < 8 && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%llu (%llu bytes, %s)", i ? ", " : "",
+                              (unsigned long long)sc->bad[i].off,
+                              (unsigned long long)sc->bad[i].len, sc->bad[i].why);
+    if (sc->nbad > 8 && n < cap)
+        snprintf(buf + n, cap - n, " and %zu more", sc->nbad - 8);
+}
+
+/* The affected jobs: how many, how many of them are gone (no ACCEPT survived) and the
+   first few ids, into buf. */
+static void affected_text(replay_t *rp, char *buf, size_t cap)
+{
+    uint64_t gone = 0;
+    size_t n = 0, shown = 0;
+    buf[0] = 0;
+    for (idset_t *e = rp->affected; e; e = e->hh.next)
+        gone += !tab_find(rp, e->id);
+    n += (size_t)snprintf(buf, cap,
+                          "%llu job(s) had records there, as far as can be known (%llu of "
+                          "them gone, the others come back without those records)",
+                          (unsigned long long)rp->naffected, (unsigned long long)gone);
+    for (idset_t *e = rp->affected; e && n < cap; e = e->hh.next, shown++) {
+        if (shown == 10) {
+            snprintf(buf + n, cap - n, " ...");
             break;
         }
-        rp->records++;
-        off += HDR + len;
+        n += (size_t)snprintf(buf + n, cap - n, "%s%llu%s", shown ? ", " : ": ",
+                              (unsigned long long)e->id, tab_find(rp, e->id) ? "" : " (gone)");
     }
-    return (int64_t)off;
+}
+
+/* Damage with valid records after it: the broker does not start and the file is not
+   touched; the operator chooses the repair. */
+static void refuse(zf_journal_t *self, replay_t *rp, const scan_t *sc)
+{
+    char ranges[1024], jobs[1024];
+    ranges_text(sc, ranges, sizeof ranges);
+    affected_text(rp, jobs, sizeof jobs);
+    zf_log(ZF_LOG_ERROR,
+           "journal: %s is damaged at offset %llu (%s) and %llu valid record(s), %llu "
+           "bytes, follow the damage: not starting, the file is left as it is. Damaged "
+           "range(s): %zu, %llu bytes, at %s; %s. To keep every valid record run "
+           "`zfleet-broker --data %s --journal-repair` (it saves the original aside and "
+           "skips only the damaged records), then start the broker again",
+           self->path, (unsigned long long)sc->bad[0].off, sc->bad[0].why,
+           (unsigned long long)sc->after_records, (unsigned long long)sc->after_bytes,
+           sc->nbad, (unsigned long long)sc->bad_bytes, ranges, jobs, self->dir);
 }
 
 /* Cuts the file to its valid prefix and says so in one line. */
@@ -656,6 +894,27 @@ static int cut_tail(zf_journal_t *self, uint64_t valid, uint64_t size, const cha
     return 0;
 }
 
+/* Frees what a replay built and did not hand out. */
+static void replay_release(replay_t *rp)
+{
+    job_t *j, *tmp;
+    HASH_ITER(hh, rp->tab, j, tmp)
+    job_discard(rp, j);
+    for (int i = 0; i < rp->nwinfo; i++)
+        if (--rp->winfo[i]->refs == 0)
+            free(rp->winfo[i]);
+    rp->nwinfo = 0;
+    idset_free(rp);
+}
+
+static uint8_t *map_file(zf_journal_t *self, uint64_t size)
+{
+    uint8_t *map = size > MAGIC_LEN ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, self->fd, 0) : NULL;
+    if (map == MAP_FAILED)
+        zf_log(ZF_LOG_ERROR, "journal: cannot read %s: %s", self->path, strerror(errno));
+    return map;
+}
+
 int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job),
                       fnq_t *(*fn)(void *arg, const char *name), void *arg)
 {
@@ -665,30 +924,28 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
     uint64_t size = self->size;
     replay_t rp = {
         .j = self, .fn = fn, .arg = arg, .now_ms = zf_now_ms(), .wall_now = zf_wall_ms()};
-    uint8_t *map = size > MAGIC_LEN ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, self->fd, 0) : NULL;
-    if (map == MAP_FAILED) {
-        zf_log(ZF_LOG_ERROR, "journal: cannot read %s: %s", self->path, strerror(errno));
+    uint8_t *map = map_file(self, size);
+    if (map == MAP_FAILED)
         return -1;
-    }
-    const char *why = NULL;
-    int64_t valid = map ? scan(&rp, map, size, &why) : MAGIC_LEN;
+    scan_t sc = {.tail_at = size};
+    int rc = map ? scan(&rp, map, size, &sc) : 0;
     if (map)
         munmap(map, size);
-    int rc = 0;
-    if (valid < 0) {
+    if (rc < 0) {
         zf_log(ZF_LOG_ERROR, "journal: out of memory replaying %s", self->path);
+    } else if (sc.nbad) {
+        refuse(self, &rp, &sc);
         rc = -1;
-    } else if ((uint64_t)valid < size) {
-        rc = cut_tail(self, (uint64_t)valid, size, why);
+    } else if (sc.tail_at < size) {
+        rc = cut_tail(self, sc.tail_at, size, sc.tail_why);
     }
+    free(sc.bad);
     uint64_t queued = 0, finished = 0;
     job_t *j, *tmp;
     HASH_ITER(hh, rp.tab, j, tmp)
     {
-        if (rc < 0) {
-            job_discard(&rp, j);
-            continue;
-        }
+        if (rc < 0)
+            break; /* replay_release frees them */
         HASH_DEL(rp.tab, j);
         if (zf_state_is_terminal(j->state))
             finished++;
@@ -696,9 +953,8 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
             queued++;
         restore(arg, j);
     }
-    for (int i = 0; i < rp.nwinfo; i++)
-        if (--rp.winfo[i]->refs == 0)
-            free(rp.winfo[i]);
+    uint64_t lost = rp.output_lost;
+    replay_release(&rp);
     if (rc == 0)
         zf_log(ZF_LOG_INFO,
                "journal: %s: %llu bytes, %llu records; restored %llu unfinished "
@@ -706,8 +962,143 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
                self->path, (unsigned long long)self->size, (unsigned long long)rp.records,
                (unsigned long long)queued, (unsigned long long)finished,
                (double)(zf_now_us() - t0) / 1000.0);
+    if (rc == 0 && lost)
+        zf_log(ZF_LOG_WARN,
+               "journal: %llu result(s) come back output_lost: their output was over "
+               "--result-max-bytes when they finished, so it was not journaled",
+               (unsigned long long)lost);
     /* A replayed file may be mostly dead: the first tick past the minimum looks. */
     self->check_at = self->o.compact_min_bytes;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ repair */
+
+/* Repair rebuilds jobs only to judge records and report; they belong to no broker. */
+static fnq_t *repair_fn(void *arg, const char *name)
+{
+    static fnq_t any;
+    (void)arg;
+    (void)name;
+    return &any;
+}
+
+/* Gives the original a second name, DIR/journal.damaged-<UTC time>, synced: a hard link
+   where the file system has them, else a copy of map. The name goes into name. */
+static int save_aside(zf_journal_t *self, const uint8_t *map, uint64_t size, char *name,
+                      size_t cap)
+{
+    char stamp[32];
+    time_t now = (time_t)(zf_wall_ms() / 1000);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    for (int n = 0; n < 100; n++) {
+        if (n)
+            snprintf(name, cap, "%s.damaged-%s-%d", self->path, stamp, n);
+        else
+            snprintf(name, cap, "%s.damaged-%s", self->path, stamp);
+        if (link(self->path, name) == 0)
+            return fsync(self->dirfd);
+        if (errno == EEXIST)
+            continue;
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 && errno == EEXIST)
+            continue;
+        if (fd < 0)
+            return -1;
+        int rc = write_all(fd, (const uint8_t *)MAGIC, MAGIC_LEN);
+        if (rc == 0 && size > MAGIC_LEN)
+            rc = write_all(fd, map + MAGIC_LEN, size - MAGIC_LEN);
+        if (rc == 0)
+            rc = fdatasync(fd);
+        close(fd);
+        return rc < 0 ? -1 : fsync(self->dirfd);
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+/* Writes the file without the damaged ranges and the torn tail to DIR/journal.compact,
+   syncs it and renames it over the journal. */
+static int write_repaired(zf_journal_t *self, const uint8_t *map, const scan_t *sc,
+                          uint64_t *kept)
+{
+    int fd = open(self->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int rc = write_all(fd, (const uint8_t *)MAGIC, MAGIC_LEN);
+    uint64_t from = MAGIC_LEN;
+    *kept = MAGIC_LEN;
+    for (size_t i = 0; i <= sc->nbad && rc == 0; i++) {
+        uint64_t to = i < sc->nbad ? sc->bad[i].off : sc->tail_at;
+        rc = write_all(fd, map + from, to - from);
+        *kept += to - from;
+        if (i < sc->nbad)
+            from = sc->bad[i].off + sc->bad[i].len;
+    }
+    if (rc == 0)
+        rc = fdatasync(fd);
+    int e = errno;
+    close(fd);
+    if (rc == 0 && rename(self->tmp, self->path) == 0)
+        return fsync(self->dirfd);
+    e = rc == 0 ? errno : e;
+    unlink(self->tmp);
+    errno = e;
+    return -1;
+}
+
+int zf_journal_repair(const char *dir)
+{
+    char *path = join(dir, "journal");
+    struct stat st;
+    int exists = path && stat(path, &st) == 0;
+    free(path);
+    if (!exists) {
+        zf_log(ZF_LOG_ERROR, "journal repair: no journal in %s", dir);
+        return -1;
+    }
+    zf_journal_opts_t o = {.policy = ZF_FSYNC_ALWAYS};
+    zf_journal_t *self = zf_journal_open(dir, &o); /* locked: no broker runs on it meanwhile */
+    if (!self)
+        return -1;
+    uint64_t size = self->size, kept = 0;
+    uint8_t *map = map_file(self, size);
+    replay_t rp = {.j = self, .fn = repair_fn, .now_ms = zf_now_ms(), .wall_now = zf_wall_ms()};
+    scan_t sc = {.tail_at = size};
+    char saved[512] = "", ranges[1024], jobs[1024];
+    int rc = map == MAP_FAILED ? -1 : map ? scan(&rp, map, size, &sc) : 0;
+    if (rc < 0) {
+        if (map != MAP_FAILED)
+            zf_log(ZF_LOG_ERROR, "journal repair: out of memory reading %s", self->path);
+    } else if (!sc.nbad && sc.tail_at == size) {
+        zf_log(ZF_LOG_INFO, "journal repair: %s has no damage (%llu records): nothing to do",
+               self->path, (unsigned long long)rp.records);
+    } else if (save_aside(self, map, size, saved, sizeof saved) < 0) {
+        zf_log(ZF_LOG_ERROR, "journal repair: cannot save %s aside: %s; nothing changed",
+               self->path, strerror(errno));
+        rc = -1;
+    } else if (write_repaired(self, map, &sc, &kept) < 0) {
+        zf_log(ZF_LOG_ERROR, "journal repair: cannot write the repaired %s: %s; it is as it "
+                             "was, and a copy is in %s", self->path, strerror(errno), saved);
+        rc = -1;
+    } else {
+        ranges_text(&sc, ranges, sizeof ranges);
+        affected_text(&rp, jobs, sizeof jobs);
+        zf_log(ZF_LOG_WARN,
+               "journal repair: %s: skipped %zu damaged range(s), %llu bytes%s%s; cut a "
+               "torn tail of %llu bytes; kept %llu valid records, %llu bytes; %s. The "
+               "original is saved as %s",
+               self->path, sc.nbad, (unsigned long long)sc.bad_bytes, sc.nbad ? " at " : "",
+               ranges, (unsigned long long)(size - sc.tail_at), (unsigned long long)rp.records,
+               (unsigned long long)kept, jobs, saved);
+    }
+    if (map && map != MAP_FAILED)
+        munmap(map, size);
+    free(sc.bad);
+    replay_release(&rp);
+    zf_journal_close(&self);
     return rc;
 }
 
@@ -916,6 +1307,7 @@ void zf_journal_close(zf_journal_t **self_p)
     if (self->dirfd >= 0)
         close(self->dirfd);
     free(self->pend.p);
+    free(self->dir);
     free(self->path);
     free(self->tmp);
     free(self);

@@ -7,6 +7,7 @@
 
 #include "../proto/zf_util.h"
 #include "zf_broker.h"
+#include "zf_journal.h"
 
 static void usage(FILE *out)
 {
@@ -42,9 +43,18 @@ static void usage(FILE *out)
           "  --no-journal          keep everything in memory (jobs are lost on a crash)\n"
           "  --fsync POLICY        always | interval:MS | never (default always); see\n"
           "                        docs/JOURNAL.md for what each can lose\n"
-          "  --result-max-bytes N  output bytes of one result written to the journal; longer\n"
-          "                        ones are cut there, not in memory (default 1048576)\n"
-          "  --compact-min-bytes N journal size before compaction is considered (default 64 MiB)\n",
+          "  --result-max-bytes N  largest output written whole to the journal (default: the\n"
+          "                        --result-store-bytes value). A longer one is kept in memory\n"
+          "                        but journaled by its length only: after a restart its job\n"
+          "                        reads output_lost, with no output bytes\n"
+          "  --compact-min-bytes N journal size before compaction is considered (default 64 MiB)\n"
+          "  --journal-repair      repair DIR/journal after damage in its middle (the broker\n"
+          "                        refuses to start on one): save the original as\n"
+          "                        DIR/journal.damaged-<UTC time>, rewrite the journal without\n"
+          "                        the damaged records, report what was skipped, and exit\n"
+          "                        (0 repaired or nothing to repair, 1 failed); does not start\n"
+          "                        the broker. Exit codes otherwise: 0 clean stop, 1 failure\n"
+          "                        (e.g. damaged journal), 2 usage\n",
           out);
 }
 
@@ -80,7 +90,7 @@ int main(int argc, char **argv)
     zf_tune_malloc();
     zf_broker_config_t cfg;
     zf_broker_config_defaults(&cfg);
-    bool per_fn_set = false, no_journal = false;
+    bool per_fn_set = false, no_journal = false, repair = false;
     /* Durable by default: a broker that loses accepted jobs on a crash must be asked for. */
     cfg.data_dir = getenv("ZFLEET_DATA") && *getenv("ZFLEET_DATA") ? getenv("ZFLEET_DATA")
                                                                   : "./zfleet-data";
@@ -93,7 +103,8 @@ int main(int argc, char **argv)
         {"compact-min-bytes", 1, 0, 'M'}, {"result-store-bytes", 1, 0, 'B'},
         {"run-grace", 1, 0, 'g'},    {"max-queued-bytes", 1, 0, 'b'},
         {"max-queued-per-client", 1, 0, 'C'}, {"max-queued-bytes-per-client", 1, 0, 'Y'},
-        {"client-buffer-bytes", 1, 0, 'U'},   {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
+        {"client-buffer-bytes", 1, 0, 'U'},   {"journal-repair", 0, 0, 'J'},
+        {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -131,6 +142,7 @@ int main(int argc, char **argv)
         case 'f': parse_fsync(&cfg, optarg); break;
         case 'R': cfg.result_max_bytes = num("result-max-bytes", optarg, 0, 1ull << 32); break;
         case 'M': cfg.compact_min_bytes = num("compact-min-bytes", optarg, 1, UINT64_MAX); break;
+        case 'J': repair = true; break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -141,6 +153,13 @@ int main(int argc, char **argv)
     }
     if (!per_fn_set)
         cfg.max_queued_per_fn = cfg.max_queued;
+    if (repair && no_journal) {
+        zf_log(ZF_LOG_ERROR, "--journal-repair needs a journal: drop --no-journal");
+        return 2;
+    }
+    /* An explicit step the operator runs and reads; a broker never repairs on its own. */
+    if (repair)
+        return zf_journal_repair(cfg.data_dir) == 0 ? 0 : 1;
     if (no_journal)
         cfg.data_dir = NULL; /* whatever --data said: in-memory was asked for explicitly */
     zf_broker_t *b = zf_broker_new(&cfg);

@@ -11,6 +11,9 @@
 
 typedef enum { ZF_FSYNC_ALWAYS, ZF_FSYNC_INTERVAL, ZF_FSYNC_NEVER } zf_fsync_t;
 
+/* result_max_bytes that follows result_store_bytes (the default). */
+#define ZF_RESULT_MAX_FOLLOW UINT64_MAX
+
 typedef struct {
     const char *client_ep;          /* default tcp://127.0.0.1:5555 */
     const char *worker_ep;          /* default tcp://127.0.0.1:5556 */
@@ -40,8 +43,11 @@ typedef struct {
     const char *data_dir;           /* journal and job-id files (zf_ids.h); NULL = neither */
     zf_fsync_t fsync;               /* journal fsync policy; default always */
     uint32_t fsync_interval_ms;     /* with ZF_FSYNC_INTERVAL */
-    uint64_t result_max_bytes;      /* output bytes of one result written to the journal (cut
-                                       there only; the result in memory is whole) */
+    uint64_t result_max_bytes;      /* largest output written whole to the journal; a longer
+                                       one is journaled by its length only and comes back
+                                       output_lost after a restart (the result in memory is
+                                       whole). Default ZF_RESULT_MAX_FOLLOW: result_store_bytes,
+                                       so every output the store would keep is journaled whole */
     uint64_t compact_min_bytes;     /* journal size before compaction is considered; 0 = 64 MiB */
 } zf_broker_config_t;
 

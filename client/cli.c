@@ -1,6 +1,7 @@
 /*  zfleet — the command line client. See usage() and README.md.
 
-    Exit codes: 0 ok (a waited-for job succeeded), 1 the job ended in another state,
+    Exit codes: 0 ok (a waited-for job succeeded), 1 the job ended in another state
+    (output_lost included: its output is gone, nothing is written to --out),
     2 usage or input error (a word too many or too few, an unreadable --file), 3 timed out
     waiting, 4 broker unreachable, 5 the broker refused (queue full, payload too large,
     unknown job, ...). Every error is one line on stderr.
@@ -55,8 +56,9 @@ static void usage(FILE *f)
           "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
           "  --forget        submit --wait: the broker drops the result once it has pushed\n"
           "                  it to this command (a later get/wait answers unknown job)\n"
-          "exit codes: 0 ok, 1 job did not succeed, 2 usage or unreadable input, 3 timed\n"
-          "  out, 4 broker unreachable, 5 refused by the broker (or payload too large)\n",
+          "exit codes: 0 ok, 1 job did not succeed (output_lost too), 2 usage or unreadable\n"
+          "  input, 3 timed out, 4 broker unreachable, 5 refused by the broker (or payload\n"
+          "  too large)\n",
           f);
 }
 
@@ -180,6 +182,7 @@ static void print_result_human(const zf_event_t *e, const char *out_path)
 
 static int finish_result(cli_t *cli, zf_event_t *e)
 {
+    /* only SUCCEEDED is a success: output_lost carries no bytes, and says so in its text */
     int rc = e->status == ZFLEET_SUCCEEDED ? 0 : EXIT_JOB_FAILED;
     if (cli->out && e->status == ZFLEET_SUCCEEDED && write_file(cli->out, e->output, e->output_len) < 0)
         rc = EXIT_USAGE;

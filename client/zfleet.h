@@ -43,6 +43,10 @@ typedef enum {
     ZFLEET_CANCELLED = 5,
     ZFLEET_EXPIRED = 6,
     ZFLEET_LOST = 7,
+    ZFLEET_OUTPUT_LOST = 8,  /* the handler succeeded but its output was not kept in full
+                                across a broker restart (over --result-max-bytes): the RESULT
+                                has no output bytes and text says what was lost. Not a
+                                success: only ZFLEET_SUCCEEDED is. */
 } zfleet_state_t;
 
 /* Client-side error classes (zf_client_errcode). */
@@ -165,6 +169,7 @@ int zf_client_brokercode(const zf_client_t *self);
 
 void zf_event_destroy(zf_event_t **self_p);
 
+/* "queued", "running", "succeeded", ..., "lost", "output_lost"; "unknown" otherwise. */
 const char *zfleet_state_name(int state);
 
 #ifdef __cplusplus

@@ -318,6 +318,30 @@ def t_reconnect(main, limits):
         check(r.ok and r.output == b"survives a restart", "result after the restart: %r" % (r,))
 
 
+def t_output_lost(main, limits):
+    """An output over the broker's --result-max-bytes is whole before a restart; after one
+    it reads output_lost: not ok, no bytes, and raise_for_status() raises OutputLost."""
+    b = Broker("outlost", "--data", os.path.join(TMP, "outlost-data"),
+               "--result-max-bytes", "1048576")
+    b.worker("--name", "ow")
+    big = bytes(range(256)) * 9216   # 2.25 MiB
+    with zfleet.Client(b.clients) as c:
+        r = c.run("echo", big, timeout=20)
+        check(r.ok and r.output == big, "before the restart the output is whole")
+        b.kill()
+        b.start()
+        r = c.get(r.id)
+        check(r.status == "output_lost" and not r.ok and r.output == b"",
+              "after the restart: %r" % ((r.status, r.ok, len(r.output)),))
+        check("2359296" in r.error, "the error says what was lost: %r" % r.error)
+        try:
+            r.raise_for_status()
+            check(False, "raise_for_status() raised nothing for output_lost")
+        except zfleet.OutputLost as e:
+            check(isinstance(e, zfleet.JobFailed) and "output_lost" in str(e), str(e))
+    b.kill()
+
+
 TESTS = [
     ("echo round trip", t_echo_round_trip),
     ("200 jobs via submit_many/results", t_submit_many_results),
@@ -331,6 +355,7 @@ TESTS = [
     ("progress", t_progress),
     ("forget", t_forget),
     ("reconnect after broker restart", t_reconnect),
+    ("output over --result-max-bytes: output_lost", t_output_lost),
 ]
 
 
