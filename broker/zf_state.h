@@ -77,6 +77,8 @@ typedef struct job {
     bool no_push;            /* the submitter asked not to be sent the result */
     bool forget;             /* drop the result once it has been pushed to the submitter */
     bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
+    bool forgetting;         /* FORGET result pushed, its FORGET record not yet written: out
+                                of the store, invisible to clients (see forget_later) */
     zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */
     struct wrk *worker;      /* lease holder while running, else NULL */
     client_t *waiter;        /* first client to push the result to, or NULL */
