@@ -217,9 +217,11 @@ Test(disk, full_disk_refuses_then_recovers, .timeout = 180)
     cr_assert_geq(zt_broker_counter(&env, "journal_errors"), 1);
 
     long rss0 = zt_rss_kb(b);
+    int64_t t0 = zt_now_ms();
     flood_refused(c, 3000, big, sizeof big);
     long rss1 = zt_rss_kb(b);
-    cr_log_info("broker RSS %ld kB before 3000 refused 4 KiB submits, %ld kB after", rss0, rss1);
+    cr_log_info("broker RSS %ld kB before 3000 refused 4 KiB submits, %ld kB after (%lld ms)",
+                rss0, rss1, (long long)(zt_now_ms() - t0));
     cr_assert_lt(rss1 - rss0, 8 * 1024, "RSS grew from %ld to %ld kB", rss0, rss1);
     long long nrej = zt_with_stats(&env, rejected_journal, NULL);
     cr_assert_eq(nrej, 3002, "%lld refusals counted", nrej);
