@@ -657,6 +657,7 @@ static void forget_later(zf_broker_t *b, job_t *j)
 {
     store_drop(b, j);
     j->forgetting = true;
+    j->seq = zf_now_ms(); /* when it was pushed (seq orders only queued jobs) */
     DL_APPEND(b->forgetting, j);
     b->nforgetting++;
     b->forgetting_bytes += stored_bytes(j);
@@ -669,7 +670,7 @@ static void forget_due(zf_broker_t *b, int64_t now)
     int64_t delay = (int64_t)b->cfg.heartbeat_ms * FORGET_DELAY_BEATS;
     job_t *j;
     while ((j = b->forgetting) &&
-           (j->finished_ms + delay <= now || b->nforgetting > b->cfg.max_results ||
+           (j->seq + delay <= now || b->nforgetting > b->cfg.max_results ||
             b->forgetting_bytes > b->cfg.result_store_bytes)) {
         DL_DELETE(b->forgetting, j);
         b->nforgetting--;

@@ -27,6 +27,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -38,7 +39,8 @@
 #define FLUSH_BYTES (1u << 20)     /* compaction writes in chunks of about this much */
 #define KEEP_BUF_BYTES (16u << 20) /* a pending buffer larger than this is freed when empty */
 #define WINFO_CACHE 64             /* distinct workers shared by restored results */
-#define RETRY_MS 250               /* a journal that is down tries a snapshot this often */
+#define RETRY_MS 250               /* a journal that is down tries a snapshot this often, */
+#define RETRY_MAX_MS 2000          /* doubling while the disk has no room for one, up to this */
 
 enum { REC_ACCEPT = 1, REC_START = 2, REC_FINISH = 3, REC_FORGET = 4 };
 enum { FIN_OUTPUT_CUT = 1 }; /* FINISH flags: output longer than result_max_bytes */
@@ -65,6 +67,7 @@ struct zf_journal {
     uint64_t check_at; /* file size at which compaction is next considered */
     int down;          /* errno of the write or sync that failed; 0 while writable */
     int64_t retry_at;  /* while down: when zf_journal_recover tries the next snapshot */
+    int64_t retry_ms;  /* and the wait after that one */
     uint64_t failures; /* writes and syncs that failed (each took the journal down) */
     char *fault;       /* $ZFLEET_JOURNAL_FAULT, the test seam (see fault_errno), or NULL */
 };
@@ -809,9 +812,10 @@ static void go_down(zf_journal_t *self, int e, const char *what)
     if (!self->down)
         zf_log(ZF_LOG_ERROR,
                "journal: %s of %s failed: %s; refusing new jobs until a snapshot of the "
-               "broker's state can be written (tried every %d ms)",
-               what, self->path, strerror(e), RETRY_MS);
+               "broker's state can be written",
+               what, self->path, strerror(e));
     self->down = e;
+    self->retry_ms = RETRY_MS;
     self->retry_at = zf_now_ms() + RETRY_MS;
     self->pend.len = 0;
     if (self->pend.cap > KEEP_BUF_BYTES) {
@@ -995,7 +999,18 @@ int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs)
         return 0;
     if (now_ms < self->retry_at)
         return -1;
-    self->retry_at = now_ms + RETRY_MS;
+    self->retry_at = now_ms + self->retry_ms;
+    /* On a disk that is still full, writing the whole state only to hit ENOSPC again would
+       cost I/O every try: look at the free space first (one walk of the jobs, no I/O), and
+       wait longer each time it is short. */
+    uint64_t need = MAGIC_LEN;
+    for (job_t *j = jobs; j; j = j->hh.next)
+        need += live_size(j, self->o.result_max_bytes);
+    struct statvfs vfs;
+    if (fstatvfs(self->dirfd, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < need) {
+        self->retry_ms = self->retry_ms * 2 < RETRY_MAX_MS ? self->retry_ms * 2 : RETRY_MAX_MS;
+        return -1;
+    }
     uint64_t njobs;
     int stage;
     if (snapshot(self, jobs, &njobs, &stage) < 0)

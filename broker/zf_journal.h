@@ -79,7 +79,8 @@ void zf_journal_forget(zf_journal_t *self, uint64_t id);
 int zf_journal_commit(zf_journal_t *self);
 
 /* While the journal is down, tries to bring it back: at most every 250 ms (see
-   zf_journal_due_ms), it writes the live state `jobs` (the broker's job table, linked
+   zf_journal_due_ms; up to 2 s apart while the file system has less free space than the
+   snapshot needs), it writes the live state `jobs` (the broker's job table, linked
    through hh) to a new file, syncs it, renames it over the journal and syncs the directory,
    as compaction does. A failed sync leaves the old file's contents unknown (Linux may have
    dropped its dirty pages), so only such a snapshot is trusted. Returns 0 when the journal

@@ -60,7 +60,8 @@ typedef struct job {
        Rarely used fields live in result_t. */
     uint64_t id;
     struct fnq *fn;
-    int64_t seq;             /* FIFO order within a priority; front requeues are negative */
+    int64_t seq;             /* FIFO order within a priority; front requeues are negative;
+                                once forgetting: when its result was pushed (monotonic ms) */
     int64_t deadline_at;     /* monotonic ms; 0 = none */
     int64_t finished_ms;     /* monotonic, once terminal */
     uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */

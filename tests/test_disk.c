@@ -346,6 +346,41 @@ Test(disk, fsync_eio_keeps_the_broker_up, .timeout = 120)
     zf_client_destroy(&c);
 }
 
+/* Under --fsync interval the sync that fails comes after the acknowledgement (that policy's
+   promise): the broker stays up, refuses from then on, and every job it acknowledged runs
+   once and is answered after the recovery. */
+Test(disk, interval_sync_eio_refuses_after_the_failed_sync, .timeout = 120)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    char fault[200];
+    snprintf(fault, sizeof fault, "%s/fault", env.dir);
+    pid_t b = seam_broker(&env, fault, "interval:20");
+    zt_worker(&env, HB, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 10000));
+    zf_client_t *c = zt_client(&env);
+    write_file(fault, "sync:EIO");
+    uint64_t ids[50];
+    int acked = 0;
+    while (acked < 50) {
+        if (zf_client_submit(c, "echo", "x", 1, NULL, &ids[acked]) < 0)
+            break;
+        acked++;
+        zt_pause_ms(10);
+    }
+    cr_assert_lt(acked, 50, "no submit was refused after the sync failed");
+    cr_assert_eq(zf_client_brokercode(c), EJOURNAL, "%s", zf_client_error(c));
+    cr_assert(strstr(zf_client_error(c), "journal unavailable: Input/output error"), "%s",
+              zf_client_error(c));
+    cr_assert_eq(waitpid(b, NULL, WNOHANG), 0, "the broker died on a failed fdatasync");
+    cr_assert_eq(unlink(fault), 0);
+    for (int i = 0; i < acked; i++)
+        expect_result(c, ids[i], "x", 1);
+    cr_assert_eq(zt_broker_counter(&env, "dispatched"), acked);
+    cr_assert(wait_counter(&env, "journal_ok", 1, 20000), "the journal did not recover");
+    zf_client_destroy(&c);
+}
+
 /* ------------------------------------------------------------------ FORGET and kill -9 */
 
 #define NFORGET 2000
