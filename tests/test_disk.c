@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <msgpack.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,13 +18,12 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <msgpack.h>
 
 #include "harness.h"
 
-#define HB 250          /* ms, heartbeats of broker and workers */
-#define EJOURNAL 11     /* the broker's error code (proto/zf_proto.h ZF_EJOURNAL) */
-#define BIG 4096        /* a payload that needs a fresh tmpfs page in the journal */
+#define HB 250      /* ms, heartbeats of broker and workers */
+#define EJOURNAL 11 /* the broker's error code (proto/zf_proto.h ZF_EJOURNAL) */
+#define BIG 4096    /* a payload that needs a fresh tmpfs page in the journal */
 /* How much the broker's RSS may grow while it refuses 3000 submits of BIG bytes (they cost
    26 KB each when they were kept). ASan quarantines freed memory, so its builds get more. */
 #ifdef __SANITIZE_ADDRESS__
@@ -96,7 +96,8 @@ static void write_file(const char *path, const char *text)
 static long long rejected_journal(msgpack_object *doc, const char *unused)
 {
     (void)unused;
-    msgpack_object *v = zt_mp_get(zt_mp_get(zt_mp_get(doc, "broker"), "rejected"), "journal unavailable");
+    msgpack_object *v =
+        zt_mp_get(zt_mp_get(zt_mp_get(doc, "broker"), "rejected"), "journal unavailable");
     return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)v->via.u64 : -1;
 }
 
@@ -142,8 +143,7 @@ static void submit_refused(zf_client_t *c, const void *p, size_t n, const char *
     char want[128];
     snprintf(want, sizeof want, "journal unavailable: %s", why);
     cr_assert(strstr(zf_client_error(c), want), "'%s' lacks '%s'", zf_client_error(c), want);
-    cr_assert_lt(zt_now_ms() - t0, 2000, "the refusal took %lld ms",
-                 (long long)(zt_now_ms() - t0));
+    cr_assert_lt(zt_now_ms() - t0, 2000, "the refusal took %lld ms", (long long)(zt_now_ms() - t0));
 }
 
 /* Submits n jobs without waiting and collects their answers: every one must be REJECTED
@@ -227,8 +227,8 @@ Test(disk, full_disk_refuses_then_recovers, .timeout = 180)
     int64_t t0 = zt_now_ms();
     flood_refused(c, 3000, big, sizeof big);
     long rss1 = zt_rss_kb(b);
-    cr_log_info("broker RSS %ld kB before 3000 refused 4 KiB submits, %ld kB after (%lld ms)",
-                rss0, rss1, (long long)(zt_now_ms() - t0));
+    cr_log_info("broker RSS %ld kB before 3000 refused 4 KiB submits, %ld kB after (%lld ms)", rss0,
+                rss1, (long long)(zt_now_ms() - t0));
     cr_assert_lt(rss1 - rss0, RSS_GROWTH_KB, "RSS grew from %ld to %ld kB", rss0, rss1);
     long long nrej = zt_with_stats(&env, rejected_journal, NULL);
     cr_assert_eq(nrej, 3002, "%lld refusals counted", nrej);
@@ -308,7 +308,8 @@ Test(disk, write_eio_refuses_and_recovers, .timeout = 120)
     cr_assert_eq(unlink(fault), 0);
     cr_assert(wait_counter(&env, "journal_ok", 1, 20000), "the journal did not recover");
     uint64_t after;
-    cr_assert_eq(zf_client_submit(c, "echo", "three", 5, NULL, &after), 0, "%s", zf_client_error(c));
+    cr_assert_eq(zf_client_submit(c, "echo", "three", 5, NULL, &after), 0, "%s",
+                 zf_client_error(c));
     expect_result(c, after, "three", 5);
     cr_assert_eq(zt_broker_counter(&env, "dispatched"), 2);
     cr_assert_eq(count_in_log(&env, "write of"), 1, "the failure is logged once");
@@ -484,8 +485,8 @@ Test(disk, forget_result_survives_kill_before_it_is_read, .timeout = 180)
         if (got[i])
             continue;
         e = zf_client_get(c, ids[i]);
-        if (e && e->type == ZF_EV_RESULT && e->status == ZFLEET_SUCCEEDED &&
-            e->output_len == BIG && !memcmp(e->output, big, BIG))
+        if (e && e->type == ZF_EV_RESULT && e->status == ZFLEET_SUCCEEDED && e->output_len == BIG &&
+            !memcmp(e->output, big, BIG))
             fetched++;
         else
             missing++;
