@@ -36,6 +36,9 @@
 /* Outputs from this size on count against a client's unread-bytes bound; smaller ones are
    bounded by the socket's message high-water mark alone (100,000 x 256 B = 25 MB). */
 #define ZF_TRACKED_OUTPUT_MIN 256
+/* A FORGET job's FORGET record is written this many heartbeats after its result was pushed
+   (see forget_later): ZeroMQ may hold a pushed result in its queue that long or longer. */
+#define FORGET_DELAY_BEATS 10
 
 typedef struct {
     uint64_t submitted, accepted, dispatched, requeued, recalled;
@@ -66,11 +69,14 @@ struct zf_broker {
     job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
     uint64_t ndone, ndead, queued;
     uint64_t payload_bytes; /* payloads of unfinished jobs, bounded by max_queued_bytes */
+    uint64_t unplaced;      /* accepted this turn, placed after the commit: count as queued */
     uint64_t result_bytes;  /* what done and dead hold (stored_bytes of each), bounded by
                                cfg.result_store_bytes at the end of every loop turn */
     uint32_t prefetching;   /* workers holding 2+ leases: the only ones steal_for can use */
     job_t *ack_head, **ack_tail;
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
+    job_t *forgetting;      /* pushed FORGET jobs whose FORGET record waits, oldest first */
+    uint64_t nforgetting, forgetting_bytes; /* bounded like the result store */
     wrk_t *graveyard;       /* removed workers, freed at the end of the loop turn */
     zf_heap_t deadlines;
     zf_heap_t runs;         /* workers whose current lease has a run timer (wrk_t.run_until) */
@@ -565,11 +571,12 @@ static int lease_find(const wrk_t *w, uint64_t id, uint32_t attempt)
     return -1;
 }
 
+/* A job a client or worker may name: a forgotten one (forgetting) is gone for them. */
 static job_t *job_find(zf_broker_t *b, uint64_t id)
 {
     job_t *j;
     HASH_FIND(hh, b->jobs, &id, sizeof id, j);
-    return j;
+    return j && !j->forgetting ? j : NULL;
 }
 
 /* True when (id, attempt) is the current lease of a running job held by w. */
@@ -800,7 +807,7 @@ static bool deliver(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag, bool fo
     return send_result(b, j, c, tag);
 }
 
-static void store_discard(zf_broker_t *b, job_t *j);
+static void forget_later(zf_broker_t *b, job_t *j);
 static bool is_dead_letter(const job_t *j);
 
 /* Sends what was held back for c, oldest first, while it fits under the bound; when the
@@ -830,10 +837,8 @@ static void resume_client(zf_broker_t *b, client_t *c)
         }
         c->dhead++;
         c->ndeferred--;
-        if (!gone && send_result(b, j, c, d.tag) && d.forget && !is_dead_letter(j)) {
-            b->c.forgotten++;
-            store_discard(b, j);
-        }
+        if (!gone && send_result(b, j, c, d.tag) && d.forget && !is_dead_letter(j))
+            forget_later(b, j);
     }
     c->dhead = 0;
     atomic_store(&f->want_wake, false);
@@ -900,6 +905,40 @@ static void store_discard(zf_broker_t *b, job_t *j)
     store_drop(b, j);
     zf_journal_forget(b->journal, j->id);
     job_free(b, j);
+}
+
+/* A FORGET job's result was pushed: it leaves the store and clients no longer see it, but
+   its FORGET record waits FORGET_DELAY_BEATS heartbeats (forget_due). ZeroMQ accepting the
+   RESULT does not mean it has left the process: it may sit in the connection's queue while
+   the client reads slowly, and a kill -9 then loses it. Until the record is written the
+   journal (and a compaction, which walks b->jobs) keeps the FINISH with its output, so a
+   restart brings the result back for GET/WAIT. What this holds is bounded like the store:
+   at most max_results jobs and result_store_bytes of output, or the oldest go early. */
+static void forget_later(zf_broker_t *b, job_t *j)
+{
+    store_drop(b, j);
+    j->forgetting = true;
+    j->seq = zf_now_ms(); /* when it was pushed (seq orders only queued jobs) */
+    DL_APPEND(b->forgetting, j);
+    b->nforgetting++;
+    b->forgetting_bytes += stored_bytes(j);
+    b->c.forgotten++;
+}
+
+/* Writes the FORGET records that are due (or over the bounds) and frees their jobs. */
+static void forget_due(zf_broker_t *b, int64_t now)
+{
+    int64_t delay = (int64_t)b->cfg.heartbeat_ms * FORGET_DELAY_BEATS;
+    job_t *j;
+    while ((j = b->forgetting) &&
+           (j->seq + delay <= now || b->nforgetting > b->cfg.max_results ||
+            b->forgetting_bytes > b->cfg.result_store_bytes)) {
+        DL_DELETE(b->forgetting, j);
+        b->nforgetting--;
+        b->forgetting_bytes -= stored_bytes(j);
+        zf_journal_forget(b->journal, j->id);
+        job_free(b, j);
+    }
 }
 
 /* A kept job may go once its result has been pushed and its acceptance sent. */
@@ -995,7 +1034,7 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
     zf_msg_init(&m, ZF_CMD_STATUS);
     zf_msg_set_u64(&m, ZF_F_TAG, tag);
     zf_msg_set_u64(&m, ZF_F_ID, j->id);
-    zf_msg_set_u64(&m, ZF_F_STATUS, j->state);
+    zf_msg_set_u64(&m, ZF_F_STATUS, j->result_pending ? ZF_ST_RUNNING : j->state);
     zf_msg_set_u64(&m, ZF_F_ATTEMPT, attempts_used(j));
     zf_msg_set_str(&m, ZF_F_FN, j->fn->name);
     if (j->res) {
@@ -1011,40 +1050,112 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
         b->c.undeliverable++;
 }
 
-static void push_results(zf_broker_t *b);
+static void push_results(zf_broker_t *b, job_t *sends);
+
+/* "journal unavailable: no space left on device": the text of every EJOURNAL answer. */
+static const char *journal_text(zf_broker_t *b, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s: %s", zf_error_name(ZF_EJOURNAL),
+             strerror(zf_journal_error(b->journal)));
+    return buf;
+}
+
+/* Takes j out of the list of results waiting for the commit. */
+static void send_unlink(zf_broker_t *b, job_t *j)
+{
+    for (job_t **p = &b->send_head; *p; p = &(*p)->send_next)
+        if (*p == j) {
+            *p = j->send_next;
+            if (b->send_tail == &j->send_next)
+                b->send_tail = p;
+            j->send_next = NULL;
+            return;
+        }
+}
+
+/* The commit that held this turn's ACCEPT records failed: those jobs were never
+   acknowledged, never placed (with a journal a job is placed only once it is durable), and
+   the journal dropped their records, so each is rejected with EJOURNAL and freed. */
+static void reject_unjournaled(zf_broker_t *b)
+{
+    char text[128];
+    journal_text(b, text, sizeof text);
+    for (job_t *j = b->ack_head, *next; j; j = next) {
+        next = j->ack_next;
+        if (j->waiter) {
+            zf_msg_t m;
+            zf_msg_init(&m, ZF_CMD_REJECTED);
+            zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
+            zf_msg_set_u64(&m, ZF_F_CODE, ZF_EJOURNAL);
+            zf_msg_set_str(&m, ZF_F_TEXT, text);
+            if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
+                b->c.undeliverable++;
+        }
+        b->c.rejected[ZF_EJOURNAL]++;
+        b->c.accepted--;
+        if (zf_state_is_terminal(j->state)) { /* cancelled or expired in the same turn */
+            b->c.finished[j->state]--;
+            j->result_pending = false;
+            send_unlink(b, j);
+            store_drop(b, j);
+        } else {
+            uncount_unfinished(b, j);
+        }
+        job_free(b, j);
+    }
+    b->ack_head = NULL;
+    b->ack_tail = &b->ack_head;
+    b->unplaced = 0;
+}
 
 /* Acceptances and results wait for the journal's group commit; they go out once per loop
    turn. The commit runs every turn, acceptances or not, so that START and FINISH records
-   reach the file too (it costs one comparison when the turn appended nothing). */
+   reach the file too (it costs one comparison when the turn appended nothing). With a
+   journal, accepted jobs are placed here, after the commit that holds their ACCEPT: a job
+   that a failed commit could take back is never dispatched. */
 static void flush_turn(zf_broker_t *b)
 {
-    if (zf_journal_commit(b->journal) < 0)
-        return; /* logged by the journal; the acceptances wait for a commit that succeeds */
+    int64_t now = zf_now_ms();
+    zf_journal_recover(b->journal, now, b->jobs); /* no-op unless the journal is down */
+    if (zf_journal_commit(b->journal) < 0) {
+        /* logged by the journal; results wait for a commit (the recovering snapshot) */
+        reject_unjournaled(b);
+        return;
+    }
+    /* the results whose FINISH records that commit held; results of jobs placed below
+       (a deadline already passed) wait for the next commit */
+    job_t *sends = b->send_head;
+    b->send_head = NULL;
+    b->send_tail = &b->send_head;
     for (job_t *j = b->ack_head, *next; j; j = next) {
         next = j->ack_next;
         j->ack_next = NULL;
         j->acked = true;
-        if (!j->waiter)
-            continue; /* NO_PUSH submit with the client gone: nothing to tell */
-        zf_msg_t m;
-        zf_msg_init(&m, ZF_CMD_ACCEPTED);
-        zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
-        zf_msg_set_u64(&m, ZF_F_ID, j->id);
-        if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
-            b->c.undeliverable++;
+        if (j->waiter) { /* else a NO_PUSH submit with the client gone: nothing to tell */
+            zf_msg_t m;
+            zf_msg_init(&m, ZF_CMD_ACCEPTED);
+            zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
+            zf_msg_set_u64(&m, ZF_F_ID, j->id);
+            if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
+                b->c.undeliverable++;
+        }
+        if (b->journal && !zf_state_is_terminal(j->state))
+            place(b, j, false);
     }
     b->ack_head = NULL;
     b->ack_tail = &b->ack_head;
-    push_results(b); /* after the acceptances: a client hears ACCEPTED before the RESULT */
+    b->unplaced = 0;
+    push_results(b, sends); /* after the acceptances: a client hears ACCEPTED first */
     resume_slow_clients(b);
+    forget_due(b, now);
     /* every turn, not only on the tick: the byte bound must hold while results stream in */
-    evict_results(b, zf_now_ms());
+    evict_results(b, now);
 }
 
-/* Pushes the results of the jobs that ended this turn to their waiters. */
-static void push_results(zf_broker_t *b)
+/* Pushes the results in the list `sends` (linked through send_next) to their waiters. */
+static void push_results(zf_broker_t *b, job_t *sends)
 {
-    for (job_t *j = b->send_head, *next; j; j = next) {
+    for (job_t *j = sends, *next; j; j = next) {
         next = j->send_next;
         j->send_next = NULL;
         j->result_pending = false;
@@ -1058,13 +1169,9 @@ static void push_results(zf_broker_t *b)
            store need not keep it. A failed push leaves it for GET under the usual bounds; a
            dead letter stays for inspection and retry. j->waiter was the submitter: a job
            that had a RETRY, or came back from the journal, has no FORGET. */
-        if (j->forget && pushed && !is_dead_letter(j)) {
-            b->c.forgotten++;
-            store_discard(b, j);
-        }
+        if (j->forget && pushed && !is_dead_letter(j))
+            forget_later(b, j);
     }
-    b->send_head = NULL;
-    b->send_tail = &b->send_head;
 }
 
 /* ------------------------------------------------------------------ client commands */
@@ -1111,7 +1218,10 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     if ((m->flags & ZF_FLAG_FORGET) && (m->flags & ZF_FLAG_NO_PUSH))
         return reject(b, rid, m->tag, ZF_EBADARG,
                       "forget needs the result pushed to this connection (not with no_push)");
-    if (b->queued >= b->cfg.max_queued)
+    char jtext[128];
+    if (zf_journal_error(b->journal)) /* before any allocation: refusals cost nothing */
+        return reject(b, rid, m->tag, ZF_EJOURNAL, journal_text(b, jtext, sizeof jtext));
+    if (b->queued + b->unplaced >= b->cfg.max_queued)
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (broker limit)");
     fnq_t *fn = fn_get(b, m->fn, false);
     if (!fn && HASH_COUNT(b->fns) >= ZF_MAX_FN_QUEUES)
@@ -1179,7 +1289,10 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         j->deadline_at = accepted_ms + m->deadline_ms;
         zf_heap_push(&b->deadlines, j);
     }
-    place(b, j, false);
+    if (!b->journal)
+        place(b, j, false); /* nothing to wait for; with a journal, flush_turn places it */
+    else
+        b->unplaced++;
 }
 
 static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
@@ -1188,7 +1301,10 @@ static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (!j)
         return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EUNKNOWN_JOB,
                            "unknown job (never accepted, or its result expired)");
-    if (zf_state_is_terminal(j->state)) {
+    /* A result whose FINISH record is not committed yet (the journal is down) is not told:
+       a crash could still take it back. Until then the job reads as running, and a WAIT is
+       pushed the result with the others once it is durable. */
+    if (zf_state_is_terminal(j->state) && !j->result_pending) {
         client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
         if (!c)
             return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EINTERNAL, "out of memory");
@@ -1259,6 +1375,18 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (b->queued >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn ||
         b->payload_bytes + j->plen > b->cfg.max_queued_bytes)
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EQUEUE_FULL, "queue full");
+    /* Journaled and committed before anything changes (a retry is rare: its own fsync), so
+       a failed commit leaves the dead letter as it was and nothing unjournaled runs. The
+       record says what the requeued job will be: its deadline is cleared (below). */
+    char jtext[128];
+    int64_t deadline = j->deadline_at;
+    j->deadline_at = 0;
+    zf_journal_accept(b->journal, j);
+    if (zf_journal_commit(b->journal) < 0) {
+        j->deadline_at = deadline;
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EJOURNAL,
+                           journal_text(b, jtext, sizeof jtext));
+    }
     store_drop(b, j); /* before its state changes: stored_bytes depends on it */
     /* The payload was released at the terminal state; the journal keeps it only until then,
        so a retry needs it in memory: dead jobs keep theirs (see finalize). */
@@ -1277,7 +1405,6 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (c)
         job_add_waiter(j, c);
     count_unfinished(b, j);
-    zf_journal_accept(b->journal, j);
     place(b, j, false);
     reply_ok(b, rid, m->tag, "requeued");
 }
@@ -1370,7 +1497,7 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     int64_t now = zf_now_ms();
     msgpack_pack_map(&pk, 4);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 24);
+    msgpack_pack_map(&pk, 27);
     pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
     pk_kv_u64(&pk, "submitted", b->c.submitted);
     pk_kv_u64(&pk, "accepted", b->c.accepted);
@@ -1382,6 +1509,9 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     pk_kv_u64(&pk, "dead_letters", b->ndead);
     pk_kv_u64(&pk, "result_bytes", b->result_bytes);
     pk_kv_u64(&pk, "forgotten", b->c.forgotten);
+    pk_kv_u64(&pk, "forget_pending", b->nforgetting);
+    pk_kv_u64(&pk, "journal_ok", b->journal && zf_journal_error(b->journal) ? 0 : 1);
+    pk_kv_u64(&pk, "journal_errors", zf_journal_failures(b->journal));
     pk_kv_u64(&pk, "malformed_client", b->c.malformed_client);
     pk_kv_u64(&pk, "malformed_worker", b->c.malformed_worker);
     pk_kv_u64(&pk, "stale_results", b->c.stale_results);

@@ -7,7 +7,11 @@
       on disk yet, so an acceptance in it must not be acknowledged;
     - under ZF_FSYNC_ALWAYS, `unsynced` is false whenever zf_journal_commit has returned 0;
     - compaction writes the broker's in-memory state, which already reflects every record in
-      `pend`: after a compaction `pend` is empty and the new file is synced.
+      `pend`: after a compaction `pend` is empty and the new file is synced;
+    - while `down` (a write or sync failed) nothing is appended and `pend` is empty: the
+      file's contents past the last good sync are unknown, so the only way back is a
+      snapshot of the in-memory state (zf_journal_recover), which holds everything the
+      dropped records said. A failed sync never aborts the process.
 
     CRC-32 comes from zlib (crc32()): a well-kept Debian library (libz-dev), fast (it uses
     the CPU's carry-less multiply where there is one) and the checksum every tool can check.
@@ -23,6 +27,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -35,6 +40,8 @@
 #define FLUSH_BYTES (1u << 20)     /* compaction writes in chunks of about this much */
 #define KEEP_BUF_BYTES (16u << 20) /* a pending buffer larger than this is freed when empty */
 #define WINFO_CACHE 64             /* distinct workers shared by restored results */
+#define RETRY_MS 250               /* a journal that is down tries a snapshot this often, */
+#define RETRY_MAX_MS 2000          /* doubling while the disk has no room for one, up to this */
 
 enum { REC_ACCEPT = 1, REC_START = 2, REC_FINISH = 3, REC_FORGET = 4 };
 /* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
@@ -61,7 +68,11 @@ struct zf_journal {
     bool unsynced; /* written since the last fdatasync */
     int64_t last_sync_ms;
     uint64_t check_at; /* file size at which compaction is next considered */
-    int last_errno;    /* of the last failed write: a failure is logged once */
+    int down;          /* errno of the write or sync that failed; 0 while writable */
+    int64_t retry_at;  /* while down: when zf_journal_recover tries the next snapshot */
+    int64_t retry_ms;  /* and the wait after that one */
+    uint64_t failures; /* writes and syncs that failed (each took the journal down) */
+    char *fault;       /* $ZFLEET_JOURNAL_FAULT, the test seam (see fault_errno), or NULL */
 };
 
 /* ------------------------------------------------------------------ encoding */
@@ -244,9 +255,61 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* A failed fdatasync may have dropped the dirty pages (Linux marks them clean), so a retry
-   could report success for data that is gone. The only honest way on is a restart that
-   replays what is really on disk. */
+/* The test seam (docs/JOURNAL.md): while the file named by $ZFLEET_JOURNAL_FAULT exists and
+   holds an errno name (EIO, ENOSPC, EDQUOT, EROFS), every journal write and sync fails with
+   it; "write:NAME" fails only writes, "sync:NAME" only syncs. Costs nothing unless set. */
+static int fault_errno(const zf_journal_t *self, bool sync)
+{
+    static const struct {
+        const char *name;
+        int e;
+    } names[] = {{"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT}, {"EROFS", EROFS}};
+    if (!self->fault)
+        return 0;
+    char buf[32];
+    int fd = open(self->fault, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = 0;
+    const char *name = buf;
+    if (!strncmp(name, "write:", 6))
+        name = sync ? "" : name + 6;
+    else if (!strncmp(name, "sync:", 5))
+        name = sync ? name + 5 : "";
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(name, names[i].name))
+            return names[i].e;
+    return 0;
+}
+
+/* write_all and fdatasync for the journal's files, through the fault seam. */
+static int jwrite(const zf_journal_t *self, int fd, const uint8_t *p, size_t n)
+{
+    int e = fault_errno(self, false);
+    if (e) {
+        errno = e;
+        return -1;
+    }
+    return write_all(fd, p, n);
+}
+
+static int jsync(const zf_journal_t *self, int fd)
+{
+    int e = fault_errno(self, true);
+    if (e) {
+        errno = e;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+/* For the start-up paths only (cutting a torn tail): a failed fdatasync may have dropped the
+   dirty pages (Linux marks them clean), so the broker does not start on such a file. */
 static void sync_or_die(int fd, const char *what)
 {
     if (fdatasync(fd) == 0)
@@ -287,9 +350,9 @@ static int check_magic(zf_journal_t *self)
         errno = EINVAL;
         return -1;
     }
-    if (ftruncate(self->fd, 0) < 0 || write_all(self->fd, (const uint8_t *)MAGIC, MAGIC_LEN) < 0)
+    if (ftruncate(self->fd, 0) < 0 || jwrite(self, self->fd, (const uint8_t *)MAGIC, MAGIC_LEN) < 0 ||
+        jsync(self, self->fd) < 0)
         return -1;
-    sync_or_die(self->fd, self->path);
     if (fsync(self->dirfd) < 0)
         return -1;
     self->size = MAGIC_LEN;
@@ -313,6 +376,9 @@ zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts)
     self->path = join(dir, "journal");
     self->tmp = join(dir, "journal.compact");
     const char *what = "open", *target = dir;
+    const char *fault = getenv("ZFLEET_JOURNAL_FAULT");
+    if (fault && *fault && !(self->fault = strdup(fault)))
+        goto fail;
     if (!self->dir || !self->path || !self->tmp)
         goto fail;
     what = "create directory";
@@ -1106,38 +1172,63 @@ int zf_journal_repair(const char *dir)
 
 void zf_journal_accept(zf_journal_t *self, const job_t *job)
 {
-    if (self)
+    if (self && !self->down)
         enc_accept(&self->pend, job);
 }
 
 void zf_journal_start(zf_journal_t *self, const job_t *job)
 {
-    if (self)
+    if (self && !self->down)
         enc_start(&self->pend, job);
 }
 
 void zf_journal_finish(zf_journal_t *self, const job_t *job)
 {
-    if (self)
+    if (self && !self->down)
         enc_finish(&self->pend, job, self->o.result_max_bytes);
 }
 
 void zf_journal_forget(zf_journal_t *self, uint64_t id)
 {
-    if (self)
+    if (self && !self->down)
         enc_forget(&self->pend, id);
 }
 
-static void do_sync(zf_journal_t *self, int64_t now_ms)
+/* The journal cannot be trusted past its last good sync: it stops taking records (their
+   content lives on in the broker's state, which the recovering snapshot writes) and says
+   so once. */
+static void go_down(zf_journal_t *self, int e, const char *what)
 {
-    sync_or_die(self->fd, self->path);
+    self->failures++;
+    if (!self->down)
+        zf_log(ZF_LOG_ERROR,
+               "journal: %s of %s failed: %s; refusing new jobs until a snapshot of the "
+               "broker's state can be written",
+               what, self->path, strerror(e));
+    self->down = e;
+    self->retry_ms = RETRY_MS;
+    self->retry_at = zf_now_ms() + RETRY_MS;
+    self->pend.len = 0;
+    if (self->pend.cap > KEEP_BUF_BYTES) {
+        free(self->pend.p);
+        self->pend = (jbuf_t){0};
+    }
+}
+
+static int do_sync(zf_journal_t *self, int64_t now_ms)
+{
+    if (jsync(self, self->fd) < 0) {
+        go_down(self, errno, "fdatasync");
+        return -1;
+    }
     self->unsynced = false;
     self->last_sync_ms = now_ms;
+    return 0;
 }
 
 static bool interval_due(const zf_journal_t *self, int64_t now_ms)
 {
-    return self->o.policy == ZF_FSYNC_INTERVAL && self->unsynced &&
+    return self->o.policy == ZF_FSYNC_INTERVAL && self->unsynced && !self->down &&
            now_ms - self->last_sync_ms >= (int64_t)self->o.interval_ms;
 }
 
@@ -1145,30 +1236,19 @@ int zf_journal_commit(zf_journal_t *self)
 {
     if (!self)
         return 0;
+    if (self->down)
+        return -1;
     if (self->pend.len == 0) {
-        if (self->unsynced && self->o.policy == ZF_FSYNC_INTERVAL) {
-            int64_t now = zf_now_ms();
-            if (interval_due(self, now))
-                do_sync(self, now);
-        }
-        return 0;
+        int64_t now = self->unsynced ? zf_now_ms() : 0;
+        return self->unsynced && interval_due(self, now) ? do_sync(self, now) : 0;
     }
-    if (write_all(self->fd, self->pend.p, self->pend.len) < 0) {
+    if (jwrite(self, self->fd, self->pend.p, self->pend.len) < 0) {
         int e = errno;
-        if (e != self->last_errno)
-            zf_log(ZF_LOG_ERROR,
-                   "journal: cannot write %s: %s; acceptances wait until it "
-                   "can",
-                   self->path, strerror(e));
-        self->last_errno = e;
-        /* A partial record must not stay: the next commit appends after `size`. */
+        /* A partial record must not stay (a replay would cut it as a torn tail anyway). */
         if (ftruncate(self->fd, (off_t)self->size) < 0)
             zf_log(ZF_LOG_ERROR, "journal: cannot cut back %s: %s", self->path, strerror(errno));
+        go_down(self, e, "write");
         return -1;
-    }
-    if (self->last_errno) {
-        zf_log(ZF_LOG_INFO, "journal: writing %s again", self->path);
-        self->last_errno = 0;
     }
     self->size += self->pend.len;
     self->pend.len = 0;
@@ -1177,18 +1257,16 @@ int zf_journal_commit(zf_journal_t *self)
         self->pend = (jbuf_t){0};
     }
     self->unsynced = true;
-    if (self->o.policy == ZF_FSYNC_ALWAYS) {
-        do_sync(self, zf_now_ms());
-    } else if (self->o.policy == ZF_FSYNC_INTERVAL) {
-        int64_t now = zf_now_ms();
-        if (interval_due(self, now))
-            do_sync(self, now);
-    }
+    int64_t now = zf_now_ms();
+    if (self->o.policy == ZF_FSYNC_ALWAYS || interval_due(self, now))
+        return do_sync(self, now);
     return 0;
 }
 
 long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms)
 {
+    if (self && self->down) /* the next recovery attempt */
+        return self->retry_at > now_ms ? (long)(self->retry_at - now_ms) : 0;
     if (!self || self->o.policy != ZF_FSYNC_INTERVAL || !self->unsynced)
         return -1;
     int64_t left = self->last_sync_ms + self->o.interval_ms - now_ms;
@@ -1198,6 +1276,16 @@ long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms)
 uint64_t zf_journal_size(const zf_journal_t *self)
 {
     return self ? self->size : 0;
+}
+
+int zf_journal_error(const zf_journal_t *self)
+{
+    return self ? self->down : 0;
+}
+
+uint64_t zf_journal_failures(const zf_journal_t *self)
+{
+    return self ? self->failures : 0;
 }
 
 /* ------------------------------------------------------------------ compaction */
@@ -1219,18 +1307,18 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
             enc_finish(&b, j, self->o.result_max_bytes);
         ++*njobs;
         if (b.len >= FLUSH_BYTES || !j->hh.next) {
-            rc = write_all(fd, b.p, b.len);
+            rc = jwrite(self, fd, b.p, b.len);
             *size += b.len;
             b.len = 0;
         }
     }
     if (rc == 0 && b.len) { /* no jobs: only the magic */
-        rc = write_all(fd, b.p, b.len);
+        rc = jwrite(self, fd, b.p, b.len);
         *size += b.len;
     }
     free(b.p);
     /* The lock moves with the file: the new inode must be ours before it has the name. */
-    if (rc < 0 || fdatasync(fd) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    if (rc < 0 || jsync(self, fd) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
         int e = errno;
         close(fd);
         unlink(self->tmp);
@@ -1240,27 +1328,23 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
     return fd;
 }
 
-static void compact(zf_journal_t *self, job_t *jobs)
+/* Replaces the journal with a synced snapshot of `jobs`. Returns 0; or -1 with errno: 1 when
+   the old journal is still the one in use (untouched), 2 when the snapshot has the name but
+   the directory's sync failed (so the rename may not be durable). */
+static int snapshot(zf_journal_t *self, job_t *jobs, uint64_t *njobs, int *stage)
 {
-    int64_t t0 = zf_now_us();
-    uint64_t old = self->size, size, njobs;
-    int fd = write_snapshot(self, jobs, &size, &njobs);
-    if (fd < 0 || rename(self->tmp, self->path) < 0) {
-        zf_log(ZF_LOG_WARN,
-               "journal: compaction failed: %s; the journal keeps growing, "
-               "next try at 1.5x its size",
-               strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(self->tmp);
-        }
-        self->check_at = old + old / 2;
-        return;
+    uint64_t size;
+    *stage = 1;
+    int fd = write_snapshot(self, jobs, &size, njobs);
+    if (fd < 0)
+        return -1;
+    if (rename(self->tmp, self->path) < 0) {
+        int e = errno;
+        close(fd);
+        unlink(self->tmp);
+        errno = e;
+        return -1;
     }
-    /* The rename is durable only once the directory is: until then a crash finds the old
-       file, which is still whole. */
-    if (fsync(self->dirfd) < 0)
-        zf_log(ZF_LOG_WARN, "journal: fsync of the directory failed: %s", strerror(errno));
     close(self->fd);
     self->fd = fd;
     self->size = size;
@@ -1268,17 +1352,73 @@ static void compact(zf_journal_t *self, job_t *jobs)
     self->unsynced = false;
     self->last_sync_ms = zf_now_ms();
     self->check_at = size * 4 > self->o.compact_min_bytes ? size * 4 : self->o.compact_min_bytes;
+    /* The rename is durable only once the directory is: until then a crash finds the old
+       file, which is still whole. */
+    *stage = 2;
+    int e = fault_errno(self, true);
+    if (fsync(self->dirfd) < 0)
+        return -1;
+    errno = e;
+    return e ? -1 : 0;
+}
+
+static void compact(zf_journal_t *self, job_t *jobs)
+{
+    int64_t t0 = zf_now_us();
+    uint64_t old = self->size, njobs;
+    int stage;
+    if (snapshot(self, jobs, &njobs, &stage) < 0) {
+        if (stage == 2) { /* a failed sync: the state on disk is unknown */
+            go_down(self, errno, "directory fsync after compaction");
+            return;
+        }
+        zf_log(ZF_LOG_WARN,
+               "journal: compaction failed: %s; the journal keeps growing, "
+               "next try at 1.5x its size",
+               strerror(errno));
+        self->check_at = old + old / 2;
+        return;
+    }
     zf_log(ZF_LOG_INFO, "journal: compacted %llu -> %llu bytes (%llu live jobs); paused %.1f ms",
-           (unsigned long long)old, (unsigned long long)size, (unsigned long long)njobs,
+           (unsigned long long)old, (unsigned long long)self->size, (unsigned long long)njobs,
            (double)(zf_now_us() - t0) / 1000.0);
+}
+
+int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs)
+{
+    if (!self || !self->down)
+        return 0;
+    if (now_ms < self->retry_at)
+        return -1;
+    self->retry_at = now_ms + self->retry_ms;
+    /* On a disk that is still full, writing the whole state only to hit ENOSPC again would
+       cost I/O every try: look at the free space first (one walk of the jobs, no I/O), and
+       wait longer each time it is short. */
+    uint64_t need = MAGIC_LEN;
+    for (job_t *j = jobs; j; j = j->hh.next)
+        need += live_size(j, self->o.result_max_bytes);
+    struct statvfs vfs;
+    if (fstatvfs(self->dirfd, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < need) {
+        self->retry_ms = self->retry_ms * 2 < RETRY_MAX_MS ? self->retry_ms * 2 : RETRY_MAX_MS;
+        return -1;
+    }
+    uint64_t njobs;
+    int stage;
+    if (snapshot(self, jobs, &njobs, &stage) < 0)
+        return -1; /* logged when it went down; it stays down */
+    zf_log(ZF_LOG_INFO, "journal: %s writable again (a snapshot of %llu jobs, %llu bytes, "
+                        "replaced it); accepting jobs",
+           self->path, (unsigned long long)njobs, (unsigned long long)self->size);
+    self->down = 0;
+    return 0;
 }
 
 void zf_journal_tick(zf_journal_t *self, int64_t now_ms, job_t *jobs)
 {
-    if (!self)
+    if (!self || self->down)
+        return; /* zf_journal_recover's snapshot will compact it too */
+    if (interval_due(self, now_ms) && do_sync(self, now_ms) < 0)
         return;
-    if (interval_due(self, now_ms))
-        do_sync(self, now_ms);
     if (self->size + self->pend.len < self->check_at)
         return;
     /* Walk the jobs only when the file has grown past the mark: amortised over the growth. */
@@ -1302,6 +1442,10 @@ void zf_journal_close(zf_journal_t **self_p)
     if (self->fd >= 0) {
         if (zf_journal_commit(self) == 0 && self->unsynced)
             do_sync(self, zf_now_ms());
+        if (self->down)
+            zf_log(ZF_LOG_WARN, "journal: closed while unavailable (%s): the jobs it missed "
+                                "since then run again after a restart",
+                   strerror(self->down));
         close(self->fd);
     }
     if (self->dirfd >= 0)
@@ -1310,5 +1454,6 @@ void zf_journal_close(zf_journal_t **self_p)
     free(self->dir);
     free(self->path);
     free(self->tmp);
+    free(self->fault);
     free(self);
 }

@@ -8,8 +8,10 @@
     rewrites the live state to a new file and swaps it in atomically.
 
     Every function accepts a NULL journal and then does nothing (the broker without
-    --data). Records are buffered in memory until commit; a failed write is logged and
-    reported by zf_journal_commit.
+    --data). Records are buffered in memory until commit. A failed write or sync (disk
+    full, EIO) takes the journal down: it drops its buffered records and takes no more,
+    commits fail, and zf_journal_recover brings it back by writing a snapshot of the
+    broker's state over the file. Nothing here aborts the process.
 
     On disk: DIR/journal, locked with flock() while a broker has it open (a second broker
     on the same directory is refused). The file starts with an 8-byte magic; each record is
@@ -78,7 +80,8 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
 int zf_journal_repair(const char *dir);
 
 /* Record that a job was accepted, or requeued from the dead letters (its header fields,
-   current attempt and payload). */
+   current attempt and payload). The four appenders do nothing while the journal is down
+   (zf_journal_error): the snapshot that recovers it writes the state they describe. */
 void zf_journal_accept(zf_journal_t *self, const job_t *job);
 /* Record that a job was dispatched (its attempt number), so the attempt counts after a crash. */
 void zf_journal_start(zf_journal_t *self, const job_t *job);
@@ -90,18 +93,35 @@ void zf_journal_forget(zf_journal_t *self, uint64_t id);
 
 /* Writes the buffered records with one write() and syncs them under the policy (always:
    one fdatasync per call that wrote; interval: when the last sync is older than the
-   interval). Costs one comparison when nothing was appended. Returns 0, or -1 if they
-   could not be written: the file is cut back, the records stay buffered for the next call,
-   and the broker must not acknowledge them yet. A failed fdatasync aborts the process (the
-   kernel may have dropped the pages; a restart replays what is really on disk). */
+   interval). Costs one comparison when nothing was appended. Returns 0, or -1 when the
+   journal is down: the write or the sync failed now (logged once; the records buffered
+   since the last commit are dropped, and the broker must never acknowledge them), or
+   earlier and it has not recovered yet. */
 int zf_journal_commit(zf_journal_t *self);
+
+/* While the journal is down, tries to bring it back: at most every 250 ms (see
+   zf_journal_due_ms; up to 2 s apart while the file system has less free space than the
+   snapshot needs), it writes the live state `jobs` (the broker's job table, linked
+   through hh) to a new file, syncs it, renames it over the journal and syncs the directory,
+   as compaction does. A failed sync leaves the old file's contents unknown (Linux may have
+   dropped its dirty pages), so only such a snapshot is trusted. Returns 0 when the journal
+   is writable (now, or it was not down), -1 while it stays down (logged when it went down
+   and once when it recovers). */
+int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs);
+
+/* The errno of the failure that took the journal down (ENOSPC, EIO, ...), 0 while it is
+   writable or for NULL. */
+int zf_journal_error(const zf_journal_t *self);
+/* Writes and syncs that failed since open, each of which took the journal down. */
+uint64_t zf_journal_failures(const zf_journal_t *self);
 
 /* Periodic work: interval fsync, and compaction when dead records dominate (the live
    jobs are read from the broker's job table `jobs`, linked through hh). */
 void zf_journal_tick(zf_journal_t *self, int64_t now_ms, job_t *jobs);
 
-/* Milliseconds until zf_journal_tick has an interval sync due, -1 when none is pending
-   (for an event loop that wants to wake up for it). */
+/* Milliseconds until zf_journal_tick has an interval sync due, or (while the journal is
+   down) until zf_journal_recover tries again; -1 when neither is pending (for an event loop
+   that wants to wake up for it). */
 long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms);
 
 /* Current size of the journal file in bytes (committed records); 0 for NULL. */

@@ -87,7 +87,8 @@ typedef struct job {
        Rarely used fields live in result_t. */
     uint64_t id;
     struct fnq *fn;
-    int64_t seq;             /* FIFO order within a priority; front requeues are negative */
+    int64_t seq;             /* FIFO order within a priority; front requeues are negative;
+                                once forgetting: when its result was pushed (monotonic ms) */
     int64_t deadline_at;     /* monotonic ms; 0 = none */
     int64_t finished_ms;     /* monotonic, once terminal */
     uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */
@@ -104,7 +105,9 @@ typedef struct job {
     bool no_push;            /* the submitter asked not to be sent the result */
     bool forget;             /* drop the result once it has been pushed to the submitter */
     bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
-    bool counted;            /* in its waiter's queued_jobs/queued_bytes (while unfinished) */
+    bool counted : 1;        /* in its waiter's queued_jobs/queued_bytes (while unfinished) */
+    bool forgetting : 1;     /* FORGET result pushed, its FORGET record not yet written: out
+                                of the store, invisible to clients (see forget_later) */
     zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */
     struct wrk *worker;      /* lease holder while running, else NULL */
     client_t *waiter;        /* first client to push the result to, or NULL */

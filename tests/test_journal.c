@@ -643,8 +643,13 @@ Test(journal, forgotten_result_does_not_come_back_after_restart, .timeout = 60)
     e = zf_client_wait(c, gone, 10000);
     cr_assert(e && e->status == ZFLEET_SUCCEEDED, "%s", zf_client_error(c));
     zf_event_destroy(&e);
-    /* The FORGET record is appended after the push and committed by the next loop turn;
-       the second of two requests is answered after that turn has ended. */
+    /* The FORGET record is written some heartbeats after the push (forget_pending counts
+       the jobs whose record waits) and committed by the next loop turn; the second of two
+       requests is answered after that turn has ended. */
+    int64_t until = zt_now_ms() + 20000;
+    while (zt_broker_counter(&env, "forget_pending") != 0 && zt_now_ms() < until)
+        zt_pause_ms(50);
+    cr_assert_eq(zt_broker_counter(&env, "forget_pending"), 0);
     for (int i = 0; i < 2; i++) {
         e = zf_client_stats(c);
         cr_assert_not_null(e);
