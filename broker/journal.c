@@ -1267,6 +1267,8 @@ long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms)
 {
     if (self && self->down) /* the next recovery attempt */
         return self->retry_at > now_ms ? (long)(self->retry_at - now_ms) : 0;
+    if (self && self->pend.len) /* records appended after this turn's commit: commit now */
+        return 0;
     if (!self || self->o.policy != ZF_FSYNC_INTERVAL || !self->unsynced)
         return -1;
     int64_t left = self->last_sync_ms + self->o.interval_ms - now_ms;

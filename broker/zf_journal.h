@@ -120,8 +120,10 @@ uint64_t zf_journal_failures(const zf_journal_t *self);
 void zf_journal_tick(zf_journal_t *self, int64_t now_ms, job_t *jobs);
 
 /* Milliseconds until zf_journal_tick has an interval sync due, or (while the journal is
-   down) until zf_journal_recover tries again; -1 when neither is pending (for an event loop
-   that wants to wake up for it). */
+   down) until zf_journal_recover tries again; 0 while records appended since the last
+   commit wait (the START records of jobs placed after a commit: the loop commits them at
+   once instead of up to a heartbeat later); -1 when none of these is pending (for an event
+   loop that wants to wake up for it). */
 long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms);
 
 /* Current size of the journal file in bytes (committed records); 0 for NULL. */
