@@ -352,11 +352,17 @@ static void print_stats(const msgpack_object *doc)
            u(b, "workers_lost"), u(b, "dead_letters"));
     printf("        %llu results kept, %.1f MB in the result store, %llu forgotten once pushed\n",
            u(b, "results_kept"), (double)u(b, "result_bytes") / 1e6, u(b, "forgotten"));
+    printf("        %.1f MB of queued payloads, %llu results held for %llu slow client(s), "
+           "%llu run timeouts, %llu forged obituaries refused, %llu stalls\n",
+           (double)u(b, "queued_bytes") / 1e6, u(b, "results_held"), u(b, "clients_slow"),
+           u(b, "run_timeouts"), u(b, "obituaries_refused"), u(b, "stalls"));
+    printf("        journal %s, %llu write/sync failures\n",
+           u(b, "journal_ok") ? "ok" : "UNAVAILABLE (new submits refused)", u(b, "journal_errors"));
     const msgpack_object *fin = get(doc, "finished");
     printf("finished: %llu succeeded, %llu failed, %llu timed_out, %llu cancelled, %llu expired, "
-           "%llu lost\n",
+           "%llu lost, %llu output_lost\n",
            u(fin, "succeeded"), u(fin, "failed"), u(fin, "timed_out"), u(fin, "cancelled"),
-           u(fin, "expired"), u(fin, "lost"));
+           u(fin, "expired"), u(fin, "lost"), u(fin, "output_lost"));
     const msgpack_object *fns = get(doc, "functions");
     printf("\n%-24s %10s %8s %10s %8s %8s\n", "FUNCTION", "QUEUED", "RUNNING", "SUCCEEDED",
            "FAILED", "WORKERS");
