@@ -665,6 +665,7 @@ class Client(_Base):
         """What cannot cross a fork: the lock, the reader election, the wake-up pipe."""
         self._lock = threading.RLock()  # reentrant: a finaliser may run inside a call
         self._cond = threading.Condition(self._lock)
+        self._sleepers = 0             # threads in _sleep (notify only when there are some)
         self._reader = None            # ident of the thread that owns the socket, or None
         self._want_reconnect = None    # epoch another thread asks the reader to replace
         self._outbox = collections.deque()  # (frames, copy, tag) for the reader to send
@@ -694,7 +695,19 @@ class Client(_Base):
             self._fail_request(tag, lost)
         self._open()
         self._after_reconnect()
-        self._cond.notify_all()
+        self._notify()
+
+    def _sleep(self, seconds):
+        """With the lock held: releases it until _notify or `seconds` pass."""
+        self._sleepers += 1
+        try:
+            self._cond.wait(seconds)
+        finally:
+            self._sleepers -= 1
+
+    def _notify(self):
+        if self._sleepers:
+            self._cond.notify_all()
 
     def _acquire(self):
         """The client's lock, for `with`; first, in a forked child, the fork reset (the
@@ -747,11 +760,11 @@ class Client(_Base):
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify_all()
+            self._notify()
             me = threading.get_ident()
             while self._reader is not None and self._reader != me:
                 self._wake()            # the reader leaves poll, sees _closed and returns
-                self._cond.wait(0.1)
+                self._sleep(0.1)
             self._outbox.clear()
             self._close_socket(self._sock, self._mon)
             self._sock = self._mon = self._poller = None
@@ -892,14 +905,15 @@ class Client(_Base):
                 if not stale:
                     self._reconnect()   # asked for by a request that timed out
                     return              # what the old socket had is gone with it
-            self._flush_outbox()
+            if self._outbox:
+                self._flush_outbox()
             self._recv_ready(events)
             if done is not None and not done():
                 # replace the socket only for a job waiter, never under a request in flight
                 self._housekeeping(True, bool(self._pending) and not self._expected)
         finally:
             self._reader = None
-            self._cond.notify_all()
+            self._notify()
             if self._deferred:
                 self._run_deferred()
 
@@ -940,7 +954,7 @@ class Client(_Base):
             if self._reader is None:
                 self._read(max(wait_s, 0.001), done)
             else:
-                self._cond.wait(wait_s)
+                self._sleep(wait_s)
 
     def _request(self, cmd, fields, payload=None, submit=False):
         """With the lock held: one request and its reply (checked)."""
@@ -975,7 +989,7 @@ class Client(_Base):
                 return
             self._want_reconnect = epoch
             self._wake()
-            self._cond.wait(0.1)
+            self._sleep(0.1)
 
     # ---- waiting
     def _add_pending(self, job_id):
