@@ -437,6 +437,107 @@ def t_threads_wait_timeouts(main, limits):
               "both waiters of one job got its result: %r" % (shared_results,))
 
 
+def t_threads_close_and_unreachable(main, limits):
+    """close() with threads still waiting: each gets Error at once. Requests of several
+    threads to a broker that never answers: each gets Unreachable after its timeout (the
+    first to time out replaces the socket; the others' requests fail with it), while a
+    thread waiting for a job gets Timeout."""
+    import threading
+    errors, got = [], []
+    c = zfleet.Client(main.clients)
+    ids = [c.submit("no-such-function", b"%d" % i) for i in range(3)]
+
+    def waiter(t):
+        try:
+            c.wait(ids[t], timeout=60)
+            got.append("returned")
+        except zfleet.Error as e:
+            got.append(type(e).__name__ + ": " + str(e))
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=waiter, args=(t,), daemon=True) for t in range(3)]
+    for th in threads:
+        th.start()
+    time.sleep(0.3)   # not a timing assertion: lets the waits begin
+    t0 = time.monotonic()
+    c.close()
+    for th in threads:
+        th.join(10)
+    check(not any(th.is_alive() for th in threads), "waiters still waiting after close()")
+    check(time.monotonic() - t0 < 10, "close() took %.1fs" % (time.monotonic() - t0))
+    check(not errors and got == ["Error: the client is closed"] * 3, "waiters got %r %r"
+          % (got, errors))
+    with zfleet.Client(main.clients) as other:
+        for jid in ids:
+            other.cancel(jid)
+
+    import zmq
+    silent = zmq.Context.instance().socket(zmq.ROUTER)   # a broker that never answers
+    silent.setsockopt(zmq.LINGER, 0)
+    endpoint = "ipc://%s/silent" % TMP
+    silent.bind(endpoint)
+    try:
+        outcomes = []
+        with zfleet.Client(endpoint, request_timeout=0.5, heartbeat=0.25) as c:
+            def submitter(t):
+                t0 = time.monotonic()
+                try:
+                    if t == 0:
+                        c.wait(12345, timeout=1.5)
+                    else:
+                        c.submit("echo", b"never answered %d" % t)
+                    outcomes.append("returned")
+                except (zfleet.Unreachable, zfleet.Timeout) as e:
+                    outcomes.append((type(e).__name__, time.monotonic() - t0))
+                except Exception as e:  # noqa: BLE001
+                    outcomes.append(repr(e))
+
+            hung = _run_threads(6, submitter, 30)
+        check(not hung, "threads %r hung" % hung)
+        names = sorted(o[0] if isinstance(o, tuple) else o for o in outcomes)
+        check(names == ["Timeout"] + ["Unreachable"] * 5, "outcomes: %r" % outcomes)
+        check(all(o[1] < 10 for o in outcomes), "bounded: %r" % outcomes)
+    finally:
+        silent.close(0)
+
+
+def t_threads_reconnect(main, limits):
+    """A journaled broker killed (-9) and restarted while four threads of one client wait
+    for four jobs: the client reconnects once, asks again for every job, and each thread
+    gets its own result."""
+    import threading
+    b = Broker("journal-threads", "--data", os.path.join(TMP, "journal-threads-data"))
+    errors, results = [], {}
+    with zfleet.Client(b.clients, heartbeat=0.25) as c:
+        ids = [c.submit("echo", b"thread %d survives a restart" % t) for t in range(4)]
+        started = threading.Barrier(5)
+
+        def waiter(t):
+            try:
+                started.wait(10)
+                results[t] = c.wait(ids[t], timeout=30)
+            except Exception as e:  # noqa: BLE001
+                errors.append("thread %d: %r" % (t, e))
+
+        threads = [threading.Thread(target=waiter, args=(t,), daemon=True) for t in range(4)]
+        for th in threads:
+            th.start()
+        started.wait(10)
+        time.sleep(0.5)
+        b.kill()
+        time.sleep(0.3)
+        b.start()
+        b.worker("--name", "jtw")
+        for th in threads:
+            th.join(40)
+    check(not errors, "waiters failed: %r" % errors)
+    for t in range(4):
+        r = results.get(t)
+        check(r is not None and r.id == ids[t] and r.output == b"thread %d survives a restart" % t,
+              "thread %d: %r" % (t, r))
+
+
 def _fork_child(body):
     """Forks; the child runs body(write) and exits 0 if it returns (1 if it raises, the
     traceback written to the pipe). Returns (pid, read end of the pipe)."""
@@ -495,9 +596,16 @@ def t_fork(main, limits):
     submitted can be waited for, the child ends in bounded time without spinning; the
     parent, one of whose threads was reading the socket during the forks, goes on."""
     import threading
+    ac = zfleet.AsyncClient(main.clients)
+
+    async def async_run(data):
+        return await ac.run("echo", data, timeout=10)
+
     with zfleet.Client(main.clients, heartbeat=0.25) as c, \
             zfleet.Client(main.clients) as unused:
         check(c.run("echo", b"before the fork", timeout=10).ok, "parent runs before")
+        check(asyncio.run(async_run(b"async before")).output == b"async before",
+              "parent's AsyncClient before")
         early = c.submit("echo", b"submitted by the parent")
         queued = c.submit("no-such-function", b"queued by the parent")
         in_parent = []
@@ -510,6 +618,8 @@ def t_fork(main, limits):
                 r = cl.run("echo", b"child, %s client" % name.encode(), timeout=10)
                 check(r.ok and r.output == b"child, %s client" % name.encode(),
                       "child run on the %s client: %r" % (name, r))
+            r = asyncio.run(async_run(b"async in the child"))
+            check(r.output == b"async in the child", "child's AsyncClient: %r" % (r,))
             r = c.wait(early, timeout=10)
             check(r.id == early and r.output == b"submitted by the parent",
                   "child waits for the parent's job: %r" % (r,))
@@ -547,6 +657,7 @@ def t_fork(main, limits):
         check(c.run("echo", b"after the fork", timeout=10).output == b"after the fork",
               "parent runs after")
         check(unused.run("echo", b"unused", timeout=10).ok, "parent's second client")
+    asyncio.run(ac.close())
 
 
 TESTS = [
@@ -564,6 +675,8 @@ TESTS = [
     ("reconnect after broker restart", t_reconnect),
     ("8 threads share one client", t_threads_share_client),
     ("threads with wait timeouts", t_threads_wait_timeouts),
+    ("threads: close() and unreachable", t_threads_close_and_unreachable),
+    ("threads: broker restart", t_threads_reconnect),
     ("client used after fork", t_fork),
 ]
 

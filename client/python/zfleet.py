@@ -762,7 +762,14 @@ class Client(_Base):
             self._closed = True
             self._notify()
             me = threading.get_ident()
+            give_up = time.monotonic() + 5.0
             while self._reader is not None and self._reader != me:
+                if time.monotonic() > give_up:
+                    # a reader that never comes back (a frozen daemon thread at exit): its
+                    # socket cannot be closed safely, so it is left as it is
+                    _ABANDONED.append((self._sock, self._mon))
+                    self._sock = self._mon = None
+                    break
                 self._wake()            # the reader leaves poll, sees _closed and returns
                 self._sleep(0.1)
             self._outbox.clear()
