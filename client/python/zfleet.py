@@ -765,10 +765,10 @@ class Client(_Base):
             give_up = time.monotonic() + 5.0
             while self._reader is not None and self._reader != me:
                 if time.monotonic() > give_up:
-                    # a reader that never comes back (a frozen daemon thread at exit): its
-                    # socket cannot be closed safely, so it is left as it is
-                    _ABANDONED.append((self._sock, self._mon))
-                    self._sock = self._mon = None
+                    # a reader that never comes back (a frozen daemon thread at exit): what
+                    # it polls cannot be closed safely, so it is left as it is
+                    _ABANDONED.append((self._sock, self._mon, self._wake_r, self._wake_w))
+                    self._sock = self._mon = self._wake_r = self._wake_w = None
                     break
                 self._wake()            # the reader leaves poll, sees _closed and returns
                 self._sleep(0.1)
@@ -1204,7 +1204,8 @@ class Client(_Base):
         ids = list(dict.fromkeys(ids))
         remaining = set(ids)
         q = collections.deque()
-        forks = None    # the fork generation the waits were registered in
+        added = set()   # ids this generator registered as pending (undone at the end)
+        forks = None    # the fork generation they were registered in
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while remaining:
@@ -1212,11 +1213,13 @@ class Client(_Base):
                     if forks != self._forks:   # first time, or resumed in a forked child
                         forks = self._forks
                         q.clear()
+                        added.clear()
                         self._listeners.append(q)
                         self._poll_nowait()
                         for job_id in ids:
                             if job_id in remaining:
                                 self._add_pending(job_id)
+                                added.add(job_id)
                                 if job_id in self._ready:
                                     q.append(job_id)
                     r = self._next_result(q, remaining, deadline, timeout, ids)
@@ -1228,7 +1231,7 @@ class Client(_Base):
                         # by identity: deques compare by content (two empty ones are equal)
                         self._listeners = [x for x in self._listeners if x is not q]
                         for job_id in ids:
-                            if job_id in remaining:
+                            if job_id in remaining and job_id in added:
                                 self._remove_pending(job_id)
 
     def _next_result(self, q, remaining, deadline, timeout, ids):
