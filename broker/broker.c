@@ -20,17 +20,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include <utlist.h>
 
 #include "../proto/zf_util.h"
 #include "../proto/zf_wire.h"
+#include "zf_ids.h"
 #include "zf_journal.h"
 #include "zf_state.h"
 
 #define ZF_MAX_FN_QUEUES 10000 /* distinct function names; each costs a queue forever */
 #define BATCH 512 /* messages read from one socket per loop turn before looking at the other */
+/* Outputs from this size on count against a client's unread-bytes bound; smaller ones are
+   bounded by the socket's message high-water mark alone (100,000 x 256 B = 25 MB). */
+#define ZF_TRACKED_OUTPUT_MIN 256
+/* A FORGET job's FORGET record is written this many heartbeats after its result was pushed
+   (see forget_later): ZeroMQ may hold a pushed result in its queue that long or longer. */
+#define FORGET_DELAY_BEATS 10
 
 typedef struct {
     uint64_t submitted, accepted, dispatched, requeued, recalled;
@@ -40,6 +48,10 @@ typedef struct {
     uint64_t stale_results, stale_progress;
     uint64_t workers_lost, undeliverable;
     uint64_t forgotten; /* FORGET results dropped once pushed to their submitter */
+    uint64_t obituaries_refused; /* OBITUARY from a peer that is not the worker's supervisor */
+    uint64_t results_held;  /* results held back for a client with too many bytes unread */
+    uint64_t run_timeouts;  /* attempts the broker ended: no result by timeout + grace */
+    uint64_t stalls;        /* loop turns far later than planned (liveness windows renewed) */
 } counters_t;
 
 struct zf_broker {
@@ -51,17 +63,26 @@ struct zf_broker {
     fnq_t *fns;             /* functions by name */
     wrk_t *workers;         /* workers by routing id */
     client_t *clients;      /* clients by routing id */
+    client_t *slow;         /* clients with results held back (client_t.deferred) */
+    int wake_fd;            /* eventfd: ZeroMQ wrote out enough for a held-back result */
     wrk_t *alive;           /* liveness list, oldest first */
     job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
     uint64_t ndone, ndead, queued;
+    uint64_t payload_bytes; /* payloads of unfinished jobs, bounded by max_queued_bytes */
+    uint64_t unplaced;      /* accepted this turn, placed after the commit: count as queued */
     uint64_t result_bytes;  /* what done and dead hold (stored_bytes of each), bounded by
                                cfg.result_store_bytes at the end of every loop turn */
     uint32_t prefetching;   /* workers holding 2+ leases: the only ones steal_for can use */
     job_t *ack_head, **ack_tail;
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
+    job_t *forgetting;      /* pushed FORGET jobs whose FORGET record waits, oldest first */
+    uint64_t nforgetting, forgetting_bytes; /* bounded like the result store */
     wrk_t *graveyard;       /* removed workers, freed at the end of the loop turn */
     zf_heap_t deadlines;
-    uint64_t next_id;
+    zf_heap_t runs;         /* workers whose current lease has a run timer (wrk_t.run_until) */
+    int64_t last_timers_ms; /* when run_timers last ran, and the poll wait planned since: */
+    long poll_wait_ms;      /* a turn much later than that means the broker itself stalled */
+    zf_ids_t *ids;          /* job ids: unique across restarts, not guessable (zf_ids.h) */
     int64_t front_seq, back_seq;
     int64_t next_tick_ms;
     int64_t started_ms;
@@ -90,6 +111,16 @@ static bool deadline_less(const void *a, const void *b)
 static void job_settpos(void *e, uint32_t pos)
 {
     ((job_t *)e)->tpos = pos;
+}
+
+static bool run_less(const void *a, const void *b)
+{
+    return ((const wrk_t *)a)->run_until < ((const wrk_t *)b)->run_until;
+}
+
+static void run_setpos(void *e, uint32_t pos)
+{
+    ((wrk_t *)e)->rpos = pos;
 }
 
 /* Takes a received frame to keep for a while (a stored output; a queued payload is kept
@@ -133,39 +164,71 @@ static void winfo_release(winfo_t **p)
     *p = NULL;
 }
 
+static void flight_release(flight_t *f)
+{
+    if (atomic_fetch_sub(&f->refs, 1) == 1)
+        free(f);
+}
+
 static client_t *client_get(zf_broker_t *b, const void *rid, size_t len)
 {
     client_t *c;
     HASH_FIND(hh, b->clients, rid, len, c);
     if (c)
         return c;
-    c = malloc(sizeof *c + len);
-    if (!c)
+    c = calloc(1, sizeof *c + len);
+    flight_t *f = c ? calloc(1, sizeof *f) : NULL;
+    if (!f) {
+        free(c);
         return NULL;
-    c->refs = 0;
+    }
+    atomic_init(&f->refs, 1);
+    f->wake_fd = b->wake_fd;
+    c->flight = f;
     c->rid_len = (uint8_t)len;
     memcpy(c->rid, rid, len);
     HASH_ADD(hh, b->clients, rid, len, c);
     return c;
 }
 
+static void client_free(zf_broker_t *b, client_t *c)
+{
+    HASH_DEL(b->clients, c);
+    flight_release(c->flight);
+    free(c->deferred);
+    free(c);
+}
+
+/* A client entry may go once no job names it, nothing is held back for it, and all it was
+   sent has been written out: a new entry for the same connection would start its unread
+   bytes from zero. */
+static bool client_idle(const client_t *c)
+{
+    return c->refs == 0 && c->ndeferred == 0 && atomic_load(&c->flight->bytes) == 0;
+}
+
 static void client_release(zf_broker_t *b, client_t **p)
 {
     client_t *c = *p;
     *p = NULL;
-    if (c && --c->refs == 0) {
-        HASH_DEL(b->clients, c);
-        free(c);
-    }
+    if (c && --c->refs == 0 && client_idle(c))
+        client_free(b, c);
 }
 
 /* Frees a client entry that no job refers to (a rejected or NO_PUSH submit created it). */
 static void client_drop_unused(zf_broker_t *b, client_t *c)
 {
-    if (c->refs == 0) {
-        HASH_DEL(b->clients, c);
-        free(c);
-    }
+    if (client_idle(c))
+        client_free(b, c);
+}
+
+/* The tick's sweep: entries kept only until ZeroMQ had written what they were sent. */
+static void sweep_clients(zf_broker_t *b)
+{
+    client_t *c, *tmp;
+    HASH_ITER(hh, b->clients, c, tmp)
+    if (client_idle(c))
+        client_free(b, c);
 }
 
 static bool job_has_waiter(const job_t *j, const client_t *c)
@@ -205,6 +268,28 @@ static void job_clear_waiters(zf_broker_t *b, job_t *j)
     free(j->res->more);
     j->res->more = NULL;
     j->res->nmore = 0;
+}
+
+/* An unfinished job's payload counts against the queue's byte bound, and (with its waiter,
+   the connection that submitted or retried it) against that connection's share. */
+static void count_unfinished(zf_broker_t *b, job_t *j)
+{
+    b->payload_bytes += j->plen;
+    if (!j->waiter)
+        return; /* restored from the journal: nobody's share */
+    j->counted = true;
+    j->waiter->queued_jobs++;
+    j->waiter->queued_bytes += j->plen;
+}
+
+static void uncount_unfinished(zf_broker_t *b, job_t *j)
+{
+    b->payload_bytes -= j->plen;
+    if (!j->counted)
+        return;
+    j->counted = false;
+    j->waiter->queued_jobs--;
+    j->waiter->queued_bytes -= j->plen;
 }
 
 static void job_free(zf_broker_t *b, job_t *j)
@@ -329,6 +414,7 @@ static void dequeue(zf_broker_t *b, job_t *j)
 
 static void finalize(zf_broker_t *b, job_t *j, zf_state_t st);
 static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why);
+static void run_timer_follow(zf_broker_t *b, wrk_t *w);
 
 /* Sends the job to w under a new lease. On a failed send the job goes back to the front
    and the worker is dropped (it will be told to re-register when it speaks again). */
@@ -371,6 +457,8 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
     zf_journal_start(b->journal, j);
     w->leases[w->inflight++] = (lease_t){j->id, j->attempt, false};
     b->prefetching += w->inflight == 2;
+    if (w->inflight == 1) /* an idle worker starts it now; later leases wait their turn */
+        run_timer_follow(b, w);
     j->fn->running++;
     b->c.dispatched++;
     worker_relist(w);
@@ -471,6 +559,8 @@ static void lease_drop(zf_broker_t *b, wrk_t *w, uint32_t i)
     b->prefetching -= w->inflight == 2;
     memmove(&w->leases[i], &w->leases[i + 1], (w->inflight - i - 1) * sizeof w->leases[0]);
     w->inflight--;
+    if (i == 0) /* the worker now runs the next lease, from about now */
+        run_timer_follow(b, w);
 }
 
 static int lease_find(const wrk_t *w, uint64_t id, uint32_t attempt)
@@ -481,11 +571,12 @@ static int lease_find(const wrk_t *w, uint64_t id, uint32_t attempt)
     return -1;
 }
 
+/* A job a client or worker may name: a forgotten one (forgetting) is gone for them. */
 static job_t *job_find(zf_broker_t *b, uint64_t id)
 {
     job_t *j;
     HASH_FIND(hh, b->jobs, &id, sizeof id, j);
-    return j;
+    return j && !j->forgetting ? j : NULL;
 }
 
 /* True when (id, attempt) is the current lease of a running job held by w. */
@@ -495,6 +586,47 @@ static job_t *current_lease(zf_broker_t *b, wrk_t *w, uint64_t id, uint32_t atte
     if (!j || j->state != ZF_ST_RUNNING || j->worker != w || j->attempt != attempt)
         return NULL;
     return j;
+}
+
+/* ------------------------------------------------------------------ run timers */
+
+static uint32_t run_grace_ms(const zf_broker_t *b)
+{
+    return b->cfg.run_grace_ms ? b->cfg.run_grace_ms : b->cfg.heartbeat_ms * b->cfg.liveness;
+}
+
+static void run_timer_stop(zf_broker_t *b, wrk_t *w)
+{
+    if (w->rpos != ZF_HEAP_NONE)
+        zf_heap_remove(&b->runs, w->rpos);
+}
+
+static void run_timer_set(zf_broker_t *b, wrk_t *w, const lease_t *l, uint8_t stage, int64_t at)
+{
+    run_timer_stop(b, w);
+    w->run_id = l->id;
+    w->run_attempt = l->attempt;
+    w->run_stage = stage;
+    w->run_until = at;
+    if (zf_heap_push(&b->runs, w) < 0)
+        abort(); /* one slot per worker; out of memory here is fatal, as for the queues */
+}
+
+/* Points the run timer at the lease w runs now (leases[0]); call whenever that may have
+   changed. The timer of a lease that stays first runs on. An untimed job may run forever. */
+static void run_timer_follow(zf_broker_t *b, wrk_t *w)
+{
+    if (w->gone || w->inflight == 0) {
+        run_timer_stop(b, w);
+        return;
+    }
+    const lease_t *l = &w->leases[0];
+    if (w->rpos != ZF_HEAP_NONE && w->run_id == l->id && w->run_attempt == l->attempt)
+        return;
+    run_timer_stop(b, w);
+    job_t *j = current_lease(b, w, l->id, l->attempt);
+    if (j && j->timeout_ms)
+        run_timer_set(b, w, l, 0, zf_now_ms() + j->timeout_ms + run_grace_ms(b));
 }
 
 /* The attempt of a running job ended without a result (worker died, timed out). The job
@@ -518,6 +650,7 @@ static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
            w->info->devname, why, w->inflight);
     w->draining = true;
     worker_relist(w);
+    run_timer_stop(b, w);
     HASH_DEL(b->workers, w);
     DL_DELETE(b->alive, w);
     char cause[160];
@@ -569,21 +702,155 @@ static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
     }
 }
 
-/* Sends the result to one client; the output frame is shared, not copied. */
-static bool send_result(zf_broker_t *b, job_t *j, const void *rid, size_t rid_len, uint64_t tag)
+/* ------------------------------------------------------------------ unread bytes per client */
+
+/* An output sent to a client: the message ZeroMQ was given points into `ref`, a shared
+   reference to the stored output, so nothing is copied and an eviction from the store
+   cannot free bytes still queued. ZeroMQ's I/O thread calls sent_free once it has written
+   the message out (or dropped it): only that thread and this struct touch `flight` then. */
+typedef struct {
+    zmq_msg_t ref;
+    flight_t *flight;
+    size_t n;
+} sent_t;
+
+static void sent_free(void *data, void *hint)
+{
+    (void)data;
+    sent_t *s = hint;
+    flight_t *f = s->flight;
+    uint64_t left = atomic_fetch_sub(&f->bytes, s->n) - s->n;
+    if (left <= f->resume_at && atomic_exchange(&f->want_wake, false)) {
+        uint64_t one = 1; /* a held-back result can go now: wake the loop */
+        if (write(f->wake_fd, &one, sizeof one) < 0) {
+            /* a full eventfd is readable already */
+        }
+    }
+    zmq_msg_close(&s->ref);
+    flight_release(f);
+    free(s);
+}
+
+/* Sends the result to one client, its output frame shared, not copied, and counted in the
+   client's unread bytes until ZeroMQ has written it (small outputs only count against
+   the socket's message bound). */
+static bool send_result(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag)
 {
     zf_msg_t m;
     fill_result(&m, j, tag);
     zmq_msg_t out;
     zmq_msg_init(&out);
-    if (j->res)
+    size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
+    sent_t *s = n >= ZF_TRACKED_OUTPUT_MIN ? malloc(sizeof *s) : NULL;
+    if (s) {
+        zmq_msg_init(&s->ref);
+        zmq_msg_copy(&s->ref, &j->res->output);
+        s->flight = c->flight;
+        s->n = n;
+        atomic_fetch_add(&c->flight->refs, 1);
+        atomic_fetch_add(&c->flight->bytes, n);
+        zmq_msg_init_data(&out, zmq_msg_data(&s->ref), n, sent_free, s);
+    } else if (j->res) {
         zmq_msg_copy(&out, &j->res->output);
-    if (zf_wire_send_to(b->front, rid, rid_len, &m, &out) < 0) {
-        zmq_msg_close(&out);
+    }
+    if (zf_wire_send_to(b->front, c->rid, c->rid_len, &m, &out) < 0) {
+        zmq_msg_close(&out); /* (runs sent_free: the bytes are not unread after all) */
         b->c.undeliverable++;
         return false;
     }
     return true;
+}
+
+/* Holds a result back for c (see deliver). Returns false when even that is impossible
+   (out of memory): the result stays in the store for a GET. */
+static bool defer_result(zf_broker_t *b, client_t *c, const job_t *j, uint64_t tag, bool forget)
+{
+    if (c->dhead + c->ndeferred == c->dcap) {
+        if (c->dhead > 0) { /* slide the live part to the front before growing */
+            memmove(c->deferred, c->deferred + c->dhead, c->ndeferred * sizeof *c->deferred);
+            c->dhead = 0;
+        }
+        if (c->ndeferred == c->dcap) {
+            uint32_t cap = c->dcap ? c->dcap * 2 : 16;
+            deferred_t *d = realloc(c->deferred, cap * sizeof *d);
+            if (!d)
+                return false;
+            c->deferred = d;
+            c->dcap = cap;
+        }
+    }
+    c->deferred[c->dhead + c->ndeferred++] = (deferred_t){j->id, tag, forget};
+    if (c->ndeferred == 1)
+        DL_APPEND2(b->slow, c, slow_prev, slow_next);
+    b->c.results_held++;
+    return true; /* resume_client, at the end of this turn, arms the wake-up */
+}
+
+/* Would another `n` bytes pass the bound on what waits unread for c? One result always
+   fits when nothing else is queued, so a result larger than the bound still goes. */
+static bool over_buffer(const zf_broker_t *b, client_t *c, size_t n)
+{
+    uint64_t unread = atomic_load(&c->flight->bytes);
+    return c->ndeferred > 0 || (unread > 0 && unread + n > b->cfg.client_buffer_bytes);
+}
+
+/* Sends j's result to c now, or holds it back while c has too many bytes unread (a client
+   that never reads must not make the broker hold more than the bound for it: past that,
+   results stay in the store only). Returns true when it was sent. */
+static bool deliver(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag, bool forget)
+{
+    size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
+    if (n >= ZF_TRACKED_OUTPUT_MIN && over_buffer(b, c, n)) {
+        defer_result(b, c, j, tag, forget);
+        return false;
+    }
+    return send_result(b, j, c, tag);
+}
+
+static void forget_later(zf_broker_t *b, job_t *j);
+static bool is_dead_letter(const job_t *j);
+
+/* Sends what was held back for c, oldest first, while it fits under the bound; when the
+   next does not fit, asks ZeroMQ's I/O thread to wake the loop once enough is written
+   (flight_t.resume_at). A result evicted or retried meanwhile is skipped: a GET then
+   answers as for any evicted result. */
+static void resume_client(zf_broker_t *b, client_t *c)
+{
+    flight_t *f = c->flight;
+    while (c->ndeferred) {
+        deferred_t d = c->deferred[c->dhead];
+        job_t *j = job_find(b, d.id);
+        bool gone = !j || !zf_state_is_terminal(j->state) || j->result_pending;
+        if (!gone) {
+            size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
+            uint64_t unread = atomic_load(&f->bytes);
+            if (unread > 0 && unread + n > b->cfg.client_buffer_bytes) {
+                atomic_store(&f->resume_at, n >= b->cfg.client_buffer_bytes
+                                                ? 0 : b->cfg.client_buffer_bytes - n);
+                atomic_store(&f->want_wake, true);
+                /* the I/O thread may have written it all between the load and the store,
+                   and seen no wish to be woken: look again */
+                if (atomic_load(&f->bytes) <= atomic_load(&f->resume_at))
+                    continue;
+                return;
+            }
+        }
+        c->dhead++;
+        c->ndeferred--;
+        if (!gone && send_result(b, j, c, d.tag) && d.forget && !is_dead_letter(j))
+            forget_later(b, j);
+    }
+    c->dhead = 0;
+    atomic_store(&f->want_wake, false);
+    DL_DELETE2(b->slow, c, slow_prev, slow_next);
+}
+
+static void resume_slow_clients(zf_broker_t *b)
+{
+    for (client_t *c = b->slow, *next; c; c = next) {
+        next = c->slow_next;
+        resume_client(b, c);
+    }
 }
 
 /* ------------------------------------------------------------------ result store */
@@ -640,6 +907,40 @@ static void store_discard(zf_broker_t *b, job_t *j)
     job_free(b, j);
 }
 
+/* A FORGET job's result was pushed: it leaves the store and clients no longer see it, but
+   its FORGET record waits FORGET_DELAY_BEATS heartbeats (forget_due). ZeroMQ accepting the
+   RESULT does not mean it has left the process: it may sit in the connection's queue while
+   the client reads slowly, and a kill -9 then loses it. Until the record is written the
+   journal (and a compaction, which walks b->jobs) keeps the FINISH with its output, so a
+   restart brings the result back for GET/WAIT. What this holds is bounded like the store:
+   at most max_results jobs and result_store_bytes of output, or the oldest go early. */
+static void forget_later(zf_broker_t *b, job_t *j)
+{
+    store_drop(b, j);
+    j->forgetting = true;
+    j->seq = zf_now_ms(); /* when it was pushed (seq orders only queued jobs) */
+    DL_APPEND(b->forgetting, j);
+    b->nforgetting++;
+    b->forgetting_bytes += stored_bytes(j);
+    b->c.forgotten++;
+}
+
+/* Writes the FORGET records that are due (or over the bounds) and frees their jobs. */
+static void forget_due(zf_broker_t *b, int64_t now)
+{
+    int64_t delay = (int64_t)b->cfg.heartbeat_ms * FORGET_DELAY_BEATS;
+    job_t *j;
+    while ((j = b->forgetting) &&
+           (j->seq + delay <= now || b->nforgetting > b->cfg.max_results ||
+            b->forgetting_bytes > b->cfg.result_store_bytes)) {
+        DL_DELETE(b->forgetting, j);
+        b->nforgetting--;
+        b->forgetting_bytes -= stored_bytes(j);
+        zf_journal_forget(b->journal, j->id);
+        job_free(b, j);
+    }
+}
+
 /* A kept job may go once its result has been pushed and its acceptance sent. */
 static bool evictable(const job_t *j)
 {
@@ -680,6 +981,7 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
         dequeue(b, j);
     if (j->tpos != ZF_HEAP_NONE)
         zf_heap_remove(&b->deadlines, j->tpos);
+    uncount_unfinished(b, j); /* before the payload goes, and while the waiter is there */
     j->state = (uint8_t)st;
     j->worker = NULL;
     j->finished_ms = zf_now_ms();
@@ -732,7 +1034,7 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
     zf_msg_init(&m, ZF_CMD_STATUS);
     zf_msg_set_u64(&m, ZF_F_TAG, tag);
     zf_msg_set_u64(&m, ZF_F_ID, j->id);
-    zf_msg_set_u64(&m, ZF_F_STATUS, j->state);
+    zf_msg_set_u64(&m, ZF_F_STATUS, j->result_pending ? ZF_ST_RUNNING : j->state);
     zf_msg_set_u64(&m, ZF_F_ATTEMPT, attempts_used(j));
     zf_msg_set_str(&m, ZF_F_FN, j->fn->name);
     if (j->res) {
@@ -748,62 +1050,155 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
         b->c.undeliverable++;
 }
 
-static void push_results(zf_broker_t *b);
+static void push_results(zf_broker_t *b, job_t *sends);
+
+/* "journal unavailable: no space left on device": the text of every EJOURNAL answer. */
+static const char *journal_text(zf_broker_t *b, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s: %s", zf_error_name(ZF_EJOURNAL),
+             strerror(zf_journal_error(b->journal)));
+    return buf;
+}
+
+/* Takes j out of the list of results waiting for the commit. */
+static void send_unlink(zf_broker_t *b, job_t *j)
+{
+    for (job_t **p = &b->send_head; *p; p = &(*p)->send_next)
+        if (*p == j) {
+            *p = j->send_next;
+            if (b->send_tail == &j->send_next)
+                b->send_tail = p;
+            j->send_next = NULL;
+            return;
+        }
+}
+
+/* The commit that held this turn's ACCEPT records failed: those jobs were never
+   acknowledged, never placed (with a journal a job is placed only once it is durable), and
+   the journal dropped their records, so each is rejected with EJOURNAL and freed. */
+static void reject_unjournaled(zf_broker_t *b)
+{
+    char text[128];
+    journal_text(b, text, sizeof text);
+    for (job_t *j = b->ack_head, *next; j; j = next) {
+        next = j->ack_next;
+        if (j->waiter) {
+            zf_msg_t m;
+            zf_msg_init(&m, ZF_CMD_REJECTED);
+            zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
+            zf_msg_set_u64(&m, ZF_F_CODE, ZF_EJOURNAL);
+            zf_msg_set_str(&m, ZF_F_TEXT, text);
+            if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
+                b->c.undeliverable++;
+        }
+        b->c.rejected[ZF_EJOURNAL]++;
+        b->c.accepted--;
+        if (zf_state_is_terminal(j->state)) { /* cancelled or expired in the same turn */
+            b->c.finished[j->state]--;
+            j->result_pending = false;
+            send_unlink(b, j);
+            store_drop(b, j);
+        } else {
+            uncount_unfinished(b, j);
+        }
+        job_free(b, j);
+    }
+    b->ack_head = NULL;
+    b->ack_tail = &b->ack_head;
+    b->unplaced = 0;
+}
 
 /* Acceptances and results wait for the journal's group commit; they go out once per loop
    turn. The commit runs every turn, acceptances or not, so that START and FINISH records
-   reach the file too (it costs one comparison when the turn appended nothing). */
+   reach the file too (it costs one comparison when the turn appended nothing). With a
+   journal, accepted jobs are placed here, after the commit that holds their ACCEPT: a job
+   that a failed commit could take back is never dispatched. */
 static void flush_turn(zf_broker_t *b)
 {
-    if (zf_journal_commit(b->journal) < 0)
-        return; /* logged by the journal; the acceptances wait for a commit that succeeds */
+    int64_t now = zf_now_ms();
+    zf_journal_recover(b->journal, now, b->jobs); /* no-op unless the journal is down */
+    if (zf_journal_commit(b->journal) < 0) {
+        /* logged by the journal; results wait for a commit (the recovering snapshot) */
+        reject_unjournaled(b);
+        return;
+    }
+    /* the results whose FINISH records that commit held; results of jobs placed below
+       (a deadline already passed) wait for the next commit */
+    job_t *sends = b->send_head;
+    b->send_head = NULL;
+    b->send_tail = &b->send_head;
     for (job_t *j = b->ack_head, *next; j; j = next) {
         next = j->ack_next;
         j->ack_next = NULL;
         j->acked = true;
-        if (!j->waiter)
-            continue; /* NO_PUSH submit with the client gone: nothing to tell */
-        zf_msg_t m;
-        zf_msg_init(&m, ZF_CMD_ACCEPTED);
-        zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
-        zf_msg_set_u64(&m, ZF_F_ID, j->id);
-        if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
-            b->c.undeliverable++;
+        if (j->waiter) { /* else a NO_PUSH submit with the client gone: nothing to tell */
+            zf_msg_t m;
+            zf_msg_init(&m, ZF_CMD_ACCEPTED);
+            zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
+            zf_msg_set_u64(&m, ZF_F_ID, j->id);
+            if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
+                b->c.undeliverable++;
+        }
+        if (b->journal && !zf_state_is_terminal(j->state))
+            place(b, j, false);
     }
     b->ack_head = NULL;
     b->ack_tail = &b->ack_head;
-    push_results(b); /* after the acceptances: a client hears ACCEPTED before the RESULT */
+    b->unplaced = 0;
+    push_results(b, sends); /* after the acceptances: a client hears ACCEPTED first */
+    resume_slow_clients(b);
+    forget_due(b, now);
     /* every turn, not only on the tick: the byte bound must hold while results stream in */
-    evict_results(b, zf_now_ms());
+    evict_results(b, now);
 }
 
-/* Pushes the results of the jobs that ended this turn to their waiters. */
-static void push_results(zf_broker_t *b)
+/* Pushes the results in the list `sends` (linked through send_next) to their waiters. */
+static void push_results(zf_broker_t *b, job_t *sends)
 {
-    for (job_t *j = b->send_head, *next; j; j = next) {
+    for (job_t *j = sends, *next; j; j = next) {
         next = j->send_next;
         j->send_next = NULL;
         j->result_pending = false;
         bool pushed = false;
         if (j->waiter && !j->no_push)
-            pushed = send_result(b, j, j->waiter->rid, j->waiter->rid_len, j->tag);
+            pushed = deliver(b, j, j->waiter, j->tag, j->forget);
         for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
-            send_result(b, j, j->res->more[i]->rid, j->res->more[i]->rid_len, j->tag);
+            deliver(b, j, j->res->more[i], j->tag, false);
         job_clear_waiters(b, j);
         /* FORGET: the submitter has its result (ZeroMQ took it for a connected peer), so the
            store need not keep it. A failed push leaves it for GET under the usual bounds; a
            dead letter stays for inspection and retry. j->waiter was the submitter: a job
            that had a RETRY, or came back from the journal, has no FORGET. */
-        if (j->forget && pushed && !is_dead_letter(j)) {
-            b->c.forgotten++;
-            store_discard(b, j);
-        }
+        if (j->forget && pushed && !is_dead_letter(j))
+            forget_later(b, j);
     }
-    b->send_head = NULL;
-    b->send_tail = &b->send_head;
 }
 
 /* ------------------------------------------------------------------ client commands */
+
+/* The bound a new job of plen payload bytes from c would pass, as a rejection text, or
+   NULL. Besides the broker-wide and per-function bounds, one connection may hold only
+   part of the queue, so that a client that floods it leaves room for the others. */
+static const char *over_queue_bound(const zf_broker_t *b, const client_t *c, const fnq_t *fn,
+                                    size_t plen, char *text, size_t cap)
+{
+    const zf_broker_config_t *k = &b->cfg;
+    if (fn->queued >= k->max_queued_per_fn)
+        return "queue full (function limit)";
+    if (b->payload_bytes + plen > k->max_queued_bytes)
+        snprintf(text, cap, "queue full: unfinished jobs would hold more than %llu payload "
+                 "bytes (broker limit)", (unsigned long long)k->max_queued_bytes);
+    else if (c->queued_jobs >= k->max_queued_per_client)
+        snprintf(text, cap, "queue full for this connection: %llu unfinished jobs (limit per "
+                 "client)", (unsigned long long)c->queued_jobs);
+    else if (c->queued_bytes + plen > k->max_queued_bytes_per_client)
+        snprintf(text, cap, "queue full for this connection: its unfinished jobs would hold "
+                 "more than %llu payload bytes (limit per client)",
+                 (unsigned long long)k->max_queued_bytes_per_client);
+    else
+        return NULL;
+    return text;
+}
 
 static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg_t *payload)
 {
@@ -823,7 +1218,10 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     if ((m->flags & ZF_FLAG_FORGET) && (m->flags & ZF_FLAG_NO_PUSH))
         return reject(b, rid, m->tag, ZF_EBADARG,
                       "forget needs the result pushed to this connection (not with no_push)");
-    if (b->queued >= b->cfg.max_queued)
+    char jtext[128];
+    if (zf_journal_error(b->journal)) /* before any allocation: refusals cost nothing */
+        return reject(b, rid, m->tag, ZF_EJOURNAL, journal_text(b, jtext, sizeof jtext));
+    if (b->queued + b->unplaced >= b->cfg.max_queued)
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (broker limit)");
     fnq_t *fn = fn_get(b, m->fn, false);
     if (!fn && HASH_COUNT(b->fns) >= ZF_MAX_FN_QUEUES)
@@ -840,10 +1238,12 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         free(j);
         return reject(b, rid, m->tag, ZF_EINTERNAL, "out of memory");
     }
-    if (fn->queued >= b->cfg.max_queued_per_fn) {
+    char why[160];
+    const char *full = over_queue_bound(b, c, fn, plen, why, sizeof why);
+    if (full) {
         free(j);
         client_drop_unused(b, c);
-        return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "queue full (function limit)");
+        return reject(b, rid, m->tag, ZF_EQUEUE_FULL, full);
     }
     if (inl) {
         memcpy(j->inline_payload, zmq_msg_data(payload), inl);
@@ -853,7 +1253,20 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         client_drop_unused(b, c);
         return reject(b, rid, m->tag, ZF_EINTERNAL, "out of memory");
     }
-    j->id = b->next_id++;
+    /* An id already taken is skipped: only a journal restored without its ids files (copied
+       elsewhere) can hold one, and then with odds of about 2^-53 per live job. */
+    do
+        j->id = zf_ids_next(b->ids);
+    while (j->id && job_find(b, j->id));
+    if (!j->id) {
+        char text[128];
+        snprintf(text, sizeof text, "journal unavailable: cannot reserve job ids: %s",
+                 strerror(errno));
+        zf_job_drop_payload(j);
+        free(j);
+        client_drop_unused(b, c);
+        return reject(b, rid, m->tag, ZF_EJOURNAL, text);
+    }
     j->fn = fn;
     j->priority = m->priority;
     j->device = (uint8_t)m->device;
@@ -864,6 +1277,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     int64_t accepted_ms = zf_now_ms();
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     job_add_waiter(j, c);
+    count_unfinished(b, j);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
@@ -875,7 +1289,10 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         j->deadline_at = accepted_ms + m->deadline_ms;
         zf_heap_push(&b->deadlines, j);
     }
-    place(b, j, false);
+    if (!b->journal)
+        place(b, j, false); /* nothing to wait for; with a journal, flush_turn places it */
+    else
+        b->unplaced++;
 }
 
 static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
@@ -884,8 +1301,15 @@ static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (!j)
         return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EUNKNOWN_JOB,
                            "unknown job (never accepted, or its result expired)");
-    if (zf_state_is_terminal(j->state)) {
-        send_result(b, j, zmq_msg_data(rid), zmq_msg_size(rid), m->tag);
+    /* A result whose FINISH record is not committed yet (the journal is down) is not told:
+       a crash could still take it back. Until then the job reads as running, and a WAIT is
+       pushed the result with the others once it is durable. */
+    if (zf_state_is_terminal(j->state) && !j->result_pending) {
+        client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
+        if (!c)
+            return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EINTERNAL, "out of memory");
+        deliver(b, j, c, m->tag, false);
+        client_drop_unused(b, c);
         return;
     }
     if (m->cmd == ZF_CMD_WAIT) {
@@ -923,6 +1347,10 @@ static void on_cancel(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         zf_msg_set_u64(&c, ZF_F_ATTEMPT, j->attempt);
         zf_wire_send_to(b->back, w->rid, w->rid_len, &c, NULL);
         j->fn->running--;
+        /* if it is the lease being run, the worker must answer within a grace or be
+           removed as wedged: jobs queued behind it in the worker wait for that answer */
+        if (w->inflight && w->leases[0].id == j->id && w->leases[0].attempt == j->attempt)
+            run_timer_set(b, w, &w->leases[0], 1, zf_now_ms() + run_grace_ms(b));
     }
     job_note(j, "cancelled by request");
     finalize(b, j, ZF_ST_CANCELLED);
@@ -944,8 +1372,21 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (j->result_pending) /* its `lost` result is still being pushed, this very turn */
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_ESTATE,
                            "the job has only just ended; retry again");
-    if (b->queued >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn)
+    if (b->queued >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn ||
+        b->payload_bytes + j->plen > b->cfg.max_queued_bytes)
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EQUEUE_FULL, "queue full");
+    /* Journaled and committed before anything changes (a retry is rare: its own fsync), so
+       a failed commit leaves the dead letter as it was and nothing unjournaled runs. The
+       record says what the requeued job will be: its deadline is cleared (below). */
+    char jtext[128];
+    int64_t deadline = j->deadline_at;
+    j->deadline_at = 0;
+    zf_journal_accept(b->journal, j);
+    if (zf_journal_commit(b->journal) < 0) {
+        j->deadline_at = deadline;
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EJOURNAL,
+                           journal_text(b, jtext, sizeof jtext));
+    }
     store_drop(b, j); /* before its state changes: stored_bytes depends on it */
     /* The payload was released at the terminal state; the journal keeps it only until then,
        so a retry needs it in memory: dead jobs keep theirs (see finalize). */
@@ -963,7 +1404,7 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
     if (c)
         job_add_waiter(j, c);
-    zf_journal_accept(b->journal, j);
+    count_unfinished(b, j);
     place(b, j, false);
     reply_ok(b, rid, m->tag, "requeued");
 }
@@ -1056,7 +1497,7 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     int64_t now = zf_now_ms();
     msgpack_pack_map(&pk, 4);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 18);
+    msgpack_pack_map(&pk, 27);
     pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
     pk_kv_u64(&pk, "submitted", b->c.submitted);
     pk_kv_u64(&pk, "accepted", b->c.accepted);
@@ -1068,12 +1509,24 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     pk_kv_u64(&pk, "dead_letters", b->ndead);
     pk_kv_u64(&pk, "result_bytes", b->result_bytes);
     pk_kv_u64(&pk, "forgotten", b->c.forgotten);
+    pk_kv_u64(&pk, "forget_pending", b->nforgetting);
+    pk_kv_u64(&pk, "journal_ok", b->journal && zf_journal_error(b->journal) ? 0 : 1);
+    pk_kv_u64(&pk, "journal_errors", zf_journal_failures(b->journal));
     pk_kv_u64(&pk, "malformed_client", b->c.malformed_client);
     pk_kv_u64(&pk, "malformed_worker", b->c.malformed_worker);
     pk_kv_u64(&pk, "stale_results", b->c.stale_results);
     pk_kv_u64(&pk, "stale_progress", b->c.stale_progress);
     pk_kv_u64(&pk, "workers_lost", b->c.workers_lost);
     pk_kv_u64(&pk, "undeliverable", b->c.undeliverable);
+    pk_kv_u64(&pk, "obituaries_refused", b->c.obituaries_refused);
+    pk_kv_u64(&pk, "run_timeouts", b->c.run_timeouts);
+    pk_kv_u64(&pk, "stalls", b->c.stalls);
+    pk_kv_u64(&pk, "queued_bytes", b->payload_bytes);
+    pk_kv_u64(&pk, "results_held", b->c.results_held);
+    uint64_t slow = 0;
+    for (client_t *c = b->slow; c; c = c->slow_next)
+        slow++;
+    pk_kv_u64(&pk, "clients_slow", slow);
     pk_str(&pk, "rejected");
     msgpack_pack_map(&pk, ZF__ECOUNT - 1);
     for (int e = 1; e < ZF__ECOUNT; e++)
@@ -1157,6 +1610,8 @@ static void client_message(zf_broker_t *b, zf_frames_t *f)
         zf_msg_t p;
         zf_msg_init(&p, ZF_CMD_PONG);
         zf_msg_set_u64(&p, ZF_F_TAG, m.tag);
+        /* so a client refuses a larger payload itself instead of being disconnected */
+        zf_msg_set_u64(&p, ZF_F_MAXPAYLOAD, b->cfg.max_payload);
         zf_wire_send(b->front, rid, &p, NULL);
         break;
     }
@@ -1206,6 +1661,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     memcpy(w->rid, zmq_msg_data(rid), w->rid_len);
     w->kind = (uint8_t)m->device;
     w->list = LIST_NONE;
+    w->rpos = ZF_HEAP_NONE;
     w->devindex = m->devindex;
     w->devmem = m->devmem;
     w->credits = m->credits ? m->credits : 1;
@@ -1218,6 +1674,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
                  (unsigned long long)(zf_random64() % 100000));
     zf_str_copy(info->devname, sizeof info->devname, m->devname);
     zf_str_copy(w->model, sizeof w->model, m->text);
+    zf_str_copy(w->supervisor, sizeof w->supervisor, m->supervisor);
     w->info = info;
     w->slots = slots;
     for (uint32_t i = 0; i < m->nfunctions; i++) {
@@ -1327,19 +1784,54 @@ static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
     }
 }
 
+/* The routing id as lower-case hex, as a fleet supervisor names itself in its workers'
+   READY; "" when it would not fit out (a supervisor id is at most 32 bytes). */
+static void rid_hex(const zmq_msg_t *rid, char *out, size_t cap)
+{
+    const unsigned char *p = zmq_msg_data((zmq_msg_t *)rid);
+    size_t n = zmq_msg_size((zmq_msg_t *)rid);
+    out[0] = 0;
+    if (2 * n + 1 > cap)
+        return;
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", p[i]);
+}
+
+/* May the peer `rid` report w's death? Only w itself, or the supervisor its READY named:
+   anyone else who can reach the worker port could otherwise move w's jobs to a worker of
+   its own. */
+static bool may_bury(const wrk_t *w, const zmq_msg_t *rid, const char *rid_hexed)
+{
+    if (zmq_msg_size((zmq_msg_t *)rid) == w->rid_len &&
+        !memcmp(zmq_msg_data((zmq_msg_t *)rid), w->rid, w->rid_len))
+        return true;
+    return w->supervisor[0] && !strcmp(w->supervisor, rid_hexed);
+}
+
 /* A fleet supervisor saw one of its workers die: remove it now, with the real cause,
    instead of waiting for its heartbeats to run out. */
-static void on_obituary(zf_broker_t *b, const zf_msg_t *m)
+static void on_obituary(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
-    char name[ZF_NAME_MAX + 1], cause[ZF_TEXT_MAX + 1];
+    char name[ZF_NAME_MAX + 1], cause[ZF_TEXT_MAX + 1], sender[sizeof ((wrk_t *)0)->supervisor];
     zf_str_copy(name, sizeof name, m->worker);
     zf_str_copy(cause, sizeof cause, m->text);
-    for (wrk_t *w = b->workers; w; w = w->hh.next)
-        if (!strcmp(w->info->name, name)) {
-            b->c.workers_lost++;
-            worker_remove(b, w, cause);
-            return;
+    rid_hex(rid, sender, sizeof sender);
+    for (wrk_t *w = b->workers; w; w = w->hh.next) {
+        if (strcmp(w->info->name, name))
+            continue;
+        if (!may_bury(w, rid, sender)) {
+            /* powers of two only: a flood of forgeries must not flood the log */
+            uint64_t n = ++b->c.obituaries_refused;
+            if ((n & (n - 1)) == 0)
+                zf_log(ZF_LOG_WARN, "obituary for worker %s refused: not from its supervisor "
+                                    "(%llu refused so far)",
+                       name, (unsigned long long)n);
+            continue;
         }
+        b->c.workers_lost++;
+        worker_remove(b, w, cause);
+        return;
+    }
 }
 
 static void worker_message(zf_broker_t *b, zf_frames_t *f)
@@ -1365,7 +1857,7 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
     if (m.cmd == ZF_CMD_READY)
         return on_ready(b, rid, w, &m);
     if (m.cmd == ZF_CMD_OBITUARY)
-        return on_obituary(b, &m);
+        return on_obituary(b, rid, &m);
     if (!w) {
         /* A worker we do not know (we restarted, or declared it dead): its results are
            stale by definition; it must register again. */
@@ -1404,12 +1896,72 @@ static int64_t expiry_ms(zf_broker_t *b)
     return (int64_t)b->cfg.heartbeat_ms * b->cfg.liveness;
 }
 
+/* w's current lease outlived its timer (see wrk_t.run_until). */
+static void run_expired(zf_broker_t *b, wrk_t *w, int64_t now)
+{
+    char why[160];
+    if (w->run_stage == 1) {
+        snprintf(why, sizeof why, "wedged: lease (%llu, %u) unanswered %u ms after the broker "
+                 "ended it", (unsigned long long)w->run_id, w->run_attempt, run_grace_ms(b));
+        b->c.workers_lost++;
+        worker_remove(b, w, why);
+        return;
+    }
+    b->c.run_timeouts++;
+    zf_msg_t c;
+    zf_msg_init(&c, ZF_CMD_WCANCEL);
+    zf_msg_set_u64(&c, ZF_F_ID, w->run_id);
+    zf_msg_set_u64(&c, ZF_F_ATTEMPT, w->run_attempt);
+    zf_wire_send_to(b->back, w->rid, w->rid_len, &c, NULL);
+    /* A worker enforces its own timeout and leaves after reporting it; one that is still
+       silent is wedged or lying: it gets no more work, and one grace to answer. */
+    w->draining = true;
+    worker_relist(w);
+    lease_t l = w->leases[0];
+    run_timer_set(b, w, &l, 1, now + run_grace_ms(b));
+    job_t *j = current_lease(b, w, l.id, l.attempt);
+    if (!j)
+        return;
+    zf_log(ZF_LOG_WARN, "job %llu: no result from worker %s within its run timeout (%u ms) + "
+           "%u ms: attempt %u ended by the broker", (unsigned long long)j->id, w->info->name,
+           j->timeout_ms, run_grace_ms(b), j->attempt);
+    snprintf(why, sizeof why, "no result from worker %s within the run timeout of %u ms + %u ms "
+             "grace (ended by the broker)", w->info->name, j->timeout_ms, run_grace_ms(b));
+    attempt_failed(b, j, ZF_ST_TIMED_OUT, why);
+}
+
+/* A turn far later than planned (the process was stopped, or a sync or a swap-in took
+   seconds): the workers' silence during it is the broker's, not theirs. Each gets a fresh
+   liveness window, and run timers move on by the stall. The threshold is well above a busy
+   turn, so a broker that is merely loaded still expires dead workers. */
+static void check_stall(zf_broker_t *b, int64_t now)
+{
+    int64_t late = b->last_timers_ms ? now - b->last_timers_ms - b->poll_wait_ms : 0;
+    b->last_timers_ms = now;
+    int64_t threshold = expiry_ms(b) / 2 > b->cfg.heartbeat_ms ? expiry_ms(b) / 2 : b->cfg.heartbeat_ms;
+    if (late <= threshold)
+        return;
+    b->c.stalls++;
+    zf_log(ZF_LOG_WARN, "the event loop ran %lld ms late (the broker was stopped, or blocked): "
+           "%u worker(s) get a fresh liveness window", (long long)late, HASH_COUNT(b->workers));
+    for (wrk_t *w = b->alive; w; w = w->next)
+        w->last_recv_ms = now; /* all equal: the liveness list stays in order */
+    for (uint32_t i = 0; i < b->runs.n; i++) /* a uniform shift keeps the heap a heap */
+        ((wrk_t *)b->runs.v[i])->run_until += late;
+}
+
 static void run_timers(zf_broker_t *b)
 {
     int64_t now = zf_now_ms();
+    check_stall(b, now);
     while (b->alive && b->alive->last_recv_ms + expiry_ms(b) <= now) {
         b->c.workers_lost++;
         worker_remove(b, b->alive, "no heartbeat");
+    }
+    wrk_t *rw;
+    while ((rw = zf_heap_top(&b->runs)) && rw->run_until <= now) {
+        zf_heap_pop(&b->runs);
+        run_expired(b, rw, now);
     }
     job_t *j;
     while ((j = zf_heap_top(&b->deadlines)) && j->deadline_at <= now) {
@@ -1426,6 +1978,7 @@ static void run_timers(zf_broker_t *b)
             zf_wire_send_to(b->back, w->rid, w->rid_len, &m, NULL);
         }
         evict_results(b, now);
+        sweep_clients(b);
         zf_journal_tick(b->journal, now, b->jobs);
         b->next_tick_ms = now + b->cfg.heartbeat_ms;
     }
@@ -1440,6 +1993,9 @@ static long poll_timeout(zf_broker_t *b)
     job_t *j = zf_heap_top(&b->deadlines);
     if (j && j->deadline_at < next)
         next = j->deadline_at;
+    wrk_t *w = zf_heap_top(&b->runs);
+    if (w && w->run_until < next)
+        next = w->run_until;
     long wait = next <= now ? 0 : (long)(next - now);
     long sync_in = zf_journal_due_ms(b->journal, now); /* an interval fsync coming due */
     return sync_in >= 0 && sync_in < wait ? sync_in : wait;
@@ -1459,12 +2015,15 @@ static int drain(zf_broker_t *b, void *sock, void (*handle)(zf_broker_t *, zf_fr
 
 int zf_broker_run(zf_broker_t *b)
 {
-    zmq_pollitem_t items[3] = {
-        {b->front, 0, ZMQ_POLLIN, 0}, {b->back, 0, ZMQ_POLLIN, 0}, {NULL, b->sigfd, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[4] = {{b->front, 0, ZMQ_POLLIN, 0},
+                               {b->back, 0, ZMQ_POLLIN, 0},
+                               {NULL, b->sigfd, ZMQ_POLLIN, 0},
+                               {NULL, b->wake_fd, ZMQ_POLLIN, 0}};
     zf_log(ZF_LOG_INFO, "ready: clients on %s, workers on %s, heartbeat %u ms x %u",
            b->cfg.client_ep, b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
     while (!b->stop) {
-        if (zmq_poll(items, 3, poll_timeout(b)) < 0 && errno != EINTR) {
+        b->poll_wait_ms = poll_timeout(b);
+        if (zmq_poll(items, 4, b->poll_wait_ms) < 0 && errno != EINTR) {
             zf_log(ZF_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
             return -1;
         }
@@ -1473,6 +2032,10 @@ int zf_broker_run(zf_broker_t *b)
             if (read(b->sigfd, &si, sizeof si) == sizeof si)
                 zf_log(ZF_LOG_INFO, "signal %u: stopping", si.ssi_signo);
             b->stop = true;
+        }
+        uint64_t woken;
+        if ((items[3].revents & ZMQ_POLLIN) && read(b->wake_fd, &woken, sizeof woken) < 0) {
+            /* EAGAIN: another turn read it; the held-back results go in flush_turn */
         }
         if (drain(b, b->back, worker_message) < 0 || drain(b, b->front, client_message) < 0)
             return -1;
@@ -1486,6 +2049,15 @@ int zf_broker_run(zf_broker_t *b)
 
 /* ------------------------------------------------------------------ life cycle */
 
+/* A quarter of the machine's memory (at least 64 MiB): payloads waiting for workers must
+   leave room for the results, the journal's buffers and everything else on the host. */
+static uint64_t default_queued_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 4ull << 30;
+    return mem / 4 > (64ull << 20) ? mem / 4 : 64ull << 20;
+}
+
 void zf_broker_config_defaults(zf_broker_config_t *cfg)
 {
     *cfg = (zf_broker_config_t){
@@ -1495,6 +2067,8 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
         .liveness = 3,
         .max_queued = 2000000,
         .max_queued_per_fn = 2000000,
+        .max_queued_bytes = default_queued_bytes(),
+        .client_buffer_bytes = 64ull << 20,
         .max_payload = 64ull << 20,
         .max_results = 100000,
         .result_store_bytes = 1ull << 30,
@@ -1503,7 +2077,7 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
         .max_dead = 10000,
         .fsync = ZF_FSYNC_ALWAYS,
         .fsync_interval_ms = 10,
-        .result_max_bytes = 1 << 20,
+        .result_max_bytes = ZF_RESULT_MAX_FOLLOW,
     };
 }
 
@@ -1549,16 +2123,19 @@ static void restore_job(void *arg, job_t *j)
     j->qpos = j->tpos = ZF_HEAP_NONE;
     j->acked = true;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
-    if (j->id >= b->next_id)
-        b->next_id = j->id + 1;
     if (zf_state_is_terminal(j->state)) {
         if (!j->finished_ms)
             j->finished_ms = zf_now_ms();
+        /* Only a replay makes this state; counted so that stats show results whose output
+           this run could not give back (never among the successes). */
+        if (j->state == ZF_ST_OUTPUT_LOST)
+            b->c.finished[ZF_ST_OUTPUT_LOST]++;
         store_keep(b, j); /* over a bound, the first loop turn evicts the oldest */
         return;
     }
     if (j->deadline_at)
         zf_heap_push(&b->deadlines, j);
+    count_unfinished(b, j);
     place(b, j, false);
 }
 
@@ -1574,21 +2151,26 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     if (!b)
         return NULL;
     b->cfg = *cfg;
+    if (!b->cfg.max_queued_per_client)
+        b->cfg.max_queued_per_client = b->cfg.max_queued / 2 ? b->cfg.max_queued / 2 : 1;
+    if (!b->cfg.max_queued_bytes_per_client)
+        b->cfg.max_queued_bytes_per_client = b->cfg.max_queued_bytes / 2;
     b->ack_tail = &b->ack_head;
     b->send_tail = &b->send_head;
     zf_heap_init(&b->deadlines, deadline_less, job_settpos);
-    /* Ids never repeat across restarts, journal or not: they start above the wall clock in
-       units of 1/65536 ms, far faster than jobs can be accepted. */
-    b->next_id = ((uint64_t)zf_wall_ms() << 16) + 1;
+    zf_heap_init(&b->runs, run_less, run_setpos);
     b->started_ms = b->next_tick_ms = zf_now_ms();
     b->sigfd = open_signalfd();
+    b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     b->ctx = zmq_ctx_new();
-    if (b->sigfd < 0 || !b->ctx)
+    if (b->sigfd < 0 || b->wake_fd < 0 || !b->ctx)
         goto fail;
     if (cfg->data_dir) {
         zf_journal_opts_t jo = {.policy = cfg->fsync,
                                 .interval_ms = cfg->fsync_interval_ms,
-                                .result_max_bytes = cfg->result_max_bytes,
+                                .result_max_bytes = cfg->result_max_bytes == ZF_RESULT_MAX_FOLLOW
+                                                        ? cfg->result_store_bytes
+                                                        : cfg->result_max_bytes,
                                 .compact_min_bytes = cfg->compact_min_bytes};
         if (b->cfg.max_payload > ZF_JOURNAL_MAX_PAYLOAD) {
             zf_log(ZF_LOG_WARN, "journal: payloads limited to %llu bytes (a record's length "
@@ -1601,6 +2183,10 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
         if (zf_journal_replay(b->journal, restore_job, restore_fn, b) < 0)
             goto fail;
     }
+    /* after the journal: it creates the directory and holds its lock */
+    b->ids = zf_ids_new(cfg->data_dir);
+    if (!b->ids)
+        goto fail;
     b->front = bind_router(b, cfg->client_ep, "client");
     b->back = b->front ? bind_router(b, cfg->worker_ep, "worker") : NULL;
     if (!b->back)
@@ -1618,6 +2204,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
         return;
     *self_p = NULL;
     zf_journal_close(&b->journal);
+    zf_ids_destroy(&b->ids);
     while (b->workers)
         worker_remove(b, b->workers, "broker stopping");
     bury_workers(b);
@@ -1633,13 +2220,19 @@ void zf_broker_destroy(zf_broker_t **self_p)
         free(f);
     }
     zf_heap_release(&b->deadlines);
+    zf_heap_release(&b->runs);
     if (b->front)
         zmq_close(b->front);
     if (b->back)
         zmq_close(b->back);
     if (b->ctx)
-        zmq_ctx_term(b->ctx);
+        zmq_ctx_term(b->ctx); /* after this, ZeroMQ has released every message it held */
+    client_t *c, *ctmp;
+    HASH_ITER(hh, b->clients, c, ctmp)
+    client_free(b, c);
     if (b->sigfd >= 0)
         close(b->sigfd);
+    if (b->wake_fd >= 0)
+        close(b->wake_fd);
     free(b);
 }

@@ -7,7 +7,11 @@
       on disk yet, so an acceptance in it must not be acknowledged;
     - under ZF_FSYNC_ALWAYS, `unsynced` is false whenever zf_journal_commit has returned 0;
     - compaction writes the broker's in-memory state, which already reflects every record in
-      `pend`: after a compaction `pend` is empty and the new file is synced.
+      `pend`: after a compaction `pend` is empty and the new file is synced;
+    - while `down` (a write or sync failed) nothing is appended and `pend` is empty: the
+      file's contents past the last good sync are unknown, so the only way back is a
+      snapshot of the in-memory state (zf_journal_recover), which holds everything the
+      dropped records said. A failed sync never aborts the process.
 
     CRC-32 comes from zlib (crc32()): a well-kept Debian library (libz-dev), fast (it uses
     the CPU's carry-less multiply where there is one) and the checksum every tool can check.
@@ -23,6 +27,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -34,9 +40,13 @@
 #define FLUSH_BYTES (1u << 20)     /* compaction writes in chunks of about this much */
 #define KEEP_BUF_BYTES (16u << 20) /* a pending buffer larger than this is freed when empty */
 #define WINFO_CACHE 64             /* distinct workers shared by restored results */
+#define RETRY_MS 250               /* a journal that is down tries a snapshot this often, */
+#define RETRY_MAX_MS 2000          /* doubling while the disk has no room for one, up to this */
 
 enum { REC_ACCEPT = 1, REC_START = 2, REC_FINISH = 3, REC_FORGET = 4 };
-enum { FIN_OUTPUT_CUT = 1 }; /* FINISH flags: output longer than result_max_bytes */
+/* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
+   journal written before 2026-12 holds its first result_max_bytes; they are ignored). */
+enum { FIN_OUTPUT_CUT = 1 };
 
 /* Fixed part of each record body, for size estimates. */
 #define ACCEPT_FIXED (8 + 4 + 4 + 1 + 1 + 4 + 8 + 8 + 1 + 4)
@@ -51,14 +61,18 @@ typedef struct {
 
 struct zf_journal {
     zf_journal_opts_t o;
-    char *path, *tmp; /* DIR/journal and DIR/journal.compact */
+    char *dir, *path, *tmp; /* DIR, DIR/journal and DIR/journal.compact */
     int fd, dirfd;
     jbuf_t pend;   /* records appended since the last commit */
     uint64_t size; /* bytes in the file, all of them whole records */
     bool unsynced; /* written since the last fdatasync */
     int64_t last_sync_ms;
     uint64_t check_at; /* file size at which compaction is next considered */
-    int last_errno;    /* of the last failed write: a failure is logged once */
+    int down;          /* errno of the write or sync that failed; 0 while writable */
+    int64_t retry_at;  /* while down: when zf_journal_recover tries the next snapshot */
+    int64_t retry_ms;  /* and the wait after that one */
+    uint64_t failures; /* writes and syncs that failed (each took the journal down) */
+    char *fault;       /* $ZFLEET_JOURNAL_FAULT, the test seam (see fault_errno), or NULL */
 };
 
 /* ------------------------------------------------------------------ encoding */
@@ -177,8 +191,10 @@ static void enc_finish(jbuf_t *b, const job_t *j, uint64_t out_max)
     size_t wlen = r && r->ran_on ? str_len_max(r->ran_on->name, UINT8_MAX) : 0;
     size_t dlen = r && r->ran_on ? str_len_max(r->ran_on->devname, UINT8_MAX) : 0;
     size_t olen = r ? zmq_msg_size((zmq_msg_t *)&r->output) : 0;
+    /* An output over the bound is not journaled at all, only its length: a replay brings
+       the job back as output_lost, never as a success with partial bytes. */
     bool cut = olen > out_max;
-    size_t keep = cut ? out_max : olen;
+    size_t keep = cut ? 0 : olen;
     size_t at = rec_begin(b, REC_FINISH);
     buf_reserve(b, FINISH_FIXED + elen + wlen + dlen + keep + 8);
     put_u(b, j->id, 8);
@@ -214,7 +230,7 @@ static uint64_t live_size(const job_t *j, uint64_t out_max)
     if (zf_state_is_terminal(j->state)) {
         const result_t *r = j->res;
         uint64_t olen = r ? zmq_msg_size((zmq_msg_t *)&r->output) : 0;
-        n += HDR + FINISH_FIXED + (olen > out_max ? out_max + 8 : olen);
+        n += HDR + FINISH_FIXED + (olen > out_max ? 8 : olen);
         if (r && r->error)
             n += strlen(r->error);
         if (r && r->ran_on)
@@ -239,9 +255,61 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* A failed fdatasync may have dropped the dirty pages (Linux marks them clean), so a retry
-   could report success for data that is gone. The only honest way on is a restart that
-   replays what is really on disk. */
+/* The test seam (docs/JOURNAL.md): while the file named by $ZFLEET_JOURNAL_FAULT exists and
+   holds an errno name (EIO, ENOSPC, EDQUOT, EROFS), every journal write and sync fails with
+   it; "write:NAME" fails only writes, "sync:NAME" only syncs. Costs nothing unless set. */
+static int fault_errno(const zf_journal_t *self, bool sync)
+{
+    static const struct {
+        const char *name;
+        int e;
+    } names[] = {{"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT}, {"EROFS", EROFS}};
+    if (!self->fault)
+        return 0;
+    char buf[32];
+    int fd = open(self->fault, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = 0;
+    const char *name = buf;
+    if (!strncmp(name, "write:", 6))
+        name = sync ? "" : name + 6;
+    else if (!strncmp(name, "sync:", 5))
+        name = sync ? name + 5 : "";
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(name, names[i].name))
+            return names[i].e;
+    return 0;
+}
+
+/* write_all and fdatasync for the journal's files, through the fault seam. */
+static int jwrite(const zf_journal_t *self, int fd, const uint8_t *p, size_t n)
+{
+    int e = fault_errno(self, false);
+    if (e) {
+        errno = e;
+        return -1;
+    }
+    return write_all(fd, p, n);
+}
+
+static int jsync(const zf_journal_t *self, int fd)
+{
+    int e = fault_errno(self, true);
+    if (e) {
+        errno = e;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+/* For the start-up paths only (cutting a torn tail): a failed fdatasync may have dropped the
+   dirty pages (Linux marks them clean), so the broker does not start on such a file. */
 static void sync_or_die(int fd, const char *what)
 {
     if (fdatasync(fd) == 0)
@@ -282,9 +350,9 @@ static int check_magic(zf_journal_t *self)
         errno = EINVAL;
         return -1;
     }
-    if (ftruncate(self->fd, 0) < 0 || write_all(self->fd, (const uint8_t *)MAGIC, MAGIC_LEN) < 0)
+    if (ftruncate(self->fd, 0) < 0 || jwrite(self, self->fd, (const uint8_t *)MAGIC, MAGIC_LEN) < 0 ||
+        jsync(self, self->fd) < 0)
         return -1;
-    sync_or_die(self->fd, self->path);
     if (fsync(self->dirfd) < 0)
         return -1;
     self->size = MAGIC_LEN;
@@ -304,10 +372,14 @@ zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts)
     if (self->o.policy == ZF_FSYNC_INTERVAL && !self->o.interval_ms)
         self->o.interval_ms = 1;
     self->fd = self->dirfd = -1;
+    self->dir = strdup(dir);
     self->path = join(dir, "journal");
     self->tmp = join(dir, "journal.compact");
     const char *what = "open", *target = dir;
-    if (!self->path || !self->tmp)
+    const char *fault = getenv("ZFLEET_JOURNAL_FAULT");
+    if (fault && *fault && !(self->fault = strdup(fault)))
+        goto fail;
+    if (!self->dir || !self->path || !self->tmp)
         goto fail;
     what = "create directory";
     if (mkdir(dir, 0755) < 0 && errno != EEXIST)
@@ -372,6 +444,11 @@ static const uint8_t *rd_bytes(reader_t *r, uint64_t n)
     return p;
 }
 
+typedef struct idset {
+    uint64_t id;
+    UT_hash_handle hh;
+} idset_t;
+
 typedef struct {
     zf_journal_t *j;
     job_t *tab; /* jobs rebuilt so far, in the order they come back */
@@ -381,7 +458,33 @@ typedef struct {
     int nwinfo;
     int64_t now_ms, wall_now;
     uint64_t records;
+    uint64_t output_lost; /* results that come back output_lost */
+    bool damaged;         /* a damaged range was skipped: records after it may be orphans */
+    idset_t *affected;    /* jobs with records in the damaged ranges, as far as known */
+    uint64_t naffected;
 } replay_t;
+
+static void idset_add(replay_t *rp, uint64_t id)
+{
+    idset_t *e;
+    HASH_FIND(hh, rp->affected, &id, sizeof id, e);
+    if (e || !(e = calloc(1, sizeof *e)))
+        return; /* known, or no memory: the report is "as far as known" */
+    e->id = id;
+    HASH_ADD(hh, rp->affected, id, sizeof e->id, e);
+    rp->naffected++;
+}
+
+static void idset_free(replay_t *rp)
+{
+    idset_t *e, *tmp;
+    HASH_ITER(hh, rp->affected, e, tmp)
+    {
+        HASH_DEL(rp->affected, e);
+        free(e);
+    }
+    rp->naffected = 0;
+}
 
 static void result_free(result_t **rp)
 {
@@ -410,6 +513,16 @@ static job_t *tab_find(replay_t *rp, uint64_t id)
     job_t *j;
     HASH_FIND(hh, rp->tab, &id, sizeof id, j);
     return j;
+}
+
+/* Finds id into *jp. True when it is not there: a record for a job never accepted, which
+   after a damaged range means the damage took its ACCEPT (the job is affected). */
+static bool tab_orphan(replay_t *rp, uint64_t id, job_t **jp)
+{
+    *jp = tab_find(rp, id);
+    if (!*jp && rp->damaged)
+        idset_add(rp, id);
+    return !*jp;
 }
 
 /* Moves j to the end of the restore order. */
@@ -516,7 +629,8 @@ static int apply_start(replay_t *rp, reader_t *r)
     uint32_t attempt = (uint32_t)rd_u(r, 4);
     if (r->bad || r->left)
         return -1;
-    job_t *j = tab_find(rp, id);
+    job_t *j;
+    tab_orphan(rp, id, &j);
     /* A dispatched job comes back queued: the attempt it was on counts. */
     if (j && !zf_state_is_terminal(j->state) && attempt > j->attempt)
         j->attempt = attempt;
@@ -542,14 +656,23 @@ static int apply_finish(replay_t *rp, reader_t *r)
     uint64_t full = flags & FIN_OUTPUT_CUT ? rd_u(r, 8) : olen;
     if (r->bad || r->left || !zf_state_is_terminal(state))
         return -1;
-    job_t *j = tab_find(rp, id);
-    if (!j)
+    job_t *j;
+    if (tab_orphan(rp, id, &j))
         return 0; /* not a job we know: nothing to finish */
     result_free(&j->res);
     result_t *res = calloc(1, sizeof *res);
     if (!res)
         return -2;
     j->res = res;
+    /* An output that was not journaled whole never comes back, not even in part: the job
+       reads output_lost, with no bytes, and says what was lost. */
+    bool lost = flags & FIN_OUTPUT_CUT;
+    if (lost) {
+        olen = 0;
+        if (state == ZF_ST_SUCCEEDED)
+            state = ZF_ST_OUTPUT_LOST;
+        rp->output_lost++;
+    }
     zmq_msg_init(&res->output);
     if (zmq_msg_init_size(&res->output, olen) < 0) {
         zmq_msg_init(&res->output);
@@ -557,10 +680,12 @@ static int apply_finish(replay_t *rp, reader_t *r)
     }
     if (olen)
         memcpy(zmq_msg_data(&res->output), out, olen);
-    char note[128] = "";
-    if (flags & FIN_OUTPUT_CUT)
-        snprintf(note, sizeof note, "%soutput cut to %llu of %llu bytes by the journal",
-                 elen ? "; " : "", (unsigned long long)olen, (unsigned long long)full);
+    char note[160] = "";
+    if (lost)
+        snprintf(note, sizeof note,
+                 "%soutput lost: its %llu bytes were over the journal's bound "
+                 "(--result-max-bytes) and the broker restarted",
+                 elen ? "; " : "", (unsigned long long)full);
     if (elen || note[0]) {
         size_t nn = strlen(note);
         if (!(res->error = malloc(elen + nn + 1)))
@@ -608,38 +733,217 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
     }
 }
 
-/* Parses the records in map[MAGIC_LEN..size). Returns the length of the valid prefix, or
-   -1 when memory ran out; *why says what ended the scan early. */
-static int64_t scan(replay_t *rp, const uint8_t *map, uint64_t size, const char **why)
+/* ------------------------------------------------------------------ damage */
+
+/* Whether a body's own lengths add up to its record's length: every record can be checked
+   this way before its checksum, which keeps a resynchronisation's byte-by-byte search
+   cheap and makes a false start (bytes in a payload that look like a header) rarer still. */
+static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
+{
+    reader_t r = {body, len, false};
+    switch (type) {
+    case REC_ACCEPT: {
+        rd_bytes(&r, ACCEPT_FIXED - 5);
+        uint64_t nlen = rd_u(&r, 1);
+        rd_bytes(&r, nlen);
+        rd_bytes(&r, rd_u(&r, 4));
+        return !r.bad && !r.left && nlen > 0 && nlen <= ZF_FN_MAX;
+    }
+    case REC_START:
+        return len == START_FIXED;
+    case REC_FINISH: {
+        rd_bytes(&r, 8 + 1 + 4 + 8 + 8);
+        uint64_t flags = rd_u(&r, 1);
+        rd_bytes(&r, rd_u(&r, 2));
+        rd_bytes(&r, rd_u(&r, 1));
+        rd_bytes(&r, rd_u(&r, 1));
+        rd_bytes(&r, rd_u(&r, 4));
+        if (flags & FIN_OUTPUT_CUT)
+            rd_u(&r, 8);
+        return !r.bad && !r.left;
+    }
+    case REC_FORGET:
+        return len == FORGET_FIXED;
+    default:
+        return false;
+    }
+}
+
+/* Why the bytes at off are not one whole record with a good checksum and a sound shape, or
+   NULL when they are (*len: its body length). */
+static const char *rec_check(const uint8_t *map, uint64_t size, uint64_t off, uint64_t *len)
+{
+    if (size - off < HDR)
+        return "torn record header";
+    *len = get_le(map + off, 4);
+    if (*len > size - off - HDR)
+        return "torn record";
+    if ((uint32_t)crc32(0L, map + off + 8, (uInt)(*len + 1)) != (uint32_t)get_le(map + off + 4, 4))
+        return "bad checksum";
+    if (!body_shape_ok(map[off + 8], map + off + HDR, *len))
+        return "malformed record";
+    return NULL;
+}
+
+/* rec_check's test in the cheap order (shape, then checksum), for the search. */
+static bool rec_candidate(const uint8_t *map, uint64_t size, uint64_t off, uint64_t *len)
+{
+    if (size - off < HDR)
+        return false;
+    *len = get_le(map + off, 4);
+    return *len <= size - off - HDR && body_shape_ok(map[off + 8], map + off + HDR, *len) &&
+           (uint32_t)crc32(0L, map + off + 8, (uInt)(*len + 1)) == (uint32_t)get_le(map + off + 4, 4);
+}
+
+/* Resynchronisation after damage at from - 1: the first offset where a record that checks
+   out starts and is followed by another that does, or ends the file. The second record
+   guards against a false start inside a payload (which may hold bytes that look like a
+   record, checksum included). Returns size when there is none: the damage is a torn tail.
+   (A damaged record followed by one valid record and then a torn one is taken for a torn
+   tail too: the cost is that one record, and today's cut.) */
+static uint64_t resync(const uint8_t *map, uint64_t size, uint64_t from)
+{
+    for (uint64_t off = from; off < size && size - off >= HDR; off++) {
+        uint64_t len, next_len;
+        if (!rec_candidate(map, size, off, &len))
+            continue;
+        uint64_t next = off + HDR + len;
+        if (next == size || rec_candidate(map, size, next, &next_len))
+            return off;
+    }
+    return size;
+}
+
+/* A range of the file that holds no valid record: skipped by a repair. */
+typedef struct {
+    uint64_t off, len;
+    const char *why; /* of the record that starts it */
+} range_t;
+
+/* What a scan found. Damage in the middle: ranges with valid records after them. A torn
+   tail: bytes from tail_at to the end that hold no valid record. */
+typedef struct {
+    range_t *bad; /* in file order */
+    size_t nbad;
+    uint64_t bad_bytes;
+    uint64_t after_records, after_bytes; /* valid records after the first damaged range */
+    uint64_t tail_at;                    /* the file's size when there is no torn tail */
+    const char *tail_why;
+} scan_t;
+
+static int add_range(scan_t *sc, uint64_t off, uint64_t len, const char *why)
+{
+    range_t *p = realloc(sc->bad, (sc->nbad + 1) * sizeof *p);
+    if (!p)
+        return -1;
+    sc->bad = p;
+    sc->bad[sc->nbad++] = (range_t){off, len, why};
+    sc->bad_bytes += len;
+    return 0;
+}
+
+/* A damaged range starts where a record should: the id its header names is the best guess
+   at the job the damage hit (it may be damaged itself). */
+static void note_damaged_id(replay_t *rp, const uint8_t *map, uint64_t off, uint64_t len)
+{
+    uint8_t type = map[off + 8];
+    if (len >= HDR + 8 && type >= REC_ACCEPT && type <= REC_FORGET)
+        idset_add(rp, get_le(map + off + HDR, 8));
+}
+
+/* Parses the records in map[MAGIC_LEN..size), applying the valid ones; a damaged record is
+   skipped up to the next offset where valid records resume (see resync). Returns 0, or -1
+   when memory ran out. */
+static int scan(replay_t *rp, const uint8_t *map, uint64_t size, scan_t *sc)
 {
     uint64_t off = MAGIC_LEN;
-    *why = NULL;
+    *sc = (scan_t){.tail_at = size};
     while (off < size) {
-        if (size - off < HDR) {
-            *why = "torn record header";
+        uint64_t len = 0;
+        const char *why = rec_check(map, size, off, &len);
+        if (!why) {
+            int rc = apply(rp, map[off + 8], map + off + HDR, len);
+            if (rc == -2)
+                return -1;
+            if (rc < 0)
+                why = "malformed record";
+        }
+        if (!why) {
+            rp->records++;
+            if (sc->nbad) {
+                sc->after_records++;
+                sc->after_bytes += HDR + len;
+            }
+            off += HDR + len;
+            continue;
+        }
+        uint64_t next = resync(map, size, off + 1);
+        if (next == size) {
+            sc->tail_at = off;
+            sc->tail_why = why;
             break;
         }
-        uint64_t len = get_le(map + off, 4);
-        uint32_t crc = (uint32_t)get_le(map + off + 4, 4);
-        if (len > size - off - HDR) {
-            *why = "torn record";
-            break;
-        }
-        if ((uint32_t)crc32(0L, map + off + 8, (uInt)(len + 1)) != crc) {
-            *why = "bad checksum";
-            break;
-        }
-        int rc = apply(rp, map[off + 8], map + off + HDR, len);
-        if (rc == -2)
+        if (add_range(sc, off, next - off, why) < 0)
             return -1;
-        if (rc < 0) {
-            *why = "malformed record";
+        note_damaged_id(rp, map, off, next - off);
+        rp->damaged = true;
+        off = next;
+    }
+    return 0;
+}
+
+/* "at OFF (+LEN bytes, WHY), ..." for the first few ranges, into buf. */
+static void ranges_text(const scan_t *sc, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sc->nbad && i < 8 && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%llu (%llu bytes, %s)", i ? ", " : "",
+                              (unsigned long long)sc->bad[i].off,
+                              (unsigned long long)sc->bad[i].len, sc->bad[i].why);
+    if (sc->nbad > 8 && n < cap)
+        snprintf(buf + n, cap - n, " and %zu more", sc->nbad - 8);
+}
+
+/* The affected jobs: how many, how many of them are gone (no ACCEPT survived) and the
+   first few ids, into buf. */
+static void affected_text(replay_t *rp, char *buf, size_t cap)
+{
+    uint64_t gone = 0;
+    size_t n = 0, shown = 0;
+    buf[0] = 0;
+    for (idset_t *e = rp->affected; e; e = e->hh.next)
+        gone += !tab_find(rp, e->id);
+    n += (size_t)snprintf(buf, cap,
+                          "%llu job(s) had records there, as far as can be known (%llu of "
+                          "them gone, the others come back without those records)",
+                          (unsigned long long)rp->naffected, (unsigned long long)gone);
+    for (idset_t *e = rp->affected; e && n < cap; e = e->hh.next, shown++) {
+        if (shown == 10) {
+            snprintf(buf + n, cap - n, " ...");
             break;
         }
-        rp->records++;
-        off += HDR + len;
+        n += (size_t)snprintf(buf + n, cap - n, "%s%llu%s", shown ? ", " : ": ",
+                              (unsigned long long)e->id, tab_find(rp, e->id) ? "" : " (gone)");
     }
-    return (int64_t)off;
+}
+
+/* Damage with valid records after it: the broker does not start and the file is not
+   touched; the operator chooses the repair. */
+static void refuse(zf_journal_t *self, replay_t *rp, const scan_t *sc)
+{
+    char ranges[1024], jobs[1024];
+    ranges_text(sc, ranges, sizeof ranges);
+    affected_text(rp, jobs, sizeof jobs);
+    zf_log(ZF_LOG_ERROR,
+           "journal: %s is damaged at offset %llu (%s) and %llu valid record(s), %llu "
+           "bytes, follow the damage: not starting, the file is left as it is. Damaged "
+           "range(s): %zu, %llu bytes, at %s; %s. To keep every valid record run "
+           "`zfleet-broker --data %s --journal-repair` (it saves the original aside and "
+           "skips only the damaged records), then start the broker again",
+           self->path, (unsigned long long)sc->bad[0].off, sc->bad[0].why,
+           (unsigned long long)sc->after_records, (unsigned long long)sc->after_bytes,
+           sc->nbad, (unsigned long long)sc->bad_bytes, ranges, jobs, self->dir);
 }
 
 /* Cuts the file to its valid prefix and says so in one line. */
@@ -656,6 +960,27 @@ static int cut_tail(zf_journal_t *self, uint64_t valid, uint64_t size, const cha
     return 0;
 }
 
+/* Frees what a replay built and did not hand out. */
+static void replay_release(replay_t *rp)
+{
+    job_t *j, *tmp;
+    HASH_ITER(hh, rp->tab, j, tmp)
+    job_discard(rp, j);
+    for (int i = 0; i < rp->nwinfo; i++)
+        if (--rp->winfo[i]->refs == 0)
+            free(rp->winfo[i]);
+    rp->nwinfo = 0;
+    idset_free(rp);
+}
+
+static uint8_t *map_file(zf_journal_t *self, uint64_t size)
+{
+    uint8_t *map = size > MAGIC_LEN ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, self->fd, 0) : NULL;
+    if (map == MAP_FAILED)
+        zf_log(ZF_LOG_ERROR, "journal: cannot read %s: %s", self->path, strerror(errno));
+    return map;
+}
+
 int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job),
                       fnq_t *(*fn)(void *arg, const char *name), void *arg)
 {
@@ -665,30 +990,28 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
     uint64_t size = self->size;
     replay_t rp = {
         .j = self, .fn = fn, .arg = arg, .now_ms = zf_now_ms(), .wall_now = zf_wall_ms()};
-    uint8_t *map = size > MAGIC_LEN ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, self->fd, 0) : NULL;
-    if (map == MAP_FAILED) {
-        zf_log(ZF_LOG_ERROR, "journal: cannot read %s: %s", self->path, strerror(errno));
+    uint8_t *map = map_file(self, size);
+    if (map == MAP_FAILED)
         return -1;
-    }
-    const char *why = NULL;
-    int64_t valid = map ? scan(&rp, map, size, &why) : MAGIC_LEN;
+    scan_t sc = {.tail_at = size};
+    int rc = map ? scan(&rp, map, size, &sc) : 0;
     if (map)
         munmap(map, size);
-    int rc = 0;
-    if (valid < 0) {
+    if (rc < 0) {
         zf_log(ZF_LOG_ERROR, "journal: out of memory replaying %s", self->path);
+    } else if (sc.nbad) {
+        refuse(self, &rp, &sc);
         rc = -1;
-    } else if ((uint64_t)valid < size) {
-        rc = cut_tail(self, (uint64_t)valid, size, why);
+    } else if (sc.tail_at < size) {
+        rc = cut_tail(self, sc.tail_at, size, sc.tail_why);
     }
+    free(sc.bad);
     uint64_t queued = 0, finished = 0;
     job_t *j, *tmp;
     HASH_ITER(hh, rp.tab, j, tmp)
     {
-        if (rc < 0) {
-            job_discard(&rp, j);
-            continue;
-        }
+        if (rc < 0)
+            break; /* replay_release frees them */
         HASH_DEL(rp.tab, j);
         if (zf_state_is_terminal(j->state))
             finished++;
@@ -696,9 +1019,8 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
             queued++;
         restore(arg, j);
     }
-    for (int i = 0; i < rp.nwinfo; i++)
-        if (--rp.winfo[i]->refs == 0)
-            free(rp.winfo[i]);
+    uint64_t lost = rp.output_lost;
+    replay_release(&rp);
     if (rc == 0)
         zf_log(ZF_LOG_INFO,
                "journal: %s: %llu bytes, %llu records; restored %llu unfinished "
@@ -706,8 +1028,143 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
                self->path, (unsigned long long)self->size, (unsigned long long)rp.records,
                (unsigned long long)queued, (unsigned long long)finished,
                (double)(zf_now_us() - t0) / 1000.0);
+    if (rc == 0 && lost)
+        zf_log(ZF_LOG_WARN,
+               "journal: %llu result(s) come back output_lost: their output was over "
+               "--result-max-bytes when they finished, so it was not journaled",
+               (unsigned long long)lost);
     /* A replayed file may be mostly dead: the first tick past the minimum looks. */
     self->check_at = self->o.compact_min_bytes;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ repair */
+
+/* Repair rebuilds jobs only to judge records and report; they belong to no broker. */
+static fnq_t *repair_fn(void *arg, const char *name)
+{
+    static fnq_t any;
+    (void)arg;
+    (void)name;
+    return &any;
+}
+
+/* Gives the original a second name, DIR/journal.damaged-<UTC time>, synced: a hard link
+   where the file system has them, else a copy of map. The name goes into name. */
+static int save_aside(zf_journal_t *self, const uint8_t *map, uint64_t size, char *name,
+                      size_t cap)
+{
+    char stamp[32];
+    time_t now = (time_t)(zf_wall_ms() / 1000);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    for (int n = 0; n < 100; n++) {
+        if (n)
+            snprintf(name, cap, "%s.damaged-%s-%d", self->path, stamp, n);
+        else
+            snprintf(name, cap, "%s.damaged-%s", self->path, stamp);
+        if (link(self->path, name) == 0)
+            return fsync(self->dirfd);
+        if (errno == EEXIST)
+            continue;
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 && errno == EEXIST)
+            continue;
+        if (fd < 0)
+            return -1;
+        int rc = write_all(fd, (const uint8_t *)MAGIC, MAGIC_LEN);
+        if (rc == 0 && size > MAGIC_LEN)
+            rc = write_all(fd, map + MAGIC_LEN, size - MAGIC_LEN);
+        if (rc == 0)
+            rc = fdatasync(fd);
+        close(fd);
+        return rc < 0 ? -1 : fsync(self->dirfd);
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+/* Writes the file without the damaged ranges and the torn tail to DIR/journal.compact,
+   syncs it and renames it over the journal. */
+static int write_repaired(zf_journal_t *self, const uint8_t *map, const scan_t *sc,
+                          uint64_t *kept)
+{
+    int fd = open(self->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int rc = write_all(fd, (const uint8_t *)MAGIC, MAGIC_LEN);
+    uint64_t from = MAGIC_LEN;
+    *kept = MAGIC_LEN;
+    for (size_t i = 0; i <= sc->nbad && rc == 0; i++) {
+        uint64_t to = i < sc->nbad ? sc->bad[i].off : sc->tail_at;
+        rc = write_all(fd, map + from, to - from);
+        *kept += to - from;
+        if (i < sc->nbad)
+            from = sc->bad[i].off + sc->bad[i].len;
+    }
+    if (rc == 0)
+        rc = fdatasync(fd);
+    int e = errno;
+    close(fd);
+    if (rc == 0 && rename(self->tmp, self->path) == 0)
+        return fsync(self->dirfd);
+    e = rc == 0 ? errno : e;
+    unlink(self->tmp);
+    errno = e;
+    return -1;
+}
+
+int zf_journal_repair(const char *dir)
+{
+    char *path = join(dir, "journal");
+    struct stat st;
+    int exists = path && stat(path, &st) == 0;
+    free(path);
+    if (!exists) {
+        zf_log(ZF_LOG_ERROR, "journal repair: no journal in %s", dir);
+        return -1;
+    }
+    zf_journal_opts_t o = {.policy = ZF_FSYNC_ALWAYS};
+    zf_journal_t *self = zf_journal_open(dir, &o); /* locked: no broker runs on it meanwhile */
+    if (!self)
+        return -1;
+    uint64_t size = self->size, kept = 0;
+    uint8_t *map = map_file(self, size);
+    replay_t rp = {.j = self, .fn = repair_fn, .now_ms = zf_now_ms(), .wall_now = zf_wall_ms()};
+    scan_t sc = {.tail_at = size};
+    char saved[512] = "", ranges[1024], jobs[1024];
+    int rc = map == MAP_FAILED ? -1 : map ? scan(&rp, map, size, &sc) : 0;
+    if (rc < 0) {
+        if (map != MAP_FAILED)
+            zf_log(ZF_LOG_ERROR, "journal repair: out of memory reading %s", self->path);
+    } else if (!sc.nbad && sc.tail_at == size) {
+        zf_log(ZF_LOG_INFO, "journal repair: %s has no damage (%llu records): nothing to do",
+               self->path, (unsigned long long)rp.records);
+    } else if (save_aside(self, map, size, saved, sizeof saved) < 0) {
+        zf_log(ZF_LOG_ERROR, "journal repair: cannot save %s aside: %s; nothing changed",
+               self->path, strerror(errno));
+        rc = -1;
+    } else if (write_repaired(self, map, &sc, &kept) < 0) {
+        zf_log(ZF_LOG_ERROR, "journal repair: cannot write the repaired %s: %s; it is as it "
+                             "was, and a copy is in %s", self->path, strerror(errno), saved);
+        rc = -1;
+    } else {
+        ranges_text(&sc, ranges, sizeof ranges);
+        affected_text(&rp, jobs, sizeof jobs);
+        zf_log(ZF_LOG_WARN,
+               "journal repair: %s: skipped %zu damaged range(s), %llu bytes%s%s; cut a "
+               "torn tail of %llu bytes; kept %llu valid records, %llu bytes; %s. The "
+               "original is saved as %s",
+               self->path, sc.nbad, (unsigned long long)sc.bad_bytes, sc.nbad ? " at " : "",
+               ranges, (unsigned long long)(size - sc.tail_at), (unsigned long long)rp.records,
+               (unsigned long long)kept, jobs, saved);
+    }
+    if (map && map != MAP_FAILED)
+        munmap(map, size);
+    free(sc.bad);
+    replay_release(&rp);
+    zf_journal_close(&self);
     return rc;
 }
 
@@ -715,38 +1172,63 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
 
 void zf_journal_accept(zf_journal_t *self, const job_t *job)
 {
-    if (self)
+    if (self && !self->down)
         enc_accept(&self->pend, job);
 }
 
 void zf_journal_start(zf_journal_t *self, const job_t *job)
 {
-    if (self)
+    if (self && !self->down)
         enc_start(&self->pend, job);
 }
 
 void zf_journal_finish(zf_journal_t *self, const job_t *job)
 {
-    if (self)
+    if (self && !self->down)
         enc_finish(&self->pend, job, self->o.result_max_bytes);
 }
 
 void zf_journal_forget(zf_journal_t *self, uint64_t id)
 {
-    if (self)
+    if (self && !self->down)
         enc_forget(&self->pend, id);
 }
 
-static void do_sync(zf_journal_t *self, int64_t now_ms)
+/* The journal cannot be trusted past its last good sync: it stops taking records (their
+   content lives on in the broker's state, which the recovering snapshot writes) and says
+   so once. */
+static void go_down(zf_journal_t *self, int e, const char *what)
 {
-    sync_or_die(self->fd, self->path);
+    self->failures++;
+    if (!self->down)
+        zf_log(ZF_LOG_ERROR,
+               "journal: %s of %s failed: %s; refusing new jobs until a snapshot of the "
+               "broker's state can be written",
+               what, self->path, strerror(e));
+    self->down = e;
+    self->retry_ms = RETRY_MS;
+    self->retry_at = zf_now_ms() + RETRY_MS;
+    self->pend.len = 0;
+    if (self->pend.cap > KEEP_BUF_BYTES) {
+        free(self->pend.p);
+        self->pend = (jbuf_t){0};
+    }
+}
+
+static int do_sync(zf_journal_t *self, int64_t now_ms)
+{
+    if (jsync(self, self->fd) < 0) {
+        go_down(self, errno, "fdatasync");
+        return -1;
+    }
     self->unsynced = false;
     self->last_sync_ms = now_ms;
+    return 0;
 }
 
 static bool interval_due(const zf_journal_t *self, int64_t now_ms)
 {
-    return self->o.policy == ZF_FSYNC_INTERVAL && self->unsynced &&
+    return self->o.policy == ZF_FSYNC_INTERVAL && self->unsynced && !self->down &&
            now_ms - self->last_sync_ms >= (int64_t)self->o.interval_ms;
 }
 
@@ -754,30 +1236,19 @@ int zf_journal_commit(zf_journal_t *self)
 {
     if (!self)
         return 0;
+    if (self->down)
+        return -1;
     if (self->pend.len == 0) {
-        if (self->unsynced && self->o.policy == ZF_FSYNC_INTERVAL) {
-            int64_t now = zf_now_ms();
-            if (interval_due(self, now))
-                do_sync(self, now);
-        }
-        return 0;
+        int64_t now = self->unsynced ? zf_now_ms() : 0;
+        return self->unsynced && interval_due(self, now) ? do_sync(self, now) : 0;
     }
-    if (write_all(self->fd, self->pend.p, self->pend.len) < 0) {
+    if (jwrite(self, self->fd, self->pend.p, self->pend.len) < 0) {
         int e = errno;
-        if (e != self->last_errno)
-            zf_log(ZF_LOG_ERROR,
-                   "journal: cannot write %s: %s; acceptances wait until it "
-                   "can",
-                   self->path, strerror(e));
-        self->last_errno = e;
-        /* A partial record must not stay: the next commit appends after `size`. */
+        /* A partial record must not stay (a replay would cut it as a torn tail anyway). */
         if (ftruncate(self->fd, (off_t)self->size) < 0)
             zf_log(ZF_LOG_ERROR, "journal: cannot cut back %s: %s", self->path, strerror(errno));
+        go_down(self, e, "write");
         return -1;
-    }
-    if (self->last_errno) {
-        zf_log(ZF_LOG_INFO, "journal: writing %s again", self->path);
-        self->last_errno = 0;
     }
     self->size += self->pend.len;
     self->pend.len = 0;
@@ -786,18 +1257,18 @@ int zf_journal_commit(zf_journal_t *self)
         self->pend = (jbuf_t){0};
     }
     self->unsynced = true;
-    if (self->o.policy == ZF_FSYNC_ALWAYS) {
-        do_sync(self, zf_now_ms());
-    } else if (self->o.policy == ZF_FSYNC_INTERVAL) {
-        int64_t now = zf_now_ms();
-        if (interval_due(self, now))
-            do_sync(self, now);
-    }
+    int64_t now = zf_now_ms();
+    if (self->o.policy == ZF_FSYNC_ALWAYS || interval_due(self, now))
+        return do_sync(self, now);
     return 0;
 }
 
 long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms)
 {
+    if (self && self->down) /* the next recovery attempt */
+        return self->retry_at > now_ms ? (long)(self->retry_at - now_ms) : 0;
+    if (self && self->pend.len) /* records appended after this turn's commit: commit now */
+        return 0;
     if (!self || self->o.policy != ZF_FSYNC_INTERVAL || !self->unsynced)
         return -1;
     int64_t left = self->last_sync_ms + self->o.interval_ms - now_ms;
@@ -807,6 +1278,16 @@ long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms)
 uint64_t zf_journal_size(const zf_journal_t *self)
 {
     return self ? self->size : 0;
+}
+
+int zf_journal_error(const zf_journal_t *self)
+{
+    return self ? self->down : 0;
+}
+
+uint64_t zf_journal_failures(const zf_journal_t *self)
+{
+    return self ? self->failures : 0;
 }
 
 /* ------------------------------------------------------------------ compaction */
@@ -828,18 +1309,18 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
             enc_finish(&b, j, self->o.result_max_bytes);
         ++*njobs;
         if (b.len >= FLUSH_BYTES || !j->hh.next) {
-            rc = write_all(fd, b.p, b.len);
+            rc = jwrite(self, fd, b.p, b.len);
             *size += b.len;
             b.len = 0;
         }
     }
     if (rc == 0 && b.len) { /* no jobs: only the magic */
-        rc = write_all(fd, b.p, b.len);
+        rc = jwrite(self, fd, b.p, b.len);
         *size += b.len;
     }
     free(b.p);
     /* The lock moves with the file: the new inode must be ours before it has the name. */
-    if (rc < 0 || fdatasync(fd) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    if (rc < 0 || jsync(self, fd) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
         int e = errno;
         close(fd);
         unlink(self->tmp);
@@ -849,27 +1330,23 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
     return fd;
 }
 
-static void compact(zf_journal_t *self, job_t *jobs)
+/* Replaces the journal with a synced snapshot of `jobs`. Returns 0; or -1 with errno: 1 when
+   the old journal is still the one in use (untouched), 2 when the snapshot has the name but
+   the directory's sync failed (so the rename may not be durable). */
+static int snapshot(zf_journal_t *self, job_t *jobs, uint64_t *njobs, int *stage)
 {
-    int64_t t0 = zf_now_us();
-    uint64_t old = self->size, size, njobs;
-    int fd = write_snapshot(self, jobs, &size, &njobs);
-    if (fd < 0 || rename(self->tmp, self->path) < 0) {
-        zf_log(ZF_LOG_WARN,
-               "journal: compaction failed: %s; the journal keeps growing, "
-               "next try at 1.5x its size",
-               strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(self->tmp);
-        }
-        self->check_at = old + old / 2;
-        return;
+    uint64_t size;
+    *stage = 1;
+    int fd = write_snapshot(self, jobs, &size, njobs);
+    if (fd < 0)
+        return -1;
+    if (rename(self->tmp, self->path) < 0) {
+        int e = errno;
+        close(fd);
+        unlink(self->tmp);
+        errno = e;
+        return -1;
     }
-    /* The rename is durable only once the directory is: until then a crash finds the old
-       file, which is still whole. */
-    if (fsync(self->dirfd) < 0)
-        zf_log(ZF_LOG_WARN, "journal: fsync of the directory failed: %s", strerror(errno));
     close(self->fd);
     self->fd = fd;
     self->size = size;
@@ -877,17 +1354,73 @@ static void compact(zf_journal_t *self, job_t *jobs)
     self->unsynced = false;
     self->last_sync_ms = zf_now_ms();
     self->check_at = size * 4 > self->o.compact_min_bytes ? size * 4 : self->o.compact_min_bytes;
+    /* The rename is durable only once the directory is: until then a crash finds the old
+       file, which is still whole. */
+    *stage = 2;
+    int e = fault_errno(self, true);
+    if (fsync(self->dirfd) < 0)
+        return -1;
+    errno = e;
+    return e ? -1 : 0;
+}
+
+static void compact(zf_journal_t *self, job_t *jobs)
+{
+    int64_t t0 = zf_now_us();
+    uint64_t old = self->size, njobs;
+    int stage;
+    if (snapshot(self, jobs, &njobs, &stage) < 0) {
+        if (stage == 2) { /* a failed sync: the state on disk is unknown */
+            go_down(self, errno, "directory fsync after compaction");
+            return;
+        }
+        zf_log(ZF_LOG_WARN,
+               "journal: compaction failed: %s; the journal keeps growing, "
+               "next try at 1.5x its size",
+               strerror(errno));
+        self->check_at = old + old / 2;
+        return;
+    }
     zf_log(ZF_LOG_INFO, "journal: compacted %llu -> %llu bytes (%llu live jobs); paused %.1f ms",
-           (unsigned long long)old, (unsigned long long)size, (unsigned long long)njobs,
+           (unsigned long long)old, (unsigned long long)self->size, (unsigned long long)njobs,
            (double)(zf_now_us() - t0) / 1000.0);
+}
+
+int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs)
+{
+    if (!self || !self->down)
+        return 0;
+    if (now_ms < self->retry_at)
+        return -1;
+    self->retry_at = now_ms + self->retry_ms;
+    /* On a disk that is still full, writing the whole state only to hit ENOSPC again would
+       cost I/O every try: look at the free space first (one walk of the jobs, no I/O), and
+       wait longer each time it is short. */
+    uint64_t need = MAGIC_LEN;
+    for (job_t *j = jobs; j; j = j->hh.next)
+        need += live_size(j, self->o.result_max_bytes);
+    struct statvfs vfs;
+    if (fstatvfs(self->dirfd, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < need) {
+        self->retry_ms = self->retry_ms * 2 < RETRY_MAX_MS ? self->retry_ms * 2 : RETRY_MAX_MS;
+        return -1;
+    }
+    uint64_t njobs;
+    int stage;
+    if (snapshot(self, jobs, &njobs, &stage) < 0)
+        return -1; /* logged when it went down; it stays down */
+    zf_log(ZF_LOG_INFO, "journal: %s writable again (a snapshot of %llu jobs, %llu bytes, "
+                        "replaced it); accepting jobs",
+           self->path, (unsigned long long)njobs, (unsigned long long)self->size);
+    self->down = 0;
+    return 0;
 }
 
 void zf_journal_tick(zf_journal_t *self, int64_t now_ms, job_t *jobs)
 {
-    if (!self)
+    if (!self || self->down)
+        return; /* zf_journal_recover's snapshot will compact it too */
+    if (interval_due(self, now_ms) && do_sync(self, now_ms) < 0)
         return;
-    if (interval_due(self, now_ms))
-        do_sync(self, now_ms);
     if (self->size + self->pend.len < self->check_at)
         return;
     /* Walk the jobs only when the file has grown past the mark: amortised over the growth. */
@@ -911,12 +1444,18 @@ void zf_journal_close(zf_journal_t **self_p)
     if (self->fd >= 0) {
         if (zf_journal_commit(self) == 0 && self->unsynced)
             do_sync(self, zf_now_ms());
+        if (self->down)
+            zf_log(ZF_LOG_WARN, "journal: closed while unavailable (%s): the jobs it missed "
+                                "since then run again after a restart",
+                   strerror(self->down));
         close(self->fd);
     }
     if (self->dirfd >= 0)
         close(self->dirfd);
     free(self->pend.p);
+    free(self->dir);
     free(self->path);
     free(self->tmp);
+    free(self->fault);
     free(self);
 }

@@ -7,6 +7,7 @@
 
 #include "../proto/zf_util.h"
 #include "zf_broker.h"
+#include "zf_journal.h"
 
 static void usage(FILE *out)
 {
@@ -15,8 +16,21 @@ static void usage(FILE *out)
           "  --workers EP          worker endpoint (default tcp://127.0.0.1:5556)\n"
           "  --heartbeat MS        heartbeat interval (default 1000)\n"
           "  --liveness N          missed heartbeats before a worker is dead (default 3)\n"
+          "  --run-grace MS        a running job with a timeout that has no result this long\n"
+          "                        past it is ended by the broker (default heartbeat x liveness)\n"
           "  --max-queued N        jobs queued in all (default 2000000)\n"
           "  --max-queued-per-fn N jobs queued for one function (default: --max-queued)\n"
+          "  --max-queued-bytes N  payload bytes of unfinished jobs in all (default: a quarter\n"
+          "                        of this machine's memory)\n"
+          "  --max-queued-per-client N\n"
+          "                        unfinished jobs one client connection may have (default:\n"
+          "                        half of --max-queued), so one client cannot fill the queue\n"
+          "  --max-queued-bytes-per-client N\n"
+          "                        and their payload bytes (default: half of --max-queued-bytes)\n"
+          "  --client-buffer-bytes N\n"
+          "                        result bytes that may wait unread for one client connection;\n"
+          "                        later results are held in the result store until it reads\n"
+          "                        (default 67108864 = 64 MiB)\n"
           "  --max-payload BYTES   largest payload accepted (default 67108864, at most 4 GiB - 1)\n"
           "  --max-results N       finished jobs kept for get/wait (default 100000)\n"
           "  --result-store-bytes N\n"
@@ -29,9 +43,18 @@ static void usage(FILE *out)
           "  --no-journal          keep everything in memory (jobs are lost on a crash)\n"
           "  --fsync POLICY        always | interval:MS | never (default always); see\n"
           "                        docs/JOURNAL.md for what each can lose\n"
-          "  --result-max-bytes N  output bytes of one result written to the journal; longer\n"
-          "                        ones are cut there, not in memory (default 1048576)\n"
-          "  --compact-min-bytes N journal size before compaction is considered (default 64 MiB)\n",
+          "  --result-max-bytes N  largest output written whole to the journal (default: the\n"
+          "                        --result-store-bytes value). A longer one is kept in memory\n"
+          "                        but journaled by its length only: after a restart its job\n"
+          "                        reads output_lost, with no output bytes\n"
+          "  --compact-min-bytes N journal size before compaction is considered (default 64 MiB)\n"
+          "  --journal-repair      repair DIR/journal after damage in its middle (the broker\n"
+          "                        refuses to start on one): save the original as\n"
+          "                        DIR/journal.damaged-<UTC time>, rewrite the journal without\n"
+          "                        the damaged records, report what was skipped, and exit\n"
+          "                        (0 repaired or nothing to repair, 1 failed); does not start\n"
+          "                        the broker. Exit codes otherwise: 0 clean stop, 1 failure\n"
+          "                        (e.g. damaged journal), 2 usage\n",
           out);
 }
 
@@ -67,7 +90,7 @@ int main(int argc, char **argv)
     zf_tune_malloc();
     zf_broker_config_t cfg;
     zf_broker_config_defaults(&cfg);
-    bool per_fn_set = false, no_journal = false;
+    bool per_fn_set = false, no_journal = false, repair = false;
     /* Durable by default: a broker that loses accepted jobs on a crash must be asked for. */
     cfg.data_dir = getenv("ZFLEET_DATA") && *getenv("ZFLEET_DATA") ? getenv("ZFLEET_DATA")
                                                                   : "./zfleet-data";
@@ -78,6 +101,9 @@ int main(int argc, char **argv)
         {"max-attempts", 1, 0, 'a'}, {"max-dead", 1, 0, 'D'},      {"data", 1, 0, 'd'},
         {"no-journal", 0, 0, 'n'},   {"fsync", 1, 0, 'f'},         {"result-max-bytes", 1, 0, 'R'},
         {"compact-min-bytes", 1, 0, 'M'}, {"result-store-bytes", 1, 0, 'B'},
+        {"run-grace", 1, 0, 'g'},    {"max-queued-bytes", 1, 0, 'b'},
+        {"max-queued-per-client", 1, 0, 'C'}, {"max-queued-bytes-per-client", 1, 0, 'Y'},
+        {"client-buffer-bytes", 1, 0, 'U'},   {"journal-repair", 0, 0, 'J'},
         {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -86,6 +112,18 @@ int main(int argc, char **argv)
         case 'w': cfg.worker_ep = optarg; break;
         case 'h': cfg.heartbeat_ms = (uint32_t)num("heartbeat", optarg, 10, 3600000); break;
         case 'l': cfg.liveness = (uint32_t)num("liveness", optarg, 1, 1000); break;
+        case 'b': cfg.max_queued_bytes = num("max-queued-bytes", optarg, 1, UINT64_MAX); break;
+        case 'C':
+            cfg.max_queued_per_client = num("max-queued-per-client", optarg, 1, UINT64_MAX);
+            break;
+        case 'Y':
+            cfg.max_queued_bytes_per_client =
+                num("max-queued-bytes-per-client", optarg, 1, UINT64_MAX);
+            break;
+        case 'U':
+            cfg.client_buffer_bytes = num("client-buffer-bytes", optarg, 1, UINT64_MAX);
+            break;
+        case 'g': cfg.run_grace_ms = (uint32_t)num("run-grace", optarg, 1, 3600000); break;
         case 'q': cfg.max_queued = num("max-queued", optarg, 1, UINT64_MAX); break;
         case 'Q':
             cfg.max_queued_per_fn = num("max-queued-per-fn", optarg, 1, UINT64_MAX);
@@ -104,6 +142,7 @@ int main(int argc, char **argv)
         case 'f': parse_fsync(&cfg, optarg); break;
         case 'R': cfg.result_max_bytes = num("result-max-bytes", optarg, 0, 1ull << 32); break;
         case 'M': cfg.compact_min_bytes = num("compact-min-bytes", optarg, 1, UINT64_MAX); break;
+        case 'J': repair = true; break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -114,6 +153,13 @@ int main(int argc, char **argv)
     }
     if (!per_fn_set)
         cfg.max_queued_per_fn = cfg.max_queued;
+    if (repair && no_journal) {
+        zf_log(ZF_LOG_ERROR, "--journal-repair needs a journal: drop --no-journal");
+        return 2;
+    }
+    /* An explicit step the operator runs and reads; a broker never repairs on its own. */
+    if (repair)
+        return zf_journal_repair(cfg.data_dir) == 0 ? 0 : 1;
     if (no_journal)
         cfg.data_dir = NULL; /* whatever --data said: in-memory was asked for explicitly */
     zf_broker_t *b = zf_broker_new(&cfg);

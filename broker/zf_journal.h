@@ -3,12 +3,15 @@
     Append-only records with a checksum each; one group commit per event-loop turn covers
     every record appended in it (zf_journal_commit), so the broker acknowledges a batch of
     submissions with a single fsync. Replay rebuilds the live jobs; a torn or corrupt tail
-    is reported and cut. Compaction rewrites the live state to a new file and swaps it in
-    atomically.
+    is reported and cut, but damage with valid records after it stops the start (the file
+    is left untouched) until zf_journal_repair skips just the damaged records. Compaction
+    rewrites the live state to a new file and swaps it in atomically.
 
     Every function accepts a NULL journal and then does nothing (the broker without
-    --data). Records are buffered in memory until commit; a failed write is logged and
-    reported by zf_journal_commit.
+    --data). Records are buffered in memory until commit. A failed write or sync (disk
+    full, EIO) takes the journal down: it drops its buffered records and takes no more,
+    commits fail, and zf_journal_recover brings it back by writing a snapshot of the
+    broker's state over the file. Nothing here aborts the process.
 
     On disk: DIR/journal, locked with flock() while a broker has it open (a second broker
     on the same directory is refused). The file starts with an 8-byte magic; each record is
@@ -37,7 +40,8 @@ typedef struct zf_journal zf_journal_t;
 typedef struct {
     zf_fsync_t policy;
     uint32_t interval_ms;       /* with ZF_FSYNC_INTERVAL */
-    uint64_t result_max_bytes;  /* output bytes of one result kept; longer ones are cut */
+    uint64_t result_max_bytes;  /* largest output journaled; a longer one is recorded by its
+                                   length only and replays as ZF_ST_OUTPUT_LOST */
     uint64_t compact_min_bytes; /* 0 = ZF_JOURNAL_COMPACT_MIN_DEFAULT */
 } zf_journal_opts_t;
 
@@ -51,36 +55,75 @@ zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts);
    fn set through fn(arg, name). Non-terminal jobs come back QUEUED with the attempts they
    used; terminal ones keep their result (res, with ran_on a winfo_t holding one reference
    per job) and finished_ms on the monotonic clock; deadline_at is on the monotonic clock
-   (0 = none). Jobs come in acceptance order, terminal ones in finishing order. A torn or
-   corrupt tail is logged in one line and cut from the file. Call once, right after open.
-   Returns 0, or -1 if the file cannot be read or cut (logged). */
+   (0 = none). Jobs come in acceptance order, terminal ones in finishing order. A result
+   whose output was over result_max_bytes comes back ZF_ST_OUTPUT_LOST (if it had
+   succeeded) with no output bytes and an error text saying what was lost.
+   A torn or corrupt tail (bad bytes with no valid record after them) is logged in one line
+   and cut from the file. Damage with valid records after it is not cut: the file is left
+   byte for byte as it is, one error line says where, why, what follows and how to repair,
+   and -1 is returned (no job is restored). Call once, right after open.
+   Returns 0, or -1 if the file cannot be read or cut, or is damaged (logged). */
 int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job),
                       fnq_t *(*fn)(void *arg, const char *name), void *arg);
 
+/* Repairs DIR/journal after damage in its middle: the original gets a second name,
+   DIR/journal.damaged-<UTC time> (a hard link, or a copy where links fail; synced), then
+   the journal is rewritten without the damaged ranges and without a torn tail, and renamed
+   into place (synced). A damaged range runs from a record that fails its checksum or shape
+   to the next offset where a whole valid record starts that is followed by another valid
+   record or by the end of the file. Logs one line: ranges and bytes skipped, records kept,
+   and the jobs affected as far as they can be known (ids named by the damaged records'
+   headers, and jobs whose later records survived without their ACCEPT), saying which are
+   gone. Takes the journal's lock (refused while a broker runs on DIR). Does not start a
+   broker. Returns 0 (repaired, or nothing to repair: logged), or -1 (logged; the journal
+   is as it was). */
+int zf_journal_repair(const char *dir);
+
 /* Record that a job was accepted, or requeued from the dead letters (its header fields,
-   current attempt and payload). */
+   current attempt and payload). The four appenders do nothing while the journal is down
+   (zf_journal_error): the snapshot that recovers it writes the state they describe. */
 void zf_journal_accept(zf_journal_t *self, const job_t *job);
 /* Record that a job was dispatched (its attempt number), so the attempt counts after a crash. */
 void zf_journal_start(zf_journal_t *self, const job_t *job);
-/* Record a job's terminal state and result (output bounded by result_max_bytes). */
+/* Record a job's terminal state and result (output journaled up to result_max_bytes, else
+   only its length). */
 void zf_journal_finish(zf_journal_t *self, const job_t *job);
 /* The broker dropped the job's result: it is dead weight for compaction. */
 void zf_journal_forget(zf_journal_t *self, uint64_t id);
 
 /* Writes the buffered records with one write() and syncs them under the policy (always:
    one fdatasync per call that wrote; interval: when the last sync is older than the
-   interval). Costs one comparison when nothing was appended. Returns 0, or -1 if they
-   could not be written: the file is cut back, the records stay buffered for the next call,
-   and the broker must not acknowledge them yet. A failed fdatasync aborts the process (the
-   kernel may have dropped the pages; a restart replays what is really on disk). */
+   interval). Costs one comparison when nothing was appended. Returns 0, or -1 when the
+   journal is down: the write or the sync failed now (logged once; the records buffered
+   since the last commit are dropped, and the broker must never acknowledge them), or
+   earlier and it has not recovered yet. */
 int zf_journal_commit(zf_journal_t *self);
+
+/* While the journal is down, tries to bring it back: at most every 250 ms (see
+   zf_journal_due_ms; up to 2 s apart while the file system has less free space than the
+   snapshot needs), it writes the live state `jobs` (the broker's job table, linked
+   through hh) to a new file, syncs it, renames it over the journal and syncs the directory,
+   as compaction does. A failed sync leaves the old file's contents unknown (Linux may have
+   dropped its dirty pages), so only such a snapshot is trusted. Returns 0 when the journal
+   is writable (now, or it was not down), -1 while it stays down (logged when it went down
+   and once when it recovers). */
+int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs);
+
+/* The errno of the failure that took the journal down (ENOSPC, EIO, ...), 0 while it is
+   writable or for NULL. */
+int zf_journal_error(const zf_journal_t *self);
+/* Writes and syncs that failed since open, each of which took the journal down. */
+uint64_t zf_journal_failures(const zf_journal_t *self);
 
 /* Periodic work: interval fsync, and compaction when dead records dominate (the live
    jobs are read from the broker's job table `jobs`, linked through hh). */
 void zf_journal_tick(zf_journal_t *self, int64_t now_ms, job_t *jobs);
 
-/* Milliseconds until zf_journal_tick has an interval sync due, -1 when none is pending
-   (for an event loop that wants to wake up for it). */
+/* Milliseconds until zf_journal_tick has an interval sync due, or (while the journal is
+   down) until zf_journal_recover tries again; 0 while records appended since the last
+   commit wait (the START records of jobs placed after a commit: the loop commits them at
+   once instead of up to a heartbeat later); -1 when none of these is pending (for an event
+   loop that wants to wake up for it). */
 long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms);
 
 /* Current size of the journal file in bytes (committed records); 0 for NULL. */

@@ -7,6 +7,7 @@
 #ifndef ZF_STATE_H
 #define ZF_STATE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,11 +22,37 @@
 #define ZF_NKINDS 2        /* device kinds a worker can have: cpu (0) and gpu (1) */
 #define ZF_JOB_INLINE_MAX 1024 /* payloads up to this size live inside their job_t */
 
+/* Bytes of results handed to ZeroMQ for one client connection and not yet written to its
+   socket. Shared with ZeroMQ's I/O thread, which subtracts what it has written (from the
+   free callback of each message it was given; see send_result), so it is refcounted and
+   atomic: one reference is the client's, one each message's. */
+typedef struct flight {
+    _Atomic uint64_t bytes;
+    _Atomic uint32_t refs;
+    _Atomic bool want_wake;  /* the broker holds results back: wake it when bytes fall to */
+    _Atomic uint64_t resume_at; /* this level (writing to wake_fd), where the next one fits */
+    int wake_fd;
+} flight_t;
+
+/* A result held back because the connection's unread bytes would pass the bound: sent
+   once the client has read enough (by id: the job may be evicted meanwhile). */
+typedef struct {
+    uint64_t id, tag;
+    bool forget;             /* the submitter's push of a FORGET job: drop it once sent */
+} deferred_t;
+
 /* A client connection, known by its routing id. Refcounted by the jobs that name it as a
-   waiter; freed when the last one lets go. */
+   waiter; freed when the last one lets go and nothing it was sent is still unwritten
+   (until then it stays in the table with refs 0; the tick sweeps such entries). */
 typedef struct client {
     uint32_t refs;
     uint8_t rid_len;
+    uint64_t queued_jobs;    /* unfinished jobs this connection submitted (job_t.counted) */
+    uint64_t queued_bytes;   /* and their payload bytes */
+    flight_t *flight;
+    deferred_t *deferred;    /* a FIFO of held-back results: [dhead, ndeferred) */
+    uint32_t dhead, ndeferred, dcap;
+    struct client *slow_prev, *slow_next; /* in the broker's slow list while ndeferred */
     UT_hash_handle hh;
     unsigned char rid[];
 } client_t;
@@ -60,7 +87,8 @@ typedef struct job {
        Rarely used fields live in result_t. */
     uint64_t id;
     struct fnq *fn;
-    int64_t seq;             /* FIFO order within a priority; front requeues are negative */
+    int64_t seq;             /* FIFO order within a priority; front requeues are negative;
+                                once forgetting: when its result was pushed (monotonic ms) */
     int64_t deadline_at;     /* monotonic ms; 0 = none */
     int64_t finished_ms;     /* monotonic, once terminal */
     uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */
@@ -77,6 +105,9 @@ typedef struct job {
     bool no_push;            /* the submitter asked not to be sent the result */
     bool forget;             /* drop the result once it has been pushed to the submitter */
     bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
+    bool counted : 1;        /* in its waiter's queued_jobs/queued_bytes (while unfinished) */
+    bool forgetting : 1;     /* FORGET result pushed, its FORGET record not yet written: out
+                                of the store, invisible to clients (see forget_later) */
     zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */
     struct wrk *worker;      /* lease holder while running, else NULL */
     client_t *waiter;        /* first client to push the result to, or NULL */
@@ -155,9 +186,21 @@ typedef struct wrk {
     lease_t leases[ZF_LEASES_MAX];   /* the jobs this worker holds, oldest first */
     winfo_t *info;
     char model[ZF_NAME_MAX + 1];     /* the device's own name, e.g. the GPU model */
+    char supervisor[65];             /* READY's supervisor (hex routing id), or empty: the
+                                        one peer besides the worker whose OBITUARY counts */
     wslot_t *slots;
     uint32_t nslots;
     int64_t last_recv_ms;
+    /* The broker's backstop for the worker's own run timeout, on the lease the worker runs
+       now (leases[0]: a worker runs its jobs in the order it was given them, so that lease
+       started when the one before it was answered). Stage 0 ends at timeout + grace: the
+       job's attempt ends as timed out and the worker is told (WCANCEL); stage 1 ends one
+       grace later with the lease still unanswered: the worker is removed as wedged. */
+    int64_t run_until;               /* monotonic ms; in b->runs while rpos != ZF_HEAP_NONE */
+    uint64_t run_id;                 /* the lease the timer is about */
+    uint32_t run_attempt;
+    uint32_t rpos;
+    uint8_t run_stage;
     uint64_t jobs_done, jobs_failed;
     int64_t joined_ms;
     struct wrk *prev, *next;         /* liveness list, oldest last_recv first */

@@ -1,12 +1,15 @@
 /*  zfleet — the command line client. See usage() and README.md.
 
-    Exit codes: 0 ok (a waited-for job succeeded), 1 the job ended in another state,
-    2 usage error, 3 timed out waiting, 4 broker unreachable, 5 the broker refused
-    (queue full, payload too large, unknown job, ...).
+    Exit codes: 0 ok (a waited-for job succeeded), 1 the job ended in another state
+    (output_lost included: its output is gone, nothing is written to --out),
+    2 usage or input error (a word too many or too few, an unreadable --file), 3 timed out
+    waiting, 4 broker unreachable, 5 the broker refused (queue full, payload too large,
+    unknown job, ...). Every error is one line on stderr.
 */
 #include <errno.h>
 #include <getopt.h>
 #include <msgpack.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,20 +56,27 @@ static void usage(FILE *f)
           "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
           "  --forget        submit --wait: the broker drops the result once it has pushed\n"
           "                  it to this command (a later get/wait answers unknown job)\n"
-          "exit codes: 0 ok, 1 job did not succeed, 2 usage, 3 timed out, 4 broker\n"
-          "  unreachable, 5 refused by the broker\n",
+          "exit codes: 0 ok, 1 job did not succeed (output_lost too), 2 usage or unreadable\n"
+          "  input, 3 timed out, 4 broker unreachable, 5 refused by the broker (or payload\n"
+          "  too large)\n",
           f);
 }
 
+/* Reports the client's last error in one line on stderr (and, with --json, one document
+   on stdout). Returns the exit code for it. */
 static int fail_client(cli_t *cli, zf_client_t *c)
 {
     zf_client_errcode_t e = zf_client_errcode(c);
+    /* a wait that ran out: the job itself goes on, and that belongs in the same line */
+    char text[600];
+    snprintf(text, sizeof text, "%s%s", zf_client_error(c),
+             e == ZF_CE_TIMEOUT ? "; it is still queued or running" : "");
     if (cli->json) {
         printf("{\"error\":");
-        zf_json_string(stdout, zf_client_error(c), strlen(zf_client_error(c)));
+        zf_json_string(stdout, text, strlen(text));
         printf(",\"code\":%d}\n", zf_client_brokercode(c));
     }
-    fprintf(stderr, "zfleet: %s\n", zf_client_error(c));
+    fprintf(stderr, "zfleet: %s\n", text);
     return e == ZF_CE_TIMEOUT       ? EXIT_TIMEOUT
            : e == ZF_CE_UNREACHABLE ? EXIT_UNREACHABLE
            : e == ZF_CE_USAGE       ? EXIT_USAGE
@@ -92,6 +102,8 @@ static int write_file(const char *path, const void *data, size_t len)
     return 0;
 }
 
+/* The whole of path (a regular file, a pipe, /dev/stdin...), or NULL with one line on
+   stderr: a directory or a failing read is an input error, never an empty payload. */
 static void *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -113,7 +125,15 @@ static void *read_file(const char *path, size_t *len)
             }
         }
     }
+    /* fopen accepts a directory on Linux; its first read fails with EISDIR */
+    int err = ferror(f) ? errno : 0;
     fclose(f);
+    if (!buf || err) {
+        fprintf(stderr, "zfleet: cannot read %s: %s\n", path,
+                buf ? strerror(err) : "out of memory");
+        free(buf);
+        return NULL;
+    }
     *len = n;
     return buf;
 }
@@ -162,6 +182,7 @@ static void print_result_human(const zf_event_t *e, const char *out_path)
 
 static int finish_result(cli_t *cli, zf_event_t *e)
 {
+    /* only SUCCEEDED is a success: output_lost carries no bytes, and says so in its text */
     int rc = e->status == ZFLEET_SUCCEEDED ? 0 : EXIT_JOB_FAILED;
     if (cli->out && e->status == ZFLEET_SUCCEEDED && write_file(cli->out, e->output, e->output_len) < 0)
         rc = EXIT_USAGE;
@@ -178,10 +199,6 @@ static int finish_result(cli_t *cli, zf_event_t *e)
 
 static int cmd_submit(cli_t *cli, zf_client_t *c, int argc, char **argv)
 {
-    if (argc < 1) {
-        fprintf(stderr, "zfleet: submit needs a FUNCTION\n");
-        return EXIT_USAGE;
-    }
     if (cli->opts.forget && !cli->wait) {
         /* the result would be pushed to this process as it exits, and then be gone */
         fprintf(stderr, "zfleet: --forget needs --wait (the result is dropped once pushed here)\n");
@@ -214,12 +231,7 @@ static int cmd_submit(cli_t *cli, zf_client_t *c, int argc, char **argv)
         return 0;
     }
     zf_event_t *e = zf_client_wait(c, id, cli->timeout_ms);
-    if (!e) {
-        int r = fail_client(cli, c);
-        fprintf(stderr, "zfleet: job %llu is still queued or running\n", (unsigned long long)id);
-        return r;
-    }
-    return finish_result(cli, e);
+    return e ? finish_result(cli, e) : fail_client(cli, c);
 }
 
 static int cmd_wait(cli_t *cli, zf_client_t *c, const char *arg)
@@ -340,11 +352,17 @@ static void print_stats(const msgpack_object *doc)
            u(b, "workers_lost"), u(b, "dead_letters"));
     printf("        %llu results kept, %.1f MB in the result store, %llu forgotten once pushed\n",
            u(b, "results_kept"), (double)u(b, "result_bytes") / 1e6, u(b, "forgotten"));
+    printf("        %.1f MB of queued payloads, %llu results held for %llu slow client(s), "
+           "%llu run timeouts, %llu forged obituaries refused, %llu stalls\n",
+           (double)u(b, "queued_bytes") / 1e6, u(b, "results_held"), u(b, "clients_slow"),
+           u(b, "run_timeouts"), u(b, "obituaries_refused"), u(b, "stalls"));
+    printf("        journal %s, %llu write/sync failures\n",
+           u(b, "journal_ok") ? "ok" : "UNAVAILABLE (new submits refused)", u(b, "journal_errors"));
     const msgpack_object *fin = get(doc, "finished");
     printf("finished: %llu succeeded, %llu failed, %llu timed_out, %llu cancelled, %llu expired, "
-           "%llu lost\n",
+           "%llu lost, %llu output_lost\n",
            u(fin, "succeeded"), u(fin, "failed"), u(fin, "timed_out"), u(fin, "cancelled"),
-           u(fin, "expired"), u(fin, "lost"));
+           u(fin, "expired"), u(fin, "lost"), u(fin, "output_lost"));
     const msgpack_object *fns = get(doc, "functions");
     printf("\n%-24s %10s %8s %10s %8s %8s\n", "FUNCTION", "QUEUED", "RUNNING", "SUCCEEDED",
            "FAILED", "WORKERS");
@@ -480,6 +498,47 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     }
 }
 
+/* The commands and the arguments each takes: a word more or less is a usage error, never
+   silently dropped (`submit echo a b` must not submit "a"). bench parses its own. */
+typedef enum { OP_SUBMIT, OP_WAIT, OP_GET, OP_CANCEL, OP_RETRY, OP_DOC } op_t;
+typedef struct {
+    const char *name;
+    op_t op;
+    int min, max;       /* arguments after the command's name */
+    const char *args;   /* for the message */
+} command_t;
+
+static const command_t commands[] = {
+    {"submit", OP_SUBMIT, 1, 2, "FUNCTION [DATA]"},
+    {"wait", OP_WAIT, 1, 1, "ID"},
+    {"get", OP_GET, 1, 1, "ID"},
+    {"status", OP_GET, 1, 1, "ID"},
+    {"cancel", OP_CANCEL, 1, 1, "ID"},
+    {"retry", OP_RETRY, 1, 1, "ID"},
+    {"stats", OP_DOC, 0, 0, "no arguments"},
+    {"workers", OP_DOC, 0, 0, "no arguments"},
+    {"dead", OP_DOC, 0, 0, "no arguments"},
+};
+
+static const command_t *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+/* True (after one line on stderr) if argc is outside what k takes. */
+static bool bad_arg_count(const command_t *k, int argc, char **argv)
+{
+    if (argc < k->min)
+        fprintf(stderr, "zfleet: %s needs %s (see zfleet --help)\n", k->name, k->args);
+    else if (argc > k->max)
+        fprintf(stderr, "zfleet: %s takes %s; unexpected argument '%s'%s\n", k->name, k->args,
+                argv[k->max], k->op == OP_SUBMIT ? " (quote DATA that has spaces)" : "");
+    return argc < k->min || argc > k->max;
+}
+
 /* `zfleet [--broker EP] [--json] bench ...` goes to the benchmark with its own options. */
 static int maybe_bench(int argc, char **argv, int *rc)
 {
@@ -528,29 +587,28 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    const char *cmd = args[0];
+    const command_t *k = find_command(cmd);
+    if (!k) {
+        fprintf(stderr, "zfleet: unknown command '%s' (see zfleet --help)\n", cmd);
+        return EXIT_USAGE;
+    }
+    if (bad_arg_count(k, nargs - 1, args + 1))
+        return EXIT_USAGE;
     zf_client_t *client = zf_client_new(cli.broker);
     if (!client) {
         fprintf(stderr, "zfleet: bad broker endpoint '%s'\n",
                 cli.broker ? cli.broker : getenv("ZFLEET_BROKER") ? getenv("ZFLEET_BROKER") : "");
         return EXIT_USAGE;
     }
-    const char *cmd = args[0];
     const char *arg = nargs > 1 ? args[1] : NULL;
-    if (!strcmp(cmd, "submit"))
-        rc = cmd_submit(&cli, client, nargs - 1, args + 1);
-    else if (!strcmp(cmd, "wait"))
-        rc = cmd_wait(&cli, client, arg);
-    else if (!strcmp(cmd, "get") || !strcmp(cmd, "status"))
-        rc = cmd_get(&cli, client, arg);
-    else if (!strcmp(cmd, "cancel"))
-        rc = cmd_simple(&cli, client, arg, 1);
-    else if (!strcmp(cmd, "retry"))
-        rc = cmd_simple(&cli, client, arg, 0);
-    else if (!strcmp(cmd, "stats") || !strcmp(cmd, "workers") || !strcmp(cmd, "dead"))
-        rc = cmd_doc(&cli, client, cmd);
-    else {
-        fprintf(stderr, "zfleet: unknown command '%s' (see zfleet --help)\n", cmd);
-        rc = EXIT_USAGE;
+    switch (k->op) {
+    case OP_SUBMIT: rc = cmd_submit(&cli, client, nargs - 1, args + 1); break;
+    case OP_WAIT: rc = cmd_wait(&cli, client, arg); break;
+    case OP_GET: rc = cmd_get(&cli, client, arg); break;
+    case OP_CANCEL: rc = cmd_simple(&cli, client, arg, 1); break;
+    case OP_RETRY: rc = cmd_simple(&cli, client, arg, 0); break;
+    case OP_DOC: rc = cmd_doc(&cli, client, cmd); break;
     }
     zf_client_destroy(&client);
     return rc;

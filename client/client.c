@@ -20,6 +20,8 @@ typedef struct evnode {
 } evnode_t;
 
 #define PUSHED_MAX 64
+/* Payloads up to this size reach the broker whatever its limit (see check_limit). */
+#define ZF_CLIENT_PROBE_BYTES (1u << 20)
 
 struct zf_client {
     void *ctx, *sock;
@@ -36,6 +38,10 @@ struct zf_client {
        to the broker, not two. A ring: an id that fell out of it is merely asked for. */
     uint64_t pushed[PUSHED_MAX];
     unsigned pushed_next;
+    /* The broker's payload limit as its last PONG on this connection said (0 = not told),
+       and the tag of the PING whose PONG learn_limit waits for (0 = none). */
+    uint64_t max_payload;
+    uint64_t pong_tag;
 };
 
 static void pushed_add(zf_client_t *c, uint64_t id)
@@ -226,6 +232,15 @@ static evnode_t *make_event(const zf_msg_t *m, zmq_msg_t *payload)
     return n;
 }
 
+/* A PONG is no event: it answers a liveness ping or learn_limit, and says the limit. */
+static void on_pong(zf_client_t *c, const zf_msg_t *m)
+{
+    if (zf_msg_has(m, ZF_F_MAXPAYLOAD))
+        c->max_payload = m->max_payload;
+    if (m->tag && m->tag == c->pong_tag)
+        c->pong_tag = 0;
+}
+
 /* Receives one event from the socket, waiting up to timeout_ms. NULL if none. */
 static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
 {
@@ -244,9 +259,12 @@ static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
         int err;
         evnode_t *n = NULL;
         if (f.n >= 1 && zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]),
-                                      &err, NULL) == 0 &&
-            m.cmd != ZF_CMD_PONG)
-            n = make_event(&m, f.n >= 2 ? &f.part[1] : NULL);
+                                      &err, NULL) == 0) {
+            if (m.cmd != ZF_CMD_PONG)
+                n = make_event(&m, f.n >= 2 ? &f.part[1] : NULL);
+            else
+                on_pong(c, &m);
+        }
         zf_frames_close(&f);
         if (n && n->ev.type == ZF_EV_RESULT)
             pushed_take(c, n->ev.id); /* it came: a later wait for it must ask */
@@ -422,11 +440,60 @@ int zf_client_submit_async(zf_client_t *c, const char *fn, const void *data, siz
     return 0;
 }
 
+/* Asks the broker for its payload limit (PING, answered by PONG { max_payload }) and
+   waits for the answer; events that arrive meanwhile are kept. Returns 0 (c->max_payload
+   is then the limit, or 0 for a broker that does not say), or -1 (unreachable). */
+static int learn_limit(zf_client_t *c)
+{
+    zf_msg_t p;
+    zf_msg_init(&p, ZF_CMD_PING);
+    c->max_payload = 0; /* this answer's, not an earlier broker's */
+    c->pong_tag = ++c->next_tag;
+    zf_msg_set_u64(&p, ZF_F_TAG, c->pong_tag);
+    if (send_msg(c, &p, NULL) < 0)
+        return -1;
+    int64_t until = zf_now_ms() + c->req_timeout_ms;
+    while (c->pong_tag) {
+        int64_t left = until - zf_now_ms();
+        evnode_t *n = left > 0 ? recv_event(c, (int)left) : NULL;
+        if (n)
+            enqueue(c, n);
+        else if (c->pong_tag && zf_now_ms() >= until)
+            break;
+    }
+    if (c->pong_tag) {
+        c->pong_tag = 0; /* a late PONG still updates the limit, and nothing else */
+        return set_error(c, ZF_CE_UNREACHABLE, 0, "no answer from the broker at %s within %d ms",
+                         c->ep, c->req_timeout_ms);
+    }
+    return 0;
+}
+
+/* Refuses, before sending, a payload the broker would not take. Up to ZF_CLIENT_PROBE_BYTES
+   the broker always answers (ZMQ_MAXMSGSIZE is 2 x its limit + 1 MiB), with ETOO_LARGE
+   if it is too large, so only a larger payload costs a PING first. The limit is asked
+   for each time, not cached: a broker restarted with another limit is never misjudged,
+   and one round trip is little beside moving a megabyte. Returns 0, or -1. */
+static int check_limit(zf_client_t *c, size_t len)
+{
+    if (len <= ZF_CLIENT_PROBE_BYTES)
+        return 0;
+    if (learn_limit(c) < 0)
+        return -1;
+    if (c->max_payload && len > c->max_payload)
+        return set_error(c, ZF_CE_REJECTED, ZF_ETOO_LARGE,
+                         "payload too large: %zu bytes, the broker's limit is %llu", len,
+                         (unsigned long long)c->max_payload);
+    return 0;
+}
+
 int zf_client_submit(zf_client_t *c, const char *fn, const void *data, size_t len,
                      const zf_submit_opts_t *opts, uint64_t *id)
 {
     zf_msg_t m;
     zmq_msg_t payload;
+    if (check_limit(c, len) < 0)
+        return -1;
     if (build_submit(c, &m, fn, data, len, opts, &payload) < 0)
         return -1;
     evnode_t *n = request(c, &m, &payload);
@@ -500,6 +567,9 @@ zf_event_t *zf_client_wait(zf_client_t *c, uint64_t id, int timeout_ms)
             asked = true;
             continue;
         }
+        if (!n && c->errcode == ZF_CE_TIMEOUT) /* say which job and the whole wait */
+            set_error(c, ZF_CE_TIMEOUT, 0, "job %llu: no result within %d ms",
+                      (unsigned long long)id, timeout_ms);
         if (!n)
             return NULL;
         if (n->ev.type == ZF_EV_RESULT)

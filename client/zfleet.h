@@ -43,6 +43,10 @@ typedef enum {
     ZFLEET_CANCELLED = 5,
     ZFLEET_EXPIRED = 6,
     ZFLEET_LOST = 7,
+    ZFLEET_OUTPUT_LOST = 8,  /* the handler succeeded but its output was not kept in full
+                                across a broker restart (over --result-max-bytes): the RESULT
+                                has no output bytes and text says what was lost. Not a
+                                success: only ZFLEET_SUCCEEDED is. */
 } zfleet_state_t;
 
 /* Client-side error classes (zf_client_errcode). */
@@ -113,17 +117,27 @@ void zf_client_set_request_timeout(zf_client_t *self, int ms);
 void zf_client_set_heartbeat(zf_client_t *self, int ms);
 
 /* Submits and waits for acceptance. opts may be NULL. Returns 0 with *id, or -1
-   (ZF_CE_REJECTED: queue full, payload too large...; ZF_CE_UNREACHABLE). */
+   (ZF_CE_REJECTED: queue full, payload too large...; ZF_CE_UNREACHABLE).
+   Payload limit: a payload over the broker's limit is ZF_CE_REJECTED with brokercode 6
+   (ETOO_LARGE) and an error that begins "payload too large", whoever noticed it. One over
+   1 MiB is checked here before it is sent ("payload too large: N bytes, the broker's limit
+   is M"): the library first asks the broker for its limit (one PING round trip per such
+   submit, never cached, so a restarted broker with another limit is judged by its own),
+   because a payload far over the limit would make the broker drop the connection without a
+   reply. Smaller payloads are judged by the broker, which always answers them. */
 int zf_client_submit(zf_client_t *self, const char *function, const void *data, size_t len,
                      const zf_submit_opts_t *opts, uint64_t *id);
 
 /* Submits without waiting; *tag identifies the ACCEPTED or REJECTED event to come.
-   Returns 0, or -1 if the message could not be queued. */
+   Returns 0, or -1 if the message could not be queued. The payload is not checked against
+   the broker's limit here (that would cost a round trip): over it, a REJECTED event with
+   code 6 (ETOO_LARGE) comes, but a payload over 2 x the limit + 1 MiB gets no answer (the
+   broker drops the connection): use zf_client_submit for payloads that may be that big. */
 int zf_client_submit_async(zf_client_t *self, const char *function, const void *data,
                            size_t len, const zf_submit_opts_t *opts, uint64_t *tag);
 
 /* Waits up to timeout_ms (-1 = forever) for the job's result. Returns a RESULT event, or
-   NULL (ZF_CE_TIMEOUT; ZF_CE_REJECTED with brokercode 4 when the broker does not know the
+   NULL (ZF_CE_TIMEOUT, "job ID: no result within T ms"; ZF_CE_REJECTED with brokercode 4 when the broker does not know the
    job, e.g. it restarted without a journal). Other events that arrive meanwhile are kept
    for zf_client_next. */
 zf_event_t *zf_client_wait(zf_client_t *self, uint64_t id, int timeout_ms);
@@ -155,6 +169,7 @@ int zf_client_brokercode(const zf_client_t *self);
 
 void zf_event_destroy(zf_event_t **self_p);
 
+/* "queued", "running", "succeeded", ..., "lost", "output_lost"; "unknown" otherwise. */
 const char *zfleet_state_name(int state);
 
 #ifdef __cplusplus

@@ -289,16 +289,15 @@ void zt_kill(pid_t pid, int sig)
         zt_wait_exit(pid, 10000);
 }
 
-int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...)
+/* Runs the CLI; stdout into out, stderr to err_path (NULL: this process's stderr). */
+static int run_cli(const zt_env_t *env, char *out, size_t outlen, const char *err_path,
+                   va_list ap)
 {
     const char *argv[64];
     int n = 0;
     argv[n++] = zt_path("client/zfleet");
-    va_list ap;
-    va_start(ap, outlen);
     for (const char *a; n < 63 && (a = va_arg(ap, const char *));)
         argv[n++] = a;
-    va_end(ap);
     argv[n] = NULL;
     int fds[2];
     cr_assert(pipe(fds) == 0);
@@ -306,6 +305,11 @@ int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...)
     if (pid == 0) {
         dup2(fds[1], 1);
         close(fds[0]);
+        if (err_path) {
+            int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0)
+                dup2(fd, 2);
+        }
         setenv("ZFLEET_BROKER", env->client_ep, 1);
         execv(argv[0], (char *const *)argv);
         _exit(127);
@@ -324,6 +328,40 @@ int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...)
     int status;
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...)
+{
+    va_list ap;
+    va_start(ap, outlen);
+    int rc = run_cli(env, out, outlen, NULL, ap);
+    va_end(ap);
+    return rc;
+}
+
+int zt_cli_err(const zt_env_t *env, char *out, size_t outlen, char *err, size_t errlen, ...)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/cli.stderr", env->dir);
+    va_list ap;
+    va_start(ap, errlen);
+    int rc = run_cli(env, out, outlen, path, ap);
+    va_end(ap);
+    zt_read_file(path, err, errlen);
+    return rc;
+}
+
+size_t zt_read_file(const char *path, char *buf, size_t len)
+{
+    size_t n = 0;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        n = len ? fread(buf, 1, len - 1, f) : 0;
+        fclose(f);
+    }
+    if (len)
+        buf[n] = 0;
+    return n;
 }
 
 bool zt_wait_running(zf_client_t *c, uint64_t id, int timeout_ms)

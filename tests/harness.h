@@ -55,6 +55,12 @@ int zt_wait_exit(pid_t pid, int timeout_ms);
 /* Runs the zfleet CLI with ZFLEET_BROKER=env->client_ep and the given args
    (NULL-terminated); captures stdout into out (NUL-terminated). Returns its exit code. */
 int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...);
+/* The same, and its stderr into err (NUL-terminated; via a file in env->dir). */
+int zt_cli_err(const zt_env_t *env, char *out, size_t outlen, char *err, size_t errlen, ...);
+
+/* Reads up to len - 1 bytes of path into buf, NUL-terminated (empty if it cannot be read).
+   Returns the bytes read. */
+size_t zt_read_file(const char *path, char *buf, size_t len);
 
 /* A client connected to env. */
 zf_client_t *zt_client(const zt_env_t *env);

@@ -298,8 +298,9 @@ Test(failure, queue_full_and_payload_too_large_are_rejected, .timeout = 30)
 {
     zt_env_t env;
     zt_env_init(&env);
+    /* (one client here: its share of the queue, by default half, is lifted) */
     zt_broker(&env, 200, "--max-queued", "5", "--max-queued-per-fn", "3", "--max-payload", "1000",
-              NULL);
+              "--max-queued-per-client", "5", NULL);
     zf_client_t *c = zt_client(&env);
     uint64_t ids[5];
     for (int i = 0; i < 3; i++)

@@ -6,6 +6,7 @@
     slows these tests down but does not fail them. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <msgpack.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -344,10 +345,12 @@ static void torn_case(void (*damage)(const char *path, long long at, long long l
         zf_event_destroy(&e);
     }
     cr_assert_null(zf_client_get(c, ids[N - 1]), "the damaged record's job came back");
-    /* the broker keeps going: new ids are above the old ones, and everything runs */
+    /* the broker keeps going: a new id is none of the old ones (not even the cut job's;
+       ids carry no order, so only distinctness is asserted), and everything runs */
     uint64_t fresh;
     cr_assert_eq(zf_client_submit(c, "echo", "x", 1, NULL, &fresh), 0);
-    cr_assert_gt(fresh, ids[N - 1]);
+    for (int i = 0; i < N; i++)
+        cr_assert_neq(fresh, ids[i], "a new job got the id of job %d", i);
     zt_worker(&env, HB, NULL);
     for (int i = 0; i < N - 1; i++) {
         zf_event_t *e = zf_client_wait(c, ids[i], 20000);
@@ -640,8 +643,13 @@ Test(journal, forgotten_result_does_not_come_back_after_restart, .timeout = 60)
     e = zf_client_wait(c, gone, 10000);
     cr_assert(e && e->status == ZFLEET_SUCCEEDED, "%s", zf_client_error(c));
     zf_event_destroy(&e);
-    /* The FORGET record is appended after the push and committed by the next loop turn;
-       the second of two requests is answered after that turn has ended. */
+    /* The FORGET record is written some heartbeats after the push (forget_pending counts
+       the jobs whose record waits) and committed by the next loop turn; the second of two
+       requests is answered after that turn has ended. */
+    int64_t until = zt_now_ms() + 20000;
+    while (zt_broker_counter(&env, "forget_pending") != 0 && zt_now_ms() < until)
+        zt_pause_ms(50);
+    cr_assert_eq(zt_broker_counter(&env, "forget_pending"), 0);
     for (int i = 0; i < 2; i++) {
         e = zf_client_stats(c);
         cr_assert_not_null(e);
@@ -659,6 +667,79 @@ Test(journal, forgotten_result_does_not_come_back_after_restart, .timeout = 60)
     cr_assert_eq(zf_client_brokercode(c), 4);
     cr_assert_eq(zt_broker_counter(&env, "results_kept"), 1);
     zf_client_destroy(&c);
+}
+
+/* The id in a `zfleet --json` document, or 0. */
+static unsigned long long json_id(const char *doc)
+{
+    const char *p = strstr(doc, "\"id\":");
+    return p ? strtoull(p + 5, NULL, 10) : 0;
+}
+
+/* Job ids are safe integers in JSON and JavaScript (1 <= id < 2^53) and never repeat across
+   restarts (kill -9 and a clean stop), even when every earlier job was forgotten, so that
+   nothing in the journal remembers its id. */
+Test(journal, job_ids_are_below_2_53_and_never_repeat_across_restarts, .timeout = 120)
+{
+    enum { RUNS = 3, PER = 4 };
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = broker(&env, "always");
+    zt_worker(&env, HB, NULL);
+    unsigned long long ids[RUNS * PER];
+    char out[1024];
+    for (int r = 0; r < RUNS; r++) {
+        cr_assert(zt_wait_workers(&env, 1, 15000), "run %d: no worker", r);
+        for (int i = 0; i < PER; i++) {
+            int rc = zt_cli(&env, out, sizeof out, "--json", "submit", "echo", "x", "--wait",
+                            "--forget", "--timeout", "15000", NULL);
+            cr_assert_eq(rc, 0, "run %d: submit exited %d: %s", r, rc, out);
+            unsigned long long id = json_id(out);
+            cr_assert(id >= 1 && id < (1ull << 53), "id %llu is not a safe integer: %s", id, out);
+            for (int k = 0; k < r * PER + i; k++)
+                cr_assert_neq(ids[k], id, "id %llu handed out twice (run %d)", id, r);
+            ids[r * PER + i] = id;
+        }
+        /* The FORGET records are written some heartbeats after the push (forget_pending
+           counts those still due): once none is due, none of these results is in the
+           journal any more, and nothing there remembers their ids. */
+        int64_t until = zt_now_ms() + 15000;
+        while (zt_broker_counter(&env, "forget_pending") != 0 && zt_now_ms() < until)
+            zt_pause_ms(50);
+        cr_assert_eq(zt_broker_counter(&env, "forget_pending"), 0);
+        cr_assert_eq(zt_broker_counter(&env, "forgotten"), PER, "run %d", r);
+        if (r + 1 < RUNS) {
+            zt_kill(b, r == 0 ? SIGKILL : SIGTERM);
+            b = broker(&env, "always");
+            char idtext[32];
+            snprintf(idtext, sizeof idtext, "%llu", ids[r * PER]);
+            int rc = zt_cli(&env, out, sizeof out, "get", idtext, NULL);
+            cr_assert_neq(rc, 0, "a forgotten job came back after the restart: %s", out);
+            cr_assert_eq(zt_broker_counter(&env, "results_kept"), 0);
+        }
+    }
+}
+
+/* When the next block of ids cannot be reserved on disk, a submit is refused at once with
+   ZF_EJOURNAL (no id that could repeat is handed out), and submits work again as soon as
+   the write succeeds. The write is made to fail by a directory where its temp file goes. */
+Test(journal, submit_is_refused_while_ids_cannot_be_reserved, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    broker(&env, "always");
+    char tmp[192], out[1024];
+    snprintf(tmp, sizeof tmp, "%s/ids.next.tmp", data_dir(&env));
+    cr_assert_eq(mkdir(tmp, 0700), 0, "%s", tmp);
+    int rc = zt_cli(&env, out, sizeof out, "--json", "submit", "echo", "x", NULL);
+    cr_assert_eq(rc, 5, "submit exited %d: %s", rc, out);
+    cr_assert(strstr(out, "journal unavailable: cannot reserve job ids") &&
+                  strstr(out, "\"code\":11"),
+              "%s", out);
+    cr_assert_eq(rmdir(tmp), 0);
+    rc = zt_cli(&env, out, sizeof out, "--json", "submit", "echo", "x", NULL);
+    cr_assert_eq(rc, 0, "submit exited %d after the write works again: %s", rc, out);
+    cr_assert_gt(json_id(out), 0, "%s", out);
 }
 
 /* ------------------------------------------------------------------ client resume */
@@ -770,4 +851,286 @@ Test(journal, queued_payloads_of_every_size_survive_restart, .timeout = 60)
     }
     free(buf);
     zf_client_destroy(&c);
+}
+
+/* ------------------------------------------------------------------ damage mid-journal */
+
+/* Offset of the record of `type` whose body starts with `id` (*len: its whole length). */
+static long long find_record(const char *path, int type, uint64_t id, long long *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    long long off = 8, size = file_size(path), found = -1;
+    while (found < 0 && off + 17 <= size) {
+        unsigned char h[17];
+        fseek(f, off, SEEK_SET);
+        cr_assert_eq(fread(h, 1, 17, f), 17);
+        long long l = h[0] | h[1] << 8 | h[2] << 16 | (long long)h[3] << 24;
+        uint64_t rid = 0;
+        for (int i = 7; i >= 0; i--)
+            rid = rid << 8 | h[9 + i];
+        if (h[8] == type && rid == id) {
+            found = off;
+            *len = 9 + l;
+        }
+        off += 9 + l;
+    }
+    fclose(f);
+    cr_assert_geq(found, 0, "no record of type %d for job %llu", type, (unsigned long long)id);
+    return found;
+}
+
+/* The whole file. Caller frees. */
+static unsigned char *slurp(const char *path, long long *size)
+{
+    *size = file_size(path);
+    cr_assert_geq(*size, 0, "%s missing", path);
+    unsigned char *p = malloc((size_t)*size + 1);
+    FILE *f = fopen(path, "rb");
+    cr_assert(p && f);
+    cr_assert_eq(fread(p, 1, (size_t)*size, f), (size_t)*size);
+    fclose(f);
+    return p;
+}
+
+static void xor_byte(const char *path, long long where, unsigned char mask)
+{
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    unsigned char byte;
+    cr_assert_eq(pread(fd, &byte, 1, (off_t)where), 1);
+    byte ^= mask;
+    cr_assert_eq(pwrite(fd, &byte, 1, (off_t)where), 1);
+    close(fd);
+}
+
+/* One payload byte of the record: its checksum fails, its length is right. */
+static void flip_payload(const char *path, long long at, long long len)
+{
+    xor_byte(path, at + len - 2, 0x40);
+}
+
+/* The top byte of its length: the record claims to run past the end of the file, so the
+   scan must search byte by byte for where valid records resume. */
+static void flip_length(const char *path, long long at, long long len)
+{
+    (void)len;
+    xor_byte(path, at + 3, 0x80);
+}
+
+/* Runs zfleet-broker with args on env's data directory; returns its exit status. */
+static int broker_exit(const zt_env_t *env, const char *extra)
+{
+    char log[192];
+    snprintf(log, sizeof log, "%s/broker.log", env->dir);
+    const char *args[] = {"--clients", env->client_ep, "--workers", env->worker_ep,
+                          "--data", data_dir(env), extra, NULL};
+    pid_t pid = zt_spawn("broker/zfleet-broker", log, args);
+    int st = zt_wait_exit(pid, 30000);
+    cr_assert_neq(st, -1, "zfleet-broker %s did not exit", extra ? extra : "");
+    cr_assert(WIFEXITED(st), "zfleet-broker %s died of a signal", extra ? extra : "");
+    return WEXITSTATUS(st);
+}
+
+/* 10 finished jobs (results kept) and 40 queued ones; damage() hits the ACCEPT of queued
+   job 20, in the middle of the file. The broker refuses to start and leaves the file as it
+   is; --journal-repair saves the original aside and skips that record only: every other
+   job comes back (results kept, the queued ones run), the damaged one is gone. */
+static void mid_case(void (*damage)(const char *path, long long at, long long len),
+                     const char *why)
+{
+    enum { DONE = 10, N = 50, HIT = DONE + 20 };
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = broker(&env, "always");
+    pid_t w = zt_worker(&env, HB, NULL);
+    cr_assert(zt_wait_workers(&env, 1, 10000));
+    zf_client_t *c = zt_client(&env);
+    uint64_t ids[N];
+    submit_echoes(c, DONE, ids);
+    for (int i = 0; i < DONE; i++) {
+        zf_event_t *e = zf_client_wait(c, ids[i], 10000);
+        cr_assert(e && e->status == ZFLEET_SUCCEEDED, "%s", zf_client_error(c));
+        zf_event_destroy(&e);
+    }
+    zt_kill(w, SIGKILL);
+    cr_assert(zt_wait_workers(&env, 0, 10000));
+    for (int i = DONE; i < N; i++) { /* queued: no worker */
+        char p[32];
+        int len = snprintf(p, sizeof p, "job-%d", i);
+        cr_assert_eq(zf_client_submit(c, "echo", p, (size_t)len, NULL, &ids[i]), 0);
+    }
+    zf_client_destroy(&c);
+    zt_kill(b, SIGKILL);
+
+    const char *jp = journal_path(&env);
+    long long len = 0, at = find_record(jp, 1, ids[HIT], &len);
+    damage(jp, at, len);
+    long long size, size2;
+    unsigned char *before = slurp(jp, &size);
+    cr_assert_gt(size - (at + len), (N - HIT - 1) * 50, "the damage is not in the middle");
+
+    /* refused, untouched */
+    cr_assert_eq(broker_exit(&env, NULL), 1, "the broker started on a damaged journal");
+    unsigned char *after = slurp(jp, &size2);
+    cr_assert(size2 == size && !memcmp(before, after, (size_t)size),
+              "the refused start changed the journal");
+    free(after);
+    char *log = broker_log(&env);
+    char want[160];
+    snprintf(want, sizeof want, "is damaged at offset %lld (%s) and %d valid record(s)", at, why,
+             N - HIT - 1);
+    cr_assert(strstr(log, want), "expected \"%s\" in the log:\n%s", want, log);
+    cr_assert(strstr(log, "--journal-repair"), "the refusal does not say how to repair");
+    cr_assert_eq(count_substr(log, "journal: cut"), 0, "damage in the middle was cut");
+    free(log);
+
+    /* repaired: the original aside, byte for byte; only the damaged record skipped */
+    cr_assert_eq(broker_exit(&env, "--journal-repair"), 0);
+    log = broker_log(&env);
+    cr_assert(strstr(log, "skipped 1 damaged range(s)"), "%s", log);
+    snprintf(want, sizeof want, "%llu (gone)", (unsigned long long)ids[HIT]);
+    cr_assert(strstr(log, want), "the report does not name the lost job:\n%s", log);
+    const char *saved = strstr(log, "original is saved as ");
+    cr_assert_not_null(saved, "%s", log);
+    char saved_path[256];
+    cr_assert_eq(sscanf(saved + strlen("original is saved as "), "%255s", saved_path), 1);
+    free(log);
+    after = slurp(saved_path, &size2);
+    cr_assert(size2 == size && !memcmp(before, after, (size_t)size),
+              "the saved original differs from the damaged journal");
+    free(after);
+    free(before);
+    cr_assert_eq(file_size(jp), size - len, "the repair skipped more than the damaged record");
+    /* a second repair finds nothing to do */
+    cr_assert_eq(broker_exit(&env, "--journal-repair"), 0);
+    log = broker_log(&env);
+    cr_assert(strstr(log, "has no damage"), "%s", log);
+    free(log);
+
+    broker(&env, "always");
+    c = zt_client(&env);
+    for (int i = 0; i < N; i++) {
+        zf_event_t *e = zf_client_get(c, ids[i]);
+        if (i == HIT) {
+            cr_assert_null(e, "the damaged job came back");
+            cr_assert_eq(zf_client_brokercode(c), 4);
+            continue;
+        }
+        cr_assert_not_null(e, "job %d lost by the repair: %s", i, zf_client_error(c));
+        cr_assert_eq(e->status, i < DONE ? ZFLEET_SUCCEEDED : ZFLEET_QUEUED, "job %d", i);
+        zf_event_destroy(&e);
+    }
+    zt_worker(&env, HB, NULL);
+    for (int i = 0; i < N; i++) {
+        if (i == HIT)
+            continue;
+        zf_event_t *e = zf_client_wait(c, ids[i], 20000);
+        cr_assert_not_null(e, "job %d: %s", i, zf_client_error(c));
+        cr_assert_eq(e->status, ZFLEET_SUCCEEDED);
+        char p[32];
+        int plen = snprintf(p, sizeof p, "job-%d", i);
+        cr_assert(e->output_len == (size_t)plen && !memcmp(e->output, p, (size_t)plen),
+                  "job %d: wrong output", i);
+        zf_event_destroy(&e);
+    }
+    zf_client_destroy(&c);
+}
+
+Test(journal, bad_checksum_mid_journal_refuses_start_and_repair_skips_only_it, .timeout = 90)
+{
+    mid_case(flip_payload, "bad checksum");
+}
+
+Test(journal, bad_length_mid_journal_refuses_start_and_repair_resyncs, .timeout = 90)
+{
+    mid_case(flip_length, "torn record");
+}
+
+/* ------------------------------------------------------------------ large outputs */
+
+#define BIG_OUTPUT (2359296) /* 2.25 MiB */
+
+/* A job with a 2.25 MiB output finishes; the broker is killed and restarted. Returns the
+   job's id; the result before the restart was whole. */
+static uint64_t big_output_then_restart(zt_env_t *env, const char *max_bytes)
+{
+    zt_env_init(env);
+    pid_t b = max_bytes ? zt_broker(env, HB, "--data", data_dir(env), "--result-max-bytes",
+                                    max_bytes, NULL)
+                        : broker(env, "always");
+    zt_worker(env, HB, NULL);
+    cr_assert(zt_wait_workers(env, 1, 10000));
+    zf_client_t *c = zt_client(env);
+    unsigned char *buf = malloc(BIG_OUTPUT);
+    zt_pattern(buf, BIG_OUTPUT, 7);
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "echo", buf, BIG_OUTPUT, NULL, &id), 0, "%s",
+                 zf_client_error(c));
+    free(buf);
+    zf_event_t *e = zf_client_wait(c, id, 20000);
+    cr_assert(e && e->status == ZFLEET_SUCCEEDED && e->output_len == BIG_OUTPUT, "%s",
+              zf_client_error(c));
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+    zt_kill(b, SIGKILL);
+    if (max_bytes)
+        zt_broker(env, HB, "--data", data_dir(env), "--result-max-bytes", max_bytes, NULL);
+    else
+        broker(env, "always");
+    return id;
+}
+
+Test(journal, large_output_survives_restart_whole_with_default_flags, .timeout = 60)
+{
+    zt_env_t env;
+    uint64_t id = big_output_then_restart(&env, NULL);
+    zf_client_t *c = zt_client(&env);
+    zf_event_t *e = zf_client_get(c, id);
+    cr_assert_not_null(e, "%s", zf_client_error(c));
+    cr_assert_eq(e->status, ZFLEET_SUCCEEDED, "%s: %s", zfleet_state_name(e->status), e->text);
+    cr_assert_eq(e->output_len, BIG_OUTPUT);
+    cr_assert_eq(zt_pattern_mismatch(e->output, BIG_OUTPUT, 7), BIG_OUTPUT,
+                 "the output changed across the restart");
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+}
+
+static long long finished_count(msgpack_object *doc, const char *state)
+{
+    msgpack_object *v = zt_mp_get(zt_mp_get(doc, "finished"), state);
+    return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)v->via.u64 : -1;
+}
+
+Test(journal, output_over_result_max_bytes_comes_back_output_lost, .timeout = 60)
+{
+    zt_env_t env;
+    uint64_t id = big_output_then_restart(&env, "1048576");
+    zf_client_t *c = zt_client(&env);
+    zf_event_t *e = zf_client_get(c, id);
+    cr_assert_not_null(e, "%s", zf_client_error(c));
+    cr_assert_eq(e->status, ZFLEET_OUTPUT_LOST, "%s: %s", zfleet_state_name(e->status), e->text);
+    cr_assert_str_eq(zfleet_state_name(e->status), "output_lost");
+    cr_assert_eq(e->output_len, 0, "partial output handed back");
+    cr_assert(strstr(e->text, "output lost") && strstr(e->text, "2359296"),
+              "the error does not say what was lost: %s", e->text);
+    zf_event_destroy(&e);
+    e = zf_client_wait(c, id, 10000);
+    cr_assert(e && e->status == ZFLEET_OUTPUT_LOST && e->output_len == 0);
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+    /* counted apart, never among the successes */
+    cr_assert_eq(zt_with_stats(&env, finished_count, "output_lost"), 1);
+    cr_assert_eq(zt_with_stats(&env, finished_count, "succeeded"), 0);
+    char idtext[32], out[4096], outfile[192];
+    snprintf(idtext, sizeof idtext, "%llu", (unsigned long long)id);
+    snprintf(outfile, sizeof outfile, "%s/out.bin", env.dir);
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "get", idtext, NULL), 1, "get: %s", out);
+    cr_assert(strstr(out, "output_lost"), "%s", out);
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "wait", idtext, "--out", outfile, NULL), 1,
+                 "wait: %s", out);
+    cr_assert_eq(file_size(outfile), -1, "wait --out wrote a file for a lost output");
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "--json", "get", idtext, NULL), 1);
+    cr_assert(strstr(out, "\"status\":\"output_lost\"") && strstr(out, "\"output_bytes\":0"),
+              "%s", out);
 }

@@ -320,6 +320,30 @@ def t_reconnect(main, limits):
         check(r.ok and r.output == b"survives a restart", "result after the restart: %r" % (r,))
 
 
+def t_output_lost(main, limits):
+    """An output over the broker's --result-max-bytes is whole before a restart; after one
+    it reads output_lost: not ok, no bytes, and raise_for_status() raises OutputLost."""
+    b = Broker("outlost", "--data", os.path.join(TMP, "outlost-data"),
+               "--result-max-bytes", "1048576")
+    b.worker("--name", "ow")
+    big = bytes(range(256)) * 9216   # 2.25 MiB
+    with zfleet.Client(b.clients) as c:
+        r = c.run("echo", big, timeout=20)
+        check(r.ok and r.output == big, "before the restart the output is whole")
+        b.kill()
+        b.start()
+        r = c.get(r.id)
+        check(r.status == "output_lost" and not r.ok and r.output == b"",
+              "after the restart: %r" % ((r.status, r.ok, len(r.output)),))
+        check("2359296" in r.error, "the error says what was lost: %r" % r.error)
+        try:
+            r.raise_for_status()
+            check(False, "raise_for_status() raised nothing for output_lost")
+        except zfleet.OutputLost as e:
+            check(isinstance(e, zfleet.JobFailed) and "output_lost" in str(e), str(e))
+    b.kill()
+
+
 # ------------------------------------------------------------------ threads and fork
 
 def _run_threads(n, target, timeout):
@@ -673,6 +697,7 @@ TESTS = [
     ("progress", t_progress),
     ("forget", t_forget),
     ("reconnect after broker restart", t_reconnect),
+    ("output over --result-max-bytes: output_lost", t_output_lost),
     ("8 threads share one client", t_threads_share_client),
     ("threads with wait timeouts", t_threads_wait_timeouts),
     ("threads: close() and unreachable", t_threads_close_and_unreachable),
@@ -697,7 +722,8 @@ def main():
     passed = failed = 0
     try:
         main_b = Broker("main", "--no-journal")
-        limits = Broker("limits", "--no-journal", "--max-queued", "2", "--max-payload", "10")
+        limits = Broker("limits", "--no-journal", "--max-queued", "2", "--max-queued-per-client", "2",
+                        "--max-payload", "10")
         main_b.worker("--module", EXAMPLE, "--name", "w1")
         main_b.worker("--module", EXAMPLE, "--name", "w2")
         main_b.wait_workers(2)

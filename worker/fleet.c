@@ -57,24 +57,41 @@ typedef struct {
     void *zctx, *zsock;      /* to the broker's worker endpoint, for obituaries */
 } fleet_t;
 
+/* Opens the fleet's own connection to the broker's worker endpoint, for obituaries, under a
+   random routing id that it hands to its workers (ZF_SUPERVISOR_ENV, inherited by every
+   child): the broker takes a worker's obituary only from the peer its READY named. ZeroMQ
+   refuses a second peer with a routing id already connected, and the id is not guessable. */
+static int open_obituary_socket(fleet_t *f)
+{
+    unsigned char id[16];
+    char hex[2 * sizeof id + 1];
+    for (size_t i = 0; i < sizeof id; i += 8) {
+        uint64_t r = zf_random64();
+        memcpy(id + i, &r, 8);
+    }
+    id[0] |= 1; /* ZeroMQ reserves routing ids that start with a zero byte */
+    for (size_t i = 0; i < sizeof id; i++)
+        snprintf(hex + 2 * i, 3, "%02x", id[i]);
+    if (setenv(ZF_SUPERVISOR_ENV, hex, 1) < 0) /* before ZeroMQ starts its threads */
+        return -1;
+    f->zctx = zmq_ctx_new();
+    f->zsock = f->zctx ? zmq_socket(f->zctx, ZMQ_DEALER) : NULL;
+    int linger = 500;
+    if (!f->zsock || zmq_setsockopt(f->zsock, ZMQ_ROUTING_ID, id, sizeof id) < 0 ||
+        zmq_setsockopt(f->zsock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+        zmq_connect(f->zsock, f->wc->broker_ep) < 0) {
+        zf_log(ZF_LOG_ERROR, "cannot connect to the broker at %s: %s", f->wc->broker_ep,
+               zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* Tells the broker that a worker died and why, so its jobs are requeued now, with the real
    cause (killed by signal 6, ...), instead of after its heartbeats run out. Best effort:
    the heartbeat expiry still covers a lost message. */
 static void send_obituary(fleet_t *f, const char *name, const char *why)
 {
-    if (!f->zctx)
-        f->zctx = zmq_ctx_new();
-    if (!f->zsock && f->zctx) {
-        f->zsock = zmq_socket(f->zctx, ZMQ_DEALER);
-        int linger = 500;
-        if (f->zsock && (zmq_setsockopt(f->zsock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
-                         zmq_connect(f->zsock, f->wc->broker_ep) < 0)) {
-            zmq_close(f->zsock);
-            f->zsock = NULL;
-        }
-    }
-    if (!f->zsock)
-        return;
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_OBITUARY);
     zf_msg_set_str(&m, ZF_F_WORKER, name);
@@ -416,9 +433,13 @@ int zf_fleet_run(const zf_fleet_config_t *fc, const zf_worker_config_t *wc)
         zf_log(ZF_LOG_ERROR, "cannot watch signals: %s", strerror(errno));
         return 1;
     }
-    if (discover(&f) < 0) { /* it said why */
+    if (discover(&f) < 0 || open_obituary_socket(&f) < 0) { /* it said why */
         free(f.kids);
         close(f.sigfd);
+        if (f.zsock)
+            zmq_close(f.zsock);
+        if (f.zctx)
+            zmq_ctx_term(f.zctx);
         return 1;
     }
     for (int i = 0; i < f.nkids; i++)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../proto/zf_proto.h"
+#include "zf_crash.h"
 
 #define MAX_MODULES 32
 
@@ -15,6 +16,7 @@ typedef struct {
     void *dl;       /* dlopen handle, NULL for built-ins */
     void *state;
     bool inited;
+    char label[256]; /* what a crash report calls it: the .so path, or the built-in's name */
 } entry_t;
 
 typedef struct {
@@ -64,7 +66,9 @@ int zf_modules_add(zf_modules_t *self, const zf_module_t *mod, char *err, size_t
         }
         self->fns[self->nfns++] = (fentry_t){f->name, f->run, self->nmods};
     }
-    self->mods[self->nmods++] = (entry_t){.mod = mod};
+    entry_t *e = &self->mods[self->nmods++];
+    *e = (entry_t){.mod = mod};
+    snprintf(e->label, sizeof e->label, "%s", mod->name ? mod->name : "?");
     return 0;
 }
 
@@ -87,11 +91,13 @@ int zf_modules_load(zf_modules_t *self, const char *path, char *err, size_t errl
         return -1;
     }
     self->mods[before].dl = dl;
+    snprintf(self->mods[before].label, sizeof self->mods[before].label, "%s", path);
     return 0;
 }
 
 int zf_modules_init(zf_modules_t *self, const zf_device_t *dev, char *err, size_t errlen)
 {
+    zf_crash_install(); /* best effort: without it a crash is only not named */
     for (unsigned i = 0; i < self->nmods; i++) {
         entry_t *e = &self->mods[i];
         if (!e->mod->init) {
@@ -99,7 +105,9 @@ int zf_modules_init(zf_modules_t *self, const zf_device_t *dev, char *err, size_
             continue;
         }
         char why[256] = "";
+        zf_crash_enter(e->label, "init", NULL, 0);
         e->state = e->mod->init(dev, why, sizeof why);
+        zf_crash_leave();
         if (!e->state) {
             snprintf(err, errlen, "module %s refused %s: %s", e->mod->name, dev->label,
                      why[0] ? why : "init failed");
@@ -117,6 +125,14 @@ zf_run_fn zf_modules_find(const zf_modules_t *self, const char *name, void **sta
             *state = self->mods[self->fns[i].module].state;
             return self->fns[i].run;
         }
+    return NULL;
+}
+
+const char *zf_modules_label(const zf_modules_t *self, const char *name)
+{
+    for (unsigned i = 0; i < self->nfns; i++)
+        if (!strcmp(self->fns[i].name, name))
+            return self->mods[self->fns[i].module].label;
     return NULL;
 }
 
@@ -138,8 +154,11 @@ void zf_modules_destroy(zf_modules_t **self_p)
     *self_p = NULL;
     for (unsigned i = self->nmods; i-- > 0;) {
         entry_t *e = &self->mods[i];
-        if (e->inited && e->mod->fini)
+        if (e->inited && e->mod->fini) {
+            zf_crash_enter(e->label, "fini", NULL, 0);
             e->mod->fini(e->state);
+            zf_crash_leave();
+        }
         if (e->dl)
             dlclose(e->dl);
     }

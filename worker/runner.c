@@ -11,6 +11,7 @@
 
 #include "../proto/zf_util.h"
 #include "../proto/zf_wire.h"
+#include "zf_crash.h"
 #include "zf_device.h"
 
 #define PROGRESS_EVERY_US 50000
@@ -150,7 +151,14 @@ static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
     /* the first report comes PROGRESS_EVERY_US into the run, not at its start: a job shorter
        than that costs no progress messages (the broker already shows it running) */
     job.last_progress_us = t0;
-    int rc = run ? run(state, &job) : zf_job_fail(&job, "no function %s on this worker", job.fn);
+    int rc;
+    if (run) {
+        zf_crash_enter(zf_modules_label(r->mods, job.fn), "run", job.fn, job.id);
+        rc = run(state, &job);
+        zf_crash_leave();
+    } else {
+        rc = zf_job_fail(&job, "no function %s on this worker", job.fn);
+    }
     int64_t t1 = zf_now_us();
     /* not running any more before the DONE is seen, so no timeout fires on a finished job */
     pthread_mutex_lock(&r->mu);

@@ -61,9 +61,11 @@ typedef struct {
     int64_t ready_sent_ms;          /* READY not yet answered since then; 0 = answered */
     uint32_t hb_ms;                 /* heartbeat send interval: ours, or the broker's if shorter */
     uint32_t backoff_ms;
+    bool silence_logged;            /* the broker has been silent past its liveness window */
     bool draining;
     int64_t drain_deadline_ms;
     char name[ZF_NAME_MAX + 1];
+    char supervisor[ZF_SUPERVISOR_MAX + 1]; /* from ZF_SUPERVISOR_ENV, or empty */
 } wk_t;
 
 void zf_worker_default_name(char *out, size_t len, int pid, const char *device_label)
@@ -123,6 +125,8 @@ static void send_ready(wk_t *w)
     zf_msg_set_u64(&m, ZF_F_HEARTBEAT, w->cfg->heartbeat_ms);
     for (unsigned i = 0; i < zf_modules_count(w->mods); i++)
         zf_msg_add_function(&m, zf_modules_name(w->mods, i));
+    if (w->supervisor[0]) /* the fleet that started us: the one peer trusted with our obituary */
+        zf_msg_set_str(&m, ZF_F_SUPERVISOR, w->supervisor);
     w->ready_sent_ms = zf_now_ms();
     if (m.nfunctions == 0)
         m.present |= 1u << ZF_F_FUNCTIONS;
@@ -133,6 +137,18 @@ static uint32_t jitter(uint32_t ms)
 {
     /* +-25%, so a fleet that lost its broker does not come back in lockstep */
     return ms - ms / 4 + (uint32_t)(zf_random64() % (ms / 2 + 1));
+}
+
+/* How long a silent broker is waited for on the same connection before it is opened anew.
+   Much longer than the liveness window: a broker that was stopped or blocked for a while
+   still knows our leases and takes the results of the jobs we kept running (a restarted
+   one tells us to register again as soon as ZeroMQ has reconnected underneath). A new
+   socket is only for a connection that died without ZeroMQ noticing (a half-open TCP). */
+static uint32_t patience_ms(const wk_t *w)
+{
+    uint32_t window = w->cfg->heartbeat_ms * w->cfg->liveness;
+    uint32_t p = window * 10;
+    return p > BACKOFF_MAX_MS ? (window > BACKOFF_MAX_MS ? window : BACKOFF_MAX_MS) : p;
 }
 
 static int connect_broker(wk_t *w)
@@ -277,7 +293,10 @@ static void on_broker(wk_t *w, zf_frames_t *f)
     int err;
     const char *why;
     w->last_recv_ms = zf_now_ms();
-    w->backoff_ms = w->cfg->heartbeat_ms * w->cfg->liveness;
+    if (w->silence_logged)
+        zf_log(ZF_LOG_INFO, "broker heard again");
+    w->silence_logged = false;
+    w->backoff_ms = patience_ms(w);
     w->broker_deadline_ms = w->last_recv_ms + w->backoff_ms;
     if (f->n < 1 || zf_msg_decode(&m, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]), &err,
                                   &why) < 0) {
@@ -403,6 +422,13 @@ static void run_timers(wk_t *w)
                (unsigned long long)run.id);
         die(w, ZF_WORKER_EXIT_OK);
     }
+    if (!w->silence_logged &&
+        now - w->last_recv_ms >= (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness) {
+        zf_log(ZF_LOG_WARN, "broker silent for %lld ms: keeping the connection and the jobs in "
+               "hand (reconnecting after %u ms of silence)", (long long)(now - w->last_recv_ms),
+               w->backoff_ms);
+        w->silence_logged = true;
+    }
     if (now >= w->broker_deadline_ms) {
         zf_log(ZF_LOG_WARN, "broker silent for %lld ms: reconnecting",
                (long long)(now - w->last_recv_ms));
@@ -485,6 +511,10 @@ static int start(wk_t *w, char *err, size_t errlen)
 {
     if (zf_device_bind(&w->bind, w->cfg->device, w->cfg->fake_gpu, err, errlen) < 0)
         return -1;
+    const char *sup = getenv(ZF_SUPERVISOR_ENV);
+    if (sup && strlen(sup) <= ZF_SUPERVISOR_MAX)
+        snprintf(w->supervisor, sizeof w->supervisor, "%s", sup);
+    unsetenv(ZF_SUPERVISOR_ENV); /* not for the handlers' own child processes */
     if (w->cfg->name)
         snprintf(w->name, sizeof w->name, "%s", w->cfg->name);
     else
@@ -526,7 +556,7 @@ static int start(wk_t *w, char *err, size_t errlen)
         zf_runner_destroy(&w->runner);
         return -1;
     }
-    w->backoff_ms = w->cfg->heartbeat_ms * w->cfg->liveness;
+    w->backoff_ms = patience_ms(w);
     w->hb_ms = w->cfg->heartbeat_ms;
     pthread_mutex_lock(&w->sock_mu);
     int rc = connect_broker(w);

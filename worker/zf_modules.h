@@ -16,10 +16,15 @@ zf_modules_t *zf_modules_new(void);
 int zf_modules_load(zf_modules_t *self, const char *path, char *err, size_t errlen);
 /* Adds a module compiled into the worker. Returns 0, or -1 with a reason in err. */
 int zf_modules_add(zf_modules_t *self, const zf_module_t *mod, char *err, size_t errlen);
-/* Calls every module's init for dev. Returns 0, or -1 with the first refusal in err. */
+/* Calls every module's init for dev. Returns 0, or -1 with the first refusal in err.
+   A crash inside an init is named on stderr before the signal ends the process
+   (zf_crash.h); so is one inside a fini (zf_modules_destroy). */
 int zf_modules_init(zf_modules_t *self, const zf_device_t *dev, char *err, size_t errlen);
 /* Finds a function; *state receives its module's state. NULL if none has that name. */
 zf_run_fn zf_modules_find(const zf_modules_t *self, const char *name, void **state);
+/* What crash reports call the module that serves function name (its .so path, or the
+   built-in's name), or NULL. Lives as long as self. */
+const char *zf_modules_label(const zf_modules_t *self, const char *name);
 /* Number of functions, and the name of the i-th. */
 unsigned zf_modules_count(const zf_modules_t *self);
 const char *zf_modules_name(const zf_modules_t *self, unsigned i);

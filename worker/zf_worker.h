@@ -21,6 +21,13 @@
 
 #define ZF_WORKER_MAX_MODULES 16
 
+/* A fleet supervisor puts the routing id of its own broker connection (hex) in this
+   environment variable for the workers it starts; a worker sends it in READY and removes it
+   from its environment, so that the broker accepts an OBITUARY for that worker only from
+   that supervisor (or the worker itself). Secret only as far as the environment is. */
+#define ZF_SUPERVISOR_ENV "ZFLEET_SUPERVISOR"
+#define ZF_SUPERVISOR_MAX 64
+
 typedef struct {
     const char *broker_ep;        /* default tcp://127.0.0.1:5556 */
     const char *device;           /* cpu, cpu:N or gpu:N; default cpu */

@@ -82,7 +82,7 @@ from zmq.utils.monitor import parse_monitor_message
 __all__ = [
     "Client", "AsyncClient", "Result", "Status",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
-    "PayloadTooLarge", "UnknownJob", "InvalidState", "JobFailed",
+    "PayloadTooLarge", "UnknownJob", "InvalidState", "JobFailed", "OutputLost",
     "DEFAULT_BROKER", "STATES", "TERMINAL_STATES",
 ]
 
@@ -110,7 +110,8 @@ E_QUEUE_FULL = 5
 E_TOO_LARGE = 6
 E_STATE = 8
 
-STATES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled", "expired", "lost")
+STATES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled", "expired", "lost",
+          "output_lost")
 TERMINAL_STATES = frozenset(STATES[2:])
 DEVICES = {"any": 0, "cpu": 1, "gpu": 2}
 ERROR_NAMES = ("ok", "unsupported protocol version", "malformed message", "unknown command",
@@ -146,7 +147,7 @@ class Result:
     def raise_for_status(self):
         """Raises JobFailed unless the job succeeded; returns self otherwise."""
         if not self.ok:
-            raise JobFailed(self)
+            raise (OutputLost if self.status == "output_lost" else JobFailed)(self)
         return self
 
 
@@ -220,6 +221,16 @@ class JobFailed(Error):
     def __init__(self, result):
         super().__init__("job %d %s: %s" % (result.id, result.status, result.error))
         self.result = result
+
+
+class OutputLost(JobFailed):
+    """The handler succeeded but the broker lost its output (over --result-max-bytes, then a
+    restart): the Result has no output bytes (never partial ones) and is not ok."""
+
+    def __init__(self, result):
+        super().__init__(result)
+        self.args = ("job %d output_lost: the handler succeeded but its output is gone, no bytes "
+                     "returned: %s" % (result.id, result.error),)
 
 
 def _broker_error(code, text, submit=False):

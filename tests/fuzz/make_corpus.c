@@ -55,7 +55,7 @@ int main(int argc, char **argv)
     dir = argv[1];
     mkdir(dir, 0755);
 
-    const uint64_t id = 0x0199b2c3d4e50001ull; /* wall-clock ms << 16, as the broker makes them */
+    const uint64_t id = 0x0199b2c3d4e50001ull; /* above 2^53, as older brokers made: any u64 */
     const uint64_t tag = 0x3a5f00c2d1e4b7a1ull;
     zf_msg_t m;
 
