@@ -2,7 +2,9 @@
 """Integration test of the Python client (client/python/zfleet.py) against a real broker
 and real workers started from the build directory.
 
-    /usr/bin/python3 tests/test_python.py BUILD_DIR
+    /usr/bin/python3 tests/test_python.py BUILD_DIR [NAME...]
+
+(NAME: run only the tests whose name contains one of these strings.)
 
 Plain script (no pytest). Prints one line per check and a last line
 `python: N passed, M failed`; exits non-zero on any failure. Every process it starts is
@@ -342,6 +344,346 @@ def t_output_lost(main, limits):
     b.kill()
 
 
+# ------------------------------------------------------------------ threads and fork
+
+def _run_threads(n, target, timeout):
+    """Runs target(i) in n daemon threads; returns the indexes of those still running after
+    `timeout` seconds (a hung client must fail the test, not hang it)."""
+    import threading
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(n)]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + timeout
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+    return [i for i, th in enumerate(threads) if th.is_alive()]
+
+
+def t_threads_share_client(main, limits):
+    """8 threads share one Client, each running many jobs with payloads of its own (run,
+    submit + get + wait, submit_many + results, stats in between): every call gets its own
+    reply and every result is the thread's own."""
+    import threading
+    n_threads, per_thread = 8, 40
+    errors, wrong, finished = [], [], []
+    barrier = threading.Barrier(n_threads)
+    with zfleet.Client(main.clients, request_timeout=10) as c:
+        def work(t):
+            try:
+                barrier.wait(10)
+                for i in range(per_thread):
+                    data = b"thread %d job %d %s" % (t, i, os.urandom(6).hex().encode())
+                    if i % 4 == 3:
+                        jid = c.submit("echo", data)
+                        g = c.get(jid)
+                        if g.id != jid:
+                            wrong.append("get(%d) answered for job %d" % (jid, g.id))
+                        r = c.wait(jid, timeout=30)
+                        if r.id != jid:
+                            wrong.append("wait(%d) returned job %d" % (jid, r.id))
+                    else:
+                        r = c.run("echo", data, timeout=30)
+                    if not r.ok or r.output != data:
+                        wrong.append("thread %d wanted %r, got %r" % (t, data, r.output))
+                    if i % 10 == 0 and "workers" not in c.stats():
+                        wrong.append("stats without workers")
+                payloads = [b"thread %d batch %d" % (t, k) for k in range(20)]
+                ids = c.submit_many("echo", payloads, window=4)
+                got = {r.id: r.output for r in c.results(ids, timeout=30)}
+                if got != dict(zip(ids, payloads)):
+                    wrong.append("thread %d: results() of its batch: %r" % (t, got))
+                finished.append(t)
+            except Exception as e:  # noqa: BLE001
+                errors.append("thread %d: %r" % (t, e))
+
+        hung = _run_threads(n_threads, work, 120)
+        check(not hung, "threads %r still running after 120 s" % hung)
+        check(not errors, "%d thread(s) failed: %s" % (len(errors), errors[:3]))
+        check(not wrong, "%d wrong answer(s), e.g. %s" % (len(wrong), wrong[:3]))
+        check(sorted(finished) == list(range(n_threads)), "every thread finished")
+
+
+def t_threads_wait_timeouts(main, limits):
+    """Threads whose waits time out share a client with threads that get results: the
+    timeouts raise Timeout in time, a result that comes after a timed-out wait is kept for the
+    next wait, and two threads waiting for the same job both get its result."""
+    import threading
+    errors, wrong = [], []
+    with zfleet.Client(main.clients, request_timeout=10, heartbeat=0.25) as c:
+        shared = c.submit("no-such-function", b"waited for by two threads")
+        started = threading.Barrier(3)
+        shared_results = []
+
+        def work(t):
+            try:
+                if t < 2:   # both wait for the same job, cancelled by the main thread
+                    started.wait(10)
+                    shared_results.append(c.wait(shared, timeout=30))
+                elif t < 5:  # waits that time out, then the late result
+                    for i in range(5):
+                        jid = c.submit("no-such-function", b"%d" % i)
+                        t0 = time.monotonic()
+                        try:
+                            c.wait(jid, timeout=0.2)
+                            wrong.append("wait of a queued job returned")
+                        except zfleet.Timeout as e:
+                            if e.pending != [jid]:
+                                wrong.append("Timeout.pending %r" % e.pending)
+                            if time.monotonic() - t0 > 5:
+                                wrong.append("Timeout after %.1fs" % (time.monotonic() - t0))
+                        c.cancel(jid)
+                        r = c.wait(jid, timeout=30)
+                        if r.id != jid or r.status != "cancelled":
+                            wrong.append("after the timeout: %r" % (r,))
+                else:        # plain runs next to them
+                    for i in range(30):
+                        data = b"thread %d run %d" % (t, i)
+                        r = c.run("echo", data, timeout=30)
+                        if r.output != data:
+                            wrong.append("thread %d got %r" % (t, r.output))
+            except Exception as e:  # noqa: BLE001
+                errors.append("thread %d: %r" % (t, e))
+
+        def cancel_shared():
+            started.wait(10)
+            time.sleep(0.3)   # not a timing assertion: lets both waits begin first
+            c.cancel(shared)
+
+        canceller = threading.Thread(target=cancel_shared, daemon=True)
+        canceller.start()
+        hung = _run_threads(8, work, 120)
+        canceller.join(10)
+        check(not hung, "threads %r still running after 120 s" % hung)
+        check(not errors, "%d thread(s) failed: %s" % (len(errors), errors[:3]))
+        check(not wrong, "%d wrong answer(s), e.g. %s" % (len(wrong), wrong[:3]))
+        check(len(shared_results) == 2 and all(r.id == shared and r.status == "cancelled"
+                                               for r in shared_results),
+              "both waiters of one job got its result: %r" % (shared_results,))
+
+
+def t_threads_close_and_unreachable(main, limits):
+    """close() with threads still waiting: each gets Error at once. Requests of several
+    threads to a broker that never answers: each gets Unreachable after its timeout (the
+    first to time out replaces the socket; the others' requests fail with it), while a
+    thread waiting for a job gets Timeout."""
+    import threading
+    errors, got = [], []
+    c = zfleet.Client(main.clients)
+    ids = [c.submit("no-such-function", b"%d" % i) for i in range(3)]
+
+    def waiter(t):
+        try:
+            c.wait(ids[t], timeout=60)
+            got.append("returned")
+        except zfleet.Error as e:
+            got.append(type(e).__name__ + ": " + str(e))
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=waiter, args=(t,), daemon=True) for t in range(3)]
+    for th in threads:
+        th.start()
+    time.sleep(0.3)   # not a timing assertion: lets the waits begin
+    t0 = time.monotonic()
+    c.close()
+    for th in threads:
+        th.join(10)
+    check(not any(th.is_alive() for th in threads), "waiters still waiting after close()")
+    check(time.monotonic() - t0 < 10, "close() took %.1fs" % (time.monotonic() - t0))
+    check(not errors and got == ["Error: the client is closed"] * 3, "waiters got %r %r"
+          % (got, errors))
+    with zfleet.Client(main.clients) as other:
+        for jid in ids:
+            other.cancel(jid)
+
+    import zmq
+    silent = zmq.Context.instance().socket(zmq.ROUTER)   # a broker that never answers
+    silent.setsockopt(zmq.LINGER, 0)
+    endpoint = "ipc://%s/silent" % TMP
+    silent.bind(endpoint)
+    try:
+        outcomes = []
+        with zfleet.Client(endpoint, request_timeout=0.5, heartbeat=0.25) as c:
+            def submitter(t):
+                t0 = time.monotonic()
+                try:
+                    if t == 0:
+                        c.wait(12345, timeout=1.5)
+                    else:
+                        c.submit("echo", b"never answered %d" % t)
+                    outcomes.append("returned")
+                except (zfleet.Unreachable, zfleet.Timeout) as e:
+                    outcomes.append((type(e).__name__, time.monotonic() - t0))
+                except Exception as e:  # noqa: BLE001
+                    outcomes.append(repr(e))
+
+            hung = _run_threads(6, submitter, 30)
+        check(not hung, "threads %r hung" % hung)
+        names = sorted(o[0] if isinstance(o, tuple) else o for o in outcomes)
+        check(names == ["Timeout"] + ["Unreachable"] * 5, "outcomes: %r" % outcomes)
+        check(all(o[1] < 10 for o in outcomes), "bounded: %r" % outcomes)
+    finally:
+        silent.close(0)
+
+
+def t_threads_reconnect(main, limits):
+    """A journaled broker killed (-9) and restarted while four threads of one client wait
+    for four jobs: the client reconnects once, asks again for every job, and each thread
+    gets its own result."""
+    import threading
+    b = Broker("journal-threads", "--data", os.path.join(TMP, "journal-threads-data"))
+    errors, results = [], {}
+    with zfleet.Client(b.clients, heartbeat=0.25) as c:
+        ids = [c.submit("echo", b"thread %d survives a restart" % t) for t in range(4)]
+        started = threading.Barrier(5)
+
+        def waiter(t):
+            try:
+                started.wait(10)
+                results[t] = c.wait(ids[t], timeout=30)
+            except Exception as e:  # noqa: BLE001
+                errors.append("thread %d: %r" % (t, e))
+
+        threads = [threading.Thread(target=waiter, args=(t,), daemon=True) for t in range(4)]
+        for th in threads:
+            th.start()
+        started.wait(10)
+        time.sleep(0.5)
+        b.kill()
+        time.sleep(0.3)
+        b.start()
+        b.worker("--name", "jtw")
+        for th in threads:
+            th.join(40)
+    check(not errors, "waiters failed: %r" % errors)
+    for t in range(4):
+        r = results.get(t)
+        check(r is not None and r.id == ids[t] and r.output == b"thread %d survives a restart" % t,
+              "thread %d: %r" % (t, r))
+
+
+def _fork_child(body):
+    """Forks; the child runs body(write) and exits 0 if it returns (1 if it raises, the
+    traceback written to the pipe). Returns (pid, read end of the pipe)."""
+    r_fd, w_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r_fd)
+            body(lambda line: os.write(w_fd, line.encode() + b"\n"))
+            code = 0
+        except BaseException:  # noqa: BLE001
+            os.write(w_fd, traceback.format_exc().encode())
+        finally:
+            os._exit(code)   # never the parent's atexit (it kills the brokers)
+    os.close(w_fd)
+    return pid, r_fd
+
+
+def _read_until(fd, want, deadline):
+    """Reads the child's pipe until a line equal to `want` (True), or EOF/the deadline
+    (False). Returns (found, everything read)."""
+    import select
+    buf = b""
+    while ("\n" + want + "\n").encode() not in b"\n" + buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return False, buf.decode(errors="replace")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return False, buf.decode(errors="replace")
+        buf += chunk
+    return True, buf.decode(errors="replace")
+
+
+def _reap(pid, deadline):
+    """Waits for the child until the deadline (then kills it). Returns (exit status or None
+    if it had to be killed, CPU seconds it used)."""
+    while True:
+        try:
+            got, status, ru = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None, 0.0   # reaped already
+        if got == pid:
+            return os.waitstatus_to_exitcode(status), ru.ru_utime + ru.ru_stime
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            _, status, ru = os.wait4(pid, 0)
+            return None, ru.ru_utime + ru.ru_stime
+        time.sleep(0.05)
+
+
+def t_fork(main, limits):
+    """A client used before fork() (and one only created before it, as with gunicorn
+    --preload) works in the children: run returns the right output, a job the parent
+    submitted can be waited for, the child ends in bounded time without spinning; the
+    parent, one of whose threads was reading the socket during the forks, goes on."""
+    import threading
+    ac = zfleet.AsyncClient(main.clients)
+
+    async def async_run(data):
+        return await ac.run("echo", data, timeout=10)
+
+    with zfleet.Client(main.clients, heartbeat=0.25) as c, \
+            zfleet.Client(main.clients) as unused:
+        check(c.run("echo", b"before the fork", timeout=10).ok, "parent runs before")
+        check(asyncio.run(async_run(b"async before")).output == b"async before",
+              "parent's AsyncClient before")
+        early = c.submit("echo", b"submitted by the parent")
+        queued = c.submit("no-such-function", b"queued by the parent")
+        in_parent = []
+        waiter = threading.Thread(target=lambda: in_parent.append(c.wait(queued, timeout=60)),
+                                  daemon=True)
+        waiter.start()
+
+        def child(say):
+            for cl, name in ((c, "used"), (unused, "unused")):
+                r = cl.run("echo", b"child, %s client" % name.encode(), timeout=10)
+                check(r.ok and r.output == b"child, %s client" % name.encode(),
+                      "child run on the %s client: %r" % (name, r))
+            r = asyncio.run(async_run(b"async in the child"))
+            check(r.output == b"async in the child", "child's AsyncClient: %r" % (r,))
+            r = c.wait(early, timeout=10)
+            check(r.id == early and r.output == b"submitted by the parent",
+                  "child waits for the parent's job: %r" % (r,))
+            s = unused.get(queued)
+            check(s.status in ("queued", "cancelled"), "child get: %r" % (s,))
+            say("waiting")
+            r = c.wait(queued, timeout=20)
+            check(r.id == queued and r.status == "cancelled", "child's wait: %r" % (r,))
+            say("done")
+
+        children = [_fork_child(child) for _ in range(2)]
+        deadline = time.monotonic() + 30
+        try:
+            outs = []
+            for pid, fd in children:
+                found, out = _read_until(fd, "waiting", deadline)
+                outs.append(out)
+                check(found, "child %d never got to wait; it said:\n%s" % (pid, out))
+            c.cancel(queued)
+            for (pid, fd), out in zip(children, outs):
+                found, more = _read_until(fd, "done", deadline)
+                code, cpu = _reap(pid, deadline)
+                check(found and code == 0,
+                      "child %d (exit %r) said:\n%s" % (pid, code, out + more))
+                check(cpu < 2.0, "child %d used %.2f s of CPU (spinning?)" % (pid, cpu))
+        finally:
+            for pid, fd in children:
+                os.close(fd)
+                _reap(pid, 0)   # kills a child still running (a failed check above)
+        waiter.join(30)
+        check(in_parent and in_parent[0].status == "cancelled",
+              "the parent's waiting thread got the result: %r" % (in_parent,))
+        r = c.wait(early, timeout=10)
+        check(r.output == b"submitted by the parent", "parent waits for its job: %r" % (r,))
+        check(c.run("echo", b"after the fork", timeout=10).output == b"after the fork",
+              "parent runs after")
+        check(unused.run("echo", b"unused", timeout=10).ok, "parent's second client")
+    asyncio.run(ac.close())
+
+
 TESTS = [
     ("echo round trip", t_echo_round_trip),
     ("200 jobs via submit_many/results", t_submit_many_results),
@@ -356,6 +698,11 @@ TESTS = [
     ("forget", t_forget),
     ("reconnect after broker restart", t_reconnect),
     ("output over --result-max-bytes: output_lost", t_output_lost),
+    ("8 threads share one client", t_threads_share_client),
+    ("threads with wait timeouts", t_threads_wait_timeouts),
+    ("threads: close() and unreachable", t_threads_close_and_unreachable),
+    ("threads: broker restart", t_threads_reconnect),
+    ("client used after fork", t_fork),
 ]
 
 
@@ -386,7 +733,10 @@ def main():
         cleanup()
         print("python: 0 passed, %d failed" % len(TESTS))
         return 1
+    only = sys.argv[2:]
     for name, fn in TESTS:
+        if only and not any(o in name for o in only):
+            continue
         t0 = time.monotonic()
         try:
             fn(main_b, limits)

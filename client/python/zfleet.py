@@ -2,8 +2,8 @@
 
 Two clients with the same API:
 
-* ``Client``: synchronous, for threaded web apps (Flask, Django). One client per thread:
-  a ZeroMQ socket must not be used from two threads at once.
+* ``Client``: synchronous, for threaded web apps (Flask, Django, gunicorn). One client may be
+  shared by every thread of a process, and keeps working in a child after ``fork()``.
 * ``AsyncClient``: coroutines on ``zmq.asyncio`` (FastAPI, Starlette, aiohttp). One client
   is shared by every task of an event loop; one reader task dispatches replies to the
   waiting tasks by tag and job id.
@@ -12,6 +12,52 @@ The wire protocol is proto/PROTOCOL.md; this module follows the C client (libzfl
 client/client.c) in behaviour: a DEALER socket, one tag per request, results pushed to the
 connection that submitted the job, WAIT re-sent after a reconnect, a PING after one silent
 heartbeat while waiting and a reconnect after three.
+
+Threads (Client)
+----------------
+A ZeroMQ socket must never be used by two threads at once, so the client elects a reader
+(leader/follower) instead of running an I/O thread of its own:
+
+* One lock (``_lock``, with the condition ``_cond``) guards all of the client's state. The
+  socket belongs to the *reader*: the one thread that holds ``_reader`` polls it, with the
+  lock released while it blocks in poll. When there is no reader, whichever thread holds the
+  lock may use the socket directly. No other thread ever touches it.
+* A call that must wait (for a reply or a result) becomes the reader if there is none, else
+  it sleeps on ``_cond``. The reader dispatches everything it receives into mailboxes — replies
+  by the request's tag (``_replies``), results by job id (``_ready``/``_unclaimed``), progress
+  by id — wakes the sleepers once per batch, and gives up the role when its own call is done;
+  a sleeper then takes it over. So a single-threaded caller reads its own socket with no thread
+  hand-off at all, and N threads cost no more than one socket and one reader at a time.
+* A thread that must send while another thread reads puts the message in ``_outbox`` and
+  wakes the reader through a pipe polled with the socket; the reader sends it at once (a send
+  that fails fails the request or the WAIT it carried, in the thread that made it).
+* A pushed RESULT goes to every thread waiting for that id (several may wait for one job);
+  with nobody waiting it is kept for a later wait, at most ``max_buffered`` (then the oldest is
+  dropped and a later wait asks the broker again). on_progress callbacks run in the reader's
+  thread, outside the lock, so they may call the client.
+* Timeouts: each call keeps its own deadline; a wait that times out leaves the result to be
+  kept when it comes. A request that times out replaces the socket, as before (a submit the
+  caller was told failed must not be delivered later); requests of other threads still in
+  flight on that socket fail with Unreachable at once instead of waiting out their timeout.
+  A broker silent for three heartbeats while someone waits for a job (and no request is in
+  flight) makes the reader reconnect; after any reconnect, including ZeroMQ's own after a
+  broker restart, the client sends WAIT again for every job any thread waits for.
+* close() wakes the reader, lets it leave poll, then closes the socket; calls still waiting in
+  other threads raise Error("the client is closed").
+
+Fork (Client and AsyncClient)
+-----------------------------
+A ZeroMQ context does not survive fork(): its I/O threads are not in the child and closing or
+terminating the inherited sockets there may hang or disturb the parent's connection. A client
+therefore records the pid that made its socket; in a child (seen by os.register_at_fork, and by
+comparing os.getpid() on every call, for forks that skip Python's hooks) it abandons the
+inherited context, sockets, lock and wake-up pipe without touching them (kept referenced for
+the life of the process so that no finaliser closes them), forgets the requests and waits of
+the parent's threads, and opens a fresh connection on first use. Results the parent had already
+received but nobody had claimed stay available in both processes. Results of jobs the parent
+submitted are still pushed to the parent only; waiting for one in the child sends WAIT on the
+child's own connection (PROTOCOL.md §6.4), so it works while the broker keeps the result (not
+for forget=True jobs once pushed to the parent). The parent is unaffected.
 
 Only the standard library, pyzmq and msgpack are used.
 """
@@ -24,7 +70,9 @@ import logging
 import os
 import random
 import re
+import threading
 import time
+import weakref
 
 import msgpack
 import zmq
@@ -329,6 +377,27 @@ class _LruSet:
         self._d.pop(k, None)
 
 
+# ------------------------------------------------------------------ fork
+
+_LIVE = weakref.WeakSet()   # every client: reset in a forked child
+# What a forked child inherited and must neither close nor free (a finaliser would close it):
+# contexts, sockets, tasks of the parent's clients. Kept for the life of the process.
+_ABANDONED = []
+
+
+def _reset_after_fork():
+    """os.register_at_fork(after_in_child): runs in the child, in its only thread."""
+    for c in list(_LIVE):
+        try:
+            c._forked()
+        except Exception:  # noqa: BLE001 - must not break the fork; the pid check retries
+            log.exception("zfleet: resetting a client after fork failed")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 # ------------------------------------------------------------------ shared state
 
 class _Base:
@@ -358,6 +427,9 @@ class _Base:
         self._delivered = _LruSet(100000)  # ids whose result was handed out (drop repeats)
         self._progress = {}             # id -> (fraction, text)
         self._closed = False
+        self._pid = os.getpid()         # the process whose socket this is (fork check)
+        self._forks = 0                 # forks this client went through (a generation)
+        _LIVE.add(self)
 
     def _next_tag(self):
         self._tag = (self._tag + 1) & ((1 << 64) - 1) or 1
@@ -378,8 +450,26 @@ class _Base:
     def _wait_failed(self, job_id, exc):
         raise NotImplementedError
 
-    def _send_now(self, frames, copy):
+    def _send_now(self, frames, copy, tag=None):
+        """Sends a message; `tag` is the request (or WAIT) it carries, if any."""
         raise NotImplementedError
+
+    def _forked(self):
+        """In a forked child: drop what belongs to the parent's socket and process."""
+        raise NotImplementedError
+
+    def _fork_reset(self):
+        """The part of _forked shared by both clients: the connection's state goes (the child
+        will have a new connection); finished results (_unclaimed, _progress) stay."""
+        self._pid = os.getpid()
+        self._forks += 1
+        self._epoch += 1
+        self._connects = 0
+        self._pushed = set()            # pushed to the parent's connection, not to ours
+        self._wait_tags = {}
+        self._lazy = {}
+        self._tag = random.getrandbits(62)
+        self._last_recv = self._quiet_from = time.monotonic()
 
     # ---- dispatch
     def _dispatch(self, frames):
@@ -414,14 +504,16 @@ class _Base:
 
     def _note_progress(self, job_id, fraction, text):
         self._progress[job_id] = (fraction, text)
-        cb = self.on_progress
-        if cb is not None:
-            try:
-                r = cb(job_id, fraction, text)
-                if inspect.isawaitable(r):
-                    asyncio.ensure_future(r)
-            except Exception:  # noqa: BLE001 - a callback must not break the client
-                log.exception("zfleet: on_progress callback failed")
+        if self.on_progress is not None:
+            self._call_progress(job_id, fraction, text)
+
+    def _call_progress(self, job_id, fraction, text):
+        try:
+            r = self.on_progress(job_id, fraction, text)
+            if inspect.isawaitable(r):
+                asyncio.ensure_future(r)
+        except Exception:  # noqa: BLE001 - a callback must not break the client
+            log.exception("zfleet: on_progress callback failed")
 
     def _take_result(self, r):
         self._pushed.discard(r.id)
@@ -454,7 +546,7 @@ class _Base:
         if len(self._wait_tags) > 4 * self._max_buffered:  # replies that never came
             for t in list(self._wait_tags)[: len(self._wait_tags) // 2]:
                 del self._wait_tags[t]
-        self._send_now(*_frames(WAIT, {F_ID: job_id, F_TAG: tag}))
+        self._send_now(*_frames(WAIT, {F_ID: job_id, F_TAG: tag}), tag)
 
     def _start_wait(self, job_id):
         """Somebody begins waiting for job_id: ask the broker, at once or (for a job whose
@@ -545,13 +637,14 @@ class _Base:
 # ------------------------------------------------------------------ synchronous client
 
 class Client(_Base):
-    """A synchronous zfleet client.
+    """A synchronous zfleet client, safe to share between threads and usable after fork().
 
     endpoint: the broker's client endpoint (default $ZFLEET_BROKER, else tcp://127.0.0.1:5555).
     request_timeout: seconds a request (submit, get, cancel, stats...) waits for the broker
     before Unreachable. heartbeat: seconds of silence while waiting before a PING; three
     make the client reconnect and ask again. on_progress(job_id, fraction, text) is called
-    for progress reports that arrive while the client reads (inside wait, results, ...).
+    for progress reports that arrive while the client reads (inside wait, results, ...), in
+    whichever thread is reading then, outside the client's lock.
 
     Results of jobs submitted on this client are pushed to it and kept until you wait for
     them (at most max_buffered unclaimed; older ones are asked for again when waited for).
@@ -559,21 +652,39 @@ class Client(_Base):
     forget=True for jobs whose result you will collect only here (the broker drops it once
     pushed).
 
-    Not thread-safe: use one client per thread.
+    Any number of threads may call one client at once (each call gets its own reply; a result
+    goes to the threads waiting for its job). In a child process after fork() the client
+    opens a new connection by itself (see the module's notes on threads and fork).
     """
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
                  context=None, max_buffered=10000):
         super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered)
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._mon = None
-        self._replies = {}             # tag -> _Msg, for tags in _expected
-        self._expected = {}            # tag -> request command
+        self._sock = self._mon = self._poller = None
+        self._replies = {}             # tag -> _Msg (or the exception that ends the request)
+        self._expected = {}            # tag -> (request command, deque of answered tags or None)
         self._pending = {}             # job id -> number of waiters (wait / results)
         self._ready = {}               # job id -> Result for a pending id
+        self._taken = set()            # pending ids whose Result a waiter has taken
         self._errors = {}              # job id -> exception for a pending id
         self._listeners = []           # deques of ids that became ready (results())
+        self._process_state()
         self._open()
+
+    def _process_state(self):
+        """What cannot cross a fork: the lock, the reader election, the wake-up pipe."""
+        self._lock = threading.RLock()  # reentrant: a finaliser may run inside a call
+        self._cond = threading.Condition(self._lock)
+        self._sleepers = 0             # threads in _sleep (notify only when there are some)
+        self._reader = None            # ident of the thread that owns the socket, or None
+        self._want_reconnect = None    # epoch another thread asks the reader to replace
+        self._outbox = collections.deque()  # (frames, copy, tag) for the reader to send
+        self._deferred = []            # on_progress calls to make outside the lock
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._woken = False            # a byte is in the pipe, not yet drained
 
     # ---- socket
     def _open(self):
@@ -582,18 +693,103 @@ class Client(_Base):
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._mon, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
 
     def _reconnect(self):
+        """A new socket (the caller owns the socket). Requests in flight on the old one can
+        no longer be answered: they fail now; the outbox goes with the old socket (WAITs are
+        sent again by _after_reconnect)."""
         self._close_socket(self._sock, self._mon)
+        self._outbox.clear()
+        lost = Unreachable("connection to the broker at %s reset: no answer" % self.endpoint)
+        for tag in self._expected:
+            self._fail_request(tag, lost)
         self._open()
         self._after_reconnect()
+        self._notify()
+
+    def _sleep(self, seconds):
+        """With the lock held: releases it until _notify or `seconds` pass."""
+        self._sleepers += 1
+        try:
+            self._cond.wait(seconds)
+        finally:
+            self._sleepers -= 1
+
+    def _notify(self):
+        if self._sleepers:
+            self._cond.notify_all()
+
+    def _acquire(self):
+        """The client's lock, for `with`; first, in a forked child, the fork reset (the
+        inherited lock may be held by a thread that does not exist here)."""
+        if self._pid != os.getpid():
+            self._forked()
+        return self._lock
+
+    def _usable(self):
+        """With the lock held, before using the connection: raises if closed, opens the
+        connection a forked child has not opened yet."""
+        if self._closed:
+            raise Error("the client is closed")
+        if self._sock is None:
+            self._ctx = zmq.Context.instance()
+            self._open()
+
+    def _forked(self):
+        """In a forked child (its only thread): abandon the parent's context, sockets, lock
+        and pipe without touching them, and forget the parent's calls in progress (their
+        threads are not here). The connection is opened again on first use."""
+        if self._pid == os.getpid():
+            return
+        _ABANDONED.append((self._ctx, self._sock, self._mon, self._poller))
+        for fd in (self._wake_r, self._wake_w):
+            if fd is not None:
+                try:
+                    os.close(fd)   # the child's copy of the pipe: the parent keeps its own
+                except OSError:
+                    pass
+        self._fork_reset()
+        self._process_state()
+        self._ctx = self._sock = self._mon = self._poller = None
+        self._replies = {}
+        self._expected = {}
+        self._pending = {}
+        self._ready = {}
+        self._taken = set()
+        self._errors = {}
+        self._listeners = []
+        if self._closed:   # nothing to wake in a closed client
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = None
 
     def close(self):
-        """Closes the connection. Jobs already accepted keep running."""
-        if not self._closed:
+        """Closes the connection. Jobs already accepted keep running; calls waiting in other
+        threads raise Error."""
+        with self._acquire():
+            if self._closed:
+                return
             self._closed = True
+            self._notify()
+            me = threading.get_ident()
+            give_up = time.monotonic() + 5.0
+            while self._reader is not None and self._reader != me:
+                if time.monotonic() > give_up:
+                    # a reader that never comes back (a frozen daemon thread at exit): what
+                    # it polls cannot be closed safely, so it is left as it is
+                    _ABANDONED.append((self._sock, self._mon, self._wake_r, self._wake_w))
+                    self._sock = self._mon = self._wake_r = self._wake_w = None
+                    break
+                self._wake()            # the reader leaves poll, sees _closed and returns
+                self._sleep(0.1)
+            self._outbox.clear()
             self._close_socket(self._sock, self._mon)
-            self._sock = self._mon = None
+            self._sock = self._mon = self._poller = None
+            for fd in (self._wake_r, self._wake_w):
+                if fd is not None:
+                    os.close(fd)
+            self._wake_r = self._wake_w = None
 
     def __enter__(self):
         return self
@@ -612,34 +808,77 @@ class Client(_Base):
         return self._pending.keys()
 
     def _on_reply(self, tag, m):
-        cmd = self._expected.get(tag)
-        if cmd is None or not _answers(cmd, m) or tag in self._replies:
+        entry = self._expected.get(tag)
+        if entry is None or not _answers(entry[0], m) or tag in self._replies:
             return False
         self._replies[tag] = m
+        if entry[1] is not None:
+            entry[1].append(tag)
         return True
+
+    def _fail_request(self, tag, exc):
+        """Request `tag` gets `exc` instead of a reply (raised in the thread that sent it)."""
+        entry = self._expected.get(tag)
+        if entry is not None and tag not in self._replies:
+            self._replies[tag] = exc
+            if entry[1] is not None:
+                entry[1].append(tag)
 
     def _result_ready(self, r):
         if r.id not in self._pending:
             return False
         self._ready[r.id] = r
-        for q in self._listeners:
+        for q in tuple(self._listeners):
             q.append(r.id)
         return True
 
     def _wait_failed(self, job_id, exc):
         if job_id in self._pending:
             self._errors[job_id] = exc
-            for q in self._listeners:
+            for q in tuple(self._listeners):
                 q.append(job_id)
 
-    def _send_now(self, frames, copy):
+    def _call_progress(self, job_id, fraction, text):
+        self._deferred.append((job_id, fraction, text))   # run outside the lock (_read)
+
+    def _send_now(self, frames, copy, tag=None):
+        """With the lock held: sends at once if no other thread owns the socket, else hands
+        the message to the reader. Raises Unreachable when a direct send times out."""
         if self._closed:
             raise Error("the client is closed")
+        if self._reader is None or self._reader == threading.get_ident():
+            self._send_direct(frames, copy)
+        else:
+            self._outbox.append((frames, copy, tag))
+            self._wake()
+
+    def _send_direct(self, frames, copy):
         try:
             self._sock.send_multipart(frames, copy=copy)
         except zmq.Again:
             raise Unreachable("cannot send to the broker at %s (not connected)"
                               % self.endpoint) from None
+
+    def _flush_outbox(self):
+        """The reader sends what other threads queued; a failure goes to its request or WAIT."""
+        while self._outbox:
+            frames, copy, tag = self._outbox.popleft()
+            try:
+                self._send_direct(frames, copy)
+            except Unreachable as e:
+                if tag in self._wait_tags:
+                    self._wait_failed(self._wait_tags.pop(tag), e)
+                else:
+                    self._fail_request(tag, e)
+
+    def _wake(self):
+        """Interrupts the reader's poll (with the lock held)."""
+        if not self._woken and self._wake_w is not None:
+            self._woken = True
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass
 
     # ---- receiving
     def _recv_ready(self, events):
@@ -657,49 +896,118 @@ class Client(_Base):
                     break
                 self._dispatch(frames)
 
-    def _poll_nowait(self):
-        if self._closed:
-            raise Error("the client is closed")
-        self._recv_ready(dict(self._poller.poll(0)))
+    def _read(self, wait_s, done=None):
+        """With the lock held and no reader: becomes the reader, polls up to wait_s seconds
+        with the lock released, dispatches what came, does the heartbeat duties unless
+        done(), then gives the role up and wakes the threads waiting on _cond."""
+        self._reader = threading.get_ident()
+        try:
+            poller = self._poller
+            self._lock.release()
+            try:
+                events = dict(poller.poll(max(0, int(wait_s * 1000))))
+            finally:
+                self._lock.acquire()
+            if self._closed:
+                return
+            if self._wake_r in events:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                self._woken = False
+            if self._want_reconnect is not None:
+                stale = self._want_reconnect != self._epoch
+                self._want_reconnect = None
+                if not stale:
+                    self._reconnect()   # asked for by a request that timed out
+                    return              # what the old socket had is gone with it
+            if self._outbox:
+                self._flush_outbox()
+            self._recv_ready(events)
+            if done is not None and not done():
+                # replace the socket only for a job waiter, never under a request in flight
+                self._housekeeping(True, bool(self._pending) and not self._expected)
+        finally:
+            self._reader = None
+            self._notify()
+            if self._deferred:
+                self._run_deferred()
 
-    def _pump(self, done, deadline, can_reconnect):
-        """Reads and dispatches until done() or the deadline (monotonic; None = never).
-        Returns done()."""
-        if self._closed:
-            raise Error("the client is closed")
-        self._quiet_from = time.monotonic()
-        while not done():
+    def _run_deferred(self):
+        calls, self._deferred = self._deferred, []
+        self._lock.release()
+        try:
+            for args in calls:
+                _Base._call_progress(self, *args)
+        finally:
+            self._lock.acquire()
+
+    def _poll_nowait(self):
+        """Takes in what has arrived, if no other thread is reading (it does, then)."""
+        self._usable()
+        if self._reader is None:
+            self._read(0)
+
+    def _touch(self):
+        """An operation begins: an idle client measures silence from now."""
+        if not (self._expected or self._pending):
+            self._quiet_from = time.monotonic()
+
+    def _pump(self, done, deadline):
+        """With the lock held: reads (as the reader) or sleeps (while another thread reads)
+        until done() or the deadline (monotonic; None = never). Returns done()."""
+        while True:
+            if self._closed:
+                raise Error("the client is closed")
+            if done():
+                return True
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return False
-            ms = self.heartbeat / 2 if deadline is None else min(self.heartbeat / 2, deadline - now)
-            self._recv_ready(dict(self._poller.poll(max(1, int(ms * 1000)))))
-            if not done():
-                self._housekeeping(True, can_reconnect and bool(self._pending))
-        return True
+            wait_s = self.heartbeat / 2
+            if deadline is not None:
+                wait_s = min(wait_s, deadline - now)
+            if self._reader is None:
+                self._read(max(wait_s, 0.001), done)
+            else:
+                self._sleep(wait_s)
 
     def _request(self, cmd, fields, payload=None, submit=False):
+        """With the lock held: one request and its reply (checked)."""
+        self._usable()
+        self._touch()
         tag = self._next_tag()
         fields[F_TAG] = tag
-        self._expected[tag] = cmd
+        self._expected[tag] = (cmd, None)
         epoch = self._epoch
         try:
-            self._send_now(*_frames(cmd, fields, payload))
+            self._send_now(*_frames(cmd, fields, payload), tag)
             if not self._pump(lambda: tag in self._replies,
-                              time.monotonic() + self.request_timeout, False):
+                              time.monotonic() + self.request_timeout):
                 self._give_up(epoch)
                 raise Unreachable("no answer from the broker at %s within %.1fs"
                                   % (self.endpoint, self.request_timeout))
-            return self._reply_check(self._replies.pop(tag), submit)
+            m = self._replies.pop(tag)
+            if isinstance(m, Exception):
+                raise m
+            return self._reply_check(m, submit)
         finally:
             self._expected.pop(tag, None)
             self._replies.pop(tag, None)
 
     def _give_up(self, epoch):
         """A request timed out: drop the socket, so that a request still queued in it is
-        not delivered later (a submit the caller was told failed must not run)."""
-        if epoch == self._epoch:
-            self._reconnect()
+        not delivered later (a submit the caller was told failed must not run). Only the
+        socket's owner may do it: the reader, when another thread reads."""
+        while epoch == self._epoch and not self._closed:
+            if self._reader is None:
+                self._reconnect()
+                return
+            self._want_reconnect = epoch
+            self._wake()
+            self._sleep(0.1)
 
     # ---- waiting
     def _add_pending(self, job_id):
@@ -710,7 +1018,11 @@ class Client(_Base):
             if r is not None:
                 self._ready[job_id] = r
             else:
-                self._start_wait(job_id)
+                try:
+                    self._start_wait(job_id)
+                except BaseException:
+                    self._remove_pending(job_id)
+                    raise
 
     def _remove_pending(self, job_id):
         n = self._pending.get(job_id, 0) - 1
@@ -721,15 +1033,21 @@ class Client(_Base):
         self._lazy.pop(job_id, None)
         self._errors.pop(job_id, None)
         r = self._ready.pop(job_id, None)
-        if r is not None:  # nobody took it (timeout, closed generator): keep it
+        if job_id in self._taken:
+            self._taken.discard(job_id)
+        elif r is not None:  # nobody took it (timeout, closed generator): keep it
             self._delivered.discard(job_id)
             self._unclaimed[job_id] = r
 
     def _take_ready(self, job_id):
-        """The result or error for a pending job_id, or None."""
+        """The result or error for a pending job_id, or None. It stays for the other threads
+        waiting for the same job until the last of them leaves (_remove_pending)."""
         if job_id in self._errors:
-            raise self._errors.pop(job_id)
-        return self._ready.pop(job_id, None)
+            raise self._errors[job_id]
+        r = self._ready.get(job_id)
+        if r is not None:
+            self._taken.add(job_id)
+        return r
 
     # ---- API
     def submit(self, function, data, *, priority=0, run_timeout_ms=0, deadline_ms=0,
@@ -741,38 +1059,52 @@ class Client(_Base):
         raises UnknownJob. Not with no_push=True (Rejected)."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
                            device, no_push, forget)
-        epoch = self._epoch
-        m = self._request(SUBMIT, f, _as_bytes(data), submit=True)
+        data = _as_bytes(data)
+        with self._acquire():
+            epoch = self._epoch
+            m = self._request(SUBMIT, f, data, submit=True)
+            job_id = m.f[F_ID]
+            self._note_pushed(m, no_push, epoch)
+            return job_id
+
+    def _note_pushed(self, m, no_push, epoch):
+        """An accepted job whose result will be pushed here (unless it already was: another
+        thread may have read it before this one woke up)."""
         job_id = m.f[F_ID]
-        if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
+        if (m.cmd == ACCEPTED and not no_push and epoch == self._epoch
+                and job_id not in self._unclaimed and job_id not in self._delivered):
             self._pushed.add(job_id)
-        return job_id
 
     def wait(self, job_id, timeout=None):
         """Waits up to `timeout` seconds (None = forever) for the job's Result. Raises
-        Timeout, UnknownJob, Unreachable (only if a WAIT cannot be sent)."""
-        self._poll_nowait()
-        self._add_pending(job_id)
-        try:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            done = lambda: job_id in self._ready or job_id in self._errors  # noqa: E731
-            if not self._pump(done, deadline, True):
-                raise Timeout("job %d: no result within %.1fs" % (job_id, timeout), [job_id])
-            return self._take_ready(job_id)
-        finally:
-            self._remove_pending(job_id)
+        Timeout, UnknownJob, Unreachable (only if a WAIT cannot be sent). Several threads
+        may wait for the same job: each gets its Result."""
+        with self._acquire():
+            self._poll_nowait()
+            self._touch()
+            self._add_pending(job_id)
+            try:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                done = lambda: job_id in self._ready or job_id in self._errors  # noqa: E731
+                if not self._pump(done, deadline):
+                    raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
+                                  [job_id])
+                return self._take_ready(job_id)
+            finally:
+                self._remove_pending(job_id)
 
     def get(self, job_id):
         """The job's Result if it has finished, else its Status. Raises UnknownJob."""
-        m = self._request(GET, {F_ID: job_id})
-        if m.cmd == RESULT:
-            if job_id not in self._pending:
-                self._unclaimed.pop(job_id, None)
-            self._delivered.add(job_id)
-            return _result_of(m)
-        if m.cmd == STATUS:
-            return _status_of(m)
-        raise Error("unexpected reply 0x%02x to GET" % m.cmd)
+        with self._acquire():
+            m = self._request(GET, {F_ID: job_id})
+            if m.cmd == RESULT:
+                if job_id not in self._pending:
+                    self._unclaimed.pop(job_id, None)
+                self._delivered.add(job_id)
+                return _result_of(m)
+            if m.cmd == STATUS:
+                return _status_of(m)
+            raise Error("unexpected reply 0x%02x to GET" % m.cmd)
 
     def run(self, function, data, timeout=None, **opts):
         """submit() then wait(): the job's Result (check .ok)."""
@@ -781,27 +1113,32 @@ class Client(_Base):
     def cancel(self, job_id):
         """Cancels a queued or running job (its result will say cancelled). Raises
         UnknownJob, or InvalidState when the job has already finished."""
-        self._request(CANCEL, {F_ID: job_id})
+        with self._acquire():
+            self._request(CANCEL, {F_ID: job_id})
 
     def retry(self, job_id):
         """Requeues a job from the dead-letter list; its result will come to this client."""
-        self._request(RETRY, {F_ID: job_id})
+        with self._acquire():
+            self._request(RETRY, {F_ID: job_id})
 
     def stats(self):
         """The broker's statistics: a dict with "broker", "finished", "functions", "workers"."""
-        m = self._request(STATS, {})
+        with self._acquire():
+            m = self._request(STATS, {})
         return _unpack(m.payload) if m.payload else {}
 
     def dead(self, purge=False):
         """The dead-letter list: a list of dicts (id, function, state, attempts, causes).
         With purge=True the list is cleared instead and the number purged is returned."""
-        m = self._request(DEAD, {F_FLAGS: FLAG_PURGE} if purge else {})
+        with self._acquire():
+            m = self._request(DEAD, {F_FLAGS: FLAG_PURGE} if purge else {})
         return self._dead_reply(m, purge)
 
     def progress(self, job_id):
         """The last progress report seen for a job as (fraction, text), or None."""
-        self._poll_nowait()
-        return self._progress.get(job_id)
+        with self._acquire():
+            self._poll_nowait()
+            return self._progress.get(job_id)
 
     def submit_many(self, function, payloads, *, window=256, **opts):
         """Submits one job per payload, keeping up to `window` submits in flight, and returns
@@ -809,11 +1146,18 @@ class Client(_Base):
         collected, and the Rejected error is raised with .ids (None where not accepted)."""
         base = _submit_fields(function, **opts)
         no_push = bool(opts.get("no_push"))
+        with self._acquire():
+            self._usable()
+            return self._submit_many(base, payloads, window, no_push)
+
+    def _submit_many(self, base, payloads, window, no_push):
         ids = []
         inflight = {}   # tag -> index
+        answered = collections.deque()   # tags of inflight requests answered
         error = None
         it = iter(payloads)
         epoch = self._epoch
+        self._touch()
         try:
             while True:
                 while error is None and len(inflight) < window:
@@ -823,29 +1167,32 @@ class Client(_Base):
                     tag = self._next_tag()
                     f = dict(base)
                     f[F_TAG] = tag
-                    self._expected[tag] = SUBMIT
+                    self._expected[tag] = (SUBMIT, answered)
                     inflight[tag] = len(ids)
                     ids.append(None)
-                    self._send_now(*_frames(SUBMIT, f, _as_bytes(data)))
+                    self._send_now(*_frames(SUBMIT, f, _as_bytes(data)), tag)
                 if not inflight:
                     break
-                if not self._pump(lambda: bool(self._replies),
-                                  time.monotonic() + self.request_timeout, False):
+                if not self._pump(lambda: bool(answered),
+                                  time.monotonic() + self.request_timeout):
                     self._give_up(epoch)
                     e = Unreachable("no answer from the broker at %s within %.1fs"
                                     % (self.endpoint, self.request_timeout))
                     e.ids = ids
                     raise e
-                for tag in list(self._replies):
+                while answered:
+                    tag = answered.popleft()
                     if tag not in inflight:
                         continue
                     m = self._replies.pop(tag)
                     i = inflight.pop(tag)
                     self._expected.pop(tag, None)
+                    if isinstance(m, Exception):   # the socket was replaced under it
+                        m.ids = ids
+                        raise m
                     if m.cmd in (ACCEPTED, RESULT):
                         ids[i] = m.f[F_ID]
-                        if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
-                            self._pushed.add(ids[i])
+                        self._note_pushed(m, no_push, epoch)
                     elif error is None:
                         try:
                             self._reply_check(m, submit=True)
@@ -863,39 +1210,56 @@ class Client(_Base):
 
     def results(self, ids, timeout=None):
         """Yields the Result of each job id as it arrives (each once, in finishing order).
-        `timeout` bounds the whole iteration: Timeout (with .pending) when it runs out."""
+        `timeout` bounds the whole iteration: Timeout (with .pending) when it runs out.
+        The client's lock is not held while the caller has a result in hand."""
         ids = list(dict.fromkeys(ids))
         remaining = set(ids)
         q = collections.deque()
-        self._listeners.append(q)
-        added = []
+        added = set()   # ids this generator registered as pending (undone at the end)
+        forks = None    # the fork generation they were registered in
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            self._poll_nowait()
-            for job_id in ids:
-                self._add_pending(job_id)
-                added.append(job_id)
-                if job_id in self._ready:
-                    q.append(job_id)
-            deadline = None if timeout is None else time.monotonic() + timeout
             while remaining:
-                while q:
-                    job_id = q.popleft()
-                    if job_id not in remaining:
-                        continue
-                    r = self._take_ready(job_id)
-                    if r is None:
-                        continue
-                    remaining.discard(job_id)
-                    self._remove_pending(job_id)
-                    yield r
-                if remaining and not self._pump(lambda: bool(q), deadline, True):
-                    raise Timeout("%d job(s) without a result within %.1fs"
-                                  % (len(remaining), timeout), [i for i in ids if i in remaining])
+                with self._acquire():
+                    if forks != self._forks:   # first time, or resumed in a forked child
+                        forks = self._forks
+                        q.clear()
+                        added.clear()
+                        self._listeners.append(q)
+                        self._poll_nowait()
+                        for job_id in ids:
+                            if job_id in remaining:
+                                self._add_pending(job_id)
+                                added.add(job_id)
+                                if job_id in self._ready:
+                                    q.append(job_id)
+                    r = self._next_result(q, remaining, deadline, timeout, ids)
+                yield r
         finally:
-            self._listeners.remove(q)
-            for job_id in added:
-                if job_id in remaining:
-                    self._remove_pending(job_id)
+            if forks is not None:
+                with self._acquire():
+                    if forks == self._forks:
+                        # by identity: deques compare by content (two empty ones are equal)
+                        self._listeners = [x for x in self._listeners if x is not q]
+                        for job_id in ids:
+                            if job_id in remaining and job_id in added:
+                                self._remove_pending(job_id)
+
+    def _next_result(self, q, remaining, deadline, timeout, ids):
+        while True:
+            while q:
+                job_id = q.popleft()
+                if job_id not in remaining:
+                    continue
+                r = self._take_ready(job_id)
+                if r is None:
+                    continue
+                remaining.discard(job_id)
+                self._remove_pending(job_id)
+                return r
+            if not self._pump(lambda: bool(q), deadline):
+                raise Timeout("%d job(s) without a result within %.1fs"
+                              % (len(remaining), timeout), [i for i in ids if i in remaining])
 
 
 _END = object()
@@ -925,6 +1289,8 @@ class AsyncClient(_Base):
 
     # ---- socket and reader
     def _ensure(self):
+        if self._pid != os.getpid():
+            self._forked()
         if self._closed:
             raise Error("the client is closed")
         if self._sock is not None:
@@ -940,6 +1306,21 @@ class AsyncClient(_Base):
 
     def _open(self):
         self._sock, self._mon = self._new_socket(self._ctx)
+
+    def _forked(self):
+        """In a forked child: the parent's socket, context, reader task and futures are
+        abandoned untouched (its event loop does not run here); the next call, in the
+        child's loop, opens a new connection on the child's context."""
+        if self._pid == os.getpid():
+            return
+        _ABANDONED.append((self._ctx, self._sock, self._mon, self._reader,
+                           self._reply_futs, self._waiters))
+        self._fork_reset()
+        self._ctx = None
+        self._sock = self._mon = None
+        self._reader = self._loop = None
+        self._reply_futs = {}
+        self._waiters = {}
 
     def _reconnect(self):
         # Closing cancels the reader's poll on the old socket; it then polls the new one.
@@ -992,6 +1373,8 @@ class AsyncClient(_Base):
 
     async def close(self):
         """Closes the connection; operations still waiting get Error."""
+        if self._pid != os.getpid():
+            self._forked()
         if self._closed:
             return
         self._closed = True
@@ -1048,7 +1431,7 @@ class AsyncClient(_Base):
                 fut.set_exception(exc)
         self._lazy.pop(job_id, None)
 
-    def _send_now(self, frames, copy):
+    def _send_now(self, frames, copy, tag=None):
         if self._closed:
             raise Error("the client is closed")
         fut = self._sock.send_multipart(frames, copy=copy)
