@@ -183,19 +183,28 @@ Test(cli, expired_wait_is_one_line, .timeout = 60)
    sanitizer's own handler would turn the death by signal into exit 1: it is told not to. */
 static pid_t crash_worker(const zt_env_t *env, const char *how)
 {
-    char asan[512];
-    const char *was = getenv("ASAN_OPTIONS");
-    snprintf(asan, sizeof asan, "%s%shandle_segv=0:handle_abort=0", was ? was : "",
-             was && *was ? ":" : "");
-    setenv("ASAN_OPTIONS", asan, 1);
+    /* both runtimes read their own variable for the common handle_* flags */
+    static const char *const vars[2] = {"ASAN_OPTIONS", "UBSAN_OPTIONS"};
+    char *was[2];
+    for (int i = 0; i < 2; i++) {
+        const char *v = getenv(vars[i]);
+        was[i] = v ? strdup(v) : NULL;
+        char opts[512];
+        snprintf(opts, sizeof opts, "%s%shandle_segv=0:handle_abort=0", v ? v : "",
+                 v && *v ? ":" : "");
+        setenv(vars[i], opts, 1);
+    }
     if (how)
         setenv("ZF_TEST_CRASH_INIT", how, 1);
     pid_t w = zt_worker(env, 200, "--module", crashmod(), NULL);
     unsetenv("ZF_TEST_CRASH_INIT");
-    if (was)
-        setenv("ASAN_OPTIONS", was, 1);
-    else
-        unsetenv("ASAN_OPTIONS");
+    for (int i = 0; i < 2; i++) {
+        if (was[i])
+            setenv(vars[i], was[i], 1);
+        else
+            unsetenv(vars[i]);
+        free(was[i]);
+    }
     return w;
 }
 

@@ -180,6 +180,32 @@ def t_payload_too_large(main, limits):
             check(e.code == 6 and "too large" in e.message, "code 6: %r" % (e,))
 
 
+def t_payload_far_over_the_limit(main, limits):
+    """Far over the limit (past the broker's 2x + 1 MiB frame bound, which would drop the
+    connection): the client asks the limit first and says so, instead of timing out."""
+    big = b"x" * (3 << 20)
+    with zfleet.Client(limits.clients, request_timeout=3.0) as c:
+        t0 = time.monotonic()
+        try:
+            c.submit("nobody", big)
+            check(False, "a 3 MiB payload raises PayloadTooLarge")
+        except zfleet.PayloadTooLarge as e:
+            check(e.code == 6 and "limit is 10" in e.message, "%r" % (e,))
+        check(time.monotonic() - t0 < 2.0, "took %.1fs" % (time.monotonic() - t0))
+
+    async def go():
+        a = zfleet.AsyncClient(limits.clients, request_timeout=3.0)
+        try:
+            await a.submit("nobody", big)
+            return None
+        except zfleet.PayloadTooLarge as e:
+            return e
+        finally:
+            await a.close()
+    e = asyncio.run(go())
+    check(e is not None and "limit is 10" in e.message, "async: %r" % (e,))
+
+
 def t_unknown_job(main, limits):
     with zfleet.Client(main.clients) as c:
         jid = random.getrandbits(62) + (1 << 62)
@@ -690,6 +716,7 @@ TESTS = [
     ("failing job", t_failing_job),
     ("queue full", t_queue_full),
     ("payload too large", t_payload_too_large),
+    ("payload far over the limit: refused before sending", t_payload_far_over_the_limit),
     ("unknown job", t_unknown_job),
     ("cancel queued job", t_cancel_queued),
     ("stats", t_stats),

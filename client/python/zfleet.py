@@ -99,6 +99,13 @@ ACCEPTED, REJECTED, RESULT, STATUS, PROGRESS, REPLY, PONG, ERROR = range(0x41, 0
 F_ID, F_ATTEMPT, F_TAG, F_FN, F_PRIORITY, F_TIMEOUT, F_DEADLINE, F_MAX_ATTEMPTS = range(1, 9)
 F_DEVICE, F_STATUS, F_CODE, F_TEXT, F_CREDITS, F_DURATION, F_WORKER, F_DEVNAME = range(9, 17)
 F_PROGRESS, F_FUNCTIONS, F_DEVINDEX, F_DEVMEM, F_HEARTBEAT, F_FLAGS, F_QUEUED = range(17, 24)
+F_SUPERVISOR, F_MAXPAYLOAD = 24, 25
+
+# Payloads larger than this are checked against the broker's limit (PONG's max_payload)
+# before they are sent: past about twice the limit the broker's socket drops the
+# connection instead of answering, which would read as "no answer from the broker".
+# Smaller ones always get the broker's own answer.
+_LIMIT_CHECK_ABOVE = 1 << 20
 
 FLAG_PURGE = 0x1
 FLAG_NO_PUSH = 0x2
@@ -279,7 +286,8 @@ def _decode(frames):
 # tag of its SUBMIT: it answers the SUBMIT only when it comes instead of ACCEPTED (the job
 # ended before its acceptance was sent); after ACCEPTED it is just the pushed result.
 _ANSWERS = {SUBMIT: frozenset((ACCEPTED, RESULT, REJECTED, ERROR)),
-            GET: frozenset((RESULT, STATUS, ERROR))}
+            GET: frozenset((RESULT, STATUS, ERROR)),
+            PING: frozenset((PONG,))}
 _DEFAULT_ANSWERS = frozenset((REPLY, ERROR))
 
 
@@ -481,6 +489,7 @@ class _Base:
         tag = m.f.get(F_TAG, 0)
         cmd = m.cmd
         if cmd == PONG:
+            self._on_reply(tag, m)  # the answer to a limit check (others are liveness)
             return
         if cmd == PROGRESS:
             self._note_progress(m.f.get(F_ID, 0), float(m.f.get(F_PROGRESS, 0.0)),
@@ -592,6 +601,15 @@ class _Base:
             if self._connects > 1:
                 log.info("zfleet: reconnected to %s", self.endpoint)
                 self._after_reconnect()
+
+    @staticmethod
+    def _too_large(m, size):
+        """PayloadTooLarge when `size` is over the limit a PONG states, else None."""
+        limit = m.f.get(F_MAXPAYLOAD)
+        if isinstance(limit, int) and size > limit:
+            return PayloadTooLarge(E_TOO_LARGE, "payload too large: %d bytes, the broker's "
+                                   "limit is %d" % (size, limit))
+        return None
 
     def _reply_check(self, m, submit=False):
         if m.cmd in (REJECTED, ERROR) or (m.cmd == REPLY and m.f.get(F_CODE, 0) != 0):
@@ -1061,6 +1079,10 @@ class Client(_Base):
                            device, no_push, forget)
         data = _as_bytes(data)
         with self._acquire():
+            if len(data) > _LIMIT_CHECK_ABOVE:  # asked each time: a broker may restart
+                err = self._too_large(self._request(PING, {}), len(data))
+                if err:
+                    raise err
             epoch = self._epoch
             m = self._request(SUBMIT, f, data, submit=True)
             job_id = m.f[F_ID]
@@ -1496,8 +1518,13 @@ class AsyncClient(_Base):
         """As Client.submit."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
                            device, no_push, forget)
+        data = _as_bytes(data)
+        if len(data) > _LIMIT_CHECK_ABOVE:
+            err = self._too_large(await self._request(PING, {}), len(data))
+            if err:
+                raise err
         epoch = self._epoch
-        m = await self._request(SUBMIT, f, _as_bytes(data), submit=True)
+        m = await self._request(SUBMIT, f, data, submit=True)
         job_id = m.f[F_ID]
         if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
             self._pushed.add(job_id)
