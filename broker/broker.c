@@ -36,6 +36,9 @@
 /* Outputs from this size on count against a client's unread-bytes bound; smaller ones are
    bounded by the socket's message high-water mark alone (100,000 x 256 B = 25 MB). */
 #define ZF_TRACKED_OUTPUT_MIN 256
+/* Results held back for one connection at most (24 bytes each): past it, a connection that
+   keeps asking (GET) without reading gets no more answers, and costs no more memory. */
+#define ZF_DEFERRED_MAX 100000
 /* A FORGET job's FORGET record is written this many heartbeats after its result was pushed
    (see forget_later): ZeroMQ may hold a pushed result in its queue that long or longer. */
 #define FORGET_DELAY_BEATS 10
@@ -360,7 +363,7 @@ static int kind_slot(uint8_t kind)
 static void worker_relist(wrk_t *w)
 {
     int want = LIST_NONE;
-    if (!w->draining && w->inflight < w->credits)
+    if (!w->draining && !w->suspect && w->inflight < w->credits)
         want = w->inflight == 0 ? LIST_IDLE : LIST_PARTIAL;
     if (want == w->list)
         return;
@@ -522,7 +525,7 @@ static void steal_for(zf_broker_t *b, wrk_t *w)
 /* Gives w queued work until its credits are used or nothing fits. */
 static void refill(zf_broker_t *b, wrk_t *w)
 {
-    while (!w->gone && !w->draining && w->inflight < w->credits) {
+    while (!w->gone && !w->draining && !w->suspect && w->inflight < w->credits) {
         job_t *j = next_job_for(w);
         if (!j) {
             if (w->inflight == 0)
@@ -556,6 +559,8 @@ static void place(zf_broker_t *b, job_t *j, bool front)
 /* Keeps the leases in dispatch order: the newest is the likeliest still prefetched. */
 static void lease_drop(zf_broker_t *b, wrk_t *w, uint32_t i)
 {
+    if (w->suspect && w->leases[i].id == w->run_id && w->leases[i].attempt == w->run_attempt)
+        w->suspect = false; /* it answered the lease it was suspected for: back to work */
     b->prefetching -= w->inflight == 2;
     memmove(&w->leases[i], &w->leases[i + 1], (w->inflight - i - 1) * sizeof w->leases[0]);
     w->inflight--;
@@ -625,7 +630,9 @@ static void run_timer_follow(zf_broker_t *b, wrk_t *w)
         return;
     run_timer_stop(b, w);
     job_t *j = current_lease(b, w, l->id, l->attempt);
-    if (j && j->timeout_ms)
+    if (!j) /* ended already (cancelled while it waited): the worker owes only an answer */
+        run_timer_set(b, w, l, 1, zf_now_ms() + run_grace_ms(b));
+    else if (j->timeout_ms)
         run_timer_set(b, w, l, 0, zf_now_ms() + j->timeout_ms + run_grace_ms(b));
 }
 
@@ -765,6 +772,10 @@ static bool send_result(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag)
    (out of memory): the result stays in the store for a GET. */
 static bool defer_result(zf_broker_t *b, client_t *c, const job_t *j, uint64_t tag, bool forget)
 {
+    if (c->ndeferred >= ZF_DEFERRED_MAX) {
+        b->c.undeliverable++; /* a client that asks and never reads: the result stays kept */
+        return false;
+    }
     if (c->dhead + c->ndeferred == c->dcap) {
         if (c->dhead > 0) { /* slide the live part to the front before growing */
             memmove(c->deferred, c->deferred + c->dhead, c->ndeferred * sizeof *c->deferred);
@@ -819,7 +830,8 @@ static void resume_client(zf_broker_t *b, client_t *c)
     flight_t *f = c->flight;
     while (c->ndeferred) {
         deferred_t d = c->deferred[c->dhead];
-        job_t *j = job_find(b, d.id);
+        job_t *j; /* a forgetting job too: its output stays until forget_due frees it */
+        HASH_FIND(hh, b->jobs, &d.id, sizeof d.id, j);
         bool gone = !j || !zf_state_is_terminal(j->state) || j->result_pending;
         if (!gone) {
             size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
@@ -837,7 +849,9 @@ static void resume_client(zf_broker_t *b, client_t *c)
         }
         c->dhead++;
         c->ndeferred--;
-        if (!gone && send_result(b, j, c, d.tag) && d.forget && !is_dead_letter(j))
+        /* (d.forget from the submitter's push; a retry since cleared j->forget) */
+        if (!gone && send_result(b, j, c, d.tag) && d.forget && j->forget && !j->forgetting &&
+            !is_dead_letter(j))
             forget_later(b, j);
     }
     c->dhead = 0;
@@ -1095,6 +1109,10 @@ static void reject_unjournaled(zf_broker_t *b)
         b->c.accepted--;
         if (zf_state_is_terminal(j->state)) { /* cancelled or expired in the same turn */
             b->c.finished[j->state]--;
+            if (j->state == ZF_ST_SUCCEEDED)
+                j->fn->done--;
+            else
+                j->fn->failed--;
             j->result_pending = false;
             send_unlink(b, j);
             store_drop(b, j);
@@ -1113,6 +1131,8 @@ static void reject_unjournaled(zf_broker_t *b)
    reach the file too (it costs one comparison when the turn appended nothing). With a
    journal, accepted jobs are placed here, after the commit that holds their ACCEPT: a job
    that a failed commit could take back is never dispatched. */
+static void after_commit(zf_broker_t *b, int64_t now);
+
 static void flush_turn(zf_broker_t *b)
 {
     int64_t now = zf_now_ms();
@@ -1122,6 +1142,15 @@ static void flush_turn(zf_broker_t *b)
         reject_unjournaled(b);
         return;
     }
+    after_commit(b, now);
+}
+
+/* What a commit that succeeded lets go out: the acceptances and placements of the jobs it
+   holds, and the results whose FINISH records it holds. Also called by a RETRY's own
+   commit, which holds every record of the turn so far: those jobs are durable then, and
+   must not be refused by a later commit that fails. */
+static void after_commit(zf_broker_t *b, int64_t now)
+{
     /* the results whose FINISH records that commit held; results of jobs placed below
        (a deadline already passed) wait for the next commit */
     job_t *sends = b->send_head;
@@ -1159,17 +1188,18 @@ static void push_results(zf_broker_t *b, job_t *sends)
         next = j->send_next;
         j->send_next = NULL;
         j->result_pending = false;
-        bool pushed = false;
+        bool pushed = false, others = true;
         if (j->waiter && !j->no_push)
             pushed = deliver(b, j, j->waiter, j->tag, j->forget);
         for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
-            deliver(b, j, j->res->more[i], j->tag, false);
+            others &= deliver(b, j, j->res->more[i], j->tag, false);
         job_clear_waiters(b, j);
         /* FORGET: the submitter has its result (ZeroMQ took it for a connected peer), so the
            store need not keep it. A failed push leaves it for GET under the usual bounds; a
            dead letter stays for inspection and retry. j->waiter was the submitter: a job
            that had a RETRY, or came back from the journal, has no FORGET. */
-        if (j->forget && pushed && !is_dead_letter(j))
+        if (j->forget && pushed && others && !is_dead_letter(j)) /* (another waiter's copy
+            held back keeps it in the store: FORGET only spares the store a copy) */
             forget_later(b, j);
     }
 }
@@ -1255,9 +1285,12 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     }
     /* An id already taken is skipped: only a journal restored without its ids files (copied
        elsewhere) can hold one, and then with odds of about 2^-53 per live job. */
-    do
+    job_t *dup = NULL;
+    do {
         j->id = zf_ids_next(b->ids);
-    while (j->id && job_find(b, j->id));
+        if (j->id) /* (the table, not job_find: a forgetting job still holds its id) */
+            HASH_FIND(hh, b->jobs, &j->id, sizeof j->id, dup);
+    } while (j->id && dup);
     if (!j->id) {
         char text[128];
         snprintf(text, sizeof text, "journal unavailable: cannot reserve job ids: %s",
@@ -1372,7 +1405,7 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     if (j->result_pending) /* its `lost` result is still being pushed, this very turn */
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_ESTATE,
                            "the job has only just ended; retry again");
-    if (b->queued >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn ||
+    if (b->queued + b->unplaced >= b->cfg.max_queued || j->fn->queued >= b->cfg.max_queued_per_fn ||
         b->payload_bytes + j->plen > b->cfg.max_queued_bytes)
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EQUEUE_FULL, "queue full");
     /* Journaled and committed before anything changes (a retry is rare: its own fsync), so
@@ -1407,6 +1440,7 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     count_unfinished(b, j);
     place(b, j, false);
     reply_ok(b, rid, m->tag, "requeued");
+    after_commit(b, zf_now_ms()); /* what this turn accepted so far is durable now */
 }
 
 static void free_doc(void *data, void *hint)
@@ -1472,7 +1506,8 @@ static void pack_workers(zf_broker_t *b, msgpack_packer *pk, int64_t now)
         pk_str(pk, "index");
         msgpack_pack_int32(pk, w->devindex);
         pk_kv_u64(pk, "memory", w->devmem);
-        pk_kv_str(pk, "state", w->draining ? "draining" : w->inflight ? "busy" : "idle");
+        pk_kv_str(pk, "state", w->draining ? "draining" : w->suspect ? "suspect"
+                               : w->inflight ? "busy" : "idle");
         pk_kv_u64(pk, "credits", w->credits);
         pk_str(pk, "jobs");
         msgpack_pack_array(pk, w->inflight);
@@ -1914,8 +1949,8 @@ static void run_expired(zf_broker_t *b, wrk_t *w, int64_t now)
     zf_msg_set_u64(&c, ZF_F_ATTEMPT, w->run_attempt);
     zf_wire_send_to(b->back, w->rid, w->rid_len, &c, NULL);
     /* A worker enforces its own timeout and leaves after reporting it; one that is still
-       silent is wedged or lying: it gets no more work, and one grace to answer. */
-    w->draining = true;
+       silent is wedged or lying: it gets no more work until it answers, and one grace to. */
+    w->suspect = true;
     worker_relist(w);
     lease_t l = w->leases[0];
     run_timer_set(b, w, &l, 1, now + run_grace_ms(b));

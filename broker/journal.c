@@ -1250,6 +1250,7 @@ int zf_journal_commit(zf_journal_t *self)
         go_down(self, e, "write");
         return -1;
     }
+    uint64_t before = self->size;
     self->size += self->pend.len;
     self->pend.len = 0;
     if (self->pend.cap > KEEP_BUF_BYTES) {
@@ -1258,7 +1259,17 @@ int zf_journal_commit(zf_journal_t *self)
     }
     self->unsynced = true;
     int64_t now = zf_now_ms();
-    if (self->o.policy == ZF_FSYNC_ALWAYS || interval_due(self, now))
+    if (self->o.policy == ZF_FSYNC_ALWAYS) {
+        if (do_sync(self, now) == 0)
+            return 0;
+        /* Under `always` nothing of this write was acknowledged, and its jobs are about to
+           be refused: take its records out again, so that a crash before the recovering
+           snapshot cannot replay a job its client was told was rejected. */
+        if (ftruncate(self->fd, (off_t)before) == 0)
+            self->size = before;
+        return -1;
+    }
+    if (interval_due(self, now))
         return do_sync(self, now);
     return 0;
 }
@@ -1406,8 +1417,12 @@ int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs)
     }
     uint64_t njobs;
     int stage;
-    if (snapshot(self, jobs, &njobs, &stage) < 0)
-        return -1; /* logged when it went down; it stays down */
+    if (snapshot(self, jobs, &njobs, &stage) < 0) {
+        /* logged when it went down; it stays down. A snapshot writes the whole state: on a
+           disk that keeps failing, try it less and less often. */
+        self->retry_ms = self->retry_ms * 2 < RETRY_MAX_MS ? self->retry_ms * 2 : RETRY_MAX_MS;
+        return -1;
+    }
     zf_log(ZF_LOG_INFO, "journal: %s writable again (a snapshot of %llu jobs, %llu bytes, "
                         "replaced it); accepting jobs",
            self->path, (unsigned long long)njobs, (unsigned long long)self->size);

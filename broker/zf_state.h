@@ -179,6 +179,8 @@ typedef struct wrk {
     uint8_t kind;                    /* ZF_DEV_CPU or ZF_DEV_GPU */
     int8_t list;                     /* LIST_* the slots are in now */
     bool draining;
+    bool suspect;                    /* its run timer ended a lease it did not answer: no new
+                                        work until it answers that lease */
     bool gone;                       /* removed; freed at the end of the loop turn */
     int32_t devindex;
     uint64_t devmem;
