@@ -15,6 +15,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -79,6 +80,7 @@ struct zf_broker {
     job_t *ack_head, **ack_tail;
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
     job_t *forgetting;      /* pushed FORGET jobs whose FORGET record waits, oldest first */
+    struct receipts *receipts; /* FORGET pushes written out (see struct receipts) */
     uint64_t nforgetting, forgetting_bytes; /* bounded like the result store */
     wrk_t *graveyard;       /* removed workers, freed at the end of the loop turn */
     zf_heap_t deadlines;
@@ -711,6 +713,17 @@ static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
 
 /* ------------------------------------------------------------------ unread bytes per client */
 
+/* Ids of FORGET jobs whose pushed RESULT ZeroMQ has written to the connection's socket (or
+   dropped, the connection being gone): filled by sent_free in ZeroMQ's I/O thread, drained
+   by forget_due, which frees their outputs then. Their FORGET records still wait
+   FORGET_DELAY_BEATS: written out is not yet read, and a client that reconnects loses what
+   its old connection had not read. */
+struct receipts {
+    pthread_mutex_t mu;
+    uint64_t *ids;
+    size_t n, cap;
+};
+
 /* An output sent to a client: the message ZeroMQ was given points into `ref`, a shared
    reference to the stored output, so nothing is copied and an eviction from the store
    cannot free bytes still queued. ZeroMQ's I/O thread calls sent_free once it has written
@@ -719,6 +732,8 @@ typedef struct {
     zmq_msg_t ref;
     flight_t *flight;
     size_t n;
+    struct receipts *receipts; /* a FORGET job's push: tell forget_due once it is written */
+    uint64_t id;
 } sent_t;
 
 static void sent_free(void *data, void *hint)
@@ -733,6 +748,21 @@ static void sent_free(void *data, void *hint)
             /* a full eventfd is readable already */
         }
     }
+    if (s->receipts) {
+        struct receipts *r = s->receipts;
+        pthread_mutex_lock(&r->mu);
+        if (r->n == r->cap) {
+            size_t cap = r->cap ? r->cap * 2 : 64;
+            uint64_t *ids = realloc(r->ids, cap * sizeof *ids);
+            if (ids) {
+                r->ids = ids;
+                r->cap = cap;
+            }
+        }
+        if (r->n < r->cap) /* else (no memory) the output is freed with the job, later */
+            r->ids[r->n++] = s->id;
+        pthread_mutex_unlock(&r->mu);
+    }
     zmq_msg_close(&s->ref);
     flight_release(f);
     free(s);
@@ -741,7 +771,7 @@ static void sent_free(void *data, void *hint)
 /* Sends the result to one client, its output frame shared, not copied, and counted in the
    client's unread bytes until ZeroMQ has written it (small outputs only count against
    the socket's message bound). */
-static bool send_result(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag)
+static bool send_result(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag, bool receipt)
 {
     zf_msg_t m;
     fill_result(&m, j, tag);
@@ -754,6 +784,8 @@ static bool send_result(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag)
         zmq_msg_copy(&s->ref, &j->res->output);
         s->flight = c->flight;
         s->n = n;
+        s->receipts = receipt ? b->receipts : NULL;
+        s->id = j->id;
         atomic_fetch_add(&c->flight->refs, 1);
         atomic_fetch_add(&c->flight->bytes, n);
         zmq_msg_init_data(&out, zmq_msg_data(&s->ref), n, sent_free, s);
@@ -815,7 +847,7 @@ static bool deliver(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag, bool fo
         defer_result(b, c, j, tag, forget);
         return false;
     }
-    return send_result(b, j, c, tag);
+    return send_result(b, j, c, tag, forget);
 }
 
 static void forget_later(zf_broker_t *b, job_t *j);
@@ -832,7 +864,7 @@ static void resume_client(zf_broker_t *b, client_t *c)
         deferred_t d = c->deferred[c->dhead];
         job_t *j; /* a forgetting job too: its output stays until forget_due frees it */
         HASH_FIND(hh, b->jobs, &d.id, sizeof d.id, j);
-        bool gone = !j || !zf_state_is_terminal(j->state) || j->result_pending;
+        bool gone = !j || !zf_state_is_terminal(j->state) || j->result_pending || j->released;
         if (!gone) {
             size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
             uint64_t unread = atomic_load(&f->bytes);
@@ -850,7 +882,8 @@ static void resume_client(zf_broker_t *b, client_t *c)
         c->dhead++;
         c->ndeferred--;
         /* (d.forget from the submitter's push; a retry since cleared j->forget) */
-        if (!gone && send_result(b, j, c, d.tag) && d.forget && j->forget && !j->forgetting &&
+        if (!gone && send_result(b, j, c, d.tag, d.forget) && d.forget && j->forget &&
+            !j->forgetting &&
             !is_dead_letter(j))
             forget_later(b, j);
     }
@@ -939,20 +972,56 @@ static void forget_later(zf_broker_t *b, job_t *j)
     b->c.forgotten++;
 }
 
+/* Writes a forgotten job's FORGET record and frees it. */
+static void forget_now(zf_broker_t *b, job_t *j)
+{
+    DL_DELETE(b->forgetting, j);
+    b->nforgetting--;
+    b->forgetting_bytes -= stored_bytes(j);
+    zf_journal_forget(b->journal, j->id);
+    job_free(b, j);
+}
+
+/* Frees the outputs of the forgetting jobs whose RESULT ZeroMQ has written out: the client
+   has it (or its connection is gone), so memory need not hold it for the FORGET delay. The
+   journal still holds the FINISH with the output until the FORGET record, so a crash in
+   between brings it back; a compaction meanwhile leaves such a job out (`released`). */
+static void release_written(zf_broker_t *b)
+{
+    struct receipts *r = b->receipts;
+    uint64_t *ids = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&r->mu);
+    if (r->n) {
+        ids = r->ids;
+        n = r->n;
+        r->ids = NULL;
+        r->n = r->cap = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < n; i++) {
+        job_t *j;
+        HASH_FIND(hh, b->jobs, &ids[i], sizeof ids[i], j);
+        if (!j || !j->forgetting || j->released || !j->res)
+            continue; /* (a failed push: the job was kept as usual) */
+        b->forgetting_bytes -= stored_bytes(j);
+        zmq_msg_close(&j->res->output);
+        zmq_msg_init(&j->res->output);
+        j->released = true;
+    }
+    free(ids);
+}
+
 /* Writes the FORGET records that are due (or over the bounds) and frees their jobs. */
 static void forget_due(zf_broker_t *b, int64_t now)
 {
+    release_written(b);
     int64_t delay = (int64_t)b->cfg.heartbeat_ms * FORGET_DELAY_BEATS;
     job_t *j;
     while ((j = b->forgetting) &&
            (j->seq + delay <= now || b->nforgetting > b->cfg.max_results ||
-            b->forgetting_bytes > b->cfg.result_store_bytes)) {
-        DL_DELETE(b->forgetting, j);
-        b->nforgetting--;
-        b->forgetting_bytes -= stored_bytes(j);
-        zf_journal_forget(b->journal, j->id);
-        job_free(b, j);
-    }
+            b->forgetting_bytes > b->cfg.result_store_bytes))
+        forget_now(b, j);
 }
 
 /* A kept job may go once its result has been pushed and its acceptance sent. */
@@ -1532,7 +1601,7 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     int64_t now = zf_now_ms();
     msgpack_pack_map(&pk, 4);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 27);
+    msgpack_pack_map(&pk, 28);
     pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
     pk_kv_u64(&pk, "submitted", b->c.submitted);
     pk_kv_u64(&pk, "accepted", b->c.accepted);
@@ -1545,6 +1614,7 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     pk_kv_u64(&pk, "result_bytes", b->result_bytes);
     pk_kv_u64(&pk, "forgotten", b->c.forgotten);
     pk_kv_u64(&pk, "forget_pending", b->nforgetting);
+    pk_kv_u64(&pk, "forget_pending_bytes", b->forgetting_bytes);
     pk_kv_u64(&pk, "journal_ok", b->journal && zf_journal_error(b->journal) ? 0 : 1);
     pk_kv_u64(&pk, "journal_errors", zf_journal_failures(b->journal));
     pk_kv_u64(&pk, "malformed_client", b->c.malformed_client);
@@ -2197,8 +2267,11 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->started_ms = b->next_tick_ms = zf_now_ms();
     b->sigfd = open_signalfd();
     b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    b->receipts = calloc(1, sizeof *b->receipts);
+    if (b->receipts)
+        pthread_mutex_init(&b->receipts->mu, NULL);
     b->ctx = zmq_ctx_new();
-    if (b->sigfd < 0 || b->wake_fd < 0 || !b->ctx)
+    if (b->sigfd < 0 || b->wake_fd < 0 || !b->receipts || !b->ctx)
         goto fail;
     if (cfg->data_dir) {
         zf_journal_opts_t jo = {.policy = cfg->fsync,
@@ -2265,6 +2338,11 @@ void zf_broker_destroy(zf_broker_t **self_p)
     client_t *c, *ctmp;
     HASH_ITER(hh, b->clients, c, ctmp)
     client_free(b, c);
+    if (b->receipts) {
+        pthread_mutex_destroy(&b->receipts->mu);
+        free(b->receipts->ids);
+        free(b->receipts);
+    }
     if (b->sigfd >= 0)
         close(b->sigfd);
     if (b->wake_fd >= 0)

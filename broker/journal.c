@@ -226,6 +226,8 @@ static void enc_forget(jbuf_t *b, uint64_t id)
 /* Bytes a job's records take after compaction: what keeps it alive in the file. */
 static uint64_t live_size(const job_t *j, uint64_t out_max)
 {
+    if (j->released)
+        return 0; /* (write_snapshot leaves it out) */
     uint64_t n = HDR + ACCEPT_FIXED + strlen(j->fn->name) + j->plen;
     if (zf_state_is_terminal(j->state)) {
         const result_t *r = j->res;
@@ -1315,6 +1317,8 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
     *njobs = 0;
     int rc = 0;
     for (job_t *j = jobs; j && rc == 0; j = j->hh.next) {
+        if (j->released) /* forgotten but for its FORGET record, and its output is gone */
+            continue;
         enc_accept(&b, j);
         if (zf_state_is_terminal(j->state))
             enc_finish(&b, j, self->o.result_max_bytes);

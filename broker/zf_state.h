@@ -108,6 +108,8 @@ typedef struct job {
     bool counted : 1;        /* in its waiter's queued_jobs/queued_bytes (while unfinished) */
     bool forgetting : 1;     /* FORGET result pushed, its FORGET record not yet written: out
                                 of the store, invisible to clients (see forget_later) */
+    bool released : 1;       /* forgetting, and ZeroMQ has written its RESULT out: its output
+                                is freed, so a compaction leaves it out (forget_due) */
     zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */
     struct wrk *worker;      /* lease holder while running, else NULL */
     client_t *waiter;        /* first client to push the result to, or NULL */
