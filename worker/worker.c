@@ -277,9 +277,15 @@ static void on_cancel(wk_t *w, const zf_msg_t *m)
         to_broker(w, &d, &empty);
         return;
     }
+    /* Running, or between the queue and its start (the runner has taken it but not yet
+       said so): the flag is keyed by the lease, so it holds either way; a job that has
+       already finished is not running when the grace ends, and nothing happens. While the
+       running job's own cancel is in progress, this lease is not running: it has finished
+       (one job runs at a time, and a queued one was taken above). */
     zf_running_t run = zf_runner_running(w->runner);
-    if (run.active && run.id == m->id && run.attempt == m->attempt &&
-        !(w->cancel.deadline_ms && w->cancel.id == m->id && w->cancel.attempt == m->attempt)) {
+    bool in_progress = w->cancel.deadline_ms && run.active && run.id == w->cancel.id &&
+                       run.attempt == w->cancel.attempt;
+    if (!in_progress) {
         zf_runner_cancel(w->runner, m->id, m->attempt);
         w->cancel.id = m->id;
         w->cancel.attempt = m->attempt;
