@@ -7,7 +7,19 @@
       whenever a job arrives or a credit frees), so an idle worker never waits beside work;
     - a worker's inflight counts every lease it was given and has not answered, even leases
       the broker has since fenced (cancelled jobs), so credits are never exceeded;
-    - a DONE whose (id, attempt) is not the job's current lease is discarded and counted.
+    - a DONE whose (id, attempt) is not the job's current lease is discarded and counted;
+    - a worker is never removed inside dispatch: a failed send dooms it (doom), and it is
+      removed at the end of the loop turn (reap_workers), as redis frees clients in
+      beforeSleep. Removal (worker_remove) happens only from handlers at the top of the
+      loop, so no caller up the stack ever holds a freed worker.
+
+    Out of memory, one rule: what the broker has already promised (a queued or running job,
+    its lease, deadline, waiters, causes, result) is never dropped silently: failing to
+    allocate for it stops the broker with a log line (oom), and a restart replays the
+    journal. What it has not accepted yet is refused with a clear error and nothing changed:
+    a SUBMIT or a RETRY (EINTERNAL), a WAIT or GET (ERROR EINTERNAL), a READY (the worker is
+    not registered; it is told RESET when it speaks and registers again). Held-back results
+    that cannot be queued stay in the result store (a GET finds them).
 */
 
 #include "zf_broker.h"
@@ -82,7 +94,7 @@ struct zf_broker {
     job_t *forgetting;      /* pushed FORGET jobs whose FORGET record waits, oldest first */
     struct receipts *receipts; /* FORGET pushes written out (see struct receipts) */
     uint64_t nforgetting, forgetting_bytes; /* bounded like the result store */
-    wrk_t *graveyard;       /* removed workers, freed at the end of the loop turn */
+    wrk_t *doomed;          /* workers to remove at the end of the loop turn (doom) */
     zf_heap_t deadlines;
     zf_heap_t runs;         /* workers whose current lease has a run timer (wrk_t.run_until) */
     int64_t last_timers_ms; /* when run_timers last ran, and the poll wait planned since: */
@@ -96,6 +108,14 @@ struct zf_broker {
 };
 
 /* ------------------------------------------------------------------ helpers */
+
+/* See "Out of memory" at the top of this file. */
+static void oom(const char *what) __attribute__((noreturn));
+static void oom(const char *what)
+{
+    zf_log(ZF_LOG_ERROR, "out of memory for %s: stopping (a restart replays the journal)", what);
+    abort();
+}
 
 static bool job_less(const void *a, const void *b)
 {
@@ -156,7 +176,7 @@ static result_t *job_res(job_t *j)
     if (!j->res) {
         j->res = calloc(1, sizeof *j->res);
         if (!j->res)
-            abort(); /* a result record is 100 bytes; without them the broker cannot work */
+            oom("a result record");
         zmq_msg_init(&j->res->output);
     }
     return j->res;
@@ -256,7 +276,7 @@ static void job_add_waiter(job_t *j, client_t *c)
         result_t *r = job_res(j);
         client_t **m = realloc(r->more, (r->nmore + 1) * sizeof *m);
         if (!m)
-            return; /* the client can still ask with GET/WAIT again */
+            oom("a waiter");
         r->more = m;
         r->more[r->nmore++] = c;
     }
@@ -329,7 +349,7 @@ static void job_note(job_t *j, const char *fmt, ...)
         return; /* keep the first causes; the rest would overflow the wire field */
     char *e = realloc(r->error, old + strlen(line) + 3);
     if (!e)
-        return;
+        oom("a job's causes");
     if (old)
         strcpy(e + old, "; ");
     else
@@ -365,7 +385,7 @@ static int kind_slot(uint8_t kind)
 static void worker_relist(wrk_t *w)
 {
     int want = LIST_NONE;
-    if (!w->draining && !w->suspect && w->inflight < w->credits)
+    if (!w->draining && !w->suspect && !w->doomed && w->inflight < w->credits)
         want = w->inflight == 0 ? LIST_IDLE : LIST_PARTIAL;
     if (want == w->list)
         return;
@@ -404,7 +424,7 @@ static void enqueue(zf_broker_t *b, job_t *j, bool front)
     j->worker = NULL;
     j->seq = front ? --b->front_seq : ++b->back_seq;
     if (zf_heap_push(&j->fn->q[j->device], j) < 0)
-        abort(); /* queue growth is bounded by max_queued; out of memory here is fatal */
+        oom("a queue slot");
     j->fn->queued++;
     b->queued++;
 }
@@ -418,19 +438,35 @@ static void dequeue(zf_broker_t *b, job_t *j)
 }
 
 static void finalize(zf_broker_t *b, job_t *j, zf_state_t st);
-static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why);
 static void run_timer_follow(zf_broker_t *b, wrk_t *w);
 
-/* Sends the job to w under a new lease. On a failed send the job goes back to the front
-   and the worker is dropped (it will be told to re-register when it speaks again). */
+/* Queues w's removal for the end of the loop turn (reap_workers): a caller up the stack
+   (place, refill, on_done) may hold w, and removing a worker requeues its jobs, which
+   places them again: removal inside dispatch would recurse. A doomed worker is in no
+   ready list, so nothing more is dispatched to it. */
+static void doom(zf_broker_t *b, wrk_t *w, const char *why)
+{
+    if (w->doomed)
+        return;
+    w->doomed = true;
+    w->doom_why = why;
+    worker_relist(w);
+    w->doomed_next = b->doomed;
+    b->doomed = w;
+}
+
+/* Sends the queued-state job j (in its queue or not) to w under a new lease. Returns true
+   when it went: j is then out of its queue and running on w. On a failed send j is left
+   exactly as it was and w is doomed (removed at the end of the loop turn; out of the ready
+   lists at once), so the caller tries another worker or queues j. */
 static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
 {
-    assert(w->inflight < w->credits && j->state == ZF_ST_QUEUED);
-    j->attempt++;
+    assert(w->inflight < w->credits && !w->doomed && j->state == ZF_ST_QUEUED);
+    uint32_t attempt = j->attempt + 1;
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_JOB);
     zf_msg_set_u64(&m, ZF_F_ID, j->id);
-    zf_msg_set_u64(&m, ZF_F_ATTEMPT, j->attempt);
+    zf_msg_set_u64(&m, ZF_F_ATTEMPT, attempt);
     zf_msg_set_strn(&m, ZF_F_FN, j->fn->name, strlen(j->fn->name));
     if (j->timeout_ms)
         zf_msg_set_u64(&m, ZF_F_TIMEOUT, j->timeout_ms);
@@ -442,21 +478,18 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
     if (j->big) {
         zmq_msg_copy(&payload, j->big);
     } else if (j->plen) {
-        if (zmq_msg_init_size(&payload, j->plen) < 0) {
-            /* as for the queue's own growth (enqueue): at most 1 KiB, so the broker is out
-               of memory; the journal brings its jobs back on restart */
-            zf_log(ZF_LOG_ERROR, "out of memory for a %u-byte job message", j->plen);
-            abort();
-        }
+        if (zmq_msg_init_size(&payload, j->plen) < 0)
+            oom("a job message");
         memcpy(zmq_msg_data(&payload), j->inline_payload, j->plen);
     }
     if (zf_wire_send_to(b->back, w->rid, w->rid_len, &m, &payload) < 0) {
         zmq_msg_close(&payload);
-        j->attempt--;
-        enqueue(b, j, true);
-        worker_remove(b, w, errno == EHOSTUNREACH ? "gone (unroutable)" : "send queue full");
+        doom(b, w, errno == EHOSTUNREACH ? "gone (unroutable)" : "send queue full");
         return false;
     }
+    if (j->qpos != ZF_HEAP_NONE)
+        dequeue(b, j);
+    j->attempt = attempt;
     j->state = ZF_ST_RUNNING;
     j->worker = w;
     zf_journal_start(b->journal, j);
@@ -527,16 +560,15 @@ static void steal_for(zf_broker_t *b, wrk_t *w)
 /* Gives w queued work until its credits are used or nothing fits. */
 static void refill(zf_broker_t *b, wrk_t *w)
 {
-    while (!w->gone && !w->draining && !w->suspect && w->inflight < w->credits) {
+    while (!w->doomed && !w->draining && !w->suspect && w->inflight < w->credits) {
         job_t *j = next_job_for(w);
         if (!j) {
             if (w->inflight == 0)
                 steal_for(b, w);
             return;
         }
-        dequeue(b, j);
         if (!dispatch(b, w, j))
-            return; /* w is gone */
+            return; /* w is doomed; j stays queued */
     }
 }
 
@@ -547,14 +579,12 @@ static void place(zf_broker_t *b, job_t *j, bool front)
         finalize(b, j, ZF_ST_EXPIRED);
         return;
     }
+    j->state = ZF_ST_QUEUED;
+    j->worker = NULL;
     wrk_t *w;
-    while ((w = pick_worker(j->fn, j->device))) {
-        j->state = ZF_ST_QUEUED;
+    while ((w = pick_worker(j->fn, j->device)))
         if (dispatch(b, w, j))
-            return;
-        /* dispatch requeued j after dropping w: take it out and try the next worker */
-        dequeue(b, j);
-    }
+            return; /* (a failed send doomed w, which left the ready lists: try the next) */
     enqueue(b, j, front);
 }
 
@@ -616,14 +646,14 @@ static void run_timer_set(zf_broker_t *b, wrk_t *w, const lease_t *l, uint8_t st
     w->run_stage = stage;
     w->run_until = at;
     if (zf_heap_push(&b->runs, w) < 0)
-        abort(); /* one slot per worker; out of memory here is fatal, as for the queues */
+        oom("a run timer");
 }
 
 /* Points the run timer at the lease w runs now (leases[0]); call whenever that may have
    changed. The timer of a lease that stays first runs on. An untimed job may run forever. */
 static void run_timer_follow(zf_broker_t *b, wrk_t *w)
 {
-    if (w->gone || w->inflight == 0) {
+    if (w->doomed || w->inflight == 0) {
         run_timer_stop(b, w);
         return;
     }
@@ -653,6 +683,9 @@ static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const cha
     place(b, j, true);
 }
 
+/* Removes w now and frees it: only from a handler at the top of the loop (never from
+   inside dispatch, which dooms instead). Its current leases fail (attempt_failed): their
+   jobs go back to the front of their queues or end. */
 static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
 {
     zf_log(ZF_LOG_WARN, "worker %s (%s) removed: %s; %u job(s) in hand", w->info->name,
@@ -672,21 +705,25 @@ static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
     for (uint32_t i = 0; i < w->nslots; i++)
         w->slots[i].fn->nworkers--;
     b->prefetching -= w->inflight >= 2;
-    /* freed at the end of the loop turn: callers up the stack (on_done, place) may still
-       hold w; `gone` tells them it is out of every list */
-    w->gone = true;
-    w->next = b->graveyard;
-    b->graveyard = w;
+    for (wrk_t **p = &b->doomed; w->doomed && *p; p = &(*p)->doomed_next)
+        if (*p == w) { /* removed for another reason before its turn came */
+            *p = w->doomed_next;
+            break;
+        }
+    free(w->slots);
+    winfo_release(&w->info);
+    free(w);
 }
 
-static void bury_workers(zf_broker_t *b)
+/* The end of the loop turn: removes the workers dispatch doomed. Their jobs are placed
+   again, which may doom others: the loop runs until none is left. */
+static void reap_workers(zf_broker_t *b)
 {
-    while (b->graveyard) {
-        wrk_t *w = b->graveyard;
-        b->graveyard = w->next;
-        free(w->slots);
-        winfo_release(&w->info);
-        free(w);
+    while (b->doomed) {
+        wrk_t *w = b->doomed;
+        b->doomed = w->doomed_next;
+        w->doomed = false; /* out of the list already */
+        worker_remove(b, w, w->doom_why);
     }
 }
 
@@ -1389,7 +1426,8 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     b->ack_tail = &j->ack_next;
     if (m->deadline_ms) {
         j->deadline_at = accepted_ms + m->deadline_ms;
-        zf_heap_push(&b->deadlines, j);
+        if (zf_heap_push(&b->deadlines, j) < 0)
+            oom("a deadline");
     }
     if (!b->journal)
         place(b, j, false); /* nothing to wait for; with a journal, flush_turn places it */
@@ -1416,9 +1454,11 @@ static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     }
     if (m->cmd == ZF_CMD_WAIT) {
         client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
+        if (!c)
+            return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EINTERNAL, "out of memory");
         if (c == j->waiter)
             j->no_push = false; /* a NO_PUSH submitter that now waits wants the result */
-        else if (c)
+        else
             job_add_waiter(j, c);
     }
     send_status(b, rid, j, m->tag);
@@ -1504,8 +1544,9 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         j->res->error = NULL;
     }
     client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
-    if (c)
-        job_add_waiter(j, c);
+    if (!c) /* (after the journal's commit: the retry is promised) */
+        oom("a client entry");
+    job_add_waiter(j, c);
     count_unfinished(b, j);
     place(b, j, false);
     reply_ok(b, rid, m->tag, "requeued");
@@ -1757,7 +1798,8 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     w = calloc(1, sizeof *w);
     winfo_t *info = w ? calloc(1, sizeof *info) : NULL;
     wslot_t *slots = info ? calloc(m->nfunctions ? m->nfunctions : 1, sizeof *slots) : NULL;
-    if (!slots) {
+    if (!slots) { /* refused (see "Out of memory"): it registers again when told RESET */
+        zf_log(ZF_LOG_ERROR, "out of memory registering a worker: not registered");
         free(w);
         free(info);
         return;
@@ -1836,7 +1878,7 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
             finalize(b, j, ZF_ST_FAILED);
         }
     }
-    if (!w->gone) {
+    if (!w->doomed) {
         worker_relist(w);
         refill(b, w);
     }
@@ -1883,7 +1925,7 @@ static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
         worker_relist(w); /* before place(): w must be in the right ready list */
         place(b, j, true);
     }
-    if (!w->gone) {
+    if (!w->doomed) {
         worker_relist(w);
         refill(b, w);
     }
@@ -2146,7 +2188,7 @@ int zf_broker_run(zf_broker_t *b)
             return -1;
         run_timers(b);
         flush_turn(b);
-        bury_workers(b);
+        reap_workers(b);
     }
     flush_turn(b);
     return 0;
@@ -2239,7 +2281,8 @@ static void restore_job(void *arg, job_t *j)
         return;
     }
     if (j->deadline_at)
-        zf_heap_push(&b->deadlines, j);
+        if (zf_heap_push(&b->deadlines, j) < 0)
+            oom("a deadline");
     count_unfinished(b, j);
     place(b, j, false);
 }
@@ -2315,7 +2358,6 @@ void zf_broker_destroy(zf_broker_t **self_p)
     zf_ids_destroy(&b->ids);
     while (b->workers)
         worker_remove(b, b->workers, "broker stopping");
-    bury_workers(b);
     job_t *j, *tmp;
     HASH_ITER(hh, b->jobs, j, tmp)
     job_free(b, j);

@@ -183,7 +183,7 @@ typedef struct wrk {
     bool draining;
     bool suspect;                    /* its run timer ended a lease it did not answer: no new
                                         work until it answers that lease */
-    bool gone;                       /* removed; freed at the end of the loop turn */
+    bool doomed;                     /* a send to it failed: removed at the end of the turn */
     int32_t devindex;
     uint64_t devmem;
     uint32_t credits, inflight;
@@ -208,6 +208,8 @@ typedef struct wrk {
     uint64_t jobs_done, jobs_failed;
     int64_t joined_ms;
     struct wrk *prev, *next;         /* liveness list, oldest last_recv first */
+    struct wrk *doomed_next;         /* the broker's doomed list, while doomed */
+    const char *doom_why;            /* a static string */
     UT_hash_handle hh;
 } wrk_t;
 

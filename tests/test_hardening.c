@@ -535,3 +535,45 @@ Test(hardening, forgotten_outputs_leave_memory_once_written, .timeout = 60)
     free(p);
     zf_client_destroy(&c);
 }
+
+/* Workers that registered and vanished: every dispatch to them fails (unroutable). Each
+   failed send leaves the job as it was and dooms the worker, removed at the end of the
+   loop turn (never inside dispatch): the jobs go to the next worker or wait, nothing is
+   counted as an attempt, and all of them run on the one real worker. */
+Test(hardening, vanished_workers_cost_no_attempt, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = zt_broker(&env, 1000, NULL); /* expiry 3 s: the sends find them first */
+    for (int i = 0; i < 5; i++) {
+        void *ctx = zmq_ctx_new();
+        void *s = zmq_socket(ctx, ZMQ_DEALER);
+        int zero = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+        cr_assert_eq(zmq_connect(s, env.worker_ep), 0);
+        zf_msg_t m;
+        zf_msg_init(&m, ZF_CMD_READY);
+        zf_msg_set_str(&m, ZF_F_WORKER, "ghost");
+        zf_msg_set_u64(&m, ZF_F_DEVICE, ZF_DEV_CPU);
+        zf_msg_set_u64(&m, ZF_F_CREDITS, 4);
+        zf_msg_add_function(&m, "echo");
+        cr_assert_eq(zf_wire_send_blocking(s, &m, NULL), 0);
+        cr_assert(zt_wait_workers(&env, i + 1, 5000));
+        zmq_close(s);
+        zmq_ctx_term(ctx);
+    }
+    zf_client_t *c = zt_client(&env);
+    uint64_t id[20];
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(zf_client_submit(c, "echo", "x", 1, NULL, &id[i]), 0, "%s", zf_client_error(c));
+    zt_worker(&env, 1000, NULL);
+    for (int i = 0; i < 20; i++) {
+        zf_event_t *r = zf_client_wait(c, id[i], 10000);
+        cr_assert_not_null(r, "job %d: %s", i, zf_client_error(c));
+        cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+        cr_assert_eq(r->attempts, 1, "job %d: %u attempts", i, r->attempts);
+        zf_event_destroy(&r);
+    }
+    cr_assert_eq(kill(b, 0), 0, "broker died");
+    zf_client_destroy(&c);
+}
