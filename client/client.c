@@ -11,6 +11,31 @@
 #include "../proto/zf_util.h"
 #include "../proto/zf_wire.h"
 
+/* zfleet.h repeats the wire's numbers so that its users need no internal header: they must
+   stay the same. */
+#define ZF_SAME(pub, wire) _Static_assert((int)(pub) == (int)(wire), #pub " != " #wire)
+ZF_SAME(ZF_BROKER_OK, ZF_OK);
+ZF_SAME(ZF_BROKER_VERSION, ZF_EVERSION);
+ZF_SAME(ZF_BROKER_MALFORMED, ZF_EMALFORMED);
+ZF_SAME(ZF_BROKER_COMMAND, ZF_ECOMMAND);
+ZF_SAME(ZF_BROKER_UNKNOWN_JOB, ZF_EUNKNOWN_JOB);
+ZF_SAME(ZF_BROKER_QUEUE_FULL, ZF_EQUEUE_FULL);
+ZF_SAME(ZF_BROKER_TOO_LARGE, ZF_ETOO_LARGE);
+ZF_SAME(ZF_BROKER_BAD_ARGUMENT, ZF_EBADARG);
+ZF_SAME(ZF_BROKER_STATE, ZF_ESTATE);
+ZF_SAME(ZF_BROKER_SHUTDOWN, ZF_ESHUTDOWN);
+ZF_SAME(ZF_BROKER_INTERNAL, ZF_EINTERNAL);
+ZF_SAME(ZF_BROKER_JOURNAL, ZF_EJOURNAL);
+ZF_SAME(ZF_BROKER_JOURNAL + 1, ZF__ECOUNT); /* a new wire code needs its name in zfleet.h */
+ZF_SAME(ZFLEET_DEVICE_ANY, ZF_DEV_ANY);
+ZF_SAME(ZFLEET_DEVICE_CPU, ZF_DEV_CPU);
+ZF_SAME(ZFLEET_DEVICE_GPU, ZF_DEV_GPU);
+ZF_SAME(ZFLEET_FUNCTION_MAX, ZF_FN_MAX);
+ZF_SAME(ZFLEET_OUTPUT_LOST + 1, ZF_ST__COUNT);
+ZF_SAME(ZFLEET_QUEUED, ZF_ST_QUEUED);
+ZF_SAME(ZFLEET_SUCCEEDED, ZF_ST_SUCCEEDED);
+ZF_SAME(ZFLEET_LOST, ZF_ST_LOST);
+
 /* An event and everything it points to, in one allocation. ev must stay first. */
 typedef struct evnode {
     zf_event_t ev;
