@@ -171,7 +171,7 @@ static void field(const opts_t *o, int *first, const char *key, const char *fmt,
     if (o->json)
         printf("%s\"%s\":%s", *first ? "{\"workload\":\"idle-fleet\"," : ",", key, val);
     else
-        printf("%s  %-18s %s\n", *first ? "zfleet bench idle-fleet\n" : "", key, val);
+        printf("%s  %-18s %s\n", *first ? "zfleet-idle-fleet\n" : "", key, val);
     *first = 0;
 }
 
