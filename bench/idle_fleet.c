@@ -37,7 +37,7 @@ typedef struct {
     uint64_t jobs, resets, send_failed, malformed;
 } idle_errs_t;
 
-/* ------------------------------------------------------------------ the broker, seen from outside */
+/* ------------------------------------------------------------------ the broker, from outside */
 
 /* Workers the broker lists (the size of STATS "workers"), or -1 (the client's error says
    why). */
@@ -305,26 +305,41 @@ static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint6
 int main(int argc, char **argv)
 {
     zf_tune_malloc();
-    opts_t o = {.worker_ep = "tcp://127.0.0.1:5556",
-                .seconds = 30,
-                .fleet = 1000,
-                .heartbeat_ms = 1000};
+    opts_t o = {
+        .worker_ep = "tcp://127.0.0.1:5556", .seconds = 30, .fleet = 1000, .heartbeat_ms = 1000};
     static const struct option opts[] = {
-        {"broker", 1, 0, 'b'},     {"json", 0, 0, 'J'},      {"broker-pid", 1, 0, 'P'},
-        {"seconds", 1, 0, 'S'},    {"fleet", 1, 0, 'F'},     {"heartbeat", 1, 0, 'h'},
-        {"worker-endpoint", 1, 0, 'E'}, {"help", 0, 0, 'H'}, {0, 0, 0, 0}};
+        {"broker", 1, 0, 'b'},          {"json", 0, 0, 'J'},  {"broker-pid", 1, 0, 'P'},
+        {"seconds", 1, 0, 'S'},         {"fleet", 1, 0, 'F'}, {"heartbeat", 1, 0, 'h'},
+        {"worker-endpoint", 1, 0, 'E'}, {"help", 0, 0, 'H'},  {0, 0, 0, 0}};
     int c, bad = 0;
     while (!bad && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'b': o.ep = optarg; break;
-        case 'J': o.json = 1; break;
-        case 'P': bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid); break;
-        case 'S': bad = num("seconds", optarg, 1, 86400, &o.seconds); break;
-        case 'F': bad = num("fleet", optarg, 1, 100000, &o.fleet); break;
-        case 'h': bad = num("heartbeat", optarg, 10, 3600000, &o.heartbeat_ms); break;
-        case 'E': o.worker_ep = optarg; break;
-        case 'H': usage(stdout); return 0;
-        default: bad = -1;
+        case 'b':
+            o.ep = optarg;
+            break;
+        case 'J':
+            o.json = 1;
+            break;
+        case 'P':
+            bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid);
+            break;
+        case 'S':
+            bad = num("seconds", optarg, 1, 86400, &o.seconds);
+            break;
+        case 'F':
+            bad = num("fleet", optarg, 1, 100000, &o.fleet);
+            break;
+        case 'h':
+            bad = num("heartbeat", optarg, 10, 3600000, &o.heartbeat_ms);
+            break;
+        case 'E':
+            o.worker_ep = optarg;
+            break;
+        case 'H':
+            usage(stdout);
+            return 0;
+        default:
+            bad = -1;
         }
     }
     if (bad || optind != argc || !o.broker_pid) {
