@@ -81,6 +81,7 @@ struct zf_broker {
     client_t *clients;      /* clients by routing id */
     client_t *slow;         /* clients with results held back (client_t.deferred) */
     int wake_fd;            /* eventfd: ZeroMQ wrote out enough for a held-back result */
+    int stop_fd;            /* eventfd: zf_broker_stop (any thread) asks the loop to stop */
     wrk_t *alive;           /* liveness list, oldest first */
     job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
     uint64_t ndone, ndead, queued;
@@ -2162,15 +2163,17 @@ static int drain(zf_broker_t *b, void *sock, void (*handle)(zf_broker_t *, zf_fr
 
 int zf_broker_run(zf_broker_t *b)
 {
-    zmq_pollitem_t items[4] = {{b->front, 0, ZMQ_POLLIN, 0},
+    zmq_pollitem_t items[5] = {{b->front, 0, ZMQ_POLLIN, 0},
                                {b->back, 0, ZMQ_POLLIN, 0},
                                {NULL, b->sigfd, ZMQ_POLLIN, 0},
-                               {NULL, b->wake_fd, ZMQ_POLLIN, 0}};
+                               {NULL, b->wake_fd, ZMQ_POLLIN, 0},
+                               {NULL, b->stop_fd, ZMQ_POLLIN, 0}};
     zf_log(ZF_LOG_INFO, "ready: clients on %s, workers on %s, heartbeat %u ms x %u",
            b->cfg.client_ep, b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
+    b->stop = false; /* one stop (signal or zf_broker_stop) ends one run */
     while (!b->stop) {
         b->poll_wait_ms = poll_timeout(b);
-        if (zmq_poll(items, 4, b->poll_wait_ms) < 0 && errno != EINTR) {
+        if (zmq_poll(items, 5, b->poll_wait_ms) < 0 && errno != EINTR) {
             zf_log(ZF_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
             return -1;
         }
@@ -2184,6 +2187,11 @@ int zf_broker_run(zf_broker_t *b)
         if ((items[3].revents & ZMQ_POLLIN) && read(b->wake_fd, &woken, sizeof woken) < 0) {
             /* EAGAIN: another turn read it; the held-back results go in flush_turn */
         }
+        uint64_t stops;
+        if ((items[4].revents & ZMQ_POLLIN) && read(b->stop_fd, &stops, sizeof stops) > 0) {
+            zf_log(ZF_LOG_INFO, "stop requested: stopping");
+            b->stop = true;
+        }
         if (drain(b, b->back, worker_message) < 0 || drain(b, b->front, client_message) < 0)
             return -1;
         run_timers(b);
@@ -2192,6 +2200,13 @@ int zf_broker_run(zf_broker_t *b)
     }
     flush_turn(b);
     return 0;
+}
+
+/* Only writes the eventfd: safe from any thread and from a signal handler. */
+int zf_broker_stop(zf_broker_t *b)
+{
+    uint64_t one = 1;
+    return write(b->stop_fd, &one, sizeof one) == sizeof one ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ life cycle */
@@ -2310,11 +2325,12 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->started_ms = b->next_tick_ms = zf_now_ms();
     b->sigfd = open_signalfd();
     b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    b->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     b->receipts = calloc(1, sizeof *b->receipts);
     if (b->receipts)
         pthread_mutex_init(&b->receipts->mu, NULL);
     b->ctx = zmq_ctx_new();
-    if (b->sigfd < 0 || b->wake_fd < 0 || !b->receipts || !b->ctx)
+    if (b->sigfd < 0 || b->wake_fd < 0 || b->stop_fd < 0 || !b->receipts || !b->ctx)
         goto fail;
     if (cfg->data_dir) {
         zf_journal_opts_t jo = {.policy = cfg->fsync,
@@ -2389,5 +2405,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
         close(b->sigfd);
     if (b->wake_fd >= 0)
         close(b->wake_fd);
+    if (b->stop_fd >= 0)
+        close(b->stop_fd);
     free(b);
 }

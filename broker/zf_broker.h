@@ -63,8 +63,19 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg);
    directory). The config's strings are borrowed for the broker's life. */
 zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg);
 
-/* Runs the event loop until stopped. Returns 0 on a clean stop, -1 on a fatal error. */
+/* Runs the event loop until stopped (SIGINT, SIGTERM or zf_broker_stop). Returns 0 on a
+   clean stop, -1 on a fatal error. Any one thread may run it (not two at once); the broker
+   is then that thread's until zf_broker_run returns. zf_broker_new blocks SIGINT and SIGTERM
+   in the thread that calls it (they arrive through a signalfd): a process-directed signal
+   reaches the loop only when every other thread blocks it too. */
 int zf_broker_run(zf_broker_t *self);
+
+/* Asks a running (or about to run) zf_broker_run to stop: it finishes its loop turn, flushes
+   and returns 0. Safe from any thread and from a signal handler (it only writes an eventfd);
+   a request made before zf_broker_run starts makes it return after one turn. The caller
+   still owns the broker: join the thread that runs it, then zf_broker_destroy. Returns 0,
+   or -1 (errno from write). */
+int zf_broker_stop(zf_broker_t *self);
 
 /* Destroys the broker and sets *self_p to NULL. NULL-safe. */
 void zf_broker_destroy(zf_broker_t **self_p);

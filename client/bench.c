@@ -1,4 +1,4 @@
-/*  zf_bench — `zfleet bench`: measures a running broker and its workers.
+/*  zf_bench — `zfleet bench`: measures a running broker and its workers, as a client.
 
     Every workload checks what it measures: each job is tracked by its submit tag, every
     result must arrive exactly once, with status succeeded, the id the broker accepted it
@@ -6,7 +6,6 @@
     they embed the job's index, so a mixup or a corruption shows). Whatever fails is counted
     in `errors`, reported, and turns the exit status to 1. See bench/README.md.
 */
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <msgpack.h>
@@ -14,14 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
-#include <zmq.h>
 
-#include "../proto/zf_proto.h"
-#include "../proto/zf_util.h"
-#include "../proto/zf_wire.h"
 #include "zf_bench.h"
+#include "zf_cli_util.h"
 #include "zf_json.h"
 #include "zfleet.h"
 
@@ -32,7 +27,6 @@ enum { EXIT_ERRORS = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 4 };
 
 typedef struct {
     const char *ep;        /* broker client endpoint; NULL = library default */
-    const char *worker_ep; /* broker worker endpoint (idle-fleet) */
     const char *workload;
     const char *function; /* NULL = the workload's default */
     int json;
@@ -43,9 +37,6 @@ typedef struct {
     uint64_t spin_ms;
     uint64_t warmup;
     uint64_t broker_pid;   /* 0 = not given */
-    uint64_t seconds;      /* idle-fleet measuring window */
-    uint64_t fleet;        /* idle-fleet: simulated workers */
-    uint64_t heartbeat_ms; /* idle-fleet: heartbeat interval of the simulated workers */
     uint64_t stall_ms;     /* no event for this long ends a run; the rest count missing */
     uint64_t attach_s;     /* backlog: how long to wait for workers to attach */
     bool forget;           /* throughput, latency, bigpayload: submit with forget */
@@ -259,7 +250,7 @@ static int64_t tally_event(tally_t *t, const zf_event_t *e)
         return -1; /* progress, status: not results */
     }
     t->results++;
-    int64_t now = zf_now_us();
+    int64_t now = zf_cli_now_us();
     if (!t->first_result_us)
         t->first_result_us = now;
     if (!ours) {
@@ -371,7 +362,7 @@ static int get_stats(zf_client_t *c, const char *fn, stats_t *st)
    message printed. */
 static int await_workers(zf_client_t *c, const char *fn, int timeout_ms, stats_t *st)
 {
-    int64_t until = zf_now_ms() + timeout_ms;
+    int64_t until = zf_cli_now_ms() + timeout_ms;
     for (;;) {
         if (get_stats(c, fn, st) < 0) {
             fprintf(stderr, "zfleet bench: %s\n", zf_client_error(c));
@@ -379,7 +370,7 @@ static int await_workers(zf_client_t *c, const char *fn, int timeout_ms, stats_t
         }
         if (st->fn_workers > 0)
             return 0;
-        if (zf_now_ms() >= until) {
+        if (zf_cli_now_ms() >= until) {
             fprintf(stderr, "zfleet bench: no worker serves '%s' (start workers first)\n", fn);
             return -1;
         }
@@ -410,34 +401,6 @@ static int proc_rss(uint64_t pid, uint64_t *rss, uint64_t *hwm)
     return 0;
 }
 
-/* CPU time (user + system) of pid in seconds, or -1. */
-static double proc_cpu_s(uint64_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%llu/stat", (unsigned long long)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    /* fields after the command name, which may itself hold spaces and parentheses */
-    const char *p = strrchr(buf, ')');
-    unsigned long long ut, stime;
-    if (!p ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stime) != 2)
-        return -1;
-    return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
 /* ------------------------------------------------------------------ the job pump */
 
 typedef struct {
@@ -464,7 +427,7 @@ static int pump(const opts_t *o, zf_client_t *c, const char *fn, const zf_submit
     uint64_t ended = 0;
     int rc = 0;
     p->submitted = 0;
-    p->start_us = zf_now_us();
+    p->start_us = zf_cli_now_us();
     while (ended < n) {
         while (p->submitted < n && p->submitted - ended < window) {
             size_t len = gen_fill(t->gen, p->submitted, buf);
@@ -498,7 +461,7 @@ static int pump(const opts_t *o, zf_client_t *c, const char *fn, const zf_submit
         zf_event_destroy(&e);
     }
 out:
-    p->end_us = t->last_end_us > p->start_us ? t->last_end_us : zf_now_us();
+    p->end_us = t->last_end_us > p->start_us ? t->last_end_us : zf_cli_now_us();
     tally_close(t, p->submitted);
     t->missing += n - p->submitted; /* never sent: no result either */
     free(buf);
@@ -549,7 +512,7 @@ static int wl_stream(const opts_t *o, bool big)
     zf_client_t *c = open_client(o, fn, &st, &rc);
     if (!c)
         return rc;
-    gen_t g = {.len = len, .nonce = zf_random64()};
+    gen_t g = {.len = len, .nonce = zf_cli_random64()};
     tally_t t;
     if (tally_init(&t, n, &g) < 0) {
         zf_client_destroy(&c);
@@ -602,7 +565,7 @@ static int wl_latency(const opts_t *o)
     zf_client_t *c = open_client(o, fn, &st, &rc);
     if (!c)
         return rc;
-    gen_t g = {.len = len, .nonce = zf_random64()};
+    gen_t g = {.len = len, .nonce = zf_cli_random64()};
     tally_t t;
     int64_t *lat = malloc(m * sizeof *lat);
     unsigned char *buf = malloc(len + 1);
@@ -614,7 +577,7 @@ static int wl_latency(const opts_t *o)
     for (uint64_t i = 0; i < warm + m; i++) {
         size_t plen = gen_fill(&g, i, buf);
         uint64_t tag;
-        int64_t t0 = zf_now_us();
+        int64_t t0 = zf_cli_now_us();
         if (zf_client_submit_async(c, fn, buf, plen, submit_opts(o), &tag) < 0) {
             fprintf(stderr, "zfleet bench: submit failed: %s\n", zf_client_error(c));
             t.send_failed++;
@@ -637,7 +600,7 @@ static int wl_latency(const opts_t *o)
             break;
         }
         if (i >= warm)
-            lat[done++] = zf_now_us() - t0;
+            lat[done++] = zf_cli_now_us() - t0;
     }
     tally_close(&t, submitted);
     t.missing += warm + m - submitted;
@@ -743,7 +706,7 @@ static int wl_backlog(const opts_t *o)
     uint64_t rss0 = 0, hwm0 = 0;
     if (o->broker_pid)
         proc_rss(o->broker_pid, &rss0, &hwm0);
-    gen_t g = {.len = len, .nonce = zf_random64()};
+    gen_t g = {.len = len, .nonce = zf_cli_random64()};
     tally_t t;
     unsigned char *buf = malloc(len + 1);
     if (!buf || tally_init(&t, n, &g) < 0) {
@@ -753,7 +716,7 @@ static int wl_backlog(const opts_t *o)
     }
     /* phase 1: submit everything, reading acceptances as they come (at most 64k unanswered) */
     uint64_t submitted = 0, ended = 0, window = 65536;
-    int64_t start = zf_now_us();
+    int64_t start = zf_cli_now_us();
     bool stalled = false;
     while (!stalled && (submitted < n || t.accepted + t.rejected < n)) {
         while (submitted < n && submitted - (t.accepted + t.rejected) < window) {
@@ -784,7 +747,7 @@ static int wl_backlog(const opts_t *o)
             stalled = true;
         }
     }
-    int64_t accepted_us = zf_now_us();
+    int64_t accepted_us = zf_cli_now_us();
     double submit_s = (double)(accepted_us - start) / 1e6;
     uint64_t rss = 0, hwm = 0;
     bool have_rss = o->broker_pid && proc_rss(o->broker_pid, &rss, &hwm) == 0;
@@ -796,14 +759,14 @@ static int wl_backlog(const opts_t *o)
             (unsigned long long)queued_full, fn, (unsigned long long)o->attach_s);
     fflush(stderr);
     /* phase 2: wait for a worker, then drain */
-    int64_t drain_start = 0, attach_until = zf_now_ms() + (int64_t)o->attach_s * 1000;
-    int64_t last_poll = 0, last_event = zf_now_ms();
+    int64_t drain_start = 0, attach_until = zf_cli_now_ms() + (int64_t)o->attach_s * 1000;
+    int64_t last_poll = 0, last_event = zf_cli_now_ms();
     while (!stalled && ended < submitted) {
         zf_event_t *e = zf_client_next(c, drain_start ? 100 : 20);
-        int64_t now = zf_now_ms();
+        int64_t now = zf_cli_now_ms();
         if (e) {
             if (!drain_start)
-                drain_start = zf_now_us();
+                drain_start = zf_cli_now_us();
             if (tally_event(&t, e) >= 0)
                 ended++;
             zf_event_destroy(&e);
@@ -813,7 +776,7 @@ static int wl_backlog(const opts_t *o)
         if (!drain_start && now - last_poll >= 20) {
             last_poll = now;
             if (get_stats(sc, fn, &st) == 0 && st.fn_workers)
-                drain_start = zf_now_us();
+                drain_start = zf_cli_now_us();
         }
         if (!drain_start && now >= attach_until) {
             fprintf(stderr, "zfleet bench: no worker attached within %llu s\n",
@@ -863,176 +826,6 @@ static int wl_backlog(const opts_t *o)
     return finish(&r, o, errors);
 }
 
-/* ------------------------------------------------------------------ idle fleet */
-
-/* One simulated worker: a DEALER that registers and then only heartbeats. */
-static int idle_ready(void *s, uint64_t i, uint32_t hb_ms)
-{
-    char name[64];
-    snprintf(name, sizeof name, "bench-idle-%d-%llu", (int)getpid(), (unsigned long long)i);
-    zf_msg_t m;
-    zf_msg_init(&m, ZF_CMD_READY);
-    zf_msg_set_str(&m, ZF_F_WORKER, name);
-    zf_msg_set_u64(&m, ZF_F_DEVICE, ZF_DEV_CPU);
-    zf_msg_set_i32(&m, ZF_F_DEVINDEX, -1);
-    zf_msg_set_str(&m, ZF_F_DEVNAME, "cpu:sim");
-    zf_msg_set_str(&m, ZF_F_TEXT, "simulated idle worker");
-    zf_msg_set_u64(&m, ZF_F_CREDITS, 1);
-    zf_msg_set_u64(&m, ZF_F_HEARTBEAT, hb_ms);
-    zf_msg_add_function(&m, "zfleet_bench_idle");
-    return zf_wire_send(s, NULL, &m, NULL);
-}
-
-static int idle_send(void *s, uint8_t cmd, uint32_t flags)
-{
-    zf_msg_t m;
-    zf_msg_init(&m, cmd);
-    if (flags)
-        zf_msg_set_u64(&m, ZF_F_FLAGS, flags);
-    return zf_wire_send(s, NULL, &m, NULL);
-}
-
-typedef struct {
-    uint64_t jobs, resets, send_failed, malformed;
-} idle_errs_t;
-
-/* Reads and answers whatever the broker sent the fleet, heartbeats every hb_ms, until
-   `until_ms`. */
-static void idle_serve(void **socks, zmq_pollitem_t *items, uint64_t n, uint32_t hb_ms,
-                       int64_t *next_hb, int64_t until_ms, idle_errs_t *err)
-{
-    for (;;) {
-        int64_t now = zf_now_ms();
-        if (now >= *next_hb) {
-            for (uint64_t i = 0; i < n; i++)
-                if (idle_send(socks[i], ZF_CMD_HEARTBEAT, 0) < 0)
-                    err->send_failed++;
-            *next_hb = now + hb_ms;
-        }
-        if (now >= until_ms)
-            return;
-        int64_t wake = *next_hb < until_ms ? *next_hb : until_ms;
-        if (zmq_poll(items, (int)n, (long)(wake - now)) <= 0)
-            continue;
-        for (uint64_t i = 0; i < n; i++) {
-            if (!(items[i].revents & ZMQ_POLLIN))
-                continue;
-            zf_frames_t f;
-            while (zf_wire_recv(socks[i], &f, ZMQ_DONTWAIT) == 0) {
-                zf_msg_t m;
-                int e;
-                if (f.n < 1 || zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]),
-                                             &e, NULL) < 0) {
-                    err->malformed++;
-                } else if (m.cmd == ZF_CMD_JOB) {
-                    err->jobs++; /* nothing should route a job to zfleet_bench_idle */
-                } else if (m.cmd == ZF_CMD_RESET) {
-                    err->resets++; /* the broker presumed this live worker dead */
-                    idle_ready(socks[i], i, hb_ms);
-                }
-                zf_frames_close(&f);
-            }
-        }
-    }
-}
-
-static int wl_idle_fleet(const opts_t *o)
-{
-    if (!o->broker_pid) {
-        fprintf(stderr, "zfleet bench: idle-fleet measures the broker's CPU: give "
-                        "--broker-pid PID\n");
-        return EXIT_USAGE;
-    }
-    stats_t st0, st;
-    int rc;
-    zf_client_t *c = open_client(o, NULL, &st0, &rc);
-    if (!c)
-        return rc;
-    uint64_t n = o->fleet;
-    uint32_t hb = (uint32_t)o->heartbeat_ms;
-    /* each socket holds a TCP connection and a mailbox: raise the descriptor limit */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    void *ctx = zmq_ctx_new();
-    zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, (int)n + 64);
-    void **socks = calloc(n, sizeof *socks);
-    zmq_pollitem_t *items = calloc(n, sizeof *items);
-    idle_errs_t err = {0};
-    uint64_t opened = 0;
-    for (; socks && items && opened < n; opened++) {
-        void *s = zmq_socket(ctx, ZMQ_DEALER);
-        int zero = 0;
-        if (!s || zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
-            zmq_connect(s, o->worker_ep) < 0) {
-            fprintf(stderr, "zfleet bench: socket %llu of %llu: %s\n", (unsigned long long)opened,
-                    (unsigned long long)n, zmq_strerror(errno));
-            if (s)
-                zmq_close(s);
-            break;
-        }
-        socks[opened] = s;
-        items[opened] = (zmq_pollitem_t){s, 0, ZMQ_POLLIN, 0};
-        if (idle_ready(s, opened, hb) < 0)
-            err.send_failed++;
-    }
-    /* wait until the broker lists them all (stats), answering heartbeats meanwhile */
-    int64_t next_hb = zf_now_ms() + hb, until = zf_now_ms() + 30000;
-    uint64_t registered = 0;
-    while (zf_now_ms() < until) {
-        idle_serve(socks, items, opened, hb, &next_hb, zf_now_ms() + 200, &err);
-        if (get_stats(c, NULL, &st) == 0 && st.workers >= st0.workers + opened) {
-            registered = st.workers - st0.workers;
-            break;
-        }
-        registered = st.workers > st0.workers ? st.workers - st0.workers : 0;
-    }
-    /* settle, then measure */
-    idle_serve(socks, items, opened, hb, &next_hb, zf_now_ms() + 1000, &err);
-    double cpu0 = proc_cpu_s(o->broker_pid), self0 = self_cpu_s();
-    int64_t t0 = zf_now_us();
-    idle_serve(socks, items, opened, hb, &next_hb, zf_now_ms() + (int64_t)o->seconds * 1000, &err);
-    double cpu1 = proc_cpu_s(o->broker_pid), self1 = self_cpu_s();
-    double wall = (double)(zf_now_us() - t0) / 1e6;
-    uint64_t still = 0;
-    if (get_stats(c, NULL, &st) == 0)
-        still = st.workers > st0.workers ? st.workers - st0.workers : 0;
-    for (uint64_t i = 0; i < opened; i++) {
-        idle_send(socks[i], ZF_CMD_BYE, 1); /* leave now, no drain */
-        zmq_close(socks[i]);
-    }
-    free(socks);
-    free(items);
-    zmq_ctx_term(ctx);
-    zf_client_destroy(&c);
-    uint64_t missing = n - (registered < n ? registered : n);
-    uint64_t lost = registered > still ? registered - still : 0;
-    uint64_t errors = missing + lost + err.jobs + err.resets + err.send_failed + err.malformed;
-    report_t r = {.workload = "idle-fleet"};
-    rep_u(&r, "workers", n);
-    rep_u(&r, "registered", registered);
-    rep_u(&r, "heartbeat_ms", hb);
-    rep_d(&r, "seconds", wall, 1);
-    if (cpu0 < 0 || cpu1 < 0) {
-        fprintf(stderr, "zfleet bench: cannot read /proc/%llu/stat\n",
-                (unsigned long long)o->broker_pid);
-        errors++;
-        rep_s(&r, "broker_cpu_pct", "unreadable");
-    } else {
-        rep_d(&r, "broker_cpu_pct", (cpu1 - cpu0) / wall * 100.0, 2);
-    }
-    rep_d(&r, "bench_cpu_pct", (self1 - self0) / wall * 100.0, 2);
-    rep_u(&r, "errors", errors);
-    rep_u(&r, "missing_workers", missing);
-    rep_u(&r, "lost_workers", lost);
-    rep_u(&r, "resets", err.resets);
-    rep_u(&r, "unexpected_jobs", err.jobs);
-    rep_u(&r, "send_failed", err.send_failed);
-    return finish(&r, o, errors);
-}
-
 /* ------------------------------------------------------------------ options */
 
 static void bench_usage(FILE *f)
@@ -1050,13 +843,11 @@ static void bench_usage(FILE *f)
           "  backlog      --jobs N (1000000) jobs of 64 bytes queued while no worker serves\n"
           "               --function (echo); submit rate and broker RSS (--broker-pid), then\n"
           "               waits --attach-timeout S (600) for workers and reports the drain rate\n"
-          "  idle-fleet   --fleet N (1000) simulated idle workers connected to\n"
-          "               --worker-endpoint EP (tcp://127.0.0.1:5556); broker CPU over\n"
-          "               --seconds S (30), read from /proc (--broker-pid, required)\n"
+          "The idle-fleet workload speaks the worker protocol: it is its own program,\n"
+          "zfleet-idle-fleet (bench/).\n"
           "options:\n"
           "  --function NAME    function to submit to (echo; spin for efficiency)\n"
           "  --stall-ms MS      give up when nothing arrives for this long (10000)\n"
-          "  --heartbeat MS     idle-fleet heartbeat interval (1000)\n"
           "  --forget           throughput, latency, bigpayload: submit every job with forget\n"
           "                     (the broker drops each result once it has pushed it here)\n"
           "  --json             one JSON object on stdout\n"
@@ -1067,7 +858,7 @@ static void bench_usage(FILE *f)
 
 static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
-    if (zf_parse_u64(v, max, out) < 0 || *out < min) {
+    if (zf_cli_parse_u64(v, max, out) < 0 || *out < min) {
         fprintf(stderr, "zfleet bench: --%s expects a number from %llu to %llu, got '%s'\n", opt,
                 (unsigned long long)min, (unsigned long long)max, v);
         return -1;
@@ -1077,27 +868,21 @@ static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint6
 
 int zf_bench_main(int argc, char **argv, const char *ep, int json)
 {
-    zf_tune_malloc(); /* the bench is a zfleet program, not a host application */
+    zf_cli_tune_malloc(); /* the bench is a zfleet program, not a host application */
     opts_t o = {.ep = ep,
                 .json = json,
-                .worker_ep = "tcp://127.0.0.1:5556",
                 .payload = UINT64_MAX,
                 .warmup = UINT64_MAX,
                 .workers = 2,
                 .spin_ms = 5,
-                .seconds = 30,
-                .fleet = 1000,
-                .heartbeat_ms = 1000,
                 .stall_ms = 10000,
                 .attach_s = 600};
     static const struct option opts[] = {
-        {"broker", 1, 0, 'b'},          {"json", 0, 0, 'J'},     {"jobs", 1, 0, 'n'},
-        {"payload", 1, 0, 'p'},         {"inflight", 1, 0, 'i'}, {"workers", 1, 0, 'w'},
-        {"spin-ms", 1, 0, 's'},         {"warmup", 1, 0, 'W'},   {"function", 1, 0, 'f'},
-        {"broker-pid", 1, 0, 'P'},      {"seconds", 1, 0, 'S'},  {"fleet", 1, 0, 'F'},
-        {"heartbeat", 1, 0, 'h'},       {"stall-ms", 1, 0, 'T'}, {"attach-timeout", 1, 0, 'A'},
-        {"worker-endpoint", 1, 0, 'E'}, {"forget", 0, 0, 'G'},   {"help", 0, 0, 'H'},
-        {0, 0, 0, 0}};
+        {"broker", 1, 0, 'b'},     {"json", 0, 0, 'J'},     {"jobs", 1, 0, 'n'},
+        {"payload", 1, 0, 'p'},    {"inflight", 1, 0, 'i'}, {"workers", 1, 0, 'w'},
+        {"spin-ms", 1, 0, 's'},    {"warmup", 1, 0, 'W'},   {"function", 1, 0, 'f'},
+        {"broker-pid", 1, 0, 'P'}, {"stall-ms", 1, 0, 'T'}, {"attach-timeout", 1, 0, 'A'},
+        {"forget", 0, 0, 'G'},     {"help", 0, 0, 'H'},     {0, 0, 0, 0}};
     optind = 1;
     opterr = 1;
     int c, bad = 0;
@@ -1128,8 +913,8 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
             bad = num("warmup", optarg, 0, 10000000, &o.warmup);
             break;
         case 'f':
-            if (!*optarg || strlen(optarg) > ZF_FN_MAX) {
-                fprintf(stderr, "zfleet bench: --function must be 1 to %d bytes\n", ZF_FN_MAX);
+            if (!*optarg || strlen(optarg) > ZFLEET_FUNCTION_MAX) {
+                fprintf(stderr, "zfleet bench: --function must be 1 to %d bytes\n", ZFLEET_FUNCTION_MAX);
                 bad = -1;
             }
             o.function = optarg;
@@ -1137,23 +922,11 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
         case 'P':
             bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid);
             break;
-        case 'S':
-            bad = num("seconds", optarg, 1, 86400, &o.seconds);
-            break;
-        case 'F':
-            bad = num("fleet", optarg, 1, 100000, &o.fleet);
-            break;
-        case 'h':
-            bad = num("heartbeat", optarg, 10, 3600000, &o.heartbeat_ms);
-            break;
         case 'T':
             bad = num("stall-ms", optarg, 10, 86400000, &o.stall_ms);
             break;
         case 'A':
             bad = num("attach-timeout", optarg, 1, 86400, &o.attach_s);
-            break;
-        case 'E':
-            o.worker_ep = optarg;
             break;
         case 'G':
             o.forget = true;
@@ -1183,8 +956,11 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
         return wl_efficiency(&o);
     if (!strcmp(o.workload, "backlog"))
         return wl_backlog(&o);
-    if (!strcmp(o.workload, "idle-fleet"))
-        return wl_idle_fleet(&o);
+    if (!strcmp(o.workload, "idle-fleet")) {
+        fprintf(stderr, "zfleet bench: idle-fleet simulates workers, so it is its own program "
+                        "now: zfleet-idle-fleet (build/bench/zfleet-idle-fleet)\n");
+        return EXIT_USAGE;
+    }
     fprintf(stderr, "zfleet bench: unknown workload '%s'\n", o.workload);
     bench_usage(stderr);
     return EXIT_USAGE;

@@ -1,5 +1,6 @@
-/*  zf_bench — `zfleet bench`: throughput, latency, efficiency, bigpayload, backlog and
-    idle-fleet workloads against a running broker and workers. */
+/*  zf_bench — `zfleet bench`: throughput, latency, efficiency, bigpayload and backlog
+    workloads against a running broker and workers, through the client API only (the
+    idle-fleet workload, which simulates workers, is bench/idle_fleet.c). */
 #ifndef ZF_BENCH_H
 #define ZF_BENCH_H
 

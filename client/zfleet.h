@@ -31,7 +31,19 @@
 extern "C" {
 #endif
 
+/* Marks what libzfleet exports: the library is built with hidden visibility, so a symbol
+   without ZF_EXPORT stays inside it (tests/check_exports.sh checks that nm -D lists exactly
+   the functions declared here). */
+#if defined(ZF_BUILDING_LIBZFLEET) && defined(__GNUC__)
+#define ZF_EXPORT __attribute__((visibility("default")))
+#else
+#define ZF_EXPORT
+#endif
+
 #define ZFLEET_DEFAULT_BROKER "tcp://127.0.0.1:5555"
+
+/* Longest function name, in bytes (a longer one is ZF_CE_USAGE). */
+#define ZFLEET_FUNCTION_MAX 63
 
 /* Job states (the same numbers as on the wire). */
 typedef enum {
@@ -48,6 +60,32 @@ typedef enum {
                                 has no output bytes and text says what was lost. Not a
                                 success: only ZFLEET_SUCCEEDED is. */
 } zfleet_state_t;
+
+/* Device kinds a job may require (zf_submit_opts_t.device; the same numbers as on the wire). */
+typedef enum {
+    ZFLEET_DEVICE_ANY = 0,
+    ZFLEET_DEVICE_CPU = 1,
+    ZFLEET_DEVICE_GPU = 2,
+} zfleet_device_t;
+
+/* The broker's error codes (zf_client_brokercode(), zf_event_t.code; the same numbers as on
+   the wire, PROTOCOL.md). */
+typedef enum {
+    ZF_BROKER_OK = 0,
+    ZF_BROKER_VERSION = 1,      /* unsupported protocol version */
+    ZF_BROKER_MALFORMED = 2,    /* the request could not be decoded */
+    ZF_BROKER_COMMAND = 3,      /* unknown command */
+    ZF_BROKER_UNKNOWN_JOB = 4,  /* no such job (never accepted, or its result expired) */
+    ZF_BROKER_QUEUE_FULL = 5,   /* a queue bound was reached; nothing was accepted */
+    ZF_BROKER_TOO_LARGE = 6,    /* payload larger than the broker's limit */
+    ZF_BROKER_BAD_ARGUMENT = 7, /* a field is missing, out of range or not allowed here */
+    ZF_BROKER_STATE = 8,        /* the job's state forbids the request (e.g. cancel a
+                                   finished job) */
+    ZF_BROKER_SHUTDOWN = 9,     /* the broker is stopping */
+    ZF_BROKER_INTERNAL = 10,    /* the broker could not do it (out of memory) */
+    ZF_BROKER_JOURNAL = 11,     /* the broker's journal cannot be written: nothing new is
+                                   accepted until it can */
+} zf_broker_code_t;
 
 /* Client-side error classes (zf_client_errcode). */
 typedef enum {
@@ -74,7 +112,7 @@ typedef struct zf_event {
     uint64_t id;             /* job id (0 if not about one job) */
     uint64_t tag;            /* the submit tag this answers */
     int status;              /* zfleet_state_t, for RESULT and STATUS */
-    int code;                /* broker error code (zf_error_t on the wire), 0 = ok */
+    int code;                /* zf_broker_code_t, ZF_BROKER_OK = 0 */
     const char *text;        /* error text, progress text or reason; never NULL */
     const void *output;      /* RESULT: the handler's output; REPLY: the document */
     size_t output_len;
@@ -94,7 +132,7 @@ typedef struct {
     uint32_t timeout_ms;     /* run timeout of one attempt; 0 = none */
     uint32_t deadline_ms;    /* must start within this long after acceptance; 0 = none */
     uint32_t max_attempts;   /* 0 = the broker's default (3) */
-    int device;              /* 0 any, 1 cpu, 2 gpu */
+    int device;              /* zfleet_device_t; default ZFLEET_DEVICE_ANY */
     bool no_push;            /* do not push the result to this connection */
     bool forget;             /* the broker drops the result once it has pushed it to this
                                 connection: collect it here (zf_client_wait finds the pushed
@@ -103,74 +141,75 @@ typedef struct {
                                 is `unknown job`. If the push fails (this connection is
                                 gone) the result is kept as usual. Dead letters (lost,
                                 timed_out) are always kept. Not with no_push: the broker
-                                rejects that (ZF_CE_REJECTED, brokercode 7). */
+                                rejects that (ZF_CE_REJECTED, ZF_BROKER_BAD_ARGUMENT). */
 } zf_submit_opts_t;
 
 /* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is
    lazy: this fails only on a malformed endpoint or no memory (NULL). */
-zf_client_t *zf_client_new(const char *endpoint);
-void zf_client_destroy(zf_client_t **self_p);
+ZF_EXPORT zf_client_t *zf_client_new(const char *endpoint);
+ZF_EXPORT void zf_client_destroy(zf_client_t **self_p);
 
 /* How long synchronous requests wait for the broker (default 5000 ms), and the interval of
    liveness pings while waiting (default 1000 ms; 3 missed = reconnect). */
-void zf_client_set_request_timeout(zf_client_t *self, int ms);
-void zf_client_set_heartbeat(zf_client_t *self, int ms);
+ZF_EXPORT void zf_client_set_request_timeout(zf_client_t *self, int ms);
+ZF_EXPORT void zf_client_set_heartbeat(zf_client_t *self, int ms);
 
 /* Submits and waits for acceptance. opts may be NULL. Returns 0 with *id, or -1
    (ZF_CE_REJECTED: queue full, payload too large...; ZF_CE_UNREACHABLE).
-   Payload limit: a payload over the broker's limit is ZF_CE_REJECTED with brokercode 6
-   (ETOO_LARGE) and an error that begins "payload too large", whoever noticed it. One over
+   Payload limit: a payload over the broker's limit is ZF_CE_REJECTED with ZF_BROKER_TOO_LARGE
+   and an error that begins "payload too large", whoever noticed it. One over
    1 MiB is checked here before it is sent ("payload too large: N bytes, the broker's limit
    is M"): the library first asks the broker for its limit (one PING round trip per such
    submit, never cached, so a restarted broker with another limit is judged by its own),
    because a payload far over the limit would make the broker drop the connection without a
    reply. Smaller payloads are judged by the broker, which always answers them. */
-int zf_client_submit(zf_client_t *self, const char *function, const void *data, size_t len,
-                     const zf_submit_opts_t *opts, uint64_t *id);
+ZF_EXPORT int zf_client_submit(zf_client_t *self, const char *function, const void *data,
+                               size_t len, const zf_submit_opts_t *opts, uint64_t *id);
 
 /* Submits without waiting; *tag identifies the ACCEPTED or REJECTED event to come.
    Returns 0, or -1 if the message could not be queued. The payload is not checked against
    the broker's limit here (that would cost a round trip): over it, a REJECTED event with
-   code 6 (ETOO_LARGE) comes, but a payload over 2 x the limit + 1 MiB gets no answer (the
-   broker drops the connection): use zf_client_submit for payloads that may be that big. */
-int zf_client_submit_async(zf_client_t *self, const char *function, const void *data,
-                           size_t len, const zf_submit_opts_t *opts, uint64_t *tag);
+   code ZF_BROKER_TOO_LARGE comes, but a payload over 2 x the limit + 1 MiB gets no answer
+   (the broker drops the connection): use zf_client_submit for payloads that may be that big. */
+ZF_EXPORT int zf_client_submit_async(zf_client_t *self, const char *function,
+                                     const void *data, size_t len, const zf_submit_opts_t *opts,
+                                     uint64_t *tag);
 
 /* Waits up to timeout_ms (-1 = forever) for the job's result. Returns a RESULT event, or
-   NULL (ZF_CE_TIMEOUT, "job ID: no result within T ms"; ZF_CE_REJECTED with brokercode 4 when the broker does not know the
-   job, e.g. it restarted without a journal). Other events that arrive meanwhile are kept
-   for zf_client_next. */
-zf_event_t *zf_client_wait(zf_client_t *self, uint64_t id, int timeout_ms);
+   NULL (ZF_CE_TIMEOUT, "job ID: no result within T ms"; ZF_CE_REJECTED with
+   ZF_BROKER_UNKNOWN_JOB when the broker does not know the job, e.g. it restarted without a
+   journal). Other events that arrive meanwhile are kept for zf_client_next. */
+ZF_EXPORT zf_event_t *zf_client_wait(zf_client_t *self, uint64_t id, int timeout_ms);
 
 /* Asks for the job's current state: a RESULT event if finished, else a STATUS event; NULL
    on error (unknown job, unreachable). */
-zf_event_t *zf_client_get(zf_client_t *self, uint64_t id);
+ZF_EXPORT zf_event_t *zf_client_get(zf_client_t *self, uint64_t id);
 
-/* Cancels a job. Returns 0, or -1 (already finished: ZF_CE_REJECTED, brokercode 8). */
-int zf_client_cancel(zf_client_t *self, uint64_t id);
+/* Cancels a job. Returns 0, or -1 (already finished: ZF_CE_REJECTED, ZF_BROKER_STATE). */
+ZF_EXPORT int zf_client_cancel(zf_client_t *self, uint64_t id);
 
 /* The next event, waiting up to timeout_ms (0 = do not wait, -1 = forever). NULL if none
    arrived (ZF_CE_TIMEOUT) or on error. */
-zf_event_t *zf_client_next(zf_client_t *self, int timeout_ms);
+ZF_EXPORT zf_event_t *zf_client_next(zf_client_t *self, int timeout_ms);
 
 /* Broker statistics and the dead-letter list, as REPLY events whose output is a msgpack
    document (see PROTOCOL.md). NULL on error. */
-zf_event_t *zf_client_stats(zf_client_t *self);
-zf_event_t *zf_client_dead(zf_client_t *self, bool purge);
+ZF_EXPORT zf_event_t *zf_client_stats(zf_client_t *self);
+ZF_EXPORT zf_event_t *zf_client_dead(zf_client_t *self, bool purge);
 /* Requeues a dead-letter job. Returns 0, or -1. */
-int zf_client_retry(zf_client_t *self, uint64_t id);
+ZF_EXPORT int zf_client_retry(zf_client_t *self, uint64_t id);
 
 /* A file descriptor that becomes readable when events may be waiting (ZMQ_FD). */
-int zf_client_fd(zf_client_t *self);
+ZF_EXPORT int zf_client_fd(zf_client_t *self);
 
-const char *zf_client_error(const zf_client_t *self);
-zf_client_errcode_t zf_client_errcode(const zf_client_t *self);
-int zf_client_brokercode(const zf_client_t *self);
+ZF_EXPORT const char *zf_client_error(const zf_client_t *self);
+ZF_EXPORT zf_client_errcode_t zf_client_errcode(const zf_client_t *self);
+ZF_EXPORT int zf_client_brokercode(const zf_client_t *self);
 
-void zf_event_destroy(zf_event_t **self_p);
+ZF_EXPORT void zf_event_destroy(zf_event_t **self_p);
 
 /* "queued", "running", "succeeded", ..., "lost", "output_lost"; "unknown" otherwise. */
-const char *zfleet_state_name(int state);
+ZF_EXPORT const char *zfleet_state_name(int state);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 
@@ -98,4 +99,33 @@ Test(bench, usage_errors_exit_2_and_an_absent_broker_exits_4)
     cr_assert_eq(zt_cli(&env, NULL, 0, "bench", "nosuch", NULL), 2);
     cr_assert_eq(zt_cli(&env, NULL, 0, "bench", "throughput", "--jobs", "x", NULL), 2);
     cr_assert_eq(zt_cli(&env, NULL, 0, "bench", "throughput", "--jobs", "10", NULL), 4);
+}
+
+/* The idle-fleet workload is its own program (bench/idle_fleet.c: it speaks the worker
+   protocol, which the CLI does not): its simulated workers all register, none is reset or
+   sent a job, and the broker's CPU is reported. */
+Test(bench, idle_fleet_program_registers_every_simulated_worker, .timeout = 120)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t broker = zt_broker(&env, 200, NULL);
+    char pid[16], log[160], out[8192];
+    snprintf(pid, sizeof pid, "%d", (int)broker);
+    snprintf(log, sizeof log, "%s/idle-fleet.out", env.dir);
+    const char *args[] = {"--broker", env.client_ep, "--worker-endpoint", env.worker_ep,
+                          "--fleet", "20", "--seconds", "1", "--heartbeat", "200",
+                          "--broker-pid", pid, "--json", NULL};
+    pid_t p = zt_spawn("bench/zfleet-idle-fleet", log, args);
+    int st = zt_wait_exit(p, 90000);
+    zt_read_file(log, out, sizeof out);
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d, output: %s", st, out);
+    cr_assert_eq(field(out, "registered"), 20, "%s", out);
+    cr_assert_eq(field(out, "errors"), 0, "%s", out);
+    cr_assert_eq(field(out, "resets"), 0, "%s", out);
+    cr_assert_geq(field(out, "broker_cpu_pct"), 0, "%s", out);
+    /* the CLI names the program instead of running it */
+    char err[512];
+    cr_assert_eq(zt_cli_err(&env, NULL, 0, err, sizeof err, "bench", "idle-fleet", NULL), 2);
+    cr_assert(strstr(err, "zfleet-idle-fleet"), "%s", err);
+    zt_kill_all();
 }
