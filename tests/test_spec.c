@@ -539,3 +539,29 @@ Test(spec, stats_document_has_the_documented_sections, .timeout = 60)
     cr_assert(zt_wait_workers(&env, 1, 20000));
     cr_assert_eq(zt_with_stats(&env, stats_shape, NULL), 0);
 }
+
+/* §4: an unpinned CPU worker reports index -1 and the machine's memory (not 0). */
+static long long unpinned_worker(msgpack_object *doc, const char *arg)
+{
+    (void)arg;
+    msgpack_object *ws = zt_mp_get(doc, "workers");
+    if (!ws || ws->type != MSGPACK_OBJECT_ARRAY || ws->via.array.size != 1)
+        return 1;
+    msgpack_object *idx = zt_mp_get(&ws->via.array.ptr[0], "index");
+    msgpack_object *mem = zt_mp_get(&ws->via.array.ptr[0], "memory");
+    if (!idx || idx->type != MSGPACK_OBJECT_NEGATIVE_INTEGER || idx->via.i64 != -1)
+        return 2;
+    if (!mem || mem->type != MSGPACK_OBJECT_POSITIVE_INTEGER || mem->via.u64 == 0)
+        return 3;
+    return 0;
+}
+
+Test(spec, unpinned_cpu_worker_reports_index_minus_one_and_machine_memory, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    zt_worker(&env, 200, "--device", "cpu", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 20000));
+    cr_assert_eq(zt_with_stats(&env, unpinned_worker, NULL), 0);
+}
