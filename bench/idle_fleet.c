@@ -239,7 +239,7 @@ static int run(const opts_t *o)
     int64_t after = broker_workers(c);
     uint64_t still = after > before ? (uint64_t)(after - before) : 0;
     for (uint64_t i = 0; i < opened; i++) {
-        idle_send(socks[i], ZF_CMD_BYE, 1); /* BYE flag 1: leave now, no drain */
+        idle_send(socks[i], ZF_CMD_BYE, ZF_FLAG_BYE_NOW); /* leave now, no drain */
         zmq_close(socks[i]);
     }
     free(socks);

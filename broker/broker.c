@@ -344,6 +344,7 @@ static void job_note(job_t *j, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    line[zf_utf8_prefix(line, strlen(line))] = 0; /* a cut text stays UTF-8 (DEAD, RESULT) */
     result_t *r = job_res(j);
     size_t old = r->error ? strlen(r->error) : 0;
     if (old + strlen(line) + 3 > ZF_TEXT_MAX)
@@ -577,6 +578,9 @@ static void refill(zf_broker_t *b, wrk_t *w)
 static void place(zf_broker_t *b, job_t *j, bool front)
 {
     if (j->deadline_at && j->deadline_at <= zf_now_ms()) {
+        /* a requeue's causes come first: the text says why it does not run again */
+        job_note(j, j->attempt ? "deadline passed before it could run again"
+                               : "deadline passed while queued");
         finalize(b, j, ZF_ST_EXPIRED);
         return;
     }
@@ -673,7 +677,7 @@ static void run_timer_follow(zf_broker_t *b, wrk_t *w)
    runs again unless it has used its attempts. */
 static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const char *cause)
 {
-    job_note(j, "attempt %u: %s", j->attempt, cause);
+    job_note(j, "attempt %u: %s", attempts_used(j), cause); /* as RESULT counts, not leases */
     j->fn->running--;
     j->worker = NULL;
     if (attempts_used(j) >= j->max_attempts) {
@@ -1342,6 +1346,9 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     b->c.submitted++;
     if (m->fn.len == 0)
         return reject(b, rid, m->tag, ZF_EBADARG, "function name is empty");
+    /* the name is shown in every STATS document, which clients decode as strict UTF-8 */
+    if (!zf_utf8_valid(m->fn.ptr, m->fn.len))
+        return reject(b, rid, m->tag, ZF_EBADARG, "function name is not valid UTF-8");
     if (zmq_msg_size(payload) > b->cfg.max_payload) {
         char text[96];
         snprintf(text, sizeof text, "payload too large: %zu bytes, limit %llu",
@@ -1796,6 +1803,27 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
         b->c.malformed_worker++;
         return;
     }
+    /* What READY names ends up in every STATS document, which clients decode as strict
+       UTF-8: a function name that is not UTF-8 is dropped (no client can submit to it:
+       on_submit refuses such names), and a worker name, device label or model that is
+       not counts as absent. The worker is told, once. */
+    bool bad_fn = false, bad_name = false;
+    for (uint32_t i = 0; i < m->nfunctions; i++)
+        bad_fn |= !zf_utf8_valid(m->functions[i].ptr, m->functions[i].len);
+    zf_str_t name = m->worker, devname = m->devname, model = m->text;
+    zf_str_t *names[] = {&name, &devname, &model};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!zf_utf8_valid(names[i]->ptr, names[i]->len)) {
+            *names[i] = (zf_str_t){"", 0};
+            bad_name = true;
+        }
+    if (bad_fn || bad_name) {
+        b->c.malformed_worker++;
+        worker_error(b, rid, ZF_EMALFORMED,
+                     bad_fn ? "function names that are not valid UTF-8 were dropped"
+                            : "worker, device or model names that are not valid UTF-8 were "
+                              "dropped");
+    }
     w = calloc(1, sizeof *w);
     winfo_t *info = w ? calloc(1, sizeof *info) : NULL;
     wslot_t *slots = info ? calloc(m->nfunctions ? m->nfunctions : 1, sizeof *slots) : NULL;
@@ -1816,16 +1844,19 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     if (w->credits > ZF_LEASES_MAX)
         w->credits = ZF_LEASES_MAX;
     info->refs = 1;
-    zf_str_copy(info->name, sizeof info->name, m->worker);
+    zf_str_copy(info->name, sizeof info->name, name);
     if (!info->name[0])
         snprintf(info->name, sizeof info->name, "worker-%llu",
                  (unsigned long long)(zf_random64() % 100000));
-    zf_str_copy(info->devname, sizeof info->devname, m->devname);
-    zf_str_copy(w->model, sizeof w->model, m->text);
+    zf_str_copy(info->devname, sizeof info->devname, devname);
+    zf_str_copy(w->model, sizeof w->model, model);
+    w->model[zf_utf8_prefix(w->model, strlen(w->model))] = 0; /* not cut inside a character */
     zf_str_copy(w->supervisor, sizeof w->supervisor, m->supervisor);
     w->info = info;
     w->slots = slots;
     for (uint32_t i = 0; i < m->nfunctions; i++) {
+        if (!zf_utf8_valid(m->functions[i].ptr, m->functions[i].len))
+            continue;
         fnq_t *fn = fn_get(b, m->functions[i], HASH_COUNT(b->fns) < ZF_MAX_FN_QUEUES);
         if (!fn || serves(w, fn))
             continue; /* out of memory, or a name the worker listed twice */
@@ -1982,6 +2013,26 @@ static void on_obituary(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     }
 }
 
+/* A worker's text (error, cause, progress) reaches clients in RESULT, STATUS, PROGRESS and
+   the DEAD document: each byte that is not part of well-formed UTF-8 becomes '?'. */
+static zf_str_t utf8_clean(zf_str_t s, char out[ZF_TEXT_MAX])
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s.len && n < ZF_TEXT_MAX;) {
+        size_t ok = zf_utf8_prefix(s.ptr + i, s.len - i);
+        if (ok > ZF_TEXT_MAX - n)
+            ok = ZF_TEXT_MAX - n;
+        memcpy(out + n, s.ptr + i, ok);
+        n += (uint32_t)ok;
+        i += (uint32_t)ok;
+        if (i < s.len && n < ZF_TEXT_MAX) {
+            out[n++] = '?';
+            i++;
+        }
+    }
+    return (zf_str_t){out, n};
+}
+
 static void worker_message(zf_broker_t *b, zf_frames_t *f)
 {
     zmq_msg_t *rid = &f->part[0];
@@ -1995,20 +2046,20 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
         DL_DELETE(b->alive, w);
         DL_APPEND(b->alive, w);
     }
-    if (f->n < 2 || f->dropped ||
-        zf_msg_decode(&m, zmq_msg_data(&f->part[1]), zmq_msg_size(&f->part[1]), &err, &why) < 0 ||
-        (m.cmd & 0x80) == 0 || f->n != 2 + zf_cmd_payload_frames(m.cmd)) {
+    /* the same checks, in the same order and with the same words, as client_message */
+    if (f->n < 2 || f->dropped) {
         b->c.malformed_worker++;
-        worker_error(b, rid, err ? err : ZF_ECOMMAND, why ? why : "not a worker command");
-        return;
+        return worker_error(b, rid, ZF_EMALFORMED, "too many or too few frames");
     }
-    if (m.cmd == ZF_CMD_READY)
-        return on_ready(b, rid, w, &m);
-    if (m.cmd == ZF_CMD_OBITUARY)
-        return on_obituary(b, rid, &m);
-    if (!w) {
+    if (zf_msg_decode(&m, zmq_msg_data(&f->part[1]), zmq_msg_size(&f->part[1]), &err, &why) < 0 ||
+        (m.cmd & 0x80) == 0) {
+        b->c.malformed_worker++;
+        return worker_error(b, rid, err ? err : ZF_ECOMMAND, err ? why : "not a worker command");
+    }
+    bool frames_ok = f->n == 2 + zf_cmd_payload_frames(m.cmd);
+    if (!w && m.cmd != ZF_CMD_READY && m.cmd != ZF_CMD_OBITUARY) {
         /* A worker we do not know (we restarted, or declared it dead): its results are
-           stale by definition; it must register again. */
+           stale by definition, whatever frames they came in; it must register again. */
         if (m.cmd == ZF_CMD_DONE)
             b->c.stale_results++;
         else if (m.cmd == ZF_CMD_WPROGRESS)
@@ -2017,13 +2068,24 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
             send_to_worker(b, rid, ZF_CMD_RESET);
         return;
     }
+    if (!frames_ok && (m.cmd & 0x40) == 0) { /* (a broker->worker command: ECOMMAND below) */
+        b->c.malformed_worker++;
+        return worker_error(b, rid, ZF_EMALFORMED, "wrong number of frames for the command");
+    }
+    char clean[ZF_TEXT_MAX];
+    if (m.cmd != ZF_CMD_READY && m.text.len && !zf_utf8_valid(m.text.ptr, m.text.len))
+        m.text = utf8_clean(m.text, clean);
+    if (m.cmd == ZF_CMD_READY)
+        return on_ready(b, rid, w, &m);
+    if (m.cmd == ZF_CMD_OBITUARY)
+        return on_obituary(b, rid, &m);
     switch (m.cmd) {
     case ZF_CMD_DONE: on_done(b, w, &m, &f->part[2]); break;
     case ZF_CMD_WPROGRESS: on_progress(b, w, &m); break;
     case ZF_CMD_HEARTBEAT: break;
     case ZF_CMD_RECALLED: on_recalled(b, w, &m); break;
     case ZF_CMD_BYE:
-        if (m.flags & 1) {
+        if (m.flags & ZF_FLAG_BYE_NOW) {
             worker_remove(b, w, "left");
         } else {
             zf_log(ZF_LOG_INFO, "worker %s is draining", w->info->name);

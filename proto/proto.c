@@ -576,3 +576,41 @@ bool zf_str_eq(zf_str_t s, const char *c)
     size_t n = strlen(c);
     return n == s.len && (n == 0 || memcmp(s.ptr, c, n) == 0);
 }
+
+size_t zf_utf8_prefix(const char *p, size_t len)
+{
+    const unsigned char *start = (const unsigned char *)p, *s = start, *end = s + len;
+    while (s < end) {
+        const unsigned char *here = s;
+        unsigned c = *s++;
+        if (c < 0x80)
+            continue;
+        int more;
+        unsigned min; /* the smallest code point of that length: below it is overlong */
+        uint32_t cp;
+        if ((c & 0xe0) == 0xc0) {
+            more = 1, min = 0x80, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            more = 2, min = 0x800, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            more = 3, min = 0x10000, cp = c & 0x07;
+        } else {
+            return (size_t)(here - start); /* a continuation byte first, or 0xf8-0xff */
+        }
+        if (end - s < more)
+            return (size_t)(here - start);
+        for (int i = 0; i < more; i++, s++) {
+            if ((*s & 0xc0) != 0x80)
+                return (size_t)(here - start);
+            cp = cp << 6 | (*s & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return (size_t)(here - start);
+    }
+    return len;
+}
+
+bool zf_utf8_valid(const char *p, size_t len)
+{
+    return zf_utf8_prefix(p, len) == len;
+}

@@ -131,6 +131,7 @@ typedef enum {
 #define ZF_FLAG_PURGE 0x1       /* DEAD: clear the dead-letter list */
 #define ZF_FLAG_NO_PUSH 0x2     /* SUBMIT: do not push the result to this connection */
 #define ZF_FLAG_FORGET 0x4      /* SUBMIT: drop the result once pushed to the submitter */
+#define ZF_FLAG_BYE_NOW 0x1     /* BYE: leaving now (clear: draining, finish what you hold) */
 
 /* A string that points into a header buffer; not NUL-terminated. */
 typedef struct {
@@ -198,5 +199,12 @@ static inline bool zf_state_is_terminal(uint32_t st)
 void zf_str_copy(char *dst, size_t cap, zf_str_t s);
 /* True when s equals the C string c. */
 bool zf_str_eq(zf_str_t s, const char *c);
+/* True when the len bytes at p are well-formed UTF-8 (RFC 3629: no overlong forms, no
+   surrogates, nothing above U+10FFFF). The codec does not check strings itself; the broker
+   checks the ones it passes on to every client (function names). */
+bool zf_utf8_valid(const char *p, size_t len);
+/* The length of the longest prefix of the len bytes at p that is well-formed UTF-8: where
+   a text cut to a byte bound may be cut again so that it stays valid. */
+size_t zf_utf8_prefix(const char *p, size_t len);
 
 #endif

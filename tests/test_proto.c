@@ -300,3 +300,55 @@ Test(proto, empty_string_round_trips)
     cr_assert_eq(zf_msg_decode(&back, buf, (size_t)n, &err, NULL), 0);
     cr_assert_eq(back.text.len, 0);
 }
+
+/* PROTOCOL.md §3: containers nest at most 32 deep counting the header map itself, also
+   under an unknown key (msgpack-c's parser stack). The limit is part of the contract. */
+Test(proto, nesting_deeper_than_32_levels_is_malformed)
+{
+    for (int arrays = 30; arrays <= 33; arrays++) {
+        unsigned char b[64] = {'Z', 'F', 1, ZF_CMD_PING, 0x81, 0x00}; /* {0: [[...nil...]]} */
+        size_t n = 6;
+        for (int i = 0; i < arrays; i++)
+            b[n++] = 0x91;
+        b[n++] = 0xc0;
+        cr_assert_eq(decode_err(b, n), arrays <= 31 ? 0 : ZF_EMALFORMED, "%d levels", arrays + 1);
+    }
+}
+
+/* §3: a field the command does not use is still type-checked (then ignored). */
+Test(proto, wrongly_typed_unused_field_is_malformed)
+{
+    static const unsigned char ping_fn_int[] = {'Z', 'F', 1, ZF_CMD_PING, 0x81, 0x04, 0x07};
+    static const unsigned char ping_fn_str[] = {'Z', 'F', 1, ZF_CMD_PING, 0x81, 0x04, 0xa1, 'x'};
+    cr_assert_eq(decode_err(ping_fn_int, sizeof ping_fn_int), ZF_EMALFORMED);
+    cr_assert_eq(decode_err(ping_fn_str, sizeof ping_fn_str), 0);
+}
+
+/* §3, §6.2, §7.1: what the broker checks function names (and READY names) with. */
+Test(proto, utf8_validation)
+{
+    static const struct {
+        const char *s;
+        size_t valid_prefix;
+    } cases[] = {
+        {"", 0},
+        {"echo", 4},
+        {"caf\xc3\xa9", 5},             /* é */
+        {"\xe2\x82\xac", 3},            /* € */
+        {"\xf0\x9f\x98\x80", 4},        /* U+1F600 */
+        {"ab\xff", 2},                  /* never in UTF-8 */
+        {"ab\x80", 2},                  /* a continuation byte first */
+        {"ab\xc3", 2},                  /* cut inside a character */
+        {"\xc0\xaf", 0},                /* overlong '/' */
+        {"\xe0\x80\xaf", 0},            /* overlong, 3 bytes */
+        {"\xed\xa0\x80", 0},            /* a surrogate (U+D800) */
+        {"\xf4\x90\x80\x80", 0},        /* above U+10FFFF */
+        {"x\xe2\x82", 1},               /* a truncated 3-byte character */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t len = strlen(cases[i].s);
+        cr_assert_eq(zf_utf8_prefix(cases[i].s, len), cases[i].valid_prefix, "case %zu", i);
+        cr_assert_eq(zf_utf8_valid(cases[i].s, len), cases[i].valid_prefix == len, "case %zu", i);
+    }
+    cr_assert(zf_utf8_valid("a\0b", 3), "NUL is a valid character");
+}

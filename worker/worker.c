@@ -230,7 +230,7 @@ static void die(wk_t *w, int code)
 {
     send_simple(w, ZF_CMD_BYE, 0, 0, 0);
     recall_all(w);
-    send_simple(w, ZF_CMD_BYE, 0, 0, 1);
+    send_simple(w, ZF_CMD_BYE, 0, 0, ZF_FLAG_BYE_NOW);
     int linger = 2000;
     zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(w->dealer);
@@ -501,7 +501,7 @@ static int serve(wk_t *w)
             zf_runner_destroy(&w->runner);
             pthread_mutex_lock(&w->sock_mu);
             drain_socket(w, w->pair, on_runner);
-            send_simple(w, ZF_CMD_BYE, 0, 0, 1);
+            send_simple(w, ZF_CMD_BYE, 0, 0, ZF_FLAG_BYE_NOW);
             pthread_mutex_unlock(&w->sock_mu);
             zf_log(ZF_LOG_INFO, "drained: leaving");
             return 0;
