@@ -577,7 +577,9 @@ static int apply_accept(replay_t *rp, reader_t *r)
     const uint8_t *name = rd_bytes(r, nlen);
     uint64_t plen = rd_u(r, 4);
     const uint8_t *payload = rd_bytes(r, plen);
-    if (r->bad || r->left || nlen == 0 || nlen > ZF_FN_MAX || device > ZF_DEV_GPU)
+    /* a NUL in the name would bring the job back under another (shorter, even empty) name */
+    if (r->bad || r->left || nlen == 0 || nlen > ZF_FN_MAX || memchr(name, 0, nlen) ||
+        device > ZF_DEV_GPU)
         return -1;
     job_t *j = tab_find(rp, id);
     if (j) { /* requeued from the dead letters: it starts over */

@@ -1,6 +1,8 @@
 /*  libFuzzer target over the broker's journal replay (broker/journal.c).
 
-    Each input is the bytes of a journal after its 8-byte magic. The target writes the magic
+    Each input is the bytes of a journal after its 8-byte magic; it is replayed as it is, then
+    (when that changes it) with the checksum of every record its length fields delimit
+    recomputed, so that mutated bodies reach the record decoders. The target writes the magic
     and the input to DIR/journal, in one scratch directory per process (on /dev/shm where
     there is one, so syncs cost nothing), opens it with zf_journal_open and replays it with
     zf_journal_replay, which scans the records and applies every valid one. It checks what
@@ -33,6 +35,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "zf_journal.h"
 #include "zf_util.h"
@@ -51,7 +54,8 @@
 
 static char dir[256], path[300];
 static int nerrors, nwarns; /* log lines so far */
-static unsigned long n_whole, n_cut, n_repaired; /* inputs by outcome, printed at exit */
+static unsigned long n_whole, n_cut, n_repaired; /* replays by outcome, printed at exit */
+static unsigned long n_resealed;                  /* inputs replayed resealed too */
 
 /* ---- log lines: formatted, counted, dropped ---- */
 
@@ -244,8 +248,9 @@ static void clean_dir(void)
 
 static void remove_dir(void)
 {
-    fprintf(stderr, "fuzz_journal: %lu input(s) replayed whole, %lu with a tail cut, %lu "
-                    "damaged and repaired\n", n_whole, n_cut, n_repaired);
+    fprintf(stderr, "fuzz_journal: %lu replay(s) whole, %lu with a tail cut, %lu damaged and "
+                    "repaired; %lu input(s) also replayed with their checksums fixed\n",
+            n_whole, n_cut, n_repaired, n_resealed);
     clean_dir();
     unlink(path);
     rmdir(dir);
@@ -284,7 +289,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Replays one journal body (the bytes after the magic) and checks what replay promises. */
+static void check_journal(const uint8_t *data, size_t size)
 {
     static restored_t first, again;
     clean_dir();
@@ -301,12 +307,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* unchanged, or cut to a prefix (and then said so) */
         CHECK(len >= MAGIC_LEN && len <= whole);
         CHECK(!memcmp(now, MAGIC, MAGIC_LEN) && !memcmp(now + MAGIC_LEN, data, len - MAGIC_LEN));
-        if (len < whole)
+        if (len < whole) {
             CHECK(nwarns > warns);
-        if (len < whole)
             n_cut++;
-        else
+        } else {
             n_whole++;
+        }
         /* what was kept replays to the same jobs, with nothing more to cut */
         again.n = 0;
         uint64_t after2 = 0;
@@ -330,5 +336,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     free(now);
     fns_free(&first);
+}
+
+/* Recomputes the checksum of every record that the length fields delimit, so that a
+   mutated body passes the CRC and reaches the record decoders (apply_*). Returns whether
+   any byte changed. */
+static bool reseal(uint8_t *b, size_t size)
+{
+    bool changed = false;
+    size_t off = 0;
+    while (size - off >= 9) {
+        uint32_t len = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 |
+                       (uint32_t)b[off + 2] << 16 | (uint32_t)b[off + 3] << 24;
+        if (len > size - off - 9)
+            break;
+        uint32_t crc = (uint32_t)crc32(0L, b + off + 8, len + 1);
+        for (int i = 0; i < 4; i++) {
+            changed |= b[off + 4 + i] != (uint8_t)(crc >> (8 * i));
+            b[off + 4 + i] = (uint8_t)(crc >> (8 * i));
+        }
+        off += 9 + (size_t)len;
+    }
+    return changed;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* as it is: checksums, resynchronisation, torn tails, repair */
+    check_journal(data, size);
+    /* and with good checksums: what the record decoders make of any body */
+    uint8_t *copy = malloc(size ? size : 1);
+    CHECK(copy != NULL);
+    if (size)
+        memcpy(copy, data, size);
+    if (reseal(copy, size)) {
+        n_resealed++;
+        check_journal(copy, size);
+    }
+    free(copy);
     return 0;
 }
