@@ -146,6 +146,9 @@ static uint64_t to_wall(int64_t mono_ms)
 
 static int64_t from_wall(uint64_t wall_ms, int64_t now_ms, int64_t wall_now)
 {
+    /* far past any clock (a damaged record): clamped, so the sums below cannot overflow */
+    if (wall_ms > (uint64_t)INT64_MAX / 4)
+        wall_ms = (uint64_t)INT64_MAX / 4;
     int64_t m = now_ms - (wall_now - (int64_t)wall_ms);
     return m > 0 ? m : 1; /* 0 means "none" to the broker */
 }
