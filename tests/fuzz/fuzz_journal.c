@@ -278,10 +278,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     unsetenv("ZFLEET_JOURNAL_FAULT"); /* the test seam would make writes fail */
+    /* $FUZZ_JOURNAL_TMP: run.sh's own scratch directory, which it removes even after a
+       crash (that skips remove_dir) */
     struct stat st;
-    const char *base = stat("/dev/shm", &st) == 0 && access("/dev/shm", W_OK) == 0
-                           ? "/dev/shm"
-                           : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    const char *base = getenv("FUZZ_JOURNAL_TMP");
+    if (!base)
+        base = stat("/dev/shm", &st) == 0 && access("/dev/shm", W_OK) == 0
+                   ? "/dev/shm"
+                   : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     snprintf(dir, sizeof dir, "%s/zfleet-fuzz-journal.XXXXXX", base);
     CHECK(mkdtemp(dir) != NULL);
     snprintf(path, sizeof path, "%s/journal", dir);

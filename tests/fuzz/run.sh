@@ -99,7 +99,11 @@ set -- $targets
 share=$((seconds / $#))
 [ "$share" -ge 1 ] || share=1
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/zfleet-fuzz.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
+# the journal target's files, on tmpfs where there is one (its syncs cost nothing there)
+shm=${TMPDIR:-/tmp}
+[ -d /dev/shm ] && [ -w /dev/shm ] && shm=/dev/shm
+export FUZZ_JOURNAL_TMP=$(mktemp -d "$shm/zfleet-fuzz-journal.XXXXXX")
+trap 'rm -rf "$scratch" "$FUZZ_JOURNAL_TMP"' EXIT
 mkdir -p "$out/artifacts"
 export ASAN_OPTIONS=${FUZZ_ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${FUZZ_UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
