@@ -146,6 +146,9 @@ static uint64_t to_wall(int64_t mono_ms)
 
 static int64_t from_wall(uint64_t wall_ms, int64_t now_ms, int64_t wall_now)
 {
+    /* far past any clock (a damaged record): clamped, so the sums below cannot overflow */
+    if (wall_ms > (uint64_t)INT64_MAX / 4)
+        wall_ms = (uint64_t)INT64_MAX / 4;
     int64_t m = now_ms - (wall_now - (int64_t)wall_ms);
     return m > 0 ? m : 1; /* 0 means "none" to the broker */
 }
@@ -577,7 +580,9 @@ static int apply_accept(replay_t *rp, reader_t *r)
     const uint8_t *name = rd_bytes(r, nlen);
     uint64_t plen = rd_u(r, 4);
     const uint8_t *payload = rd_bytes(r, plen);
-    if (r->bad || r->left || nlen == 0 || nlen > ZF_FN_MAX || device > ZF_DEV_GPU)
+    /* a NUL in the name would bring the job back under another (shorter, even empty) name */
+    if (r->bad || r->left || nlen == 0 || nlen > ZF_FN_MAX || memchr(name, 0, nlen) ||
+        device > ZF_DEV_GPU)
         return -1;
     job_t *j = tab_find(rp, id);
     if (j) { /* requeued from the dead letters: it starts over */

@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -442,8 +443,36 @@ static bool counts_fit(const unsigned char *p, size_t len)
     return true;
 }
 
-/* One zone per thread, reused: decoding allocates nothing after warm-up. */
+/* One zone per thread, reused: decoding allocates nothing after warm-up. The key's
+   destructor frees a thread's zone when the thread exits, so a client used from
+   short-lived threads does not leak one zone per thread. */
 static __thread msgpack_zone *tl_zone;
+static pthread_key_t zone_key;
+static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
+static bool zone_key_ok;
+
+static void zone_free(void *zone)
+{
+    msgpack_zone_free(zone);
+    tl_zone = NULL;
+}
+
+static void zone_key_init(void)
+{
+    zone_key_ok = pthread_key_create(&zone_key, zone_free) == 0;
+}
+
+/* This thread's zone, made on first use; NULL when memory runs out. */
+static msgpack_zone *thread_zone(void)
+{
+    if (tl_zone)
+        return tl_zone;
+    pthread_once(&zone_once, zone_key_init);
+    tl_zone = msgpack_zone_new(2048);
+    if (tl_zone && zone_key_ok)
+        pthread_setspecific(zone_key, tl_zone);
+    return tl_zone;
+}
 
 int zf_msg_decode(zf_msg_t *m, const void *buf, size_t len, int *err, const char **why)
 {
@@ -458,9 +487,7 @@ int zf_msg_decode(zf_msg_t *m, const void *buf, size_t len, int *err, const char
     uint32_t required = required_fields(m->cmd);
     if (required == UINT32_MAX)
         return fail(err, why, ZF_ECOMMAND, "unknown command");
-    if (!tl_zone)
-        tl_zone = msgpack_zone_new(2048);
-    if (!tl_zone)
+    if (!thread_zone())
         return fail(err, why, ZF_EMALFORMED, "out of memory");
     if (!counts_fit(b + 4, len - 4))
         return fail(err, why, ZF_EMALFORMED, "header declares more items than it holds");

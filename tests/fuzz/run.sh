@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target over the zfleet header decoder and runs it for a bounded time.
+# Builds the libFuzzer targets and runs each for a bounded time:
+#   proto    fuzz_proto.c over the zfleet header decoder (proto/proto.c)
+#   journal  fuzz_journal.c over journal replay: scan and apply of records (broker/journal.c)
 #
-#   tests/fuzz/run.sh                 build, then fuzz for ${FUZZ_SECONDS:-30} s
-#   tests/fuzz/run.sh --build-only    build the target and the corpus generator only
-#   tests/fuzz/run.sh --make-corpus   rewrite tests/fuzz/corpus/ from make_corpus.c, then exit
+#   tests/fuzz/run.sh                 build, then fuzz for ${FUZZ_SECONDS:-40} s in all, split
+#                                     evenly between the targets (20 s each by default)
+#   tests/fuzz/run.sh --build-only    build the targets and the corpus generators only
+#   tests/fuzz/run.sh --make-corpus   rewrite corpus/ and corpus-journal/ from make_corpus.c
+#                                     and make_journal_corpus.c, then exit
 #   tests/fuzz/run.sh -- ARGS...      extra libFuzzer arguments (e.g. -- -jobs=4 -workers=4)
 #
-# Environment: FUZZ_SECONDS (default 30), FUZZ_BUILD_DIR (default build-fuzz/ at the
-# repository root), CC (default clang), FUZZ_ASAN_OPTIONS / FUZZ_UBSAN_OPTIONS (default: leak
-# detection on, abort on the first error; an inherited ASAN_OPTIONS is not used). Installs clang and its fuzzer runtime with apt-get
-# when they are missing. The committed corpus is copied to a scratch directory, so fuzzing
-# never grows it; crash inputs land in $FUZZ_BUILD_DIR/artifacts/. Exits non-zero when the
-# fuzzer finds a crash, a leak or undefined behaviour.
+# Environment: FUZZ_SECONDS (default 40, the total), FUZZ_TARGETS (default "proto journal"),
+# FUZZ_BUILD_DIR (default build-fuzz/ at the repository root), CC (default clang),
+# FUZZ_ASAN_OPTIONS / FUZZ_UBSAN_OPTIONS (default: leak detection on, abort on the first
+# error; an inherited ASAN_OPTIONS is not used). Installs clang and its fuzzer runtime with
+# apt-get when they are missing. The committed corpora are copied to scratch directories, so
+# fuzzing never grows them; crash inputs land in $FUZZ_BUILD_DIR/artifacts/TARGET-*. Exits
+# non-zero when a fuzzer finds a crash, a leak or undefined behaviour.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-seconds=${FUZZ_SECONDS:-30}
+seconds=${FUZZ_SECONDS:-40}
+targets=${FUZZ_TARGETS:-proto journal}
 cc=${CC:-clang}
 mode=run
 extra=()
@@ -62,49 +68,81 @@ pkg-config --exists msgpack-c && mp=msgpack-c
 
 # ---- build ----
 mkdir -p "$out"
-cflags="-g -O1 -std=gnu11 -Wall -Wextra -I$root/proto $(pkg-config --cflags $mp libzmq)"
-"$cc" $cflags -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    "$root/proto/proto.c" "$here/fuzz_proto.c" $(pkg-config --libs $mp) -o "$out/fuzz_proto"
+cflags="-g -O1 -std=gnu11 -Wall -Wextra -I$root/proto -I$root/broker $(pkg-config --cflags $mp libzmq zlib)"
+libs="$(pkg-config --libs $mp libzmq zlib)"
+fuzzflags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
+"$cc" $cflags $fuzzflags "$root/proto/proto.c" "$here/fuzz_proto.c" $(pkg-config --libs $mp) \
+    -o "$out/fuzz_proto"
 "$cc" $cflags "$here/make_corpus.c" "$root/proto/proto.c" $(pkg-config --libs $mp) \
     -o "$out/make_corpus"
-echo "run.sh: built $out/fuzz_proto"
+# the journal target formats and counts log lines instead of printing them (--wrap=zf_log)
+"$cc" $cflags $fuzzflags -Wl,--wrap=zf_log "$here/fuzz_journal.c" "$root/broker/journal.c" \
+    "$root/proto/proto.c" "$root/proto/util.c" $libs -o "$out/fuzz_journal"
+"$cc" $cflags -Wl,--wrap=zf_now_ms,--wrap=zf_wall_ms "$here/make_journal_corpus.c" \
+    "$root/broker/journal.c" "$root/proto/proto.c" \
+    "$root/proto/util.c" $libs -o "$out/make_journal_corpus"
+echo "run.sh: built $out/fuzz_proto and $out/fuzz_journal"
 
 case $mode in
 build) exit 0 ;;
 corpus)
-    rm -f "$here"/corpus/*.bin
+    rm -f "$here"/corpus/*.bin "$here"/corpus-journal/*.bin
     "$out/make_corpus" "$here/corpus"
+    "$out/make_journal_corpus" "$here/corpus-journal"
     exit 0 ;;
 esac
 
-# ---- fuzz for a bounded time, on a scratch copy of the corpus ----
+# ---- fuzz each target for its share of the time, on a scratch copy of its corpus ----
+# TARGET's seeds are corpus-TARGET/ (corpus/ for proto) and regress-TARGET/ (regress/ for
+# proto): inputs that once broke it, replayed before every run (regress/README.md).
+set -- $targets
+share=$((seconds / $#))
+[ "$share" -ge 1 ] || share=1
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/zfleet-fuzz.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
-cp "$here"/corpus/* "$here"/regress/* "$scratch"/
+# the journal target's files, on tmpfs where there is one (its syncs cost nothing there)
+shm=${TMPDIR:-/tmp}
+[ -d /dev/shm ] && [ -w /dev/shm ] && shm=/dev/shm
+export FUZZ_JOURNAL_TMP=$(mktemp -d "$shm/zfleet-fuzz-journal.XXXXXX")
+trap 'rm -rf "$scratch" "$FUZZ_JOURNAL_TMP"' EXIT
 mkdir -p "$out/artifacts"
-log="$out/fuzz.log"
-# the inputs that once broke the decoder must keep passing (regress/README.md)
-if ! ASAN_OPTIONS=${FUZZ_ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
-    UBSAN_OPTIONS=${FUZZ_UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-    "$out/fuzz_proto" -rss_limit_mb=2048 "$here"/regress/*.bin >"$log" 2>&1; then
-    tail -n 30 "$log"
-    echo "run.sh: a regression input fails again; see $log" >&2
-    exit 1
-fi
-echo "run.sh: fuzzing zf_msg_decode for $seconds s (log: $log)"
-set +e
-ASAN_OPTIONS=${FUZZ_ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
-UBSAN_OPTIONS=${FUZZ_UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-    "$out/fuzz_proto" -max_total_time="$seconds" -max_len=4200 -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="$out/artifacts/" "${extra[@]}" "$scratch" >"$log" 2>&1
-rc=$?
-set -e
-tail -n 25 "$log"
-runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
-echo "run.sh: ${runs:-?} executions in $seconds s, ${rate:-?} exec/s; exit status $rc"
-if [ $rc -ne 0 ]; then
-    echo "run.sh: the fuzzer found a problem; see $log and $out/artifacts/" >&2
-    exit 1
-fi
+export ASAN_OPTIONS=${FUZZ_ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${FUZZ_UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+status=0
+for t in "$@"; do
+    case $t in
+    proto) corpus=$here/corpus regress=$here/regress maxlen=4200 ;;
+    journal) corpus=$here/corpus-journal regress=$here/regress-journal maxlen=65536 ;;
+    *) echo "run.sh: unknown target $t (FUZZ_TARGETS: proto, journal)" >&2; exit 2 ;;
+    esac
+    bin=$out/fuzz_$t
+    log=$out/fuzz_$t.log
+    mkdir -p "$scratch/$t"
+    cp "$corpus"/* "$scratch/$t"/
+    regs=()
+    for f in "$regress"/*.bin; do [ -e "$f" ] && regs+=("$f"); done
+    if [ ${#regs[@]} -gt 0 ]; then
+        cp "${regs[@]}" "$scratch/$t"/
+        if ! "$bin" -rss_limit_mb=2048 "${regs[@]}" >"$log" 2>&1; then
+            tail -n 30 "$log"
+            echo "run.sh: a regression input of $t fails again; see $log" >&2
+            exit 1
+        fi
+    fi
+    echo "run.sh: fuzzing $t for $share s (log: $log)"
+    set +e
+    "$bin" -max_total_time="$share" -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$out/artifacts/$t-" "${extra[@]}" \
+        "$scratch/$t" >"$log" 2>&1
+    rc=$?
+    set -e
+    tail -n 25 "$log"
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
+    echo "run.sh: $t: ${runs:-?} executions in $share s, ${rate:-?} exec/s; exit status $rc"
+    if [ $rc -ne 0 ]; then
+        echo "run.sh: the $t fuzzer found a problem; see $log and $out/artifacts/" >&2
+        status=1
+    fi
+done
+[ $status -eq 0 ] || exit 1
 echo "run.sh: nothing found"
