@@ -1,6 +1,6 @@
 /*  zf_ids — job ids: safe in JSON and JavaScript, never reused, not guessable.
 
-    An id is a keyed pseudo-random permutation of a counter: an 8-round alternating Feistel
+    An id is a keyed pseudo-random permutation of a counter: a 4-round alternating Feistel
     network over 53 bits whose round function is SipHash-2-4 (libsodium crypto_shorthash)
     under a secret 128-bit key, with cycle-walking to leave out one value. So every id is in
     [1, 2^53 - 1] (ZF_IDS_MAX), two counter values never give the same id, and without the
@@ -33,7 +33,7 @@ typedef struct zf_ids zf_ids_t;
    its key once ids were issued: either would let ids repeat. Caller owns the result. */
 zf_ids_t *zf_ids_new(const char *data_dir);
 
-/* The next id, in [1, ZF_IDS_MAX]. Costs one permutation (~8 SipHash calls); once per
+/* The next id, in [1, ZF_IDS_MAX]. Costs one permutation (~4 SipHash calls); once per
    ZF_IDS_BLOCK ids it also persists the next block's start (one fsync'd rename). Returns 0
    with errno set when that cannot be written (ENOSPC, EIO...) or the counter is spent:
    no id is handed out whose reservation is not on disk, and the next call tries again. */
