@@ -621,7 +621,8 @@ static job_t *job_find(zf_broker_t *b, uint64_t id)
     return j && !j->forgetting ? j : NULL;
 }
 
-/* True when (id, attempt) is the current lease of a running job held by w. */
+/* The running job whose current lease is (id, attempt), held by w; NULL when there is none
+   (fenced, finished, or never w's). */
 static job_t *current_lease(zf_broker_t *b, wrk_t *w, uint64_t id, uint32_t attempt)
 {
     job_t *j = job_find(b, id);
@@ -2211,7 +2212,7 @@ static long poll_timeout(zf_broker_t *b)
     return sync_in >= 0 && sync_in < wait ? sync_in : wait;
 }
 
-static int drain(zf_broker_t *b, void *sock, void (*handle)(zf_broker_t *, zf_frames_t *))
+static int read_batch(zf_broker_t *b, void *sock, void (*handle)(zf_broker_t *, zf_frames_t *))
 {
     for (int i = 0; i < BATCH; i++) {
         zf_frames_t f;
@@ -2254,7 +2255,7 @@ int zf_broker_run(zf_broker_t *b)
             zf_log(ZF_LOG_INFO, "stop requested: stopping");
             b->stop = true;
         }
-        if (drain(b, b->back, worker_message) < 0 || drain(b, b->front, client_message) < 0)
+        if (read_batch(b, b->back, worker_message) < 0 || read_batch(b, b->front, client_message) < 0)
             return -1;
         run_timers(b);
         flush_turn(b);

@@ -448,7 +448,7 @@ static void run_timers(wk_t *w)
         send_simple(w, ZF_CMD_HEARTBEAT, 0, 0, 0);
 }
 
-static int drain_socket(wk_t *w, void *sock, void (*handle)(wk_t *, zf_frames_t *))
+static int read_batch(wk_t *w, void *sock, void (*handle)(wk_t *, zf_frames_t *))
 {
     for (int i = 0; i < 256; i++) {
         zf_frames_t f;
@@ -490,7 +490,7 @@ static int serve(wk_t *w)
         uint64_t woken;
         if ((items[3].revents & ZMQ_POLLIN) && read(w->wake_fd, &woken, sizeof woken) < 0)
             zf_log(ZF_LOG_WARN, "wake descriptor: %s", strerror(errno));
-        if (drain_socket(w, w->pair, on_runner) < 0 || drain_socket(w, w->dealer, on_broker) < 0)
+        if (read_batch(w, w->pair, on_runner) < 0 || read_batch(w, w->dealer, on_broker) < 0)
             break;
         run_timers(w);
         if (w->draining && !zf_runner_running(w->runner).active) {
@@ -500,7 +500,7 @@ static int serve(wk_t *w)
             pthread_mutex_unlock(&w->sock_mu);
             zf_runner_destroy(&w->runner);
             pthread_mutex_lock(&w->sock_mu);
-            drain_socket(w, w->pair, on_runner);
+            read_batch(w, w->pair, on_runner);
             send_simple(w, ZF_CMD_BYE, 0, 0, ZF_FLAG_BYE_NOW);
             pthread_mutex_unlock(&w->sock_mu);
             zf_log(ZF_LOG_INFO, "drained: leaving");
