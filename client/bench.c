@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "zf_bench.h"
-#include "zf_cli_util.h"
+#include "zf_util.h"
 #include "zf_json.h"
 #include "zfleet.h"
 
@@ -250,7 +250,7 @@ static int64_t tally_event(tally_t *t, const zf_event_t *e)
         return -1; /* progress, status: not results */
     }
     t->results++;
-    int64_t now = zf_cli_now_us();
+    int64_t now = zf_now_us();
     if (!t->first_result_us)
         t->first_result_us = now;
     if (!ours) {
@@ -362,7 +362,7 @@ static int get_stats(zf_client_t *c, const char *fn, stats_t *st)
    message printed. */
 static int await_workers(zf_client_t *c, const char *fn, int timeout_ms, stats_t *st)
 {
-    int64_t until = zf_cli_now_ms() + timeout_ms;
+    int64_t until = zf_now_ms() + timeout_ms;
     for (;;) {
         if (get_stats(c, fn, st) < 0) {
             fprintf(stderr, "zfleet bench: %s\n", zf_client_error(c));
@@ -370,7 +370,7 @@ static int await_workers(zf_client_t *c, const char *fn, int timeout_ms, stats_t
         }
         if (st->fn_workers > 0)
             return 0;
-        if (zf_cli_now_ms() >= until) {
+        if (zf_now_ms() >= until) {
             fprintf(stderr, "zfleet bench: no worker serves '%s' (start workers first)\n", fn);
             return -1;
         }
@@ -427,7 +427,7 @@ static int pump(const opts_t *o, zf_client_t *c, const char *fn, const zf_submit
     uint64_t ended = 0;
     int rc = 0;
     p->submitted = 0;
-    p->start_us = zf_cli_now_us();
+    p->start_us = zf_now_us();
     while (ended < n) {
         while (p->submitted < n && p->submitted - ended < window) {
             size_t len = gen_fill(t->gen, p->submitted, buf);
@@ -461,7 +461,7 @@ static int pump(const opts_t *o, zf_client_t *c, const char *fn, const zf_submit
         zf_event_destroy(&e);
     }
 out:
-    p->end_us = t->last_end_us > p->start_us ? t->last_end_us : zf_cli_now_us();
+    p->end_us = t->last_end_us > p->start_us ? t->last_end_us : zf_now_us();
     tally_close(t, p->submitted);
     t->missing += n - p->submitted; /* never sent: no result either */
     free(buf);
@@ -512,7 +512,7 @@ static int wl_stream(const opts_t *o, bool big)
     zf_client_t *c = open_client(o, fn, &st, &rc);
     if (!c)
         return rc;
-    gen_t g = {.len = len, .nonce = zf_cli_random64()};
+    gen_t g = {.len = len, .nonce = zf_random64()};
     tally_t t;
     if (tally_init(&t, n, &g) < 0) {
         zf_client_destroy(&c);
@@ -565,7 +565,7 @@ static int wl_latency(const opts_t *o)
     zf_client_t *c = open_client(o, fn, &st, &rc);
     if (!c)
         return rc;
-    gen_t g = {.len = len, .nonce = zf_cli_random64()};
+    gen_t g = {.len = len, .nonce = zf_random64()};
     tally_t t;
     int64_t *lat = malloc(m * sizeof *lat);
     unsigned char *buf = malloc(len + 1);
@@ -577,7 +577,7 @@ static int wl_latency(const opts_t *o)
     for (uint64_t i = 0; i < warm + m; i++) {
         size_t plen = gen_fill(&g, i, buf);
         uint64_t tag;
-        int64_t t0 = zf_cli_now_us();
+        int64_t t0 = zf_now_us();
         if (zf_client_submit_async(c, fn, buf, plen, submit_opts(o), &tag) < 0) {
             fprintf(stderr, "zfleet bench: submit failed: %s\n", zf_client_error(c));
             t.send_failed++;
@@ -600,7 +600,7 @@ static int wl_latency(const opts_t *o)
             break;
         }
         if (i >= warm)
-            lat[done++] = zf_cli_now_us() - t0;
+            lat[done++] = zf_now_us() - t0;
     }
     tally_close(&t, submitted);
     t.missing += warm + m - submitted;
@@ -706,7 +706,7 @@ static int wl_backlog(const opts_t *o)
     uint64_t rss0 = 0, hwm0 = 0;
     if (o->broker_pid)
         proc_rss(o->broker_pid, &rss0, &hwm0);
-    gen_t g = {.len = len, .nonce = zf_cli_random64()};
+    gen_t g = {.len = len, .nonce = zf_random64()};
     tally_t t;
     unsigned char *buf = malloc(len + 1);
     if (!buf || tally_init(&t, n, &g) < 0) {
@@ -716,7 +716,7 @@ static int wl_backlog(const opts_t *o)
     }
     /* phase 1: submit everything, reading acceptances as they come (at most 64k unanswered) */
     uint64_t submitted = 0, ended = 0, window = 65536;
-    int64_t start = zf_cli_now_us();
+    int64_t start = zf_now_us();
     bool stalled = false;
     while (!stalled && (submitted < n || t.accepted + t.rejected < n)) {
         while (submitted < n && submitted - (t.accepted + t.rejected) < window) {
@@ -747,7 +747,7 @@ static int wl_backlog(const opts_t *o)
             stalled = true;
         }
     }
-    int64_t accepted_us = zf_cli_now_us();
+    int64_t accepted_us = zf_now_us();
     double submit_s = (double)(accepted_us - start) / 1e6;
     uint64_t rss = 0, hwm = 0;
     bool have_rss = o->broker_pid && proc_rss(o->broker_pid, &rss, &hwm) == 0;
@@ -759,14 +759,14 @@ static int wl_backlog(const opts_t *o)
             (unsigned long long)queued_full, fn, (unsigned long long)o->attach_s);
     fflush(stderr);
     /* phase 2: wait for a worker, then drain */
-    int64_t drain_start = 0, attach_until = zf_cli_now_ms() + (int64_t)o->attach_s * 1000;
-    int64_t last_poll = 0, last_event = zf_cli_now_ms();
+    int64_t drain_start = 0, attach_until = zf_now_ms() + (int64_t)o->attach_s * 1000;
+    int64_t last_poll = 0, last_event = zf_now_ms();
     while (!stalled && ended < submitted) {
         zf_event_t *e = zf_client_next(c, drain_start ? 100 : 20);
-        int64_t now = zf_cli_now_ms();
+        int64_t now = zf_now_ms();
         if (e) {
             if (!drain_start)
-                drain_start = zf_cli_now_us();
+                drain_start = zf_now_us();
             if (tally_event(&t, e) >= 0)
                 ended++;
             zf_event_destroy(&e);
@@ -776,7 +776,7 @@ static int wl_backlog(const opts_t *o)
         if (!drain_start && now - last_poll >= 20) {
             last_poll = now;
             if (get_stats(sc, fn, &st) == 0 && st.fn_workers)
-                drain_start = zf_cli_now_us();
+                drain_start = zf_now_us();
         }
         if (!drain_start && now >= attach_until) {
             fprintf(stderr, "zfleet bench: no worker attached within %llu s\n",
@@ -858,7 +858,7 @@ static void bench_usage(FILE *f)
 
 static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
-    if (zf_cli_parse_u64(v, max, out) < 0 || *out < min) {
+    if (zf_parse_u64(v, max, out) < 0 || *out < min) {
         fprintf(stderr, "zfleet bench: --%s expects a number from %llu to %llu, got '%s'\n", opt,
                 (unsigned long long)min, (unsigned long long)max, v);
         return -1;
@@ -868,7 +868,7 @@ static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint6
 
 int zf_bench_main(int argc, char **argv, const char *ep, int json)
 {
-    zf_cli_tune_malloc(); /* the bench is a zfleet program, not a host application */
+    zf_tune_malloc(); /* the bench is a zfleet program, not a host application */
     opts_t o = {.ep = ep,
                 .json = json,
                 .payload = UINT64_MAX,

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "zf_bench.h"
-#include "zf_cli_util.h"
+#include "zf_util.h"
 #include "zf_json.h"
 #include "zfleet.h"
 
@@ -84,7 +84,7 @@ static int fail_client(cli_t *cli, zf_client_t *c)
 
 static int parse_id(const char *s, uint64_t *id)
 {
-    if (!s || zf_cli_parse_u64(s, UINT64_MAX, id) < 0) {
+    if (!s || zf_parse_u64(s, UINT64_MAX, id) < 0) {
         fprintf(stderr, "zfleet: expected a job id, got '%s'\n", s ? s : "");
         return -1;
     }
@@ -434,7 +434,7 @@ static int cmd_doc(cli_t *cli, zf_client_t *c, const char *which)
 
 static int num_opt(const char *opt, const char *v, uint64_t max, uint64_t *out)
 {
-    if (zf_cli_parse_u64(v, max, out) < 0) {
+    if (zf_parse_u64(v, max, out) < 0) {
         fprintf(stderr, "zfleet: --%s expects a number up to %llu, got '%s'\n", opt,
                 (unsigned long long)max, v);
         return -1;
@@ -470,7 +470,10 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
         return 0;
     }
     case 'd': {
-        int k = zf_cli_device_parse(arg);
+        int k = !strcmp(arg, "any")   ? ZFLEET_DEVICE_ANY
+                : !strcmp(arg, "cpu") ? ZFLEET_DEVICE_CPU
+                : !strcmp(arg, "gpu") ? ZFLEET_DEVICE_GPU
+                                      : -1;
         if (k < 0) {
             fprintf(stderr, "zfleet: --device expects any, cpu or gpu, got '%s'\n", arg);
             return EXIT_USAGE;
