@@ -38,7 +38,7 @@
 #include <unistd.h>
 #include <utlist.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_ids.h"
 #include "zf_journal.h"

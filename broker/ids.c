@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 
 /* An even count; each half is mixed ROUNDS/2 times. Four rounds of a pseudo-random function
    make a strong pseudo-random permutation (Luby-Rackoff); more only cost time on the

@@ -32,7 +32,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 
 #define MAGIC "ZFJRNL01"
 #define MAGIC_LEN 8

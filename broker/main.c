@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 #include "zf_broker.h"
 #include "zf_journal.h"
 

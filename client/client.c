@@ -8,7 +8,7 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 
 /* zfleet.h repeats the wire's numbers so that its users need no internal header: they must

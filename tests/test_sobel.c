@@ -9,7 +9,7 @@
 
 #include "harness.h"
 #include "zf_gpu.h"
-#include "zf_image.h"
+#include "handlers/zf_image.h"
 
 /* A file of the source tree. __FILE__ is this file's path as the compiler saw it: absolute,
    or relative to the build directory. */

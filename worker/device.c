@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 #include "zf_gpu.h"
 
 /* The name a --fake-gpu device reports; also how it is recognised (zf_device_is_fake). */

@@ -24,7 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_device.h"
 #include "zf_gpu.h"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 #include "zf_fleet.h"
 #include "zf_worker.h"
 

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_crash.h"
 #include "zf_device.h"
@@ -28,7 +28,7 @@ struct zf_runner {
     pthread_t thread;
     void *ctx;
     char ep[128];
-    zf_modules_t *mods;
+    zf_registry_t *mods;
     const zf_device_t *dev;
     zf_runner_send_fn send;
     void *send_arg;
@@ -146,14 +146,14 @@ static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
     memcpy(job.fn, q->fn, sizeof job.fn);
     zmq_msg_init(&job.out);
     void *state;
-    zf_run_fn run = zf_modules_find(r->mods, job.fn, &state);
+    zf_run_fn run = zf_registry_find(r->mods, job.fn, &state);
     int64_t t0 = zf_now_us();
     /* the first report comes PROGRESS_EVERY_US into the run, not at its start: a job shorter
        than that costs no progress messages (the broker already shows it running) */
     job.last_progress_us = t0;
     int rc;
     if (run) {
-        zf_crash_enter(zf_modules_label(r->mods, job.fn), "run", job.fn, job.id);
+        zf_crash_enter(zf_registry_label(r->mods, job.fn), "run", job.fn, job.id);
         rc = run(state, &job);
         zf_crash_leave();
     } else {
@@ -213,7 +213,7 @@ static void *thread_main(void *arg)
     zmq_connect(pair, r->ep);
     char err[512] = "";
     if (zf_device_bind_thread(r->dev, err, sizeof err) == 0)
-        zf_modules_init(r->mods, r->dev, err, sizeof err);
+        zf_registry_init(r->mods, r->dev, err, sizeof err);
     zmq_send(pair, err, strlen(err), 0);
     if (err[0]) {
         zmq_close(pair);
@@ -230,7 +230,7 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const zf_device_t *dev,
+zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_registry_t *mods, const zf_device_t *dev,
                            zf_runner_send_fn send, void *arg)
 {
     zf_runner_t *r = calloc(1, sizeof *r);

@@ -31,10 +31,10 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "../proto/zf_util.h"
+#include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_device.h"
-#include "zf_modules.h"
+#include "zf_registry.h"
 #include "zf_runner.h"
 
 #define RUNNER_EP "inproc://zfleet-runner"
@@ -43,7 +43,7 @@
 typedef struct {
     const zf_worker_config_t *cfg;
     zf_device_binding_t bind;
-    zf_modules_t *mods;
+    zf_registry_t *mods;
     void *ctx_in, *ctx_net, *pair, *dealer;
     zf_runner_t *runner;
     pthread_mutex_t sock_mu;        /* guards dealer, dealer_fd and last_send_ms */
@@ -123,8 +123,8 @@ static void send_ready(wk_t *w)
     zf_msg_set_u64(&m, ZF_F_DEVMEM, w->bind.dev.memory);
     zf_msg_set_u64(&m, ZF_F_CREDITS, w->cfg->credits);
     zf_msg_set_u64(&m, ZF_F_HEARTBEAT, w->cfg->heartbeat_ms);
-    for (unsigned i = 0; i < zf_modules_count(w->mods); i++)
-        zf_msg_add_function(&m, zf_modules_name(w->mods, i));
+    for (unsigned i = 0; i < zf_registry_count(w->mods); i++)
+        zf_msg_add_function(&m, zf_registry_name(w->mods, i));
     if (w->supervisor[0]) /* the fleet that started us: the one peer trusted with our obituary */
         zf_msg_set_str(&m, ZF_F_SUPERVISOR, w->supervisor);
     w->ready_sent_ms = zf_now_ms();
@@ -525,12 +525,12 @@ static int start(wk_t *w, char *err, size_t errlen)
         snprintf(w->name, sizeof w->name, "%s", w->cfg->name);
     else
         zf_worker_default_name(w->name, sizeof w->name, (int)getpid(), w->bind.label);
-    w->mods = zf_modules_new();
-    if (!w->mods || zf_modules_add(w->mods, &zf_builtin_core, err, errlen) < 0 ||
-        zf_modules_add(w->mods, &zf_builtin_image, err, errlen) < 0)
+    w->mods = zf_registry_new();
+    if (!w->mods || zf_registry_add(w->mods, &zf_builtin_core, err, errlen) < 0 ||
+        zf_registry_add(w->mods, &zf_builtin_image, err, errlen) < 0)
         return -1;
     for (int i = 0; i < w->cfg->nmodules; i++)
-        if (zf_modules_load(w->mods, w->cfg->modules[i], err, errlen) < 0)
+        if (zf_registry_load(w->mods, w->cfg->modules[i], err, errlen) < 0)
             return -1;
     sigset_t set;
     sigemptyset(&set);
@@ -572,7 +572,7 @@ static int start(wk_t *w, char *err, size_t errlen)
         return -1;
     }
     zf_log(ZF_LOG_INFO, "%s serving %u function(s) on %s (%s) from %s", w->name,
-           zf_modules_count(w->mods), w->bind.label, w->bind.name, w->cfg->broker_ep);
+           zf_registry_count(w->mods), w->bind.label, w->bind.name, w->cfg->broker_ep);
     return 0;
 }
 
@@ -593,7 +593,7 @@ static void stop(wk_t *w)
         zmq_ctx_term(w->ctx_net);
     if (w->ctx_in)
         zmq_ctx_term(w->ctx_in);
-    zf_modules_destroy(&w->mods);
+    zf_registry_destroy(&w->mods);
     if (w->sigfd > 0)
         close(w->sigfd);
     if (w->wake_fd > 0)

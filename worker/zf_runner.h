@@ -21,7 +21,7 @@
 
 #include "../proto/zf_proto.h"
 #include "zf_module.h"
-#include "zf_modules.h"
+#include "zf_registry.h"
 
 typedef struct zf_runner zf_runner_t;
 
@@ -45,7 +45,7 @@ typedef int (*zf_runner_send_fn)(void *arg, const zf_msg_t *hdr, zmq_msg_t *payl
    everything goes over the PAIR) is called with arg from the runner's thread. Returns NULL
    when the thread cannot start. The runner then sends one frame over the PAIR: empty when
    init succeeded, or the reason it failed. */
-zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_modules_t *mods, const zf_device_t *dev,
+zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_registry_t *mods, const zf_device_t *dev,
                            zf_runner_send_fn send, void *arg);
 
 /* Queues a job. Takes `payload` (it is left empty). Returns 0, or -1 when memory runs out

@@ -10,7 +10,7 @@ Writes, next to this script:
   odd_sobel.pgm      its Sobel edge image
   sample_sobel.pgm   the Sobel edge image of examples/sample.pgm
 
-The rule (see worker/zf_image.h): borders replicate the nearest pixel; Gx, Gy are the
+The rule (see worker/handlers/zf_image.h): borders replicate the nearest pixel; Gx, Gy are the
 3x3 Sobel sums; out = min(255, floor(sqrt(Gx^2 + Gy^2) + 1/2)), computed here exactly
 with math.isqrt: r = isqrt(s); round up when s - r*r > r (i.e. sqrt(s) > r + 1/2).
 """

@@ -68,7 +68,7 @@ pkg-config --exists msgpack-c && mp=msgpack-c
 
 # ---- build ----
 mkdir -p "$out"
-cflags="-g -O1 -std=gnu11 -Wall -Wextra -I$root/proto -I$root/broker $(pkg-config --cflags $mp libzmq zlib)"
+cflags="-g -O1 -std=gnu11 -Wall -Wextra -I$root/proto -I$root/common -I$root/broker $(pkg-config --cflags $mp libzmq zlib)"
 libs="$(pkg-config --libs $mp libzmq zlib)"
 fuzzflags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
 "$cc" $cflags $fuzzflags "$root/proto/proto.c" "$here/fuzz_proto.c" $(pkg-config --libs $mp) \
@@ -77,10 +77,10 @@ fuzzflags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
     -o "$out/make_corpus"
 # the journal target formats and counts log lines instead of printing them (--wrap=zf_log)
 "$cc" $cflags $fuzzflags -Wl,--wrap=zf_log "$here/fuzz_journal.c" "$root/broker/journal.c" \
-    "$root/proto/proto.c" "$root/proto/util.c" $libs -o "$out/fuzz_journal"
+    "$root/proto/proto.c" "$root/common/util.c" $libs -o "$out/fuzz_journal"
 "$cc" $cflags -Wl,--wrap=zf_now_ms,--wrap=zf_wall_ms "$here/make_journal_corpus.c" \
     "$root/broker/journal.c" "$root/proto/proto.c" \
-    "$root/proto/util.c" $libs -o "$out/make_journal_corpus"
+    "$root/common/util.c" $libs -o "$out/make_journal_corpus"
 echo "run.sh: built $out/fuzz_proto and $out/fuzz_journal"
 
 case $mode in

@@ -1,5 +1,5 @@
-/*  zf_modules — see zf_modules.h. */
-#include "zf_modules.h"
+/*  zf_registry — see zf_registry.h. */
+#include "zf_registry.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -25,19 +25,19 @@ typedef struct {
     unsigned module;
 } fentry_t;
 
-struct zf_modules {
+struct zf_registry {
     entry_t mods[MAX_MODULES];
     unsigned nmods;
     fentry_t fns[ZF_MAX_FUNCTIONS];
     unsigned nfns;
 };
 
-zf_modules_t *zf_modules_new(void)
+zf_registry_t *zf_registry_new(void)
 {
-    return calloc(1, sizeof(zf_modules_t));
+    return calloc(1, sizeof(zf_registry_t));
 }
 
-int zf_modules_add(zf_modules_t *self, const zf_module_t *mod, char *err, size_t errlen)
+int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size_t errlen)
 {
     if (!mod || mod->abi != ZF_MODULE_ABI) {
         snprintf(err, errlen, "module ABI %u, this worker needs %u", mod ? mod->abi : 0,
@@ -55,7 +55,7 @@ int zf_modules_add(zf_modules_t *self, const zf_module_t *mod, char *err, size_t
             return -1;
         }
         void *unused;
-        if (zf_modules_find(self, f->name, &unused)) {
+        if (zf_registry_find(self, f->name, &unused)) {
             snprintf(err, errlen, "module %s: function %s is already defined", mod->name,
                      f->name);
             return -1;
@@ -72,7 +72,7 @@ int zf_modules_add(zf_modules_t *self, const zf_module_t *mod, char *err, size_t
     return 0;
 }
 
-int zf_modules_load(zf_modules_t *self, const char *path, char *err, size_t errlen)
+int zf_registry_load(zf_registry_t *self, const char *path, char *err, size_t errlen)
 {
     void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {
@@ -86,7 +86,7 @@ int zf_modules_load(zf_modules_t *self, const char *path, char *err, size_t errl
         return -1;
     }
     unsigned before = self->nmods;
-    if (zf_modules_add(self, entry(), err, errlen) < 0) {
+    if (zf_registry_add(self, entry(), err, errlen) < 0) {
         dlclose(dl);
         return -1;
     }
@@ -95,7 +95,7 @@ int zf_modules_load(zf_modules_t *self, const char *path, char *err, size_t errl
     return 0;
 }
 
-int zf_modules_init(zf_modules_t *self, const zf_device_t *dev, char *err, size_t errlen)
+int zf_registry_init(zf_registry_t *self, const zf_device_t *dev, char *err, size_t errlen)
 {
     zf_crash_install(); /* best effort: without it a crash is only not named */
     for (unsigned i = 0; i < self->nmods; i++) {
@@ -118,7 +118,7 @@ int zf_modules_init(zf_modules_t *self, const zf_device_t *dev, char *err, size_
     return 0;
 }
 
-zf_run_fn zf_modules_find(const zf_modules_t *self, const char *name, void **state)
+zf_run_fn zf_registry_find(const zf_registry_t *self, const char *name, void **state)
 {
     for (unsigned i = 0; i < self->nfns; i++)
         if (!strcmp(self->fns[i].name, name)) {
@@ -128,7 +128,7 @@ zf_run_fn zf_modules_find(const zf_modules_t *self, const char *name, void **sta
     return NULL;
 }
 
-const char *zf_modules_label(const zf_modules_t *self, const char *name)
+const char *zf_registry_label(const zf_registry_t *self, const char *name)
 {
     for (unsigned i = 0; i < self->nfns; i++)
         if (!strcmp(self->fns[i].name, name))
@@ -136,19 +136,19 @@ const char *zf_modules_label(const zf_modules_t *self, const char *name)
     return NULL;
 }
 
-unsigned zf_modules_count(const zf_modules_t *self)
+unsigned zf_registry_count(const zf_registry_t *self)
 {
     return self->nfns;
 }
 
-const char *zf_modules_name(const zf_modules_t *self, unsigned i)
+const char *zf_registry_name(const zf_registry_t *self, unsigned i)
 {
     return i < self->nfns ? self->fns[i].name : NULL;
 }
 
-void zf_modules_destroy(zf_modules_t **self_p)
+void zf_registry_destroy(zf_registry_t **self_p)
 {
-    zf_modules_t *self = *self_p;
+    zf_registry_t *self = *self_p;
     if (!self)
         return;
     *self_p = NULL;

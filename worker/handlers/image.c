@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zf_device.h"
-#include "zf_modules.h"
+#include "../zf_device.h"
+#include "../zf_registry.h"
 
 /* ------------------------------------------------------------------ PGM */
 

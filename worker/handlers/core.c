@@ -4,8 +4,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "../proto/zf_util.h"
-#include "zf_modules.h"
+#include "../../common/zf_util.h"
+#include "../zf_registry.h"
 
 /* Returns its input unchanged. */
 static int run_echo(void *state, zf_job_t *job)

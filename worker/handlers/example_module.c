@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zf_module.h"
+#include "../zf_module.h"
 
 typedef struct {
     char device[32];
