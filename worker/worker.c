@@ -111,12 +111,19 @@ static void send_simple(wk_t *w, uint8_t cmd, uint64_t id, uint32_t attempt, uin
     to_broker(w, &m, NULL);
 }
 
+/* The handler API's device type (zf_module.h) and the wire's device kind (zf_proto.h) are two
+   enums of two contracts; they are mapped here, never cast into each other. */
+static zf_device_kind_t wire_kind(zf_device_type_t type)
+{
+    return type == ZF_DEVICE_GPU ? ZF_DEV_GPU : ZF_DEV_CPU;
+}
+
 static void send_ready(wk_t *w)
 {
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_READY);
     zf_msg_set_str(&m, ZF_F_WORKER, w->name);
-    zf_msg_set_u64(&m, ZF_F_DEVICE, (uint64_t)w->bind.dev.type);
+    zf_msg_set_u64(&m, ZF_F_DEVICE, wire_kind(w->bind.dev.type));
     zf_msg_set_i32(&m, ZF_F_DEVINDEX, w->bind.dev.index);
     zf_msg_set_str(&m, ZF_F_DEVNAME, w->bind.label);
     zf_msg_set_str(&m, ZF_F_TEXT, w->bind.name);
