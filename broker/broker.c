@@ -43,6 +43,7 @@
 #include "zf_ids.h"
 #include "zf_journal.h"
 #include "zf_state.h"
+#include "zf_stats.h"
 
 #define ZF_MAX_FN_QUEUES 10000 /* distinct function names; each costs a queue forever */
 #define BATCH 512 /* messages read from one socket per loop turn before looking at the other */
@@ -55,20 +56,6 @@
 /* A FORGET job's FORGET record is written this many heartbeats after its result was pushed
    (see forget_later): ZeroMQ may hold a pushed result in its queue that long or longer. */
 #define FORGET_DELAY_BEATS 10
-
-typedef struct {
-    uint64_t submitted, accepted, dispatched, requeued, recalled;
-    uint64_t rejected[ZF__ECOUNT];
-    uint64_t finished[ZF_ST__COUNT];
-    uint64_t malformed_client, malformed_worker;
-    uint64_t stale_results, stale_progress;
-    uint64_t workers_lost, undeliverable;
-    uint64_t forgotten; /* FORGET results dropped once pushed to their submitter */
-    uint64_t obituaries_refused; /* OBITUARY from a peer that is not the worker's supervisor */
-    uint64_t results_held;  /* results held back for a client with too many bytes unread */
-    uint64_t run_timeouts;  /* attempts the broker ended: no result by timeout + grace */
-    uint64_t stalls;        /* loop turns far later than planned (liveness windows renewed) */
-} counters_t;
 
 struct zf_broker {
     zf_broker_config_t cfg;
@@ -109,14 +96,6 @@ struct zf_broker {
 };
 
 /* ------------------------------------------------------------------ helpers */
-
-/* See "Out of memory" at the top of this file. */
-static void oom(const char *what) __attribute__((noreturn));
-static void oom(const char *what)
-{
-    zf_log(ZF_LOG_ERROR, "out of memory for %s: stopping (a restart replays the journal)", what);
-    abort();
-}
 
 static bool job_less(const void *a, const void *b)
 {
@@ -166,28 +145,12 @@ static void keep_frame(zmq_msg_t *dst, zmq_msg_t *src)
     zmq_msg_move(dst, src);
 }
 
-/* Deliveries since the job was accepted or last retried. */
-static uint32_t attempts_used(const job_t *j)
-{
-    return j->attempt - (j->res ? j->res->attempt_base : 0);
-}
-
 static result_t *job_res(job_t *j)
 {
-    if (!j->res) {
-        j->res = calloc(1, sizeof *j->res);
-        if (!j->res)
-            oom("a result record");
-        zmq_msg_init(&j->res->output);
-    }
-    return j->res;
-}
-
-static void winfo_release(winfo_t **p)
-{
-    if (*p && --(*p)->refs == 0)
-        free(*p);
-    *p = NULL;
+    result_t *r = zfb_job_res(j);
+    if (!r)
+        zfb_oom("a result record");
+    return r;
 }
 
 static void flight_release(flight_t *f)
@@ -257,43 +220,10 @@ static void sweep_clients(zf_broker_t *b)
         client_free(b, c);
 }
 
-static bool job_has_waiter(const job_t *j, const client_t *c)
+/* zfb_job_clear_waiters's release */
+static void release_client(void *b, client_t **c)
 {
-    if (j->waiter == c)
-        return true;
-    for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
-        if (j->res->more[i] == c)
-            return true;
-    return false;
-}
-
-static void job_add_waiter(job_t *j, client_t *c)
-{
-    if (job_has_waiter(j, c))
-        return;
-    if (!j->waiter) {
-        j->waiter = c;
-    } else {
-        result_t *r = job_res(j);
-        client_t **m = realloc(r->more, (r->nmore + 1) * sizeof *m);
-        if (!m)
-            oom("a waiter");
-        r->more = m;
-        r->more[r->nmore++] = c;
-    }
-    c->refs++;
-}
-
-static void job_clear_waiters(zf_broker_t *b, job_t *j)
-{
-    client_release(b, &j->waiter);
-    if (!j->res)
-        return;
-    for (uint32_t i = 0; i < j->res->nmore; i++)
-        client_release(b, &j->res->more[i]);
-    free(j->res->more);
-    j->res->more = NULL;
-    j->res->nmore = 0;
+    client_release(b, c);
 }
 
 /* An unfinished job's payload counts against the queue's byte bound, and (with its waiter,
@@ -318,46 +248,14 @@ static void uncount_unfinished(zf_broker_t *b, job_t *j)
     j->waiter->queued_bytes -= j->plen;
 }
 
+/* Takes the job out of the broker (table, waiters, deadline heap) and frees it. */
 static void job_free(zf_broker_t *b, job_t *j)
 {
     HASH_DEL(b->jobs, j);
-    job_clear_waiters(b, j);
-    zf_job_drop_payload(j);
-    if (j->res) {
-        zmq_msg_close(&j->res->output);
-        free(j->res->error);
-        free(j->res->progress_text);
-        winfo_release(&j->res->ran_on);
-        free(j->res);
-    }
+    zfb_job_clear_waiters(j, release_client, b);
     if (j->tpos != ZF_HEAP_NONE)
         zf_heap_remove(&b->deadlines, j->tpos);
-    free(j);
-}
-
-/* Appends "text" to the job's error/cause text, separated by "; ". */
-static void job_note(job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void job_note(job_t *j, const char *fmt, ...)
-{
-    char line[ZF_TEXT_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    line[zf_utf8_prefix(line, strlen(line))] = 0; /* a cut text stays UTF-8 (DEAD, RESULT) */
-    result_t *r = job_res(j);
-    size_t old = r->error ? strlen(r->error) : 0;
-    if (old + strlen(line) + 3 > ZF_TEXT_MAX)
-        return; /* keep the first causes; the rest would overflow the wire field */
-    char *e = realloc(r->error, old + strlen(line) + 3);
-    if (!e)
-        oom("a job's causes");
-    if (old)
-        strcpy(e + old, "; ");
-    else
-        e[0] = 0;
-    strcat(e, line);
-    r->error = e;
+    zfb_job_free(&j);
 }
 
 /* ------------------------------------------------------------------ functions & workers */
@@ -426,7 +324,7 @@ static void enqueue(zf_broker_t *b, job_t *j, bool front)
     j->worker = NULL;
     j->seq = front ? --b->front_seq : ++b->back_seq;
     if (zf_heap_push(&j->fn->q[j->device], j) < 0)
-        oom("a queue slot");
+        zfb_oom("a queue slot");
     j->fn->queued++;
     b->queued++;
 }
@@ -481,7 +379,7 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
         zmq_msg_copy(&payload, j->big);
     } else if (j->plen) {
         if (zmq_msg_init_size(&payload, j->plen) < 0)
-            oom("a job message");
+            zfb_oom("a job message");
         memcpy(zmq_msg_data(&payload), j->inline_payload, j->plen);
     }
     if (zf_wire_send_to(b->back, w->rid, w->rid_len, &m, &payload) < 0) {
@@ -579,7 +477,7 @@ static void place(zf_broker_t *b, job_t *j, bool front)
 {
     if (j->deadline_at && j->deadline_at <= zf_now_ms()) {
         /* a requeue's causes come first: the text says why it does not run again */
-        job_note(j, j->attempt ? "deadline passed before it could run again"
+        zfb_job_note(j, j->attempt ? "deadline passed before it could run again"
                                : "deadline passed while queued");
         finalize(b, j, ZF_ST_EXPIRED);
         return;
@@ -652,7 +550,7 @@ static void run_timer_set(zf_broker_t *b, wrk_t *w, const lease_t *l, uint8_t st
     w->run_stage = stage;
     w->run_until = at;
     if (zf_heap_push(&b->runs, w) < 0)
-        oom("a run timer");
+        zfb_oom("a run timer");
 }
 
 /* Points the run timer at the lease w runs now (leases[0]); call whenever that may have
@@ -678,10 +576,10 @@ static void run_timer_follow(zf_broker_t *b, wrk_t *w)
    runs again unless it has used its attempts. */
 static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const char *cause)
 {
-    job_note(j, "attempt %u: %s", attempts_used(j), cause); /* as RESULT counts, not leases */
+    zfb_job_note(j, "attempt %u: %s", zfb_job_attempts_used(j), cause); /* as RESULT counts, not leases */
     j->fn->running--;
     j->worker = NULL;
-    if (attempts_used(j) >= j->max_attempts) {
+    if (zfb_job_attempts_used(j) >= j->max_attempts) {
         finalize(b, j, final);
         return;
     }
@@ -717,7 +615,7 @@ static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
             break;
         }
     free(w->slots);
-    winfo_release(&w->info);
+    zfb_winfo_release(&w->info);
     free(w);
 }
 
@@ -741,7 +639,7 @@ static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
     zf_msg_set_u64(m, ZF_F_ID, j->id);
     zf_msg_set_u64(m, ZF_F_TAG, tag);
     zf_msg_set_u64(m, ZF_F_STATUS, j->state);
-    zf_msg_set_u64(m, ZF_F_ATTEMPT, attempts_used(j));
+    zf_msg_set_u64(m, ZF_F_ATTEMPT, zfb_job_attempts_used(j));
     zf_msg_set_str(m, ZF_F_FN, j->fn->name);
     if (!j->res)
         return;
@@ -1119,7 +1017,7 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
     zf_journal_finish(b->journal, j);
     bool dead = is_dead_letter(j);
     if (!dead) /* dead letters keep their payload for a retry */
-        zf_job_drop_payload(j);
+        zfb_job_drop_payload(j);
     /* pushed after the turn's journal commit, so no client sees a result that a crash
        could take back (see flush_turn) */
     j->result_pending = true;
@@ -1161,7 +1059,7 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
     zf_msg_set_u64(&m, ZF_F_TAG, tag);
     zf_msg_set_u64(&m, ZF_F_ID, j->id);
     zf_msg_set_u64(&m, ZF_F_STATUS, j->result_pending ? ZF_ST_RUNNING : j->state);
-    zf_msg_set_u64(&m, ZF_F_ATTEMPT, attempts_used(j));
+    zf_msg_set_u64(&m, ZF_F_ATTEMPT, zfb_job_attempts_used(j));
     zf_msg_set_str(&m, ZF_F_FN, j->fn->name);
     if (j->res) {
         zf_msg_set_progress(&m, j->res->progress);
@@ -1305,7 +1203,7 @@ static void push_results(zf_broker_t *b, job_t *sends)
             pushed = deliver(b, j, j->waiter, j->tag, j->forget);
         for (uint32_t i = 0; j->res && i < j->res->nmore; i++)
             others &= deliver(b, j, j->res->more[i], j->tag, false);
-        job_clear_waiters(b, j);
+        zfb_job_clear_waiters(j, release_client, b);
         /* FORGET: the submitter has its result (ZeroMQ took it for a connected peer), so the
            store need not keep it. A failed push leaves it for GET under the usual bounds; a
            dead letter stays for inspection and retry. j->waiter was the submitter: a job
@@ -1373,28 +1271,20 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, "too many distinct function names");
     if (!fn)
         fn = fn_get(b, m->fn, true);
-    /* A small payload is kept inside the job's own allocation (see keep_frame); a larger
-       one keeps the frame it came in, moved, never copied. */
     size_t plen = zmq_msg_size(payload);
-    size_t inl = plen <= ZF_JOB_INLINE_MAX ? plen : 0;
-    job_t *j = fn ? calloc(1, sizeof *j + inl) : NULL;
-    client_t *c = j ? client_get(b, zmq_msg_data(rid), zmq_msg_size(rid)) : NULL;
-    if (!c) {
-        free(j);
+    client_t *c = fn ? client_get(b, zmq_msg_data(rid), zmq_msg_size(rid)) : NULL;
+    if (!c)
         return reject(b, rid, m->tag, ZF_EINTERNAL, "out of memory");
-    }
     char why[160];
     const char *full = over_queue_bound(b, c, fn, plen, why, sizeof why);
     if (full) {
-        free(j);
         client_drop_unused(b, c);
         return reject(b, rid, m->tag, ZF_EQUEUE_FULL, full);
     }
-    if (inl) {
-        memcpy(j->inline_payload, zmq_msg_data(payload), inl);
-        j->plen = (uint32_t)inl;
-    } else if (plen && zf_job_take_payload(j, payload) < 0) {
-        free(j);
+    /* A small payload is kept inside the job's own allocation (see keep_frame); a larger
+       one keeps the frame it came in, moved, never copied. */
+    job_t *j = zfb_job_new_frame(payload);
+    if (!j) {
         client_drop_unused(b, c);
         return reject(b, rid, m->tag, ZF_EINTERNAL, "out of memory");
     }
@@ -1410,8 +1300,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         char text[128];
         snprintf(text, sizeof text, "journal unavailable: cannot reserve job ids: %s",
                  strerror(errno));
-        zf_job_drop_payload(j);
-        free(j);
+        zfb_job_free(&j);
         client_drop_unused(b, c);
         return reject(b, rid, m->tag, ZF_EJOURNAL, text);
     }
@@ -1421,10 +1310,9 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->max_attempts = (uint8_t)(m->max_attempts ? m->max_attempts : b->cfg.max_attempts);
     j->timeout_ms = m->timeout_ms;
     j->tag = m->tag;
-    j->qpos = j->tpos = ZF_HEAP_NONE;
     int64_t accepted_ms = zf_now_ms();
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
-    job_add_waiter(j, c);
+    zfb_job_add_waiter(j, c);
     count_unfinished(b, j);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
@@ -1436,7 +1324,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     if (m->deadline_ms) {
         j->deadline_at = accepted_ms + m->deadline_ms;
         if (zf_heap_push(&b->deadlines, j) < 0)
-            oom("a deadline");
+            zfb_oom("a deadline");
     }
     if (!b->journal)
         place(b, j, false); /* nothing to wait for; with a journal, flush_turn places it */
@@ -1468,7 +1356,7 @@ static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         if (c == j->waiter)
             j->no_push = false; /* a NO_PUSH submitter that now waits wants the result */
         else
-            job_add_waiter(j, c);
+            zfb_job_add_waiter(j, c);
     }
     send_status(b, rid, j, m->tag);
 }
@@ -1503,7 +1391,7 @@ static void on_cancel(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         if (w->inflight && w->leases[0].id == j->id && w->leases[0].attempt == j->attempt)
             run_timer_set(b, w, &w->leases[0], 1, zf_now_ms() + run_grace_ms(b));
     }
-    job_note(j, "cancelled by request");
+    zfb_job_note(j, "cancelled by request");
     finalize(b, j, ZF_ST_CANCELLED);
     reply_ok(b, rid, m->tag, "cancelled");
 }
@@ -1554,8 +1442,8 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     }
     client_t *c = client_get(b, zmq_msg_data(rid), zmq_msg_size(rid));
     if (!c) /* (after the journal's commit: the retry is promised) */
-        oom("a client entry");
-    job_add_waiter(j, c);
+        zfb_oom("a client entry");
+    zfb_job_add_waiter(j, c);
     count_unfinished(b, j);
     place(b, j, false);
     reply_ok(b, rid, m->tag, "requeued");
@@ -1584,125 +1472,31 @@ static void send_doc(zf_broker_t *b, zmq_msg_t *rid, uint64_t tag, msgpack_sbuff
     }
 }
 
-static void pk_str(msgpack_packer *pk, const char *s)
-{
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
-static void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-    pk_str(pk, k);
-    msgpack_pack_uint64(pk, v);
-}
-
-static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-    pk_str(pk, k);
-    pk_str(pk, v);
-}
-
-static void pack_job_brief(msgpack_packer *pk, job_t *j)
-{
-    msgpack_pack_map(pk, 5);
-    pk_kv_u64(pk, "id", j->id);
-    pk_kv_str(pk, "function", j->fn->name);
-    pk_kv_str(pk, "state", zf_state_name(j->state));
-    pk_kv_u64(pk, "attempts", attempts_used(j));
-    pk_kv_str(pk, "causes", j->res && j->res->error ? j->res->error : "");
-}
-
-static void pack_workers(zf_broker_t *b, msgpack_packer *pk, int64_t now)
-{
-    msgpack_pack_array(pk, HASH_COUNT(b->workers));
-    for (wrk_t *w = b->workers; w; w = w->hh.next) {
-        msgpack_pack_map(pk, 13);
-        pk_kv_str(pk, "name", w->info->name);
-        pk_kv_str(pk, "model", w->model);
-        pk_kv_str(pk, "device", w->info->devname);
-        pk_kv_str(pk, "kind", zf_device_kind_name(w->kind));
-        pk_str(pk, "index");
-        msgpack_pack_int32(pk, w->devindex);
-        pk_kv_u64(pk, "memory", w->devmem);
-        pk_kv_str(pk, "state", w->draining ? "draining" : w->suspect ? "suspect"
-                               : w->inflight ? "busy" : "idle");
-        pk_kv_u64(pk, "credits", w->credits);
-        pk_str(pk, "jobs");
-        msgpack_pack_array(pk, w->inflight);
-        for (uint32_t i = 0; i < w->inflight; i++)
-            msgpack_pack_uint64(pk, w->leases[i].id);
-        pk_kv_u64(pk, "done", w->jobs_done);
-        pk_kv_u64(pk, "failed", w->jobs_failed);
-        pk_kv_u64(pk, "last_seen_ms", (uint64_t)(now - w->last_recv_ms));
-        pk_str(pk, "functions");
-        msgpack_pack_array(pk, w->nslots);
-        for (uint32_t i = 0; i < w->nslots; i++)
-            pk_str(pk, w->slots[i].fn->name);
-    }
-}
-
 static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     int64_t now = zf_now_ms();
-    msgpack_pack_map(&pk, 4);
-    pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 28);
-    pk_kv_u64(&pk, "uptime_ms", (uint64_t)(now - b->started_ms));
-    pk_kv_u64(&pk, "submitted", b->c.submitted);
-    pk_kv_u64(&pk, "accepted", b->c.accepted);
-    pk_kv_u64(&pk, "dispatched", b->c.dispatched);
-    pk_kv_u64(&pk, "requeued", b->c.requeued);
-    pk_kv_u64(&pk, "recalled", b->c.recalled);
-    pk_kv_u64(&pk, "queued", b->queued);
-    pk_kv_u64(&pk, "results_kept", b->ndone);
-    pk_kv_u64(&pk, "dead_letters", b->ndead);
-    pk_kv_u64(&pk, "result_bytes", b->result_bytes);
-    pk_kv_u64(&pk, "forgotten", b->c.forgotten);
-    pk_kv_u64(&pk, "forget_pending", b->nforgetting);
-    pk_kv_u64(&pk, "forget_pending_bytes", b->forgetting_bytes);
-    pk_kv_u64(&pk, "journal_ok", b->journal && zf_journal_error(b->journal) ? 0 : 1);
-    pk_kv_u64(&pk, "journal_errors", zf_journal_failures(b->journal));
-    pk_kv_u64(&pk, "malformed_client", b->c.malformed_client);
-    pk_kv_u64(&pk, "malformed_worker", b->c.malformed_worker);
-    pk_kv_u64(&pk, "stale_results", b->c.stale_results);
-    pk_kv_u64(&pk, "stale_progress", b->c.stale_progress);
-    pk_kv_u64(&pk, "workers_lost", b->c.workers_lost);
-    pk_kv_u64(&pk, "undeliverable", b->c.undeliverable);
-    pk_kv_u64(&pk, "obituaries_refused", b->c.obituaries_refused);
-    pk_kv_u64(&pk, "run_timeouts", b->c.run_timeouts);
-    pk_kv_u64(&pk, "stalls", b->c.stalls);
-    pk_kv_u64(&pk, "queued_bytes", b->payload_bytes);
-    pk_kv_u64(&pk, "results_held", b->c.results_held);
     uint64_t slow = 0;
     for (client_t *c = b->slow; c; c = c->slow_next)
         slow++;
-    pk_kv_u64(&pk, "clients_slow", slow);
-    pk_str(&pk, "rejected");
-    msgpack_pack_map(&pk, ZF__ECOUNT - 1);
-    for (int e = 1; e < ZF__ECOUNT; e++)
-        pk_kv_u64(&pk, zf_error_name((uint32_t)e), b->c.rejected[e]);
-    pk_str(&pk, "finished");
-    msgpack_pack_map(&pk, ZF_ST__COUNT - 2);
-    for (int s = ZF_ST_SUCCEEDED; s < ZF_ST__COUNT; s++)
-        pk_kv_u64(&pk, zf_state_name((uint32_t)s), b->c.finished[s]);
-    pk_str(&pk, "functions");
-    msgpack_pack_array(&pk, HASH_COUNT(b->fns));
-    for (fnq_t *f = b->fns; f; f = f->hh.next) {
-        msgpack_pack_map(&pk, 6);
-        pk_kv_str(&pk, "name", f->name);
-        pk_kv_u64(&pk, "queued", f->queued);
-        pk_kv_u64(&pk, "running", f->running);
-        pk_kv_u64(&pk, "succeeded", f->done);
-        pk_kv_u64(&pk, "failed", f->failed);
-        pk_kv_u64(&pk, "workers", f->nworkers);
-    }
-    pk_str(&pk, "workers");
-    pack_workers(b, &pk, now);
+    zfb_stats_t v = {
+        .c = &b->c,
+        .uptime_ms = (uint64_t)(now - b->started_ms),
+        .queued = b->queued,
+        .results_kept = b->ndone,
+        .dead_letters = b->ndead,
+        .result_bytes = b->result_bytes,
+        .forget_pending = b->nforgetting,
+        .forget_pending_bytes = b->forgetting_bytes,
+        .journal_ok = !(b->journal && zf_journal_error(b->journal)),
+        .journal_errors = zf_journal_failures(b->journal),
+        .queued_bytes = b->payload_bytes,
+        .clients_slow = slow,
+        .fns = b->fns,
+        .workers = b->workers,
+        .now_ms = now,
+    };
+    msgpack_sbuffer sb;
+    zfb_stats_pack(&sb, &v);
     send_doc(b, rid, m->tag, &sb);
 }
 
@@ -1722,12 +1516,7 @@ static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         return reply_ok(b, rid, m->tag, text);
     }
     msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, b->ndead);
-    for (job_t *j = b->dead; j; j = j->next)
-        pack_job_brief(&pk, j);
+    zfb_dead_pack(&sb, b->dead, b->ndead);
     send_doc(b, rid, m->tag, &sb);
 }
 
@@ -1887,7 +1676,7 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
     } else {
         result_t *r = job_res(j);
         r->duration_us = m->duration_us;
-        winfo_release(&r->ran_on);
+        zfb_winfo_release(&r->ran_on);
         r->ran_on = w->info;
         w->info->refs++;
         if (m->status == ZF_ST_TIMED_OUT) {
@@ -1907,7 +1696,7 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
             w->jobs_failed++;
             char text[ZF_TEXT_MAX + 1];
             zf_str_copy(text, sizeof text, m->text);
-            job_note(j, "%s", text[0] ? text : "handler failed");
+            zfb_job_note(j, "%s", text[0] ? text : "handler failed");
             finalize(b, j, ZF_ST_FAILED);
         }
     }
@@ -1954,6 +1743,7 @@ static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
            not reused, so the fence stays exact). */
         j->fn->running--;
         job_res(j)->attempt_base++;
+        zf_journal_attempts(b->journal, j); /* committed with the turn, like START */
         b->c.recalled++;
         worker_relist(w); /* before place(): w must be in the right ready list */
         place(b, j, true);
@@ -2178,7 +1968,7 @@ static void run_timers(zf_broker_t *b)
     while ((j = zf_heap_top(&b->deadlines)) && j->deadline_at <= now) {
         zf_heap_pop(&b->deadlines);
         if (j->state == ZF_ST_QUEUED) {
-            job_note(j, "deadline passed while queued");
+            zfb_job_note(j, "deadline passed while queued");
             finalize(b, j, ZF_ST_EXPIRED);
         }
     }
@@ -2360,7 +2150,7 @@ static void restore_job(void *arg, job_t *j)
     }
     if (j->deadline_at)
         if (zf_heap_push(&b->deadlines, j) < 0)
-            oom("a deadline");
+            zfb_oom("a deadline");
     count_unfinished(b, j);
     place(b, j, false);
 }

@@ -43,7 +43,10 @@
 #define RETRY_MS 250               /* a journal that is down tries a snapshot this often, */
 #define RETRY_MAX_MS 2000          /* doubling while the disk has no room for one, up to this */
 
-enum { REC_ACCEPT = 1, REC_START = 2, REC_FINISH = 3, REC_FORGET = 4 };
+/* Record types. The format grows by new types only, never by changing a type's body, so
+   every journal an older broker wrote replays as it did (ATTEMPTS came in 2026-12: a
+   journal without it replays a recalled job's attempts used as its lease number). */
+enum { REC_ACCEPT = 1, REC_START = 2, REC_FINISH = 3, REC_FORGET = 4, REC_ATTEMPTS = 5 };
 /* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
    journal written before 2026-12 holds its first result_max_bytes; they are ignored). */
 enum { FIN_OUTPUT_CUT = 1 };
@@ -53,6 +56,7 @@ enum { FIN_OUTPUT_CUT = 1 };
 #define START_FIXED (8 + 4)
 #define FINISH_FIXED (8 + 1 + 4 + 8 + 8 + 1 + 2 + 1 + 1 + 4)
 #define FORGET_FIXED 8
+#define ATTEMPTS_FIXED (8 + 4 + 4)
 
 typedef struct {
     uint8_t *p;
@@ -169,7 +173,7 @@ static void enc_accept(jbuf_t *b, const job_t *j)
     put_u(b, n, 1);
     put(b, j->fn->name, n);
     put_u(b, plen, 4);
-    put(b, zf_job_payload(j), plen);
+    put(b, zfb_job_payload(j), plen);
     rec_end(b, at);
 }
 
@@ -178,6 +182,18 @@ static void enc_start(jbuf_t *b, const job_t *j)
     size_t at = rec_begin(b, REC_START);
     put_u(b, j->id, 8);
     put_u(b, j->attempt, 4);
+    rec_end(b, at);
+}
+
+/* The deliveries not charged against max_attempts (result_t.attempt_base), with the lease
+   number they go with: written when a RECALLED gives one back, and after a snapshot's
+   ACCEPT of a job that was retried or recalled. */
+static void enc_attempts(jbuf_t *b, const job_t *j)
+{
+    size_t at = rec_begin(b, REC_ATTEMPTS);
+    put_u(b, j->id, 8);
+    put_u(b, j->attempt, 4);
+    put_u(b, j->res ? j->res->attempt_base : 0, 4);
     rec_end(b, at);
 }
 
@@ -232,6 +248,8 @@ static uint64_t live_size(const job_t *j, uint64_t out_max)
     if (j->released)
         return 0; /* (write_snapshot leaves it out) */
     uint64_t n = HDR + ACCEPT_FIXED + strlen(j->fn->name) + j->plen;
+    if (j->res && j->res->attempt_base)
+        n += HDR + ATTEMPTS_FIXED;
     if (zf_state_is_terminal(j->state)) {
         const result_t *r = j->res;
         uint64_t olen = r ? zmq_msg_size((zmq_msg_t *)&r->output) : 0;
@@ -491,26 +509,10 @@ static void idset_free(replay_t *rp)
     rp->naffected = 0;
 }
 
-static void result_free(result_t **rp)
-{
-    result_t *r = *rp;
-    if (!r)
-        return;
-    *rp = NULL;
-    zmq_msg_close(&r->output);
-    free(r->error);
-    free(r->progress_text);
-    if (r->ran_on && --r->ran_on->refs == 0)
-        free(r->ran_on);
-    free(r);
-}
-
 static void job_discard(replay_t *rp, job_t *j)
 {
     HASH_DEL(rp->tab, j);
-    zf_job_drop_payload(j);
-    result_free(&j->res);
-    free(j);
+    zfb_job_free(&j);
 }
 
 static job_t *tab_find(replay_t *rp, uint64_t id)
@@ -586,22 +588,28 @@ static int apply_accept(replay_t *rp, reader_t *r)
         return -1;
     job_t *j = tab_find(rp, id);
     if (j) { /* requeued from the dead letters: it starts over */
-        zf_job_drop_payload(j);
-        result_free(&j->res);
+        zfb_job_drop_payload(j);
+        zfb_job_drop_result(j);
         tab_touch(rp, j);
+        /* its job was built without room inline for this payload */
+        if (plen && zfb_job_copy_payload(j, payload, plen) < 0)
+            return -2;
+        /* a RETRY: the attempts used start from 0, the lease number goes on (PROTOCOL.md §4;
+           the broker writes this ACCEPT before it sets attempt_base, see on_retry) */
+        if (attempt) {
+            if (!zfb_job_res(j))
+                return -2;
+            j->res->attempt_base = attempt;
+        }
     } else {
         char fname[ZF_FN_MAX + 1];
         memcpy(fname, name, nlen);
         fname[nlen] = 0;
         fnq_t *fn = rp->fn(rp->arg, fname);
-        /* a small payload lives inside the job, as in a job the broker accepted itself */
-        size_t inl = plen <= ZF_JOB_INLINE_MAX ? plen : 0;
-        j = fn ? calloc(1, sizeof *j + inl) : NULL;
+        /* built as the broker builds a job it accepts itself (zfb_job_new) */
+        j = fn ? zfb_job_new(payload, plen) : NULL;
         if (!j)
             return -2;
-        if (inl)
-            memcpy(j->inline_payload, payload, inl);
-        j->plen = (uint32_t)inl;
         j->id = id;
         j->fn = fn;
         HASH_ADD(hh, rp->tab, id, sizeof j->id, j);
@@ -615,18 +623,6 @@ static int apply_accept(replay_t *rp, reader_t *r)
     j->attempt = attempt;
     j->state = ZF_ST_QUEUED;
     j->qpos = j->tpos = ZF_HEAP_NONE;
-    if (j->plen || plen == 0)
-        return 0; /* inline, above */
-    /* a large payload, or a dead letter requeued (its job exists, without room inline),
-       keeps its payload in a frame of its own */
-    zmq_msg_t frame;
-    if (zmq_msg_init_size(&frame, plen) < 0)
-        return -2;
-    memcpy(zmq_msg_data(&frame), payload, plen);
-    if (zf_job_take_payload(j, &frame) < 0) {
-        zmq_msg_close(&frame);
-        return -2;
-    }
     return 0;
 }
 
@@ -641,6 +637,27 @@ static int apply_start(replay_t *rp, reader_t *r)
     /* A dispatched job comes back queued: the attempt it was on counts. */
     if (j && !zf_state_is_terminal(j->state) && attempt > j->attempt)
         j->attempt = attempt;
+    return 0;
+}
+
+static int apply_attempts(replay_t *rp, reader_t *r)
+{
+    uint64_t id = rd_u(r, 8);
+    uint32_t attempt = (uint32_t)rd_u(r, 4);
+    uint32_t base = (uint32_t)rd_u(r, 4);
+    if (r->bad || r->left)
+        return -1;
+    job_t *j;
+    tab_orphan(rp, id, &j);
+    if (!j || zf_state_is_terminal(j->state))
+        return 0; /* (written only while a job is unfinished) */
+    if (attempt > j->attempt)
+        j->attempt = attempt;
+    if (base > j->attempt) /* a damaged record: never more taken back than delivered */
+        base = j->attempt;
+    if (!zfb_job_res(j))
+        return -2;
+    j->res->attempt_base = base;
     return 0;
 }
 
@@ -666,7 +683,8 @@ static int apply_finish(replay_t *rp, reader_t *r)
     job_t *j;
     if (tab_orphan(rp, id, &j))
         return 0; /* not a job we know: nothing to finish */
-    result_free(&j->res);
+    uint32_t base = j->res ? j->res->attempt_base : 0; /* (the FINISH keeps what came before) */
+    zfb_job_drop_result(j);
     result_t *res = calloc(1, sizeof *res);
     if (!res)
         return -2;
@@ -701,6 +719,7 @@ static int apply_finish(replay_t *rp, reader_t *r)
         memcpy(res->error + elen, note, nn + 1);
     }
     res->duration_us = duration;
+    res->attempt_base = base <= attempts ? base : attempts;
     if (wlen || dlen)
         res->ran_on = winfo_get(rp, wname, wlen, dname, dlen);
     j->state = state;
@@ -710,7 +729,7 @@ static int apply_finish(replay_t *rp, reader_t *r)
         j->finished_ms = rp->now_ms;
     if (state != ZF_ST_LOST && state != ZF_ST_TIMED_OUT) {
         /* only dead letters keep their payload, for a retry (as the broker does) */
-        zf_job_drop_payload(j);
+        zfb_job_drop_payload(j);
     }
     tab_touch(rp, j);
     return 0;
@@ -726,6 +745,8 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
         return apply_start(rp, &r);
     case REC_FINISH:
         return apply_finish(rp, &r);
+    case REC_ATTEMPTS:
+        return apply_attempts(rp, &r);
     case REC_FORGET: {
         uint64_t id = rd_u(&r, 8);
         if (r.bad || r.left)
@@ -771,6 +792,8 @@ static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
     }
     case REC_FORGET:
         return len == FORGET_FIXED;
+    case REC_ATTEMPTS:
+        return len == ATTEMPTS_FIXED;
     default:
         return false;
     }
@@ -854,7 +877,7 @@ static int add_range(scan_t *sc, uint64_t off, uint64_t len, const char *why)
 static void note_damaged_id(replay_t *rp, const uint8_t *map, uint64_t off, uint64_t len)
 {
     uint8_t type = map[off + 8];
-    if (len >= HDR + 8 && type >= REC_ACCEPT && type <= REC_FORGET)
+    if (len >= HDR + 8 && type >= REC_ACCEPT && type <= REC_ATTEMPTS)
         idset_add(rp, get_le(map + off + HDR, 8));
 }
 
@@ -1195,6 +1218,12 @@ void zf_journal_finish(zf_journal_t *self, const job_t *job)
         enc_finish(&self->pend, job, self->o.result_max_bytes);
 }
 
+void zf_journal_attempts(zf_journal_t *self, const job_t *job)
+{
+    if (self && !self->down)
+        enc_attempts(&self->pend, job);
+}
+
 void zf_journal_forget(zf_journal_t *self, uint64_t id)
 {
     if (self && !self->down)
@@ -1325,6 +1354,8 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
         if (j->released) /* forgotten but for its FORGET record, and its output is gone */
             continue;
         enc_accept(&b, j);
+        if (j->res && j->res->attempt_base)
+            enc_attempts(&b, j);
         if (zf_state_is_terminal(j->state))
             enc_finish(&b, j, self->o.result_max_bytes);
         ++*njobs;

@@ -17,9 +17,11 @@
     on the same directory is refused). The file starts with an 8-byte magic; each record is
     [u32 body length][u32 CRC-32 of type and body][u8 type][body], little-endian. Record
     types: ACCEPT (job header, attempt and payload), START (id, attempt), FINISH (id, state,
-    attempts, duration, finish time, error, worker, device, output), FORGET (id). The last
-    record for an id wins; docs/JOURNAL.md has the field layout and the guarantees of each
-    fsync policy.
+    attempts, duration, finish time, error, worker, device, output), FORGET (id), ATTEMPTS
+    (id, attempt, deliveries not charged). The last record for an id wins; a second ACCEPT
+    for an id is a RETRY (its attempts used start from 0). New kinds of record are new types,
+    so older journals replay unchanged; docs/JOURNAL.md has the field layout and the
+    guarantees of each fsync policy.
 */
 #ifndef ZF_JOURNAL_H
 #define ZF_JOURNAL_H
@@ -52,8 +54,9 @@ zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts);
 
 /* Replays the journal: calls restore(arg, job) for every job that is live (not yet
    terminal, or terminal with its result kept), each a new job_t the broker then owns, with
-   fn set through fn(arg, name). Non-terminal jobs come back QUEUED with the attempts they
-   used; terminal ones keep their result (res, with ran_on a winfo_t holding one reference
+   fn set through fn(arg, name). Non-terminal jobs come back QUEUED with their lease number
+   and the attempts they used (a job that was retried or recalled has a res holding only
+   attempt_base); terminal ones keep their result (res, with ran_on a winfo_t holding one reference
    per job) and finished_ms on the monotonic clock; deadline_at is on the monotonic clock
    (0 = none). Jobs come in acceptance order, terminal ones in finishing order. A result
    whose output was over result_max_bytes comes back ZF_ST_OUTPUT_LOST (if it had
@@ -80,7 +83,8 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
 int zf_journal_repair(const char *dir);
 
 /* Record that a job was accepted, or requeued from the dead letters (its header fields,
-   current attempt and payload). The four appenders do nothing while the journal is down
+   current attempt and payload; for a requeue, before its attempt_base is set). The five
+   appenders do nothing while the journal is down
    (zf_journal_error): the snapshot that recovers it writes the state they describe. */
 void zf_journal_accept(zf_journal_t *self, const job_t *job);
 /* Record that a job was dispatched (its attempt number), so the attempt counts after a crash. */
@@ -88,6 +92,9 @@ void zf_journal_start(zf_journal_t *self, const job_t *job);
 /* Record a job's terminal state and result (output journaled up to result_max_bytes, else
    only its length). */
 void zf_journal_finish(zf_journal_t *self, const job_t *job);
+/* Record the job's lease number and its deliveries not charged against max_attempts
+   (res->attempt_base), after a RECALLED gave one back, so a restart keeps its attempts. */
+void zf_journal_attempts(zf_journal_t *self, const job_t *job);
 /* The broker dropped the job's result: it is dead weight for compaction. */
 void zf_journal_forget(zf_journal_t *self, uint64_t id);
 

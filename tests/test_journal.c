@@ -1134,3 +1134,71 @@ Test(journal, output_over_result_max_bytes_comes_back_output_lost, .timeout = 60
     cr_assert(strstr(out, "\"status\":\"output_lost\"") && strstr(out, "\"output_bytes\":0"),
               "%s", out);
 }
+
+/* One attempt of a job that runs past its timeout: a worker that takes it, times out and
+   exits (code 3: a handler cannot be stopped, PROTOCOL.md §7.4), leaving no worker behind. */
+static void one_timed_out_attempt(const zt_env_t *env)
+{
+    pid_t w = zt_worker(env, HB, NULL);
+    int status = zt_wait_exit(w, 20000);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 3,
+              "the worker should exit 3 after its run timeout (status %d)", status);
+    cr_assert(zt_wait_workers(env, 0, 10000));
+}
+
+/* PROTOCOL.md §4: RETRY sets a dead letter's attempts used to 0 while its lease number goes
+   on, and the journal keeps both. A job with max_attempts 2 times out twice (a dead letter,
+   lease 2), is retried, and the broker is killed before it runs again: after the restart it
+   still reads 0 attempts used and gets both its attempts (two runs), not one (a broker that
+   journaled only the lease number counted 2 used, and ended it after one more run). */
+Test(journal, retried_job_keeps_its_attempts_across_kill, .timeout = 150)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = broker(&env, "always");
+    zf_client_t *c = zt_client(&env);
+    zf_submit_opts_t o = {.max_attempts = 2, .timeout_ms = 200};
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "spin", "30000", 5, &o, &id), 0);
+    one_timed_out_attempt(&env);
+    one_timed_out_attempt(&env);
+    zf_event_t *e = zf_client_wait(c, id, 20000);
+    cr_assert_not_null(e, "%s", zf_client_error(c));
+    cr_assert_eq(e->status, ZFLEET_TIMED_OUT);
+    cr_assert_eq(e->attempts, 2);
+    zf_event_destroy(&e);
+    cr_assert_eq(zf_client_retry(c, id), 0, "%s", zf_client_error(c));
+    e = zf_client_get(c, id);
+    cr_assert_not_null(e, "%s", zf_client_error(c));
+    cr_assert_eq(e->status, ZFLEET_QUEUED);
+    cr_assert_eq(e->attempts, 0);
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+
+    zt_kill(b, SIGKILL);
+    broker(&env, "always");
+    c = zt_client(&env);
+    e = zf_client_get(c, id);
+    cr_assert_not_null(e, "%s", zf_client_error(c));
+    cr_assert_eq(e->status, ZFLEET_QUEUED);
+    cr_assert_eq(e->attempts, 0, "a retried job's attempts used after a restart: %u", e->attempts);
+    zf_event_destroy(&e);
+    one_timed_out_attempt(&env);
+    e = zf_client_get(c, id);
+    cr_assert_not_null(e, "%s", zf_client_error(c));
+    cr_assert_eq(e->status, ZFLEET_QUEUED, "one attempt is left after the first run");
+    cr_assert_eq(e->attempts, 1);
+    zf_event_destroy(&e);
+    one_timed_out_attempt(&env);
+    e = zf_client_wait(c, id, 20000);
+    cr_assert_not_null(e, "%s", zf_client_error(c));
+    cr_assert_eq(e->status, ZFLEET_TIMED_OUT);
+    cr_assert_eq(e->attempts, 2);
+    cr_assert(strstr(e->text, "attempt 1:") && strstr(e->text, "attempt 2:"),
+              "causes of both attempts: %s", e->text);
+    zf_event_destroy(&e);
+    /* this broker's run: both attempts dispatched, the first requeued */
+    cr_assert_eq(zt_broker_counter(&env, "dispatched"), 2);
+    cr_assert_eq(zt_broker_counter(&env, "requeued"), 1);
+    zf_client_destroy(&c);
+}

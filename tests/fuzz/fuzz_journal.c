@@ -12,7 +12,7 @@
     - every restored job is sound: a unique id, a function, a known device kind, a state
       that is queued or terminal, a terminal job has a result, its payload and output
       bytes can be read in full (ASan sees any pointer outside them), a cut output comes
-      back with no bytes;
+      back with no bytes, its attempts used (attempt - attempt_base) do not wrap;
     - 0: the file is what it was or a prefix of it (a torn tail cut), and opening and
       replaying it again restores the same jobs and cuts nothing;
     - -1 (damage with valid records after it): no job restored, the file byte for byte
@@ -112,18 +112,7 @@ static uint64_t sum_bytes(const void *p, size_t n)
 /* What the broker does with a job it drops: payload, result, where it ran, the job. */
 static void job_free(job_t *j)
 {
-    zf_job_drop_payload(j);
-    result_t *r = j->res;
-    if (r) {
-        zmq_msg_close(&r->output);
-        free(r->error);
-        free(r->progress_text);
-        if (r->ran_on && --r->ran_on->refs == 0)
-            free(r->ran_on);
-        free(r->more);
-        free(r);
-    }
-    free(j);
+    zfb_job_free(&j);
 }
 
 static void restore(void *arg, job_t *j)
@@ -140,7 +129,7 @@ static void restore(void *arg, job_t *j)
     CHECK(j->state == ZF_ST_QUEUED || zf_state_is_terminal(j->state));
     CHECK(j->qpos == ZF_HEAP_NONE && j->tpos == ZF_HEAP_NONE);
     CHECK(!j->worker && !j->waiter && !j->acked);
-    uint64_t sum = sum_bytes(zf_job_payload(j), j->plen);
+    uint64_t sum = sum_bytes(zfb_job_payload(j), j->plen);
     CHECK(!j->big || zmq_msg_size(j->big) == j->plen);
     uint64_t outlen = 0;
     if (zf_state_is_terminal(j->state)) {
@@ -160,8 +149,13 @@ static void restore(void *arg, job_t *j)
         if (j->state != ZF_ST_LOST && j->state != ZF_ST_TIMED_OUT)
             CHECK(j->plen == 0);
     } else {
-        CHECK(j->res == NULL);
+        /* an unfinished job's result record holds only its uncharged deliveries */
+        CHECK(!j->res ||
+              (zmq_msg_size(&j->res->output) == 0 && !j->res->error && !j->res->ran_on));
     }
+    /* attempts used (attempt - attempt_base) never wrap */
+    CHECK(!j->res || j->res->attempt_base <= j->attempt);
+    sum = sum * 131 + (j->res ? j->res->attempt_base : 0);
     rs->ids[rs->n] = j->id;
     rs->states[rs->n] = j->state;
     rs->attempts[rs->n] = j->attempt;

@@ -86,11 +86,13 @@ static job_t *job(uint64_t id, int fn, size_t plen, uint8_t device)
             j->inline_payload[i] = (uint8_t)(id + i);
         j->plen = (uint32_t)inl;
     } else if (plen) {
-        zmq_msg_t f;
-        zmq_msg_init_size(&f, plen);
-        memset(zmq_msg_data(&f), 'P', plen);
-        if (zf_job_take_payload(j, &f) < 0)
+        uint8_t *p = malloc(plen);
+        if (!p)
+            die("malloc");
+        memset(p, 'P', plen);
+        if (zfb_job_copy_payload(j, p, plen) < 0)
             die("payload");
+        free(p);
     }
     return j;
 }
@@ -111,9 +113,10 @@ static void finish(job_t *j, uint8_t st, size_t olen, const char *error, int wor
     j->finished_ms = zf_now_ms() - 10;
 }
 
+/* (not zfb_job_free: the workers here are static, ran_on holds no reference) */
 static void job_free(job_t *j)
 {
-    zf_job_drop_payload(j);
+    zfb_job_drop_payload(j);
     if (j->res) {
         zmq_msg_close(&j->res->output);
         free(j->res->error);

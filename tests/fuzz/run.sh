@@ -77,9 +77,9 @@ fuzzflags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
     -o "$out/make_corpus"
 # the journal target formats and counts log lines instead of printing them (--wrap=zf_log)
 "$cc" $cflags $fuzzflags -Wl,--wrap=zf_log "$here/fuzz_journal.c" "$root/broker/journal.c" \
-    "$root/proto/proto.c" "$root/common/util.c" $libs -o "$out/fuzz_journal"
+    "$root/broker/job.c" "$root/proto/proto.c" "$root/common/util.c" $libs -o "$out/fuzz_journal"
 "$cc" $cflags -Wl,--wrap=zf_now_ms,--wrap=zf_wall_ms "$here/make_journal_corpus.c" \
-    "$root/broker/journal.c" "$root/proto/proto.c" \
+    "$root/broker/journal.c" "$root/broker/job.c" "$root/proto/proto.c" \
     "$root/common/util.c" $libs -o "$out/make_journal_corpus"
 echo "run.sh: built $out/fuzz_proto and $out/fuzz_journal"
 

@@ -1,0 +1,130 @@
+/*  zf_stats — see zf_stats.h. */
+#include "zf_stats.h"
+
+#include <string.h>
+
+static void pk_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    pk_str(pk, k);
+    msgpack_pack_uint64(pk, v);
+}
+
+static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+    pk_str(pk, k);
+    pk_str(pk, v);
+}
+
+static void pack_job_brief(msgpack_packer *pk, const job_t *j)
+{
+    msgpack_pack_map(pk, 5);
+    pk_kv_u64(pk, "id", j->id);
+    pk_kv_str(pk, "function", j->fn->name);
+    pk_kv_str(pk, "state", zf_state_name(j->state));
+    pk_kv_u64(pk, "attempts", zfb_job_attempts_used(j));
+    pk_kv_str(pk, "causes", j->res && j->res->error ? j->res->error : "");
+}
+
+static void pack_workers(msgpack_packer *pk, wrk_t *workers, int64_t now)
+{
+    msgpack_pack_array(pk, HASH_COUNT(workers));
+    for (wrk_t *w = workers; w; w = w->hh.next) {
+        msgpack_pack_map(pk, 13);
+        pk_kv_str(pk, "name", w->info->name);
+        pk_kv_str(pk, "model", w->model);
+        pk_kv_str(pk, "device", w->info->devname);
+        pk_kv_str(pk, "kind", zf_device_kind_name(w->kind));
+        pk_str(pk, "index");
+        msgpack_pack_int32(pk, w->devindex);
+        pk_kv_u64(pk, "memory", w->devmem);
+        pk_kv_str(pk, "state", w->draining ? "draining" : w->suspect ? "suspect"
+                               : w->inflight ? "busy" : "idle");
+        pk_kv_u64(pk, "credits", w->credits);
+        pk_str(pk, "jobs");
+        msgpack_pack_array(pk, w->inflight);
+        for (uint32_t i = 0; i < w->inflight; i++)
+            msgpack_pack_uint64(pk, w->leases[i].id);
+        pk_kv_u64(pk, "done", w->jobs_done);
+        pk_kv_u64(pk, "failed", w->jobs_failed);
+        pk_kv_u64(pk, "last_seen_ms", (uint64_t)(now - w->last_recv_ms));
+        pk_str(pk, "functions");
+        msgpack_pack_array(pk, w->nslots);
+        for (uint32_t i = 0; i < w->nslots; i++)
+            pk_str(pk, w->slots[i].fn->name);
+    }
+}
+
+void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    pk_str(&pk, "broker");
+    msgpack_pack_map(&pk, 28);
+    pk_kv_u64(&pk, "uptime_ms", v->uptime_ms);
+    pk_kv_u64(&pk, "submitted", v->c->submitted);
+    pk_kv_u64(&pk, "accepted", v->c->accepted);
+    pk_kv_u64(&pk, "dispatched", v->c->dispatched);
+    pk_kv_u64(&pk, "requeued", v->c->requeued);
+    pk_kv_u64(&pk, "recalled", v->c->recalled);
+    pk_kv_u64(&pk, "queued", v->queued);
+    pk_kv_u64(&pk, "results_kept", v->results_kept);
+    pk_kv_u64(&pk, "dead_letters", v->dead_letters);
+    pk_kv_u64(&pk, "result_bytes", v->result_bytes);
+    pk_kv_u64(&pk, "forgotten", v->c->forgotten);
+    pk_kv_u64(&pk, "forget_pending", v->forget_pending);
+    pk_kv_u64(&pk, "forget_pending_bytes", v->forget_pending_bytes);
+    pk_kv_u64(&pk, "journal_ok", v->journal_ok);
+    pk_kv_u64(&pk, "journal_errors", v->journal_errors);
+    pk_kv_u64(&pk, "malformed_client", v->c->malformed_client);
+    pk_kv_u64(&pk, "malformed_worker", v->c->malformed_worker);
+    pk_kv_u64(&pk, "stale_results", v->c->stale_results);
+    pk_kv_u64(&pk, "stale_progress", v->c->stale_progress);
+    pk_kv_u64(&pk, "workers_lost", v->c->workers_lost);
+    pk_kv_u64(&pk, "undeliverable", v->c->undeliverable);
+    pk_kv_u64(&pk, "obituaries_refused", v->c->obituaries_refused);
+    pk_kv_u64(&pk, "run_timeouts", v->c->run_timeouts);
+    pk_kv_u64(&pk, "stalls", v->c->stalls);
+    pk_kv_u64(&pk, "queued_bytes", v->queued_bytes);
+    pk_kv_u64(&pk, "results_held", v->c->results_held);
+    pk_kv_u64(&pk, "clients_slow", v->clients_slow);
+    pk_str(&pk, "rejected");
+    msgpack_pack_map(&pk, ZF__ECOUNT - 1);
+    for (int e = 1; e < ZF__ECOUNT; e++)
+        pk_kv_u64(&pk, zf_error_name((uint32_t)e), v->c->rejected[e]);
+    pk_str(&pk, "finished");
+    msgpack_pack_map(&pk, ZF_ST__COUNT - 2);
+    for (int s = ZF_ST_SUCCEEDED; s < ZF_ST__COUNT; s++)
+        pk_kv_u64(&pk, zf_state_name((uint32_t)s), v->c->finished[s]);
+    pk_str(&pk, "functions");
+    msgpack_pack_array(&pk, HASH_COUNT(v->fns));
+    for (const fnq_t *f = v->fns; f; f = f->hh.next) {
+        msgpack_pack_map(&pk, 6);
+        pk_kv_str(&pk, "name", f->name);
+        pk_kv_u64(&pk, "queued", f->queued);
+        pk_kv_u64(&pk, "running", f->running);
+        pk_kv_u64(&pk, "succeeded", f->done);
+        pk_kv_u64(&pk, "failed", f->failed);
+        pk_kv_u64(&pk, "workers", f->nworkers);
+    }
+    pk_str(&pk, "workers");
+    pack_workers(&pk, v->workers, v->now_ms);
+}
+
+void zfb_dead_pack(msgpack_sbuffer *sb, const job_t *dead, uint64_t ndead)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, ndead);
+    for (const job_t *j = dead; j; j = j->next)
+        pack_job_brief(&pk, j);
+}
