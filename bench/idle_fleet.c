@@ -292,14 +292,10 @@ static void usage(FILE *f)
           f);
 }
 
+/* A bounded number for --opt, or -1 after zf_parse_opt's one line (exit 2). */
 static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
-    if (zf_parse_u64(v, max, out) < 0 || *out < min) {
-        fprintf(stderr, "zfleet-idle-fleet: --%s expects a number from %llu to %llu, got '%s'\n",
-                opt, (unsigned long long)min, (unsigned long long)max, v);
-        return -1;
-    }
-    return 0;
+    return zf_parse_opt("zfleet-idle-fleet", opt, v, min, max, out);
 }
 
 int main(int argc, char **argv)

@@ -258,3 +258,49 @@ Test(cli, worker_names_the_function_whose_run_crashed, .timeout = 60)
     assert_died_by(w, SIGSEGV, &env, want);
     zf_client_destroy(&c);
 }
+
+/* Every zfleet program parses a bounded option number with the one parser (zf_parse_opt):
+   a bad value is the same one line in each, naming the option, the range and the value,
+   and each program exits with its own usage code (the worker's is its start failure). */
+Test(cli, bad_option_numbers_are_one_line_in_every_program, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    static const struct {
+        const char *bin;
+        const char *args[6];
+        int code;
+        const char *want;
+    } cases[] = {
+        {"broker/zfleet-broker", {"--no-journal", "--heartbeat", "5"}, 2,
+         "zfleet-broker: error: --heartbeat: expected a number from 10 to 3600000, got '5'\n"},
+        {"worker/zfleet-worker", {"--credits", "0"}, 1,
+         "zfleet-worker: error: --credits: expected a number from 1 to 256, got '0'\n"},
+        {"worker/zfleet-worker", {"--restart-backoff", "100:5x"}, 1,
+         "zfleet-worker: error: --restart-backoff: expected a number from 100 to 3600000, "
+         "got '5x'\n"},
+        {"client/zfleet", {"wait", "1", "--timeout", "-1"}, EXIT_USAGE,
+         "zfleet: --timeout: expected a number from 0 to 2147483647, got '-1'\n"},
+        {"client/zfleet", {"submit", "echo", "--priority", "+3"}, EXIT_USAGE,
+         "zfleet: --priority: expected a number from -2147483648 to 2147483647, got '+3'\n"},
+        {"client/zfleet", {"bench", "--jobs", "0", "throughput"}, EXIT_USAGE,
+         "zfleet bench: --jobs: expected a number from 1 to 100000000, got '0'\n"},
+        {"bench/zfleet-idle-fleet", {"--fleet", "1e3"}, 2,
+         "zfleet-idle-fleet: --fleet: expected a number from 1 to 100000, got '1e3'\n"},
+        {"bench/bstalk_bench", {"throughput", "--workers", "65"}, 2,
+         "bstalk_bench: --workers: expected a number from 1 to 64, got '65'\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char log[160], err[4096];
+        snprintf(log, sizeof log, "%s/err-%zu", env.dir, i);
+        pid_t pid = zt_spawn(cases[i].bin, log, cases[i].args);
+        int status = zt_wait_exit(pid, 10000);
+        cr_assert(status != -1 && WIFEXITED(status), "%s did not exit", cases[i].bin);
+        cr_assert_eq(WEXITSTATUS(status), cases[i].code, "%s: exit %d", cases[i].bin,
+                     WEXITSTATUS(status));
+        zt_read_file(log, err, sizeof err);
+        /* the line comes first; a usage text may follow it */
+        cr_assert(!strncmp(err, cases[i].want, strlen(cases[i].want)), "%s: stderr '%s'",
+                  cases[i].bin, err);
+    }
+}
