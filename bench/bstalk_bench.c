@@ -30,7 +30,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "zf_util.h"
+
 #define LINE_MAX_ 256
+#define PROG "bstalk_bench"
 
 typedef struct {
     int fd;
@@ -342,35 +345,39 @@ int main(int argc, char **argv)
                                          {"workers", 1, 0, 'w'}, {"warmup", 1, 0, 'W'},
                                          {"json", 0, 0, 'j'},    {0, 0, 0, 0}};
     int o;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    uint64_t port_v = (uint64_t)port;
+    int bad = 0;
+    /* --payload: a body must have room for its "zfb INDEX " tag, which the checks read */
+    while (!bad && (o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case 'P':
-            port = atoi(optarg);
+            bad = zf_parse_opt(PROG, "port", optarg, 1, 65535, &port_v);
             break;
         case 'n':
-            jobs = strtoull(optarg, NULL, 10);
+            bad = zf_parse_opt(PROG, "jobs", optarg, 1, 1000000000, &jobs);
             break;
         case 'p':
-            len = strtoull(optarg, NULL, 10);
+            bad = zf_parse_opt(PROG, "payload", optarg, 24, 1ull << 30, &len);
             break;
         case 'i':
-            window = strtoull(optarg, NULL, 10);
+            bad = zf_parse_opt(PROG, "inflight", optarg, 1, 10000000, &window);
             break;
         case 'w':
-            nworkers = strtoull(optarg, NULL, 10);
+            bad = zf_parse_opt(PROG, "workers", optarg, 1, 64, &nworkers);
             break;
         case 'W':
-            warm = strtoull(optarg, NULL, 10);
+            bad = zf_parse_opt(PROG, "warmup", optarg, 0, 10000000, &warm);
             break;
         case 'j':
             json = 1;
             break;
         default:
-            usage();
+            bad = -1;
         }
     }
-    if (optind + 1 != argc || len < 24 || window < 1 || nworkers < 1 || nworkers > 64)
+    if (bad || optind + 1 != argc)
         usage();
+    port = (int)port_v;
     const char *wl = argv[optind];
     int latency = !strcmp(wl, "latency");
     if (!latency && strcmp(wl, "throughput"))

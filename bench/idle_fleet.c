@@ -10,6 +10,7 @@
 */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +123,31 @@ static int idle_send(void *s, uint8_t cmd, uint32_t flags)
     return zf_wire_send(s, NULL, &m, NULL);
 }
 
+/* The simulated worker a message came to, for idle_message. */
+typedef struct {
+    void *sock;
+    uint64_t index;
+    uint32_t hb_ms;
+    idle_errs_t *err;
+} idle_worker_t;
+
+/* Counts what an idle worker should never get; a RESET is answered with a new READY. */
+static void idle_message(void *arg, zf_frames_t *f)
+{
+    idle_worker_t *w = arg;
+    zf_msg_t m;
+    int e;
+    if (f->n < 1 ||
+        zf_msg_decode(&m, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]), &e, NULL) < 0) {
+        w->err->malformed++;
+    } else if (m.cmd == ZF_CMD_JOB) {
+        w->err->jobs++; /* nothing should route a job to BENCH_FN */
+    } else if (m.cmd == ZF_CMD_RESET) {
+        w->err->resets++; /* the broker presumed this live worker dead */
+        idle_ready(w->sock, w->index, w->hb_ms);
+    }
+}
+
 /* Reads and answers whatever the broker sent the fleet, heartbeats every hb_ms, until
    `until_ms`. */
 static void idle_serve(void **socks, zmq_pollitem_t *items, uint64_t n, uint32_t hb_ms,
@@ -141,23 +167,10 @@ static void idle_serve(void **socks, zmq_pollitem_t *items, uint64_t n, uint32_t
         if (zmq_poll(items, (int)n, (long)(wake - now)) <= 0)
             continue;
         for (uint64_t i = 0; i < n; i++) {
-            if (!(items[i].revents & ZMQ_POLLIN))
-                continue;
-            zf_frames_t f;
-            while (zf_wire_recv(socks[i], &f, ZMQ_DONTWAIT) == 0) {
-                zf_msg_t m;
-                int e;
-                if (f.n < 1 || zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]),
-                                             &e, NULL) < 0) {
-                    err->malformed++;
-                } else if (m.cmd == ZF_CMD_JOB) {
-                    err->jobs++; /* nothing should route a job to BENCH_FN */
-                } else if (m.cmd == ZF_CMD_RESET) {
-                    err->resets++; /* the broker presumed this live worker dead */
-                    idle_ready(socks[i], i, hb_ms);
-                }
-                zf_frames_close(&f);
-            }
+            idle_worker_t w = {socks[i], i, hb_ms, err};
+            /* all that is waiting: the broker sends an idle worker next to nothing */
+            if (items[i].revents & ZMQ_POLLIN)
+                zf_wire_read_batch(socks[i], INT_MAX, idle_message, &w);
         }
     }
 }
@@ -292,14 +305,10 @@ static void usage(FILE *f)
           f);
 }
 
+/* A bounded number for --opt, or -1 after zf_parse_opt's one line (exit 2). */
 static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
-    if (zf_parse_u64(v, max, out) < 0 || *out < min) {
-        fprintf(stderr, "zfleet-idle-fleet: --%s expects a number from %llu to %llu, got '%s'\n",
-                opt, (unsigned long long)min, (unsigned long long)max, v);
-        return -1;
-    }
-    return 0;
+    return zf_parse_opt("zfleet-idle-fleet", opt, v, min, max, out);
 }
 
 int main(int argc, char **argv)

@@ -2002,16 +2002,24 @@ static long poll_timeout(zf_broker_t *b)
     return sync_in >= 0 && sync_in < wait ? sync_in : wait;
 }
 
-static int read_batch(zf_broker_t *b, void *sock, void (*handle)(zf_broker_t *, zf_frames_t *))
+/* zf_wire_read_batch's handlers for the loop's two sockets */
+static void on_back(void *b, zf_frames_t *f)
 {
-    for (int i = 0; i < BATCH; i++) {
-        zf_frames_t f;
-        if (zf_wire_recv(sock, &f, ZMQ_DONTWAIT) < 0)
-            return errno == EAGAIN || errno == EINTR ? 0 : -1;
-        handle(b, &f);
-        zf_frames_close(&f);
-    }
-    return 0;
+    worker_message(b, f);
+}
+
+static void on_front(void *b, zf_frames_t *f)
+{
+    client_message(b, f);
+}
+
+/* One turn's reading: a batch from the workers' socket, then one from the clients'.
+   Returns 0, or -1 on a socket error. */
+static int read_batch(zf_broker_t *b)
+{
+    if (zf_wire_read_batch(b->back, BATCH, on_back, b) < 0)
+        return -1;
+    return zf_wire_read_batch(b->front, BATCH, on_front, b) < 0 ? -1 : 0;
 }
 
 int zf_broker_run(zf_broker_t *b)
@@ -2045,7 +2053,7 @@ int zf_broker_run(zf_broker_t *b)
             zf_log(ZF_LOG_INFO, "stop requested: stopping");
             b->stop = true;
         }
-        if (read_batch(b, b->back, worker_message) < 0 || read_batch(b, b->front, client_message) < 0)
+        if (read_batch(b) < 0)
             return -1;
         run_timers(b);
         flush_turn(b);

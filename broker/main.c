@@ -58,14 +58,12 @@ static void usage(FILE *out)
           out);
 }
 
+/* A bounded number for --opt, or exit 2 (usage) after zf_parse_opt's one line. */
 static uint64_t num(const char *opt, const char *s, uint64_t min, uint64_t max)
 {
     uint64_t v;
-    if (zf_parse_u64(s, max, &v) < 0 || v < min) {
-        zf_log(ZF_LOG_ERROR, "--%s: expected a number from %llu to %llu, got '%s'", opt,
-               (unsigned long long)min, (unsigned long long)max, s);
+    if (zf_parse_opt(NULL, opt, s, min, max, &v) < 0)
         exit(2);
-    }
     return v;
 }
 

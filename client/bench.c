@@ -856,14 +856,10 @@ static void bench_usage(FILE *f)
           f);
 }
 
+/* A bounded number for --opt, or -1 after zf_parse_opt's one line (exit 2). */
 static int num(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
-    if (zf_parse_u64(v, max, out) < 0 || *out < min) {
-        fprintf(stderr, "zfleet bench: --%s expects a number from %llu to %llu, got '%s'\n", opt,
-                (unsigned long long)min, (unsigned long long)max, v);
-        return -1;
-    }
-    return 0;
+    return zf_parse_opt("zfleet bench", opt, v, min, max, out);
 }
 
 int zf_bench_main(int argc, char **argv, const char *ep, int json)

@@ -432,14 +432,10 @@ static int cmd_doc(cli_t *cli, zf_client_t *c, const char *which)
 
 /* ------------------------------------------------------------------ main */
 
+/* A number for --opt from 0 to max, or -1 after zf_parse_opt's one line (exit 2). */
 static int num_opt(const char *opt, const char *v, uint64_t max, uint64_t *out)
 {
-    if (zf_parse_u64(v, max, out) < 0) {
-        fprintf(stderr, "zfleet: --%s expects a number up to %llu, got '%s'\n", opt,
-                (unsigned long long)max, v);
-        return -1;
-    }
-    return 0;
+    return zf_parse_opt("zfleet", opt, v, 0, max, out);
 }
 
 /* Applies one option. Returns 0, or an exit code. */
@@ -460,12 +456,9 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
         cli->timeout_ms = (int)v;
         return 0;
     case 'p': {
-        char *end;
-        long p = strtol(arg, &end, 10);
-        if (!*arg || *end || p < INT32_MIN || p > INT32_MAX) {
-            fprintf(stderr, "zfleet: --priority expects an integer, got '%s'\n", arg);
+        int64_t p;
+        if (zf_parse_opt_int("zfleet", "priority", arg, INT32_MIN, INT32_MAX, &p) < 0)
             return EXIT_USAGE;
-        }
         cli->opts.priority = (int32_t)p;
         return 0;
     }

@@ -18,8 +18,21 @@ void zf_log_init(const char *prog);
 /* One line to stderr: "zfleet-broker: warn: ...". */
 void zf_log(zf_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Parses a non-negative decimal integer no larger than max. Returns 0, or -1. */
+/* Parses a non-negative decimal integer no larger than max. Returns 0, or -1 (and leaves
+   *out alone). Silent: for values that are not command-line options (ids, files). */
 int zf_parse_u64(const char *s, uint64_t max, uint64_t *out);
+
+/* The one parser for a bounded number given to a command-line option --opt, in every zfleet
+   program. A value that is not a decimal integer from min to max prints one line on stderr,
+       PROG: --OPT: expected a number from MIN to MAX, got 'S'
+   where "PROG:" is `prog` (e.g. "zfleet", "zfleet bench"), or with prog NULL the zf_log
+   prefix ("zfleet-broker: error:"), and returns -1; the caller exits with its own usage
+   code (the broker and the CLI 2, the worker ZF_WORKER_EXIT_START). Returns 0 otherwise.
+   *out is written only on success. zf_parse_opt_int is the same for a signed value. */
+int zf_parse_opt(const char *prog, const char *opt, const char *s, uint64_t min, uint64_t max,
+                 uint64_t *out);
+int zf_parse_opt_int(const char *prog, const char *opt, const char *s, int64_t min,
+                     int64_t max, int64_t *out);
 
 /* Tunes this process's allocator for payload-sized blocks (for zfleet's own programs, never
    called by the client library on a host application's behalf): blocks up to 32 MiB come

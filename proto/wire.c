@@ -39,6 +39,20 @@ void zf_frames_close(zf_frames_t *f)
     f->n = 0;
 }
 
+int zf_wire_read_batch(void *sock, int max, zf_wire_handler_t handle, void *arg)
+{
+    assert(max >= 1 && handle);
+    int n = 0;
+    for (; n < max; n++) {
+        zf_frames_t f;
+        if (zf_wire_recv(sock, &f, ZMQ_DONTWAIT) < 0)
+            return errno == EAGAIN || errno == EINTR ? n : -1;
+        handle(arg, &f);
+        zf_frames_close(&f);
+    }
+    return n;
+}
+
 static int send_header(void *sock, const zf_msg_t *hdr, int flags)
 {
     char buf[ZF_HEADER_MAX];

@@ -28,6 +28,17 @@ int zf_wire_recv(void *sock, zf_frames_t *f, int flags);
 /* Closes every frame of f. Safe on a closed or zeroed f. */
 void zf_frames_close(zf_frames_t *f);
 
+/* A handler for zf_wire_read_batch: gets one received message, borrowed. It may move
+   frames out of f (zf_wire_send, zmq_msg_move); whatever is left is closed after it. */
+typedef void (*zf_wire_handler_t)(void *arg, zf_frames_t *f);
+
+/* The one read loop of every event loop: receives up to `max` (>= 1) messages from sock
+   without blocking, hands each to handle(arg, f) and closes its frames. The batch ends
+   early when nothing more is waiting (EAGAIN) or a signal interrupts (EINTR): neither is an
+   error, and the caller's next poll turn reads on. Returns the messages handled, or -1
+   with errno on a socket error (ETERM, ENOTSOCK, ...), after those handled before it. */
+int zf_wire_read_batch(void *sock, int max, zf_wire_handler_t handle, void *arg);
+
 /* Sends [route][header][payload] with ZMQ_DONTWAIT. `route` (borrowed, may be NULL) is a
    ROUTER routing-id frame; `payload` (may be NULL) is consumed on success only. A header
    that cannot be encoded is a programmer error. Returns 0, or -1 with errno (EAGAIN,

@@ -123,9 +123,12 @@ void zt_track(pid_t pid)
 
 pid_t zt_spawn(const char *rel_bin, const char *log, const char *const *args)
 {
+    /* not zt_path: its rotating buffers may hold the caller's arguments */
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s/%s", zt_build_dir(), rel_bin);
     const char *argv[64];
     int n = 0;
-    argv[n++] = zt_path(rel_bin);
+    argv[n++] = bin;
     for (; args && *args && n < 63; args++)
         argv[n++] = *args;
     argv[n] = NULL;
@@ -146,19 +149,6 @@ pid_t zt_spawn(const char *rel_bin, const char *log, const char *const *args)
     return pid;
 }
 
-static pid_t spawn_va(const char *bin, const char *log, const char *first[], int nfirst,
-                      va_list ap)
-{
-    const char *args[64];
-    int n = 0;
-    for (int i = 0; i < nfirst; i++)
-        args[n++] = first[i];
-    for (const char *a; n < 63 && (a = va_arg(ap, const char *));)
-        args[n++] = a;
-    args[n] = NULL;
-    return zt_spawn(bin, log, args);
-}
-
 zf_client_t *zt_client(const zt_env_t *env)
 {
     zf_client_t *c = zf_client_new(env->client_ep);
@@ -167,33 +157,26 @@ zf_client_t *zt_client(const zt_env_t *env)
     return c;
 }
 
-pid_t zt_broker(const zt_env_t *env, int hb_ms, ...)
+/* Copies a NULL-terminated va_list of arguments into args[max] (NULL-terminated). */
+static void collect_args(const char **args, int max, va_list ap)
 {
-    static char hb[16], log[160], data[160];
-    snprintf(hb, sizeof hb, "%d", hb_ms);
-    snprintf(log, sizeof log, "%s/broker.log", env->dir);
-    /* The broker journals by default (./zfleet-data); a test that does not say where gets
-       an in-memory broker, or with ZT_JOURNAL=1 a journal in its own scratch directory. */
-    snprintf(data, sizeof data, "%s/data", env->dir);
-    bool says = false;
-    va_list ap;
-    va_start(ap, hb_ms);
-    for (const char *a; (a = va_arg(ap, const char *));)
-        says |= !strcmp(a, "--data") || !strcmp(a, "--no-journal");
-    va_end(ap);
-    const char *first[] = {"--clients", env->client_ep, "--workers", env->worker_ep,
-                           "--heartbeat", hb, "--no-journal", NULL};
-    int nfirst = 6;
-    if (!says) {
-        bool journal = getenv("ZT_JOURNAL") && !strcmp(getenv("ZT_JOURNAL"), "1");
-        first[nfirst++] = journal ? "--data" : "--no-journal";
-        if (journal)
-            first[nfirst++] = data;
-    }
-    va_start(ap, hb_ms);
-    pid_t pid = spawn_va("broker/zfleet-broker", log, first, nfirst, ap);
-    va_end(ap);
-    /* ready once it answers */
+    int n = 0;
+    for (const char *a; n < max - 1 && (a = va_arg(ap, const char *));)
+        args[n++] = a;
+    args[n] = NULL;
+}
+
+/* Adds `more` (NULL-terminated, may be NULL) to argv[n..63]; returns the new n. */
+static int append_args(const char **argv, int n, const char *const *more)
+{
+    for (; more && *more && n < 63; more++)
+        argv[n++] = *more;
+    argv[n] = NULL;
+    return n;
+}
+
+static void wait_broker_up(const zt_env_t *env, const char *log)
+{
     zf_client_t *c = zt_client(env);
     int64_t until = zt_now_ms() + 5000;
     zf_event_t *e = NULL;
@@ -205,20 +188,90 @@ pid_t zt_broker(const zt_env_t *env, int hb_ms, ...)
     zf_client_destroy(&c);
     cr_assert(e, "broker did not come up (see %s)", log);
     zf_event_destroy(&e);
+}
+
+static pid_t start_broker(const zt_env_t *env, int hb_ms, const char *const *extra)
+{
+    char hb[16], log[160], data[160];
+    snprintf(hb, sizeof hb, "%d", hb_ms);
+    snprintf(log, sizeof log, "%s/broker.log", env->dir);
+    /* The broker journals by default (./zfleet-data); a test that does not say where gets
+       an in-memory broker, or with ZT_JOURNAL=1 a journal in its own scratch directory. */
+    snprintf(data, sizeof data, "%s/data", env->dir);
+    bool says = false;
+    for (const char *const *a = extra; a && *a; a++)
+        says |= !strcmp(*a, "--data") || !strcmp(*a, "--no-journal");
+    const char *argv[64] = {"--clients",    env->client_ep, "--workers",
+                            env->worker_ep, "--heartbeat",  hb};
+    int n = 6;
+    if (!says) {
+        bool journal = getenv("ZT_JOURNAL") && !strcmp(getenv("ZT_JOURNAL"), "1");
+        argv[n++] = journal ? "--data" : "--no-journal";
+        if (journal)
+            argv[n++] = data;
+    }
+    append_args(argv, n, extra);
+    pid_t pid = zt_spawn("broker/zfleet-broker", log, argv); /* copies what it needs */
+    wait_broker_up(env, log);
     return pid;
+}
+
+/* A worker with `extra`, then --name name when name is not NULL. */
+static pid_t start_worker(const zt_env_t *env, int hb_ms, const char *const *extra,
+                          const char *name)
+{
+    char hb[16], log[160];
+    snprintf(hb, sizeof hb, "%d", hb_ms);
+    snprintf(log, sizeof log, "%s/workers.log", env->dir);
+    const char *argv[64] = {"--broker", env->worker_ep, "--heartbeat", hb};
+    int n = append_args(argv, 4, extra);
+    if (name)
+        append_args(argv, n, (const char *const[]){"--name", name, NULL});
+    return zt_spawn("worker/zfleet-worker", log, argv);
+}
+
+pid_t zt_broker(const zt_env_t *env, int hb_ms, ...)
+{
+    const char *extra[64];
+    va_list ap;
+    va_start(ap, hb_ms);
+    collect_args(extra, 64, ap);
+    va_end(ap);
+    return start_broker(env, hb_ms, extra);
 }
 
 pid_t zt_worker(const zt_env_t *env, int hb_ms, ...)
 {
-    static char hb[16], log[160];
-    snprintf(hb, sizeof hb, "%d", hb_ms);
-    snprintf(log, sizeof log, "%s/workers.log", env->dir);
-    const char *first[] = {"--broker", env->worker_ep, "--heartbeat", hb};
+    const char *extra[64];
     va_list ap;
     va_start(ap, hb_ms);
-    pid_t pid = spawn_va("worker/zfleet-worker", log, first, 4, ap);
+    collect_args(extra, 64, ap);
     va_end(ap);
-    return pid;
+    return start_worker(env, hb_ms, extra, NULL);
+}
+
+void zt_fleet_up(zt_env_t *env, zt_fleet_t *fleet)
+{
+    cr_assert(fleet->hb_ms > 0 && fleet->workers >= 0 && fleet->workers <= ZT_MAX_WORKERS,
+              "zt_fleet_t: a heartbeat and 0 to %d workers", ZT_MAX_WORKERS);
+    zt_env_init(env);
+    fleet->broker = start_broker(env, fleet->hb_ms, fleet->broker_args);
+    const char *const *name = fleet->names;
+    for (int i = 0; i < fleet->workers; i++) {
+        fleet->worker[i] =
+            start_worker(env, fleet->hb_ms, fleet->worker_args, name && *name ? *name : NULL);
+        name += name && *name; /* a list shorter than the fleet names only the first ones */
+    }
+    if (fleet->workers)
+        cr_assert(zt_wait_workers(env, fleet->workers, 20000),
+                  "%d of %d workers registered (see %s/workers.log)", zt_count_workers(env),
+                  fleet->workers, env->dir);
+}
+
+zf_client_t *zt_start(zt_env_t *env, zt_fleet_t *fleet)
+{
+    zt_fleet_up(env, fleet);
+    return zt_client(env);
 }
 
 msgpack_object *zt_mp_get(msgpack_object *map, const char *key)

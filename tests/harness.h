@@ -39,6 +39,29 @@ pid_t zt_broker(const zt_env_t *env, int hb_ms, ...);
 /* Starts a worker connected to env with heartbeat hb_ms and extra args (NULL-terminated). */
 pid_t zt_worker(const zt_env_t *env, int hb_ms, ...);
 
+/* A NULL-terminated argument list for zt_fleet_t, e.g. ZT_ARGS("--credits", "4"). */
+#define ZT_ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+#define ZT_MAX_WORKERS 16
+
+/* The start-up most tests share: a broker, `workers` workers, all registered. */
+typedef struct {
+    int hb_ms;                      /* heartbeat of the broker and of every worker (> 0) */
+    const char *const *broker_args; /* extra broker arguments (ZT_ARGS), or NULL */
+    int workers;                    /* workers to start, 0 to ZT_MAX_WORKERS */
+    const char *const *worker_args; /* extra arguments of every worker, or NULL */
+    const char *const *names;       /* or NULL; else worker i also gets --name names[i] */
+    /* set by zt_fleet_up */
+    pid_t broker;
+    pid_t worker[ZT_MAX_WORKERS];
+} zt_fleet_t;
+
+/* zt_env_init(env), zt_broker, then the workers, and waits until the broker lists all of
+   them. Aborts the test (naming the logs) when something does not come up. */
+void zt_fleet_up(zt_env_t *env, zt_fleet_t *fleet);
+/* zt_fleet_up, and returns a client connected to it (zt_client; the caller destroys it). */
+zf_client_t *zt_start(zt_env_t *env, zt_fleet_t *fleet);
+
 /* Polls broker stats until `n` workers are connected (serving fn, if not NULL). Returns
    true if that happened within timeout_ms. */
 bool zt_wait_workers(const zt_env_t *env, int n, int timeout_ms);
@@ -93,7 +116,8 @@ long zt_rss_kb(pid_t pid);
 /* Adds a process started some other way to those zt_kill_all ends. */
 void zt_track(pid_t pid);
 
-/* Kills every process the harness started (registered at exit too). */
+/* Kills every process the harness started (registered at exit too). It is every suite's
+   teardown: TestSuite(name, .fini = zt_kill_all). */
 void zt_kill_all(void);
 
 #endif

@@ -8,6 +8,8 @@
 
 #include "harness.h"
 
+TestSuite(bench, .fini = zt_kill_all);
+
 /* The number after "key": in a one-line JSON object, or -1 when the key is absent. */
 static double field(const char *json, const char *key)
 {
@@ -19,10 +21,10 @@ static double field(const char *json, const char *key)
 
 static void start(zt_env_t *env)
 {
-    zt_env_init(env);
-    zt_broker(env, 200, NULL);
-    zt_worker(env, 200, "--module", zt_path("tests/zf_testmod.so"), NULL);
-    cr_assert(zt_wait_workers(env, 1, 5000), "the worker did not register");
+    zt_fleet_t up = {.hb_ms = 200,
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--module", zt_path("tests/zf_testmod.so"))};
+    zt_fleet_up(env, &up);
 }
 
 Test(bench, corrupted_results_are_counted_as_errors)
@@ -39,7 +41,6 @@ Test(bench, corrupted_results_are_counted_as_errors)
     cr_assert_eq(field(out, "errors"), 20, "%s", out);
     cr_assert_eq(field(out, "results"), 1000, "%s", out);
     cr_assert_eq(field(out, "missing"), 0, "%s", out);
-    zt_kill_all();
 }
 
 Test(bench, honest_echo_run_reports_no_errors)
@@ -52,7 +53,6 @@ Test(bench, honest_echo_run_reports_no_errors)
     cr_assert_eq(field(out, "errors"), 0, "%s", out);
     cr_assert_eq(field(out, "results"), 1000, "%s", out);
     cr_assert_gt(field(out, "jobs_per_s"), 0, "%s", out);
-    zt_kill_all();
 }
 
 Test(bench, latency_and_efficiency_report_their_figures)
@@ -72,7 +72,6 @@ Test(bench, latency_and_efficiency_report_their_figures)
     double eff = field(out, "efficiency");
     cr_assert(eff > 0 && eff <= 1.05, "%s", out);
     cr_assert_eq(field(out, "results"), 20, "%s", out);
-    zt_kill_all();
 }
 
 /* --forget: every result is checked as usual, and the broker keeps none of them. */
@@ -89,7 +88,6 @@ Test(bench, forget_run_leaves_no_results_in_the_broker)
     cr_assert_eq(field(out, "errors"), 0, "%s", out);
     cr_assert_eq(zt_broker_counter(&env, "forgotten"), 20);
     cr_assert_eq(zt_broker_counter(&env, "results_kept"), 0);
-    zt_kill_all();
 }
 
 Test(bench, usage_errors_exit_2_and_an_absent_broker_exits_4)
@@ -127,5 +125,4 @@ Test(bench, idle_fleet_program_registers_every_simulated_worker, .timeout = 120)
     char err[512];
     cr_assert_eq(zt_cli_err(&env, NULL, 0, err, sizeof err, "bench", "idle-fleet", NULL), 2);
     cr_assert(strstr(err, "zfleet-idle-fleet"), "%s", err);
-    zt_kill_all();
 }

@@ -12,12 +12,7 @@
 
 #include "harness.h"
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(chaos, .fini = teardown);
+TestSuite(chaos, .fini = zt_kill_all);
 
 /* Pids of the workers of a fleet (its children). */
 static int fleet_children(pid_t fleet, pid_t *out, int max)
@@ -133,11 +128,9 @@ Test(chaos, jobs_survive_random_worker_kills, .timeout = 400)
 Test(chaos, flood_of_garbage_frames_is_survived, .timeout = 300)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    pid_t b = zt_broker(&env, 500, NULL);
-    zt_worker(&env, 500, "--credits", "4", NULL);
-    zt_worker(&env, 500, "--credits", "4", NULL);
-    cr_assert(zt_wait_workers(&env, 2, 5000));
+    zt_fleet_t up = {.hb_ms = 500, .workers = 2, .worker_args = ZT_ARGS("--credits", "4")};
+    zt_fleet_up(&env, &up);
+    pid_t b = up.broker;
     pid_t flooders[4];
     for (int k = 0; k < 4; k++) {
         flooders[k] = fork();

@@ -11,12 +11,7 @@
 
 #include "harness.h"
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(cli, .fini = teardown);
+TestSuite(cli, .fini = zt_kill_all);
 
 enum { EXIT_TIMEOUT = 3, EXIT_USAGE = 2, EXIT_REFUSED = 5 };
 
@@ -38,8 +33,7 @@ static const char *crashmod(void)
 Test(cli, extra_or_missing_arguments_are_usage_errors, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     static const char *const cases[][4] = {
         {"submit", "echo", "a", "b"}, {"wait", "1", "2", NULL},  {"get", "1", "2", NULL},
         {"status", "1", "2", NULL},   {"cancel", "1", "2", NULL}, {"retry", "1", "2", NULL},
@@ -70,8 +64,7 @@ Test(cli, extra_or_missing_arguments_are_usage_errors, .timeout = 60)
 Test(cli, unreadable_file_is_an_input_error, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     char missing[200], out[512], err[1024];
     snprintf(missing, sizeof missing, "%s/no-such-file", env.dir);
     int rc = zt_cli_err(&env, out, sizeof out, err, sizeof err, "submit", "echo", "--file",
@@ -94,8 +87,7 @@ Test(cli, unreadable_file_is_an_input_error, .timeout = 60)
 Test(cli, payload_over_the_broker_limit_is_refused_before_sending, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, "--max-payload", "1000", NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200, .broker_args = ZT_ARGS("--max-payload", "1000")});
     const size_t big = 4u << 20; /* > 2 x 1000 + 1 MiB */
     char path[200], out[512], err[1024];
     snprintf(path, sizeof path, "%s/big", env.dir);
@@ -135,10 +127,7 @@ Test(cli, payload_over_the_broker_limit_is_refused_before_sending, .timeout = 60
 Test(cli, large_payload_under_the_limit_is_accepted, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, NULL);
-    cr_assert(zt_wait_workers(&env, 1, 10000));
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200, .workers = 1});
     const size_t n = 3u << 20;
     unsigned char *data = malloc(n);
     cr_assert(data);
@@ -160,8 +149,8 @@ Test(cli, large_payload_under_the_limit_is_accepted, .timeout = 60)
 Test(cli, expired_wait_is_one_line, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL); /* no worker: the job stays queued */
+    /* no worker: the job stays queued */
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     char out[512], err[1024], id[32], want[96];
     cr_assert_eq(zt_cli(&env, out, sizeof out, "submit", "echo", "x", NULL), 0);
     snprintf(id, sizeof id, "%.*s", (int)strcspn(out, "\n"), out);
@@ -225,8 +214,7 @@ static void assert_died_by(pid_t w, int sig, const zt_env_t *env, const char *wa
 Test(cli, worker_names_the_module_whose_init_crashed, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     char want[400];
     snprintf(want, sizeof want,
              "zfleet-worker: error: module %s crashed in init() with signal 11 "
@@ -242,8 +230,7 @@ Test(cli, worker_names_the_module_whose_init_crashed, .timeout = 60)
 Test(cli, worker_names_the_function_whose_run_crashed, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     pid_t w = crash_worker(&env, NULL);
     cr_assert(zt_wait_workers(&env, 1, 10000));
     zf_client_t *c = zt_client(&env);
@@ -257,4 +244,50 @@ Test(cli, worker_names_the_function_whose_run_crashed, .timeout = 60)
              crashmod(), (unsigned long long)id);
     assert_died_by(w, SIGSEGV, &env, want);
     zf_client_destroy(&c);
+}
+
+/* Every zfleet program parses a bounded option number with the one parser (zf_parse_opt):
+   a bad value is the same one line in each, naming the option, the range and the value,
+   and each program exits with its own usage code (the worker's is its start failure). */
+Test(cli, bad_option_numbers_are_one_line_in_every_program, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    static const struct {
+        const char *bin;
+        const char *args[6];
+        int code;
+        const char *want;
+    } cases[] = {
+        {"broker/zfleet-broker", {"--no-journal", "--heartbeat", "5"}, 2,
+         "zfleet-broker: error: --heartbeat: expected a number from 10 to 3600000, got '5'\n"},
+        {"worker/zfleet-worker", {"--credits", "0"}, 1,
+         "zfleet-worker: error: --credits: expected a number from 1 to 256, got '0'\n"},
+        {"worker/zfleet-worker", {"--restart-backoff", "100:5x"}, 1,
+         "zfleet-worker: error: --restart-backoff: expected a number from 100 to 3600000, "
+         "got '5x'\n"},
+        {"client/zfleet", {"wait", "1", "--timeout", "-1"}, EXIT_USAGE,
+         "zfleet: --timeout: expected a number from 0 to 2147483647, got '-1'\n"},
+        {"client/zfleet", {"submit", "echo", "--priority", "+3"}, EXIT_USAGE,
+         "zfleet: --priority: expected a number from -2147483648 to 2147483647, got '+3'\n"},
+        {"client/zfleet", {"bench", "--jobs", "0", "throughput"}, EXIT_USAGE,
+         "zfleet bench: --jobs: expected a number from 1 to 100000000, got '0'\n"},
+        {"bench/zfleet-idle-fleet", {"--fleet", "1e3"}, 2,
+         "zfleet-idle-fleet: --fleet: expected a number from 1 to 100000, got '1e3'\n"},
+        {"bench/bstalk_bench", {"throughput", "--workers", "65"}, 2,
+         "bstalk_bench: --workers: expected a number from 1 to 64, got '65'\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char log[160], err[4096];
+        snprintf(log, sizeof log, "%s/err-%zu", env.dir, i);
+        pid_t pid = zt_spawn(cases[i].bin, log, cases[i].args);
+        int status = zt_wait_exit(pid, 10000);
+        cr_assert(status != -1 && WIFEXITED(status), "%s did not exit", cases[i].bin);
+        cr_assert_eq(WEXITSTATUS(status), cases[i].code, "%s: exit %d", cases[i].bin,
+                     WEXITSTATUS(status));
+        zt_read_file(log, err, sizeof err);
+        /* the line comes first; a usage text may follow it */
+        cr_assert(!strncmp(err, cases[i].want, strlen(cases[i].want)), "%s: stderr '%s'",
+                  cases[i].bin, err);
+    }
 }

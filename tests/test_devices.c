@@ -16,6 +16,8 @@
 #include "zf_fleet.h"
 #include "zf_gpu.h"
 
+TestSuite(devices, .fini = zt_kill_all);
+
 #define HB "200" /* heartbeat for every process here, ms */
 
 /* ------------------------------------------------------------------ helpers */
@@ -232,7 +234,6 @@ Test(devices, cpu1_worker_is_pinned_to_exactly_core_1)
     cr_assert_str_eq(r->device, "cpu:1");
     zf_event_destroy(&r);
     zf_client_destroy(&c);
-    zt_kill_all();
 }
 
 Test(devices, missing_devices_fail_at_start_with_one_clear_line)
@@ -276,7 +277,6 @@ Test(devices, missing_devices_fail_at_start_with_one_clear_line)
         cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "fleet --gpus 0: %d", st);
         cr_assert(file_has(log, "--gpus 0"), "the fleet says why");
     }
-    zt_kill_all();
 }
 
 /* ------------------------------------------------------------------ routing by kind */
@@ -284,11 +284,8 @@ Test(devices, missing_devices_fail_at_start_with_one_clear_line)
 Test(devices, gpu_job_with_only_cpu_workers_waits_and_expires_at_its_deadline)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, "--device", "cpu", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 10000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--device", "cpu")};
+    zf_client_t *c = zt_start(&env, &up);
     zf_submit_opts_t gpu = {.device = 2, .deadline_ms = 1500};
     uint64_t id;
     int64_t t0 = zt_now_ms();
@@ -314,7 +311,6 @@ Test(devices, gpu_job_with_only_cpu_workers_waits_and_expires_at_its_deadline)
     cr_assert_leq(took, 6000, "expired %lld ms after submission", (long long)took);
     zf_event_destroy(&r);
     zf_client_destroy(&c);
-    zt_kill_all();
 }
 
 Test(devices, cpu_job_never_goes_to_a_gpu_worker)
@@ -361,7 +357,6 @@ Test(devices, cpu_job_never_goes_to_a_gpu_worker)
     cr_assert(memcmp(r->output, want, sizeof want - 1) == 0);
     zf_event_destroy(&r);
     zf_client_destroy(&c);
-    zt_kill_all();
 }
 
 /* ------------------------------------------------------------------ the fleet */
@@ -389,8 +384,7 @@ Test(devices, fleet_runs_one_worker_per_core_and_restarts_a_killed_one)
     if (ncores > 16)
         ncores = 16;
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     char log[160];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
     pid_t fleet = start_fleet(&env, log, NULL);
@@ -458,14 +452,12 @@ Test(devices, fleet_runs_one_worker_per_core_and_restarts_a_killed_one)
     zf_client_destroy(&c);
     kill(fleet, SIGTERM);
     cr_assert_neq(zt_wait_exit(fleet, 15000), -1);
-    zt_kill_all();
 }
 
 Test(devices, fleet_sigterm_finishes_the_running_job_then_every_worker_leaves)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     char log[160];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
     int cores[CPU_SETSIZE];
@@ -513,14 +505,12 @@ Test(devices, fleet_sigterm_finishes_the_running_job_then_every_worker_leaves)
     /* a new job now waits: nobody serves */
     cr_assert_eq(zt_count_workers(&env), 0);
     zf_client_destroy(&c);
-    zt_kill_all();
 }
 
 Test(devices, fleet_second_sigterm_ends_workers_at_once, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     char log[160];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
     const char *args[] = {"--fleet", "--broker", env.worker_ep, "--heartbeat", HB, "--cpus",
@@ -547,7 +537,6 @@ Test(devices, fleet_second_sigterm_ends_workers_at_once, .timeout = 60)
     cr_assert_eq(s->status, ZFLEET_QUEUED, "state %s", zfleet_state_name(s->status));
     zf_event_destroy(&s);
     zf_client_destroy(&c);
-    zt_kill_all();
 }
 
 Test(devices, fleet_gives_up_a_device_that_crashes_in_a_tight_loop, .timeout = 60)
@@ -570,5 +559,4 @@ Test(devices, fleet_gives_up_a_device_that_crashes_in_a_tight_loop, .timeout = 6
                   file_has(log, "restarting in 80 ms"),
               "the backoff doubles");
     cr_assert(file_has(log, "exited 4 times"));
-    zt_kill_all();
 }

@@ -8,21 +8,14 @@
 
 #include "harness.h"
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(dispatch, .fini = teardown);
+TestSuite(dispatch, .fini = zt_kill_all);
 
 /* Jobs queued with mixed priorities run highest priority first, FIFO within one. */
 Test(dispatch, priority_then_fifo, .timeout = 60)
 {
     enum { N = 60 };
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 300, NULL);
-    zf_client_t *c = zt_client(&env);
+    zf_client_t *c = zt_start(&env, &(zt_fleet_t){.hb_ms = 300});
     int prio[N];
     srand(42);
     for (int i = 0; i < N; i++) {
@@ -72,11 +65,8 @@ static long long most_jobs(msgpack_object *doc, const char *unused)
 Test(dispatch, credits_never_exceeded, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 300, NULL);
-    zt_worker(&env, 300, "--credits", "3", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 300, .workers = 1, .worker_args = ZT_ARGS("--credits", "3")};
+    zf_client_t *c = zt_start(&env, &up);
     for (int i = 0; i < 12; i++)
         cr_assert_eq(zf_client_submit(c, "spin", "100", 3, NULL, NULL), 0);
     int highest = 0;
@@ -104,12 +94,11 @@ Test(dispatch, credits_never_exceeded, .timeout = 60)
 Test(dispatch, idle_worker_served_before_busy_one, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 300, NULL);
-    zt_worker(&env, 300, "--credits", "4", "--name", "a", NULL);
-    zt_worker(&env, 300, "--credits", "4", "--name", "b", NULL);
-    cr_assert(zt_wait_workers(&env, 2, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 300,
+                     .workers = 2,
+                     .worker_args = ZT_ARGS("--credits", "4"),
+                     .names = ZT_ARGS("a", "b")};
+    zf_client_t *c = zt_start(&env, &up);
     for (int round = 0; round < 5; round++) {
         uint64_t id1, id2;
         cr_assert_eq(zf_client_submit(c, "spin", "50", 2, NULL, &id1), 0);
@@ -128,12 +117,11 @@ Test(dispatch, idle_worker_served_before_busy_one, .timeout = 60)
 Test(dispatch, short_jobs_not_held_behind_long_one, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 300, NULL);
-    zt_worker(&env, 300, "--credits", "4", "--name", "a", NULL);
-    zt_worker(&env, 300, "--credits", "4", "--name", "b", NULL);
-    cr_assert(zt_wait_workers(&env, 2, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 300,
+                     .workers = 2,
+                     .worker_args = ZT_ARGS("--credits", "4"),
+                     .names = ZT_ARGS("a", "b")};
+    zf_client_t *c = zt_start(&env, &up);
     uint64_t long_id;
     cr_assert_eq(zf_client_submit(c, "spin", "3000", 4, NULL, &long_id), 0);
     enum { SHORT = 40 };

@@ -10,21 +10,12 @@
 #include "zf_proto.h"
 #include "zf_wire.h"
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(e2e, .fini = teardown);
+TestSuite(e2e, .fini = zt_kill_all);
 
 Test(e2e, echo_round_trip_through_broker_and_worker)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zf_client_t *c = zt_start(&env, &(zt_fleet_t){.hb_ms = 200, .workers = 1});
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "echo", "hello", 5, NULL, &id), 0, "%s", zf_client_error(c));
     zf_event_t *r = zf_client_wait(c, id, 5000);
@@ -46,12 +37,10 @@ Test(e2e, echo_round_trip_through_broker_and_worker)
 Test(e2e, payloads_of_every_size_class_round_trip_and_survive_redelivery, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
     /* credits: the echoes are prefetched behind the spin, so the kill takes them too */
-    pid_t w1 = zt_worker(&env, 200, "--credits", "16", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--credits", "16")};
+    zf_client_t *c = zt_start(&env, &up);
+    pid_t w1 = up.worker[0];
     static const size_t sizes[] = {0, 1, 33, 34, 1023, 1024, 1025, 65536, 1 << 20};
     enum { N = sizeof sizes / sizeof sizes[0] };
     unsigned char *buf = malloc(1 << 20);
@@ -94,12 +83,8 @@ Test(e2e, two_thousand_echo_jobs_each_result_once, .timeout = 120)
 {
     enum { N = 2000, WINDOW = 128 };
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 500, NULL);
-    zt_worker(&env, 500, "--credits", "4", NULL);
-    zt_worker(&env, 500, "--credits", "4", NULL);
-    cr_assert(zt_wait_workers(&env, 2, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 500, .workers = 2, .worker_args = ZT_ARGS("--credits", "4")};
+    zf_client_t *c = zt_start(&env, &up);
     static uint64_t tag_of[N], id_of[N];
     static int seen[N], accepted;
     int sent = 0, done = 0, outstanding = 0;
@@ -196,10 +181,7 @@ Test(e2e, killed_worker_job_completes_elsewhere, .timeout = 60)
 Test(e2e, unknown_function_waits_and_cli_times_out, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200, .workers = 1});
     char out[4096];
     int rc = zt_cli(&env, out, sizeof out, "submit", "no_such_fn", "x", "--wait", "--timeout",
                     "400", NULL);
@@ -255,10 +237,9 @@ static void send_raw(void *ctx, const char *ep, const void *const *frames, const
 Test(e2e, malformed_frames_at_both_sockets_are_survived, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    pid_t b = zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1};
+    zt_fleet_up(&env, &up);
+    pid_t b = up.broker;
     void *ctx = zmq_ctx_new();
     const char junk[] = "\x00\x01garbage";
     const char badver[] = {'Z', 'F', 9, ZF_CMD_SUBMIT, (char)0x80};
@@ -324,11 +305,7 @@ Test(e2e, worker_adopts_the_brokers_shorter_heartbeat, .timeout = 30)
 Test(e2e, no_push_submit_is_acknowledged_and_fetched_by_wait, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zf_client_t *c = zt_start(&env, &(zt_fleet_t){.hb_ms = 200, .workers = 1});
     zf_submit_opts_t o = {.no_push = true};
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "echo", "quiet", 5, &o, &id), 0, "%s", zf_client_error(c));
@@ -402,11 +379,7 @@ Test(e2e, worker_vanishing_after_timed_out_done_is_survived, .timeout = 30)
 Test(e2e, short_job_sends_no_progress_and_long_one_does, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zf_client_t *c = zt_start(&env, &(zt_fleet_t){.hb_ms = 200, .workers = 1});
     const char *spins[2] = {"5", "300"};
     int progress[2] = {0, 0};
     for (int k = 0; k < 2; k++) {

@@ -9,12 +9,7 @@
 
 #include "harness.h"
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(failure, .fini = teardown);
+TestSuite(failure, .fini = zt_kill_all);
 
 static const char *testmod(void)
 {
@@ -75,11 +70,12 @@ static bool file_contains(const char *path, const char *needle)
 Test(failure, zombie_result_is_dropped_and_counted, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, "--liveness", "3", NULL);
-    pid_t a = zt_worker(&env, 200, "--name", "zombie", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 200,
+                     .broker_args = ZT_ARGS("--liveness", "3"),
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--name", "zombie")};
+    zf_client_t *c = zt_start(&env, &up);
+    pid_t a = up.worker[0];
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "spin", "1500", 4, NULL, &id), 0);
     zf_event_t *st = wait_state(c, id, ZFLEET_RUNNING, 5000);
@@ -113,8 +109,7 @@ Test(failure, zombie_result_is_dropped_and_counted, .timeout = 60)
 Test(failure, poison_job_is_lost_after_max_attempts, .timeout = 90)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, "--liveness", "3", NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200, .broker_args = ZT_ARGS("--liveness", "3")});
     fleet(&env, "0,1", "fleet.log", 200);
     cr_assert(zt_wait_workers(&env, 2, 8000));
     zf_client_t *c = zt_client(&env);
@@ -153,8 +148,7 @@ Test(failure, poison_job_is_lost_after_max_attempts, .timeout = 90)
 Test(failure, run_timeout_ends_attempts_and_restarts_worker, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     fleet(&env, "0", "fleet.log", 200);
     cr_assert(zt_wait_workers(&env, 1, 8000));
     zf_client_t *c = zt_client(&env);
@@ -184,11 +178,9 @@ Test(failure, run_timeout_ends_attempts_and_restarts_worker, .timeout = 60)
 Test(failure, standalone_worker_exits_3_on_timeout, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    pid_t w = zt_worker(&env, 200, "--module", testmod(), NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--module", testmod())};
+    zf_client_t *c = zt_start(&env, &up);
+    pid_t w = up.worker[0];
     zf_submit_opts_t o = {.timeout_ms = 200, .max_attempts = 1};
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "hang", "60000", 5, &o, &id), 0);
@@ -208,9 +200,7 @@ Test(failure, standalone_worker_exits_3_on_timeout, .timeout = 30)
 Test(failure, queued_job_expires_at_deadline, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zf_client_t *c = zt_client(&env);
+    zf_client_t *c = zt_start(&env, &(zt_fleet_t){.hb_ms = 200});
     zf_submit_opts_t o = {.deadline_ms = 300};
     uint64_t id;
     int64_t t0 = zt_now_ms();
@@ -235,11 +225,8 @@ Test(failure, queued_job_expires_at_deadline, .timeout = 30)
 Test(failure, cancel_queued_and_running_jobs, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, "--module", testmod(), NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--module", testmod())};
+    zf_client_t *c = zt_start(&env, &up);
     uint64_t running, queued;
     cr_assert_eq(zf_client_submit(c, "coop", "20000", 5, NULL, &running), 0);
     cr_assert_eq(zf_client_submit(c, "echo", "never", 5, NULL, &queued), 0);
@@ -273,11 +260,11 @@ Test(failure, cancel_queued_and_running_jobs, .timeout = 30)
 Test(failure, cancel_ignored_past_grace_ends_worker, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    pid_t w = zt_worker(&env, 200, "--module", testmod(), "--cancel-grace", "300", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 200,
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--module", testmod(), "--cancel-grace", "300")};
+    zf_client_t *c = zt_start(&env, &up);
+    pid_t w = up.worker[0];
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "hang", "60000", 5, NULL, &id), 0);
     zf_event_t *st = wait_state(c, id, ZFLEET_RUNNING, 5000);
@@ -376,11 +363,9 @@ Test(failure, rejected_submissions_do_not_grow_memory, .timeout = 240)
 Test(failure, restart_without_journal_unknown_job_and_workers_return, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    pid_t b = zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, "--liveness", "3", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--liveness", "3")};
+    zf_client_t *c = zt_start(&env, &up);
+    pid_t b = up.broker;
     zf_client_set_heartbeat(c, 200);
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "nobody_serves_this", "x", 1, NULL, &id), 0);

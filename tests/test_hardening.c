@@ -15,12 +15,7 @@
 #include "zf_proto.h"
 #include "zf_wire.h"
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(hardening, .fini = teardown);
+TestSuite(hardening, .fini = zt_kill_all);
 
 /* ------------------------------------------------------------------ a silent worker */
 
@@ -111,8 +106,7 @@ static bool wait_until(atomic_int *v, int want, int timeout_ms)
 Test(hardening, broker_ends_attempt_a_silent_worker_holds_past_its_timeout, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 100, "--run-grace", "300", NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 100, .broker_args = ZT_ARGS("--run-grace", "300")});
     silent_t s;
     silent_start(&s, env.worker_ep, "silent");
     cr_assert(zt_wait_workers(&env, 1, 5000));
@@ -145,8 +139,7 @@ Test(hardening, broker_ends_attempt_a_silent_worker_holds_past_its_timeout, .tim
 Test(hardening, silent_worker_is_removed_one_grace_after_its_lease_was_ended, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 100, "--run-grace", "300", NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 100, .broker_args = ZT_ARGS("--run-grace", "300")});
     silent_t s;
     silent_start(&s, env.worker_ep, "silent");
     cr_assert(zt_wait_workers(&env, 1, 5000));
@@ -175,11 +168,8 @@ Test(hardening, silent_worker_is_removed_one_grace_after_its_lease_was_ended, .t
 Test(hardening, forged_obituary_moves_no_job, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, "--name", "victim", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--name", "victim")};
+    zf_client_t *c = zt_start(&env, &up);
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "spin", "1200", 4, NULL, &id), 0, "%s", zf_client_error(c));
     cr_assert(zt_wait_running(c, id, 5000));
@@ -213,8 +203,8 @@ Test(hardening, forged_obituary_moves_no_job, .timeout = 60)
 Test(hardening, supervisor_obituary_still_requeues_at_once, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 1000, NULL); /* expiry 3 s: an obituary is the only quick way */
+    /* expiry 3 s: an obituary is the only quick way */
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 1000});
     char log[160];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
     const char *args[] = {"--fleet",     "--cpus", "0",  "--gpus", "none", "--broker", env.worker_ep,
@@ -254,12 +244,9 @@ Test(hardening, supervisor_obituary_still_requeues_at_once, .timeout = 60)
 Test(hardening, stalled_broker_does_not_expire_its_workers, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    pid_t b = zt_broker(&env, 100, "--liveness", "3", NULL);
-    zt_worker(&env, 100, NULL);
-    zt_worker(&env, 100, NULL);
-    cr_assert(zt_wait_workers(&env, 2, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 100, .broker_args = ZT_ARGS("--liveness", "3"), .workers = 2};
+    zf_client_t *c = zt_start(&env, &up);
+    pid_t b = up.broker;
     uint64_t id[2];
     for (int i = 0; i < 2; i++)
         cr_assert_eq(zf_client_submit(c, "spin", "2500", 4, NULL, &id[i]), 0, "%s",
@@ -342,8 +329,7 @@ Test(hardening, queued_payload_bytes_are_bounded, .timeout = 60)
 Test(hardening, one_client_cannot_take_the_whole_queue, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 500, "--max-queued", "100", NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 500, .broker_args = ZT_ARGS("--max-queued", "100")});
     zf_client_t *greedy = zt_client(&env), *other = zt_client(&env);
     int acc, rej;
     char why[256] = "";
@@ -364,9 +350,8 @@ Test(hardening, one_client_cannot_take_the_whole_queue, .timeout = 60)
 Test(hardening, client_share_frees_as_its_jobs_end, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 500, "--max-queued-per-client", "3", NULL);
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = 500, .broker_args = ZT_ARGS("--max-queued-per-client", "3")};
+    zf_client_t *c = zt_start(&env, &up);
     uint64_t id[3], extra;
     for (int i = 0; i < 3; i++)
         cr_assert_eq(zf_client_submit(c, "nobody", "x", 1, NULL, &id[i]), 0, "%s",
@@ -464,10 +449,11 @@ Test(hardening, client_that_never_reads_costs_the_broker_a_bounded_buffer, .time
 Test(hardening, held_back_results_reach_a_slow_reader, .timeout = 120)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 500, "--client-buffer-bytes", "1048576", NULL);
-    zt_worker(&env, 500, "--credits", "8", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
+    zt_fleet_t up = {.hb_ms = 500,
+                     .broker_args = ZT_ARGS("--client-buffer-bytes", "1048576"),
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--credits", "8")};
+    zt_fleet_up(&env, &up);
     void *ctx, *s = raw_client(&env, &ctx);
     size_t len = 128 << 10;
     char *p = malloc(len);
@@ -516,11 +502,9 @@ Test(hardening, held_back_results_reach_a_slow_reader, .timeout = 120)
 Test(hardening, forgotten_outputs_leave_memory_once_written, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 1000, NULL); /* FORGET records wait 10 s */
-    zt_worker(&env, 1000, "--credits", "4", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    /* FORGET records wait 10 s */
+    zt_fleet_t up = {.hb_ms = 1000, .workers = 1, .worker_args = ZT_ARGS("--credits", "4")};
+    zf_client_t *c = zt_start(&env, &up);
     size_t len = 1 << 20;
     char *p = malloc(len);
     memset(p, 'f', len);

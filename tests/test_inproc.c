@@ -8,12 +8,7 @@
 #include "harness.h"
 #include "zf_broker.h"
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(inproc, .fini = teardown);
+TestSuite(inproc, .fini = zt_kill_all);
 
 typedef struct {
     zf_broker_t *b;

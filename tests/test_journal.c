@@ -22,12 +22,7 @@
 
 #define HB 250 /* ms, heartbeats of broker and workers */
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(journal, .fini = teardown);
+TestSuite(journal, .fini = zt_kill_all);
 
 /* ------------------------------------------------------------------ helpers */
 

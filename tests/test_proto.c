@@ -1,12 +1,15 @@
 /*  Codec: every message round-trips; truncated, oversized and wrong-type headers are
     rejected with the right error. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <malloc.h>
 #include <msgpack.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "zf_proto.h"
+#include "zf_wire.h"
 
 static const uint8_t all_cmds[] = {
     ZF_CMD_SUBMIT,   ZF_CMD_WAIT,     ZF_CMD_GET,       ZF_CMD_CANCEL,    ZF_CMD_STATS,
@@ -390,4 +393,57 @@ Test(proto, decoding_thread_frees_its_zone_when_it_exits)
     cr_assert_lt(after > before ? after - before : 0, 50000,
                  "100 threads that decoded once each left %zu bytes allocated",
                  after - before);
+}
+
+/* zf_wire_read_batch's handler: counts messages, checks each arrives whole, and moves the
+   first one's payload frame out (as the broker moves payloads onward). */
+typedef struct {
+    int seen;
+    int whole;
+    zmq_msg_t kept;
+} batch_t;
+
+static void batch_handle(void *arg, zf_frames_t *f)
+{
+    batch_t *b = arg;
+    char want[16];
+    snprintf(want, sizeof want, "m%d", b->seen);
+    b->whole += f->n == 2 && zmq_msg_size(&f->part[0]) == strlen(want) &&
+                !memcmp(zmq_msg_data(&f->part[0]), want, strlen(want));
+    if (b->seen++ == 0)
+        zmq_msg_move(&b->kept, &f->part[1]);
+}
+
+/* The one read loop: at most `max` messages a call, each handed over whole, EAGAIN ends a
+   batch (not an error), a frame the handler moved out stays its own, and a terminated
+   context is an error. */
+Test(proto, read_batch_reads_at_most_max_and_stops_when_nothing_waits)
+{
+    void *ctx = zmq_ctx_new();
+    void *rx = zmq_socket(ctx, ZMQ_PAIR), *tx = zmq_socket(ctx, ZMQ_PAIR);
+    cr_assert_eq(zmq_bind(rx, "inproc://read-batch"), 0);
+    cr_assert_eq(zmq_connect(tx, "inproc://read-batch"), 0);
+    for (int i = 0; i < 5; i++) {
+        char head[16];
+        int n = snprintf(head, sizeof head, "m%d", i);
+        cr_assert_eq(zmq_send(tx, head, (size_t)n, ZMQ_SNDMORE), n);
+        cr_assert_eq(zmq_send(tx, "payload", 7, 0), 7);
+    }
+    batch_t b = {0};
+    zmq_msg_init(&b.kept);
+    cr_assert_eq(zf_wire_read_batch(rx, 3, batch_handle, &b), 3);
+    cr_assert_eq(zf_wire_read_batch(rx, 3, batch_handle, &b), 2);
+    cr_assert_eq(zf_wire_read_batch(rx, 3, batch_handle, &b), 0, "EAGAIN is an empty batch");
+    cr_assert_eq(b.seen, 5);
+    cr_assert_eq(b.whole, 5, "a message came apart");
+    cr_assert_eq(zmq_msg_size(&b.kept), 7, "the moved payload frame was closed");
+    cr_assert(!memcmp(zmq_msg_data(&b.kept), "payload", 7));
+    zmq_msg_close(&b.kept);
+    zmq_ctx_shutdown(ctx); /* what a program's exit does to a loop's sockets */
+    cr_assert_eq(zf_wire_read_batch(rx, 3, batch_handle, &b), -1);
+    cr_assert_eq(errno, ETERM);
+    cr_assert_eq(b.seen, 5);
+    zmq_close(tx);
+    zmq_close(rx);
+    zmq_ctx_term(ctx);
 }

@@ -11,19 +11,11 @@
 
 #define HB 200 /* ms, heartbeats of broker and workers */
 
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(results, .fini = teardown);
+TestSuite(results, .fini = zt_kill_all);
 
 static zf_client_t *start(zt_env_t *env, const char *opt, const char *val)
 {
-    zt_env_init(env);
-    zt_broker(env, HB, opt, val, NULL);
-    zt_worker(env, HB, NULL);
-    cr_assert(zt_wait_workers(env, 1, 5000), "the worker did not register");
+    zt_fleet_up(env, &(zt_fleet_t){.hb_ms = HB, .broker_args = ZT_ARGS(opt, val), .workers = 1});
     return zt_client(env);
 }
 
@@ -129,11 +121,9 @@ Test(results, forget_result_reaches_every_waiter_first, .timeout = 30)
 Test(results, forget_never_drops_a_dead_letter, .timeout = 30)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, HB, NULL);
-    pid_t w = zt_worker(&env, HB, NULL);
-    cr_assert(zt_wait_workers(&env, 1, 5000));
-    zf_client_t *c = zt_client(&env);
+    zt_fleet_t up = {.hb_ms = HB, .workers = 1};
+    zf_client_t *c = zt_start(&env, &up);
+    pid_t w = up.worker[0];
     zf_submit_opts_t o = {.forget = true, .max_attempts = 1};
     uint64_t id;
     cr_assert_eq(zf_client_submit(c, "spin", "30000", 5, &o, &id), 0, "%s", zf_client_error(c));

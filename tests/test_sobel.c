@@ -11,6 +11,8 @@
 #include "zf_gpu.h"
 #include "handlers/zf_image.h"
 
+TestSuite(sobel, .fini = zt_kill_all);
+
 /* A file of the source tree. __FILE__ is this file's path as the compiler saw it: absolute,
    or relative to the build directory. */
 static const char *src_path(const char *rel)
@@ -246,10 +248,8 @@ Test(sobel, gpu_output_is_byte_for_byte_the_cpu_output)
 
 static void start_fleet(zt_env_t *env)
 {
-    zt_env_init(env);
-    zt_broker(env, 200, NULL);
-    zt_worker(env, 200, "--device", "cpu", NULL);
-    cr_assert(zt_wait_workers(env, 1, 10000), "worker did not register");
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--device", "cpu")};
+    zt_fleet_up(env, &up);
 }
 
 Test(sobel, sobel_job_returns_the_reference_edge_image)
@@ -270,7 +270,6 @@ Test(sobel, sobel_job_returns_the_reference_edge_image)
     zf_client_destroy(&c);
     free(in);
     free(ref);
-    zt_kill_all();
 }
 
 Test(sobel, malformed_images_give_failed_and_the_worker_keeps_serving)
@@ -300,7 +299,6 @@ Test(sobel, malformed_images_give_failed_and_the_worker_keeps_serving)
     cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
     zf_event_destroy(&r);
     zf_client_destroy(&c);
-    zt_kill_all();
 }
 
 Test(sobel, cli_submit_file_wait_writes_the_edge_image)
@@ -331,5 +329,4 @@ Test(sobel, cli_submit_file_wait_writes_the_edge_image)
                 "--wait", "--timeout", "20000", NULL);
     cr_assert_eq(rc, 1, "a failed job exits 1, got %d: %s", rc, text);
     cr_assert_null(fopen(badout, "rb"), "no output file for a failed job");
-    zt_kill_all();
 }

@@ -21,12 +21,7 @@ static void setup(void)
 
 /* The context is not terminated: a failed assertion leaves sockets open, and zmq_ctx_term
    would wait for them (each test is a process of its own; its exit frees everything). */
-static void teardown(void)
-{
-    zt_kill_all();
-}
-
-TestSuite(spec, .init = setup, .fini = teardown);
+TestSuite(spec, .init = setup, .fini = zt_kill_all);
 
 /* ------------------------------------------------------------------ raw peers */
 
@@ -166,8 +161,7 @@ static void expect_text(const zf_msg_t *m, const char *want)
 Test(spec, worker_socket_wrong_frame_count_is_malformed, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *w = registered_worker(&env, "framing", "echo");
     long long before = zt_broker_counter(&env, "malformed_worker");
     struct {
@@ -207,8 +201,7 @@ Test(spec, worker_socket_wrong_frame_count_is_malformed, .timeout = 60)
 Test(spec, unregistered_done_without_payload_is_stale_and_reset, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *w = peer(env.worker_ep);
     long long stale = zt_broker_counter(&env, "stale_results");
     zf_msg_t m;
@@ -230,8 +223,7 @@ Test(spec, unregistered_done_without_payload_is_stale_and_reset, .timeout = 60)
 Test(spec, id_and_attempt_zero_are_unknown_not_malformed, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *c = peer(env.client_ep);
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_WAIT);
@@ -313,8 +305,7 @@ static long long worker_functions(msgpack_object *doc, const char *arg)
 Test(spec, submit_with_non_utf8_function_is_rejected, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *c = peer(env.client_ep);
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_SUBMIT);
@@ -339,8 +330,7 @@ Test(spec, submit_with_non_utf8_function_is_rejected, .timeout = 60)
 Test(spec, ready_drops_non_utf8_names, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *w = peer(env.worker_ep);
     const char *fns[] = {"echo", "bad\xff", "upper"};
     ready(w, "w\xc3", fns, 3);
@@ -362,8 +352,7 @@ Test(spec, ready_drops_non_utf8_names, .timeout = 60)
 Test(spec, worker_text_reaches_clients_as_utf8, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *w = registered_worker(&env, "texter", "echo");
     void *c = peer(env.client_ep);
     uint64_t id = submit(c, "echo", 2, 0, 0);
@@ -396,8 +385,7 @@ Test(spec, worker_text_reaches_clients_as_utf8, .timeout = 60)
 Test(spec, recalled_lease_is_not_an_attempt, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *w = registered_worker(&env, "recaller", "echo");
     void *c = peer(env.client_ep);
     uint64_t id = submit(c, "echo", 9, 0, 1);
@@ -429,8 +417,7 @@ Test(spec, recalled_lease_is_not_an_attempt, .timeout = 60)
 Test(spec, requeued_job_past_its_deadline_says_why_it_expired, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *w = registered_worker(&env, "late", "echo");
     void *c = peer(env.client_ep);
     int64_t t0 = zt_now_ms();
@@ -457,8 +444,7 @@ Test(spec, requeued_job_past_its_deadline_says_why_it_expired, .timeout = 60)
 Test(spec, queued_job_past_its_deadline_expires_with_the_documented_text, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *c = peer(env.client_ep);
     uint64_t id = submit(c, "nobody-serves-this", 4, 100, 0);
     rx_t rx;
@@ -478,8 +464,7 @@ Test(spec, queued_job_past_its_deadline_expires_with_the_documented_text, .timeo
 Test(spec, cancel_reply_comes_before_the_cancelled_result, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     void *c = peer(env.client_ep);
     uint64_t id = submit(c, "nobody-serves-this", 8, 0, 0);
     zf_msg_t m;
@@ -533,10 +518,8 @@ static long long stats_shape(msgpack_object *doc, const char *arg)
 Test(spec, stats_document_has_the_documented_sections, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, "--device", "cpu:0", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 20000));
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--device", "cpu:0")};
+    zt_fleet_up(&env, &up);
     cr_assert_eq(zt_with_stats(&env, stats_shape, NULL), 0);
 }
 
@@ -559,9 +542,7 @@ static long long unpinned_worker(msgpack_object *doc, const char *arg)
 Test(spec, unpinned_cpu_worker_reports_index_minus_one_and_machine_memory, .timeout = 60)
 {
     zt_env_t env;
-    zt_env_init(&env);
-    zt_broker(&env, 200, NULL);
-    zt_worker(&env, 200, "--device", "cpu", NULL);
-    cr_assert(zt_wait_workers(&env, 1, 20000));
+    zt_fleet_t up = {.hb_ms = 200, .workers = 1, .worker_args = ZT_ARGS("--device", "cpu")};
+    zt_fleet_up(&env, &up);
     cr_assert_eq(zt_with_stats(&env, unpinned_worker, NULL), 0);
 }

@@ -1,4 +1,5 @@
 /*  zfleet-worker — one worker process, or (--fleet) a supervisor of one worker per device. */
+#include <assert.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,14 +37,13 @@ static void usage(FILE *out)
           out);
 }
 
+/* A bounded number for --opt, or exit ZF_WORKER_EXIT_START after zf_parse_opt's one line. */
 static uint32_t num(const char *opt, const char *s, uint64_t min, uint64_t max)
 {
+    assert(max <= UINT32_MAX);
     uint64_t v;
-    if (zf_parse_u64(s, max, &v) < 0 || v < min) {
-        zf_log(ZF_LOG_ERROR, "--%s: expected a number from %llu to %llu, got '%s'", opt,
-               (unsigned long long)min, (unsigned long long)max, s);
+    if (zf_parse_opt(NULL, opt, s, min, max, &v) < 0)
         exit(ZF_WORKER_EXIT_START);
-    }
     return (uint32_t)v;
 }
 

@@ -455,16 +455,27 @@ static void run_timers(wk_t *w)
         send_simple(w, ZF_CMD_HEARTBEAT, 0, 0, 0);
 }
 
-static int read_batch(wk_t *w, void *sock, void (*handle)(wk_t *, zf_frames_t *))
+/* zf_wire_read_batch's handlers for the I/O thread's two sockets */
+static void runner_message(void *w, zf_frames_t *f)
 {
-    for (int i = 0; i < 256; i++) {
-        zf_frames_t f;
-        if (zf_wire_recv(sock, &f, ZMQ_DONTWAIT) < 0)
-            return errno == EAGAIN || errno == EINTR ? 0 : -1;
-        handle(w, &f);
-        zf_frames_close(&f);
-    }
-    return 0;
+    on_runner(w, f);
+}
+
+static void broker_message(void *w, zf_frames_t *f)
+{
+    on_broker(w, f);
+}
+
+/* Messages read from one socket per loop turn before looking at the other. */
+#define READ_BATCH 256
+
+/* A batch from the runner's PAIR, then one from the broker. Returns 0, or -1 on a socket
+   error. */
+static int read_batch(wk_t *w)
+{
+    if (zf_wire_read_batch(w->pair, READ_BATCH, runner_message, w) < 0)
+        return -1;
+    return zf_wire_read_batch(w->dealer, READ_BATCH, broker_message, w) < 0 ? -1 : 0;
 }
 
 /* Waits for the broker, the runner, a signal or the next timer, with sock_mu released
@@ -497,7 +508,7 @@ static int serve(wk_t *w)
         uint64_t woken;
         if ((items[3].revents & ZMQ_POLLIN) && read(w->wake_fd, &woken, sizeof woken) < 0)
             zf_log(ZF_LOG_WARN, "wake descriptor: %s", strerror(errno));
-        if (read_batch(w, w->pair, on_runner) < 0 || read_batch(w, w->dealer, on_broker) < 0)
+        if (read_batch(w) < 0)
             break;
         run_timers(w);
         if (w->draining && !zf_runner_running(w->runner).active) {
@@ -507,7 +518,7 @@ static int serve(wk_t *w)
             pthread_mutex_unlock(&w->sock_mu);
             zf_runner_destroy(&w->runner);
             pthread_mutex_lock(&w->sock_mu);
-            read_batch(w, w->pair, on_runner);
+            zf_wire_read_batch(w->pair, READ_BATCH, runner_message, w);
             send_simple(w, ZF_CMD_BYE, 0, 0, ZF_FLAG_BYE_NOW);
             pthread_mutex_unlock(&w->sock_mu);
             zf_log(ZF_LOG_INFO, "drained: leaving");
