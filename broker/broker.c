@@ -681,6 +681,7 @@ static void sent_free(void *data, void *hint)
 {
     (void)data;
     sent_t *s = hint;
+    ZF_TSAN_ACQUIRE(s); /* filled by the loop's thread before ZeroMQ had it */
     flight_t *f = s->flight;
     uint64_t left = atomic_fetch_sub(&f->bytes, s->n) - s->n;
     if (left <= f->resume_at && atomic_exchange(&f->want_wake, false)) {
@@ -729,6 +730,7 @@ static bool send_result(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag, boo
         s->id = j->id;
         atomic_fetch_add(&c->flight->refs, 1);
         atomic_fetch_add(&c->flight->bytes, n);
+        ZF_TSAN_RELEASE(s);
         zmq_msg_init_data(&out, zmq_msg_data(&s->ref), n, sent_free, s);
     } else if (j->res) {
         zmq_msg_copy(&out, &j->res->output);
@@ -1453,6 +1455,7 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 static void free_doc(void *data, void *hint)
 {
     (void)hint;
+    ZF_TSAN_ACQUIRE(data); /* written by the loop's thread before ZeroMQ had it */
     free(data);
 }
 
@@ -1464,6 +1467,7 @@ static void send_doc(zf_broker_t *b, zmq_msg_t *rid, uint64_t tag, msgpack_sbuff
     zf_msg_set_u64(&m, ZF_F_CODE, ZF_OK);
     zmq_msg_t doc;
     /* The sbuffer's memory is handed to ZeroMQ, which frees it after sending. */
+    ZF_TSAN_RELEASE(sb->data);
     zmq_msg_init_data(&doc, sb->data, sb->size, free_doc, NULL);
     sb->data = NULL;
     if (zf_wire_send(b->front, rid, &m, &doc) < 0) {
