@@ -1,6 +1,10 @@
 /*  Devices with real processes: core pinning, a missing GPU, the fleet supervisor (one
-    worker per core, restart with backoff, drain on SIGTERM, giving up a crash loop) and
-    routing by device kind (with --fake-gpu, a test-only flag, standing in for a GPU). */
+    worker per core, restart with backoff, drain on SIGTERM, giving up a crash loop),
+    routing by device kind (with --fake-gpu, a test-only flag, standing in for a GPU), and
+    CUDA_VISIBLE_DEVICES: read from /proc/PID/environ for fleet workers (the fleet sets it
+    in their starting environment), and through the test module's `env` and `device`
+    handlers for workers started by hand (they set it in their own environment, which
+    /proc/PID/environ does not show: what matters is what their handlers see). */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <sched.h>
@@ -559,4 +563,222 @@ Test(devices, fleet_gives_up_a_device_that_crashes_in_a_tight_loop, .timeout = 6
                   file_has(log, "restarting in 80 ms"),
               "the backoff doubles");
     cr_assert(file_has(log, "exited 4 times"));
+}
+
+/* ------------------------------------------------------------------ CUDA_VISIBLE_DEVICES */
+
+/* The value of `name` in the environment process pid started with (/proc/PID/environ) into
+   out. 1 when set, 0 when absent. */
+static int environ_value(pid_t pid, const char *name, char *out, size_t len)
+{
+    char path[64], buf[65536];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "cannot read %s", path);
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = 0;
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < got; i += strlen(buf + i) + 1)
+        if (!strncmp(buf + i, name, nl) && buf[i + nl] == '=') {
+            snprintf(out, len, "%s", buf + i + nl + 1);
+            return 1;
+        }
+    return 0;
+}
+
+/* Runs a testmod function on the kind of device given (0 any, 1 cpu, 2 gpu); returns its
+   output in out and the device label it ran on in dev. */
+static void ask(zf_client_t *c, const char *fn, const char *arg, int device, char *out,
+                size_t len, char *dev, size_t devlen)
+{
+    zf_event_t *r = run_job(c, fn, arg, device, 0, 10000);
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s %s: %s", fn, arg, r->text);
+    snprintf(out, len, "%.*s", (int)r->output_len, (const char *)r->output);
+    snprintf(dev, devlen, "%s", r->device);
+    zf_event_destroy(&r);
+}
+
+/* What the worker's handlers see: CUDA_VISIBLE_DEVICES narrowed to their one GPU (or empty
+   on a CPU worker), the fleet's mark gone, and the device numbers. */
+static void assert_handler_view(zf_client_t *c, int device, const char *label,
+                                const char *cuda, const char *index)
+{
+    char out[256], dev[64], want[128];
+    ask(c, "env", "CUDA_VISIBLE_DEVICES", device, out, sizeof out, dev, sizeof dev);
+    cr_assert_str_eq(dev, label);
+    snprintf(want, sizeof want, "set:%s", cuda);
+    cr_assert_str_eq(out, want, "%s: CUDA_VISIBLE_DEVICES as its handlers see it", label);
+    ask(c, "env", "ZFLEET_GPU_BOUND", device, out, sizeof out, dev, sizeof dev);
+    cr_assert_str_eq(out, "unset", "%s: the fleet's mark is not passed on", label);
+    ask(c, "device", "", device, out, sizeof out, dev, sizeof dev);
+    snprintf(want, sizeof want, "index=%s cuda_index=%d label=%s", index,
+             device == 2 ? 0 : -1, label);
+    cr_assert_str_eq(out, want);
+}
+
+/* Starts a worker with args, expects exit 1 and one error line that contains says. */
+static void assert_refused(const zt_env_t *env, const char *name, const char *const *args,
+                           const char *says)
+{
+    char log[160], text[2048];
+    snprintf(log, sizeof log, "%s/%s.log", env->dir, name);
+    pid_t w = zt_spawn("worker/zfleet-worker", log, args);
+    int st = zt_wait_exit(w, 10000);
+    cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: exit status %d", name, st);
+    zt_read_file(log, text, sizeof text);
+    cr_assert(strstr(text, says) && strstr(text, "error"), "%s: unclear: %s", name, text);
+    cr_assert_eq(strchr(text, '\n'), text + strlen(text) - 1, "%s: not one line: %s", name,
+                 text);
+}
+
+Test(devices, gpu_worker_started_by_hand_sees_only_its_gpu_as_cuda_device_0)
+{
+    unsetenv("CUDA_VISIBLE_DEVICES");
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    const char *mod = zt_path("tests/zf_testmod.so");
+    zt_worker(&env, 200, "--device", "gpu:1", "--fake-gpu", "--module", mod, NULL);
+    zt_worker(&env, 200, "--device", "cpu", "--module", mod, NULL);
+    /* the broker and `zfleet workers` show the GPU's own number, not CUDA's 0 */
+    cr_assert(wait_workers_json(&env, NULL, 10000, "\"device\":\"gpu:1\"", "\"index\":1",
+                                "\"kind\":\"cpu\"", NULL));
+    zf_client_t *c = zt_client(&env);
+    assert_handler_view(c, 2, "gpu:1", "1", "1");
+    /* a CPU worker hides every GPU, so no framework makes a context on GPU 0 */
+    assert_handler_view(c, 1, "cpu", "", "-1");
+    zf_client_destroy(&c);
+    zt_kill_all();
+}
+
+Test(devices, gpu_n_counts_within_the_users_own_cuda_visible_devices)
+{
+    /* the user gave this shell GPUs 7 and 5 (in that order): gpu:1 is GPU 5 */
+    setenv("CUDA_VISIBLE_DEVICES", "7, 5", 1);
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    const char *mod = zt_path("tests/zf_testmod.so");
+    zt_worker(&env, 200, "--device", "gpu:1", "--fake-gpu", "--module", mod, NULL);
+    zt_worker(&env, 200, "--device", "cpu", "--module", mod, NULL);
+    cr_assert(zt_wait_workers(&env, 2, 10000));
+    zf_client_t *c = zt_client(&env);
+    assert_handler_view(c, 2, "gpu:1", "5", "1");
+    assert_handler_view(c, 1, "cpu", "", "-1");
+    zf_client_destroy(&c);
+    /* an index past the user's list is refused with one line that names the list */
+    const char *past[] = {"--broker", env.worker_ep, "--device", "gpu:2", "--fake-gpu", NULL};
+    assert_refused(&env, "past", past, "CUDA_VISIBLE_DEVICES=\"7, 5\" makes 2 GPU(s) visible");
+    /* CUDA ignores a list from its first invalid entry on, and so does the mapping */
+    setenv("CUDA_VISIBLE_DEVICES", "GPU-4f2a,-1,3", 1);
+    const char *cut[] = {"--broker", env.worker_ep, "--device", "gpu:1", "--fake-gpu", NULL};
+    assert_refused(&env, "cut", cut, "makes 1 GPU(s) visible");
+    zt_kill_all();
+}
+
+/* Starts a fleet of fake GPUs (--gpus) and one CPU worker with testmod; waits for all. */
+static pid_t start_gpu_fleet(const zt_env_t *env, const char *gpus, int nworkers, int *core)
+{
+    int cores[CPU_SETSIZE];
+    cr_assert_gt(allowed_cores(cores, CPU_SETSIZE), 0);
+    *core = cores[0];
+    static char cpu[16], log[160];
+    snprintf(cpu, sizeof cpu, "%d", cores[0]);
+    snprintf(log, sizeof log, "%s/fleet.log", env->dir);
+    const char *args[] = {"--fleet", "--broker", env->worker_ep, "--heartbeat", HB,
+                          "--fake-gpu", "--gpus", gpus, "--cpus", cpu, "--module",
+                          zt_path("tests/zf_testmod.so"), NULL};
+    pid_t fleet = zt_spawn("worker/zfleet-worker", log, args);
+    cr_assert(zt_wait_workers(env, nworkers, 20000), "expected %d workers, have %d", nworkers,
+              zt_count_workers(env));
+    return fleet;
+}
+
+/* Checks each fleet child's starting environment: GPU workers CUDA_VISIBLE_DEVICES=want[i]
+   for the i-th GPU of labels, with the mark; the CPU worker an empty one, without it. */
+static void assert_fleet_environ(pid_t fleet, int nkids, const char *const *labels,
+                                 const char *const *want)
+{
+    kid_t kids[8];
+    cr_assert_eq(wait_children(fleet, kids, 8, nkids, 5000), nkids);
+    int checked = 0;
+    for (int i = 0; i < nkids; i++) {
+        char cuda[256] = "", mark[64] = "";
+        int has = environ_value(kids[i].pid, "CUDA_VISIBLE_DEVICES", cuda, sizeof cuda);
+        int marked = environ_value(kids[i].pid, "ZFLEET_GPU_BOUND", mark, sizeof mark);
+        cr_assert(has, "%s (pid %d) starts without CUDA_VISIBLE_DEVICES", kids[i].device,
+                  (int)kids[i].pid);
+        if (!strncmp(kids[i].device, "cpu:", 4)) {
+            cr_assert_str_eq(cuda, "", "%s: CUDA_VISIBLE_DEVICES=%s", kids[i].device, cuda);
+            cr_assert_not(marked, "%s carries the GPU mark", kids[i].device);
+            checked++;
+            continue;
+        }
+        for (int g = 0; labels[g]; g++)
+            if (!strcmp(kids[i].device, labels[g])) {
+                cr_assert_str_eq(cuda, want[g], "%s: CUDA_VISIBLE_DEVICES", labels[g]);
+                cr_assert(marked, "%s: no mark", labels[g]);
+                cr_assert_str_eq(mark, labels[g]);
+                checked++;
+            }
+    }
+    cr_assert_eq(checked, nkids, "a child with an unexpected device");
+}
+
+Test(devices, fleet_starts_each_gpu_worker_with_cuda_visible_devices_of_its_gpu)
+{
+    unsetenv("CUDA_VISIBLE_DEVICES");
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    int core;
+    pid_t fleet = start_gpu_fleet(&env, "0,3", 3, &core);
+    static const char *labels[] = {"gpu:0", "gpu:3", NULL}, *want[] = {"0", "3"};
+    assert_fleet_environ(fleet, 3, labels, want);
+    cr_assert(wait_workers_json(&env, NULL, 5000, "\"device\":\"gpu:3\"", "\"index\":3",
+                                "\"device\":\"gpu:0\"", NULL));
+    /* each GPU worker serves, with its handlers seeing the fleet's narrowing as it was */
+    zf_client_t *c = zt_client(&env);
+    for (int i = 0; i < 4; i++) {
+        char out[256], dev[64];
+        ask(c, "env", "CUDA_VISIBLE_DEVICES", 2, out, sizeof out, dev, sizeof dev);
+        cr_assert(!strcmp(dev, "gpu:0") ? !strcmp(out, "set:0") : !strcmp(out, "set:3"),
+                  "%s sees CUDA_VISIBLE_DEVICES %s", dev, out);
+    }
+    char cpu[16];
+    snprintf(cpu, sizeof cpu, "cpu:%d", core);
+    char idx[16];
+    snprintf(idx, sizeof idx, "%d", core);
+    assert_handler_view(c, 1, cpu, "", idx);
+    zf_client_destroy(&c);
+    kill(fleet, SIGTERM);
+    cr_assert_neq(zt_wait_exit(fleet, 15000), -1);
+    zt_kill_all();
+}
+
+Test(devices, fleet_maps_its_gpus_through_the_users_cuda_visible_devices)
+{
+    /* the fleet was given GPUs 7 and 5: it has two, gpu:0 and gpu:1, which are 7 and 5 */
+    setenv("CUDA_VISIBLE_DEVICES", "7,5", 1);
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    int core;
+    pid_t fleet = start_gpu_fleet(&env, "0,1", 3, &core);
+    static const char *labels[] = {"gpu:0", "gpu:1", NULL}, *want[] = {"7", "5"};
+    assert_fleet_environ(fleet, 3, labels, want);
+    /* gpu:1 kept the fleet's "5" (it did not map 1 through a one-entry list and fail) */
+    cr_assert(wait_workers_json(&env, NULL, 5000, "\"device\":\"gpu:1\"", "\"index\":1",
+                                NULL));
+    kill(fleet, SIGTERM);
+    cr_assert_neq(zt_wait_exit(fleet, 15000), -1);
+    /* a GPU the list does not name is refused at start, as any unavailable device is */
+    const char *past[] = {"--fleet", "--broker", env.worker_ep, "--fake-gpu", "--gpus", "2",
+                          NULL};
+    assert_refused(&env, "fleet-past", past, "--gpus 2");
+    /* and fake GPUs must be named */
+    const char *all[] = {"--fleet", "--broker", env.worker_ep, "--fake-gpu", NULL};
+    assert_refused(&env, "fleet-all", all, "--gpus LIST");
+    zt_kill_all();
 }

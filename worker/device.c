@@ -75,10 +75,97 @@ static void limit_threads(void)
         setenv(vars[i], "1", 1);
 }
 
+/* ------------------------------------------------------------------ CUDA_VISIBLE_DEVICES */
+
+/* The next entry of a CUDA_VISIBLE_DEVICES list at *p, blanks trimmed, into out; advances
+   *p past it and its comma. Returns 0, or -1 at the end of the list or at an entry CUDA
+   would not take (it ignores every entry from the first invalid one on). */
+static int next_entry(const char **p, char *out, size_t len)
+{
+    const char *s = *p;
+    if (!*s)
+        return -1;
+    size_t n = strcspn(s, ",");
+    *p = s + n + (s[n] == ',');
+    while (n && (*s == ' ' || *s == '\t'))
+        s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n >= len)
+        return -1;
+    int number = strspn(s, "0123456789") >= n;
+    if (!number && strncmp(s, "GPU-", 4) && strncmp(s, "MIG-", 4))
+        return -1;
+    memcpy(out, s, n);
+    out[n] = 0;
+    return 0;
+}
+
+int zf_device_cuda_listed(void)
+{
+    const char *p = getenv(ZF_CUDA_ENV);
+    if (!p)
+        return -1;
+    char e[ZF_CUDA_ENTRY_MAX];
+    int n = 0;
+    while (next_entry(&p, e, sizeof e) == 0)
+        n++;
+    return n;
+}
+
+int zf_device_cuda_entry(int index, char *out, size_t len, char *err, size_t errlen)
+{
+    const char *list = getenv(ZF_CUDA_ENV);
+    if (!list) {
+        snprintf(out, len, "%d", index);
+        return 0;
+    }
+    const char *p = list;
+    char e[ZF_CUDA_ENTRY_MAX];
+    for (int i = 0; next_entry(&p, e, sizeof e) == 0; i++)
+        if (i == index) {
+            snprintf(out, len, "%s", e);
+            return 0;
+        }
+    int n = zf_device_cuda_listed();
+    snprintf(err, errlen, "device gpu:%d: %s=\"%.64s\" makes %d GPU(s) visible, and gpu:N "
+                          "counts within that list (gpu:0 is its first entry)",
+             index, ZF_CUDA_ENV, list, n);
+    return -1;
+}
+
+/* Makes gpu:index the only GPU CUDA can see in this process (and its children), unless the
+   fleet that started us did so already (ZF_GPU_BOUND_ENV names our label). */
+static int narrow_cuda(zf_device_binding_t *b, int index, char *err, size_t errlen)
+{
+    const char *mark = getenv(ZF_GPU_BOUND_ENV);
+    int done = mark && !strcmp(mark, b->label) && zf_device_cuda_listed() == 1;
+    if (done) {
+        const char *p = getenv(ZF_CUDA_ENV);
+        return next_entry(&p, b->cuda_visible, sizeof b->cuda_visible); /* listed: one */
+    }
+    if (zf_device_cuda_entry(index, b->cuda_visible, sizeof b->cuda_visible, err, errlen) < 0)
+        return -1;
+    if (setenv(ZF_CUDA_ENV, b->cuda_visible, 1) < 0) {
+        snprintf(err, errlen, "device gpu:%d: cannot set %s", index, ZF_CUDA_ENV);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ binding */
+
 static int bind_cpu(zf_device_binding_t *b, int index, char *err, size_t errlen)
 {
     b->dev.type = ZF_DEVICE_CPU;
     b->dev.index = index;
+    b->dev.cuda_index = -1;
+    /* no GPU for a CPU worker: a framework that probes CUDA (torch.cuda.is_available) would
+       otherwise make a context, and take its memory, on GPU 0 */
+    if (setenv(ZF_CUDA_ENV, "", 1) < 0) {
+        snprintf(err, errlen, "device cpu: cannot set %s", ZF_CUDA_ENV);
+        return -1;
+    }
     cpu_model(b->name, sizeof b->name);
     b->dev.memory = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
     if (index < 0) {
@@ -106,23 +193,23 @@ static int bind_gpu(zf_device_binding_t *b, int index, int fake, char *err, size
 {
     b->dev.type = ZF_DEVICE_GPU;
     b->dev.index = index;
+    b->dev.cuda_index = 0; /* the only GPU this process sees */
     snprintf(b->label, sizeof b->label, "gpu:%d", index);
+    if (narrow_cuda(b, index, err, errlen) < 0)
+        return -1;
     if (fake) {
         snprintf(b->name, sizeof b->name, "%s", FAKE_GPU_NAME);
         b->dev.memory = 1ull << 30;
         return 0;
     }
     char why[256] = "";
-    int n = zf_gpu_count(why, sizeof why);
+    int n = zf_gpu_count(why, sizeof why); /* the process's first CUDA call */
     if (n == 0) {
-        snprintf(err, errlen, "device gpu:%d: %s", index, why);
+        snprintf(err, errlen, "device gpu:%d: %s (with %s=%s)", index, why, ZF_CUDA_ENV,
+                 b->cuda_visible);
         return -1;
     }
-    if (index >= n) {
-        snprintf(err, errlen, "device gpu:%d: no such GPU (this machine has %d)", index, n);
-        return -1;
-    }
-    if (zf_gpu_info(index, b->name, sizeof b->name, &b->dev.memory) < 0) {
+    if (zf_gpu_info(b->dev.cuda_index, b->name, sizeof b->name, &b->dev.memory) < 0) {
         snprintf(err, errlen, "device gpu:%d: cannot read its properties", index);
         return -1;
     }
@@ -141,8 +228,13 @@ int zf_device_bind(zf_device_binding_t *b, const char *spec, int fake_gpu, char 
     }
     int rc = type == ZF_DEVICE_CPU ? bind_cpu(b, index, err, errlen)
                                    : bind_gpu(b, index, fake_gpu, err, errlen);
+    unsetenv(ZF_GPU_BOUND_ENV); /* read; not for the handlers' own child processes */
     b->dev.label = b->label;
     b->dev.name = b->name;
+    if (rc == 0 && type == ZF_DEVICE_GPU)
+        zf_log(ZF_LOG_INFO, "%s: %s=%s, so CUDA and every framework in this process see "
+                            "only this GPU, as their device %d",
+               b->label, ZF_CUDA_ENV, b->cuda_visible, b->dev.cuda_index);
     return rc;
 }
 
@@ -155,5 +247,5 @@ int zf_device_bind_thread(const zf_device_t *dev, char *err, size_t errlen)
 {
     if (dev->type != ZF_DEVICE_GPU || zf_device_is_fake(dev))
         return 0;
-    return zf_gpu_select(dev->index, err, errlen);
+    return zf_gpu_select(dev->cuda_index, err, errlen);
 }

@@ -6,6 +6,12 @@
     (default 8) within CRASH_WINDOW_MS is given up, with a log line saying so; when every
     device is given up the fleet exits 1.
 
+    Devices: each worker starts with CUDA_VISIBLE_DEVICES in its environment (set in the
+    environment execve is given, so /proc/PID/environ shows it): a GPU worker's names its
+    one GPU (entry N of the fleet's own CUDA_VISIBLE_DEVICES when that is set), with
+    ZF_GPU_BOUND_ENV saying so; a CPU worker's is empty. Frameworks see only the GPU the
+    worker owns, as their device 0.
+
     Signals: each worker runs in its own process group, so a terminal's Ctrl-C reaches only
     the fleet, which then asks every worker to drain exactly once (a second signal to a
     worker means "leave now"). A worker whose fleet dies gets SIGTERM (PR_SET_PDEATHSIG) and
@@ -35,6 +41,7 @@
 
 typedef struct {
     char label[16];
+    char cuda[ZF_CUDA_ENTRY_MAX]; /* its CUDA_VISIBLE_DEVICES ("" for a CPU worker) */
     pid_t pid;               /* 0 when not running */
     int64_t started_ms, restart_at_ms;
     uint32_t backoff_ms;
@@ -157,6 +164,38 @@ static void add_arg(char **argv, int *n, const char *a)
     argv[(*n)++] = (char *)a;
 }
 
+static int is_var(const char *entry, const char *name)
+{
+    size_t n = strlen(name);
+    return !strncmp(entry, name, n) && entry[n] == '=';
+}
+
+/* The environment a worker starts with: the fleet's, with CUDA_VISIBLE_DEVICES set for its
+   device (and, for a GPU, ZF_GPU_BOUND_ENV naming it). Built before fork, so the child
+   only calls execve. The strings live in vars[2]; free the array (not the strings). */
+static char **worker_env(const child_t *k, char vars[2][ZF_CUDA_ENTRY_MAX + 32])
+{
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = malloc((n + 3) * sizeof *env);
+    if (!env)
+        return NULL;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!is_var(environ[i], ZF_CUDA_ENV) && !is_var(environ[i], ZF_GPU_BOUND_ENV))
+            env[m++] = environ[i];
+    snprintf(vars[0], sizeof vars[0], "%s=%s", ZF_CUDA_ENV, k->cuda);
+    env[m++] = vars[0];
+    if (!strncmp(k->label, "gpu:", 4)) {
+        snprintf(vars[1], sizeof vars[1], "%s=%s", ZF_GPU_BOUND_ENV, k->label);
+        env[m++] = vars[1];
+    }
+    env[m] = NULL;
+    return env;
+}
+
 static pid_t spawn(fleet_t *f, child_t *k)
 {
     const zf_worker_config_t *wc = f->wc;
@@ -187,12 +226,16 @@ static pid_t spawn(fleet_t *f, child_t *k)
         add_arg(argv, &n, "--module");
         add_arg(argv, &n, wc->modules[i]);
     }
+    if (wc->fake_gpu && !strncmp(k->label, "gpu:", 4))
+        add_arg(argv, &n, "--fake-gpu");
     char name[ZF_NAME_MAX + 1];
     add_arg(argv, &n, "--name");
     add_arg(argv, &n, name);
     argv[n] = NULL;
+    char vars[2][ZF_CUDA_ENTRY_MAX + 32];
+    char **env = worker_env(k, vars);
     pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = env ? fork() : -1;
     if (pid == 0) {
         setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -202,15 +245,16 @@ static pid_t spawn(fleet_t *f, child_t *k)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         zf_worker_default_name(name, sizeof name, (int)getpid(), k->label);
-        execv(f->bin, argv);
+        execve(f->bin, argv, env);
         fprintf(stderr, "zfleet-fleet: cannot run %s: %s\n", f->bin, strerror(errno));
         _exit(127);
     }
+    free(env);
     if (pid < 0) {
         k->backoff_ms = k->backoff_ms ? k->backoff_ms : f->fc->backoff_min_ms;
         k->restart_at_ms = zf_now_ms() + k->backoff_ms;
-        zf_log(ZF_LOG_ERROR, "%s: cannot start a worker (fork: %s); trying again in %u ms",
-               k->label, strerror(errno), k->backoff_ms);
+        zf_log(ZF_LOG_ERROR, "%s: cannot start a worker (%s: %s); trying again in %u ms",
+               k->label, env ? "fork" : "environment", strerror(errno), k->backoff_ms);
         return 0;
     }
     k->pid = pid;
@@ -320,13 +364,30 @@ static void signal_all(fleet_t *f, int sig)
             kill(f->kids[i].pid, sig);
 }
 
+/* How many GPUs the fleet may use: CUDA's count, or with --fake-gpu (tests only) as many
+   as the fleet's CUDA_VISIBLE_DEVICES lists, or any number when it is not set. */
+static int gpus_available(const fleet_t *f)
+{
+    if (f->wc->fake_gpu) {
+        int listed = zf_device_cuda_listed();
+        return listed >= 0 ? listed : MAX_DEVICES;
+    }
+    char why[256] = "";
+    int n = zf_gpu_count(why, sizeof why);
+    if (n == 0 && strcmp(f->fc->gpus, "none"))
+        zf_log(ZF_LOG_INFO, "no GPUs: %s", why);
+    return n;
+}
+
 static int discover(fleet_t *f)
 {
     int avail[MAX_DEVICES], picked[MAX_DEVICES];
-    char why[256] = "";
-    int ngpu_avail = zf_gpu_count(why, sizeof why);
-    if (ngpu_avail == 0 && strcmp(f->fc->gpus, "none"))
-        zf_log(ZF_LOG_INFO, "no GPUs: %s", why);
+    if (f->wc->fake_gpu && !strcmp(f->fc->gpus, "all")) {
+        zf_log(ZF_LOG_ERROR, "--fake-gpu (tests only) with --fleet: name the fake GPUs with "
+                             "--gpus LIST");
+        return -1;
+    }
+    int ngpu_avail = gpus_available(f);
     for (int i = 0; i < ngpu_avail && i < MAX_DEVICES; i++)
         avail[i] = i;
     int ng = zf_fleet_parse_list(f->fc->gpus, avail, ngpu_avail, picked, MAX_DEVICES);
@@ -338,8 +399,15 @@ static int discover(fleet_t *f)
     f->kids = calloc(MAX_DEVICES * 2, sizeof *f->kids);
     if (!f->kids)
         return -1;
-    for (int i = 0; i < ng; i++)
-        snprintf(f->kids[f->nkids++].label, sizeof f->kids->label, "gpu:%d", picked[i]);
+    char err[256];
+    for (int i = 0; i < ng; i++) {
+        child_t *k = &f->kids[f->nkids++];
+        snprintf(k->label, sizeof k->label, "gpu:%d", picked[i]);
+        if (zf_device_cuda_entry(picked[i], k->cuda, sizeof k->cuda, err, sizeof err) < 0) {
+            zf_log(ZF_LOG_ERROR, "%s", err); /* CUDA counted more GPUs than the list names */
+            return -1;
+        }
+    }
     int ncpu_avail = zf_device_cpus(avail, MAX_DEVICES);
     int nc = zf_fleet_parse_list(f->fc->cpus, avail, ncpu_avail, picked, MAX_DEVICES);
     if (nc < 0) {

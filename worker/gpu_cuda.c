@@ -16,7 +16,8 @@ int zf_gpu_count(char *why, size_t whylen)
             snprintf(why, whylen, "no usable NVIDIA driver on this machine, so zero GPUs "
                                   "(CUDA: %s)", cudaGetErrorString(e));
         else if (e == cudaErrorNoDevice || e == cudaSuccess)
-            snprintf(why, whylen, "no GPU on this machine (CUDA found no device)");
+            snprintf(why, whylen, "CUDA finds no GPU (none on this machine, or none that "
+                                  "CUDA_VISIBLE_DEVICES lets it see)");
         else
             snprintf(why, whylen, "CUDA cannot be used, so zero GPUs: %s", cudaGetErrorString(e));
         return 0;

@@ -24,7 +24,8 @@ static void usage(FILE *out)
           "  --cancel-grace MS    time a cancelled handler gets to return (default 2000)\n"
           "  --drain-timeout MS   longest drain on SIGTERM, 0 = wait for the job (default 0)\n"
           "  --fake-gpu           TESTS ONLY: with --device gpu:N, register as a GPU worker\n"
-          "                       without using CUDA (GPU modules take their CPU path)\n"
+          "                       without using CUDA (GPU modules take their CPU path);\n"
+          "                       with --fleet, the GPUs of --gpus LIST are such fakes\n"
           "fleet options:\n"
           "  --fleet              start and supervise one worker per device\n"
           "  --gpus LIST|all|none GPUs to use, e.g. 0,1 (default all)\n"
@@ -115,9 +116,9 @@ int main(int argc, char **argv)
         zf_log(ZF_LOG_ERROR, "unexpected argument '%s' (see --help)", argv[optind]);
         return ZF_WORKER_EXIT_START;
     }
-    if (fleet_mode && (device_set || cfg.name || cfg.fake_gpu)) {
+    if (fleet_mode && (device_set || cfg.name)) {
         zf_log(ZF_LOG_ERROR, "--fleet picks each worker's device and name itself: drop "
-                             "--device, --name and --fake-gpu");
+                             "--device and --name");
         return ZF_WORKER_EXIT_START;
     }
     if (fleet_mode) {

@@ -28,14 +28,31 @@
 
 typedef enum { ZF_DEVICE_CPU = 1, ZF_DEVICE_GPU = 2 } zf_device_type_t;
 
-/* The device a worker is bound to. For a GPU, cudaSetDevice(index) has already been called
-   on the handler thread when init and run are called. */
+/* The device a worker is bound to.
+
+   A GPU worker's process sees only its own GPU: CUDA_VISIBLE_DEVICES names that one GPU
+   before anything in the process initialises CUDA (see docs/DEVICES.md), so that CUDA,
+   PyTorch, TensorFlow and any other framework find exactly one device, as their device 0,
+   and make no context on another GPU. So there are two numbers:
+   - index: the GPU's number as the fleet and the operator name it (gpu:N, the label, the
+     logs, `zfleet workers`): what --device said. Not a CUDA device number: never pass it
+     to cudaSetDevice.
+   - cuda_index: the device number to use with CUDA inside this process: 0 for every GPU
+     worker (a framework calls it cuda:0). cudaSetDevice(cuda_index) has already been
+     called on the handler thread when init and run are called; a module that starts its
+     own threads calls it on each of them (the current device is per thread).
+   A CPU worker has index = its core (-1 when not pinned), cuda_index = -1, and no GPU
+   visible at all (CUDA_VISIBLE_DEVICES is empty). cuda_index was appended to the struct
+   after ABI 1 shipped: a module built before it never reads it, and keeps working unless
+   it passed index to cudaSetDevice (that now fails at its init on gpu:1 and up, with
+   CUDA's "invalid device ordinal"). */
 typedef struct {
     zf_device_type_t type;
-    int index;              /* core number or CUDA device number */
+    int index;              /* core number, or the GPU's number in gpu:N (not for CUDA) */
     const char *label;      /* "cpu:3", "gpu:0" */
     const char *name;       /* "NVIDIA H100 80GB HBM3", or the CPU model */
     uint64_t memory;        /* bytes of device memory (GPU) or of the machine (CPU) */
+    int cuda_index;         /* the CUDA device number in this process: 0 on GPU, -1 on CPU */
 } zf_device_t;
 
 typedef struct zf_job zf_job_t;

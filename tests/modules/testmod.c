@@ -1,5 +1,6 @@
 /*  A zfleet module for tests only: handlers that fail, crash, hang, ignore cancellation,
-    report progress, or corrupt results on purpose. Never load it in production. */
+    report progress, or corrupt results on purpose, and that report the environment and
+    device they run with. Never load it in production. */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -97,10 +98,38 @@ static int run_corrupt(void *s, zf_job_t *job)
     return 0;
 }
 
+/* env: the handler's view of the environment variable named by the payload: "set:VALUE"
+   or "unset" (what a framework in this process would read) */
+static int run_env(void *s, zf_job_t *job)
+{
+    (void)s;
+    char name[128];
+    size_t n = zf_job_size(job);
+    if (n == 0 || n >= sizeof name)
+        return zf_job_fail(job, "env: expected a variable name");
+    memcpy(name, zf_job_data(job), n);
+    name[n] = 0;
+    const char *v = getenv(name);
+    char out[1024];
+    int len = v ? snprintf(out, sizeof out, "set:%s", v) : snprintf(out, sizeof out, "unset");
+    return zf_job_output(job, out, (size_t)len < sizeof out ? (size_t)len : sizeof out - 1);
+}
+
+/* device: the zf_device_t the handler was given, "index=N cuda_index=M label=L" */
+static int run_device(void *s, zf_job_t *job)
+{
+    (void)s;
+    const zf_device_t *d = zf_job_device(job);
+    char out[128];
+    int len = snprintf(out, sizeof out, "index=%d cuda_index=%d label=%s", d->index,
+                       d->cuda_index, d->label);
+    return zf_job_output(job, out, (size_t)len < sizeof out ? (size_t)len : sizeof out - 1);
+}
+
 static const zf_function_t functions[] = {
     {"fail", run_fail},         {"abort", run_abort},     {"hang", run_hang},
     {"coop", run_coop},         {"progress", run_progress}, {"corrupt", run_corrupt},
-    {NULL, NULL},
+    {"env", run_env},           {"device", run_device},   {NULL, NULL},
 };
 
 static const zf_module_t module = {

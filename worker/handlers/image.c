@@ -154,7 +154,7 @@ static void *image_init(const zf_device_t *dev, char *err, size_t errlen)
         return NULL;
     }
     if (dev->type == ZF_DEVICE_GPU && !zf_device_is_fake(dev)) {
-        s->gpu = zf_sobel_gpu_new(dev->index, err, errlen);
+        s->gpu = zf_sobel_gpu_new(dev->cuda_index, err, errlen);
         if (!s->gpu) {
             free(s);
             return NULL;
