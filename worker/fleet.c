@@ -187,6 +187,10 @@ static pid_t spawn(fleet_t *f, child_t *k)
         add_arg(argv, &n, "--module");
         add_arg(argv, &n, wc->modules[i]);
     }
+    if (wc->venv) {
+        add_arg(argv, &n, "--venv");
+        add_arg(argv, &n, wc->venv);
+    }
     char name[ZF_NAME_MAX + 1];
     add_arg(argv, &n, "--name");
     add_arg(argv, &n, name);
