@@ -228,6 +228,10 @@ static pid_t spawn(fleet_t *f, child_t *k)
     }
     if (wc->fake_gpu && !strncmp(k->label, "gpu:", 4))
         add_arg(argv, &n, "--fake-gpu");
+    if (wc->venv) {
+        add_arg(argv, &n, "--venv");
+        add_arg(argv, &n, wc->venv);
+    }
     char name[ZF_NAME_MAX + 1];
     add_arg(argv, &n, "--name");
     add_arg(argv, &n, name);

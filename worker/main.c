@@ -7,6 +7,7 @@
 
 #include "../common/zf_util.h"
 #include "zf_fleet.h"
+#include "zf_python.h"
 #include "zf_worker.h"
 
 static void usage(FILE *out)
@@ -16,7 +17,9 @@ static void usage(FILE *out)
           "  --broker EP          broker worker endpoint (default tcp://127.0.0.1:5556;\n"
           "                       env ZFLEET_WORKER_BROKER)\n"
           "  --device DEV         cpu, cpu:N (pin to core N) or gpu:N (CUDA device N)\n"
-          "  --module PATH.so     load a handler module (repeatable)\n"
+          "  --module MODULE      load a handler module (repeatable): PATH.so (C), PATH.py or\n"
+          "                       py:package.module (Python, from sys.path)\n"
+          "  --venv DIR           run Python modules inside the virtual environment DIR\n"
           "  --credits N          jobs held at once, running + prefetched (default 1)\n"
           "  --name NAME          worker name shown in stats (default host:pid:device)\n"
           "  --heartbeat MS       heartbeat interval (default 1000)\n"
@@ -34,8 +37,19 @@ static void usage(FILE *out)
           "  --restart-backoff MIN:MAX  delay before restarting a worker that exited, in ms:\n"
           "                       MIN, doubling per exit in a row, up to MAX (200:10000)\n"
           "  --crash-limit N      give a device up after N exits within 30 s; 0 = never (8)\n"
+          "  --version            print the version and the embedded Python's\n"
           "exit codes: 0 clean stop, 1 could not start, 3 job timed out, 4 cancel not honoured\n",
           out);
+}
+
+static void version(void)
+{
+    const char *py = zf_python_version();
+    printf("zfleet-worker %s\n", ZF_VERSION);
+    if (py)
+        printf("python %s (embedded: .py and py: modules)\n", py);
+    else
+        printf("python: none (built without python3-dev: C modules only)\n");
 }
 
 /* A bounded number for --opt, or exit ZF_WORKER_EXIT_START after zf_parse_opt's one line. */
@@ -79,7 +93,8 @@ int main(int argc, char **argv)
         {"liveness", 1, 0, 'l'},      {"cancel-grace", 1, 0, 'g'},  {"drain-timeout", 1, 0, 't'},
         {"fake-gpu", 0, 0, 'F'},      {"fleet", 0, 0, 'f'},         {"gpus", 1, 0, 'G'},
         {"cpus", 1, 0, 'C'},          {"worker-bin", 1, 0, 'W'},    {"help", 0, 0, 'H'},
-        {"restart-backoff", 1, 0, 'R'}, {"crash-limit", 1, 0, 'L'},
+        {"restart-backoff", 1, 0, 'R'}, {"crash-limit", 1, 0, 'L'}, {"venv", 1, 0, 'V'},
+        {"version", 0, 0, 'v'},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -108,6 +123,8 @@ int main(int argc, char **argv)
         case 'L':
             fleet.crash_limit = num("crash-limit", optarg, 0, ZF_FLEET_CRASH_LIMIT_MAX);
             break;
+        case 'V': cfg.venv = optarg; break;
+        case 'v': version(); return 0;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return ZF_WORKER_EXIT_START;
         }
@@ -119,6 +136,11 @@ int main(int argc, char **argv)
     if (fleet_mode && (device_set || cfg.name)) {
         zf_log(ZF_LOG_ERROR, "--fleet picks each worker's device and name itself: drop "
                              "--device and --name");
+        return ZF_WORKER_EXIT_START;
+    }
+    char err[512];
+    if (cfg.venv && zf_python_set_venv(cfg.venv, err, sizeof err) < 0) {
+        zf_log(ZF_LOG_ERROR, "%s", err);
         return ZF_WORKER_EXIT_START;
     }
     if (fleet_mode) {

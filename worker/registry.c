@@ -8,21 +8,27 @@
 
 #include "../proto/zf_proto.h"
 #include "zf_crash.h"
+#include "zf_python.h"
 
 #define MAX_MODULES 32
 
+/* A module is C (mod, from the executable or a .so) or Python (py: its functions join the
+   function table when it is imported, in zf_registry_init on the handler thread). */
 typedef struct {
-    const zf_module_t *mod;
+    const zf_module_t *mod; /* NULL for a Python module */
+    zf_pymod_t *py;
     void *dl;       /* dlopen handle, NULL for built-ins */
     void *state;
-    bool inited;
-    char label[256]; /* what a crash report calls it: the .so path, or the built-in's name */
+    bool inited, finished;
+    char label[256]; /* what a crash report calls it: the .so or .py path, py:name, or the
+                        built-in's name */
 } entry_t;
 
 typedef struct {
     const char *name;
     zf_run_fn run;
     unsigned module;
+    void *state;    /* a Python function's own (zf_pymod_function); NULL: the module's */
 } fentry_t;
 
 struct zf_registry {
@@ -37,6 +43,35 @@ zf_registry_t *zf_registry_new(void)
     return calloc(1, sizeof(zf_registry_t));
 }
 
+/* Adds function name of module `module` (called modname in errors). Returns 0, or -1. */
+static int add_function(zf_registry_t *self, const char *modname, const char *name, zf_run_fn run,
+                        void *state, unsigned module, char *err, size_t errlen)
+{
+    if (!run || !name[0] || strlen(name) > ZF_FN_MAX) {
+        snprintf(err, errlen, "module %s: function '%s' has no handler or a bad name", modname,
+                 name);
+        return -1;
+    }
+    void *unused;
+    if (zf_registry_find(self, name, &unused)) {
+        snprintf(err, errlen, "module %s: function %s is already defined", modname, name);
+        return -1;
+    }
+    if (self->nfns == ZF_MAX_FUNCTIONS) {
+        snprintf(err, errlen, "more than %d functions in one worker", ZF_MAX_FUNCTIONS);
+        return -1;
+    }
+    self->fns[self->nfns++] = (fentry_t){name, run, module, state};
+    return 0;
+}
+
+/* A spec that names Python: a .py file, or py:module. */
+static bool is_python(const char *spec)
+{
+    size_t n = strlen(spec);
+    return !strncmp(spec, "py:", 3) || (n > 3 && !strcmp(spec + n - 3, ".py"));
+}
+
 int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size_t errlen)
 {
     if (!mod || mod->abi != ZF_MODULE_ABI) {
@@ -48,32 +83,35 @@ int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size
         snprintf(err, errlen, "more than %d modules", MAX_MODULES);
         return -1;
     }
-    for (const zf_function_t *f = mod->functions; f && f->name; f++) {
-        if (!f->run || !f->name[0] || strlen(f->name) > ZF_FN_MAX) {
-            snprintf(err, errlen, "module %s: function '%s' has no handler or a bad name",
-                     mod->name, f->name);
+    for (const zf_function_t *f = mod->functions; f && f->name; f++)
+        if (add_function(self, mod->name, f->name, f->run, NULL, self->nmods, err, errlen) < 0)
             return -1;
-        }
-        void *unused;
-        if (zf_registry_find(self, f->name, &unused)) {
-            snprintf(err, errlen, "module %s: function %s is already defined", mod->name,
-                     f->name);
-            return -1;
-        }
-        if (self->nfns == ZF_MAX_FUNCTIONS) {
-            snprintf(err, errlen, "more than %d functions in one worker", ZF_MAX_FUNCTIONS);
-            return -1;
-        }
-        self->fns[self->nfns++] = (fentry_t){f->name, f->run, self->nmods};
-    }
     entry_t *e = &self->mods[self->nmods++];
     *e = (entry_t){.mod = mod};
     snprintf(e->label, sizeof e->label, "%s", mod->name ? mod->name : "?");
     return 0;
 }
 
+/* A Python module: checked now, imported by zf_registry_init. */
+static int load_python(zf_registry_t *self, const char *spec, char *err, size_t errlen)
+{
+    if (self->nmods == MAX_MODULES) {
+        snprintf(err, errlen, "more than %d modules", MAX_MODULES);
+        return -1;
+    }
+    zf_pymod_t *py = zf_pymod_new(spec, err, errlen);
+    if (!py)
+        return -1;
+    entry_t *e = &self->mods[self->nmods++];
+    *e = (entry_t){.py = py};
+    snprintf(e->label, sizeof e->label, "%s", spec);
+    return 0;
+}
+
 int zf_registry_load(zf_registry_t *self, const char *path, char *err, size_t errlen)
 {
+    if (is_python(path))
+        return load_python(self, path, err, errlen);
     void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {
         snprintf(err, errlen, "cannot load module %s: %s", path, dlerror());
@@ -95,11 +133,44 @@ int zf_registry_load(zf_registry_t *self, const char *path, char *err, size_t er
     return 0;
 }
 
+/* Imports a Python module, adds its functions and calls its init. Returns 0, or -1. */
+static int init_python(zf_registry_t *self, unsigned i, const zf_device_t *dev, char *err,
+                       size_t errlen)
+{
+    entry_t *e = &self->mods[i];
+    char why[768] = "";
+    e->inited = true; /* zf_pymod_fini drops what an import made, even a failed one */
+    zf_crash_enter(e->label, "init", NULL, 0);
+    int rc = zf_pymod_import(e->py, why, sizeof why);
+    zf_crash_leave();
+    if (rc < 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    for (unsigned k = 0; k < zf_pymod_count(e->py); k++)
+        if (add_function(self, e->label, zf_pymod_name(e->py, k), zf_pymod_run,
+                         zf_pymod_function(e->py, k), i, err, errlen) < 0)
+            return -1;
+    zf_crash_enter(e->label, "init", NULL, 0);
+    rc = zf_pymod_init(e->py, dev, why, sizeof why);
+    zf_crash_leave();
+    if (rc < 0) {
+        snprintf(err, errlen, "module %s refused %s: %s", e->label, dev->label, why);
+        return -1;
+    }
+    return 0;
+}
+
 int zf_registry_init(zf_registry_t *self, const zf_device_t *dev, char *err, size_t errlen)
 {
     zf_crash_install(); /* best effort: without it a crash is only not named */
     for (unsigned i = 0; i < self->nmods; i++) {
         entry_t *e = &self->mods[i];
+        if (e->py) {
+            if (init_python(self, i, dev, err, errlen) < 0)
+                return -1;
+            continue;
+        }
         if (!e->mod->init) {
             e->inited = true;
             continue;
@@ -122,7 +193,8 @@ zf_run_fn zf_registry_find(const zf_registry_t *self, const char *name, void **s
 {
     for (unsigned i = 0; i < self->nfns; i++)
         if (!strcmp(self->fns[i].name, name)) {
-            *state = self->mods[self->fns[i].module].state;
+            *state = self->fns[i].state ? self->fns[i].state
+                                        : self->mods[self->fns[i].module].state;
             return self->fns[i].run;
         }
     return NULL;
@@ -146,19 +218,37 @@ const char *zf_registry_name(const zf_registry_t *self, unsigned i)
     return i < self->nfns ? self->fns[i].name : NULL;
 }
 
+void zf_registry_fini(zf_registry_t *self)
+{
+    for (unsigned i = self->nmods; i-- > 0;) {
+        entry_t *e = &self->mods[i];
+        if (!e->inited || e->finished)
+            continue;
+        e->finished = true;
+        zf_crash_enter(e->label, "fini", NULL, 0);
+        if (e->py)
+            zf_pymod_fini(e->py);
+        else if (e->mod->fini)
+            e->mod->fini(e->state);
+        zf_crash_leave();
+    }
+}
+
 void zf_registry_destroy(zf_registry_t **self_p)
 {
     zf_registry_t *self = *self_p;
     if (!self)
         return;
     *self_p = NULL;
+    /* C modules whose fini has not run yet; a Python module's was run by the handler thread
+       (zf_registry_init and zf_registry_fini run there), never here */
+    for (unsigned i = self->nmods; i-- > 0;)
+        if (self->mods[i].py)
+            self->mods[i].finished = true;
+    zf_registry_fini(self);
     for (unsigned i = self->nmods; i-- > 0;) {
         entry_t *e = &self->mods[i];
-        if (e->inited && e->mod->fini) {
-            zf_crash_enter(e->label, "fini", NULL, 0);
-            e->mod->fini(e->state);
-            zf_crash_leave();
-        }
+        zf_pymod_destroy(&e->py);
         if (e->dl)
             dlclose(e->dl);
     }

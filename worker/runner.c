@@ -80,6 +80,19 @@ int zf_job_output_input(zf_job_t *job)
     return zmq_msg_copy(&job->out, job->in) == 0 ? 0 : -1;
 }
 
+int zf_runner_job_input(const zf_job_t *job, zmq_msg_t *out)
+{
+    zmq_msg_init(out);
+    return zmq_msg_copy(out, job->in) == 0 ? 0 : -1;
+}
+
+void zf_runner_job_output(zf_job_t *job, zmq_msg_t *msg)
+{
+    zmq_msg_close(&job->out);
+    zmq_msg_init(&job->out);
+    zmq_msg_move(&job->out, msg);
+}
+
 int zf_job_output(zf_job_t *job, const void *data, size_t len)
 {
     void *p = zf_job_output_alloc(job, len);
@@ -214,6 +227,8 @@ static void *thread_main(void *arg)
     char err[512] = "";
     if (zf_device_bind_thread(r->dev, err, sizeof err) == 0)
         zf_registry_init(r->mods, r->dev, err, sizeof err);
+    if (err[0]) /* the modules that did start stop here, on their own thread */
+        zf_registry_fini(r->mods);
     zmq_send(pair, err, strlen(err), 0);
     if (err[0]) {
         zmq_close(pair);
@@ -226,6 +241,9 @@ static void *thread_main(void *arg)
         run_one(r, pair, q);
         rjob_free(q);
     }
+    /* fini on the thread that ran init and the jobs: a CUDA context, or an interpreter's
+       thread state, belongs to it */
+    zf_registry_fini(r->mods);
     zmq_close(pair);
     return NULL;
 }

@@ -1,7 +1,9 @@
-/*  zf_registry — the functions one worker serves: built-in modules and loaded .so files.
+/*  zf_registry — the functions one worker serves: built-in modules, loaded .so files and
+    Python modules (zf_python.h).
 
-    Modules are loaded (dlopen) and initialised on the handler thread, after the device is
-    bound, so a CUDA module's context belongs to that thread. Lookups are by function name.
+    Modules are initialised (and Python ones imported) on the handler thread, after the
+    device is bound, so a CUDA module's context and the interpreter belong to that thread;
+    fini runs there too (zf_registry_fini). Lookups are by function name.
 */
 #ifndef ZF_REGISTRY_H
 #define ZF_REGISTRY_H
@@ -12,11 +14,14 @@ typedef struct zf_registry zf_registry_t;
 
 /* An empty set. Returns NULL when memory runs out. */
 zf_registry_t *zf_registry_new(void);
-/* Adds a module from a shared object. Returns 0, or -1 with a reason in err. */
+/* Adds a module from a shared object, or a Python module when path ends in .py or is
+   py:dotted.name (checked now; imported by zf_registry_init, whose functions only then join
+   the set). Returns 0, or -1 with a reason in err. */
 int zf_registry_load(zf_registry_t *self, const char *path, char *err, size_t errlen);
 /* Adds a module compiled into the worker. Returns 0, or -1 with a reason in err. */
 int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size_t errlen);
-/* Calls every module's init for dev. Returns 0, or -1 with the first refusal in err.
+/* Calls every module's init for dev (importing Python modules first), on the handler
+   thread. Returns 0, or -1 with the first refusal in err (one line).
    A crash inside an init is named on stderr before the signal ends the process
    (zf_crash.h); so is one inside a fini (zf_registry_destroy). */
 int zf_registry_init(zf_registry_t *self, const zf_device_t *dev, char *err, size_t errlen);
@@ -28,7 +33,11 @@ const char *zf_registry_label(const zf_registry_t *self, const char *name);
 /* Number of functions, and the name of the i-th. */
 unsigned zf_registry_count(const zf_registry_t *self);
 const char *zf_registry_name(const zf_registry_t *self, unsigned i);
-/* Calls every fini, unloads, frees; sets *self_p to NULL. NULL-safe. */
+/* Calls the fini of every module whose init ran, in reverse order, on the calling thread:
+   the handler thread, which ran init. Later calls do nothing. */
+void zf_registry_fini(zf_registry_t *self);
+/* Calls the C modules' fini if zf_registry_fini has not, unloads, frees; sets *self_p to
+   NULL. NULL-safe. Never calls Python. */
 void zf_registry_destroy(zf_registry_t **self_p);
 
 /* The built-in modules: "core" with echo and spin (builtin.c); "image" with sobel

@@ -66,6 +66,15 @@ zf_running_t zf_runner_running(zf_runner_t *self);
 /* Flags the job (id, attempt) as cancelled; zf_job_cancelled turns true for it. */
 void zf_runner_cancel(zf_runner_t *self, uint64_t id, uint32_t attempt);
 
+/* For embedded runtimes (zf_python), on the runner's thread during run(): a new reference to
+   the job's input frame in *out (it shares the frame's buffer: no copy; out may outlive the
+   job, the buffer lives as long as a reference does; the caller closes it). Returns 0, or
+   -1 when memory runs out. */
+int zf_runner_job_input(const zf_job_t *job, zmq_msg_t *out);
+/* Makes msg the job's output as it is (moved: msg is left empty), so a runtime can hand over
+   a buffer it owns with its own free function (zmq_msg_init_data) instead of copying it. */
+void zf_runner_job_output(zf_job_t *job, zmq_msg_t *msg);
+
 /* Stops the thread after its current job, drops what is queued, joins, frees; sets
    *self_p to NULL. NULL-safe. */
 void zf_runner_destroy(zf_runner_t **self_p);

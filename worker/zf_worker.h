@@ -33,6 +33,7 @@ typedef struct {
     const char *device;           /* cpu, cpu:N or gpu:N; default cpu */
     const char *modules[ZF_WORKER_MAX_MODULES];
     int nmodules;
+    const char *venv;             /* Python virtual environment for Python modules, or NULL */
     const char *name;             /* default host:pid:device */
     uint32_t credits;             /* jobs held at once (1 running + prefetch); default 1 */
     uint32_t heartbeat_ms;        /* default 1000 */
