@@ -350,29 +350,14 @@ int main(int argc, char **argv)
     /* --payload: a body must have room for its "zfb INDEX " tag, which the checks read */
     while (!bad && (o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'P':
-            bad = zf_parse_opt(PROG, "port", optarg, 1, 65535, &port_v);
-            break;
-        case 'n':
-            bad = zf_parse_opt(PROG, "jobs", optarg, 1, 1000000000, &jobs);
-            break;
-        case 'p':
-            bad = zf_parse_opt(PROG, "payload", optarg, 24, 1ull << 30, &len);
-            break;
-        case 'i':
-            bad = zf_parse_opt(PROG, "inflight", optarg, 1, 10000000, &window);
-            break;
-        case 'w':
-            bad = zf_parse_opt(PROG, "workers", optarg, 1, 64, &nworkers);
-            break;
-        case 'W':
-            bad = zf_parse_opt(PROG, "warmup", optarg, 0, 10000000, &warm);
-            break;
-        case 'j':
-            json = 1;
-            break;
-        default:
-            bad = -1;
+        case 'P': bad = zf_parse_opt(PROG, "port", optarg, 1, 65535, &port_v); break;
+        case 'n': bad = zf_parse_opt(PROG, "jobs", optarg, 1, 1000000000, &jobs); break;
+        case 'p': bad = zf_parse_opt(PROG, "payload", optarg, 24, 1ull << 30, &len); break;
+        case 'i': bad = zf_parse_opt(PROG, "inflight", optarg, 1, 10000000, &window); break;
+        case 'w': bad = zf_parse_opt(PROG, "workers", optarg, 1, 64, &nworkers); break;
+        case 'W': bad = zf_parse_opt(PROG, "warmup", optarg, 0, 10000000, &warm); break;
+        case 'j': json = 1; break;
+        default: bad = -1;
         }
     }
     if (bad || optind + 1 != argc)

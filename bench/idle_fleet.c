@@ -323,32 +323,15 @@ int main(int argc, char **argv)
     int c, bad = 0;
     while (!bad && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'b':
-            o.ep = optarg;
-            break;
-        case 'J':
-            o.json = 1;
-            break;
-        case 'P':
-            bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid);
-            break;
-        case 'S':
-            bad = num("seconds", optarg, 1, 86400, &o.seconds);
-            break;
-        case 'F':
-            bad = num("fleet", optarg, 1, 100000, &o.fleet);
-            break;
-        case 'h':
-            bad = num("heartbeat", optarg, 10, 3600000, &o.heartbeat_ms);
-            break;
-        case 'E':
-            o.worker_ep = optarg;
-            break;
-        case 'H':
-            usage(stdout);
-            return 0;
-        default:
-            bad = -1;
+        case 'b': o.ep = optarg; break;
+        case 'J': o.json = 1; break;
+        case 'P': bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid); break;
+        case 'S': bad = num("seconds", optarg, 1, 86400, &o.seconds); break;
+        case 'F': bad = num("fleet", optarg, 1, 100000, &o.fleet); break;
+        case 'h': bad = num("heartbeat", optarg, 10, 3600000, &o.heartbeat_ms); break;
+        case 'E': o.worker_ep = optarg; break;
+        case 'H': usage(stdout); return 0;
+        default: bad = -1;
         }
     }
     if (bad || optind != argc || !o.broker_pid) {

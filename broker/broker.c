@@ -62,15 +62,15 @@ struct zf_broker {
     void *ctx, *front, *back;
     int sigfd;
     bool stop;
-    job_t *jobs;            /* all jobs by id */
-    fnq_t *fns;             /* functions by name */
-    wrk_t *workers;         /* workers by routing id */
-    client_t *clients;      /* clients by routing id */
-    client_t *slow;         /* clients with results held back (client_t.deferred) */
-    int wake_fd;            /* eventfd: ZeroMQ wrote out enough for a held-back result */
-    int stop_fd;            /* eventfd: zf_broker_stop (any thread) asks the loop to stop */
-    wrk_t *alive;           /* liveness list, oldest first */
-    job_t *done, *dead;     /* terminal jobs: results kept for get/wait; dead letters */
+    job_t *jobs;        /* all jobs by id */
+    fnq_t *fns;         /* functions by name */
+    wrk_t *workers;     /* workers by routing id */
+    client_t *clients;  /* clients by routing id */
+    client_t *slow;     /* clients with results held back (client_t.deferred) */
+    int wake_fd;        /* eventfd: ZeroMQ wrote out enough for a held-back result */
+    int stop_fd;        /* eventfd: zf_broker_stop (any thread) asks the loop to stop */
+    wrk_t *alive;       /* liveness list, oldest first */
+    job_t *done, *dead; /* terminal jobs: results kept for get/wait; dead letters */
     uint64_t ndone, ndead, queued;
     uint64_t payload_bytes; /* payloads of unfinished jobs, bounded by max_queued_bytes */
     uint64_t unplaced;      /* accepted this turn, placed after the commit: count as queued */
@@ -79,10 +79,10 @@ struct zf_broker {
     uint32_t prefetching;   /* workers holding 2+ leases: the only ones steal_for can use */
     job_t *ack_head, **ack_tail;
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
-    job_t *forgetting;      /* pushed FORGET jobs whose FORGET record waits, oldest first */
-    struct receipts *receipts; /* FORGET pushes written out (see struct receipts) */
+    job_t *forgetting;             /* pushed FORGET jobs whose FORGET record waits, oldest first */
+    struct receipts *receipts;     /* FORGET pushes written out (see struct receipts) */
     uint64_t nforgetting, forgetting_bytes; /* bounded like the result store */
-    wrk_t *doomed;          /* workers to remove at the end of the loop turn (doom) */
+    wrk_t *doomed; /* workers to remove at the end of the loop turn (doom) */
     zf_heap_t deadlines;
     zf_heap_t runs;         /* workers whose current lease has a run timer (wrk_t.run_until) */
     int64_t last_timers_ms; /* when run_timers last ran, and the poll wait planned since: */
@@ -478,7 +478,7 @@ static void place(zf_broker_t *b, job_t *j, bool front)
     if (j->deadline_at && j->deadline_at <= zf_now_ms()) {
         /* a requeue's causes come first: the text says why it does not run again */
         zfb_job_note(j, j->attempt ? "deadline passed before it could run again"
-                               : "deadline passed while queued");
+                                   : "deadline passed while queued");
         finalize(b, j, ZF_ST_EXPIRED);
         return;
     }
@@ -576,7 +576,8 @@ static void run_timer_follow(zf_broker_t *b, wrk_t *w)
    runs again unless it has used its attempts. */
 static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const char *cause)
 {
-    zfb_job_note(j, "attempt %u: %s", zfb_job_attempts_used(j), cause); /* as RESULT counts, not leases */
+    zfb_job_note(j, "attempt %u: %s", zfb_job_attempts_used(j),
+                 cause); /* as RESULT counts, not leases */
     j->fn->running--;
     j->worker = NULL;
     if (zfb_job_attempts_used(j) >= j->max_attempts) {
@@ -812,8 +813,8 @@ static void resume_client(zf_broker_t *b, client_t *c)
             size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
             uint64_t unread = atomic_load(&f->bytes);
             if (unread > 0 && unread + n > b->cfg.client_buffer_bytes) {
-                atomic_store(&f->resume_at, n >= b->cfg.client_buffer_bytes
-                                                ? 0 : b->cfg.client_buffer_bytes - n);
+                atomic_store(&f->resume_at,
+                             n >= b->cfg.client_buffer_bytes ? 0 : b->cfg.client_buffer_bytes - n);
                 atomic_store(&f->want_wake, true);
                 /* the I/O thread may have written it all between the load and the store,
                    and seen no wish to be woken: look again */
@@ -826,8 +827,7 @@ static void resume_client(zf_broker_t *b, client_t *c)
         c->ndeferred--;
         /* (d.forget from the submitter's push; a retry since cleared j->forget) */
         if (!gone && send_result(b, j, c, d.tag, d.forget) && d.forget && j->forget &&
-            !j->forgetting &&
-            !is_dead_letter(j))
+            !j->forgetting && !is_dead_letter(j))
             forget_later(b, j);
     }
     c->dhead = 0;
@@ -961,9 +961,8 @@ static void forget_due(zf_broker_t *b, int64_t now)
     release_written(b);
     int64_t delay = (int64_t)b->cfg.heartbeat_ms * FORGET_DELAY_BEATS;
     job_t *j;
-    while ((j = b->forgetting) &&
-           (j->seq + delay <= now || b->nforgetting > b->cfg.max_results ||
-            b->forgetting_bytes > b->cfg.result_store_bytes))
+    while ((j = b->forgetting) && (j->seq + delay <= now || b->nforgetting > b->cfg.max_results ||
+                                   b->forgetting_bytes > b->cfg.result_store_bytes))
         forget_now(b, j);
 }
 
@@ -1228,13 +1227,18 @@ static const char *over_queue_bound(const zf_broker_t *b, const client_t *c, con
     if (fn->queued >= k->max_queued_per_fn)
         return "queue full (function limit)";
     if (b->payload_bytes + plen > k->max_queued_bytes)
-        snprintf(text, cap, "queue full: unfinished jobs would hold more than %llu payload "
-                 "bytes (broker limit)", (unsigned long long)k->max_queued_bytes);
+        snprintf(text, cap,
+                 "queue full: unfinished jobs would hold more than %llu payload "
+                 "bytes (broker limit)",
+                 (unsigned long long)k->max_queued_bytes);
     else if (c->queued_jobs >= k->max_queued_per_client)
-        snprintf(text, cap, "queue full for this connection: %llu unfinished jobs (limit per "
-                 "client)", (unsigned long long)c->queued_jobs);
+        snprintf(text, cap,
+                 "queue full for this connection: %llu unfinished jobs (limit per "
+                 "client)",
+                 (unsigned long long)c->queued_jobs);
     else if (c->queued_bytes + plen > k->max_queued_bytes_per_client)
-        snprintf(text, cap, "queue full for this connection: its unfinished jobs would hold "
+        snprintf(text, cap,
+                 "queue full for this connection: its unfinished jobs would hold "
                  "more than %llu payload bytes (limit per client)",
                  (unsigned long long)k->max_queued_bytes_per_client);
     else
@@ -1786,7 +1790,7 @@ static bool may_bury(const wrk_t *w, const zmq_msg_t *rid, const char *rid_hexed
    instead of waiting for its heartbeats to run out. */
 static void on_obituary(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
-    char name[ZF_NAME_MAX + 1], cause[ZF_TEXT_MAX + 1], sender[sizeof ((wrk_t *)0)->supervisor];
+    char name[ZF_NAME_MAX + 1], cause[ZF_TEXT_MAX + 1], sender[sizeof((wrk_t *)0)->supervisor];
     zf_str_copy(name, sizeof name, m->worker);
     zf_str_copy(cause, sizeof cause, m->text);
     rid_hex(rid, sender, sizeof sender);
@@ -1797,8 +1801,9 @@ static void on_obituary(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
             /* powers of two only: a flood of forgeries must not flood the log */
             uint64_t n = ++b->c.obituaries_refused;
             if ((n & (n - 1)) == 0)
-                zf_log(ZF_LOG_WARN, "obituary for worker %s refused: not from its supervisor "
-                                    "(%llu refused so far)",
+                zf_log(ZF_LOG_WARN,
+                       "obituary for worker %s refused: not from its supervisor "
+                       "(%llu refused so far)",
                        name, (unsigned long long)n);
             continue;
         }
@@ -1888,9 +1893,7 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
             worker_relist(w);
         }
         break;
-    default:
-        b->c.malformed_worker++;
-        worker_error(b, rid, ZF_ECOMMAND, "not a worker command");
+    default: b->c.malformed_worker++; worker_error(b, rid, ZF_ECOMMAND, "not a worker command");
     }
 }
 
@@ -1906,8 +1909,10 @@ static void run_expired(zf_broker_t *b, wrk_t *w, int64_t now)
 {
     char why[160];
     if (w->run_stage == 1) {
-        snprintf(why, sizeof why, "wedged: lease (%llu, %u) unanswered %u ms after the broker "
-                 "ended it", (unsigned long long)w->run_id, w->run_attempt, run_grace_ms(b));
+        snprintf(why, sizeof why,
+                 "wedged: lease (%llu, %u) unanswered %u ms after the broker "
+                 "ended it",
+                 (unsigned long long)w->run_id, w->run_attempt, run_grace_ms(b));
         b->c.workers_lost++;
         worker_remove(b, w, why);
         return;
@@ -1927,11 +1932,14 @@ static void run_expired(zf_broker_t *b, wrk_t *w, int64_t now)
     job_t *j = current_lease(b, w, l.id, l.attempt);
     if (!j)
         return;
-    zf_log(ZF_LOG_WARN, "job %llu: no result from worker %s within its run timeout (%u ms) + "
-           "%u ms: attempt %u ended by the broker", (unsigned long long)j->id, w->info->name,
-           j->timeout_ms, run_grace_ms(b), j->attempt);
-    snprintf(why, sizeof why, "no result from worker %s within the run timeout of %u ms + %u ms "
-             "grace (ended by the broker)", w->info->name, j->timeout_ms, run_grace_ms(b));
+    zf_log(ZF_LOG_WARN,
+           "job %llu: no result from worker %s within its run timeout (%u ms) + "
+           "%u ms: attempt %u ended by the broker",
+           (unsigned long long)j->id, w->info->name, j->timeout_ms, run_grace_ms(b), j->attempt);
+    snprintf(why, sizeof why,
+             "no result from worker %s within the run timeout of %u ms + %u ms "
+             "grace (ended by the broker)",
+             w->info->name, j->timeout_ms, run_grace_ms(b));
     attempt_failed(b, j, ZF_ST_TIMED_OUT, why);
 }
 
@@ -1943,14 +1951,17 @@ static void check_stall(zf_broker_t *b, int64_t now)
 {
     int64_t late = b->last_timers_ms ? now - b->last_timers_ms - b->poll_wait_ms : 0;
     b->last_timers_ms = now;
-    int64_t threshold = expiry_ms(b) / 2 > b->cfg.heartbeat_ms ? expiry_ms(b) / 2 : b->cfg.heartbeat_ms;
+    int64_t threshold =
+        expiry_ms(b) / 2 > b->cfg.heartbeat_ms ? expiry_ms(b) / 2 : b->cfg.heartbeat_ms;
     if (late <= threshold)
         return;
     b->c.stalls++;
-    zf_log(ZF_LOG_WARN, "the event loop ran %lld ms late (the broker was stopped, or blocked): "
-           "%u worker(s) get a fresh liveness window", (long long)late, HASH_COUNT(b->workers));
+    zf_log(ZF_LOG_WARN,
+           "the event loop ran %lld ms late (the broker was stopped, or blocked): "
+           "%u worker(s) get a fresh liveness window",
+           (long long)late, HASH_COUNT(b->workers));
     for (wrk_t *w = b->alive; w; w = w->next)
-        w->last_recv_ms = now; /* all equal: the liveness list stays in order */
+        w->last_recv_ms = now;               /* all equal: the liveness list stays in order */
     for (uint32_t i = 0; i < b->runs.n; i++) /* a uniform shift keeps the heap a heap */
         ((wrk_t *)b->runs.v[i])->run_until += late;
 }
@@ -2205,8 +2216,10 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
                                                         : cfg->result_max_bytes,
                                 .compact_min_bytes = cfg->compact_min_bytes};
         if (b->cfg.max_payload > ZF_JOURNAL_MAX_PAYLOAD) {
-            zf_log(ZF_LOG_WARN, "journal: payloads limited to %llu bytes (a record's length "
-                                "has 32 bits)", (unsigned long long)ZF_JOURNAL_MAX_PAYLOAD);
+            zf_log(ZF_LOG_WARN,
+                   "journal: payloads limited to %llu bytes (a record's length "
+                   "has 32 bits)",
+                   (unsigned long long)ZF_JOURNAL_MAX_PAYLOAD);
             b->cfg.max_payload = ZF_JOURNAL_MAX_PAYLOAD;
         }
         b->journal = zf_journal_open(cfg->data_dir, &jo);

@@ -373,8 +373,8 @@ static int check_magic(zf_journal_t *self)
         errno = EINVAL;
         return -1;
     }
-    if (ftruncate(self->fd, 0) < 0 || jwrite(self, self->fd, (const uint8_t *)MAGIC, MAGIC_LEN) < 0 ||
-        jsync(self, self->fd) < 0)
+    if (ftruncate(self->fd, 0) < 0 ||
+        jwrite(self, self->fd, (const uint8_t *)MAGIC, MAGIC_LEN) < 0 || jsync(self, self->fd) < 0)
         return -1;
     if (fsync(self->dirfd) < 0)
         return -1;
@@ -682,7 +682,7 @@ static int apply_finish(replay_t *rp, reader_t *r)
         return -1;
     job_t *j;
     if (tab_orphan(rp, id, &j))
-        return 0; /* not a job we know: nothing to finish */
+        return 0;                                      /* not a job we know: nothing to finish */
     uint32_t base = j->res ? j->res->attempt_base : 0; /* (the FINISH keeps what came before) */
     zfb_job_drop_result(j);
     result_t *res = calloc(1, sizeof *res);
@@ -739,14 +739,10 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
 {
     reader_t r = {body, len, false};
     switch (type) {
-    case REC_ACCEPT:
-        return apply_accept(rp, &r);
-    case REC_START:
-        return apply_start(rp, &r);
-    case REC_FINISH:
-        return apply_finish(rp, &r);
-    case REC_ATTEMPTS:
-        return apply_attempts(rp, &r);
+    case REC_ACCEPT: return apply_accept(rp, &r);
+    case REC_START: return apply_start(rp, &r);
+    case REC_FINISH: return apply_finish(rp, &r);
+    case REC_ATTEMPTS: return apply_attempts(rp, &r);
     case REC_FORGET: {
         uint64_t id = rd_u(&r, 8);
         if (r.bad || r.left)
@@ -756,8 +752,7 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
             job_discard(rp, j);
         return 0;
     }
-    default:
-        return -1;
+    default: return -1;
     }
 }
 
@@ -777,8 +772,7 @@ static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
         rd_bytes(&r, rd_u(&r, 4));
         return !r.bad && !r.left && nlen > 0 && nlen <= ZF_FN_MAX;
     }
-    case REC_START:
-        return len == START_FIXED;
+    case REC_START: return len == START_FIXED;
     case REC_FINISH: {
         rd_bytes(&r, 8 + 1 + 4 + 8 + 8);
         uint64_t flags = rd_u(&r, 1);
@@ -790,12 +784,9 @@ static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
             rd_u(&r, 8);
         return !r.bad && !r.left;
     }
-    case REC_FORGET:
-        return len == FORGET_FIXED;
-    case REC_ATTEMPTS:
-        return len == ATTEMPTS_FIXED;
-    default:
-        return false;
+    case REC_FORGET: return len == FORGET_FIXED;
+    case REC_ATTEMPTS: return len == ATTEMPTS_FIXED;
+    default: return false;
     }
 }
 
@@ -822,7 +813,8 @@ static bool rec_candidate(const uint8_t *map, uint64_t size, uint64_t off, uint6
         return false;
     *len = get_le(map + off, 4);
     return *len <= size - off - HDR && body_shape_ok(map[off + 8], map + off + HDR, *len) &&
-           (uint32_t)crc32(0L, map + off + 8, (uInt)(*len + 1)) == (uint32_t)get_le(map + off + 4, 4);
+           (uint32_t)crc32(0L, map + off + 8, (uInt)(*len + 1)) ==
+               (uint32_t)get_le(map + off + 4, 4);
 }
 
 /* Resynchronisation after damage at from - 1: the first offset where a record that checks
@@ -972,8 +964,8 @@ static void refuse(zf_journal_t *self, replay_t *rp, const scan_t *sc)
            "`zfleet-broker --data %s --journal-repair` (it saves the original aside and "
            "skips only the damaged records), then start the broker again",
            self->path, (unsigned long long)sc->bad[0].off, sc->bad[0].why,
-           (unsigned long long)sc->after_records, (unsigned long long)sc->after_bytes,
-           sc->nbad, (unsigned long long)sc->bad_bytes, ranges, jobs, self->dir);
+           (unsigned long long)sc->after_records, (unsigned long long)sc->after_bytes, sc->nbad,
+           (unsigned long long)sc->bad_bytes, ranges, jobs, self->dir);
 }
 
 /* Cuts the file to its valid prefix and says so in one line. */
@@ -1081,8 +1073,7 @@ static fnq_t *repair_fn(void *arg, const char *name)
 
 /* Gives the original a second name, DIR/journal.damaged-<UTC time>, synced: a hard link
    where the file system has them, else a copy of map. The name goes into name. */
-static int save_aside(zf_journal_t *self, const uint8_t *map, uint64_t size, char *name,
-                      size_t cap)
+static int save_aside(zf_journal_t *self, const uint8_t *map, uint64_t size, char *name, size_t cap)
 {
     char stamp[32];
     time_t now = (time_t)(zf_wall_ms() / 1000);
@@ -1117,8 +1108,7 @@ static int save_aside(zf_journal_t *self, const uint8_t *map, uint64_t size, cha
 
 /* Writes the file without the damaged ranges and the torn tail to DIR/journal.compact,
    syncs it and renames it over the journal. */
-static int write_repaired(zf_journal_t *self, const uint8_t *map, const scan_t *sc,
-                          uint64_t *kept)
+static int write_repaired(zf_journal_t *self, const uint8_t *map, const scan_t *sc, uint64_t *kept)
 {
     int fd = open(self->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
@@ -1176,8 +1166,10 @@ int zf_journal_repair(const char *dir)
                self->path, strerror(errno));
         rc = -1;
     } else if (write_repaired(self, map, &sc, &kept) < 0) {
-        zf_log(ZF_LOG_ERROR, "journal repair: cannot write the repaired %s: %s; it is as it "
-                             "was, and a copy is in %s", self->path, strerror(errno), saved);
+        zf_log(ZF_LOG_ERROR,
+               "journal repair: cannot write the repaired %s: %s; it is as it "
+               "was, and a copy is in %s",
+               self->path, strerror(errno), saved);
         rc = -1;
     } else {
         ranges_text(&sc, ranges, sizeof ranges);
@@ -1186,8 +1178,8 @@ int zf_journal_repair(const char *dir)
                "journal repair: %s: skipped %zu damaged range(s), %llu bytes%s%s; cut a "
                "torn tail of %llu bytes; kept %llu valid records, %llu bytes; %s. The "
                "original is saved as %s",
-               self->path, sc.nbad, (unsigned long long)sc.bad_bytes, sc.nbad ? " at " : "",
-               ranges, (unsigned long long)(size - sc.tail_at), (unsigned long long)rp.records,
+               self->path, sc.nbad, (unsigned long long)sc.bad_bytes, sc.nbad ? " at " : "", ranges,
+               (unsigned long long)(size - sc.tail_at), (unsigned long long)rp.records,
                (unsigned long long)kept, jobs, saved);
     }
     if (map && map != MAP_FAILED)
@@ -1463,8 +1455,9 @@ int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs)
         self->retry_ms = self->retry_ms * 2 < RETRY_MAX_MS ? self->retry_ms * 2 : RETRY_MAX_MS;
         return -1;
     }
-    zf_log(ZF_LOG_INFO, "journal: %s writable again (a snapshot of %llu jobs, %llu bytes, "
-                        "replaced it); accepting jobs",
+    zf_log(ZF_LOG_INFO,
+           "journal: %s writable again (a snapshot of %llu jobs, %llu bytes, "
+           "replaced it); accepting jobs",
            self->path, (unsigned long long)njobs, (unsigned long long)self->size);
     self->down = 0;
     return 0;
@@ -1500,8 +1493,9 @@ void zf_journal_close(zf_journal_t **self_p)
         if (zf_journal_commit(self) == 0 && self->unsynced)
             do_sync(self, zf_now_ms());
         if (self->down)
-            zf_log(ZF_LOG_WARN, "journal: closed while unavailable (%s): the jobs it missed "
-                                "since then run again after a restart",
+            zf_log(ZF_LOG_WARN,
+                   "journal: closed while unavailable (%s): the jobs it missed "
+                   "since then run again after a restart",
                    strerror(self->down));
         close(self->fd);
     }

@@ -90,19 +90,33 @@ int main(int argc, char **argv)
     zf_broker_config_defaults(&cfg);
     bool per_fn_set = false, no_journal = false, repair = false;
     /* Durable by default: a broker that loses accepted jobs on a crash must be asked for. */
-    cfg.data_dir = getenv("ZFLEET_DATA") && *getenv("ZFLEET_DATA") ? getenv("ZFLEET_DATA")
-                                                                  : "./zfleet-data";
-    static const struct option opts[] = {
-        {"clients", 1, 0, 'c'},      {"workers", 1, 0, 'w'},       {"heartbeat", 1, 0, 'h'},
-        {"liveness", 1, 0, 'l'},     {"max-queued", 1, 0, 'q'},    {"max-queued-per-fn", 1, 0, 'Q'},
-        {"max-payload", 1, 0, 'p'},  {"max-results", 1, 0, 'r'},   {"result-ttl", 1, 0, 't'},
-        {"max-attempts", 1, 0, 'a'}, {"max-dead", 1, 0, 'D'},      {"data", 1, 0, 'd'},
-        {"no-journal", 0, 0, 'n'},   {"fsync", 1, 0, 'f'},         {"result-max-bytes", 1, 0, 'R'},
-        {"compact-min-bytes", 1, 0, 'M'}, {"result-store-bytes", 1, 0, 'B'},
-        {"run-grace", 1, 0, 'g'},    {"max-queued-bytes", 1, 0, 'b'},
-        {"max-queued-per-client", 1, 0, 'C'}, {"max-queued-bytes-per-client", 1, 0, 'Y'},
-        {"client-buffer-bytes", 1, 0, 'U'},   {"journal-repair", 0, 0, 'J'},
-        {"help", 0, 0, 'H'},         {0, 0, 0, 0}};
+    cfg.data_dir =
+        getenv("ZFLEET_DATA") && *getenv("ZFLEET_DATA") ? getenv("ZFLEET_DATA") : "./zfleet-data";
+    static const struct option opts[] = {{"clients", 1, 0, 'c'},
+                                         {"workers", 1, 0, 'w'},
+                                         {"heartbeat", 1, 0, 'h'},
+                                         {"liveness", 1, 0, 'l'},
+                                         {"max-queued", 1, 0, 'q'},
+                                         {"max-queued-per-fn", 1, 0, 'Q'},
+                                         {"max-payload", 1, 0, 'p'},
+                                         {"max-results", 1, 0, 'r'},
+                                         {"result-ttl", 1, 0, 't'},
+                                         {"max-attempts", 1, 0, 'a'},
+                                         {"max-dead", 1, 0, 'D'},
+                                         {"data", 1, 0, 'd'},
+                                         {"no-journal", 0, 0, 'n'},
+                                         {"fsync", 1, 0, 'f'},
+                                         {"result-max-bytes", 1, 0, 'R'},
+                                         {"compact-min-bytes", 1, 0, 'M'},
+                                         {"result-store-bytes", 1, 0, 'B'},
+                                         {"run-grace", 1, 0, 'g'},
+                                         {"max-queued-bytes", 1, 0, 'b'},
+                                         {"max-queued-per-client", 1, 0, 'C'},
+                                         {"max-queued-bytes-per-client", 1, 0, 'Y'},
+                                         {"client-buffer-bytes", 1, 0, 'U'},
+                                         {"journal-repair", 0, 0, 'J'},
+                                         {"help", 0, 0, 'H'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -127,11 +141,11 @@ int main(int argc, char **argv)
             cfg.max_queued_per_fn = num("max-queued-per-fn", optarg, 1, UINT64_MAX);
             per_fn_set = true;
             break;
-        case 'p': cfg.max_payload = num("max-payload", optarg, 0, UINT32_MAX); break; /* job_t.plen */
+        case 'p':
+            cfg.max_payload = num("max-payload", optarg, 0, UINT32_MAX);
+            break; /* job_t.plen */
         case 'r': cfg.max_results = num("max-results", optarg, 0, UINT64_MAX); break;
-        case 'B':
-            cfg.result_store_bytes = num("result-store-bytes", optarg, 1, UINT64_MAX);
-            break;
+        case 'B': cfg.result_store_bytes = num("result-store-bytes", optarg, 1, UINT64_MAX); break;
         case 't': cfg.result_ttl_ms = (uint32_t)num("result-ttl", optarg, 0, UINT32_MAX); break;
         case 'a': cfg.max_attempts = (uint32_t)num("max-attempts", optarg, 1, 100); break;
         case 'D': cfg.max_dead = num("max-dead", optarg, 0, UINT64_MAX); break;

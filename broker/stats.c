@@ -44,8 +44,11 @@ static void pack_workers(msgpack_packer *pk, wrk_t *workers, int64_t now)
         pk_str(pk, "index");
         msgpack_pack_int32(pk, w->devindex);
         pk_kv_u64(pk, "memory", w->devmem);
-        pk_kv_str(pk, "state", w->draining ? "draining" : w->suspect ? "suspect"
-                               : w->inflight ? "busy" : "idle");
+        pk_kv_str(pk, "state",
+                  w->draining   ? "draining"
+                  : w->suspect  ? "suspect"
+                  : w->inflight ? "busy"
+                                : "idle");
         pk_kv_u64(pk, "credits", w->credits);
         pk_str(pk, "jobs");
         msgpack_pack_array(pk, w->inflight);

@@ -15,40 +15,40 @@ typedef enum { ZF_FSYNC_ALWAYS, ZF_FSYNC_INTERVAL, ZF_FSYNC_NEVER } zf_fsync_t;
 #define ZF_RESULT_MAX_FOLLOW UINT64_MAX
 
 typedef struct {
-    const char *client_ep;          /* default tcp://127.0.0.1:5555 */
-    const char *worker_ep;          /* default tcp://127.0.0.1:5556 */
-    uint32_t heartbeat_ms;          /* default 1000 */
-    uint32_t liveness;              /* missed heartbeats before a worker is dead; default 3 */
-    uint32_t run_grace_ms;          /* the broker ends an attempt that ran this long past its
+    const char *client_ep;                /* default tcp://127.0.0.1:5555 */
+    const char *worker_ep;                /* default tcp://127.0.0.1:5556 */
+    uint32_t heartbeat_ms;                /* default 1000 */
+    uint32_t liveness;                    /* missed heartbeats before a worker is dead; default 3 */
+    uint32_t run_grace_ms;                /* the broker ends an attempt that ran this long past its
                                        timeout with no word from the worker (the worker's own
                                        timeout should have fired); 0 = heartbeat x liveness */
-    uint64_t max_queued;            /* jobs queued (all functions); default 2,000,000 */
-    uint64_t max_queued_per_fn;     /* jobs queued for one function; default max_queued */
-    uint64_t max_queued_bytes;      /* payload bytes of unfinished jobs (all functions);
+    uint64_t max_queued;                  /* jobs queued (all functions); default 2,000,000 */
+    uint64_t max_queued_per_fn;           /* jobs queued for one function; default max_queued */
+    uint64_t max_queued_bytes;            /* payload bytes of unfinished jobs (all functions);
                                        default a quarter of the machine's memory */
-    uint64_t max_queued_per_client; /* unfinished jobs one client connection may have;
+    uint64_t max_queued_per_client;       /* unfinished jobs one client connection may have;
                                        default max_queued / 2 */
     uint64_t max_queued_bytes_per_client; /* and their payload bytes; default
                                        max_queued_bytes / 2 */
-    uint64_t client_buffer_bytes;   /* result bytes that may wait unread for one client
+    uint64_t client_buffer_bytes;         /* result bytes that may wait unread for one client
                                        connection; more are held back (kept in the result
                                        store) until it reads; default 64 MiB */
-    uint64_t max_payload;           /* bytes of one payload; default 64 MiB */
-    uint64_t max_results;           /* finished jobs kept for get/wait; default 100,000 */
-    uint64_t result_store_bytes;    /* bytes the kept results may hold in memory (outputs, and
+    uint64_t max_payload;                 /* bytes of one payload; default 64 MiB */
+    uint64_t max_results;                 /* finished jobs kept for get/wait; default 100,000 */
+    uint64_t result_store_bytes;          /* bytes the kept results may hold in memory (outputs, and
                                        the payloads of dead letters); default 1 GiB, >= 1 */
-    uint32_t result_ttl_ms;         /* how long a finished job is kept; default 1 h */
-    uint32_t max_attempts;          /* default for jobs that do not say; default 3 */
-    uint64_t max_dead;              /* dead-letter list bound; default 10,000 */
-    const char *data_dir;           /* journal and job-id files (zf_ids.h); NULL = neither */
-    zf_fsync_t fsync;               /* journal fsync policy; default always */
-    uint32_t fsync_interval_ms;     /* with ZF_FSYNC_INTERVAL */
-    uint64_t result_max_bytes;      /* largest output written whole to the journal; a longer
+    uint32_t result_ttl_ms;               /* how long a finished job is kept; default 1 h */
+    uint32_t max_attempts;                /* default for jobs that do not say; default 3 */
+    uint64_t max_dead;                    /* dead-letter list bound; default 10,000 */
+    const char *data_dir;                 /* journal and job-id files (zf_ids.h); NULL = neither */
+    zf_fsync_t fsync;                     /* journal fsync policy; default always */
+    uint32_t fsync_interval_ms;           /* with ZF_FSYNC_INTERVAL */
+    uint64_t result_max_bytes;            /* largest output written whole to the journal; a longer
                                        one is journaled by its length only and comes back
                                        output_lost after a restart (the result in memory is
                                        whole). Default ZF_RESULT_MAX_FOLLOW: result_store_bytes,
                                        so every output the store would keep is journaled whole */
-    uint64_t compact_min_bytes;     /* journal size before compaction is considered; 0 = 64 MiB */
+    uint64_t compact_min_bytes; /* journal size before compaction is considered; 0 = 64 MiB */
 } zf_broker_config_t;
 
 typedef struct zf_broker zf_broker_t;

@@ -39,15 +39,15 @@ typedef struct winfo {
 
 /* What a job produced. Kept apart from job_t so that queued jobs stay small. */
 typedef struct result {
-    zmq_msg_t output;        /* empty until the job succeeds */
-    char *error;             /* error text and per-attempt causes; malloc'd, or NULL */
+    zmq_msg_t output; /* empty until the job succeeds */
+    char *error;      /* error text and per-attempt causes; malloc'd, or NULL */
     uint64_t duration_us;
-    winfo_t *ran_on;         /* NULL if it never ran */
+    winfo_t *ran_on; /* NULL if it never ran */
     double progress;
-    char *progress_text;     /* malloc'd, or NULL */
-    struct client **more;    /* waiters besides job->waiter (WAIT from other connections) */
+    char *progress_text;  /* malloc'd, or NULL */
+    struct client **more; /* waiters besides job->waiter (WAIT from other connections) */
     uint32_t nmore;
-    uint32_t attempt_base;   /* deliveries not charged against max_attempts: job->attempt
+    uint32_t attempt_base; /* deliveries not charged against max_attempts: job->attempt
                                 when it was last retried, plus one per RECALLED since (lease
                                 numbers never repeat; zfb_job_attempts_used). Journaled */
 } result_t;
@@ -58,19 +58,19 @@ typedef struct job {
        Rarely used fields live in result_t. */
     uint64_t id;
     struct fnq *fn;
-    int64_t seq;             /* FIFO order within a priority; front requeues are negative;
+    int64_t seq;         /* FIFO order within a priority; front requeues are negative;
                                 once forgetting: when its result was pushed (monotonic ms) */
-    int64_t deadline_at;     /* monotonic ms; 0 = none */
-    int64_t finished_ms;     /* monotonic, once terminal */
-    uint64_t tag;            /* the submitter's tag, echoed in ACCEPTED and RESULT */
+    int64_t deadline_at; /* monotonic ms; 0 = none */
+    int64_t finished_ms; /* monotonic, once terminal */
+    uint64_t tag;        /* the submitter's tag, echoed in ACCEPTED and RESULT */
     int32_t priority;
-    uint32_t qpos;           /* position in fn->q[device], ZF_HEAP_NONE when not queued */
-    uint32_t tpos;           /* position in the deadline heap, ZF_HEAP_NONE if none */
-    uint32_t attempt;        /* deliveries so far; the lease is (id, attempt) */
+    uint32_t qpos;    /* position in fn->q[device], ZF_HEAP_NONE when not queued */
+    uint32_t tpos;    /* position in the deadline heap, ZF_HEAP_NONE if none */
+    uint32_t attempt; /* deliveries so far; the lease is (id, attempt) */
     uint32_t timeout_ms;
-    uint32_t plen;           /* payload bytes; 0 once it is dropped (see zfb_job_payload) */
-    uint8_t state;           /* zf_state_t */
-    uint8_t device;          /* required zf_device_kind_t */
+    uint32_t plen;  /* payload bytes; 0 once it is dropped (see zfb_job_payload) */
+    uint8_t state;  /* zf_state_t */
+    uint8_t device; /* required zf_device_kind_t */
     uint8_t max_attempts;
     bool acked;              /* the client was told ACCEPTED */
     bool no_push;            /* the submitter asked not to be sent the result */

@@ -18,9 +18,9 @@
 #include "zf_heap.h"
 #include "zf_job.h"
 
-#define ZF_RID_MAX 256     /* ZeroMQ routing ids are at most 255 bytes */
-#define ZF_LEASES_MAX 256  /* credits one worker may hold */
-#define ZF_NKINDS 2        /* device kinds a worker can have: cpu (0) and gpu (1) */
+#define ZF_RID_MAX 256    /* ZeroMQ routing ids are at most 255 bytes */
+#define ZF_LEASES_MAX 256 /* credits one worker may hold */
+#define ZF_NKINDS 2       /* device kinds a worker can have: cpu (0) and gpu (1) */
 
 /* Bytes of results handed to ZeroMQ for one client connection and not yet written to its
    socket. Shared with ZeroMQ's I/O thread, which subtracts what it has written (from the
@@ -29,7 +29,7 @@
 typedef struct flight {
     _Atomic uint64_t bytes;
     _Atomic uint32_t refs;
-    _Atomic bool want_wake;  /* the broker holds results back: wake it when bytes fall to */
+    _Atomic bool want_wake;     /* the broker holds results back: wake it when bytes fall to */
     _Atomic uint64_t resume_at; /* this level (writing to wake_fd), where the next one fits */
     int wake_fd;
 } flight_t;
@@ -38,7 +38,7 @@ typedef struct flight {
    once the client has read enough (by id: the job may be evicted meanwhile). */
 typedef struct {
     uint64_t id, tag;
-    bool forget;             /* the submitter's push of a FORGET job: drop it once sent */
+    bool forget; /* the submitter's push of a FORGET job: drop it once sent */
 } deferred_t;
 
 /* A client connection, known by its routing id. Refcounted by the jobs that name it as a
@@ -47,10 +47,10 @@ typedef struct {
 typedef struct client {
     uint32_t refs;
     uint8_t rid_len;
-    uint64_t queued_jobs;    /* unfinished jobs this connection submitted (job_t.counted) */
-    uint64_t queued_bytes;   /* and their payload bytes */
+    uint64_t queued_jobs;  /* unfinished jobs this connection submitted (job_t.counted) */
+    uint64_t queued_bytes; /* and their payload bytes */
     flight_t *flight;
-    deferred_t *deferred;    /* a FIFO of held-back results: [dhead, ndeferred) */
+    deferred_t *deferred; /* a FIFO of held-back results: [dhead, ndeferred) */
     uint32_t dhead, ndeferred, dcap;
     struct client *slow_prev, *slow_next; /* in the broker's slow list while ndeferred */
     UT_hash_handle hh;
@@ -68,9 +68,9 @@ enum { LIST_NONE = -1, LIST_IDLE = 0, LIST_PARTIAL = 1 };
 
 typedef struct fnq {
     char name[ZF_FN_MAX + 1];
-    zf_heap_t q[3];                  /* queued jobs by required device kind (any, cpu, gpu) */
+    zf_heap_t q[3]; /* queued jobs by required device kind (any, cpu, gpu) */
     uint64_t queued, running, done, failed;
-    wslot_t *ready[ZF_NKINDS][2];    /* workers with free credits: [kind][idle|partial] */
+    wslot_t *ready[ZF_NKINDS][2]; /* workers with free credits: [kind][idle|partial] */
     uint32_t nworkers;
     UT_hash_handle hh;
 } fnq_t;
@@ -78,25 +78,25 @@ typedef struct fnq {
 typedef struct {
     uint64_t id;
     uint32_t attempt;
-    bool recalling;          /* RECALL sent; the worker answers RECALLED or runs it */
+    bool recalling; /* RECALL sent; the worker answers RECALLED or runs it */
 } lease_t;
 
 typedef struct wrk {
     unsigned char rid[ZF_RID_MAX];
     uint8_t rid_len;
-    uint8_t kind;                    /* ZF_DEV_CPU or ZF_DEV_GPU */
-    int8_t list;                     /* LIST_* the slots are in now */
+    uint8_t kind; /* ZF_DEV_CPU or ZF_DEV_GPU */
+    int8_t list;  /* LIST_* the slots are in now */
     bool draining;
-    bool suspect;                    /* its run timer ended a lease it did not answer: no new
+    bool suspect; /* its run timer ended a lease it did not answer: no new
                                         work until it answers that lease */
-    bool doomed;                     /* a send to it failed: removed at the end of the turn */
+    bool doomed;  /* a send to it failed: removed at the end of the turn */
     int32_t devindex;
     uint64_t devmem;
     uint32_t credits, inflight;
-    lease_t leases[ZF_LEASES_MAX];   /* the jobs this worker holds, oldest first */
+    lease_t leases[ZF_LEASES_MAX]; /* the jobs this worker holds, oldest first */
     winfo_t *info;
-    char model[ZF_NAME_MAX + 1];     /* the device's own name, e.g. the GPU model */
-    char supervisor[65];             /* READY's supervisor (hex routing id), or empty: the
+    char model[ZF_NAME_MAX + 1]; /* the device's own name, e.g. the GPU model */
+    char supervisor[65];         /* READY's supervisor (hex routing id), or empty: the
                                         one peer besides the worker whose OBITUARY counts */
     wslot_t *slots;
     uint32_t nslots;
@@ -106,16 +106,16 @@ typedef struct wrk {
        started when the one before it was answered). Stage 0 ends at timeout + grace: the
        job's attempt ends as timed out and the worker is told (WCANCEL); stage 1 ends one
        grace later with the lease still unanswered: the worker is removed as wedged. */
-    int64_t run_until;               /* monotonic ms; in b->runs while rpos != ZF_HEAP_NONE */
-    uint64_t run_id;                 /* the lease the timer is about */
+    int64_t run_until; /* monotonic ms; in b->runs while rpos != ZF_HEAP_NONE */
+    uint64_t run_id;   /* the lease the timer is about */
     uint32_t run_attempt;
     uint32_t rpos;
     uint8_t run_stage;
     uint64_t jobs_done, jobs_failed;
     int64_t joined_ms;
-    struct wrk *prev, *next;         /* liveness list, oldest last_recv first */
-    struct wrk *doomed_next;         /* the broker's doomed list, while doomed */
-    const char *doom_why;            /* a static string */
+    struct wrk *prev, *next; /* liveness list, oldest last_recv first */
+    struct wrk *doomed_next; /* the broker's doomed list, while doomed */
+    const char *doom_why;    /* a static string */
     UT_hash_handle hh;
 } wrk_t;
 

@@ -22,11 +22,11 @@ typedef struct {
     uint64_t malformed_client, malformed_worker;
     uint64_t stale_results, stale_progress;
     uint64_t workers_lost, undeliverable;
-    uint64_t forgotten; /* FORGET results dropped once pushed to their submitter */
+    uint64_t forgotten;          /* FORGET results dropped once pushed to their submitter */
     uint64_t obituaries_refused; /* OBITUARY from a peer that is not the worker's supervisor */
-    uint64_t results_held;  /* results held back for a client with too many bytes unread */
-    uint64_t run_timeouts;  /* attempts the broker ended: no result by timeout + grace */
-    uint64_t stalls;        /* loop turns far later than planned (liveness windows renewed) */
+    uint64_t results_held;       /* results held back for a client with too many bytes unread */
+    uint64_t run_timeouts;       /* attempts the broker ended: no result by timeout + grace */
+    uint64_t stalls;             /* loop turns far later than planned (liveness windows renewed) */
 } counters_t;
 
 /* What a STATS document shows: the counters and the gauges of this instant, read by the
@@ -37,9 +37,9 @@ typedef struct {
     uint64_t forget_pending, forget_pending_bytes;
     bool journal_ok;
     uint64_t journal_errors, queued_bytes, clients_slow;
-    fnq_t *fns;      /* the broker's functions, linked through hh */
-    wrk_t *workers;  /* the broker's workers, linked through hh */
-    int64_t now_ms;  /* monotonic: workers' last_seen_ms is counted from it */
+    fnq_t *fns;     /* the broker's functions, linked through hh */
+    wrk_t *workers; /* the broker's workers, linked through hh */
+    int64_t now_ms; /* monotonic: workers' last_seen_ms is counted from it */
 } zfb_stats_t;
 
 /* Initialises sb and packs the STATS document into it; the caller owns sb's data (free()). */

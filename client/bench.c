@@ -26,7 +26,7 @@ enum { EXIT_ERRORS = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 4 };
 #define MAX_FIELDS 48
 
 typedef struct {
-    const char *ep;        /* broker client endpoint; NULL = library default */
+    const char *ep; /* broker client endpoint; NULL = library default */
     const char *workload;
     const char *function; /* NULL = the workload's default */
     int json;
@@ -36,10 +36,10 @@ typedef struct {
     uint64_t workers;  /* efficiency: the workers the ideal time is divided by */
     uint64_t spin_ms;
     uint64_t warmup;
-    uint64_t broker_pid;   /* 0 = not given */
-    uint64_t stall_ms;     /* no event for this long ends a run; the rest count missing */
-    uint64_t attach_s;     /* backlog: how long to wait for workers to attach */
-    bool forget;           /* throughput, latency, bigpayload: submit with forget */
+    uint64_t broker_pid; /* 0 = not given */
+    uint64_t stall_ms;   /* no event for this long ends a run; the rest count missing */
+    uint64_t attach_s;   /* backlog: how long to wait for workers to attach */
+    bool forget;         /* throughput, latency, bigpayload: submit with forget */
 } opts_t;
 
 /* ------------------------------------------------------------------ report */
@@ -244,10 +244,8 @@ static int64_t tally_event(tally_t *t, const zf_event_t *e)
             fprintf(stderr, "zfleet bench: job %llu rejected: %s\n", (unsigned long long)idx,
                     e->text);
         return (int64_t)idx;
-    case ZF_EV_RESULT:
-        break;
-    default:
-        return -1; /* progress, status: not results */
+    case ZF_EV_RESULT: break;
+    default: return -1; /* progress, status: not results */
     }
     t->results++;
     int64_t now = zf_now_us();
@@ -884,54 +882,28 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
     int c, bad = 0;
     while (!bad && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'b':
-            o.ep = optarg;
-            break;
-        case 'J':
-            o.json = 1;
-            break;
-        case 'n':
-            bad = num("jobs", optarg, 1, 100000000, &o.jobs);
-            break;
-        case 'p':
-            bad = num("payload", optarg, 0, 1ull << 30, &o.payload);
-            break;
-        case 'i':
-            bad = num("inflight", optarg, 1, 10000000, &o.inflight);
-            break;
-        case 'w':
-            bad = num("workers", optarg, 1, 100000, &o.workers);
-            break;
-        case 's':
-            bad = num("spin-ms", optarg, 1, 3600000, &o.spin_ms);
-            break;
-        case 'W':
-            bad = num("warmup", optarg, 0, 10000000, &o.warmup);
-            break;
+        case 'b': o.ep = optarg; break;
+        case 'J': o.json = 1; break;
+        case 'n': bad = num("jobs", optarg, 1, 100000000, &o.jobs); break;
+        case 'p': bad = num("payload", optarg, 0, 1ull << 30, &o.payload); break;
+        case 'i': bad = num("inflight", optarg, 1, 10000000, &o.inflight); break;
+        case 'w': bad = num("workers", optarg, 1, 100000, &o.workers); break;
+        case 's': bad = num("spin-ms", optarg, 1, 3600000, &o.spin_ms); break;
+        case 'W': bad = num("warmup", optarg, 0, 10000000, &o.warmup); break;
         case 'f':
             if (!*optarg || strlen(optarg) > ZFLEET_FUNCTION_MAX) {
-                fprintf(stderr, "zfleet bench: --function must be 1 to %d bytes\n", ZFLEET_FUNCTION_MAX);
+                fprintf(stderr, "zfleet bench: --function must be 1 to %d bytes\n",
+                        ZFLEET_FUNCTION_MAX);
                 bad = -1;
             }
             o.function = optarg;
             break;
-        case 'P':
-            bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid);
-            break;
-        case 'T':
-            bad = num("stall-ms", optarg, 10, 86400000, &o.stall_ms);
-            break;
-        case 'A':
-            bad = num("attach-timeout", optarg, 1, 86400, &o.attach_s);
-            break;
-        case 'G':
-            o.forget = true;
-            break;
-        case 'H':
-            bench_usage(stdout);
-            return 0;
-        default:
-            bad = -1;
+        case 'P': bad = num("broker-pid", optarg, 1, 1u << 22, &o.broker_pid); break;
+        case 'T': bad = num("stall-ms", optarg, 10, 86400000, &o.stall_ms); break;
+        case 'A': bad = num("attach-timeout", optarg, 1, 86400, &o.attach_s); break;
+        case 'G': o.forget = true; break;
+        case 'H': bench_usage(stdout); return 0;
+        default: bad = -1;
         }
     }
     if (bad || optind + 1 != argc) {

@@ -19,13 +19,18 @@
 #include "zf_json.h"
 #include "zfleet.h"
 
-enum { EXIT_JOB_FAILED = 1, EXIT_USAGE = 2, EXIT_TIMEOUT = 3, EXIT_UNREACHABLE = 4,
-       EXIT_REFUSED = 5 };
+enum {
+    EXIT_JOB_FAILED = 1,
+    EXIT_USAGE = 2,
+    EXIT_TIMEOUT = 3,
+    EXIT_UNREACHABLE = 4,
+    EXIT_REFUSED = 5
+};
 
 typedef struct {
     const char *broker;
     int json;
-    int timeout_ms;      /* how long to wait for a result; -1 = forever */
+    int timeout_ms; /* how long to wait for a result; -1 = forever */
     int wait;
     const char *file, *out;
     zf_submit_opts_t opts;
@@ -49,8 +54,8 @@ static void usage(FILE *f)
           "  retry ID                               requeue a dead-letter job\n"
           "  bench WORKLOAD [options]               measure (see zfleet bench --help)\n"
           "options:\n"
-          "  --broker EP     broker client endpoint (env ZFLEET_BROKER, default "
-          ZFLEET_DEFAULT_BROKER ")\n"
+          "  --broker EP     broker client endpoint (env ZFLEET_BROKER, "
+          "default " ZFLEET_DEFAULT_BROKER ")\n"
           "  --json          one JSON document on stdout, for scripts\n"
           "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
           "  --forget        submit --wait: the broker drops the result once it has pushed\n"
@@ -183,7 +188,8 @@ static int finish_result(cli_t *cli, zf_event_t *e)
 {
     /* only SUCCEEDED is a success: output_lost carries no bytes, and says so in its text */
     int rc = e->status == ZFLEET_SUCCEEDED ? 0 : EXIT_JOB_FAILED;
-    if (cli->out && e->status == ZFLEET_SUCCEEDED && write_file(cli->out, e->output, e->output_len) < 0)
+    if (cli->out && e->status == ZFLEET_SUCCEEDED &&
+        write_file(cli->out, e->output, e->output_len) < 0)
         rc = EXIT_USAGE;
     const char *out = cli->out && e->status == ZFLEET_SUCCEEDED ? cli->out : NULL;
     if (cli->json)
@@ -264,8 +270,8 @@ static int cmd_get(cli_t *cli, zf_client_t *c, const char *arg)
         zf_json_string(stdout, e->device, strlen(e->device));
         printf("}\n");
     } else {
-        printf("job %llu %s (%s), attempt %u", (unsigned long long)id,
-               zfleet_state_name(e->status), e->function, e->attempts);
+        printf("job %llu %s (%s), attempt %u", (unsigned long long)id, zfleet_state_name(e->status),
+               e->function, e->attempts);
         if (e->worker[0])
             printf(" on %s (%s)", e->worker, e->device);
         if (e->status == ZFLEET_RUNNING)
@@ -298,7 +304,8 @@ static const msgpack_object *get(const msgpack_object *map, const char *key)
     size_t n = strlen(key);
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, key, n))
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            !memcmp(k->via.str.ptr, key, n))
             return &map->via.map.ptr[i].val;
     }
     return NULL;
@@ -333,7 +340,8 @@ static void print_workers(const msgpack_object *ws)
                (double)u(w, "memory") / 1e9, s(w, "state", st, sizeof st), u(w, "done"),
                u(w, "failed"));
         const msgpack_object *jobs = get(w, "jobs");
-        for (uint32_t j = 0; jobs && jobs->type == MSGPACK_OBJECT_ARRAY && j < jobs->via.array.size; j++)
+        for (uint32_t j = 0; jobs && jobs->type == MSGPACK_OBJECT_ARRAY && j < jobs->via.array.size;
+             j++)
             printf(" %llu", (unsigned long long)jobs->via.array.ptr[j].via.u64);
         printf("\n");
     }
@@ -345,7 +353,8 @@ static void print_stats(const msgpack_object *doc)
     printf("broker: up %.1f s, %llu accepted, %llu queued, %llu dispatched, %llu requeued\n",
            (double)u(b, "uptime_ms") / 1000, u(b, "accepted"), u(b, "queued"), u(b, "dispatched"),
            u(b, "requeued"));
-    printf("        %llu malformed (client) / %llu (worker), %llu stale results, %llu workers lost, "
+    printf("        %llu malformed (client) / %llu (worker), %llu stale results, %llu workers "
+           "lost, "
            "%llu dead letters\n",
            u(b, "malformed_client"), u(b, "malformed_worker"), u(b, "stale_results"),
            u(b, "workers_lost"), u(b, "dead_letters"));
@@ -383,8 +392,9 @@ static void print_dead(const msgpack_object *doc)
     for (uint32_t i = 0; i < doc->via.array.size; i++) {
         const msgpack_object *j = &doc->via.array.ptr[i];
         char fn[80], st[32], causes[1100];
-        printf("%llu %s %s after %llu attempt(s): %s\n", u(j, "id"), s(j, "function", fn, sizeof fn),
-               s(j, "state", st, sizeof st), u(j, "attempts"), s(j, "causes", causes, sizeof causes));
+        printf("%llu %s %s after %llu attempt(s): %s\n", u(j, "id"),
+               s(j, "function", fn, sizeof fn), s(j, "state", st, sizeof st), u(j, "attempts"),
+               s(j, "causes", causes, sizeof causes));
     }
 }
 
@@ -499,8 +509,8 @@ typedef enum { OP_SUBMIT, OP_WAIT, OP_GET, OP_CANCEL, OP_RETRY, OP_DOC } op_t;
 typedef struct {
     const char *name;
     op_t op;
-    int min, max;       /* arguments after the command's name */
-    const char *args;   /* for the message */
+    int min, max;     /* arguments after the command's name */
+    const char *args; /* for the message */
 } command_t;
 
 static const command_t commands[] = {
@@ -592,7 +602,9 @@ int main(int argc, char **argv)
     zf_client_t *client = zf_client_new(cli.broker);
     if (!client) {
         fprintf(stderr, "zfleet: bad broker endpoint '%s'\n",
-                cli.broker ? cli.broker : getenv("ZFLEET_BROKER") ? getenv("ZFLEET_BROKER") : "");
+                cli.broker                ? cli.broker
+                : getenv("ZFLEET_BROKER") ? getenv("ZFLEET_BROKER")
+                                          : "");
         return EXIT_USAGE;
     }
     const char *arg = nargs > 1 ? args[1] : NULL;

@@ -135,7 +135,8 @@ static int open_socket(zf_client_t *c)
         return -1;
     /* exponential reconnect backoff (ZeroMQ doubles the interval up to the max), with
        jitter so that many clients of a restarted broker do not come back in lockstep */
-    int zero = 0, ivl = 75 + (int)(zf_random64() % 50), ivl_max = 4000 + (int)(zf_random64() % 2000);
+    int zero = 0, ivl = 75 + (int)(zf_random64() % 50),
+        ivl_max = 4000 + (int)(zf_random64() % 2000);
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
@@ -289,8 +290,8 @@ static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
         zf_msg_t m;
         int err;
         evnode_t *n = NULL;
-        if (f.n >= 1 && zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]),
-                                      &err, NULL) == 0) {
+        if (f.n >= 1 && zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]), &err,
+                                      NULL) == 0) {
             if (m.cmd != ZF_CMD_PONG)
                 n = make_event(&m, f.n >= 2 ? &f.part[1] : NULL);
             else
@@ -403,8 +404,8 @@ static evnode_t *request(zf_client_t *c, zf_msg_t *m, zmq_msg_t *payload)
         return NULL;
     evnode_t *n = await(c, match_tag, &tag, c->req_timeout_ms, NULL, NULL);
     if (!n && c->errcode == ZF_CE_TIMEOUT)
-        set_error(c, ZF_CE_UNREACHABLE, 0, "no answer from the broker at %s within %d ms",
-                  c->ep, c->req_timeout_ms);
+        set_error(c, ZF_CE_UNREACHABLE, 0, "no answer from the broker at %s within %d ms", c->ep,
+                  c->req_timeout_ms);
     return n;
 }
 
@@ -414,8 +415,8 @@ static bool broker_refused(zf_client_t *c, evnode_t *n)
     if (n->ev.type != ZF_EV_REJECTED && n->ev.type != ZF_EV_ERROR &&
         !(n->ev.type == ZF_EV_REPLY && n->ev.code != 0))
         return false;
-    set_error(c, ZF_CE_REJECTED, n->ev.code, "%s", n->ev.text[0] ? n->ev.text
-                                                                  : zf_error_name((uint32_t)n->ev.code));
+    set_error(c, ZF_CE_REJECTED, n->ev.code, "%s",
+              n->ev.text[0] ? n->ev.text : zf_error_name((uint32_t)n->ev.code));
     zf_event_t *e = &n->ev;
     zf_event_destroy(&e);
     return true;
@@ -423,8 +424,8 @@ static bool broker_refused(zf_client_t *c, evnode_t *n)
 
 /* ------------------------------------------------------------------ API */
 
-static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void *data,
-                        size_t len, const zf_submit_opts_t *o, zmq_msg_t *payload)
+static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void *data, size_t len,
+                        const zf_submit_opts_t *o, zmq_msg_t *payload)
 {
     if (!fn || !*fn || strlen(fn) > ZF_FN_MAX)
         return set_error(c, ZF_CE_USAGE, 0, "function name must be 1 to %d bytes", ZF_FN_MAX);

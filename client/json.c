@@ -9,7 +9,10 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 {
     if (s[0] < 0x80)
         return 1;
-    size_t len = (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3 : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+    size_t len = (s[0] & 0xe0) == 0xc0   ? 2
+                 : (s[0] & 0xf0) == 0xe0 ? 3
+                 : (s[0] & 0xf8) == 0xf0 ? 4
+                                         : 0;
     if (!len || len > n || (len == 2 && s[0] < 0xc2))
         return 0;
     for (size_t i = 1; i < len; i++)
@@ -72,7 +75,9 @@ static void emit(FILE *out, const msgpack_object *o)
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: fputs("null", out); break;
     case MSGPACK_OBJECT_BOOLEAN: fputs(o->via.boolean ? "true" : "false", out); break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: fprintf(out, "%llu", (unsigned long long)o->via.u64); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        fprintf(out, "%llu", (unsigned long long)o->via.u64);
+        break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(out, "%lld", (long long)o->via.i64); break;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: fprintf(out, "%.17g", o->via.f64); break;

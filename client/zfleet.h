@@ -55,7 +55,7 @@ typedef enum {
     ZFLEET_CANCELLED = 5,
     ZFLEET_EXPIRED = 6,
     ZFLEET_LOST = 7,
-    ZFLEET_OUTPUT_LOST = 8,  /* the handler succeeded but its output was not kept in full
+    ZFLEET_OUTPUT_LOST = 8, /* the handler succeeded but its output was not kept in full
                                 across a broker restart (over --result-max-bytes): the RESULT
                                 has no output bytes and text says what was lost. Not a
                                 success: only ZFLEET_SUCCEEDED is. */
@@ -90,51 +90,51 @@ typedef enum {
 /* Client-side error classes (zf_client_errcode). */
 typedef enum {
     ZF_CE_NONE = 0,
-    ZF_CE_TIMEOUT = 1,       /* nothing arrived in time (the job may still be running) */
-    ZF_CE_UNREACHABLE = 2,   /* the broker did not answer */
-    ZF_CE_REJECTED = 3,      /* the broker refused: see zf_client_brokercode() */
-    ZF_CE_USAGE = 4,         /* bad argument */
+    ZF_CE_TIMEOUT = 1,     /* nothing arrived in time (the job may still be running) */
+    ZF_CE_UNREACHABLE = 2, /* the broker did not answer */
+    ZF_CE_REJECTED = 3,    /* the broker refused: see zf_client_brokercode() */
+    ZF_CE_USAGE = 4,       /* bad argument */
     ZF_CE_NOMEM = 5,
 } zf_client_errcode_t;
 
 typedef enum {
-    ZF_EV_ACCEPTED = 1,      /* tag, id */
-    ZF_EV_REJECTED = 2,      /* tag, code, text */
-    ZF_EV_RESULT = 3,        /* id, tag, status, output, text (error), attempts, ... */
-    ZF_EV_PROGRESS = 4,      /* id, tag, progress, text */
-    ZF_EV_STATUS = 5,        /* id, status, attempts, progress, text, worker, device */
-    ZF_EV_ERROR = 6,         /* tag, code, text (e.g. unknown job) */
-    ZF_EV_REPLY = 7,         /* tag, code, text, output = msgpack document (stats, dead) */
+    ZF_EV_ACCEPTED = 1, /* tag, id */
+    ZF_EV_REJECTED = 2, /* tag, code, text */
+    ZF_EV_RESULT = 3,   /* id, tag, status, output, text (error), attempts, ... */
+    ZF_EV_PROGRESS = 4, /* id, tag, progress, text */
+    ZF_EV_STATUS = 5,   /* id, status, attempts, progress, text, worker, device */
+    ZF_EV_ERROR = 6,    /* tag, code, text (e.g. unknown job) */
+    ZF_EV_REPLY = 7,    /* tag, code, text, output = msgpack document (stats, dead) */
 } zf_event_type_t;
 
 typedef struct zf_event {
     zf_event_type_t type;
-    uint64_t id;             /* job id (0 if not about one job) */
-    uint64_t tag;            /* the submit tag this answers */
-    int status;              /* zfleet_state_t, for RESULT and STATUS */
-    int code;                /* zf_broker_code_t, ZF_BROKER_OK = 0 */
-    const char *text;        /* error text, progress text or reason; never NULL */
-    const void *output;      /* RESULT: the handler's output; REPLY: the document */
+    uint64_t id;        /* job id (0 if not about one job) */
+    uint64_t tag;       /* the submit tag this answers */
+    int status;         /* zfleet_state_t, for RESULT and STATUS */
+    int code;           /* zf_broker_code_t, ZF_BROKER_OK = 0 */
+    const char *text;   /* error text, progress text or reason; never NULL */
+    const void *output; /* RESULT: the handler's output; REPLY: the document */
     size_t output_len;
     uint32_t attempts;
-    uint64_t duration_us;    /* handler run time */
-    double progress;         /* 0..1 */
-    const char *function;    /* never NULL */
-    const char *worker;      /* worker that ran it; never NULL */
-    const char *device;      /* its device label, e.g. "cpu:1"; never NULL */
-    void *priv_;             /* the library's */
+    uint64_t duration_us; /* handler run time */
+    double progress;      /* 0..1 */
+    const char *function; /* never NULL */
+    const char *worker;   /* worker that ran it; never NULL */
+    const char *device;   /* its device label, e.g. "cpu:1"; never NULL */
+    void *priv_;          /* the library's */
 } zf_event_t;
 
 typedef struct zf_client zf_client_t;
 
 typedef struct {
-    int32_t priority;        /* higher first; default 0 */
-    uint32_t timeout_ms;     /* run timeout of one attempt; 0 = none */
-    uint32_t deadline_ms;    /* must start within this long after acceptance; 0 = none */
-    uint32_t max_attempts;   /* 0 = the broker's default (3) */
-    int device;              /* zfleet_device_t; default ZFLEET_DEVICE_ANY */
-    bool no_push;            /* do not push the result to this connection */
-    bool forget;             /* the broker drops the result once it has pushed it to this
+    int32_t priority;      /* higher first; default 0 */
+    uint32_t timeout_ms;   /* run timeout of one attempt; 0 = none */
+    uint32_t deadline_ms;  /* must start within this long after acceptance; 0 = none */
+    uint32_t max_attempts; /* 0 = the broker's default (3) */
+    int device;            /* zfleet_device_t; default ZFLEET_DEVICE_ANY */
+    bool no_push;          /* do not push the result to this connection */
+    bool forget;           /* the broker drops the result once it has pushed it to this
                                 connection: collect it here (zf_client_wait finds the pushed
                                 RESULT, unless zf_client_next already handed it out); a GET
                                 or WAIT the broker answers afterwards, from any connection,
@@ -171,9 +171,8 @@ ZF_EXPORT int zf_client_submit(zf_client_t *self, const char *function, const vo
    the broker's limit here (that would cost a round trip): over it, a REJECTED event with
    code ZF_BROKER_TOO_LARGE comes, but a payload over 2 x the limit + 1 MiB gets no answer
    (the broker drops the connection): use zf_client_submit for payloads that may be that big. */
-ZF_EXPORT int zf_client_submit_async(zf_client_t *self, const char *function,
-                                     const void *data, size_t len, const zf_submit_opts_t *opts,
-                                     uint64_t *tag);
+ZF_EXPORT int zf_client_submit_async(zf_client_t *self, const char *function, const void *data,
+                                     size_t len, const zf_submit_opts_t *opts, uint64_t *tag);
 
 /* Waits up to timeout_ms (-1 = forever) for the job's result. Returns a RESULT event, or
    NULL (ZF_CE_TIMEOUT, "job ID: no result within T ms"; ZF_CE_REJECTED with

@@ -78,8 +78,7 @@ int zf_parse_u64(const char *s, uint64_t max, uint64_t *out)
 static void bad_option(const char *prog, const char *opt, const char *s, const char *range)
 {
     if (prog)
-        fprintf(stderr, "%s: --%s: expected a number %s, got '%s'\n", prog, opt, range,
-                s ? s : "");
+        fprintf(stderr, "%s: --%s: expected a number %s, got '%s'\n", prog, opt, range, s ? s : "");
     else
         zf_log(ZF_LOG_ERROR, "--%s: expected a number %s, got '%s'", opt, range, s ? s : "");
 }
@@ -100,8 +99,8 @@ int zf_parse_opt(const char *prog, const char *opt, const char *s, uint64_t min,
     return 0;
 }
 
-int zf_parse_opt_int(const char *prog, const char *opt, const char *s, int64_t min,
-                     int64_t max, int64_t *out)
+int zf_parse_opt_int(const char *prog, const char *opt, const char *s, int64_t min, int64_t max,
+                     int64_t *out)
 {
     assert(min <= max);
     /* strtoll alone takes leading blanks and a '+'; a number is digits with an optional '-' */

@@ -31,8 +31,8 @@ int zf_parse_u64(const char *s, uint64_t max, uint64_t *out);
    *out is written only on success. zf_parse_opt_int is the same for a signed value. */
 int zf_parse_opt(const char *prog, const char *opt, const char *s, uint64_t min, uint64_t max,
                  uint64_t *out);
-int zf_parse_opt_int(const char *prog, const char *opt, const char *s, int64_t min,
-                     int64_t max, int64_t *out);
+int zf_parse_opt_int(const char *prog, const char *opt, const char *s, int64_t min, int64_t max,
+                     int64_t *out);
 
 /* Tunes this process's allocator for payload-sized blocks (for zfleet's own programs, never
    called by the client library on a host application's behalf): blocks up to 32 MiB come

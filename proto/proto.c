@@ -15,10 +15,22 @@ typedef struct {
     uint32_t maxlen; /* strings: longest accepted */
 } fdesc_t;
 
-#define U64(mem) {T_U64, offsetof(zf_msg_t, mem), 0}
-#define U32(mem) {T_U32, offsetof(zf_msg_t, mem), 0}
-#define I32(mem) {T_I32, offsetof(zf_msg_t, mem), 0}
-#define STR(mem, n) {T_STR, offsetof(zf_msg_t, mem), n}
+#define U64(mem)                          \
+    {                                     \
+        T_U64, offsetof(zf_msg_t, mem), 0 \
+    }
+#define U32(mem)                          \
+    {                                     \
+        T_U32, offsetof(zf_msg_t, mem), 0 \
+    }
+#define I32(mem)                          \
+    {                                     \
+        T_I32, offsetof(zf_msg_t, mem), 0 \
+    }
+#define STR(mem, n)                       \
+    {                                     \
+        T_STR, offsetof(zf_msg_t, mem), n \
+    }
 
 static const fdesc_t fields[ZF_F__MAX] = {
     [ZF_F_ID] = U64(id),
@@ -323,8 +335,7 @@ static bool decode_field(zf_msg_t *m, zf_field_t f, const msgpack_object *o)
     void *p = field_ptr(m, f);
     uint64_t u;
     switch (fields[f].type) {
-    case T_U64:
-        return obj_to_u64(o, (uint64_t *)p);
+    case T_U64: return obj_to_u64(o, (uint64_t *)p);
     case T_U32:
         if (!obj_to_u64(o, &u) || u > UINT32_MAX)
             return false;
@@ -346,8 +357,7 @@ static bool decode_field(zf_msg_t *m, zf_field_t f, const msgpack_object *o)
         else
             return false;
         return *(double *)p >= 0 && *(double *)p <= 1;
-    case T_STR:
-        return obj_to_str(o, fields[f].maxlen, (zf_str_t *)p);
+    case T_STR: return obj_to_str(o, fields[f].maxlen, (zf_str_t *)p);
     case T_STRARR:
         if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > ZF_MAX_FUNCTIONS)
             return false;
@@ -397,25 +407,49 @@ static bool counts_fit(const unsigned char *p, size_t len)
             body = t & 0x1f;
         } else {
             switch (t) {
-            case 0xc4: case 0xd9: lenbytes = 1; break;           /* bin8, str8 */
-            case 0xc5: case 0xda: lenbytes = 2; break;           /* bin16, str16 */
-            case 0xc6: case 0xdb: lenbytes = 4; break;           /* bin32, str32 */
-            case 0xc7: lenbytes = 1; body = 1; break;            /* ext8 (+ type byte) */
-            case 0xc8: lenbytes = 2; body = 1; break;            /* ext16 */
-            case 0xc9: lenbytes = 4; body = 1; break;            /* ext32 */
-            case 0xca: case 0xd2: body = 4; break;               /* float32, int32 */
-            case 0xcb: case 0xd3: body = 8; break;               /* float64, int64 */
-            case 0xcc: case 0xd0: body = 1; break;               /* uint8, int8 */
-            case 0xcd: case 0xd1: body = 2; break;               /* uint16, int16 */
-            case 0xce: body = 4; break;                          /* uint32 */
-            case 0xcf: body = 8; break;                          /* uint64 */
-            case 0xd4: body = 2; break;                          /* fixext1 */
-            case 0xd5: body = 3; break;                          /* fixext2 */
-            case 0xd6: body = 5; break;                          /* fixext4 */
-            case 0xd7: body = 9; break;                          /* fixext8 */
-            case 0xd8: body = 17; break;                         /* fixext16 */
-            case 0xdc: case 0xdd: lenbytes = t == 0xdc ? 2 : 4; items = 1; break; /* array */
-            case 0xde: case 0xdf: lenbytes = t == 0xde ? 2 : 4; items = 2; break; /* map */
+            case 0xc4:
+            case 0xd9: lenbytes = 1; break; /* bin8, str8 */
+            case 0xc5:
+            case 0xda: lenbytes = 2; break; /* bin16, str16 */
+            case 0xc6:
+            case 0xdb: lenbytes = 4; break; /* bin32, str32 */
+            case 0xc7:
+                lenbytes = 1;
+                body = 1;
+                break; /* ext8 (+ type byte) */
+            case 0xc8:
+                lenbytes = 2;
+                body = 1;
+                break; /* ext16 */
+            case 0xc9:
+                lenbytes = 4;
+                body = 1;
+                break; /* ext32 */
+            case 0xca:
+            case 0xd2: body = 4; break; /* float32, int32 */
+            case 0xcb:
+            case 0xd3: body = 8; break; /* float64, int64 */
+            case 0xcc:
+            case 0xd0: body = 1; break; /* uint8, int8 */
+            case 0xcd:
+            case 0xd1: body = 2; break;  /* uint16, int16 */
+            case 0xce: body = 4; break;  /* uint32 */
+            case 0xcf: body = 8; break;  /* uint64 */
+            case 0xd4: body = 2; break;  /* fixext1 */
+            case 0xd5: body = 3; break;  /* fixext2 */
+            case 0xd6: body = 5; break;  /* fixext4 */
+            case 0xd7: body = 9; break;  /* fixext8 */
+            case 0xd8: body = 17; break; /* fixext16 */
+            case 0xdc:
+            case 0xdd:
+                lenbytes = t == 0xdc ? 2 : 4;
+                items = 1;
+                break; /* array */
+            case 0xde:
+            case 0xdf:
+                lenbytes = t == 0xde ? 2 : 4;
+                items = 2;
+                break;            /* map */
             default: return true; /* 0xc1 (never used): msgpack_unpack reports it */
             }
         }
@@ -557,19 +591,26 @@ const char *zf_cmd_name(uint8_t cmd)
 
 const char *zf_state_name(uint32_t st)
 {
-    static const char *names[ZF_ST__COUNT] = {"queued",    "running",   "succeeded", "failed",
-                                              "timed_out", "cancelled", "expired",   "lost",
-                                              "output_lost"};
+    static const char *names[ZF_ST__COUNT] = {"queued",  "running",   "succeeded",
+                                              "failed",  "timed_out", "cancelled",
+                                              "expired", "lost",      "output_lost"};
     return st < ZF_ST__COUNT ? names[st] : "unknown";
 }
 
 const char *zf_error_name(uint32_t code)
 {
-    static const char *names[ZF__ECOUNT] = {
-        "ok",         "unsupported protocol version", "malformed message", "unknown command",
-        "unknown job", "queue full",                  "payload too large", "bad argument",
-        "wrong state", "broker shutting down",        "internal error",
-        "journal unavailable"};
+    static const char *names[ZF__ECOUNT] = {"ok",
+                                            "unsupported protocol version",
+                                            "malformed message",
+                                            "unknown command",
+                                            "unknown job",
+                                            "queue full",
+                                            "payload too large",
+                                            "bad argument",
+                                            "wrong state",
+                                            "broker shutting down",
+                                            "internal error",
+                                            "journal unavailable"};
     return code < ZF__ECOUNT ? names[code] : "unknown error";
 }
 

@@ -18,16 +18,16 @@
 #include <stdint.h>
 
 #define ZF_PROTO_VERSION 1
-#define ZF_HEADER_MAX 4096      /* bytes: a longer header frame is malformed */
-#define ZF_FN_MAX 63            /* bytes of a function name */
-#define ZF_NAME_MAX 63          /* bytes of a worker or device name */
-#define ZF_TEXT_MAX 1024        /* bytes of an error or progress text */
-#define ZF_MAX_FUNCTIONS 32     /* functions one worker may announce */
+#define ZF_HEADER_MAX 4096  /* bytes: a longer header frame is malformed */
+#define ZF_FN_MAX 63        /* bytes of a function name */
+#define ZF_NAME_MAX 63      /* bytes of a worker or device name */
+#define ZF_TEXT_MAX 1024    /* bytes of an error or progress text */
+#define ZF_MAX_FUNCTIONS 32 /* functions one worker may announce */
 
 /* Commands. Client <-> broker: 0x01-0x3f requests, 0x40-0x7f replies.
    Worker <-> broker: 0x80-0xbf from worker, 0xc0-0xff from broker. */
 typedef enum {
-    ZF_CMD_SUBMIT = 0x01,   /* +1 payload frame */
+    ZF_CMD_SUBMIT = 0x01, /* +1 payload frame */
     ZF_CMD_WAIT = 0x02,
     ZF_CMD_GET = 0x03,
     ZF_CMD_CANCEL = 0x04,
@@ -38,22 +38,22 @@ typedef enum {
 
     ZF_CMD_ACCEPTED = 0x41,
     ZF_CMD_REJECTED = 0x42,
-    ZF_CMD_RESULT = 0x43,   /* +1 output frame */
+    ZF_CMD_RESULT = 0x43, /* +1 output frame */
     ZF_CMD_STATUS = 0x44,
     ZF_CMD_PROGRESS = 0x45,
-    ZF_CMD_REPLY = 0x46,    /* +1 frame (msgpack document) for STATS and DEAD */
+    ZF_CMD_REPLY = 0x46, /* +1 frame (msgpack document) for STATS and DEAD */
     ZF_CMD_PONG = 0x47,
     ZF_CMD_ERROR = 0x48,
 
     ZF_CMD_READY = 0x81,
-    ZF_CMD_DONE = 0x82,     /* +1 output frame */
+    ZF_CMD_DONE = 0x82, /* +1 output frame */
     ZF_CMD_WPROGRESS = 0x83,
     ZF_CMD_HEARTBEAT = 0x84,
     ZF_CMD_BYE = 0x85,
     ZF_CMD_RECALLED = 0x86,
     ZF_CMD_OBITUARY = 0x87, /* from a fleet supervisor: a worker of its died, and why */
 
-    ZF_CMD_JOB = 0xc1,      /* +1 payload frame */
+    ZF_CMD_JOB = 0xc1, /* +1 payload frame */
     ZF_CMD_WCANCEL = 0xc2,
     ZF_CMD_BHEARTBEAT = 0xc3,
     ZF_CMD_RESET = 0xc4,
@@ -62,30 +62,31 @@ typedef enum {
 
 /* Header field keys (the msgpack map keys). */
 typedef enum {
-    ZF_F_ID = 1,          /* uint64: job id */
-    ZF_F_ATTEMPT = 2,     /* uint32: delivery number, 1-based */
-    ZF_F_TAG = 3,         /* uint64: client correlation tag, echoed in replies */
-    ZF_F_FN = 4,          /* str: function name */
-    ZF_F_PRIORITY = 5,    /* int32: higher runs first; default 0 */
-    ZF_F_TIMEOUT = 6,     /* uint32 ms: run timeout per attempt; 0 = none */
-    ZF_F_DEADLINE = 7,    /* uint32 ms after acceptance by which the job must have started */
-    ZF_F_MAX_ATTEMPTS = 8,/* uint32: deliveries before a job is given up; default 3 */
-    ZF_F_DEVICE = 9,      /* uint32 zf_device_kind_t */
-    ZF_F_STATUS = 10,     /* uint32 zf_state_t */
-    ZF_F_CODE = 11,       /* uint32 zf_error_t */
-    ZF_F_TEXT = 12,       /* str: error, progress or reason text */
-    ZF_F_CREDITS = 13,    /* uint32: jobs a worker can hold */
-    ZF_F_DURATION = 14,   /* uint64 us: handler run time */
-    ZF_F_WORKER = 15,     /* str: worker name */
-    ZF_F_DEVNAME = 16,    /* str: device label, e.g. "cpu:1" */
-    ZF_F_PROGRESS = 17,   /* float64 in [0, 1] */
-    ZF_F_FUNCTIONS = 18,  /* array of str */
-    ZF_F_DEVINDEX = 19,   /* int32 */
-    ZF_F_DEVMEM = 20,     /* uint64 bytes */
-    ZF_F_HEARTBEAT = 21,  /* uint32 ms: sender's heartbeat interval */
-    ZF_F_FLAGS = 22,      /* uint32: command-specific flags */
-    ZF_F_QUEUED = 23,     /* uint64 us: time spent queued */
-    ZF_F_SUPERVISOR = 24, /* str (<= 64 bytes): READY: routing id of the fleet supervisor that started the
+    ZF_F_ID = 1,           /* uint64: job id */
+    ZF_F_ATTEMPT = 2,      /* uint32: delivery number, 1-based */
+    ZF_F_TAG = 3,          /* uint64: client correlation tag, echoed in replies */
+    ZF_F_FN = 4,           /* str: function name */
+    ZF_F_PRIORITY = 5,     /* int32: higher runs first; default 0 */
+    ZF_F_TIMEOUT = 6,      /* uint32 ms: run timeout per attempt; 0 = none */
+    ZF_F_DEADLINE = 7,     /* uint32 ms after acceptance by which the job must have started */
+    ZF_F_MAX_ATTEMPTS = 8, /* uint32: deliveries before a job is given up; default 3 */
+    ZF_F_DEVICE = 9,       /* uint32 zf_device_kind_t */
+    ZF_F_STATUS = 10,      /* uint32 zf_state_t */
+    ZF_F_CODE = 11,        /* uint32 zf_error_t */
+    ZF_F_TEXT = 12,        /* str: error, progress or reason text */
+    ZF_F_CREDITS = 13,     /* uint32: jobs a worker can hold */
+    ZF_F_DURATION = 14,    /* uint64 us: handler run time */
+    ZF_F_WORKER = 15,      /* str: worker name */
+    ZF_F_DEVNAME = 16,     /* str: device label, e.g. "cpu:1" */
+    ZF_F_PROGRESS = 17,    /* float64 in [0, 1] */
+    ZF_F_FUNCTIONS = 18,   /* array of str */
+    ZF_F_DEVINDEX = 19,    /* int32 */
+    ZF_F_DEVMEM = 20,      /* uint64 bytes */
+    ZF_F_HEARTBEAT = 21,   /* uint32 ms: sender's heartbeat interval */
+    ZF_F_FLAGS = 22,       /* uint32: command-specific flags */
+    ZF_F_QUEUED = 23,      /* uint64 us: time spent queued */
+    ZF_F_SUPERVISOR =
+        24, /* str (<= 64 bytes): READY: routing id of the fleet supervisor that started the
                              worker (the only peer besides the worker whose OBITUARY counts) */
     ZF_F_MAXPAYLOAD = 25, /* uint64 bytes: PONG: the largest payload the broker accepts */
     ZF_F__MAX = 26,
@@ -112,26 +113,26 @@ typedef enum {
 /* Error codes carried in REJECTED / ERROR / REPLY (ZF_F_CODE). */
 typedef enum {
     ZF_OK = 0,
-    ZF_EVERSION = 1,      /* unsupported protocol version */
-    ZF_EMALFORMED = 2,    /* header could not be decoded, or bad frame count */
-    ZF_ECOMMAND = 3,      /* unknown command for this socket */
-    ZF_EUNKNOWN_JOB = 4,  /* no such job id (never existed, or its result expired) */
-    ZF_EQUEUE_FULL = 5,   /* a queue bound was reached; nothing was accepted */
-    ZF_ETOO_LARGE = 6,    /* payload larger than the broker's limit */
-    ZF_EBADARG = 7,       /* a field is missing or out of range */
-    ZF_ESTATE = 8,        /* the job is in a state that forbids the request */
-    ZF_ESHUTDOWN = 9,     /* the broker is stopping */
-    ZF_EINTERNAL = 10,    /* the broker could not do it (out of memory) */
-    ZF_EJOURNAL = 11,     /* the journal cannot be written (disk full, I/O error): nothing
+    ZF_EVERSION = 1,     /* unsupported protocol version */
+    ZF_EMALFORMED = 2,   /* header could not be decoded, or bad frame count */
+    ZF_ECOMMAND = 3,     /* unknown command for this socket */
+    ZF_EUNKNOWN_JOB = 4, /* no such job id (never existed, or its result expired) */
+    ZF_EQUEUE_FULL = 5,  /* a queue bound was reached; nothing was accepted */
+    ZF_ETOO_LARGE = 6,   /* payload larger than the broker's limit */
+    ZF_EBADARG = 7,      /* a field is missing or out of range */
+    ZF_ESTATE = 8,       /* the job is in a state that forbids the request */
+    ZF_ESHUTDOWN = 9,    /* the broker is stopping */
+    ZF_EINTERNAL = 10,   /* the broker could not do it (out of memory) */
+    ZF_EJOURNAL = 11,    /* the journal cannot be written (disk full, I/O error): nothing
                              new is accepted until it can */
     ZF__ECOUNT = 12,
 } zf_error_t;
 
 /* Flags (ZF_F_FLAGS). */
-#define ZF_FLAG_PURGE 0x1       /* DEAD: clear the dead-letter list */
-#define ZF_FLAG_NO_PUSH 0x2     /* SUBMIT: do not push the result to this connection */
-#define ZF_FLAG_FORGET 0x4      /* SUBMIT: drop the result once pushed to the submitter */
-#define ZF_FLAG_BYE_NOW 0x1     /* BYE: leaving now (clear: draining, finish what you hold) */
+#define ZF_FLAG_PURGE 0x1   /* DEAD: clear the dead-letter list */
+#define ZF_FLAG_NO_PUSH 0x2 /* SUBMIT: do not push the result to this connection */
+#define ZF_FLAG_FORGET 0x4  /* SUBMIT: drop the result once pushed to the submitter */
+#define ZF_FLAG_BYE_NOW 0x1 /* BYE: leaving now (clear: draining, finish what you hold) */
 
 /* A string that points into a header buffer; not NUL-terminated. */
 typedef struct {

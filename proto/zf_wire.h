@@ -17,8 +17,8 @@
 
 typedef struct {
     zmq_msg_t part[ZF_WIRE_MAX_FRAMES];
-    int n;          /* frames kept in part[] */
-    int dropped;    /* further frames that were received and discarded */
+    int n;       /* frames kept in part[] */
+    int dropped; /* further frames that were received and discarded */
 } zf_frames_t;
 
 /* Receives every frame of one message. Returns 0, or -1 with errno (EAGAIN with

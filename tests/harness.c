@@ -281,7 +281,8 @@ msgpack_object *zt_mp_get(msgpack_object *map, const char *key)
     size_t n = strlen(key);
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, key, n))
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            !memcmp(k->via.str.ptr, key, n))
             return &map->via.map.ptr[i].val;
     }
     return NULL;
@@ -365,8 +366,7 @@ void zt_kill(pid_t pid, int sig)
 }
 
 /* Runs the CLI; stdout into out, stderr to err_path (NULL: this process's stderr). */
-static int run_cli(const zt_env_t *env, char *out, size_t outlen, const char *err_path,
-                   va_list ap)
+static int run_cli(const zt_env_t *env, char *out, size_t outlen, const char *err_path, va_list ap)
 {
     const char *argv[64];
     int n = 0;

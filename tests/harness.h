@@ -17,7 +17,7 @@
 typedef struct {
     char client_ep[128];
     char worker_ep[128];
-    char dir[96];            /* a fresh scratch directory for this test */
+    char dir[96]; /* a fresh scratch directory for this test */
 } zt_env_t;
 
 /* The build directory (binaries live under it). */
@@ -97,7 +97,8 @@ void zt_pause_ms(int ms);
 /* Fetches the broker's STATS document and returns fn(document, arg), or -1 when it cannot
    be fetched. The document lives only during the call. */
 struct msgpack_object;
-long long zt_with_stats(const zt_env_t *env, long long (*fn)(struct msgpack_object *doc, const char *arg),
+long long zt_with_stats(const zt_env_t *env,
+                        long long (*fn)(struct msgpack_object *doc, const char *arg),
                         const char *arg);
 /* The value under a string key of a msgpack map, or NULL. */
 struct msgpack_object *zt_mp_get(struct msgpack_object *map, const char *key);

@@ -110,9 +110,10 @@ Test(bench, idle_fleet_program_registers_every_simulated_worker, .timeout = 120)
     char pid[16], log[160], out[8192];
     snprintf(pid, sizeof pid, "%d", (int)broker);
     snprintf(log, sizeof log, "%s/idle-fleet.out", env.dir);
-    const char *args[] = {"--broker", env.client_ep, "--worker-endpoint", env.worker_ep,
-                          "--fleet", "20", "--seconds", "1", "--heartbeat", "200",
-                          "--broker-pid", pid, "--json", NULL};
+    const char *args[] = {"--broker",    env.client_ep, "--worker-endpoint", env.worker_ep,
+                          "--fleet",     "20",          "--seconds",         "1",
+                          "--heartbeat", "200",         "--broker-pid",      pid,
+                          "--json",      NULL};
     pid_t p = zt_spawn("bench/zfleet-idle-fleet", log, args);
     int st = zt_wait_exit(p, 90000);
     zt_read_file(log, out, sizeof out);

@@ -33,9 +33,10 @@ static pid_t start_fleet(const zt_env_t *env, const char *cpus, const char *log_
 {
     static char log[200];
     snprintf(log, sizeof log, "%s/%s", env->dir, log_name);
-    const char *args[] = {"--fleet", "--cpus", cpus, "--gpus", "none", "--broker", env->worker_ep,
-                          "--heartbeat", "200", "--credits", "2",
-                          "--restart-backoff", "20:200", "--crash-limit", "0", NULL};
+    const char *args[] = {
+        "--fleet",      "--cpus",        cpus,  "--gpus",    "none", "--broker",
+        env->worker_ep, "--heartbeat",   "200", "--credits", "2",    "--restart-backoff",
+        "20:200",       "--crash-limit", "0",   NULL};
     return zt_spawn("worker/zfleet-worker", log, args);
 }
 
@@ -110,7 +111,8 @@ Test(chaos, jobs_survive_random_worker_kills, .timeout = 400)
     zt_env_init(&env);
     zt_broker(&env, 200, "--liveness", "3", "--max-attempts", "100", NULL);
     /* two supervisors: one with a worker per core, one with one more worker: 3 in all */
-    pid_t fleets[2] = {start_fleet(&env, "0,1", "fleet-a.log"), start_fleet(&env, "0", "fleet-b.log")};
+    pid_t fleets[2] = {start_fleet(&env, "0,1", "fleet-a.log"),
+                       start_fleet(&env, "0", "fleet-b.log")};
     cr_assert(zt_wait_workers(&env, 3, 10000));
     long n = getenv("ZT_QUICK") ? 1000 : 5000;
     chaos_figures_t f = run_chaos(&env, fleets, 2, n, 300);
@@ -147,11 +149,13 @@ Test(chaos, flood_of_garbage_frames_is_survived, .timeout = 300)
                 for (size_t j = 0; j < len; j++)
                     buf[j] = (unsigned char)rand();
                 if (i % 3 == 0 && len > 4) { /* a plausible header prefix, then junk */
-                    buf[0] = 'Z', buf[1] = 'F', buf[2] = 1, buf[3] = (unsigned char)(k % 2 ? 0x82 : 0x01);
+                    buf[0] = 'Z', buf[1] = 'F', buf[2] = 1,
+                    buf[3] = (unsigned char)(k % 2 ? 0x82 : 0x01);
                 }
                 int frames = 1 + rand() % 3;
                 for (int fr = 0; fr < frames; fr++)
-                    zmq_send(s, buf, fr + 1 < frames ? len / 2 : len, fr + 1 < frames ? ZMQ_SNDMORE : 0);
+                    zmq_send(s, buf, fr + 1 < frames ? len / 2 : len,
+                             fr + 1 < frames ? ZMQ_SNDMORE : 0);
                 char sink[512];
                 while (zmq_recv(s, sink, sizeof sink, ZMQ_DONTWAIT) >= 0)
                     ;
@@ -189,7 +193,8 @@ Test(chaos, flood_of_garbage_frames_is_survived, .timeout = 300)
     cr_assert_eq(kill(b, 0), 0, "broker died");
     long long mc = zt_broker_counter(&env, "malformed_client");
     long long mw = zt_broker_counter(&env, "malformed_worker");
-    fprintf(stderr, "flood: %lld malformed on the client socket, %lld on the worker socket\n", mc, mw);
+    fprintf(stderr, "flood: %lld malformed on the client socket, %lld on the worker socket\n", mc,
+            mw);
     cr_assert_gt(mc, 10000);
     cr_assert_gt(mw, 10000);
     long rss_after = zt_rss_kb(b);
@@ -199,11 +204,13 @@ Test(chaos, flood_of_garbage_frames_is_survived, .timeout = 300)
 #else
     const long slack_kb = 64 * 1024;
 #endif
-    cr_assert_lt(rss_after, rss_before + slack_kb, "RSS grew by more than %ld MiB", slack_kb / 1024);
+    cr_assert_lt(rss_after, rss_before + slack_kb, "RSS grew by more than %ld MiB",
+                 slack_kb / 1024);
     /* still serving */
     char out[512];
     cr_assert_eq(zt_cli(&env, out, sizeof out, "submit", "echo", "ok", "--wait", "--timeout",
-                        "5000", NULL), 0);
+                        "5000", NULL),
+                 0);
     zf_client_destroy(&c);
 }
 
@@ -292,10 +299,11 @@ Test(chaos, partition_jobs_finish_on_the_near_side, .timeout = 120, .fini = netn
     snprintf(wep, sizeof wep, "tcp://10.231.0.1:%d", port);
     snprintf(blog, sizeof blog, "%s/broker.log", env.dir);
     snprintf(wlog, sizeof wlog, "%s/workers.log", env.dir);
-    const char *bargs[] = {"--clients", env.client_ep, "--workers", wep, "--heartbeat", "200",
-                           "--liveness", "3", "--no-journal", NULL};
+    const char *bargs[] = {"--clients",  env.client_ep, "--workers",    wep, "--heartbeat", "200",
+                           "--liveness", "3",           "--no-journal", NULL};
     spawn_in(ns_a, "broker/zfleet-broker", blog, bargs);
-    const char *far[] = {"--broker", wep, "--heartbeat", "200", "--name", "far", "--credits", "2", NULL};
+    const char *far[] = {"--broker", wep,         "--heartbeat", "200", "--name",
+                         "far",      "--credits", "2",           NULL};
     spawn_in(ns_b, "worker/zfleet-worker", wlog, far);
     cr_assert(zt_wait_workers(&env, 1, 10000), "far worker did not join across the veth");
     zf_client_t *c = zt_client(&env);

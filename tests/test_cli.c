@@ -35,8 +35,8 @@ Test(cli, extra_or_missing_arguments_are_usage_errors, .timeout = 60)
     zt_env_t env;
     zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     static const char *const cases[][4] = {
-        {"submit", "echo", "a", "b"}, {"wait", "1", "2", NULL},  {"get", "1", "2", NULL},
-        {"status", "1", "2", NULL},   {"cancel", "1", "2", NULL}, {"retry", "1", "2", NULL},
+        {"submit", "echo", "a", "b"}, {"wait", "1", "2", NULL},     {"get", "1", "2", NULL},
+        {"status", "1", "2", NULL},   {"cancel", "1", "2", NULL},   {"retry", "1", "2", NULL},
         {"stats", "x", NULL, NULL},   {"workers", "x", NULL, NULL}, {"dead", "x", NULL, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -67,8 +67,8 @@ Test(cli, unreadable_file_is_an_input_error, .timeout = 60)
     zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     char missing[200], out[512], err[1024];
     snprintf(missing, sizeof missing, "%s/no-such-file", env.dir);
-    int rc = zt_cli_err(&env, out, sizeof out, err, sizeof err, "submit", "echo", "--file",
-                        env.dir, NULL);
+    int rc = zt_cli_err(&env, out, sizeof out, err, sizeof err, "submit", "echo", "--file", env.dir,
+                        NULL);
     cr_assert_eq(rc, EXIT_USAGE, "directory: exit %d, stdout '%s'", rc, out);
     cr_assert_eq(lines(err), 1, "'%s'", err);
     cr_assert(strstr(err, "Is a directory") && strstr(err, env.dir), "'%s'", err);
@@ -107,8 +107,8 @@ Test(cli, payload_over_the_broker_limit_is_refused_before_sending, .timeout = 60
     zf_client_destroy(&c);
     free(data);
 
-    int rc = zt_cli_err(&env, out, sizeof out, err, sizeof err, "submit", "echo", "--file", path,
-                        NULL);
+    int rc =
+        zt_cli_err(&env, out, sizeof out, err, sizeof err, "submit", "echo", "--file", path, NULL);
     cr_assert_eq(rc, EXIT_REFUSED, "exit %d, stderr '%s'", rc, err);
     cr_assert_eq(lines(err), 1, "'%s'", err);
     cr_assert(strstr(err, "payload too large: 4194304 bytes, the broker's limit is 1000"), "'%s'",
@@ -155,8 +155,8 @@ Test(cli, expired_wait_is_one_line, .timeout = 60)
     cr_assert_eq(zt_cli(&env, out, sizeof out, "submit", "echo", "x", NULL), 0);
     snprintf(id, sizeof id, "%.*s", (int)strcspn(out, "\n"), out);
     snprintf(want, sizeof want, "job %s: no result within 300 ms", id);
-    int rc = zt_cli_err(&env, out, sizeof out, err, sizeof err, "wait", id, "--timeout", "300",
-                        NULL);
+    int rc =
+        zt_cli_err(&env, out, sizeof out, err, sizeof err, "wait", id, "--timeout", "300", NULL);
     cr_assert_eq(rc, EXIT_TIMEOUT, "exit %d", rc);
     cr_assert_eq(lines(err), 1, "'%s'", err);
     cr_assert(strstr(err, want), "'%s' lacks '%s'", err, want);
@@ -201,8 +201,8 @@ static void assert_died_by(pid_t w, int sig, const zt_env_t *env, const char *wa
 {
     int status = zt_wait_exit(w, 10000);
     cr_assert(status != -1, "the worker did not die");
-    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == sig, "status %#x, not signal %d",
-              status, sig);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == sig, "status %#x, not signal %d", status,
+              sig);
     char log[200], text[8192];
     snprintf(log, sizeof log, "%s/workers.log", env->dir);
     zt_read_file(log, text, sizeof text);
@@ -259,22 +259,38 @@ Test(cli, bad_option_numbers_are_one_line_in_every_program, .timeout = 60)
         int code;
         const char *want;
     } cases[] = {
-        {"broker/zfleet-broker", {"--no-journal", "--heartbeat", "5"}, 2,
+        {"broker/zfleet-broker",
+         {"--no-journal", "--heartbeat", "5"},
+         2,
          "zfleet-broker: error: --heartbeat: expected a number from 10 to 3600000, got '5'\n"},
-        {"worker/zfleet-worker", {"--credits", "0"}, 1,
+        {"worker/zfleet-worker",
+         {"--credits", "0"},
+         1,
          "zfleet-worker: error: --credits: expected a number from 1 to 256, got '0'\n"},
-        {"worker/zfleet-worker", {"--restart-backoff", "100:5x"}, 1,
+        {"worker/zfleet-worker",
+         {"--restart-backoff", "100:5x"},
+         1,
          "zfleet-worker: error: --restart-backoff: expected a number from 100 to 3600000, "
          "got '5x'\n"},
-        {"client/zfleet", {"wait", "1", "--timeout", "-1"}, EXIT_USAGE,
+        {"client/zfleet",
+         {"wait", "1", "--timeout", "-1"},
+         EXIT_USAGE,
          "zfleet: --timeout: expected a number from 0 to 2147483647, got '-1'\n"},
-        {"client/zfleet", {"submit", "echo", "--priority", "+3"}, EXIT_USAGE,
+        {"client/zfleet",
+         {"submit", "echo", "--priority", "+3"},
+         EXIT_USAGE,
          "zfleet: --priority: expected a number from -2147483648 to 2147483647, got '+3'\n"},
-        {"client/zfleet", {"bench", "--jobs", "0", "throughput"}, EXIT_USAGE,
+        {"client/zfleet",
+         {"bench", "--jobs", "0", "throughput"},
+         EXIT_USAGE,
          "zfleet bench: --jobs: expected a number from 1 to 100000000, got '0'\n"},
-        {"bench/zfleet-idle-fleet", {"--fleet", "1e3"}, 2,
+        {"bench/zfleet-idle-fleet",
+         {"--fleet", "1e3"},
+         2,
          "zfleet-idle-fleet: --fleet: expected a number from 1 to 100000, got '1e3'\n"},
-        {"bench/bstalk_bench", {"throughput", "--workers", "65"}, 2,
+        {"bench/bstalk_bench",
+         {"throughput", "--workers", "65"},
+         2,
          "bstalk_bench: --workers: expected a number from 1 to 64, got '65'\n"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

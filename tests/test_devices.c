@@ -87,8 +87,7 @@ static int children(pid_t ppid, kid_t *kids, int max)
         char *rp = strrchr(buf, ')'); /* comm may hold spaces */
         char state;
         int parent;
-        if (!rp || sscanf(rp + 2, "%c %d", &state, &parent) != 2 || parent != ppid ||
-            state == 'Z')
+        if (!rp || sscanf(rp + 2, "%c %d", &state, &parent) != 2 || parent != ppid || state == 'Z')
             continue;
         kids[n].pid = pid;
         kids[n].device[0] = 0;
@@ -161,8 +160,9 @@ static bool file_has(const char *path, const char *needle)
 
 static pid_t start_fleet(const zt_env_t *env, const char *log, const char *extra)
 {
-    const char *args[] = {"--fleet", "--broker", env->worker_ep, "--heartbeat", HB,
-                          extra ? "--module" : NULL, extra, NULL};
+    const char *args[] = {"--fleet",     "--broker", env->worker_ep,
+                          "--heartbeat", HB,         extra ? "--module" : NULL,
+                          extra,         NULL};
     return zt_spawn("worker/zfleet-worker", log, args);
 }
 
@@ -171,8 +171,7 @@ static zf_event_t *run_job(zf_client_t *c, const char *fn, const char *data, int
 {
     zf_submit_opts_t o = {.device = device, .deadline_ms = deadline_ms};
     uint64_t id;
-    cr_assert_eq(zf_client_submit(c, fn, data, strlen(data), &o, &id), 0, "%s",
-                 zf_client_error(c));
+    cr_assert_eq(zf_client_submit(c, fn, data, strlen(data), &o, &id), 0, "%s", zf_client_error(c));
     zf_event_t *r = zf_client_wait(c, id, wait_ms);
     cr_assert_not_null(r, "no result for %s: %s", fn, zf_client_error(c));
     return r;
@@ -248,7 +247,9 @@ Test(devices, missing_devices_fail_at_start_with_one_clear_line)
     zt_env_init(&env);
     struct {
         const char *dev, *says;
-    } cases[] = {{"gpu:0", "gpu:0"}, {"gpu:4000", "gpu:4000"}, {"cpu:999", "cpu:999"},
+    } cases[] = {{"gpu:0", "gpu:0"},
+                 {"gpu:4000", "gpu:4000"},
+                 {"cpu:999", "cpu:999"},
                  {"tpu:0", "expected cpu"}};
     for (size_t i = ngpu > 0 ? 1 : 0; i < sizeof cases / sizeof *cases; i++) {
         char log[160];
@@ -257,8 +258,7 @@ Test(devices, missing_devices_fail_at_start_with_one_clear_line)
         pid_t w = zt_spawn("worker/zfleet-worker", log, args);
         int st = zt_wait_exit(w, 10000);
         cr_assert_neq(st, -1, "%s: the worker did not exit", cases[i].dev);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: exit status %d", cases[i].dev,
-                  st);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: exit status %d", cases[i].dev, st);
         FILE *f = fopen(log, "r");
         cr_assert_not_null(f);
         char line[1024], first[1024] = "";
@@ -268,8 +268,8 @@ Test(devices, missing_devices_fail_at_start_with_one_clear_line)
                 snprintf(first, sizeof first, "%s", line);
         fclose(f);
         cr_assert_eq(lines, 1, "%s: expected one line, got %d", cases[i].dev, lines);
-        cr_assert(strstr(first, cases[i].says) && strstr(first, "error"),
-                  "%s: unclear message: %s", cases[i].dev, first);
+        cr_assert(strstr(first, cases[i].says) && strstr(first, "error"), "%s: unclear message: %s",
+                  cases[i].dev, first);
     }
     if (ngpu == 0) {
         /* the fleet refuses a GPU list it cannot serve */
@@ -303,8 +303,7 @@ Test(devices, gpu_job_with_only_cpu_workers_waits_and_expires_at_its_deadline)
     zf_event_destroy(&r);
     zf_event_t *s = zf_client_get(c, id);
     cr_assert_not_null(s);
-    cr_assert_eq(s->status, ZFLEET_QUEUED, "the GPU job waits: %s",
-                 zfleet_state_name(s->status));
+    cr_assert_eq(s->status, ZFLEET_QUEUED, "the GPU job waits: %s", zfleet_state_name(s->status));
     zf_event_destroy(&s);
     r = zf_client_wait(c, id, 15000);
     int64_t took = zt_now_ms() - t0;
@@ -377,8 +376,7 @@ Test(devices, fleet_device_lists_parse_against_the_available_devices)
     cr_assert_eq(zf_fleet_parse_list("all", avail, 0, out, 16), 0, "all of nothing");
     static const char *bad[] = {"", "4", "3-6", "1,1", "0-1,1", "x", "1,", "-1", "2-1", "1;2"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        cr_assert_eq(zf_fleet_parse_list(bad[i], avail, 5, out, 16), -1, "'%s' accepted",
-                     bad[i]);
+        cr_assert_eq(zf_fleet_parse_list(bad[i], avail, 5, out, 16), -1, "'%s' accepted", bad[i]);
 }
 
 Test(devices, fleet_runs_one_worker_per_core_and_restarts_a_killed_one)
@@ -517,8 +515,8 @@ Test(devices, fleet_second_sigterm_ends_workers_at_once, .timeout = 60)
     zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
     char log[160];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
-    const char *args[] = {"--fleet", "--broker", env.worker_ep, "--heartbeat", HB, "--cpus",
-                          "0", NULL};
+    const char *args[] = {"--fleet", "--broker", env.worker_ep, "--heartbeat",
+                          HB,        "--cpus",   "0",           NULL};
     pid_t fleet = zt_spawn("worker/zfleet-worker", log, args);
     cr_assert(zt_wait_workers(&env, 1, 20000));
     zf_client_t *c = zt_client(&env);
@@ -550,9 +548,18 @@ Test(devices, fleet_gives_up_a_device_that_crashes_in_a_tight_loop, .timeout = 6
     char log[160];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
     /* every worker refuses to start (no such module); short backoffs keep the test quick */
-    const char *args[] = {"--fleet", "--broker", env.worker_ep, "--cpus", "0", "--module",
-                          "/nonexistent/zf_missing.so", "--restart-backoff", "20:1000",
-                          "--crash-limit", "4", NULL};
+    const char *args[] = {"--fleet",
+                          "--broker",
+                          env.worker_ep,
+                          "--cpus",
+                          "0",
+                          "--module",
+                          "/nonexistent/zf_missing.so",
+                          "--restart-backoff",
+                          "20:1000",
+                          "--crash-limit",
+                          "4",
+                          NULL};
     pid_t fleet = zt_spawn("worker/zfleet-worker", log, args);
     int st = zt_wait_exit(fleet, 30000);
     cr_assert_neq(st, -1, "the fleet kept restarting a worker that cannot start");
@@ -589,8 +596,8 @@ static int environ_value(pid_t pid, const char *name, char *out, size_t len)
 
 /* Runs a testmod function on the kind of device given (0 any, 1 cpu, 2 gpu); returns its
    output in out and the device label it ran on in dev. */
-static void ask(zf_client_t *c, const char *fn, const char *arg, int device, char *out,
-                size_t len, char *dev, size_t devlen)
+static void ask(zf_client_t *c, const char *fn, const char *arg, int device, char *out, size_t len,
+                char *dev, size_t devlen)
 {
     zf_event_t *r = run_job(c, fn, arg, device, 0, 10000);
     cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s %s: %s", fn, arg, r->text);
@@ -601,8 +608,8 @@ static void ask(zf_client_t *c, const char *fn, const char *arg, int device, cha
 
 /* What the worker's handlers see: CUDA_VISIBLE_DEVICES narrowed to their one GPU (or empty
    on a CPU worker), the fleet's mark gone, and the device numbers. */
-static void assert_handler_view(zf_client_t *c, int device, const char *label,
-                                const char *cuda, const char *index)
+static void assert_handler_view(zf_client_t *c, int device, const char *label, const char *cuda,
+                                const char *index)
 {
     char out[256], dev[64], want[128];
     ask(c, "env", "CUDA_VISIBLE_DEVICES", device, out, sizeof out, dev, sizeof dev);
@@ -612,8 +619,8 @@ static void assert_handler_view(zf_client_t *c, int device, const char *label,
     ask(c, "env", "ZFLEET_GPU_BOUND", device, out, sizeof out, dev, sizeof dev);
     cr_assert_str_eq(out, "unset", "%s: the fleet's mark is not passed on", label);
     ask(c, "device", "", device, out, sizeof out, dev, sizeof dev);
-    snprintf(want, sizeof want, "index=%s cuda_index=%d label=%s", index,
-             device == 2 ? 0 : -1, label);
+    snprintf(want, sizeof want, "index=%s cuda_index=%d label=%s", index, device == 2 ? 0 : -1,
+             label);
     cr_assert_str_eq(out, want);
 }
 
@@ -628,8 +635,7 @@ static void assert_refused(const zt_env_t *env, const char *name, const char *co
     cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: exit status %d", name, st);
     zt_read_file(log, text, sizeof text);
     cr_assert(strstr(text, says) && strstr(text, "error"), "%s: unclear: %s", name, text);
-    cr_assert_eq(strchr(text, '\n'), text + strlen(text) - 1, "%s: not one line: %s", name,
-                 text);
+    cr_assert_eq(strchr(text, '\n'), text + strlen(text) - 1, "%s: not one line: %s", name, text);
 }
 
 Test(devices, gpu_worker_started_by_hand_sees_only_its_gpu_as_cuda_device_0)
@@ -686,9 +692,10 @@ static pid_t start_gpu_fleet(const zt_env_t *env, const char *gpus, int nworkers
     static char cpu[16], log[160];
     snprintf(cpu, sizeof cpu, "%d", cores[0]);
     snprintf(log, sizeof log, "%s/fleet.log", env->dir);
-    const char *args[] = {"--fleet", "--broker", env->worker_ep, "--heartbeat", HB,
-                          "--fake-gpu", "--gpus", gpus, "--cpus", cpu, "--module",
-                          zt_path("tests/zf_testmod.so"), NULL};
+    const char *args[] = {"--fleet", "--broker",   env->worker_ep, "--heartbeat",
+                          HB,        "--fake-gpu", "--gpus",       gpus,
+                          "--cpus",  cpu,          "--module",     zt_path("tests/zf_testmod.so"),
+                          NULL};
     pid_t fleet = zt_spawn("worker/zfleet-worker", log, args);
     cr_assert(zt_wait_workers(env, nworkers, 20000), "expected %d workers, have %d", nworkers,
               zt_count_workers(env));
@@ -769,13 +776,11 @@ Test(devices, fleet_maps_its_gpus_through_the_users_cuda_visible_devices)
     static const char *labels[] = {"gpu:0", "gpu:1", NULL}, *want[] = {"7", "5"};
     assert_fleet_environ(fleet, 3, labels, want);
     /* gpu:1 kept the fleet's "5" (it did not map 1 through a one-entry list and fail) */
-    cr_assert(wait_workers_json(&env, NULL, 5000, "\"device\":\"gpu:1\"", "\"index\":1",
-                                NULL));
+    cr_assert(wait_workers_json(&env, NULL, 5000, "\"device\":\"gpu:1\"", "\"index\":1", NULL));
     kill(fleet, SIGTERM);
     cr_assert_neq(zt_wait_exit(fleet, 15000), -1);
     /* a GPU the list does not name is refused at start, as any unavailable device is */
-    const char *past[] = {"--fleet", "--broker", env.worker_ep, "--fake-gpu", "--gpus", "2",
-                          NULL};
+    const char *past[] = {"--fleet", "--broker", env.worker_ep, "--fake-gpu", "--gpus", "2", NULL};
     assert_refused(&env, "fleet-past", past, "--gpus 2");
     /* and fake GPUs must be named */
     const char *all[] = {"--fleet", "--broker", env.worker_ep, "--fake-gpu", NULL};

@@ -139,7 +139,8 @@ Test(dispatch, short_jobs_not_held_behind_long_one, .timeout = 60)
     int64_t shorts_done = zt_now_ms() - t0;
     zf_event_t *l = zf_client_get(c, long_id);
     cr_assert_not_null(l);
-    cr_assert_eq(l->status, ZFLEET_RUNNING, "the long job is still running when the short ones are done");
+    cr_assert_eq(l->status, ZFLEET_RUNNING,
+                 "the long job is still running when the short ones are done");
     snprintf(long_worker, sizeof long_worker, "%s", l->worker);
     zf_event_destroy(&l);
     cr_assert_lt(shorts_done, 2500, "short jobs waited behind the long one (%lld ms)",

@@ -247,8 +247,8 @@ Test(e2e, malformed_frames_at_both_sockets_are_survived, .timeout = 30)
     const char trunc[] = {'Z', 'F', ZF_PROTO_VERSION, ZF_CMD_SUBMIT, (char)0x82, 0x03};
     const char nomap[] = {'Z', 'F', ZF_PROTO_VERSION, ZF_CMD_PING, (char)0x91, 0x01};
     const void *cases[][3] = {{junk}, {badver}, {badcmd}, {trunc}, {nomap}, {""}};
-    size_t lens[][3] = {{sizeof junk}, {sizeof badver}, {sizeof badcmd}, {sizeof trunc},
-                        {sizeof nomap}, {0}};
+    size_t lens[][3] = {{sizeof junk},  {sizeof badver}, {sizeof badcmd},
+                        {sizeof trunc}, {sizeof nomap},  {0}};
     for (int i = 0; i < 6; i++) {
         send_raw(ctx, env.client_ep, cases[i], lens[i], 1);
         send_raw(ctx, env.worker_ep, cases[i], lens[i], 1);
@@ -280,7 +280,8 @@ Test(e2e, malformed_frames_at_both_sockets_are_survived, .timeout = 30)
     /* still serving */
     char out[1024];
     cr_assert_eq(zt_cli(&env, out, sizeof out, "submit", "echo", "after", "--wait", "--timeout",
-                        "5000", NULL), 0);
+                        "5000", NULL),
+                 0);
     cr_assert(strstr(out, "after"));
     cr_assert_eq(kill(b, 0), 0, "broker is alive");
     cr_assert_geq(zt_broker_counter(&env, "malformed_client"), 7);
@@ -350,7 +351,8 @@ Test(e2e, worker_vanishing_after_timed_out_done_is_survived, .timeout = 30)
         zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
         cr_assert_eq(zmq_poll(&it, 1, 5000), 1, "no JOB for the fake worker");
         cr_assert_eq(zf_wire_recv(s, &f, 0), 0);
-        int ok = zf_msg_decode(&job, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]), NULL, NULL);
+        int ok =
+            zf_msg_decode(&job, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]), NULL, NULL);
         zf_frames_close(&f);
         if (ok == 0 && job.cmd == ZF_CMD_JOB)
             break;

@@ -47,8 +47,8 @@ static pid_t fleet(const zt_env_t *env, const char *cpus, const char *log_name, 
     static char log[200], hbs[16];
     snprintf(log, sizeof log, "%s/%s", env->dir, log_name);
     snprintf(hbs, sizeof hbs, "%d", hb);
-    const char *args[] = {"--fleet", "--cpus", cpus, "--gpus", "none", "--broker", env->worker_ep,
-                          "--heartbeat", hbs, "--module", testmod(), NULL};
+    const char *args[] = {"--fleet",      "--cpus",      cpus, "--gpus",   "none",    "--broker",
+                          env->worker_ep, "--heartbeat", hbs,  "--module", testmod(), NULL};
     return zt_spawn("worker/zfleet-worker", log, args);
 }
 
@@ -134,7 +134,8 @@ Test(failure, poison_job_is_lost_after_max_attempts, .timeout = 90)
     /* the fleet still serves */
     cr_assert(zt_wait_workers(&env, 2, 10000));
     cr_assert_eq(zt_cli(&env, out, sizeof out, "submit", "echo", "alive", "--wait", "--timeout",
-                        "10000", NULL), 0);
+                        "10000", NULL),
+                 0);
     /* retry requeues it (it will die again, but it is back in play) */
     char ids[32];
     snprintf(ids, sizeof ids, "%llu", (unsigned long long)id);
@@ -380,6 +381,7 @@ Test(failure, restart_without_journal_unknown_job_and_workers_return, .timeout =
     cr_assert(zt_wait_workers(&env, 1, 10000), "worker did not re-register");
     char out[1024];
     cr_assert_eq(zt_cli(&env, out, sizeof out, "submit", "echo", "back", "--wait", "--timeout",
-                        "5000", NULL), 0);
+                        "5000", NULL),
+                 0);
     zf_client_destroy(&c);
 }

@@ -61,7 +61,8 @@ static void *silent_main(void *arg)
         if (zf_wire_recv(s->sock, &f, 0) < 0)
             continue;
         zf_msg_t m;
-        if (zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]), NULL, NULL) == 0) {
+        if (zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]), NULL, NULL) ==
+            0) {
             atomic_fetch_add(&s->jobs, m.cmd == ZF_CMD_JOB);
             atomic_fetch_add(&s->cancels, m.cmd == ZF_CMD_WCANCEL);
             atomic_fetch_add(&s->resets, m.cmd == ZF_CMD_RESET);
@@ -207,8 +208,8 @@ Test(hardening, supervisor_obituary_still_requeues_at_once, .timeout = 60)
     zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 1000});
     char log[160];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
-    const char *args[] = {"--fleet",     "--cpus", "0",  "--gpus", "none", "--broker", env.worker_ep,
-                          "--heartbeat", "1000",   NULL};
+    const char *args[] = {"--fleet",  "--cpus",      "0",           "--gpus", "none",
+                          "--broker", env.worker_ep, "--heartbeat", "1000",   NULL};
     zt_track(zt_spawn("worker/zfleet-worker", log, args));
     cr_assert(zt_wait_workers(&env, 1, 10000));
     zf_client_t *c = zt_client(&env);
@@ -478,7 +479,8 @@ Test(hardening, held_back_results_reach_a_slow_reader, .timeout = 120)
         cr_assert_eq(zf_wire_recv(s, &f, 0), 0);
         zf_msg_t m;
         cr_assert_eq(zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]), NULL,
-                                   NULL), 0);
+                                   NULL),
+                     0);
         if (m.cmd == ZF_CMD_RESULT) {
             unsigned k = (unsigned)(m.tag - 1);
             cr_assert(k < (unsigned)n && !seen[k], "tag %llu", (unsigned long long)m.tag);
@@ -556,7 +558,8 @@ Test(hardening, vanished_workers_cost_no_attempt, .timeout = 60)
     zf_client_t *c = zt_client(&env);
     uint64_t id[20];
     for (int i = 0; i < 20; i++)
-        cr_assert_eq(zf_client_submit(c, "echo", "x", 1, NULL, &id[i]), 0, "%s", zf_client_error(c));
+        cr_assert_eq(zf_client_submit(c, "echo", "x", 1, NULL, &id[i]), 0, "%s",
+                     zf_client_error(c));
     zt_worker(&env, 1000, NULL);
     for (int i = 0; i < 20; i++) {
         zf_event_t *r = zf_client_wait(c, id[i], 10000);

@@ -919,7 +919,7 @@ static int broker_exit(const zt_env_t *env, const char *extra)
     char log[192];
     snprintf(log, sizeof log, "%s/broker.log", env->dir);
     const char *args[] = {"--clients", env->client_ep, "--workers", env->worker_ep,
-                          "--data", data_dir(env), extra, NULL};
+                          "--data",    data_dir(env),  extra,       NULL};
     pid_t pid = zt_spawn("broker/zfleet-broker", log, args);
     int st = zt_wait_exit(pid, 30000);
     cr_assert_neq(st, -1, "zfleet-broker %s did not exit", extra ? extra : "");
@@ -931,8 +931,7 @@ static int broker_exit(const zt_env_t *env, const char *extra)
    job 20, in the middle of the file. The broker refuses to start and leaves the file as it
    is; --journal-repair saves the original aside and skips that record only: every other
    job comes back (results kept, the queued ones run), the damaged one is gone. */
-static void mid_case(void (*damage)(const char *path, long long at, long long len),
-                     const char *why)
+static void mid_case(void (*damage)(const char *path, long long at, long long len), const char *why)
 {
     enum { DONE = 10, N = 50, HIT = DONE + 20 };
     zt_env_t env;
@@ -1126,8 +1125,8 @@ Test(journal, output_over_result_max_bytes_comes_back_output_lost, .timeout = 60
                  "wait: %s", out);
     cr_assert_eq(file_size(outfile), -1, "wait --out wrote a file for a lost output");
     cr_assert_eq(zt_cli(&env, out, sizeof out, "--json", "get", idtext, NULL), 1);
-    cr_assert(strstr(out, "\"status\":\"output_lost\"") && strstr(out, "\"output_bytes\":0"),
-              "%s", out);
+    cr_assert(strstr(out, "\"status\":\"output_lost\"") && strstr(out, "\"output_bytes\":0"), "%s",
+              out);
 }
 
 /* One attempt of a job that runs past its timeout: a worker that takes it, times out and

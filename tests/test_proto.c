@@ -12,12 +12,12 @@
 #include "zf_wire.h"
 
 static const uint8_t all_cmds[] = {
-    ZF_CMD_SUBMIT,   ZF_CMD_WAIT,     ZF_CMD_GET,       ZF_CMD_CANCEL,    ZF_CMD_STATS,
-    ZF_CMD_DEAD,     ZF_CMD_RETRY,    ZF_CMD_PING,      ZF_CMD_ACCEPTED,  ZF_CMD_REJECTED,
-    ZF_CMD_RESULT,   ZF_CMD_STATUS,   ZF_CMD_PROGRESS,  ZF_CMD_REPLY,     ZF_CMD_PONG,
-    ZF_CMD_ERROR,    ZF_CMD_READY,    ZF_CMD_DONE,      ZF_CMD_WPROGRESS, ZF_CMD_HEARTBEAT,
-    ZF_CMD_BYE,      ZF_CMD_RECALLED, ZF_CMD_JOB,       ZF_CMD_WCANCEL,   ZF_CMD_BHEARTBEAT,
-    ZF_CMD_RESET,    ZF_CMD_RECALL};
+    ZF_CMD_SUBMIT, ZF_CMD_WAIT,     ZF_CMD_GET,      ZF_CMD_CANCEL,    ZF_CMD_STATS,
+    ZF_CMD_DEAD,   ZF_CMD_RETRY,    ZF_CMD_PING,     ZF_CMD_ACCEPTED,  ZF_CMD_REJECTED,
+    ZF_CMD_RESULT, ZF_CMD_STATUS,   ZF_CMD_PROGRESS, ZF_CMD_REPLY,     ZF_CMD_PONG,
+    ZF_CMD_ERROR,  ZF_CMD_READY,    ZF_CMD_DONE,     ZF_CMD_WPROGRESS, ZF_CMD_HEARTBEAT,
+    ZF_CMD_BYE,    ZF_CMD_RECALLED, ZF_CMD_JOB,      ZF_CMD_WCANCEL,   ZF_CMD_BHEARTBEAT,
+    ZF_CMD_RESET,  ZF_CMD_RECALL};
 
 /* A header with every field set. */
 static void fill_all(zf_msg_t *m, uint8_t cmd)
@@ -250,7 +250,7 @@ static void trailing(msgpack_packer *pk)
 Test(proto, wrong_types_and_ranges_are_malformed)
 {
     char buf[512];
-    void (*bad[])(msgpack_packer *) = {id_as_string, attempt_too_big, negative_id, not_a_map,
+    void (*bad[])(msgpack_packer *) = {id_as_string, attempt_too_big,       negative_id, not_a_map,
                                        string_key,   progress_out_of_range, trailing};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         size_t n = header_with(buf, ZF_CMD_WAIT, bad[i]);
@@ -280,12 +280,15 @@ Test(proto, names_are_never_null)
    to a non-NULL pointer that re-encodes cleanly. */
 Test(proto, huge_declared_counts_are_malformed)
 {
-    static const unsigned char array32[] = {'Z', 'F', 1, ZF_CMD_SUBMIT, 0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const unsigned char array32[] = {'Z',  'F',  1,    ZF_CMD_SUBMIT, 0xdd,
+                                            0xff, 0xff, 0xff, 0xff};
     static const unsigned char map32_under_unknown_key[] = {
         'Z', 'F', 1, ZF_CMD_READY, 0x81, 0x28, 0xdf, 0x0f, 0xff, 0xff, 0xff};
-    static const unsigned char fixarray_too_long[] = {'Z', 'F', 1, ZF_CMD_PING, 0x81, 0x28, 0x9f, 0x01};
+    static const unsigned char fixarray_too_long[] = {'Z',  'F',  1,    ZF_CMD_PING,
+                                                      0x81, 0x28, 0x9f, 0x01};
     cr_assert_eq(decode_err(array32, sizeof array32), ZF_EMALFORMED);
-    cr_assert_eq(decode_err(map32_under_unknown_key, sizeof map32_under_unknown_key), ZF_EMALFORMED);
+    cr_assert_eq(decode_err(map32_under_unknown_key, sizeof map32_under_unknown_key),
+                 ZF_EMALFORMED);
     cr_assert_eq(decode_err(fixarray_too_long, sizeof fixarray_too_long), ZF_EMALFORMED);
 }
 
@@ -338,17 +341,17 @@ Test(proto, utf8_validation)
     } cases[] = {
         {"", 0},
         {"echo", 4},
-        {"caf\xc3\xa9", 5},             /* é */
-        {"\xe2\x82\xac", 3},            /* € */
-        {"\xf0\x9f\x98\x80", 4},        /* U+1F600 */
-        {"ab\xff", 2},                  /* never in UTF-8 */
-        {"ab\x80", 2},                  /* a continuation byte first */
-        {"ab\xc3", 2},                  /* cut inside a character */
-        {"\xc0\xaf", 0},                /* overlong '/' */
-        {"\xe0\x80\xaf", 0},            /* overlong, 3 bytes */
-        {"\xed\xa0\x80", 0},            /* a surrogate (U+D800) */
-        {"\xf4\x90\x80\x80", 0},        /* above U+10FFFF */
-        {"x\xe2\x82", 1},               /* a truncated 3-byte character */
+        {"caf\xc3\xa9", 5},      /* é */
+        {"\xe2\x82\xac", 3},     /* € */
+        {"\xf0\x9f\x98\x80", 4}, /* U+1F600 */
+        {"ab\xff", 2},           /* never in UTF-8 */
+        {"ab\x80", 2},           /* a continuation byte first */
+        {"ab\xc3", 2},           /* cut inside a character */
+        {"\xc0\xaf", 0},         /* overlong '/' */
+        {"\xe0\x80\xaf", 0},     /* overlong, 3 bytes */
+        {"\xed\xa0\x80", 0},     /* a surrogate (U+D800) */
+        {"\xf4\x90\x80\x80", 0}, /* above U+10FFFF */
+        {"x\xe2\x82", 1},        /* a truncated 3-byte character */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         size_t len = strlen(cases[i].s);
@@ -391,8 +394,7 @@ Test(proto, decoding_thread_frees_its_zone_when_it_exits)
         decode_in_thread();
     size_t after = mallinfo2().uordblks;
     cr_assert_lt(after > before ? after - before : 0, 50000,
-                 "100 threads that decoded once each left %zu bytes allocated",
-                 after - before);
+                 "100 threads that decoded once each left %zu bytes allocated", after - before);
 }
 
 /* zf_wire_read_batch's handler: counts messages, checks each arrives whole, and moves the

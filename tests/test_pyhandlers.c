@@ -262,8 +262,7 @@ Test(pyhandlers, run_timeout_ends_the_attempt_and_the_worker, .timeout = 60)
     cr_assert(strstr(r->text, "run timeout of 500 ms"), "'%s'", r->text);
     zf_event_destroy(&r);
     int status = zt_wait_exit(w, 10000);
-    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 3, "status %#x",
-              status);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 3, "status %#x", status);
     zf_client_destroy(&c);
 }
 
@@ -297,9 +296,9 @@ Test(pyhandlers, a_crash_in_a_c_extension_ends_lost_with_signal_11, .timeout = 1
     zt_broker(&env, 200, "--liveness", "3", NULL);
     char log[200];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
-    const char *args[] = {"--fleet", "--cpus", "0", "--gpus", "none", "--broker", env.worker_ep,
-                          "--heartbeat", "200", "--restart-backoff", "20:200", "--module",
-                          handlers(), NULL};
+    const char *args[] = {"--fleet",  "--cpus",      "0",           "--gpus", "none",
+                          "--broker", env.worker_ep, "--heartbeat", "200",    "--restart-backoff",
+                          "20:200",   "--module",    handlers(),    NULL};
     sanitizers_let_signals_through();
     zt_spawn("worker/zfleet-worker", log, args);
     restore_sanitizers();
@@ -363,16 +362,14 @@ Test(pyhandlers, model_threads_run_between_jobs, .timeout = 60)
 
 /* init raising: the worker exits 1 with the exception's type and message in one line; a
    fleet restarts it until the crash limit and then gives the device up. */
-Test(pyhandlers, init_raising_ends_the_worker_and_the_fleet_gives_the_device_up,
-     .timeout = 120)
+Test(pyhandlers, init_raising_ends_the_worker_and_the_fleet_gives_the_device_up, .timeout = 120)
 {
     zt_env_t env;
     zt_env_init(&env);
     zt_broker(&env, 200, NULL);
     pid_t w = zt_worker(&env, 200, "--module", ZT_PY_DIR "/init_raises.py", NULL);
     int status = zt_wait_exit(w, 15000);
-    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x",
-              status);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
     char text[1 << 16];
     read_log(&env, "workers.log", text, sizeof text);
     cr_assert(strstr(text, "zfleet-worker: error: module " ZT_PY_DIR "/init_raises.py refused "
@@ -382,9 +379,11 @@ Test(pyhandlers, init_raising_ends_the_worker_and_the_fleet_gives_the_device_up,
     cr_assert_eq(count_lines(text), 1, "more than one line:\n%s", text);
     char log[200];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
-    const char *args[] = {"--fleet", "--cpus", "0", "--gpus", "none", "--broker", env.worker_ep,
-                          "--heartbeat", "200", "--restart-backoff", "20:100", "--crash-limit",
-                          "3", "--module", ZT_PY_DIR "/init_raises.py", NULL};
+    const char *args[] = {
+        "--fleet",  "--cpus",        "0",           "--gpus",   "none",
+        "--broker", env.worker_ep,   "--heartbeat", "200",      "--restart-backoff",
+        "20:100",   "--crash-limit", "3",           "--module", ZT_PY_DIR "/init_raises.py",
+        NULL};
     pid_t f = zt_spawn("worker/zfleet-worker", log, args);
     status = zt_wait_exit(f, 60000);
     cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1,
@@ -401,9 +400,8 @@ Test(pyhandlers, bad_modules_are_refused_in_one_line, .timeout = 120)
     static const struct {
         const char *module, *want;
     } cases[] = {
-        {ZT_PY_DIR "/nonexistent.py",
-         "zfleet-worker: error: cannot load module " ZT_PY_DIR
-         "/nonexistent.py: No such file or directory\n"},
+        {ZT_PY_DIR "/nonexistent.py", "zfleet-worker: error: cannot load module " ZT_PY_DIR
+                                      "/nonexistent.py: No such file or directory\n"},
         {ZT_PY_DIR "/nofunctions.py",
          "zfleet-worker: error: " ZT_PY_DIR "/nofunctions.py defines no FUNCTIONS (a dict "
          "from function name to fn(state, job))\n"},
@@ -420,12 +418,12 @@ Test(pyhandlers, bad_modules_are_refused_in_one_line, .timeout = 120)
         zt_env_init(&env);
         pid_t w = zt_worker(&env, 200, "--module", cases[i].module, NULL);
         int status = zt_wait_exit(w, 15000);
-        cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1,
-                  "%s: status %#x", cases[i].module, status);
+        cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1, "%s: status %#x",
+                  cases[i].module, status);
         char text[8192];
         read_log(&env, "workers.log", text, sizeof text);
-        cr_assert(strstr(text, cases[i].want), "%s: log '%s', wanted '%s'", cases[i].module,
-                  text, cases[i].want);
+        cr_assert(strstr(text, cases[i].want), "%s: log '%s', wanted '%s'", cases[i].module, text,
+                  cases[i].want);
         cr_assert_eq(count_lines(text), 1, "%s: more than one line:\n%s", cases[i].module, text);
     }
 }
@@ -456,8 +454,7 @@ Test(pyhandlers, c_and_python_modules_together_and_a_clean_drain, .timeout = 60)
     zf_event_destroy(&r);
     kill(w, SIGTERM);
     int status = zt_wait_exit(w, 10000);
-    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x",
-              status);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
     char text[1 << 16];
     read_log(&env, "workers.log", text, sizeof text);
     cr_assert(strstr(text, "hello from a python handler\n"), "print did not reach the log:\n%s",
@@ -486,9 +483,20 @@ Test(pyhandlers, venv_made_by_the_test_is_used_by_a_fleet, .timeout = 120)
     zt_broker(&env, 200, NULL);
     char log[200];
     snprintf(log, sizeof log, "%s/fleet.log", env.dir);
-    const char *args[] = {"--fleet", "--cpus", "0", "--gpus", "none", "--broker", env.worker_ep,
-                          "--heartbeat", "200", "--venv", venv, "--module",
-                          ZT_PY_DIR "/venv_probe.py", NULL};
+    const char *args[] = {"--fleet",
+                          "--cpus",
+                          "0",
+                          "--gpus",
+                          "none",
+                          "--broker",
+                          env.worker_ep,
+                          "--heartbeat",
+                          "200",
+                          "--venv",
+                          venv,
+                          "--module",
+                          ZT_PY_DIR "/venv_probe.py",
+                          NULL};
     zt_spawn("worker/zfleet-worker", log, args);
     cr_assert(zt_wait_workers(&env, 1, 15000), "the fleet's worker did not register");
     zf_client_t *c = zt_client(&env);
@@ -502,16 +510,17 @@ Test(pyhandlers, venv_made_by_the_test_is_used_by_a_fleet, .timeout = 120)
     zf_client_destroy(&c);
 
     /* another Python's venv */
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/old && printf 'home = /usr/bin\\nversion = 3.9.2\\n' "
-             "> %s/old/pyvenv.cfg", env.dir, env.dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/old && printf 'home = /usr/bin\\nversion = 3.9.2\\n' "
+             "> %s/old/pyvenv.cfg",
+             env.dir, env.dir);
     cr_assert_eq(system(cmd), 0);
     snprintf(venv, sizeof venv, "%s/old", env.dir);
     zt_env_t env2;
     zt_env_init(&env2);
     pid_t w = zt_worker(&env2, 200, "--venv", venv, "--module", handlers(), NULL);
     int status = zt_wait_exit(w, 10000);
-    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x",
-              status);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
     char text[8192];
     read_log(&env2, "workers.log", text, sizeof text);
     cr_assert(strstr(text, "is a Python 3.9 environment, and this zfleet-worker embeds Python "

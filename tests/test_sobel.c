@@ -84,8 +84,7 @@ Test(sobel, rounding_rule_is_round_half_up_of_the_true_magnitude_for_every_sum)
     for (int32_t s = 0; s <= 2 * 1020 * 1020; s++) {
         double m = floor(sqrt((double)s) + 0.5);
         unsigned want = m > 255 ? 255 : (unsigned)m;
-        cr_assert_eq(zf_sobel_round(s), want, "s=%d: got %u, want %u", s, zf_sobel_round(s),
-                     want);
+        cr_assert_eq(zf_sobel_round(s), want, "s=%d: got %u, want %u", s, zf_sobel_round(s), want);
     }
 }
 
@@ -131,8 +130,7 @@ Test(sobel, pgm_header_comments_and_whitespace_are_accepted)
             buf[hl + k] = (uint8_t)(10 * k);
         zf_pgm_t img;
         char err[256] = "";
-        cr_assert_eq(zf_pgm_parse(buf, hl + 6, &img, err, sizeof err), 0, "header %zu: %s", i,
-                     err);
+        cr_assert_eq(zf_pgm_parse(buf, hl + 6, &img, err, sizeof err), 0, "header %zu: %s", i, err);
         cr_assert_eq(img.width, ok[i].w);
         cr_assert_eq(img.height, ok[i].h);
         cr_assert_eq(img.pixels, buf + hl, "header %zu: raster starts after one whitespace", i);
@@ -147,7 +145,10 @@ typedef struct {
     const char *reason;
 } bad_t;
 
-#define BAD(name, lit, reason) {name, lit, sizeof lit - 1, reason}
+#define BAD(name, lit, reason)            \
+    {                                     \
+        name, lit, sizeof lit - 1, reason \
+    }
 
 static const bad_t bad_images[] = {
     BAD("empty", "", "not a PGM"),
@@ -208,8 +209,8 @@ Test(sobel, gpu_output_is_byte_for_byte_the_cpu_output)
     char err[256] = "";
     zf_sobel_gpu_t *g = zf_sobel_gpu_new(0, err, sizeof err);
     cr_assert_not_null(g, "%s", err);
-    static const int sizes[][2] = {{1, 1}, {1, 7}, {7, 1}, {2, 2}, {37, 23}, {257, 129},
-                                   {1024, 768}, {3000, 17}};
+    static const int sizes[][2] = {{1, 1},   {1, 7},     {7, 1},      {2, 2},
+                                   {37, 23}, {257, 129}, {1024, 768}, {3000, 17}};
     uint64_t seed = 42;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         int w = sizes[i][0], h = sizes[i][1];
@@ -280,8 +281,8 @@ Test(sobel, malformed_images_give_failed_and_the_worker_keeps_serving)
     for (size_t i = 0; i < sizeof bad_images / sizeof *bad_images; i++) {
         const bad_t *b = &bad_images[i];
         uint64_t id;
-        cr_assert_eq(zf_client_submit(c, "sobel", b->data, b->len, NULL, &id), 0, "%s: %s",
-                     b->name, zf_client_error(c));
+        cr_assert_eq(zf_client_submit(c, "sobel", b->data, b->len, NULL, &id), 0, "%s: %s", b->name,
+                     zf_client_error(c));
         zf_event_t *r = zf_client_wait(c, id, 20000);
         cr_assert_not_null(r, "%s: %s", b->name, zf_client_error(c));
         cr_assert_eq(r->status, ZFLEET_FAILED, "%s: state %s", b->name,

@@ -63,8 +63,8 @@ static bool recv_msg(void *s, rx_t *rx, int timeout_ms)
         if (zmq_poll(&it, 1, left) != 1)
             continue;
         cr_assert_eq(zf_wire_recv(s, &rx->f, 0), 0);
-        if (zf_msg_decode(&rx->m, zmq_msg_data(&rx->f.part[0]), zmq_msg_size(&rx->f.part[0]),
-                          NULL, NULL) == 0 &&
+        if (zf_msg_decode(&rx->m, zmq_msg_data(&rx->f.part[0]), zmq_msg_size(&rx->f.part[0]), NULL,
+                          NULL) == 0 &&
             rx->m.cmd != ZF_CMD_BHEARTBEAT)
             return true;
         zf_frames_close(&rx->f);

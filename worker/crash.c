@@ -23,9 +23,8 @@ static const struct {
     int sig;
     const char *name; /* strsignal's words, which a handler may not call */
 } fatal[] = {
-    {SIGSEGV, "Segmentation fault"},       {SIGBUS, "Bus error"},
-    {SIGFPE, "Floating point exception"}, {SIGILL, "Illegal instruction"},
-    {SIGABRT, "Aborted"},
+    {SIGSEGV, "Segmentation fault"}, {SIGBUS, "Bus error"}, {SIGFPE, "Floating point exception"},
+    {SIGILL, "Illegal instruction"}, {SIGABRT, "Aborted"},
 };
 #define NFATAL (sizeof fatal / sizeof fatal[0])
 

@@ -128,8 +128,9 @@ int zf_device_cuda_entry(int index, char *out, size_t len, char *err, size_t err
             return 0;
         }
     int n = zf_device_cuda_listed();
-    snprintf(err, errlen, "device gpu:%d: %s=\"%.64s\" makes %d GPU(s) visible, and gpu:N "
-                          "counts within that list (gpu:0 is its first entry)",
+    snprintf(err, errlen,
+             "device gpu:%d: %s=\"%.64s\" makes %d GPU(s) visible, and gpu:N "
+             "counts within that list (gpu:0 is its first entry)",
              index, ZF_CUDA_ENV, list, n);
     return -1;
 }
@@ -216,8 +217,7 @@ static int bind_gpu(zf_device_binding_t *b, int index, int fake, char *err, size
     return 0;
 }
 
-int zf_device_bind(zf_device_binding_t *b, const char *spec, int fake_gpu, char *err,
-                   size_t errlen)
+int zf_device_bind(zf_device_binding_t *b, const char *spec, int fake_gpu, char *err, size_t errlen)
 {
     memset(b, 0, sizeof *b);
     zf_device_type_t type;
@@ -232,8 +232,9 @@ int zf_device_bind(zf_device_binding_t *b, const char *spec, int fake_gpu, char 
     b->dev.label = b->label;
     b->dev.name = b->name;
     if (rc == 0 && type == ZF_DEVICE_GPU)
-        zf_log(ZF_LOG_INFO, "%s: %s=%s, so CUDA and every framework in this process see "
-                            "only this GPU, as their device %d",
+        zf_log(ZF_LOG_INFO,
+               "%s: %s=%s, so CUDA and every framework in this process see "
+               "only this GPU, as their device %d",
                b->label, ZF_CUDA_ENV, b->cuda_visible, b->dev.cuda_index);
     return rc;
 }

@@ -42,7 +42,7 @@
 typedef struct {
     char label[16];
     char cuda[ZF_CUDA_ENTRY_MAX]; /* its CUDA_VISIBLE_DEVICES ("" for a CPU worker) */
-    pid_t pid;               /* 0 when not running */
+    pid_t pid;                    /* 0 when not running */
     int64_t started_ms, restart_at_ms;
     uint32_t backoff_ms;
     int64_t crashes[ZF_FLEET_CRASH_LIMIT_MAX]; /* times of the last exits, a ring */
@@ -59,9 +59,9 @@ typedef struct {
     int nkids;
     int sigfd;
     int draining;
-    const char *forced;      /* why workers were told to leave at once, or NULL */
+    const char *forced; /* why workers were told to leave at once, or NULL */
     int64_t drain_started_ms;
-    void *zctx, *zsock;      /* to the broker's worker endpoint, for obituaries */
+    void *zctx, *zsock; /* to the broker's worker endpoint, for obituaries */
 } fleet_t;
 
 /* Opens the fleet's own connection to the broker's worker endpoint, for obituaries, under a
@@ -257,8 +257,8 @@ static pid_t spawn(fleet_t *f, child_t *k)
     if (pid < 0) {
         k->backoff_ms = k->backoff_ms ? k->backoff_ms : f->fc->backoff_min_ms;
         k->restart_at_ms = zf_now_ms() + k->backoff_ms;
-        zf_log(ZF_LOG_ERROR, "%s: cannot start a worker (%s: %s); trying again in %u ms",
-               k->label, env ? "fork" : "environment", strerror(errno), k->backoff_ms);
+        zf_log(ZF_LOG_ERROR, "%s: cannot start a worker (%s: %s); trying again in %u ms", k->label,
+               env ? "fork" : "environment", strerror(errno), k->backoff_ms);
         return 0;
     }
     k->pid = pid;
@@ -296,9 +296,9 @@ static void on_exit_of(fleet_t *f, child_t *k, pid_t pid, int status)
     int64_t now = zf_now_ms();
     k->pid = 0;
     /* a worker that left by itself (clean stop, timeout, ignored cancel) said so already */
-    if (WIFSIGNALED(status) ||
-        (WEXITSTATUS(status) != ZF_WORKER_EXIT_OK && WEXITSTATUS(status) != ZF_WORKER_EXIT_TIMEOUT &&
-         WEXITSTATUS(status) != ZF_WORKER_EXIT_CANCEL))
+    if (WIFSIGNALED(status) || (WEXITSTATUS(status) != ZF_WORKER_EXIT_OK &&
+                                WEXITSTATUS(status) != ZF_WORKER_EXIT_TIMEOUT &&
+                                WEXITSTATUS(status) != ZF_WORKER_EXIT_CANCEL))
         send_obituary(f, k->name, why);
     if (f->draining) {
         if (!f->forced && f->wc->drain_timeout_ms &&

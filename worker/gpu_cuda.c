@@ -13,11 +13,14 @@ int zf_gpu_count(char *why, size_t whylen)
         if (!why)
             return 0;
         if (e == cudaErrorInsufficientDriver)
-            snprintf(why, whylen, "no usable NVIDIA driver on this machine, so zero GPUs "
-                                  "(CUDA: %s)", cudaGetErrorString(e));
+            snprintf(why, whylen,
+                     "no usable NVIDIA driver on this machine, so zero GPUs "
+                     "(CUDA: %s)",
+                     cudaGetErrorString(e));
         else if (e == cudaErrorNoDevice || e == cudaSuccess)
-            snprintf(why, whylen, "CUDA finds no GPU (none on this machine, or none that "
-                                  "CUDA_VISIBLE_DEVICES lets it see)");
+            snprintf(why, whylen,
+                     "CUDA finds no GPU (none on this machine, or none that "
+                     "CUDA_VISIBLE_DEVICES lets it see)");
         else
             snprintf(why, whylen, "CUDA cannot be used, so zero GPUs: %s", cudaGetErrorString(e));
         return 0;

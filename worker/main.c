@@ -88,14 +88,16 @@ int main(int argc, char **argv)
     zf_fleet_config_defaults(&fleet);
     int fleet_mode = 0, device_set = 0;
     static const struct option opts[] = {
-        {"broker", 1, 0, 'b'},        {"device", 1, 0, 'd'},        {"module", 1, 0, 'm'},
-        {"credits", 1, 0, 'c'},       {"name", 1, 0, 'n'},          {"heartbeat", 1, 0, 'h'},
-        {"liveness", 1, 0, 'l'},      {"cancel-grace", 1, 0, 'g'},  {"drain-timeout", 1, 0, 't'},
-        {"fake-gpu", 0, 0, 'F'},      {"fleet", 0, 0, 'f'},         {"gpus", 1, 0, 'G'},
-        {"cpus", 1, 0, 'C'},          {"worker-bin", 1, 0, 'W'},    {"help", 0, 0, 'H'},
-        {"restart-backoff", 1, 0, 'R'}, {"crash-limit", 1, 0, 'L'}, {"venv", 1, 0, 'V'},
-        {"version", 0, 0, 'v'},
-        {0, 0, 0, 0}};
+        {"broker", 1, 0, 'b'},        {"device", 1, 0, 'd'},
+        {"module", 1, 0, 'm'},        {"credits", 1, 0, 'c'},
+        {"name", 1, 0, 'n'},          {"heartbeat", 1, 0, 'h'},
+        {"liveness", 1, 0, 'l'},      {"cancel-grace", 1, 0, 'g'},
+        {"drain-timeout", 1, 0, 't'}, {"fake-gpu", 0, 0, 'F'},
+        {"fleet", 0, 0, 'f'},         {"gpus", 1, 0, 'G'},
+        {"cpus", 1, 0, 'C'},          {"worker-bin", 1, 0, 'W'},
+        {"help", 0, 0, 'H'},          {"restart-backoff", 1, 0, 'R'},
+        {"crash-limit", 1, 0, 'L'},   {"venv", 1, 0, 'V'},
+        {"version", 0, 0, 'v'},       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {

@@ -124,14 +124,14 @@ static const char BOOT[] =
 
 /* ------------------------------------------------------------------ process state */
 
-static PyThreadState *ts;          /* the handler thread's, while it does not hold the GIL */
-static PyObject *boot;             /* BOOT's namespace: helpers by name */
-static PyObject *device;           /* what init and job.device see, made once */
-static char venv[PATH_MAX];        /* --venv DIR, resolved; empty for none */
+static PyThreadState *ts;   /* the handler thread's, while it does not hold the GIL */
+static PyObject *boot;      /* BOOT's namespace: helpers by name */
+static PyObject *device;    /* what init and job.device see, made once */
+static char venv[PATH_MAX]; /* --venv DIR, resolved; empty for none */
 static char version[32];
 
 typedef struct held {
-    Py_buffer view;                /* the returned object's buffer, sent without a copy */
+    Py_buffer view; /* the returned object's buffer, sent without a copy */
     struct held *next;
 } held_t;
 static _Atomic(held_t *) released; /* ZeroMQ is done with these: release under the GIL */
@@ -143,7 +143,7 @@ struct pyfn {
 };
 
 struct zf_pymod {
-    char spec[PATH_MAX];           /* as given: a path, or py:name */
+    char spec[PATH_MAX]; /* as given: a path, or py:name */
     PyObject *module, *init, *fini, *state;
     bool imported, inited, finished;
     unsigned nfns;
@@ -197,8 +197,10 @@ int zf_python_set_venv(const char *dir, char *err, size_t errlen)
         return -1;
     }
     if (strcmp(found, mine)) {
-        snprintf(err, errlen, "--venv %s is a Python %s environment, and this zfleet-worker "
-                 "embeds Python %s: make it with python%s -m venv", dir, found, mine, mine);
+        snprintf(err, errlen,
+                 "--venv %s is a Python %s environment, and this zfleet-worker "
+                 "embeds Python %s: make it with python%s -m venv",
+                 dir, found, mine, mine);
         return -1;
     }
     if (!realpath(dir, venv)) {
@@ -212,8 +214,7 @@ int zf_python_set_venv(const char *dir, char *err, size_t errlen)
 
 /* Owns a reference to a job's input frame and exports it, read-only. */
 typedef struct {
-    PyObject_HEAD
-    zmq_msg_t msg;
+    PyObject_HEAD zmq_msg_t msg;
 } payload_t;
 
 static int payload_getbuffer(PyObject *o, Py_buffer *view, int flags)
@@ -233,8 +234,7 @@ static void payload_dealloc(PyObject *o)
 static PyBufferProcs payload_buffer = {.bf_getbuffer = payload_getbuffer};
 
 static PyTypeObject payload_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "zfleet.Payload",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zfleet.Payload",
     .tp_basicsize = sizeof(payload_t),
     .tp_dealloc = payload_dealloc,
     .tp_as_buffer = &payload_buffer,
@@ -243,9 +243,8 @@ static PyTypeObject payload_type = {
 };
 
 typedef struct {
-    PyObject_HEAD
-    zf_job_t *job;      /* NULL once the call has returned */
-    PyObject *data;     /* memoryview over a payload_t */
+    PyObject_HEAD zf_job_t *job; /* NULL once the call has returned */
+    PyObject *data;              /* memoryview over a payload_t */
     uint64_t id;
     uint32_t attempt;
     char function[ZF_FN_MAX + 1];
@@ -333,8 +332,7 @@ static PyGetSetDef job_getset[] = {
     {"id", job_get_id, NULL, "the job id", NULL},
     {"attempt", job_get_attempt, NULL, "this delivery's attempt number, from 1", NULL},
     {"function", job_get_function, NULL, "the function name the job was submitted to", NULL},
-    {"device", job_get_device, NULL, "the worker's device: kind, index, label, name, memory",
-     NULL},
+    {"device", job_get_device, NULL, "the worker's device: kind, index, label, name, memory", NULL},
     {"cancelled", job_get_cancelled, NULL, "True once the job was cancelled: return soon", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
@@ -344,8 +342,7 @@ static PyMethodDef job_methods[] = {
     {NULL, NULL, 0, NULL}};
 
 static PyTypeObject job_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "zfleet.Job",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zfleet.Job",
     .tp_basicsize = sizeof(pyjob_t),
     .tp_dealloc = job_dealloc,
     .tp_repr = job_repr,
@@ -484,7 +481,8 @@ static int set_output(zf_job_t *job, PyObject *res)
     }
     if (PyObject_CheckBuffer(res))
         return output_buffer(job, res);
-    return zf_job_fail(job, "%s returned %.100s: return bytes, bytearray, memoryview, any "
+    return zf_job_fail(job,
+                       "%s returned %.100s: return bytes, bytearray, memoryview, any "
                        "object with the buffer protocol (a NumPy array), str or None",
                        zf_job_function(job), Py_TYPE(res)->tp_name);
 }
@@ -515,7 +513,7 @@ static int start_interpreter(char *err, size_t errlen)
     PyConfig_InitPythonConfig(&c);
     c.install_signal_handlers = 0; /* SIGTERM drains and SIGINT stay the worker's */
     c.parse_argv = 0;
-    c.buffered_stdio = 0;          /* print() reaches the worker's log at once */
+    c.buffered_stdio = 0; /* print() reaches the worker's log at once */
     /* the executable decides sys.prefix: the Python we were built against (not a python3
        first on PATH), or the venv's, whose pyvenv.cfg then applies as for DIR/bin/python */
     char exe[PATH_MAX + 16];
@@ -606,8 +604,8 @@ static int take_functions(zf_pymod_t *m, PyObject *r, char *err, size_t errlen)
              *fini = PyTuple_GetItem(r, 2);
     Py_ssize_t n = PyList_Size(list);
     if (n > ZF_MAX_FUNCTIONS) {
-        snprintf(err, errlen, "%s: %zd functions, more than the %d one worker serves", m->spec,
-                 n, ZF_MAX_FUNCTIONS);
+        snprintf(err, errlen, "%s: %zd functions, more than the %d one worker serves", m->spec, n,
+                 ZF_MAX_FUNCTIONS);
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -634,11 +632,11 @@ int zf_pymod_import(zf_pymod_t *m, char *err, size_t errlen)
     PyEval_RestoreThread(ts);
     int rc = -1;
     PyObject *label = PyUnicode_FromString(m->spec);
-    PyObject *mod = label ? PyObject_CallFunctionObjArgs(PyDict_GetItemString(boot, "load"),
-                                                         label, NULL)
-                          : NULL;
-    PyObject *r = mod ? PyObject_CallFunctionObjArgs(PyDict_GetItemString(boot, "functions"),
-                                                     mod, label, NULL)
+    PyObject *mod =
+        label ? PyObject_CallFunctionObjArgs(PyDict_GetItemString(boot, "load"), label, NULL)
+              : NULL;
+    PyObject *r = mod ? PyObject_CallFunctionObjArgs(PyDict_GetItemString(boot, "functions"), mod,
+                                                     label, NULL)
                       : NULL;
     if (r) {
         m->module = mod;

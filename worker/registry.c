@@ -17,7 +17,7 @@
 typedef struct {
     const zf_module_t *mod; /* NULL for a Python module */
     zf_pymod_t *py;
-    void *dl;       /* dlopen handle, NULL for built-ins */
+    void *dl; /* dlopen handle, NULL for built-ins */
     void *state;
     bool inited, finished;
     char label[256]; /* what a crash report calls it: the .so or .py path, py:name, or the
@@ -28,7 +28,7 @@ typedef struct {
     const char *name;
     zf_run_fn run;
     unsigned module;
-    void *state;    /* a Python function's own (zf_pymod_function); NULL: the module's */
+    void *state; /* a Python function's own (zf_pymod_function); NULL: the module's */
 } fentry_t;
 
 struct zf_registry {
@@ -193,8 +193,8 @@ zf_run_fn zf_registry_find(const zf_registry_t *self, const char *name, void **s
 {
     for (unsigned i = 0; i < self->nfns; i++)
         if (!strcmp(self->fns[i].name, name)) {
-            *state = self->fns[i].state ? self->fns[i].state
-                                        : self->mods[self->fns[i].module].state;
+            *state =
+                self->fns[i].state ? self->fns[i].state : self->mods[self->fns[i].module].state;
             return self->fns[i].run;
         }
     return NULL;

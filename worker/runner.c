@@ -34,7 +34,7 @@ struct zf_runner {
     void *send_arg;
     _Atomic uint64_t cancel_id;
     _Atomic uint32_t cancel_attempt;
-    pthread_mutex_t mu;      /* guards everything below */
+    pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
     rjob_t *head, **tail;
     bool waiting, stop;
@@ -49,18 +49,36 @@ struct zf_job {
     char fn[ZF_FN_MAX + 1];
     const void *data;
     size_t size;
-    zmq_msg_t *in;           /* the payload frame data/size point into */
+    zmq_msg_t *in; /* the payload frame data/size point into */
     zmq_msg_t out;
     char error[ZF_TEXT_MAX + 1];
     int64_t last_progress_us;
 };
 
-const void *zf_job_data(const zf_job_t *job) { return job->data; }
-size_t zf_job_size(const zf_job_t *job) { return job->size; }
-const char *zf_job_function(const zf_job_t *job) { return job->fn; }
-uint64_t zf_job_id(const zf_job_t *job) { return job->id; }
-uint32_t zf_job_attempt(const zf_job_t *job) { return job->attempt; }
-const zf_device_t *zf_job_device(const zf_job_t *job) { return job->runner->dev; }
+const void *zf_job_data(const zf_job_t *job)
+{
+    return job->data;
+}
+size_t zf_job_size(const zf_job_t *job)
+{
+    return job->size;
+}
+const char *zf_job_function(const zf_job_t *job)
+{
+    return job->fn;
+}
+uint64_t zf_job_id(const zf_job_t *job)
+{
+    return job->id;
+}
+uint32_t zf_job_attempt(const zf_job_t *job)
+{
+    return job->attempt;
+}
+const zf_device_t *zf_job_device(const zf_job_t *job)
+{
+    return job->runner->dev;
+}
 
 void *zf_job_output_alloc(zf_job_t *job, size_t len)
 {
@@ -153,8 +171,12 @@ void zf_runner_cancel(zf_runner_t *self, uint64_t id, uint32_t attempt)
 /* Runs one job and sends [DONE][output] back. */
 static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
 {
-    zf_job_t job = {.runner = r, .pair = pair, .id = q->id, .attempt = q->attempt,
-                    .data = zmq_msg_data(&q->payload), .size = zmq_msg_size(&q->payload),
+    zf_job_t job = {.runner = r,
+                    .pair = pair,
+                    .id = q->id,
+                    .attempt = q->attempt,
+                    .data = zmq_msg_data(&q->payload),
+                    .size = zmq_msg_size(&q->payload),
                     .in = &q->payload};
     memcpy(job.fn, q->fn, sizeof job.fn);
     zmq_msg_init(&job.out);

@@ -46,22 +46,22 @@ typedef struct {
     zf_registry_t *mods;
     void *ctx_in, *ctx_net, *pair, *dealer;
     zf_runner_t *runner;
-    pthread_mutex_t sock_mu;        /* guards dealer, dealer_fd and last_send_ms */
-    int dealer_fd;                  /* the dealer's ZMQ_FD */
-    int wake_fd;                    /* eventfd: the runner's send left a message to read */
-    _Atomic uint32_t relayed;       /* runner messages sent over the PAIR, not forwarded yet */
+    pthread_mutex_t sock_mu;            /* guards dealer, dealer_fd and last_send_ms */
+    int dealer_fd;                      /* the dealer's ZMQ_FD */
+    int wake_fd;                        /* eventfd: the runner's send left a message to read */
+    _Atomic uint32_t relayed;           /* runner messages sent over the PAIR, not forwarded yet */
     uint64_t sent_direct, sent_relayed; /* runner messages by path, for the debug log */
     int sigfd;
-    struct {                        /* a cancel sent to the running handler */
+    struct { /* a cancel sent to the running handler */
         uint64_t id;
         uint32_t attempt;
-        int64_t deadline_ms;        /* grace end; 0 = none pending */
+        int64_t deadline_ms; /* grace end; 0 = none pending */
     } cancel;
     int64_t last_send_ms, last_recv_ms, broker_deadline_ms;
-    int64_t ready_sent_ms;          /* READY not yet answered since then; 0 = answered */
-    uint32_t hb_ms;                 /* heartbeat send interval: ours, or the broker's if shorter */
+    int64_t ready_sent_ms; /* READY not yet answered since then; 0 = answered */
+    uint32_t hb_ms;        /* heartbeat send interval: ours, or the broker's if shorter */
     uint32_t backoff_ms;
-    bool silence_logged;            /* the broker has been silent past its liveness window */
+    bool silence_logged; /* the broker has been silent past its liveness window */
     bool draining;
     int64_t drain_deadline_ms;
     char name[ZF_NAME_MAX + 1];
@@ -186,8 +186,7 @@ static bool dealer_readable(wk_t *w)
 {
     int ev = 0;
     size_t len = sizeof ev;
-    return w->dealer && zmq_getsockopt(w->dealer, ZMQ_EVENTS, &ev, &len) == 0 &&
-           (ev & ZMQ_POLLIN);
+    return w->dealer && zmq_getsockopt(w->dealer, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLIN);
 }
 
 /* The runner's way to the broker (called on the runner's thread; see the invariants). */
@@ -311,8 +310,8 @@ static void on_broker(wk_t *w, zf_frames_t *f)
     w->silence_logged = false;
     w->backoff_ms = patience_ms(w);
     w->broker_deadline_ms = w->last_recv_ms + w->backoff_ms;
-    if (f->n < 1 || zf_msg_decode(&m, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]), &err,
-                                  &why) < 0) {
+    if (f->n < 1 ||
+        zf_msg_decode(&m, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]), &err, &why) < 0) {
         zf_log(ZF_LOG_WARN, "malformed message from the broker: %s", f->n ? why : "empty");
         return;
     }
@@ -337,8 +336,8 @@ static void on_broker(wk_t *w, zf_frames_t *f)
            void. The running job's result will be discarded as stale. RESETs answering what
            we sent before our READY arrive before the broker's answer to the READY (both
            directions keep order), so they are ignored while a READY is fresh. */
-        if (w->ready_sent_ms && w->last_recv_ms - w->ready_sent_ms <
-                                    (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness)
+        if (w->ready_sent_ms &&
+            w->last_recv_ms - w->ready_sent_ms < (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness)
             break;
         zf_log(ZF_LOG_INFO, "broker asked us to register again");
         zf_runner_take_all(w->runner, NULL, NULL);
@@ -372,7 +371,8 @@ static void on_runner(wk_t *w, zf_frames_t *f)
     int n = f->n;
     bool ok = true;
     for (int i = 0; i < n && ok; i++)
-        ok = zmq_msg_send(&f->part[i], w->dealer, ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0)) >= 0;
+        ok =
+            zmq_msg_send(&f->part[i], w->dealer, ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0)) >= 0;
     if (ok)
         w->last_send_ms = zf_now_ms();
 }
@@ -398,8 +398,9 @@ static void job_timed_out(wk_t *w, zf_running_t run)
 {
     char text[128];
     snprintf(text, sizeof text, "run timeout of %u ms exceeded on %s", run.timeout_ms, w->name);
-    zf_log(ZF_LOG_ERROR, "job %llu: %s; a handler cannot be stopped safely, so this worker "
-                         "exits (its supervisor restarts it)",
+    zf_log(ZF_LOG_ERROR,
+           "job %llu: %s; a handler cannot be stopped safely, so this worker "
+           "exits (its supervisor restarts it)",
            (unsigned long long)run.id, text);
     /* draining first, so the broker does not hand this dying process the retry */
     send_simple(w, ZF_CMD_BYE, 0, 0, 0);
@@ -437,9 +438,10 @@ static void run_timers(wk_t *w)
     }
     if (!w->silence_logged &&
         now - w->last_recv_ms >= (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness) {
-        zf_log(ZF_LOG_WARN, "broker silent for %lld ms: keeping the connection and the jobs in "
-               "hand (reconnecting after %u ms of silence)", (long long)(now - w->last_recv_ms),
-               w->backoff_ms);
+        zf_log(ZF_LOG_WARN,
+               "broker silent for %lld ms: keeping the connection and the jobs in "
+               "hand (reconnecting after %u ms of silence)",
+               (long long)(now - w->last_recv_ms), w->backoff_ms);
         w->silence_logged = true;
     }
     if (now >= w->broker_deadline_ms) {
@@ -597,8 +599,9 @@ static int start(wk_t *w, char *err, size_t errlen)
 static void stop(wk_t *w)
 {
     zf_runner_destroy(&w->runner);
-    zf_log(ZF_LOG_DEBUG, "results and progress sent by the handler thread: %llu, relayed by "
-                         "the I/O thread: %llu",
+    zf_log(ZF_LOG_DEBUG,
+           "results and progress sent by the handler thread: %llu, relayed by "
+           "the I/O thread: %llu",
            (unsigned long long)w->sent_direct, (unsigned long long)w->sent_relayed);
     if (w->dealer) {
         int linger = 1000;

@@ -38,10 +38,10 @@
 #define ZF_CUDA_ENTRY_MAX 128
 
 typedef struct {
-    zf_device_t dev;        /* what modules see; strings point into the buffers below */
+    zf_device_t dev; /* what modules see; strings point into the buffers below */
     char label[32];
     char name[128];
-    int pinned;             /* 1 when the process is pinned to dev.index */
+    int pinned;                           /* 1 when the process is pinned to dev.index */
     char cuda_visible[ZF_CUDA_ENTRY_MAX]; /* CUDA_VISIBLE_DEVICES as bound ("" on CPU) */
 } zf_device_binding_t;
 

@@ -14,9 +14,9 @@
 #include "zf_worker.h"
 
 typedef struct {
-    const char *gpus;        /* "all", "none" or a list such as "0,1" */
-    const char *cpus;        /* "all", "none" or a list such as "0-3,6" */
-    const char *worker_bin;  /* NULL: /proc/self/exe */
+    const char *gpus;       /* "all", "none" or a list such as "0,1" */
+    const char *cpus;       /* "all", "none" or a list such as "0-3,6" */
+    const char *worker_bin; /* NULL: /proc/self/exe */
     const char *argv0;
     uint32_t backoff_min_ms; /* first restart delay; doubles per exit in a row (200) */
     uint32_t backoff_max_ms; /* longest restart delay (10000) */

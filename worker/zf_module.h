@@ -48,11 +48,11 @@ typedef enum { ZF_DEVICE_CPU = 1, ZF_DEVICE_GPU = 2 } zf_device_type_t;
    CUDA's "invalid device ordinal"). */
 typedef struct {
     zf_device_type_t type;
-    int index;              /* core number, or the GPU's number in gpu:N (not for CUDA) */
-    const char *label;      /* "cpu:3", "gpu:0" */
-    const char *name;       /* "NVIDIA H100 80GB HBM3", or the CPU model */
-    uint64_t memory;        /* bytes of device memory (GPU) or of the machine (CPU) */
-    int cuda_index;         /* the CUDA device number in this process: 0 on GPU, -1 on CPU */
+    int index;         /* core number, or the GPU's number in gpu:N (not for CUDA) */
+    const char *label; /* "cpu:3", "gpu:0" */
+    const char *name;  /* "NVIDIA H100 80GB HBM3", or the CPU model */
+    uint64_t memory;   /* bytes of device memory (GPU) or of the machine (CPU) */
+    int cuda_index;    /* the CUDA device number in this process: 0 on GPU, -1 on CPU */
 } zf_device_t;
 
 typedef struct zf_job zf_job_t;
@@ -60,13 +60,13 @@ typedef struct zf_job zf_job_t;
 typedef int (*zf_run_fn)(void *state, zf_job_t *job);
 
 typedef struct {
-    const char *name;       /* function name clients submit to, at most 63 bytes */
+    const char *name; /* function name clients submit to, at most 63 bytes */
     zf_run_fn run;
 } zf_function_t;
 
 typedef struct {
-    uint32_t abi;           /* ZF_MODULE_ABI */
-    const char *name;       /* module name, for logs */
+    uint32_t abi;     /* ZF_MODULE_ABI */
+    const char *name; /* module name, for logs */
     /* Returns the module's state, or NULL with a reason written into err when the module
        cannot run on this device (the worker then exits with that reason). A module that
        keeps no state returns any non-NULL pointer. init may be NULL: the state is then

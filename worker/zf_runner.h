@@ -30,8 +30,8 @@ typedef struct {
     bool active;
     uint64_t id;
     uint32_t attempt;
-    uint32_t timeout_ms;     /* 0 = none */
-    int64_t started_ms;      /* monotonic */
+    uint32_t timeout_ms; /* 0 = none */
+    int64_t started_ms;  /* monotonic */
 } zf_running_t;
 
 /* Sends [hdr][payload] (payload may be NULL) to the broker at once, from the runner's

@@ -29,18 +29,18 @@
 #define ZF_SUPERVISOR_MAX 64
 
 typedef struct {
-    const char *broker_ep;        /* default tcp://127.0.0.1:5556 */
-    const char *device;           /* cpu, cpu:N or gpu:N; default cpu */
+    const char *broker_ep; /* default tcp://127.0.0.1:5556 */
+    const char *device;    /* cpu, cpu:N or gpu:N; default cpu */
     const char *modules[ZF_WORKER_MAX_MODULES];
     int nmodules;
-    const char *venv;             /* Python virtual environment for Python modules, or NULL */
-    const char *name;             /* default host:pid:device */
-    uint32_t credits;             /* jobs held at once (1 running + prefetch); default 1 */
-    uint32_t heartbeat_ms;        /* default 1000 */
-    uint32_t liveness;            /* default 3 */
-    uint32_t cancel_grace_ms;     /* default 2000 */
-    uint32_t drain_timeout_ms;    /* default 0 = wait for the job in hand */
-    int fake_gpu;                 /* tests only: report a GPU device without CUDA */
+    const char *venv;          /* Python virtual environment for Python modules, or NULL */
+    const char *name;          /* default host:pid:device */
+    uint32_t credits;          /* jobs held at once (1 running + prefetch); default 1 */
+    uint32_t heartbeat_ms;     /* default 1000 */
+    uint32_t liveness;         /* default 3 */
+    uint32_t cancel_grace_ms;  /* default 2000 */
+    uint32_t drain_timeout_ms; /* default 0 = wait for the job in hand */
+    int fake_gpu;              /* tests only: report a GPU device without CUDA */
 } zf_worker_config_t;
 
 void zf_worker_config_defaults(zf_worker_config_t *cfg);

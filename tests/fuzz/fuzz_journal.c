@@ -53,9 +53,9 @@
 #define MAX_JOBS 4096 /* more than any input of -max_len can hold (an ACCEPT is 52+ bytes) */
 
 static char dir[256], path[300];
-static int nerrors, nwarns; /* log lines so far */
+static int nerrors, nwarns;                      /* log lines so far */
 static unsigned long n_whole, n_cut, n_repaired; /* replays by outcome, printed at exit */
-static unsigned long n_resealed;                  /* inputs replayed resealed too */
+static unsigned long n_resealed;                 /* inputs replayed resealed too */
 
 /* ---- log lines: formatted, counted, dropped ---- */
 
@@ -150,8 +150,7 @@ static void restore(void *arg, job_t *j)
             CHECK(j->plen == 0);
     } else {
         /* an unfinished job's result record holds only its uncharged deliveries */
-        CHECK(!j->res ||
-              (zmq_msg_size(&j->res->output) == 0 && !j->res->error && !j->res->ran_on));
+        CHECK(!j->res || (zmq_msg_size(&j->res->output) == 0 && !j->res->error && !j->res->ran_on));
     }
     /* attempts used (attempt - attempt_base) never wrap */
     CHECK(!j->res || j->res->attempt_base <= j->attempt);
@@ -242,8 +241,9 @@ static void clean_dir(void)
 
 static void remove_dir(void)
 {
-    fprintf(stderr, "fuzz_journal: %lu replay(s) whole, %lu with a tail cut, %lu damaged and "
-                    "repaired; %lu input(s) also replayed with their checksums fixed\n",
+    fprintf(stderr,
+            "fuzz_journal: %lu replay(s) whole, %lu with a tail cut, %lu damaged and "
+            "repaired; %lu input(s) also replayed with their checksums fixed\n",
             n_whole, n_cut, n_repaired, n_resealed);
     clean_dir();
     unlink(path);
@@ -344,8 +344,8 @@ static bool reseal(uint8_t *b, size_t size)
     bool changed = false;
     size_t off = 0;
     while (size - off >= 9) {
-        uint32_t len = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 |
-                       (uint32_t)b[off + 2] << 16 | (uint32_t)b[off + 3] << 24;
+        uint32_t len = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 | (uint32_t)b[off + 2] << 16 |
+                       (uint32_t)b[off + 3] << 24;
         if (len > size - off - 9)
             break;
         uint32_t crc = (uint32_t)crc32(0L, b + off + 8, len + 1);

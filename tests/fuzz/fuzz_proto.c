@@ -15,12 +15,12 @@
 
 #include "zf_proto.h"
 
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "fuzz_proto: check failed at line %d: %s\n", __LINE__, #cond);   \
-            abort();                                                                         \
-        }                                                                                    \
+#define CHECK(cond)                                                                        \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "fuzz_proto: check failed at line %d: %s\n", __LINE__, #cond); \
+            abort();                                                                       \
+        }                                                                                  \
     } while (0)
 
 static int str_same(zf_str_t a, zf_str_t b)
@@ -65,8 +65,8 @@ static void check_decoded(const zf_msg_t *m)
     CHECK(zf_cmd_payload_frames(m->cmd) == 0 || zf_cmd_payload_frames(m->cmd) == 1);
     CHECK(strcmp(zf_cmd_name(m->cmd), "?") != 0);
     CHECK((m->present & 1u) == 0 && m->present < (1u << ZF_F__MAX));
-    CHECK(m->fn.len <= ZF_FN_MAX && m->worker.len <= ZF_NAME_MAX &&
-          m->devname.len <= ZF_NAME_MAX && m->text.len <= ZF_TEXT_MAX);
+    CHECK(m->fn.len <= ZF_FN_MAX && m->worker.len <= ZF_NAME_MAX && m->devname.len <= ZF_NAME_MAX &&
+          m->text.len <= ZF_TEXT_MAX);
     CHECK(m->nfunctions <= ZF_MAX_FUNCTIONS);
     for (uint32_t i = 0; i < m->nfunctions; i++)
         CHECK(m->functions[i].len >= 1 && m->functions[i].len <= ZF_FN_MAX);

@@ -305,18 +305,19 @@ int main(int argc, char **argv)
     /* hand-made: a future sender's header with keys this codec does not know (ignored),
        a float32 progress and a non-minimal integer; WPROGRESS {1: 7, 2: uint64 1,
        17: float32 0.5, 40: "x", 99: [nil, true]} */
-    static const unsigned char future[] = {
-        'Z', 'F', 1, ZF_CMD_WPROGRESS, 0x85,
-        0x01, 0x07,
-        0x02, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1,
-        0x11, 0xca, 0x3f, 0x00, 0x00, 0x00,
-        0x28, 0xa1, 'x',
-        0x63, 0x92, 0xc0, 0xc3};
+    static const unsigned char future[] = {'Z',  'F',  1,    ZF_CMD_WPROGRESS,
+                                           0x85, 0x01, 0x07, 0x02,
+                                           0xcf, 0,    0,    0,
+                                           0,    0,    0,    0,
+                                           1,    0x11, 0xca, 0x3f,
+                                           0x00, 0x00, 0x00, 0x28,
+                                           0xa1, 'x',  0x63, 0x92,
+                                           0xc0, 0xc3};
     zf_msg_t back;
     int err;
     if (zf_msg_decode(&back, future, sizeof future, &err, NULL) < 0 || back.attempt != 1 ||
-        back.progress != 0.5 || back.present != ((1u << ZF_F_ID) | (1u << ZF_F_ATTEMPT) |
-                                                  (1u << ZF_F_PROGRESS))) {
+        back.progress != 0.5 ||
+        back.present != ((1u << ZF_F_ID) | (1u << ZF_F_ATTEMPT) | (1u << ZF_F_PROGRESS))) {
         fprintf(stderr, "make_corpus: the future-keys header does not decode as expected\n");
         return 1;
     }

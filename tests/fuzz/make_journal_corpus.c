@@ -313,8 +313,8 @@ int main(int argc, char **argv)
 
     /* every terminal state, errors, workers; an output over the bound (cut) */
     begin();
-    static const uint8_t states[] = {ZF_ST_SUCCEEDED, ZF_ST_FAILED,  ZF_ST_TIMED_OUT,
-                                     ZF_ST_CANCELLED, ZF_ST_EXPIRED, ZF_ST_LOST,
+    static const uint8_t states[] = {ZF_ST_SUCCEEDED,  ZF_ST_FAILED,  ZF_ST_TIMED_OUT,
+                                     ZF_ST_CANCELLED,  ZF_ST_EXPIRED, ZF_ST_LOST,
                                      ZF_ST_OUTPUT_LOST};
     for (int i = 0; i < 7; i++) {
         a = job(100 + (uint64_t)i, i % 3, 8, ZF_DEV_ANY);

@@ -121,19 +121,18 @@ static int run_device(void *s, zf_job_t *job)
     (void)s;
     const zf_device_t *d = zf_job_device(job);
     char out[128];
-    int len = snprintf(out, sizeof out, "index=%d cuda_index=%d label=%s", d->index,
-                       d->cuda_index, d->label);
+    int len = snprintf(out, sizeof out, "index=%d cuda_index=%d label=%s", d->index, d->cuda_index,
+                       d->label);
     return zf_job_output(job, out, (size_t)len < sizeof out ? (size_t)len : sizeof out - 1);
 }
 
 static const zf_function_t functions[] = {
-    {"fail", run_fail},         {"abort", run_abort},     {"hang", run_hang},
-    {"coop", run_coop},         {"progress", run_progress}, {"corrupt", run_corrupt},
-    {"env", run_env},           {"device", run_device},   {NULL, NULL},
+    {"fail", run_fail}, {"abort", run_abort},       {"hang", run_hang},
+    {"coop", run_coop}, {"progress", run_progress}, {"corrupt", run_corrupt},
+    {"env", run_env},   {"device", run_device},     {NULL, NULL},
 };
 
-static const zf_module_t module = {
-    .abi = ZF_MODULE_ABI, .name = "testmod", .functions = functions};
+static const zf_module_t module = {.abi = ZF_MODULE_ABI, .name = "testmod", .functions = functions};
 
 const zf_module_t *zf_module_entry(void);
 const zf_module_t *zf_module_entry(void)

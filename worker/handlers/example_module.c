@@ -18,7 +18,7 @@
 
 typedef struct {
     char device[32];
-    unsigned char upper[256];   /* the "model": a byte translation table */
+    unsigned char upper[256]; /* the "model": a byte translation table */
     unsigned long jobs;
 } model_t;
 

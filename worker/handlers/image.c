@@ -97,20 +97,23 @@ int zf_pgm_parse(const void *data, size_t len, zf_pgm_t *img, char *err, size_t 
         return -1;
     }
     if (maxval != 255) {
-        snprintf(err, errlen, "unsupported PGM maxval %u: only 8-bit images (maxval 255) are "
-                              "accepted", maxval);
+        snprintf(err, errlen,
+                 "unsupported PGM maxval %u: only 8-bit images (maxval 255) are "
+                 "accepted",
+                 maxval);
         return -1;
     }
     if (p == end || !is_ws(*p)) {
-        snprintf(err, errlen, "bad PGM header: the maxval must be followed by one whitespace "
-                              "character");
+        snprintf(err, errlen,
+                 "bad PGM header: the maxval must be followed by one whitespace "
+                 "character");
         return -1;
     }
     p++;
     size_t need = (size_t)w * h, have = (size_t)(end - p);
     if (have < need) {
-        snprintf(err, errlen, "truncated PGM: %ux%u needs %zu bytes of pixels, got %zu", w, h,
-                 need, have);
+        snprintf(err, errlen, "truncated PGM: %ux%u needs %zu bytes of pixels, got %zu", w, h, need,
+                 have);
         return -1;
     }
     img->width = (int)w;
@@ -185,8 +188,7 @@ static int run_sobel(void *state, zf_job_t *job)
     size_t npix = (size_t)img.width * (size_t)img.height;
     uint8_t *out = zf_job_output_alloc(job, hlen + npix);
     if (!out)
-        return zf_job_fail(job, "sobel: out of memory for a %dx%d output", img.width,
-                           img.height);
+        return zf_job_fail(job, "sobel: out of memory for a %dx%d output", img.width, img.height);
     memcpy(out, hdr, hlen);
     if (s->gpu) {
         if (zf_sobel_gpu_run(s->gpu, img.pixels, out + hlen, img.width, img.height, err,

@@ -68,8 +68,8 @@ static int reserve(zf_sobel_gpu_t *g, size_t n, char *err, size_t errlen)
     return 0;
 }
 
-extern "C" int zf_sobel_gpu_run(zf_sobel_gpu_t *g, const uint8_t *in, uint8_t *out, int w,
-                                int h, char *err, size_t errlen)
+extern "C" int zf_sobel_gpu_run(zf_sobel_gpu_t *g, const uint8_t *in, uint8_t *out, int w, int h,
+                                char *err, size_t errlen)
 {
     size_t n = (size_t)w * (size_t)h;
     if (reserve(g, n, err, errlen) < 0)

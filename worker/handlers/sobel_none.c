@@ -9,8 +9,8 @@ zf_sobel_gpu_t *zf_sobel_gpu_new(int device, char *err, size_t errlen)
     return NULL;
 }
 
-int zf_sobel_gpu_run(zf_sobel_gpu_t *self, const uint8_t *in, uint8_t *out, int w, int h,
-                     char *err, size_t errlen)
+int zf_sobel_gpu_run(zf_sobel_gpu_t *self, const uint8_t *in, uint8_t *out, int w, int h, char *err,
+                     size_t errlen)
 {
     (void)self, (void)in, (void)out, (void)w, (void)h;
     snprintf(err, errlen, "this zfleet was built without CUDA");

@@ -70,8 +70,8 @@ void zf_sobel_cpu(const uint8_t *in, uint8_t *out, int w, int h);
    destroy: frees the device buffers and the state; NULL-safe; sets *self_p to NULL. */
 typedef struct zf_sobel_gpu zf_sobel_gpu_t;
 zf_sobel_gpu_t *zf_sobel_gpu_new(int device, char *err, size_t errlen);
-int zf_sobel_gpu_run(zf_sobel_gpu_t *self, const uint8_t *in, uint8_t *out, int w, int h,
-                     char *err, size_t errlen);
+int zf_sobel_gpu_run(zf_sobel_gpu_t *self, const uint8_t *in, uint8_t *out, int w, int h, char *err,
+                     size_t errlen);
 void zf_sobel_gpu_destroy(zf_sobel_gpu_t **self_p);
 
 #ifdef __cplusplus
