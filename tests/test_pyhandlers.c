@@ -123,7 +123,7 @@ Test(pyhandlers, one_mib_round_trip_through_a_memoryview, .timeout = 60)
     r = zf_client_wait(c, id, 10000);
     cr_assert_not_null(r);
     char want[256];
-    snprintf(want, sizeof want, "%llu 1 py_info cpu -1 cpu 1 ", (unsigned long long)id);
+    snprintf(want, sizeof want, "%llu 1 py_info cpu -1 -1 cpu 1 ", (unsigned long long)id);
     cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s", r->text);
     cr_assert(r->output_len > strlen(want) && !memcmp(r->output, want, strlen(want)),
               "info '%.*s', wanted '%s...'", (int)r->output_len, (const char *)r->output, want);

@@ -118,9 +118,9 @@ static const char BOOT[] =
     "        return head\n"
     "    cut = '  ...\\n' if len(tail) < len(lines) else ''\n"
     "    return head + '\\nTraceback (most recent call last):\\n' + cut + '\\n'.join(tail)\n"
-    "def device(kind, index, label, name, memory):\n"
-    "    return types.SimpleNamespace(kind=kind, index=index, label=label, name=name,\n"
-    "                                 memory=memory)\n";
+    "def device(kind, index, cuda_index, label, name, memory):\n"
+    "    return types.SimpleNamespace(kind=kind, index=index, cuda_index=cuda_index,\n"
+    "                                 label=label, name=name, memory=memory)\n";
 
 /* ------------------------------------------------------------------ process state */
 
@@ -671,9 +671,9 @@ int zf_pymod_init(zf_pymod_t *m, const zf_device_t *dev, char *err, size_t errle
 {
     PyEval_RestoreThread(ts);
     if (!device)
-        device = PyObject_CallFunction(PyDict_GetItemString(boot, "device"), "sissK",
+        device = PyObject_CallFunction(PyDict_GetItemString(boot, "device"), "siissK",
                                        dev->type == ZF_DEVICE_GPU ? "gpu" : "cpu", dev->index,
-                                       dev->label, dev->name ? dev->name : "",
+                                       dev->cuda_index, dev->label, dev->name ? dev->name : "",
                                        (unsigned long long)dev->memory);
     PyObject *state = NULL;
     if (device && m->init)

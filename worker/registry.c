@@ -43,6 +43,14 @@ zf_registry_t *zf_registry_new(void)
     return calloc(1, sizeof(zf_registry_t));
 }
 
+static const fentry_t *find_function(const zf_registry_t *self, const char *name)
+{
+    for (unsigned i = 0; i < self->nfns; i++)
+        if (!strcmp(self->fns[i].name, name))
+            return &self->fns[i];
+    return NULL;
+}
+
 /* Adds function name of module `module` (called modname in errors). Returns 0, or -1. */
 static int add_function(zf_registry_t *self, const char *modname, const char *name, zf_run_fn run,
                         void *state, unsigned module, char *err, size_t errlen)
@@ -52,8 +60,7 @@ static int add_function(zf_registry_t *self, const char *modname, const char *na
                  name);
         return -1;
     }
-    void *unused;
-    if (zf_registry_find(self, name, &unused)) {
+    if (find_function(self, name)) {
         snprintf(err, errlen, "module %s: function %s is already defined", modname, name);
         return -1;
     }
@@ -63,6 +70,14 @@ static int add_function(zf_registry_t *self, const char *modname, const char *na
     }
     self->fns[self->nfns++] = (fentry_t){name, run, module, state};
     return 0;
+}
+
+static bool room_for_module(const zf_registry_t *self, char *err, size_t errlen)
+{
+    if (self->nmods < MAX_MODULES)
+        return true;
+    snprintf(err, errlen, "more than %d modules", MAX_MODULES);
+    return false;
 }
 
 /* A spec that names Python: a .py file, or py:module. */
@@ -79,10 +94,8 @@ int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size
                  ZF_MODULE_ABI);
         return -1;
     }
-    if (self->nmods == MAX_MODULES) {
-        snprintf(err, errlen, "more than %d modules", MAX_MODULES);
+    if (!room_for_module(self, err, errlen))
         return -1;
-    }
     for (const zf_function_t *f = mod->functions; f && f->name; f++)
         if (add_function(self, mod->name, f->name, f->run, NULL, self->nmods, err, errlen) < 0)
             return -1;
@@ -95,10 +108,8 @@ int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size
 /* A Python module: checked now, imported by zf_registry_init. */
 static int load_python(zf_registry_t *self, const char *spec, char *err, size_t errlen)
 {
-    if (self->nmods == MAX_MODULES) {
-        snprintf(err, errlen, "more than %d modules", MAX_MODULES);
+    if (!room_for_module(self, err, errlen))
         return -1;
-    }
     zf_pymod_t *py = zf_pymod_new(spec, err, errlen);
     if (!py)
         return -1;
@@ -191,21 +202,17 @@ int zf_registry_init(zf_registry_t *self, const zf_device_t *dev, char *err, siz
 
 zf_run_fn zf_registry_find(const zf_registry_t *self, const char *name, void **state)
 {
-    for (unsigned i = 0; i < self->nfns; i++)
-        if (!strcmp(self->fns[i].name, name)) {
-            *state =
-                self->fns[i].state ? self->fns[i].state : self->mods[self->fns[i].module].state;
-            return self->fns[i].run;
-        }
-    return NULL;
+    const fentry_t *f = find_function(self, name);
+    if (!f)
+        return NULL;
+    *state = f->state ? f->state : self->mods[f->module].state;
+    return f->run;
 }
 
 const char *zf_registry_label(const zf_registry_t *self, const char *name)
 {
-    for (unsigned i = 0; i < self->nfns; i++)
-        if (!strcmp(self->fns[i].name, name))
-            return self->mods[self->fns[i].module].label;
-    return NULL;
+    const fentry_t *f = find_function(self, name);
+    return f ? self->mods[f->module].label : NULL;
 }
 
 unsigned zf_registry_count(const zf_registry_t *self)

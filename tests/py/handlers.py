@@ -78,7 +78,7 @@ def ticks(state, job):
 
 def info(state, job):
     d = job.device
-    return (f"{job.id} {job.attempt} {job.function} {d.kind} {d.index} {d.label} "
+    return (f"{job.id} {job.attempt} {job.function} {d.kind} {d.index} {d.cuda_index} {d.label} "
             f"{int(d.memory > 0)} {sys.prefix}")
 
 
