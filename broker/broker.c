@@ -40,6 +40,7 @@
 
 #include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
+#include "zf_auth.h"
 #include "zf_ids.h"
 #include "zf_journal.h"
 #include "zf_state.h"
@@ -92,6 +93,12 @@ struct zf_broker {
     int64_t next_tick_ms;
     int64_t started_ms;
     zf_journal_t *journal;
+    zfb_owners_t *owners; /* every key that was listed or owns a job (zf_owners.h) */
+    zfb_auth_t *auth;     /* CURVE and ZAP; NULL when off (then nobody owns anything new) */
+    /* Who sent the client message being handled: its owner id (0 without CURVE) and
+       whether its key is an admin's. Set by client_message before any handler runs. */
+    uint32_t caller;
+    bool caller_admin;
     counters_t c;
 };
 
@@ -231,6 +238,9 @@ static void release_client(void *b, client_t **c)
 static void count_unfinished(zf_broker_t *b, job_t *j)
 {
     b->payload_bytes += j->plen;
+    zfb_owner_t *o = zfb_owners_get(b->owners, j->owner);
+    if (o)
+        o->unfinished++;
     if (!j->waiter)
         return; /* restored from the journal: nobody's share */
     j->counted = true;
@@ -241,6 +251,9 @@ static void count_unfinished(zf_broker_t *b, job_t *j)
 static void uncount_unfinished(zf_broker_t *b, job_t *j)
 {
     b->payload_bytes -= j->plen;
+    zfb_owner_t *o = zfb_owners_get(b->owners, j->owner);
+    if (o && o->unfinished)
+        o->unfinished--;
     if (!j->counted)
         return;
     j->counted = false;
@@ -1311,6 +1324,10 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         return reject(b, rid, m->tag, ZF_EJOURNAL, text);
     }
     j->fn = fn;
+    j->owner = b->caller;
+    zfb_owner_t *o = zfb_owners_get(b->owners, b->caller);
+    if (o)
+        o->accepted++;
     j->priority = m->priority;
     j->device = (uint8_t)m->device;
     j->max_attempts = (uint8_t)(m->max_attempts ? m->max_attempts : b->cfg.max_attempts);
@@ -1338,9 +1355,20 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         b->unplaced++;
 }
 
+/* The job, if the caller may see it: with CURVE on, a job is its owner's (the key that
+   submitted it) and an admin's; to anyone else it does not exist, so that ids do not tell
+   which jobs are there (PROTOCOL.md, Security). */
+static job_t *job_for_caller(zf_broker_t *b, uint64_t id)
+{
+    job_t *j = job_find(b, id);
+    if (j && b->auth && !b->caller_admin && j->owner != b->caller)
+        return NULL;
+    return j;
+}
+
 static void on_wait_or_get(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
-    job_t *j = job_find(b, m->id);
+    job_t *j = job_for_caller(b, m->id);
     if (!j)
         return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EUNKNOWN_JOB,
                            "unknown job (never accepted, or its result expired)");
@@ -1374,7 +1402,7 @@ static void reply_ok(zf_broker_t *b, zmq_msg_t *rid, uint64_t tag, const char *t
 
 static void on_cancel(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
-    job_t *j = job_find(b, m->id);
+    job_t *j = job_for_caller(b, m->id);
     if (!j)
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EUNKNOWN_JOB, "unknown job");
     if (zf_state_is_terminal(j->state)) {
@@ -1404,7 +1432,7 @@ static void on_cancel(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 
 static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
-    job_t *j = job_find(b, m->id);
+    job_t *j = job_for_caller(b, m->id);
     bool is_dead = false;
     for (job_t *d = b->dead; d && j; d = d->next)
         if (d == j) {
@@ -1482,7 +1510,15 @@ static void send_doc(zf_broker_t *b, zmq_msg_t *rid, uint64_t tag, msgpack_sbuff
 
 static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
+    /* The whole fleet (workers, hosts, every tenant's functions and counts) is the
+       operator's view, not a tenant's: with CURVE on it is for admin keys only. */
+    if (b->auth && !b->caller_admin)
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EDENIED,
+                           "stats and workers are for admin keys (--admin-keys)");
     int64_t now = zf_now_ms();
+    zfb_auth_counts_t auth = {0};
+    if (b->auth)
+        zfb_auth_counts(b->auth, &auth);
     uint64_t slow = 0;
     for (client_t *c = b->slow; c; c = c->slow_next)
         slow++;
@@ -1502,20 +1538,26 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         .fns = b->fns,
         .workers = b->workers,
         .now_ms = now,
+        .curve = b->auth != NULL,
+        .auth = &auth,
+        .owners = b->owners,
     };
     msgpack_sbuffer sb;
     zfb_stats_pack(&sb, &v);
     send_doc(b, rid, m->tag, &sb);
 }
 
+/* With CURVE on, DEAD and DEAD PURGE are scoped to the caller's own jobs (all of them for an
+   admin): a web app lists and clears its own failures, and sees nobody else's. */
 static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
 {
+    uint32_t only = b->auth && !b->caller_admin ? b->caller : 0;
     if (m->flags & ZF_FLAG_PURGE) {
         uint64_t n = 0;
         for (job_t *j = b->dead, *next; j; j = next) {
             next = j->next;
-            if (j->result_pending || !j->acked)
-                continue; /* its result or acceptance is still to be sent */
+            if (j->result_pending || !j->acked || (only && j->owner != only))
+                continue; /* its result or acceptance is still to be sent, or not ours */
             store_discard(b, j);
             n++;
         }
@@ -1524,8 +1566,21 @@ static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         return reply_ok(b, rid, m->tag, text);
     }
     msgpack_sbuffer sb;
-    zfb_dead_pack(&sb, b->dead, b->ndead);
+    zfb_dead_pack(&sb, b->dead, b->ndead, b->owners, only);
     send_doc(b, rid, m->tag, &sb);
+}
+
+/* Sets the caller from the message's User-Id (ZAP let the connection in with it) and says
+   whether its key may still be a client: one removed from the key directories since it
+   connected gets no further service. */
+static bool client_allowed(zf_broker_t *b, const zmq_msg_t *frame)
+{
+    b->caller = zfb_auth_caller(frame);
+    b->caller_admin = zfb_auth_may(b->auth, b->caller, ZFB_ROLE_ADMIN);
+    if (b->caller_admin || zfb_auth_may(b->auth, b->caller, ZFB_ROLE_CLIENT))
+        return true;
+    zfb_auth_refused(b->auth, b->caller);
+    return false;
 }
 
 static void client_message(zf_broker_t *b, zf_frames_t *f)
@@ -1549,6 +1604,12 @@ static void client_message(zf_broker_t *b, zf_frames_t *f)
         b->c.malformed_client++;
         return reply_error(b, rid, ZF_CMD_ERROR, m.tag, ZF_EMALFORMED,
                            "wrong number of frames for the command");
+    }
+    if (b->auth && !client_allowed(b, &f->part[1])) {
+        const char *denied = "access denied: this client's key is no longer allowed by the broker";
+        if (m.cmd == ZF_CMD_SUBMIT)
+            return reject(b, rid, m.tag, ZF_EDENIED, denied);
+        return reply_error(b, rid, ZF_CMD_ERROR, m.tag, ZF_EDENIED, denied);
     }
     switch (m.cmd) {
     case ZF_CMD_SUBMIT: on_submit(b, rid, &m, &f->part[2]); break;
@@ -1633,6 +1694,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     }
     w->rid_len = (uint8_t)zmq_msg_size(rid);
     memcpy(w->rid, zmq_msg_data(rid), w->rid_len);
+    w->owner = b->caller; /* (worker_allowed's; 0 without CURVE) */
     w->kind = (uint8_t)m->device;
     w->list = LIST_NONE;
     w->rpos = ZF_HEAP_NONE;
@@ -1833,6 +1895,22 @@ static zf_str_t utf8_clean(zf_str_t s, char out[ZF_TEXT_MAX])
     return (zf_str_t){out, n};
 }
 
+/* Whether the message's key may still be a worker's. One removed from --worker-keys since
+   it connected is refused (ERROR EDENIED, no RESET: it must not register again) and, if it
+   was registered, removed, so its jobs run elsewhere. */
+static bool worker_allowed(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zmq_msg_t *frame)
+{
+    b->caller = zfb_auth_caller(frame); /* on_ready keeps it as the worker's owner */
+    if (zfb_auth_may(b->auth, b->caller, ZFB_ROLE_WORKER))
+        return true;
+    zfb_auth_refused(b->auth, b->caller);
+    if (w)
+        worker_remove(b, w, "its key was revoked");
+    worker_error(b, rid, ZF_EDENIED,
+                 "access denied: this worker's key is no longer allowed by the broker");
+    return false;
+}
+
 static void worker_message(zf_broker_t *b, zf_frames_t *f)
 {
     zmq_msg_t *rid = &f->part[0];
@@ -1851,6 +1929,8 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
         b->c.malformed_worker++;
         return worker_error(b, rid, ZF_EMALFORMED, "too many or too few frames");
     }
+    if (b->auth && !worker_allowed(b, rid, w, &f->part[1]))
+        return;
     if (zf_msg_decode(&m, zmq_msg_data(&f->part[1]), zmq_msg_size(&f->part[1]), &err, &why) < 0 ||
         (m.cmd & 0x80) == 0) {
         b->c.malformed_worker++;
@@ -2037,28 +2117,52 @@ static int read_batch(zf_broker_t *b)
     return zf_wire_read_batch(b->front, BATCH, on_front, b) < 0 ? -1 : 0;
 }
 
+/* SIGHUP re-reads the key directories and removes the workers whose key lost its role
+   (their jobs run elsewhere); any other signal stops the broker. */
+static void on_signal(zf_broker_t *b)
+{
+    struct signalfd_siginfo si;
+    if (read(b->sigfd, &si, sizeof si) != sizeof si)
+        return;
+    if (si.ssi_signo != SIGHUP) {
+        zf_log(ZF_LOG_INFO, "signal %u: stopping", si.ssi_signo);
+        b->stop = true;
+        return;
+    }
+    if (!b->auth) {
+        zf_log(ZF_LOG_INFO, "SIGHUP: nothing to reload (CURVE is off)");
+        return;
+    }
+    if (zfb_auth_reload(b->auth) < 0)
+        return;
+    wrk_t *w, *tmp;
+    HASH_ITER(hh, b->workers, w, tmp)
+    if (!zfb_auth_may(b->auth, w->owner, ZFB_ROLE_WORKER))
+        worker_remove(b, w, "its key was revoked");
+}
+
 int zf_broker_run(zf_broker_t *b)
 {
-    zmq_pollitem_t items[5] = {{b->front, 0, ZMQ_POLLIN, 0},
+    zmq_pollitem_t items[6] = {{b->front, 0, ZMQ_POLLIN, 0},
                                {b->back, 0, ZMQ_POLLIN, 0},
                                {NULL, b->sigfd, ZMQ_POLLIN, 0},
                                {NULL, b->wake_fd, ZMQ_POLLIN, 0},
-                               {NULL, b->stop_fd, ZMQ_POLLIN, 0}};
+                               {NULL, b->stop_fd, ZMQ_POLLIN, 0},
+                               {b->auth ? zfb_auth_socket(b->auth) : NULL, 0, ZMQ_POLLIN, 0}};
+    int nitems = b->auth ? 6 : 5;
     zf_log(ZF_LOG_INFO, "ready: clients on %s, workers on %s, heartbeat %u ms x %u",
            b->cfg.client_ep, b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
     b->stop = false; /* one stop (signal or zf_broker_stop) ends one run */
     while (!b->stop) {
         b->poll_wait_ms = poll_timeout(b);
-        if (zmq_poll(items, 5, b->poll_wait_ms) < 0 && errno != EINTR) {
+        if (zmq_poll(items, nitems, b->poll_wait_ms) < 0 && errno != EINTR) {
             zf_log(ZF_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (items[2].revents & ZMQ_POLLIN) {
-            struct signalfd_siginfo si;
-            if (read(b->sigfd, &si, sizeof si) == sizeof si)
-                zf_log(ZF_LOG_INFO, "signal %u: stopping", si.ssi_signo);
-            b->stop = true;
-        }
+        if (items[2].revents & ZMQ_POLLIN)
+            on_signal(b);
+        if (b->auth && (items[5].revents & ZMQ_POLLIN))
+            zfb_auth_serve(b->auth); /* before the messages: a handshake waits on it */
         uint64_t woken;
         if ((items[3].revents & ZMQ_POLLIN) && read(b->wake_fd, &woken, sizeof woken) < 0) {
             /* EAGAIN: another turn read it; the held-back results go in flush_turn */
@@ -2119,7 +2223,7 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
     };
 }
 
-static void *bind_router(zf_broker_t *b, const char *ep, const char *what)
+static void *bind_router(zf_broker_t *b, const char *ep, const char *what, const char *domain)
 {
     void *s = zmq_socket(b->ctx, ZMQ_ROUTER);
     /* Bounded per-peer queues: a peer that floods without reading its replies costs the
@@ -2133,11 +2237,17 @@ static void *bind_router(zf_broker_t *b, const char *ep, const char *what)
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (b->auth && zfb_auth_secure(b->auth, s, domain) < 0) {
+        zmq_close(s);
+        return NULL;
+    }
     if (zmq_bind(s, ep) < 0) {
         zf_log(ZF_LOG_ERROR, "cannot bind the %s endpoint %s: %s", what, ep, zmq_strerror(errno));
         zmq_close(s);
         return NULL;
     }
+    if (!b->auth)
+        zfb_auth_warn_open(ep, what);
     return s;
 }
 
@@ -2147,6 +2257,7 @@ static int open_signalfd(void)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP); /* reload the key directories (on_signal) */
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -2206,7 +2317,11 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     if (b->receipts)
         pthread_mutex_init(&b->receipts->mu, NULL);
     b->ctx = zmq_ctx_new();
-    if (b->sigfd < 0 || b->wake_fd < 0 || b->stop_fd < 0 || !b->receipts || !b->ctx)
+    b->owners = zfb_owners_new();
+    if (b->sigfd < 0 || b->wake_fd < 0 || b->stop_fd < 0 || !b->receipts || !b->ctx || !b->owners)
+        goto fail;
+    /* before the journal's replay, which can be long: a bad key file is told at once */
+    if (cfg->curve_secret && !(b->auth = zfb_auth_new(b->ctx, &b->cfg, b->owners)))
         goto fail;
     if (cfg->data_dir) {
         zf_journal_opts_t jo = {.policy = cfg->fsync,
@@ -2214,7 +2329,8 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
                                 .result_max_bytes = cfg->result_max_bytes == ZF_RESULT_MAX_FOLLOW
                                                         ? cfg->result_store_bytes
                                                         : cfg->result_max_bytes,
-                                .compact_min_bytes = cfg->compact_min_bytes};
+                                .compact_min_bytes = cfg->compact_min_bytes,
+                                .owners = b->owners};
         if (b->cfg.max_payload > ZF_JOURNAL_MAX_PAYLOAD) {
             zf_log(ZF_LOG_WARN,
                    "journal: payloads limited to %llu bytes (a record's length "
@@ -2232,8 +2348,8 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->ids = zf_ids_new(cfg->data_dir);
     if (!b->ids)
         goto fail;
-    b->front = bind_router(b, cfg->client_ep, "client");
-    b->back = b->front ? bind_router(b, cfg->worker_ep, "worker") : NULL;
+    b->front = bind_router(b, cfg->client_ep, "client", ZFB_DOMAIN_CLIENTS);
+    b->back = b->front ? bind_router(b, cfg->worker_ep, "worker", ZFB_DOMAIN_WORKERS) : NULL;
     if (!b->back)
         goto fail;
     return b;
@@ -2269,6 +2385,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
         zmq_close(b->front);
     if (b->back)
         zmq_close(b->back);
+    zfb_auth_destroy(&b->auth);
     if (b->ctx)
         zmq_ctx_term(b->ctx); /* after this, ZeroMQ has released every message it held */
     client_t *c, *ctmp;
@@ -2285,5 +2402,6 @@ void zf_broker_destroy(zf_broker_t **self_p)
         close(b->wake_fd);
     if (b->stop_fd >= 0)
         close(b->stop_fd);
+    zfb_owners_destroy(&b->owners);
     free(b);
 }

@@ -45,8 +45,17 @@
 
 /* Record types. The format grows by new types only, never by changing a type's body, so
    every journal an older broker wrote replays as it did (ATTEMPTS came in 2026-12: a
-   journal without it replays a recalled job's attempts used as its lease number). */
-enum { REC_ACCEPT = 1, REC_START = 2, REC_FINISH = 3, REC_FORGET = 4, REC_ATTEMPTS = 5 };
+   journal without it replays a recalled job's attempts used as its lease number; OWNER came
+   with CURVE: a journal without it replays every job as nobody's). */
+enum {
+    REC_ACCEPT = 1,
+    REC_START = 2,
+    REC_FINISH = 3,
+    REC_FORGET = 4,
+    REC_ATTEMPTS = 5,
+    REC_OWNER = 6,
+    REC_LAST = REC_OWNER
+};
 /* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
    journal written before 2026-12 holds its first result_max_bytes; they are ignored). */
 enum { FIN_OUTPUT_CUT = 1 };
@@ -57,6 +66,7 @@ enum { FIN_OUTPUT_CUT = 1 };
 #define FINISH_FIXED (8 + 1 + 4 + 8 + 8 + 1 + 2 + 1 + 1 + 4)
 #define FORGET_FIXED 8
 #define ATTEMPTS_FIXED (8 + 4 + 4)
+#define OWNER_FIXED (8 + ZF_KEY_BYTES)
 
 typedef struct {
     uint8_t *p;
@@ -197,6 +207,18 @@ static void enc_attempts(jbuf_t *b, const job_t *j)
     rec_end(b, at);
 }
 
+/* The key that owns a job (CURVE on): written after each ACCEPT of a job that has one. */
+static void enc_owner(jbuf_t *b, const job_t *j, const zfb_owners_t *owners)
+{
+    const zfb_owner_t *o = owners ? zfb_owners_get(owners, j->owner) : NULL;
+    if (!o)
+        return;
+    size_t at = rec_begin(b, REC_OWNER);
+    put_u(b, j->id, 8);
+    put(b, o->key, ZF_KEY_BYTES);
+    rec_end(b, at);
+}
+
 static size_t str_len_max(const char *s, size_t max)
 {
     size_t n = s ? strlen(s) : 0;
@@ -250,6 +272,8 @@ static uint64_t live_size(const job_t *j, uint64_t out_max)
     uint64_t n = HDR + ACCEPT_FIXED + strlen(j->fn->name) + j->plen;
     if (j->res && j->res->attempt_base)
         n += HDR + ATTEMPTS_FIXED;
+    if (j->owner)
+        n += HDR + OWNER_FIXED;
     if (zf_state_is_terminal(j->state)) {
         const result_t *r = j->res;
         uint64_t olen = r ? zmq_msg_size((zmq_msg_t *)&r->output) : 0;
@@ -661,6 +685,21 @@ static int apply_attempts(replay_t *rp, reader_t *r)
     return 0;
 }
 
+static int apply_owner(replay_t *rp, reader_t *r)
+{
+    uint64_t id = rd_u(r, 8);
+    const uint8_t *key = rd_bytes(r, ZF_KEY_BYTES);
+    if (r->bad || r->left)
+        return -1;
+    job_t *j;
+    tab_orphan(rp, id, &j);
+    zfb_owners_t *owners = rp->j->o.owners;
+    if (!j || !owners)
+        return 0; /* (a repair keeps the record as it is, and needs no owner) */
+    j->owner = zfb_owners_intern(owners, key);
+    return j->owner ? 0 : -2;
+}
+
 static int apply_finish(replay_t *rp, reader_t *r)
 {
     uint64_t id = rd_u(r, 8);
@@ -743,6 +782,7 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
     case REC_START: return apply_start(rp, &r);
     case REC_FINISH: return apply_finish(rp, &r);
     case REC_ATTEMPTS: return apply_attempts(rp, &r);
+    case REC_OWNER: return apply_owner(rp, &r);
     case REC_FORGET: {
         uint64_t id = rd_u(&r, 8);
         if (r.bad || r.left)
@@ -786,6 +826,7 @@ static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
     }
     case REC_FORGET: return len == FORGET_FIXED;
     case REC_ATTEMPTS: return len == ATTEMPTS_FIXED;
+    case REC_OWNER: return len == OWNER_FIXED;
     default: return false;
     }
 }
@@ -869,7 +910,7 @@ static int add_range(scan_t *sc, uint64_t off, uint64_t len, const char *why)
 static void note_damaged_id(replay_t *rp, const uint8_t *map, uint64_t off, uint64_t len)
 {
     uint8_t type = map[off + 8];
-    if (len >= HDR + 8 && type >= REC_ACCEPT && type <= REC_ATTEMPTS)
+    if (len >= HDR + 8 && type >= REC_ACCEPT && type <= REC_LAST)
         idset_add(rp, get_le(map + off + HDR, 8));
 }
 
@@ -1194,8 +1235,10 @@ int zf_journal_repair(const char *dir)
 
 void zf_journal_accept(zf_journal_t *self, const job_t *job)
 {
-    if (self && !self->down)
+    if (self && !self->down) {
         enc_accept(&self->pend, job);
+        enc_owner(&self->pend, job, self->o.owners);
+    }
 }
 
 void zf_journal_start(zf_journal_t *self, const job_t *job)
@@ -1346,6 +1389,7 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
         if (j->released) /* forgotten but for its FORGET record, and its output is gone */
             continue;
         enc_accept(&b, j);
+        enc_owner(&b, j, self->o.owners);
         if (j->res && j->res->attempt_base)
             enc_attempts(&b, j);
         if (zf_state_is_terminal(j->state))

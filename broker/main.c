@@ -48,6 +48,14 @@ static void usage(FILE *out)
           "                        but journaled by its length only: after a restart its job\n"
           "                        reads output_lost, with no output bytes\n"
           "  --compact-min-bytes N journal size before compaction is considered (default 64 MiB)\n"
+          "  --curve-secret FILE   the broker's own key (a NAME.key_secret from zfleet keygen,\n"
+          "                        czmq's zcert or pyzmq's zmq.auth): CURVE encryption and\n"
+          "                        authentication on both endpoints (docs/SECURITY.md)\n"
+          "  --client-keys DIR     public .key files of the clients allowed (with CURVE)\n"
+          "  --worker-keys DIR     public .key files of the workers allowed (with CURVE)\n"
+          "  --admin-keys DIR      public .key files of clients that may act on every job and\n"
+          "                        read stats and workers; others see only their own jobs.\n"
+          "                        SIGHUP reads the three directories again\n"
           "  --journal-repair      repair DIR/journal after damage in its middle (the broker\n"
           "                        refuses to start on one): save the original as\n"
           "                        DIR/journal.damaged-<UTC time>, rewrite the journal without\n"
@@ -115,6 +123,10 @@ int main(int argc, char **argv)
                                          {"max-queued-bytes-per-client", 1, 0, 'Y'},
                                          {"client-buffer-bytes", 1, 0, 'U'},
                                          {"journal-repair", 0, 0, 'J'},
+                                         {"curve-secret", 1, 0, 'S'},
+                                         {"client-keys", 1, 0, 'K'},
+                                         {"worker-keys", 1, 0, 'W'},
+                                         {"admin-keys", 1, 0, 'A'},
                                          {"help", 0, 0, 'H'},
                                          {0, 0, 0, 0}};
     int c;
@@ -155,6 +167,10 @@ int main(int argc, char **argv)
         case 'R': cfg.result_max_bytes = num("result-max-bytes", optarg, 0, 1ull << 32); break;
         case 'M': cfg.compact_min_bytes = num("compact-min-bytes", optarg, 1, UINT64_MAX); break;
         case 'J': repair = true; break;
+        case 'S': cfg.curve_secret = optarg; break;
+        case 'K': cfg.client_keys_dir = optarg; break;
+        case 'W': cfg.worker_keys_dir = optarg; break;
+        case 'A': cfg.admin_keys_dir = optarg; break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -165,6 +181,11 @@ int main(int argc, char **argv)
     }
     if (!per_fn_set)
         cfg.max_queued_per_fn = cfg.max_queued;
+    if (!cfg.curve_secret && (cfg.client_keys_dir || cfg.worker_keys_dir || cfg.admin_keys_dir)) {
+        zf_log(ZF_LOG_ERROR, "--client-keys, --worker-keys and --admin-keys need --curve-secret "
+                             "FILE (the broker's own key): without it nothing is checked");
+        return 2;
+    }
     if (repair && no_journal) {
         zf_log(ZF_LOG_ERROR, "--journal-repair needs a journal: drop --no-journal");
         return 2;

@@ -22,9 +22,11 @@ static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v)
     pk_str(pk, v);
 }
 
-static void pack_job_brief(msgpack_packer *pk, const job_t *j)
+static void pack_job_brief(msgpack_packer *pk, const job_t *j, const zfb_owners_t *owners)
 {
-    msgpack_pack_map(pk, 5);
+    const zfb_owner_t *o = zfb_owners_get(owners, j->owner);
+    msgpack_pack_map(pk, 6);
+    pk_kv_str(pk, "owner", o ? o->z85 : "");
     pk_kv_u64(pk, "id", j->id);
     pk_kv_str(pk, "function", j->fn->name);
     pk_kv_str(pk, "state", zf_state_name(j->state));
@@ -64,12 +66,14 @@ static void pack_workers(msgpack_packer *pk, wrk_t *workers, int64_t now)
     }
 }
 
+static void pack_security(msgpack_packer *pk, const zfb_stats_t *v);
+
 void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
 {
     msgpack_sbuffer_init(sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
+    msgpack_pack_map(&pk, 5);
     pk_str(&pk, "broker");
     msgpack_pack_map(&pk, 28);
     pk_kv_u64(&pk, "uptime_ms", v->uptime_ms);
@@ -120,14 +124,60 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
     }
     pk_str(&pk, "workers");
     pack_workers(&pk, v->workers, v->now_ms);
+    pack_security(&pk, v);
 }
 
-void zfb_dead_pack(msgpack_sbuffer *sb, const job_t *dead, uint64_t ndead)
+void zfb_dead_pack(msgpack_sbuffer *sb, const job_t *dead, uint64_t ndead,
+                   const zfb_owners_t *owners, uint32_t only_owner)
 {
     msgpack_sbuffer_init(sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    if (only_owner) {
+        ndead = 0;
+        for (const job_t *j = dead; j; j = j->next)
+            ndead += j->owner == only_owner;
+    }
     msgpack_pack_array(&pk, ndead);
     for (const job_t *j = dead; j; j = j->next)
-        pack_job_brief(&pk, j);
+        if (!only_owner || j->owner == only_owner)
+            pack_job_brief(&pk, j, owners);
+}
+
+static const char *role_name(uint8_t roles)
+{
+    return roles & ZFB_ROLE_ADMIN    ? "admin"
+           : roles & ZFB_ROLE_CLIENT ? (roles & ZFB_ROLE_WORKER ? "client+worker" : "client")
+           : roles & ZFB_ROLE_WORKER ? "worker"
+                                     : "none";
+}
+
+/* The security section: whether CURVE is on, its counters, and every key the broker knows
+   with its role now and its jobs (a revoked key shows role "none" and what it still owns). */
+static void pack_security(msgpack_packer *pk, const zfb_stats_t *v)
+{
+    const zfb_auth_counts_t *a = v->auth;
+    uint32_t n = v->owners ? zfb_owners_count(v->owners) : 0;
+    pk_str(pk, "security");
+    msgpack_pack_map(pk, 10);
+    pk_kv_u64(pk, "curve", v->curve);
+    pk_kv_u64(pk, "client_keys", a->client_keys);
+    pk_kv_u64(pk, "worker_keys", a->worker_keys);
+    pk_kv_u64(pk, "admin_keys", a->admin_keys);
+    pk_kv_u64(pk, "denied_clients", a->denied_clients);
+    pk_kv_u64(pk, "denied_workers", a->denied_workers);
+    pk_kv_u64(pk, "refused_messages", a->refused_messages);
+    pk_kv_u64(pk, "reloads", a->reloads);
+    pk_kv_u64(pk, "reload_failures", a->reload_failures);
+    pk_str(pk, "keys");
+    msgpack_pack_array(pk, n);
+    for (uint32_t id = 1; id <= n; id++) {
+        const zfb_owner_t *o = zfb_owners_get(v->owners, id);
+        msgpack_pack_map(pk, 5);
+        pk_kv_str(pk, "key", o->z85);
+        pk_kv_str(pk, "role", role_name(o->roles));
+        pk_kv_u64(pk, "unfinished", o->unfinished);
+        pk_kv_u64(pk, "accepted", o->accepted);
+        pk_kv_u64(pk, "refused", o->refused);
+    }
 }

@@ -2,7 +2,8 @@
 
     One thread runs one event loop (zmq_poll over the client ROUTER, the worker ROUTER and a
     signalfd) with the timers kept in heaps and lists; nothing sleeps or busy-polls.
-    zf_broker_run returns when SIGINT or SIGTERM arrives or zf_broker_stop is called.
+    zf_broker_run returns when SIGINT or SIGTERM arrives or zf_broker_stop is called; SIGHUP
+    reads the key directories again (with CURVE on; otherwise it is logged and ignored).
 */
 #ifndef ZF_BROKER_H
 #define ZF_BROKER_H
@@ -49,6 +50,12 @@ typedef struct {
                                        whole). Default ZF_RESULT_MAX_FOLLOW: result_store_bytes,
                                        so every output the store would keep is journaled whole */
     uint64_t compact_min_bytes; /* journal size before compaction is considered; 0 = 64 MiB */
+    /* CURVE (zf_auth.h, docs/SECURITY.md): the broker's own .key_secret turns it on for both
+       endpoints; NULL = off. The directories of public .key files are the allowlists:
+       worker_keys_dir and one of client_keys_dir / admin_keys_dir are needed with it.
+       SIGHUP reads the directories again. */
+    const char *curve_secret;
+    const char *client_keys_dir, *worker_keys_dir, *admin_keys_dir;
 } zf_broker_config_t;
 
 typedef struct zf_broker zf_broker_t;

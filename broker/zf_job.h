@@ -69,6 +69,7 @@ typedef struct job {
     uint32_t attempt; /* deliveries so far; the lease is (id, attempt) */
     uint32_t timeout_ms;
     uint32_t plen;  /* payload bytes; 0 once it is dropped (see zfb_job_payload) */
+    uint32_t owner; /* the key that submitted it (zf_owners.h); 0 = nobody (no CURVE) */
     uint8_t state;  /* zf_state_t */
     uint8_t device; /* required zf_device_kind_t */
     uint8_t max_attempts;

@@ -18,7 +18,7 @@
     [u32 body length][u32 CRC-32 of type and body][u8 type][body], little-endian. Record
     types: ACCEPT (job header, attempt and payload), START (id, attempt), FINISH (id, state,
     attempts, duration, finish time, error, worker, device, output), FORGET (id), ATTEMPTS
-    (id, attempt, deliveries not charged). The last record for an id wins; a second ACCEPT
+    (id, attempt, deliveries not charged), OWNER (id, owner's 32-byte public key). The last record for an id wins; a second ACCEPT
     for an id is a RETRY (its attempts used start from 0). New kinds of record are new types,
     so older journals replay unchanged; docs/JOURNAL.md has the field layout and the
     guarantees of each fsync policy.
@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "zf_broker.h"
+#include "zf_owners.h"
 #include "zf_state.h"
 
 /* A journaled payload must fit a record's 32-bit length with room for the header. */
@@ -45,6 +46,8 @@ typedef struct {
     uint64_t result_max_bytes;  /* largest output journaled; a longer one is recorded by its
                                    length only and replays as ZF_ST_OUTPUT_LOST */
     uint64_t compact_min_bytes; /* 0 = ZF_JOURNAL_COMPACT_MIN_DEFAULT */
+    zfb_owners_t *owners;       /* job owners' keys (borrowed): written in OWNER records,
+                                   and replayed ones are added to it; NULL = none kept */
 } zf_journal_opts_t;
 
 /* Opens (creating) the journal in dir (created if missing, one level). Returns NULL with a

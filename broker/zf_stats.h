@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "zf_auth.h"
+#include "zf_owners.h"
 #include "zf_state.h"
 
 /* Event counters since start, each bumped by broker.c where the event happens. */
@@ -40,13 +42,18 @@ typedef struct {
     fnq_t *fns;     /* the broker's functions, linked through hh */
     wrk_t *workers; /* the broker's workers, linked through hh */
     int64_t now_ms; /* monotonic: workers' last_seen_ms is counted from it */
+    bool curve;                    /* CURVE on */
+    const zfb_auth_counts_t *auth; /* zeros when off */
+    const zfb_owners_t *owners;
 } zfb_stats_t;
 
 /* Initialises sb and packs the STATS document into it; the caller owns sb's data (free()). */
 void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v);
 
 /* Initialises sb and packs the DEAD document: the ndead dead letters from `dead`, linked
-   through next, oldest first. The caller owns sb's data (free()). */
-void zfb_dead_pack(msgpack_sbuffer *sb, const job_t *dead, uint64_t ndead);
+   through next, oldest first, each with its owner's key ("" for none); only_owner 0 lists
+   them all, another id only that owner's. The caller owns sb's data (free()). */
+void zfb_dead_pack(msgpack_sbuffer *sb, const job_t *dead, uint64_t ndead,
+                   const zfb_owners_t *owners, uint32_t only_owner);
 
 #endif

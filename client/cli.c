@@ -18,6 +18,7 @@
 #include "zf_util.h"
 #include "zf_json.h"
 #include "zfleet.h"
+#include "zf_cert.h"
 
 enum {
     EXIT_JOB_FAILED = 1,
@@ -35,6 +36,7 @@ typedef struct {
     const char *file, *out;
     zf_submit_opts_t opts;
     int purge;
+    const char *key, *broker_key; /* CURVE key files (or $ZFLEET_KEY, $ZFLEET_BROKER_KEY) */
 } cli_t;
 
 static void usage(FILE *f)
@@ -53,16 +55,21 @@ static void usage(FILE *f)
           "  dead [--purge]                         list (or clear) the dead-letter list\n"
           "  retry ID                               requeue a dead-letter job\n"
           "  bench WORKLOAD [options]               measure (see zfleet bench --help)\n"
+          "  keygen NAME                            write a CURVE keypair: NAME.key (public)\n"
+          "                                         and NAME.key_secret (mode 0600)\n"
           "options:\n"
           "  --broker EP     broker client endpoint (env ZFLEET_BROKER, "
           "default " ZFLEET_DEFAULT_BROKER ")\n"
           "  --json          one JSON document on stdout, for scripts\n"
+          "  --key FILE      this client's CURVE key, a NAME.key_secret (env ZFLEET_KEY)\n"
+          "  --broker-key FILE\n"
+          "                  the broker's public key, its NAME.key (env ZFLEET_BROKER_KEY)\n"
           "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
           "  --forget        submit --wait: the broker drops the result once it has pushed\n"
           "                  it to this command (a later get/wait answers unknown job)\n"
           "exit codes: 0 ok, 1 job did not succeed (output_lost too), 2 usage or unreadable\n"
-          "  input, 3 timed out, 4 broker unreachable, 5 refused by the broker (or payload\n"
-          "  too large)\n",
+          "  input, 3 timed out, 4 broker unreachable or this key refused (CURVE), 5 refused\n"
+          "  by the broker (or payload too large)\n",
           f);
 }
 
@@ -81,8 +88,8 @@ static int fail_client(cli_t *cli, zf_client_t *c)
         printf(",\"code\":%d}\n", zf_client_brokercode(c));
     }
     fprintf(stderr, "zfleet: %s\n", text);
-    return e == ZF_CE_TIMEOUT       ? EXIT_TIMEOUT
-           : e == ZF_CE_UNREACHABLE ? EXIT_UNREACHABLE
+    return e == ZF_CE_TIMEOUT                              ? EXIT_TIMEOUT
+           : e == ZF_CE_UNREACHABLE || e == ZF_CE_DENIED ? EXIT_UNREACHABLE
            : e == ZF_CE_USAGE       ? EXIT_USAGE
                                     : EXIT_REFUSED;
 }
@@ -440,6 +447,44 @@ static int cmd_doc(cli_t *cli, zf_client_t *c, const char *which)
     return rc;
 }
 
+/* ------------------------------------------------------------------ keys */
+
+/* `zfleet keygen NAME`: the two files, and the public key on stdout. */
+static int cmd_keygen(cli_t *cli, const char *name)
+{
+    zf_cert_t cert;
+    char err[512], z85[ZF_KEY_Z85 + 1];
+    if (zf_cert_generate(name, &cert, err, sizeof err) < 0) {
+        fprintf(stderr, "zfleet: keygen: %s\n", err);
+        return 1; /* (keygen: 0 written, 1 not) */
+    }
+    zf_key_z85(cert.public_key, z85);
+    memset(&cert, 0, sizeof cert);
+    if (cli->json) {
+        printf("{\"public\":\"%s.key\",\"secret\":\"%s.key_secret\",\"public_key\":", name, name);
+        zf_json_string(stdout, z85, strlen(z85));
+        printf("}\n");
+    } else
+        printf("wrote %s.key (public: give it to the broker) and %s.key_secret (keep it; mode "
+               "0600)\npublic key: %s\n",
+               name, name, z85);
+    return 0;
+}
+
+static const char *opt_or_env(const char *opt, const char *env)
+{
+    const char *v = opt ? opt : getenv(env);
+    return v && *v ? v : NULL;
+}
+
+/* CURVE from --key/--broker-key or the environment; nothing when neither is set. */
+static int use_keys(cli_t *cli, zf_client_t *c)
+{
+    const char *key = opt_or_env(cli->key, "ZFLEET_KEY");
+    const char *broker = opt_or_env(cli->broker_key, "ZFLEET_BROKER_KEY");
+    return key || broker ? zf_client_set_keys(c, key, broker) : 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 /* A number for --opt from 0 to max, or -1 after zf_parse_opt's one line (exit 2). */
@@ -460,6 +505,8 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     case 'o': cli->out = arg; return 0;
     case 'P': cli->purge = 1; return 0;
     case 'F': cli->opts.forget = true; return 0;
+    case 'k': cli->key = arg; return 0;
+    case 'K': cli->broker_key = arg; return 0;
     case 't':
         if (num_opt("timeout", arg, INT32_MAX, &v) < 0)
             return EXIT_USAGE;
@@ -505,7 +552,7 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
 
 /* The commands and the arguments each takes: a word more or less is a usage error, never
    silently dropped (`submit echo a b` must not submit "a"). bench parses its own. */
-typedef enum { OP_SUBMIT, OP_WAIT, OP_GET, OP_CANCEL, OP_RETRY, OP_DOC } op_t;
+typedef enum { OP_SUBMIT, OP_WAIT, OP_GET, OP_CANCEL, OP_RETRY, OP_DOC, OP_KEYGEN } op_t;
 typedef struct {
     const char *name;
     op_t op;
@@ -523,6 +570,7 @@ static const command_t commands[] = {
     {"stats", OP_DOC, 0, 0, "no arguments"},
     {"workers", OP_DOC, 0, 0, "no arguments"},
     {"dead", OP_DOC, 0, 0, "no arguments"},
+    {"keygen", OP_KEYGEN, 1, 1, "NAME"},
 };
 
 static const command_t *find_command(const char *name)
@@ -574,7 +622,8 @@ int main(int argc, char **argv)
         {"wait", 0, 0, 'w'},     {"file", 1, 0, 'f'},         {"out", 1, 0, 'o'},
         {"priority", 1, 0, 'p'}, {"device", 1, 0, 'd'},       {"run-timeout", 1, 0, 'r'},
         {"deadline", 1, 0, 'D'}, {"max-attempts", 1, 0, 'a'}, {"purge", 0, 0, 'P'},
-        {"forget", 0, 0, 'F'},   {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+        {"forget", 0, 0, 'F'},   {"help", 0, 0, 'h'},         {"key", 1, 0, 'k'},
+        {"broker-key", 1, 0, 'K'}, {0, 0, 0, 0}};
     int c;
     /* GNU getopt permutes: options may come before or after the command */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -599,12 +648,19 @@ int main(int argc, char **argv)
     }
     if (bad_arg_count(k, nargs - 1, args + 1))
         return EXIT_USAGE;
+    if (k->op == OP_KEYGEN)
+        return cmd_keygen(&cli, args[1]);
     zf_client_t *client = zf_client_new(cli.broker);
     if (!client) {
         fprintf(stderr, "zfleet: bad broker endpoint '%s'\n",
                 cli.broker                ? cli.broker
                 : getenv("ZFLEET_BROKER") ? getenv("ZFLEET_BROKER")
                                           : "");
+        return EXIT_USAGE;
+    }
+    if (use_keys(&cli, client) < 0) {
+        fprintf(stderr, "zfleet: %s\n", zf_client_error(client));
+        zf_client_destroy(&client);
         return EXIT_USAGE;
     }
     const char *arg = nargs > 1 ? args[1] : NULL;
@@ -615,6 +671,7 @@ int main(int argc, char **argv)
     case OP_CANCEL: rc = cmd_simple(&cli, client, arg, 1); break;
     case OP_RETRY: rc = cmd_simple(&cli, client, arg, 0); break;
     case OP_DOC: rc = cmd_doc(&cli, client, cmd); break;
+    case OP_KEYGEN: break; /* (handled above: it needs no broker) */
     }
     zf_client_destroy(&client);
     return rc;

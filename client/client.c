@@ -8,6 +8,8 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "../common/zf_cert.h"
+#include "../common/zf_handshake.h"
 #include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 
@@ -26,7 +28,8 @@ ZF_SAME(ZF_BROKER_STATE, ZF_ESTATE);
 ZF_SAME(ZF_BROKER_SHUTDOWN, ZF_ESHUTDOWN);
 ZF_SAME(ZF_BROKER_INTERNAL, ZF_EINTERNAL);
 ZF_SAME(ZF_BROKER_JOURNAL, ZF_EJOURNAL);
-ZF_SAME(ZF_BROKER_JOURNAL + 1, ZF__ECOUNT); /* a new wire code needs its name in zfleet.h */
+ZF_SAME(ZF_BROKER_DENIED, ZF_EDENIED);
+ZF_SAME(ZF_BROKER_DENIED + 1, ZF__ECOUNT); /* a new wire code needs its name in zfleet.h */
 ZF_SAME(ZFLEET_DEVICE_ANY, ZF_DEV_ANY);
 ZF_SAME(ZFLEET_DEVICE_CPU, ZF_DEV_CPU);
 ZF_SAME(ZFLEET_DEVICE_GPU, ZF_DEV_GPU);
@@ -73,6 +76,12 @@ struct zf_client {
        and the tag of the PING whose PONG learn_limit waits for (0 = none). */
     uint64_t max_payload;
     uint64_t pong_tag;
+    /* CURVE (zf_client_set_keys): this client's keypair and the broker's public key, and
+       the watcher of the socket's handshakes that tells a refused key from a silent broker */
+    bool curve;
+    zf_cert_t key;
+    uint8_t broker_key[ZF_KEY_BYTES];
+    zf_handshake_t *hs;
 };
 
 static void pushed_add(zf_client_t *c, uint64_t id)
@@ -126,12 +135,24 @@ int zf_client_brokercode(const zf_client_t *c)
 
 /* ------------------------------------------------------------------ connection */
 
+/* Makes the socket a CURVE client if keys are set, and watches its handshakes either way
+   (before it connects): a client without keys at a CURVE broker, too, is told why it gets
+   no answer. */
+static int secure_socket(zf_client_t *c)
+{
+    if (c->curve && zf_cert_apply_client(c->sock, &c->key, c->broker_key) < 0)
+        return -1;
+    c->hs = zf_handshake_new(c->ctx, c->sock);
+    return c->hs ? 0 : -1;
+}
+
 static int open_socket(zf_client_t *c)
 {
+    zf_handshake_destroy(&c->hs);
     if (c->sock)
         zmq_close(c->sock);
     c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
-    if (!c->sock)
+    if (!c->sock || secure_socket(c) < 0)
         return -1;
     /* exponential reconnect backoff (ZeroMQ doubles the interval up to the max), with
        jitter so that many clients of a restarted broker do not come back in lockstep */
@@ -192,11 +213,32 @@ void zf_client_destroy(zf_client_t **self_p)
         zf_event_t *ev = &n->ev;
         zf_event_destroy(&ev);
     }
+    zf_handshake_destroy(&c->hs);
     if (c->sock)
         zmq_close(c->sock);
     if (c->ctx)
         zmq_ctx_term(c->ctx);
+    memset(&c->key, 0, sizeof c->key);
     free(c);
+}
+
+int zf_client_set_keys(zf_client_t *c, const char *key_file, const char *broker_key_file)
+{
+    char err[512];
+    zf_cert_t mine;
+    uint8_t broker[ZF_KEY_BYTES];
+    bool on;
+    if (zf_cert_load_pair(key_file, broker_key_file, &on, &mine, broker, err, sizeof err) < 0)
+        return set_error(c, ZF_CE_USAGE, 0, "%s", err);
+    c->curve = on;
+    if (on) {
+        c->key = mine;
+        memcpy(c->broker_key, broker, ZF_KEY_BYTES);
+        memset(&mine, 0, sizeof mine);
+    }
+    if (open_socket(c) < 0)
+        return set_error(c, ZF_CE_NOMEM, 0, "cannot open a socket: %s", zmq_strerror(errno));
+    return 0;
 }
 
 void zf_client_set_request_timeout(zf_client_t *c, int ms)
@@ -280,8 +322,12 @@ static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
         zf_frames_t f;
         /* try first: under load a message is usually waiting, and a poll costs a syscall */
         if (zf_wire_recv(c->sock, &f, ZMQ_DONTWAIT) < 0) {
-            zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-            if (timeout_ms == 0 || zmq_poll(&it, 1, timeout_ms) <= 0)
+            zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0},
+                                    {c->hs ? zf_handshake_socket(c->hs) : NULL, 0, ZMQ_POLLIN, 0}};
+            if (timeout_ms == 0 || zmq_poll(it, c->hs ? 2 : 1, timeout_ms) <= 0)
+                return NULL;
+            /* a refused handshake: the waiter sees it (denied) instead of waiting on */
+            if (c->hs && (it[1].revents & ZMQ_POLLIN) && zf_handshake_failed(c->hs, NULL, 0))
                 return NULL;
             if (zf_wire_recv(c->sock, &f, ZMQ_DONTWAIT) < 0)
                 return NULL;
@@ -337,6 +383,17 @@ static int send_msg(zf_client_t *c, const zf_msg_t *m, zmq_msg_t *payload)
     return 0;
 }
 
+/* True (with the error set) when the broker refused this client's key at the handshake:
+   nothing would ever come, so a waiter stops at once. */
+static bool denied(zf_client_t *c)
+{
+    char why[256];
+    if (!c->hs || !zf_handshake_failed(c->hs, why, sizeof why))
+        return false;
+    set_error(c, ZF_CE_DENIED, ZF_EDENIED, "no service from the broker at %s: %s", c->ep, why);
+    return true;
+}
+
 /* What a waiter does when the broker has been silent for three heartbeats: reconnect and
    re-send whatever it is waiting on. Returns -1 to give up. */
 typedef int (*resend_fn)(zf_client_t *c, void *arg);
@@ -363,6 +420,8 @@ static evnode_t *await(zf_client_t *c, match_fn match, const void *arg, int time
             enqueue(c, n);
             continue;
         }
+        if (denied(c))
+            return NULL;
         now = zf_now_ms();
         /* silence counts from when this wait began, not from an idle spell before it */
         if (c->last_recv_ms < start)
@@ -403,7 +462,7 @@ static evnode_t *request(zf_client_t *c, zf_msg_t *m, zmq_msg_t *payload)
     if (send_msg(c, m, payload) < 0)
         return NULL;
     evnode_t *n = await(c, match_tag, &tag, c->req_timeout_ms, NULL, NULL);
-    if (!n && c->errcode == ZF_CE_TIMEOUT)
+    if (!n && c->errcode == ZF_CE_TIMEOUT && !denied(c))
         set_error(c, ZF_CE_UNREACHABLE, 0, "no answer from the broker at %s within %d ms", c->ep,
                   c->req_timeout_ms);
     return n;
@@ -415,7 +474,7 @@ static bool broker_refused(zf_client_t *c, evnode_t *n)
     if (n->ev.type != ZF_EV_REJECTED && n->ev.type != ZF_EV_ERROR &&
         !(n->ev.type == ZF_EV_REPLY && n->ev.code != 0))
         return false;
-    set_error(c, ZF_CE_REJECTED, n->ev.code, "%s",
+    set_error(c, n->ev.code == ZF_EDENIED ? ZF_CE_DENIED : ZF_CE_REJECTED, n->ev.code, "%s",
               n->ev.text[0] ? n->ev.text : zf_error_name((uint32_t)n->ev.code));
     zf_event_t *e = &n->ev;
     zf_event_destroy(&e);
@@ -490,6 +549,8 @@ static int learn_limit(zf_client_t *c)
         evnode_t *n = left > 0 ? recv_event(c, (int)left) : NULL;
         if (n)
             enqueue(c, n);
+        else if (denied(c))
+            return -1;
         else if (c->pong_tag && zf_now_ms() >= until)
             break;
     }

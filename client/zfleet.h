@@ -85,6 +85,8 @@ typedef enum {
     ZF_BROKER_INTERNAL = 10,    /* the broker could not do it (out of memory) */
     ZF_BROKER_JOURNAL = 11,     /* the broker's journal cannot be written: nothing new is
                                    accepted until it can */
+    ZF_BROKER_DENIED = 12,      /* this client's key is no longer allowed (revoked from the
+                                   broker's key directories); see ZF_CE_DENIED */
 } zf_broker_code_t;
 
 /* Client-side error classes (zf_client_errcode). */
@@ -95,6 +97,10 @@ typedef enum {
     ZF_CE_REJECTED = 3,    /* the broker refused: see zf_client_brokercode() */
     ZF_CE_USAGE = 4,       /* bad argument */
     ZF_CE_NOMEM = 5,
+    ZF_CE_DENIED = 6, /* no service for this client's key: the broker refused the CURVE
+                         handshake (key not listed, or a worker key), the keys do not match
+                         (wrong broker key, or CURVE on one side only), or the key was
+                         revoked (ZF_BROKER_DENIED); zf_client_error() says which */
 } zf_client_errcode_t;
 
 typedef enum {
@@ -148,6 +154,17 @@ typedef struct {
    lazy: this fails only on a malformed endpoint or no memory (NULL). */
 ZF_EXPORT zf_client_t *zf_client_new(const char *endpoint);
 ZF_EXPORT void zf_client_destroy(zf_client_t **self_p);
+
+/* CURVE: encrypts the connection and authenticates this client to a broker started with
+   --curve-secret (docs/SECURITY.md). key_file is this client's NAME.key_secret, broker_key_file
+   the broker's public NAME.key (files of zfleet keygen, czmq's zcert or pyzmq's zmq.auth).
+   Both NULL turns CURVE off. Reconnects at once: call it right after zf_client_new. A
+   broker that refuses the key answers nothing; requests then fail at once with ZF_CE_DENIED
+   and a line that says why (key not listed, wrong broker key, CURVE at one end only).
+   Returns 0, or -1 (ZF_CE_USAGE: a file unreadable or not a certificate, or one of the two
+   missing). */
+ZF_EXPORT int zf_client_set_keys(zf_client_t *self, const char *key_file,
+                                 const char *broker_key_file);
 
 /* How long synchronous requests wait for the broker (default 5000 ms), and the interval of
    liveness pings while waiting (default 1000 ms; 3 missed = reconnect). */

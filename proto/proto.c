@@ -610,7 +610,8 @@ const char *zf_error_name(uint32_t code)
                                             "wrong state",
                                             "broker shutting down",
                                             "internal error",
-                                            "journal unavailable"};
+                                            "journal unavailable",
+                                            "access denied"};
     return code < ZF__ECOUNT ? names[code] : "unknown error";
 }
 

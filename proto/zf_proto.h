@@ -125,7 +125,9 @@ typedef enum {
     ZF_EINTERNAL = 10,   /* the broker could not do it (out of memory) */
     ZF_EJOURNAL = 11,    /* the journal cannot be written (disk full, I/O error): nothing
                              new is accepted until it can */
-    ZF__ECOUNT = 12,
+    ZF_EDENIED = 12,     /* this connection's CURVE key has no (longer any) right to it:
+                            removed from the broker's key directories (docs/SECURITY.md) */
+    ZF__ECOUNT = 13,
 } zf_error_t;
 
 /* Flags (ZF_F_FLAGS). */

@@ -30,6 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../common/zf_cert.h"
 #include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_device.h"
@@ -84,7 +85,19 @@ static int open_obituary_socket(fleet_t *f)
     f->zctx = zmq_ctx_new();
     f->zsock = f->zctx ? zmq_socket(f->zctx, ZMQ_DEALER) : NULL;
     int linger = 500;
-    if (!f->zsock || zmq_setsockopt(f->zsock, ZMQ_ROUTING_ID, id, sizeof id) < 0 ||
+    /* the same key as the workers: the broker takes obituaries on its worker endpoint */
+    zf_cert_t key;
+    uint8_t broker_key[ZF_KEY_BYTES];
+    bool curve = false;
+    char err[512];
+    if (zf_cert_load_pair(f->wc->key_file, f->wc->broker_key_file, &curve, &key, broker_key, err,
+                          sizeof err) < 0) {
+        zf_log(ZF_LOG_ERROR, "%s", err);
+        return -1;
+    }
+    int secured = f->zsock && curve ? zf_cert_apply_client(f->zsock, &key, broker_key) : 0;
+    memset(&key, 0, sizeof key);
+    if (!f->zsock || secured < 0 || zmq_setsockopt(f->zsock, ZMQ_ROUTING_ID, id, sizeof id) < 0 ||
         zmq_setsockopt(f->zsock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
         zmq_connect(f->zsock, f->wc->broker_ep) < 0) {
         zf_log(ZF_LOG_ERROR, "cannot connect to the broker at %s: %s", f->wc->broker_ep,
@@ -231,6 +244,12 @@ static pid_t spawn(fleet_t *f, child_t *k)
     if (wc->venv) {
         add_arg(argv, &n, "--venv");
         add_arg(argv, &n, wc->venv);
+    }
+    if (wc->key_file && wc->broker_key_file) {
+        add_arg(argv, &n, "--key");
+        add_arg(argv, &n, wc->key_file);
+        add_arg(argv, &n, "--broker-key");
+        add_arg(argv, &n, wc->broker_key_file);
     }
     char name[ZF_NAME_MAX + 1];
     add_arg(argv, &n, "--name");

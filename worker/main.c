@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/zf_cert.h"
 #include "../common/zf_util.h"
 #include "zf_fleet.h"
 #include "zf_python.h"
@@ -26,6 +27,9 @@ static void usage(FILE *out)
           "  --liveness N         missed heartbeats before the broker is presumed gone (3)\n"
           "  --cancel-grace MS    time a cancelled handler gets to return (default 2000)\n"
           "  --drain-timeout MS   longest drain on SIGTERM, 0 = wait for the job (default 0)\n"
+          "  --key FILE           this worker's CURVE key, a NAME.key_secret listed in the\n"
+          "                       broker's --worker-keys (docs/SECURITY.md)\n"
+          "  --broker-key FILE    the broker's public key (its NAME.key)\n"
           "  --fake-gpu           TESTS ONLY: with --device gpu:N, register as a GPU worker\n"
           "                       without using CUDA (GPU modules take their CPU path);\n"
           "                       with --fleet, the GPUs of --gpus LIST are such fakes\n"
@@ -97,7 +101,8 @@ int main(int argc, char **argv)
         {"cpus", 1, 0, 'C'},          {"worker-bin", 1, 0, 'W'},
         {"help", 0, 0, 'H'},          {"restart-backoff", 1, 0, 'R'},
         {"crash-limit", 1, 0, 'L'},   {"venv", 1, 0, 'V'},
-        {"version", 0, 0, 'v'},       {0, 0, 0, 0}};
+        {"version", 0, 0, 'v'},       {"key", 1, 0, 'k'},
+        {"broker-key", 1, 0, 'K'},    {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -126,6 +131,8 @@ int main(int argc, char **argv)
             fleet.crash_limit = num("crash-limit", optarg, 0, ZF_FLEET_CRASH_LIMIT_MAX);
             break;
         case 'V': cfg.venv = optarg; break;
+        case 'k': cfg.key_file = optarg; break;
+        case 'K': cfg.broker_key_file = optarg; break;
         case 'v': version(); return 0;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return ZF_WORKER_EXIT_START;
@@ -141,6 +148,16 @@ int main(int argc, char **argv)
         return ZF_WORKER_EXIT_START;
     }
     char err[512];
+    zf_cert_t key;
+    uint8_t broker_key[ZF_KEY_BYTES];
+    bool curve;
+    /* read here too, so a fleet with a bad key file says so once instead of per restart */
+    if (zf_cert_load_pair(cfg.key_file, cfg.broker_key_file, &curve, &key, broker_key, err,
+                          sizeof err) < 0) {
+        zf_log(ZF_LOG_ERROR, "%s", err);
+        return ZF_WORKER_EXIT_START;
+    }
+    memset(&key, 0, sizeof key);
     if (cfg.venv && zf_python_set_venv(cfg.venv, err, sizeof err) < 0) {
         zf_log(ZF_LOG_ERROR, "%s", err);
         return ZF_WORKER_EXIT_START;

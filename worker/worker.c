@@ -31,6 +31,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "../common/zf_cert.h"
+#include "../common/zf_handshake.h"
 #include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_device.h"
@@ -66,6 +68,10 @@ typedef struct {
     int64_t drain_deadline_ms;
     char name[ZF_NAME_MAX + 1];
     char supervisor[ZF_SUPERVISOR_MAX + 1]; /* from ZF_SUPERVISOR_ENV, or empty */
+    bool curve;                             /* --key and --broker-key given */
+    zf_cert_t key;
+    uint8_t broker_key[ZF_KEY_BYTES];
+    zf_handshake_t *hs; /* the dealer's handshakes: a refused key is logged as such */
 } wk_t;
 
 void zf_worker_default_name(char *out, size_t len, int pid, const char *device_label)
@@ -160,9 +166,15 @@ static uint32_t patience_ms(const wk_t *w)
 
 static int connect_broker(wk_t *w)
 {
+    zf_handshake_destroy(&w->hs);
     if (w->dealer)
         zmq_close(w->dealer);
     w->dealer = zmq_socket(w->ctx_net, ZMQ_DEALER);
+    if (w->curve && zf_cert_apply_client(w->dealer, &w->key, w->broker_key) < 0) {
+        zf_log(ZF_LOG_ERROR, "cannot set the CURVE keys: %s", zmq_strerror(errno));
+        return -1;
+    }
+    w->hs = zf_handshake_new(w->ctx_net, w->dealer); /* NULL: silence is told without why */
     size_t fdlen = sizeof w->dealer_fd;
     zmq_getsockopt(w->dealer, ZMQ_FD, &w->dealer_fd, &fdlen);
     int zero = 0, ivl = (int)jitter(100), ivl_max = (int)jitter(5000);
@@ -239,6 +251,7 @@ static void die(wk_t *w, int code)
     send_simple(w, ZF_CMD_BYE, 0, 0, ZF_FLAG_BYE_NOW);
     int linger = 2000;
     zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);
+    zf_handshake_destroy(&w->hs);
     zmq_close(w->dealer);
     zmq_ctx_term(w->ctx_net);
     _exit(code);
@@ -438,10 +451,15 @@ static void run_timers(wk_t *w)
     }
     if (!w->silence_logged &&
         now - w->last_recv_ms >= (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness) {
-        zf_log(ZF_LOG_WARN,
-               "broker silent for %lld ms: keeping the connection and the jobs in "
-               "hand (reconnecting after %u ms of silence)",
-               (long long)(now - w->last_recv_ms), w->backoff_ms);
+        char why[256];
+        if (w->hs && zf_handshake_failed(w->hs, why, sizeof why))
+            zf_log(ZF_LOG_ERROR, "no service from the broker at %s: %s (trying on)",
+                   w->cfg->broker_ep, why);
+        else
+            zf_log(ZF_LOG_WARN,
+                   "broker silent for %lld ms: keeping the connection and the jobs in "
+                   "hand (reconnecting after %u ms of silence)",
+                   (long long)(now - w->last_recv_ms), w->backoff_ms);
         w->silence_logged = true;
     }
     if (now >= w->broker_deadline_ms) {
@@ -584,6 +602,9 @@ static int start(wk_t *w, char *err, size_t errlen)
     }
     w->backoff_ms = patience_ms(w);
     w->hb_ms = w->cfg->heartbeat_ms;
+    if (zf_cert_load_pair(w->cfg->key_file, w->cfg->broker_key_file, &w->curve, &w->key,
+                          w->broker_key, err, errlen) < 0)
+        return -1;
     pthread_mutex_lock(&w->sock_mu);
     int rc = connect_broker(w);
     pthread_mutex_unlock(&w->sock_mu);
@@ -603,6 +624,8 @@ static void stop(wk_t *w)
            "results and progress sent by the handler thread: %llu, relayed by "
            "the I/O thread: %llu",
            (unsigned long long)w->sent_direct, (unsigned long long)w->sent_relayed);
+    zf_handshake_destroy(&w->hs);
+    memset(&w->key, 0, sizeof w->key);
     if (w->dealer) {
         int linger = 1000;
         zmq_setsockopt(w->dealer, ZMQ_LINGER, &linger, sizeof linger);

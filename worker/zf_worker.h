@@ -41,6 +41,9 @@ typedef struct {
     uint32_t cancel_grace_ms;  /* default 2000 */
     uint32_t drain_timeout_ms; /* default 0 = wait for the job in hand */
     int fake_gpu;              /* tests only: report a GPU device without CUDA */
+    /* CURVE (docs/SECURITY.md): this worker's NAME.key_secret and the broker's public key
+       file; both NULL = off. The fleet passes them on and uses them itself. */
+    const char *key_file, *broker_key_file;
 } zf_worker_config_t;
 
 void zf_worker_config_defaults(zf_worker_config_t *cfg);
