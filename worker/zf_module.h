@@ -42,17 +42,36 @@ typedef enum { ZF_DEVICE_CPU = 1, ZF_DEVICE_GPU = 2 } zf_device_type_t;
      called on the handler thread when init and run are called; a module that starts its
      own threads calls it on each of them (the current device is per thread).
    A CPU worker has index = its core (-1 when not pinned), cuda_index = -1, and no GPU
-   visible at all (CUDA_VISIBLE_DEVICES is empty). cuda_index was appended to the struct
-   after ABI 1 shipped: a module built before it never reads it, and keeps working unless
-   it passed index to cudaSetDevice (that now fails at its init on gpu:1 and up, with
-   CUDA's "invalid device ordinal"). */
+   visible at all (CUDA_VISIBLE_DEVICES is empty).
+
+   The rule for modules: every CUDA call that takes a device number gets cuda_index (or
+   the module makes none: the device is already current on the handler thread). index is
+   for logs and for telling GPUs apart, never for CUDA.
+
+   Why ZF_MODULE_ABI stayed 1 when cuda_index came: the struct is made by the worker and
+   only read by modules, through a const pointer; cuda_index was appended after every
+   field a module built earlier knows, whose offsets and meanings did not change (type 0,
+   index 4, label 8, name 16, memory 24 on LP64; cuda_index 32). Such a module reads
+   exactly what it read before, never reads past its own sizeof, and no zf_device_t goes
+   from a module to the worker. What did change is what CUDA accepts in the process
+   (CUDA_VISIBLE_DEVICES leaves one GPU, device 0): a module that passed index to
+   cudaSetDevice still works on gpu:0, and on gpu:1 and up the call fails with CUDA's
+   "invalid device ordinal" (it cannot select another GPU: the process sees no other), so
+   a module that checks it fails its init (the worker exits with the message, and the
+   fleet's crash limit gives the device up) or its job, and none computes on a wrong GPU.
+   Bumping the ABI would refuse every older module, the many that never call
+   cudaSetDevice and run correctly, to catch that one mistake, which CUDA reports anyway.
+   A change that moves, resizes or redefines a field here, or any change to a struct the
+   worker reads from a module (zf_module_t, zf_function_t), bumps ZF_MODULE_ABI
+   (zf_registry_add refuses a mismatch: "module ABI N, this worker needs M"). */
 typedef struct {
     zf_device_type_t type;
     int index;         /* core number, or the GPU's number in gpu:N (not for CUDA) */
     const char *label; /* "cpu:3", "gpu:0" */
     const char *name;  /* "NVIDIA H100 80GB HBM3", or the CPU model */
     uint64_t memory;   /* bytes of device memory (GPU) or of the machine (CPU) */
-    int cuda_index;    /* the CUDA device number in this process: 0 on GPU, -1 on CPU */
+    int cuda_index;    /* the CUDA device number in this process: 0 on GPU, -1 on CPU;
+                          appended after ABI 1 (see above): keep it last */
 } zf_device_t;
 
 typedef struct zf_job zf_job_t;

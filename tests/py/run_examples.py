@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Checks the Python handler examples (examples/python/) against their contract, with a
-fake device and fake jobs, until the worker that embeds Python runs them for real.
+"""Checks the Python handler examples (examples/python/) against their contract: with a
+fake device and fake jobs in this process, and for real, loaded by zfleet-worker.
 
     /usr/bin/python3 tests/py/run_examples.py BUILD_DIR
 
@@ -12,11 +12,20 @@ fake device and fake jobs, until the worker that embeds Python runs them for rea
   200 jobs, in this process and in another one.
 - torch_handlers.py: torch_classify gives the same output twice, after a second init, and
   in another process.
+- Through the real fleet (when zfleet-worker --version says it embeds Python): a broker
+  (--no-journal, ipc://) and `zfleet-worker --fleet --cpus A,B --gpus none --module
+  examples/python/handlers.py --module examples/python/torch_handlers.py` (2 workers; two
+  plain worker processes when only one core is allowed). sobel_np submitted with the CLI
+  is byte-identical to the C `sobel` from the same fleet, and to the in-process output;
+  200 fingerprint jobs (Python client) run on both workers, each reporting init_calls 1
+  and a job counter that counts exactly its own jobs; torch_classify gives the same
+  output twice and the same as in this process (torch_handlers.py reads __file__ at import
+  time, so its loading at all proves the loader sets it; the check says so when it fails).
 
 The fake job follows the contract: data is a read-only memoryview of the payload;
 progress(fraction, text=None); cancelled is a property. Prints one line per check and
 `pyexamples: N passed, M failed`. Exits 0, 1 on a failure, or 77 (skipped) when NumPy or
-PyTorch is missing, after running what it can.
+PyTorch is missing or the worker was built without Python, after running what it can.
 """
 import json
 import os
@@ -25,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,47 +99,128 @@ def check(cond, what):
 
 # ------------------------------------------------------------------ the built-in C sobel
 
-class CFleet:
-    """A real broker and CPU worker from the build directory, on ipc:// endpoints."""
+def worker_embeds_python(build):
+    r = subprocess.run([os.path.join(build, "worker", "zfleet-worker"), "--version"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    return any(line.startswith(b"python ") and line[7:8].isdigit()
+               for line in r.stdout.splitlines())
 
-    def __init__(self, build, tmp):
+
+class Fleet:
+    """A real broker (--no-journal) and workers from the build directory, on ipc://
+    endpoints. Without modules: one CPU worker (the built-in C functions). With modules
+    (Python files): 2 workers loading them all, through --fleet on two allowed cores, or as
+    two worker processes when only one core is allowed."""
+
+    WORKERS_WITH_MODULES = 2
+
+    def __init__(self, build, tmp, modules=()):
         self.build, self.tmp = build, tmp
-        self.clients, workers = "ipc://%s/c" % tmp, "ipc://%s/w" % tmp
+        self.clients, self.workers = "ipc://%s/c" % tmp, "ipc://%s/w" % tmp
         self.procs = []
-        self.spawn("broker/zfleet-broker", "--clients", self.clients, "--workers", workers)
-        self.spawn("worker/zfleet-worker", "--broker", workers, "--device", "cpu")
+        self.spawn("broker/zfleet-broker", "--no-journal", "--clients", self.clients,
+                   "--workers", self.workers)
+        margs = [a for m in modules for a in ("--module", m)]
+        cores = sorted(os.sched_getaffinity(0))
+        if not modules:
+            self.nworkers = 1
+            self.spawn("worker/zfleet-worker", "--broker", self.workers, "--device", "cpu")
+        elif len(cores) >= 2:
+            self.nworkers = self.WORKERS_WITH_MODULES
+            self.spawn("worker/zfleet-worker", "--fleet", "--gpus", "none", "--cpus",
+                       "%d,%d" % (cores[0], cores[1]), "--broker", self.workers, *margs)
+        else:
+            self.nworkers = self.WORKERS_WITH_MODULES
+            for _ in range(self.nworkers):
+                self.spawn("worker/zfleet-worker", "--broker", self.workers, "--device", "cpu",
+                           *margs)
+        try:
+            self.wait_for_workers()
+        except BaseException:
+            self.stop()
+            raise
 
     def spawn(self, binary, *args):
-        log = open(os.path.join(self.tmp, os.path.basename(binary) + ".log"), "ab")
+        log = open(self.log_path(binary), "ab")
         self.procs.append(subprocess.Popen([os.path.join(self.build, binary)] + list(args),
                                            stdout=log, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL))
         log.close()
 
-    def sobel(self, payload):
-        """(True, output) or (False, error text) from the C `sobel`."""
-        src, out = os.path.join(self.tmp, "in.pgm"), os.path.join(self.tmp, "out.pgm")
+    def log_path(self, binary):
+        return os.path.join(self.tmp, os.path.basename(binary) + ".log")
+
+    def logs(self):
+        text = ""
+        for name in ("zfleet-broker.log", "zfleet-worker.log"):
+            try:
+                with open(os.path.join(self.tmp, name), "rb") as f:
+                    text += "--- %s\n%s" % (name, f.read()[-4000:].decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return text
+
+    def cli(self, *args, timeout=60):
+        return subprocess.run([os.path.join(self.build, "client", "zfleet"), "--broker",
+                               self.clients, "--json"] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+
+    def wait_for_workers(self, seconds=90):
+        """Until nworkers workers are registered (Python modules, PyTorch above all, take
+        seconds to import)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise AssertionError("%s exited with %d\n%s"
+                                         % (p.args[0], p.returncode, self.logs()))
+            r = self.cli("workers", timeout=30)
+            if r.returncode == 0 and len(json.loads(r.stdout or b"[]")) >= self.nworkers:
+                return
+            time.sleep(0.1)
+        raise AssertionError("%d worker(s) did not register in %d s\n%s"
+                             % (self.nworkers, seconds, self.logs()))
+
+    def submit(self, function, payload):
+        """(True, output) or (False, error text) of `zfleet submit FUNCTION --file`."""
+        src, out = os.path.join(self.tmp, "in.bin"), os.path.join(self.tmp, "out.bin")
         with open(src, "wb") as f:
             f.write(payload)
         if os.path.exists(out):
             os.unlink(out)
-        r = subprocess.run([os.path.join(self.build, "client", "zfleet"), "--broker",
-                            self.clients, "--json", "submit", "sobel", "--file", src, "--out",
-                            out, "--wait", "--timeout", "30000"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        r = self.cli("submit", function, "--file", src, "--out", out, "--wait", "--timeout",
+                     "30000")
         doc = json.loads(r.stdout or b"{}")
         if doc.get("status") == "succeeded":
             with open(out, "rb") as f:
                 return True, f.read()
-        check(doc.get("status") == "failed", "zfleet submit sobel: rc %d, %r, %r"
-              % (r.returncode, r.stdout, r.stderr))
+        check(doc.get("status") == "failed", "zfleet submit %s: rc %d, %r, %r\n%s"
+              % (function, r.returncode, r.stdout, r.stderr, self.logs()))
         return False, doc["error"]
 
+    def sobel(self, payload):
+        """(True, output) or (False, error text) from the C `sobel`."""
+        return self.submit("sobel", payload)
+
+    def client(self):
+        sys.path.insert(0, os.path.join(ROOT, "client", "python"))
+        try:
+            import zfleet
+        finally:
+            sys.path.pop(0)
+        return zfleet.Client(self.clients, request_timeout=30)
+
     def stop(self):
-        for p in self.procs:
-            p.kill()
-        for p in self.procs:
-            p.wait()
+        # SIGTERM: the fleet drains and stops its workers (a SIGKILLed fleet would leave
+        # them to PR_SET_PDEATHSIG); then whatever is left is killed
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def random_pgm(rng, w, h, header=None):
@@ -241,6 +332,98 @@ def t_torch_classify_on_a_gpu_worker_without_cuda_stays_on_the_cpu(tm, state, fl
     check(doc["device"] == want and doc["label"] == "gpu:1", "%r" % doc)
 
 
+# ------------------------------------------------------------------ on the real fleet
+# (module, state, fleet) as above: the module and state are this process's, for comparing.
+
+def t_fleet_sobel_np_is_bit_identical_to_the_c_sobel(hm, state, fleet):
+    rng = random.Random(17)
+    cases = [("sample.pgm", open(SAMPLE, "rb").read()),       # output > 64 KiB: zero copy
+             ("odd.pgm", open(os.path.join(DATA, "odd.pgm"), "rb").read()),
+             ("9x1", random_pgm(rng, 9, 1)), ("65x130", random_pgm(rng, 65, 130)),
+             ("640x480", random_pgm(rng, 640, 480))]
+    for name, img in cases:
+        ok, c_out = fleet.submit("sobel", img)
+        check(ok, "%s: the C sobel failed: %s" % (name, c_out))
+        ok, py_out = fleet.submit("sobel_np", img)
+        check(ok, "%s: sobel_np failed on the fleet: %s" % (name, py_out))
+        check(py_out == c_out, "%s: sobel_np on the fleet differs from the C sobel (%d and %d "
+              "bytes)" % (name, len(py_out), len(c_out)))
+        here, _ = call(hm, state, "sobel_np", img, FakeDevice())
+        check(py_out == here, "%s: sobel_np on the fleet differs from this process's" % name)
+    want = open(os.path.join(DATA, "sample_sobel.pgm"), "rb").read()
+    check(fleet.submit("sobel_np", cases[0][1]) == (True, want), "differs from sample_sobel.pgm")
+
+
+def t_fleet_sobel_np_fails_bad_input_with_the_c_message(hm, state, fleet):
+    for name, img in (("P6", b"P6\n1 1\n255\nx"), ("truncated", b"P5\n4 4\n255\n" + b"x" * 10)):
+        ok, c_text = fleet.submit("sobel", img)
+        check(not ok and c_text.startswith("sobel: "), "%s: C said %r" % (name, c_text))
+        ok, text = fleet.submit("sobel_np", img)
+        want = "ValueError: " + c_text[len("sobel: "):]
+        check(not ok and text.startswith(want), "%s: %r, want it to start with %r"
+              % (name, text, want))
+        check("sobel_np" in text and "parse_pgm" in text, "%s: no traceback tail in %r"
+              % (name, text))
+    ok, out = fleet.submit("sobel_np", open(SAMPLE, "rb").read())
+    check(ok, "the worker does not serve on after a failed job: %s" % out)
+
+
+def t_fleet_fingerprint_inits_once_per_worker_process(hm, state, fleet):
+    n = 200
+    with fleet.client() as client:
+        ids = client.submit_many("fingerprint", [b"payload %d" % (i % 2) for i in range(n)])
+        results = list(client.results(ids, timeout=120))
+    check(sorted(r.id for r in results) == sorted(ids), "results: not one per job")
+    bad = [(r.status, r.error) for r in results if not r.ok]
+    check(not bad, "%d of %d failed: %r" % (len(bad), n, bad[:3]))
+    here, _ = call(hm, hm.init(FakeDevice()), "fingerprint", b"payload 0", FakeDevice())
+    want, payload0 = json.loads(here)["vector"], set(ids[0::2])
+    by_pid, workers = {}, {}
+    for r in results:
+        doc = json.loads(r.output)
+        check(doc["init_calls"] == 1, "job %d on %s (pid %d): init_calls %r"
+              % (r.id, r.worker, doc["pid"], doc["init_calls"]))
+        check(doc["device"] == r.device, "job %d: state made for %r, ran on %r"
+              % (r.id, doc["device"], r.device))
+        if r.id in payload0:                # the same weights in every process
+            check(doc["vector"] == want, "job %d on %s: other weights" % (r.id, r.worker))
+        by_pid.setdefault(doc["pid"], []).append(doc["jobs"])
+        workers.setdefault(r.worker, set()).add(doc["pid"])
+    check(len(by_pid) == fleet.nworkers, "%d jobs ran in %d process(es), not the %d workers: %r"
+          % (n, len(by_pid), fleet.nworkers, {p: len(j) for p, j in by_pid.items()}))
+    check(all(len(p) == 1 for p in workers.values()) and len(workers) == fleet.nworkers,
+          "workers and processes: %r" % workers)
+    for pid, jobs in by_pid.items():
+        # one state per process that counts every job the process served, and only those
+        check(sorted(jobs) == list(range(1, len(jobs) + 1)), "pid %d: job counts %r"
+              % (pid, sorted(jobs)))
+
+
+def t_fleet_torch_classify_is_stable(tm, state, fleet):
+    # torch_handlers.py runs os.path.abspath(__file__) at import: that the workers
+    # registered with torch_classify at all shows the loader sets __file__
+    img = open(SAMPLE, "rb").read()
+    here, _ = call(tm, state, "torch_classify", img, FakeDevice())
+    want = json.loads(here)
+    outs = []
+    for i in range(4):                      # 4 one at a time: both workers, most likely
+        ok, out = fleet.submit("torch_classify", img)
+        check(ok, "run %d failed: %s" % (i, out))
+        outs.append(out)
+    first = json.loads(outs[0])
+    for i, out in enumerate(outs):
+        doc = json.loads(out)
+        check(doc["label"] in ("cpu:%d" % c for c in os.sched_getaffinity(0))
+              or doc["label"] == "cpu", "run %d: label %r" % (i, doc["label"]))
+        doc.pop("label")
+        check(doc == {k: v for k, v in first.items() if k != "label"},
+              "run %d differs from run 0:\n%s\n%s" % (i, outs[0], out))
+    check({k: v for k, v in first.items() if k != "label"}
+          == {k: v for k, v in want.items() if k != "label"},
+          "the fleet's output differs from this process's:\n%s\n%s" % (outs[0], here))
+    check(first["device"] == "cpu" and first["size"] == [256, 256], "%r" % first)
+
+
 # ------------------------------------------------------------------ running
 
 def child(what):
@@ -285,33 +468,52 @@ def main():
     except ImportError:
         print("pyexamples: SKIP: NumPy is missing (scripts/setup installs python3-numpy)")
         return SKIP
-    tmp = tempfile.mkdtemp(prefix="zf-pyex-")
-    fleet = CFleet(build, tmp)
-    results = [0, 0]
-    skipped = None
     try:
+        import torch  # noqa: F401
+        no_torch = None
+    except ImportError:
+        no_torch = "PyTorch is missing (scripts/setup installs python3-torch)"
+    no_python = None
+    if not worker_embeds_python(build):
+        no_python = ("zfleet-worker was built without Python (python3-dev missing: "
+                     "zfleet-worker --version)")
+    modules = [] if no_python else [os.path.join(EXAMPLES, "handlers.py")] + (
+        [] if no_torch else [os.path.join(EXAMPLES, "torch_handlers.py")])
+    tmp = tempfile.mkdtemp(prefix="zf-pyex-")
+    results = [0, 0]
+    fleet = None
+    try:
+        fleet = Fleet(build, tmp, modules)
         run([t_sobel_np_matches_the_reference_files, t_sobel_np_is_bit_identical_to_the_c_sobel,
              t_sobel_np_fails_bad_input_with_the_c_message, t_sobel_np_stops_when_cancelled,
              t_fingerprint_loads_its_weights_once_per_process], load("handlers"), fleet,
             results)
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            skipped = "PyTorch is missing (scripts/setup installs python3-torch)"
-        if not skipped:
-            run([t_torch_classify_is_deterministic,
-                 t_torch_classify_on_a_gpu_worker_without_cuda_stays_on_the_cpu],
-                load("torch_handlers"), fleet, results)
+        if not no_python:
+            run([t_fleet_sobel_np_is_bit_identical_to_the_c_sobel,
+                 t_fleet_sobel_np_fails_bad_input_with_the_c_message,
+                 t_fleet_fingerprint_inits_once_per_worker_process], load("handlers"), fleet,
+                results)
+        if not no_torch:
+            tests = [t_torch_classify_is_deterministic,
+                     t_torch_classify_on_a_gpu_worker_without_cuda_stays_on_the_cpu]
+            if not no_python:
+                tests.append(t_fleet_torch_classify_is_stable)
+            run(tests, load("torch_handlers"), fleet, results)
+    except Exception:
+        print("FAIL the fleet")
+        traceback.print_exc(file=sys.stdout)
+        results[1] += 1
     finally:
-        fleet.stop()
+        if fleet:
+            fleet.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print("pyexamples: %d passed, %d failed" % tuple(results))
     if results[1]:
         return 1
-    if skipped:
-        print("pyexamples: SKIP the PyTorch checks: %s" % skipped)
-        return SKIP
-    return 0
+    for why in (no_torch, no_python):
+        if why:
+            print("pyexamples: SKIP: %s" % why)
+    return SKIP if no_torch or no_python else 0
 
 
 if __name__ == "__main__":

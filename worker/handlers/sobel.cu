@@ -10,7 +10,7 @@
 #include "zf_image.h"
 
 struct zf_sobel_gpu {
-    int device;
+    int cuda_index; /* the CUDA device number in this process (zf_device_t.cuda_index) */
     uint8_t *d_in, *d_out;
     size_t cap; /* bytes of each device buffer */
 };
@@ -30,9 +30,11 @@ static int failed(cudaError_t e, const char *what, char *err, size_t errlen)
     return -1;
 }
 
-extern "C" zf_sobel_gpu_t *zf_sobel_gpu_new(int device, char *err, size_t errlen)
+/* cuda_index is zf_device_t.cuda_index (0: the one GPU CUDA_VISIBLE_DEVICES leaves this
+   process), never zf_device_t.index, which is gpu:N's N and invalid here for N >= 1. */
+extern "C" zf_sobel_gpu_t *zf_sobel_gpu_new(int cuda_index, char *err, size_t errlen)
 {
-    cudaError_t e = cudaSetDevice(device);
+    cudaError_t e = cudaSetDevice(cuda_index);
     if (e == cudaSuccess)
         e = cudaFree(0); /* creates the context now, at init, not during the first job */
     if (e != cudaSuccess) {
@@ -44,7 +46,7 @@ extern "C" zf_sobel_gpu_t *zf_sobel_gpu_new(int device, char *err, size_t errlen
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    g->device = device;
+    g->cuda_index = cuda_index;
     return g;
 }
 
