@@ -315,23 +315,37 @@ static void on_pong(zf_client_t *c, const zf_msg_t *m)
         c->pong_tag = 0;
 }
 
+/* Waits up to timeout_ms (-1 forever) for a message on the socket. Returns 0 with f, or -1:
+   nothing came, or a handshake failed (a refused key: the waiter sees it as denied instead
+   of waiting on). Handshakes that succeed only wake the wait. */
+static int recv_frames(zf_client_t *c, zf_frames_t *f, int timeout_ms)
+{
+    /* try first: under load a message is usually waiting, and a poll costs a syscall */
+    if (zf_wire_recv(c->sock, f, ZMQ_DONTWAIT) == 0)
+        return 0;
+    int64_t until = zf_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        int left = timeout_ms < 0 ? -1 : (int)(until - zf_now_ms());
+        if (timeout_ms == 0 || (timeout_ms > 0 && left <= 0))
+            return -1;
+        zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0},
+                                {c->hs ? zf_handshake_socket(c->hs) : NULL, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(it, c->hs ? 2 : 1, left) <= 0)
+            return -1;
+        if (c->hs && (it[1].revents & ZMQ_POLLIN) && zf_handshake_failed(c->hs, NULL, 0))
+            return -1;
+        if (zf_wire_recv(c->sock, f, ZMQ_DONTWAIT) == 0)
+            return 0;
+    }
+}
+
 /* Receives one event from the socket, waiting up to timeout_ms. NULL if none. */
 static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
 {
     for (;;) {
         zf_frames_t f;
-        /* try first: under load a message is usually waiting, and a poll costs a syscall */
-        if (zf_wire_recv(c->sock, &f, ZMQ_DONTWAIT) < 0) {
-            zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0},
-                                    {c->hs ? zf_handshake_socket(c->hs) : NULL, 0, ZMQ_POLLIN, 0}};
-            if (timeout_ms == 0 || zmq_poll(it, c->hs ? 2 : 1, timeout_ms) <= 0)
-                return NULL;
-            /* a refused handshake: the waiter sees it (denied) instead of waiting on */
-            if (c->hs && (it[1].revents & ZMQ_POLLIN) && zf_handshake_failed(c->hs, NULL, 0))
-                return NULL;
-            if (zf_wire_recv(c->sock, &f, ZMQ_DONTWAIT) < 0)
-                return NULL;
-        }
+        if (recv_frames(c, &f, timeout_ms) < 0)
+            return NULL;
         c->last_recv_ms = zf_now_ms();
         zf_msg_t m;
         int err;

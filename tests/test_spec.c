@@ -487,15 +487,16 @@ Test(spec, cancel_reply_comes_before_the_cancelled_result, .timeout = 60)
     zmq_close(c);
 }
 
-/* §13.1: the STATS document has exactly the four top-level keys the spec lists, with
-   `rejected` and `recalled` inside `broker` and `model` in each worker. */
+/* §13.1: the STATS document has exactly the five top-level keys the spec lists, with
+   `rejected` and `recalled` inside `broker`, `model` in each worker, and `security` saying
+   CURVE is off. */
 static long long stats_shape(msgpack_object *doc, const char *arg)
 {
     (void)arg;
-    if (doc->type != MSGPACK_OBJECT_MAP || doc->via.map.size != 4)
+    if (doc->type != MSGPACK_OBJECT_MAP || doc->via.map.size != 5)
         return 1;
-    const char *top[] = {"broker", "finished", "functions", "workers"};
-    for (size_t i = 0; i < 4; i++)
+    const char *top[] = {"broker", "finished", "functions", "workers", "security"};
+    for (size_t i = 0; i < 5; i++)
         if (!zt_mp_get(doc, top[i]))
             return 2;
     msgpack_object *b = zt_mp_get(doc, "broker");
@@ -512,6 +513,9 @@ static long long stats_shape(msgpack_object *doc, const char *arg)
     msgpack_object *idx = zt_mp_get(&ws->via.array.ptr[0], "index");
     if (!idx || idx->type != MSGPACK_OBJECT_POSITIVE_INTEGER || idx->via.u64 != 0)
         return 6;
+    msgpack_object *curve = zt_mp_get(zt_mp_get(doc, "security"), "curve");
+    if (!curve || curve->type != MSGPACK_OBJECT_POSITIVE_INTEGER || curve->via.u64 != 0)
+        return 7;
     return 0;
 }
 
