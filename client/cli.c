@@ -373,6 +373,16 @@ static void print_stats(const msgpack_object *doc)
            u(b, "run_timeouts"), u(b, "obituaries_refused"), u(b, "stalls"));
     printf("        journal %s, %llu write/sync failures\n",
            u(b, "journal_ok") ? "ok" : "UNAVAILABLE (new submits refused)", u(b, "journal_errors"));
+    const msgpack_object *sec = get(doc, "security");
+    if (u(sec, "curve"))
+        printf("        CURVE on: %llu client, %llu worker, %llu admin key(s); denied %llu client / "
+               "%llu worker connection(s), %llu message(s) of revoked keys refused, %llu "
+               "reload(s) (%llu failed)\n",
+               u(sec, "client_keys"), u(sec, "worker_keys"), u(sec, "admin_keys"),
+               u(sec, "denied_clients"), u(sec, "denied_workers"), u(sec, "refused_messages"),
+               u(sec, "reloads"), u(sec, "reload_failures"));
+    else
+        printf("        CURVE off: no authentication, plain text\n");
     const msgpack_object *fin = get(doc, "finished");
     printf("finished: %llu succeeded, %llu failed, %llu timed_out, %llu cancelled, %llu expired, "
            "%llu lost, %llu output_lost\n",
@@ -398,10 +408,12 @@ static void print_dead(const msgpack_object *doc)
     printf("%zu dead letter(s)\n", (size_t)doc->via.array.size);
     for (uint32_t i = 0; i < doc->via.array.size; i++) {
         const msgpack_object *j = &doc->via.array.ptr[i];
-        char fn[80], st[32], causes[1100];
-        printf("%llu %s %s after %llu attempt(s): %s\n", u(j, "id"),
-               s(j, "function", fn, sizeof fn), s(j, "state", st, sizeof st), u(j, "attempts"),
-               s(j, "causes", causes, sizeof causes));
+        char fn[80], st[32], causes[1100], owner[48];
+        printf("%llu %s %s after %llu attempt(s): %s", u(j, "id"), s(j, "function", fn, sizeof fn),
+               s(j, "state", st, sizeof st), u(j, "attempts"), s(j, "causes", causes, sizeof causes));
+        if (*s(j, "owner", owner, sizeof owner))
+            printf(" (owner %s)", owner);
+        printf("\n");
     }
 }
 

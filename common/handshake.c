@@ -68,9 +68,13 @@ static void describe(zf_handshake_t *h, uint16_t event, uint32_t value)
         snprintf(h->why, sizeof h->why,
                  "CURVE handshake failed: the broker key given (--broker-key) is not this "
                  "broker's");
+    else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        snprintf(h->why, sizeof h->why,
+                 "the broker closed the connection during the security handshake (%s): a wrong "
+                 "broker key (--broker-key), or CURVE on at the broker and not here",
+                 strerror((int)value));
     else
-        snprintf(h->why, sizeof h->why, "security handshake failed (ZeroMQ %s 0x%x)",
-                 event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error" : "event",
+        snprintf(h->why, sizeof h->why, "security handshake failed (ZeroMQ protocol error 0x%x)",
                  value);
 }
 
