@@ -474,12 +474,29 @@ static int finish(report_t *r, const opts_t *o, uint64_t errors)
     return errors ? EXIT_ERRORS : 0;
 }
 
+/* A client of the broker, with CURVE when $ZFLEET_KEY and $ZFLEET_BROKER_KEY name key
+   files (as for the CLI: bench/run measures CURVE's cost that way). NULL after one line. */
+static zf_client_t *bench_client(const char *ep)
+{
+    zf_client_t *c = zf_client_new(ep);
+    if (!c) {
+        fprintf(stderr, "zfleet bench: bad broker endpoint\n");
+        return NULL;
+    }
+    const char *key = getenv("ZFLEET_KEY"), *bkey = getenv("ZFLEET_BROKER_KEY");
+    if (((key && *key) || (bkey && *bkey)) &&
+        zf_client_set_keys(c, key && *key ? key : NULL, bkey && *bkey ? bkey : NULL) < 0) {
+        fprintf(stderr, "zfleet bench: %s\n", zf_client_error(c));
+        zf_client_destroy(&c);
+    }
+    return c;
+}
+
 /* Opens a client and checks the broker answers and serves fn. */
 static zf_client_t *open_client(const opts_t *o, const char *fn, stats_t *st, int *rc)
 {
-    zf_client_t *c = zf_client_new(o->ep);
+    zf_client_t *c = bench_client(o->ep);
     if (!c) {
-        fprintf(stderr, "zfleet bench: bad broker endpoint\n");
         *rc = EXIT_USAGE;
         return NULL;
     }
@@ -685,7 +702,7 @@ static int wl_backlog(const opts_t *o)
     zf_client_t *c = open_client(o, NULL, &st, &rc);
     if (!c)
         return rc;
-    zf_client_t *sc = zf_client_new(o->ep); /* for stats while results stream in */
+    zf_client_t *sc = bench_client(o->ep); /* for stats while results stream in */
     if (!sc || get_stats(sc, fn, &st) < 0) {
         fprintf(stderr, "zfleet bench: stats failed\n");
         zf_client_destroy(&sc);
