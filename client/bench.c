@@ -495,6 +495,7 @@ static zf_client_t *bench_client(const char *ep)
 /* Opens a client and checks the broker answers and serves fn. */
 static zf_client_t *open_client(const opts_t *o, const char *fn, stats_t *st, int *rc)
 {
+    *rc = 0; /* (set again on every failure: this quiets -O3's maybe-uninitialized) */
     zf_client_t *c = bench_client(o->ep);
     if (!c) {
         *rc = EXIT_USAGE;

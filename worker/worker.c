@@ -64,6 +64,8 @@ typedef struct {
     uint32_t hb_ms;        /* heartbeat send interval: ours, or the broker's if shorter */
     uint32_t backoff_ms;
     bool silence_logged; /* the broker has been silent past its liveness window */
+    bool denied_logged;  /* told the broker no longer allows our key (EDENIED), until it
+                            answers otherwise: it answers every heartbeat so */
     bool draining;
     int64_t drain_deadline_ms;
     char name[ZF_NAME_MAX + 1];
@@ -334,6 +336,8 @@ static void on_broker(wk_t *w, zf_frames_t *f)
     }
     if (m.cmd != ZF_CMD_RESET)
         w->ready_sent_ms = 0; /* the broker knows us */
+    if (m.cmd != ZF_CMD_ERROR)
+        w->denied_logged = false;
     /* the broker expires us after its own interval: never heartbeat less often than that */
     if (zf_msg_has(&m, ZF_F_HEARTBEAT) && m.heartbeat_ms >= 10 && m.heartbeat_ms < w->hb_ms)
         w->hb_ms = m.heartbeat_ms;
@@ -361,7 +365,12 @@ static void on_broker(wk_t *w, zf_frames_t *f)
     case ZF_CMD_ERROR: {
         char text[ZF_TEXT_MAX + 1];
         zf_str_copy(text, sizeof text, m.text);
-        zf_log(ZF_LOG_WARN, "broker error %u (%s): %s", m.code, zf_error_name(m.code), text);
+        if (m.code != ZF_EDENIED)
+            zf_log(ZF_LOG_WARN, "broker error %u (%s): %s", m.code, zf_error_name(m.code), text);
+        else if (!w->denied_logged) /* our key was revoked: no job will come until it is back */
+            zf_log(ZF_LOG_ERROR, "%s (no jobs will come; trying on in case it is listed again)",
+                   text);
+        w->denied_logged = m.code == ZF_EDENIED;
         break;
     }
     default: zf_log(ZF_LOG_WARN, "unexpected %s from the broker", zf_cmd_name(m.cmd));

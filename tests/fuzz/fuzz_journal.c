@@ -74,6 +74,9 @@ void __wrap_zf_log(zf_log_level_t level, const char *fmt, ...)
 
 /* ---- the broker's side: functions and restored jobs ---- */
 
+/* The owners replay adds the keys of OWNER records to, one table per replay. */
+static zfb_owners_t *owners;
+
 typedef struct {
     fnq_t *fns; /* by name, owned here, freed after each input */
     uint64_t ids[MAX_JOBS];
@@ -129,6 +132,8 @@ static void restore(void *arg, job_t *j)
     CHECK(j->state == ZF_ST_QUEUED || zf_state_is_terminal(j->state));
     CHECK(j->qpos == ZF_HEAP_NONE && j->tpos == ZF_HEAP_NONE);
     CHECK(!j->worker && !j->waiter && !j->acked);
+    /* an owner is a key the replay added to the table, never a stray number */
+    CHECK(j->owner == 0 || zfb_owners_get(owners, j->owner) != NULL);
     uint64_t sum = sum_bytes(zfb_job_payload(j), j->plen);
     CHECK(!j->big || zmq_msg_size(j->big) == j->plen);
     uint64_t outlen = 0;
@@ -253,7 +258,11 @@ static void remove_dir(void)
 /* Opens and replays the journal; its jobs go to rs. Returns replay's result. */
 static int replay_once(restored_t *rs, uint64_t *size_after)
 {
-    zf_journal_opts_t o = {.policy = ZF_FSYNC_ALWAYS, .result_max_bytes = 1 << 20};
+    zfb_owners_destroy(&owners);
+    owners = zfb_owners_new();
+    CHECK(owners != NULL);
+    zf_journal_opts_t o = {
+        .policy = ZF_FSYNC_ALWAYS, .result_max_bytes = 1 << 20, .owners = owners};
     zf_journal_t *j = zf_journal_open(dir, &o);
     CHECK(j != NULL); /* the file starts with the magic: open must take it */
     int errors = nerrors;

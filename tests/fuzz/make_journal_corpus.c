@@ -4,7 +4,8 @@
 
     Valid: every record type (ACCEPT with a small, an inline-limit and a large payload, a
     deadline, every device kind; START; FINISH in every terminal state, with an error text,
-    a worker, and an output cut for being over result_max_bytes; FORGET), a dead letter
+    a worker, and an output cut for being over result_max_bytes; FORGET; ATTEMPTS after a
+    RECALLED; OWNER after the ACCEPT of a job submitted with CURVE on), a dead letter
     retried (a second ACCEPT for the same id), and more workers than replay's cache holds.
     Damaged: torn tails (cut in a header, in a body), a bad checksum in the last and in a
     middle record, garbage between records, an unknown type and a FINISH with a
@@ -43,6 +44,7 @@ int64_t __wrap_zf_wall_ms(void)
 }
 
 static const char *outdir;
+static zfb_owners_t *owners; /* two fixed keys: jobs submitted with CURVE on */
 static char scratch[256];
 static int nfiles;
 
@@ -134,7 +136,8 @@ static void begin(void)
     char p[300];
     snprintf(p, sizeof p, "%s/journal", scratch);
     unlink(p);
-    zf_journal_opts_t o = {.policy = ZF_FSYNC_NEVER, .result_max_bytes = OUT_MAX};
+    zf_journal_opts_t o = {
+        .policy = ZF_FSYNC_NEVER, .result_max_bytes = OUT_MAX, .owners = owners};
     if (!(jr = zf_journal_open(scratch, &o)))
         die("zf_journal_open");
 }
@@ -280,6 +283,34 @@ int main(int argc, char **argv)
     /* the empty journal: the magic only */
     begin();
     emit("empty", 0);
+
+    /* owners (CURVE): an OWNER record after each ACCEPT of an owned job; a RECALLED's
+       ATTEMPTS record; an owned job retried (a second ACCEPT and OWNER) */
+    owners = zfb_owners_new();
+    uint8_t k1[ZF_KEY_BYTES], k2[ZF_KEY_BYTES];
+    for (int i = 0; i < ZF_KEY_BYTES; i++)
+        k1[i] = (uint8_t)(i * 7 + 1), k2[i] = (uint8_t)(255 - i);
+    uint32_t o1 = zfb_owners_intern(owners, k1), o2 = zfb_owners_intern(owners, k2);
+    begin();
+    a = job(40, 0, 5, ZF_DEV_ANY);
+    a->owner = o1;
+    zf_journal_accept(jr, a);
+    b = job(41, 1, 9, ZF_DEV_CPU);
+    b->owner = o2;
+    zf_journal_accept(jr, b);
+    b->attempt = 1;
+    zf_journal_start(jr, b);
+    zfb_job_res(b)->attempt_base = 1; /* given back with RECALLED: not an attempt */
+    zf_journal_attempts(jr, b);
+    a->attempt = 1;
+    zf_journal_start(jr, a);
+    finish(a, ZF_ST_LOST, 5, "worker lost", 0);
+    zf_journal_finish(jr, a);
+    a->state = ZF_ST_QUEUED; /* retried: a second ACCEPT, its owner again */
+    zf_journal_accept(jr, a);
+    emit("owners", 1);
+    job_free(a);
+    job_free(b);
 
     /* one of each record type, in a job's life */
     begin();
