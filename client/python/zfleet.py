@@ -59,6 +59,20 @@ submitted are still pushed to the parent only; waiting for one in the child send
 child's own connection (PROTOCOL.md §6.4), so it works while the broker keeps the result (not
 for forget=True jobs once pushed to the parent). The parent is unaffected.
 
+CURVE (Client and AsyncClient)
+------------------------------
+With key= (this client's NAME.key_secret) and broker_key= (the broker's public NAME.key), or
+$ZFLEET_KEY and $ZFLEET_BROKER_KEY, every socket the client opens (the first, each
+reconnect, the one a forked child opens) is a CURVE client; the files are read once, at
+construction (ValueError if they are not a usable pair). The monitor that counts
+connections also watches each handshake, as the C client does (common/handshake.c): a
+refusal (the key not listed, CURVE at one end only, the wrong broker key) fails every request
+and wait in flight with Denied as soon as the reader sees it, and the socket is replaced
+(ZeroMQ gives up a refused connection, and a submit still queued in it must never be
+delivered later); a call that finds a refusal already seen replaces the socket before it
+starts, so once the broker allows the key the next call is served. A reply with code 12 (the
+key was revoked, or stats by a non-admin) raises Denied too.
+
 Only the standard library, pyzmq and msgpack are used.
 """
 
@@ -889,7 +903,6 @@ class Client(_Base):
     # ---- socket
     def _open(self):
         self._sock, self._mon = self._new_socket(self._ctx)
-        self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.request_timeout * 1000)))
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._mon, zmq.POLLIN)
