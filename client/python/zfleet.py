@@ -1654,6 +1654,15 @@ class AsyncClient(_Base):
                     if sock is not self._sock:
                         break
                     raise
+                except zmq.ZMQError:
+                    # the poll ended on a socket another task closed (ENOTSOCK)
+                    if self._closed:
+                        return
+                    if sock is not self._sock:
+                        break
+                    raise
+                if sock is not self._sock or self._closed:
+                    break   # replaced (or closed) by another task while the poll returned
                 if mon in events:
                     while True:
                         try:

@@ -118,26 +118,36 @@ def free_ports(n):
 
 
 class Broker:
-    def __init__(self, name, curve=True):
+    def __init__(self, name, curve=True, data=None):
         self.name = name
         self.curve = curve
+        self.data = data
         for _ in range(5):
             pc, pw = free_ports(2)
             self.clients = "tcp://127.0.0.1:%d" % pc
             self.workers = "tcp://127.0.0.1:%d" % pw
-            args = [BROKER, "--clients", self.clients, "--workers", self.workers,
-                    "--heartbeat", "250", "--no-journal"]
-            if curve:
-                args += ["--curve-secret", key("broker"),
-                         "--client-keys", os.path.join(KEYS, "clients"),
-                         "--worker-keys", os.path.join(KEYS, "workers"),
-                         "--admin-keys", os.path.join(KEYS, "admins")]
-            self.proc = spawn(args, name + ".log")
-            if self._up():
+            if self.start():
                 return
-            self.proc.kill()
-            self.proc.wait()
         raise RuntimeError("broker %s did not come up" % name)
+
+    def start(self):
+        args = [BROKER, "--clients", self.clients, "--workers", self.workers,
+                "--heartbeat", "250"]
+        args += ["--data", self.data] if self.data else ["--no-journal"]
+        if self.curve:
+            args += ["--curve-secret", key("broker"),
+                     "--client-keys", os.path.join(KEYS, "clients"),
+                     "--worker-keys", os.path.join(KEYS, "workers"),
+                     "--admin-keys", os.path.join(KEYS, "admins")]
+        self.proc = spawn(args, self.name + ".log")
+        if self._up():
+            return True
+        self.kill()
+        return False
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
 
     def keys(self, who="admin"):
         return dict(key=key(who), broker_key=key("broker.pub")) if self.curve else {}
@@ -275,6 +285,8 @@ def t_refused_fast(b, plain):
                 await a.close()
         out = asyncio.run(asyncio.wait_for(go(), 60))
         check(isinstance(out, float) and out < 3 * FAST, "%s: async: %r" % (what, out))
+        if os.environ.get("ZT_TIMES"):
+            print("  %-40s %.3fs" % (what + ": async", out))
     after = b.stats()
     check(after["broker"]["accepted"] == before["broker"]["accepted"],
           "jobs accepted from refused clients: %d -> %d"
@@ -335,8 +347,38 @@ def t_new_socket_keeps_keys(b, plain):
                 return (await a.get(await a.submit("nobody", b"async after"))).status
         check(asyncio.run(asyncio.wait_for(go(), 30)) == "queued", "async: served after")
     finally:
-        s.proc.kill()
-        s.proc.wait()
+        s.kill()
+
+
+def t_broker_restart(b, plain):
+    """A CURVE broker killed (-9) and restarted (journal) while a client waits: the client
+    reconnects with its keys and gets the result; a restart is no refusal."""
+    j = Broker("journal", data=os.path.join(TMP, "journal-data"))
+    try:
+        with client(j, "app", heartbeat=0.25) as c:
+            jid = c.submit("echo", b"survives a restart")   # queued: no worker yet
+            errors = []
+
+            def restart():
+                try:
+                    time.sleep(0.5)
+                    j.kill()
+                    time.sleep(0.3)
+                    check(j.start(), "the broker came back")
+                    j.worker("jw")
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+            th = threading.Thread(target=restart)
+            th.start()
+            try:
+                r = c.wait(jid, timeout=20)
+            finally:
+                th.join()
+            check(not errors, "restart: %r" % errors)
+            check(r.ok and r.output == b"survives a restart", "after the restart: %r" % (r,))
+            check(c.run("echo", b"and on", timeout=10).ok, "served after the restart")
+    finally:
+        j.kill()
 
 
 def t_bad_key_files(b, plain):
@@ -592,6 +634,7 @@ TESTS = [
     ("unknown/worker/no key, wrong broker key: Denied fast", t_refused_fast),
     ("keys against a broker without CURVE", t_curve_at_one_end),
     ("a replaced socket keeps the keys", t_new_socket_keeps_keys),
+    ("broker restart: reconnects with the keys", t_broker_restart),
     ("bad key files: ValueError", t_bad_key_files),
     ("owner isolation", t_owner_isolation),
     ("same key: two clients and a fork", t_same_key),
