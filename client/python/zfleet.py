@@ -733,8 +733,8 @@ class _Base:
             why = self._handshake_failure(event, ev["value"])
             if why is not None:
                 if self._denied is None:
-                    log.info("zfleet: no service from the broker at %s: %s", self.endpoint,
-                                why)
+                    log.info("zfleet: no service from the broker at %s: %s",
+                             self.endpoint, why)
                 self._denied = why
 
     def _connected(self):
