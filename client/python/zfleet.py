@@ -59,6 +59,20 @@ submitted are still pushed to the parent only; waiting for one in the child send
 child's own connection (PROTOCOL.md §6.4), so it works while the broker keeps the result (not
 for forget=True jobs once pushed to the parent). The parent is unaffected.
 
+CURVE (Client and AsyncClient)
+------------------------------
+With key= (this client's NAME.key_secret) and broker_key= (the broker's public NAME.key), or
+$ZFLEET_KEY and $ZFLEET_BROKER_KEY, every socket the client opens (the first, each
+reconnect, the one a forked child opens) is a CURVE client; the files are read once, at
+construction (ValueError if they are not a usable pair). The monitor that counts
+connections also watches each handshake, as the C client does (common/handshake.c): a
+refusal (the key not listed, CURVE at one end only, the wrong broker key) fails every request
+and wait in flight with Denied as soon as the reader sees it, and the socket is replaced
+(ZeroMQ gives up a refused connection, and a submit still queued in it must never be
+delivered later); a call that finds a refusal already seen replaces the socket before it
+starts, so once the broker allows the key the next call is served. A reply with code 12 (the
+key was revoked, or stats by a non-admin) raises Denied too.
+
 Only the standard library, pyzmq and msgpack are used.
 """
 
@@ -77,12 +91,14 @@ import weakref
 import msgpack
 import zmq
 import zmq.asyncio
+import zmq.auth
+import zmq.utils.z85
 from zmq.utils.monitor import parse_monitor_message
 
 __all__ = [
     "Client", "AsyncClient", "Result", "Status",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
-    "PayloadTooLarge", "UnknownJob", "InvalidState", "JobFailed", "OutputLost",
+    "PayloadTooLarge", "UnknownJob", "InvalidState", "Denied", "JobFailed", "OutputLost",
     "DEFAULT_BROKER", "STATES", "TERMINAL_STATES",
 ]
 
@@ -116,6 +132,7 @@ E_UNKNOWN_JOB = 4
 E_QUEUE_FULL = 5
 E_TOO_LARGE = 6
 E_STATE = 8
+E_DENIED = 12
 
 STATES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled", "expired", "lost",
           "output_lost")
@@ -123,7 +140,7 @@ TERMINAL_STATES = frozenset(STATES[2:])
 DEVICES = {"any": 0, "cpu": 1, "gpu": 2}
 ERROR_NAMES = ("ok", "unsupported protocol version", "malformed message", "unknown command",
                "unknown job", "queue full", "payload too large", "bad argument", "wrong state",
-               "broker shutting down", "internal error")
+               "broker shutting down", "internal error", "journal unavailable", "access denied")
 
 FN_MAX = 63
 _U32 = (1 << 32) - 1
@@ -222,6 +239,21 @@ class InvalidState(BrokerError):
     """The job's state forbids the request, e.g. cancelling a finished job (code 8)."""
 
 
+class Denied(BrokerError):
+    """No service for this client's key. Either the broker refused the connection at the
+    CURVE handshake (the key is not in its key directory, CURVE is on at one end only, or
+    broker_key is not this broker's public key): every request and wait in flight fails with
+    it at once instead of waiting out its timeout; or the broker refused a request with code
+    12 (the key was removed from its directories, or stats() by a key that is not an admin's).
+    `code` is 12 either way; the message says why."""
+
+    def __init__(self, message, code=E_DENIED):
+        super().__init__(code, message)
+
+    def __str__(self):
+        return self.message
+
+
 class JobFailed(Error):
     """Raised by Result.raise_for_status(); `result` is the Result."""
 
@@ -241,6 +273,8 @@ class OutputLost(JobFailed):
 
 
 def _broker_error(code, text, submit=False):
+    if code == E_DENIED:
+        return Denied(text or ERROR_NAMES[E_DENIED])
     if submit:
         cls = {E_QUEUE_FULL: QueueFull, E_TOO_LARGE: PayloadTooLarge}.get(code, Rejected)
     else:
@@ -385,6 +419,88 @@ class _LruSet:
         self._d.pop(k, None)
 
 
+# ------------------------------------------------------------------ CURVE
+
+_CERT_FILE_MAX = 65536   # a certificate is a few hundred bytes; more is not one
+_HS_FAILED = frozenset((zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                        zmq.EVENT_HANDSHAKE_FAILED_AUTH))
+# What the client's monitor reports: connections (a reconnect sends WAIT again) and the
+# outcome of each handshake (a refused key fails the calls at once: Denied).
+_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+for _e in _HS_FAILED:
+    _MONITORED |= _e
+del _e
+
+
+def _key_path(value, env):
+    """A key file argument, else the environment variable (as the CLI: --key, then $ZFLEET_KEY).
+    An empty string, given or in the environment, means none."""
+    if value is None:
+        value = os.environ.get(env)
+    else:
+        value = os.fspath(value)
+    return value or None
+
+
+def _is_z85_key(k):
+    if not isinstance(k, bytes) or len(k) != 40:
+        return False
+    try:
+        return len(zmq.utils.z85.decode(k)) == 32
+    except Exception:  # noqa: BLE001 - a character outside Z85
+        return False
+
+
+def _read_cert(path, what):
+    """(public, secret or None) Z85 keys of a certificate file (czmq's zcert / pyzmq's
+    zmq.auth format, as `zfleet keygen` writes it). ValueError says what is wrong."""
+    shown = os.fsdecode(path)
+    try:
+        with open(path, "rb") as f:
+            size = len(f.read(_CERT_FILE_MAX + 1))
+    except OSError as e:
+        raise ValueError("cannot read the %s file %s: %s"
+                         % (what, shown, e.strerror or e)) from None
+    if size > _CERT_FILE_MAX:
+        raise ValueError("%s (%s) is not a key file: over %d bytes" % (shown, what, _CERT_FILE_MAX))
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError):
+        raise ValueError("%s (%s) is not a CURVE certificate: no public-key line (make keys with "
+                         "`zfleet keygen NAME` or zmq.auth.create_certificates)"
+                         % (shown, what)) from None
+    for name, k in (("public-key", public), ("secret-key", secret)):
+        if k is not None and not _is_z85_key(k):
+            raise ValueError("%s (%s): the %s is not 40 Z85 characters" % (shown, what, name))
+    return public, secret
+
+
+def _load_keys(key, broker_key):
+    """This client's CURVE keys as (public, secret, broker's public), Z85, from the files
+    `key` (a NAME.key_secret) and `broker_key` (the broker's NAME.key), else $ZFLEET_KEY and
+    $ZFLEET_BROKER_KEY; None when neither is given (no CURVE). Raises ValueError."""
+    key = _key_path(key, "ZFLEET_KEY")
+    broker_key = _key_path(broker_key, "ZFLEET_BROKER_KEY")
+    if key is None and broker_key is None:
+        return None
+    if key is None or broker_key is None:
+        raise ValueError("CURVE needs both this client's key (key=\"NAME.key_secret\" or "
+                         "$ZFLEET_KEY) and the broker's public key (broker_key=\"broker.key\" or "
+                         "$ZFLEET_BROKER_KEY); only the %s was given"
+                         % ("key" if key is not None else "broker_key"))
+    if not zmq.has("curve"):
+        raise ValueError("this libzmq (%s) was built without CURVE" % zmq.zmq_version())
+    public, secret = _read_cert(key, "key")
+    if secret is None:
+        raise ValueError("%s holds no secret-key: give this client's NAME.key_secret file as "
+                         "key, not the public NAME.key" % os.fsdecode(key))
+    if zmq.curve_public(secret) != public:
+        raise ValueError("%s: its public-key is not the secret-key's public half"
+                         % os.fsdecode(key))
+    server, _ = _read_cert(broker_key, "broker_key")
+    return public, secret, server
+
+
 # ------------------------------------------------------------------ fork
 
 _LIVE = weakref.WeakSet()   # every client: reset in a forked child
@@ -412,7 +528,9 @@ class _Base:
     """State and message dispatch shared by Client and AsyncClient. Subclasses do the I/O
     and implement the hooks _on_reply, _result_ready, _wait_failed and _send_now."""
 
-    def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered):
+    def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
+                 broker_key):
+        self._curve = _load_keys(key, broker_key)   # (public, secret, broker's) or None
         self.endpoint = endpoint or os.environ.get("ZFLEET_BROKER") or DEFAULT_BROKER
         if request_timeout is None or request_timeout <= 0:
             raise ValueError("request_timeout must be > 0 seconds")
@@ -422,6 +540,11 @@ class _Base:
         self._tag = random.getrandbits(62)
         self._epoch = 0                 # socket generation: bumped by every reconnect
         self._connects = 0              # CONNECTED events seen on the current socket
+        self._connects_later = 0        # ... read but not yet acted on (_on_monitor defer)
+        # Why the broker refuses the current socket's handshakes (None: it does not), and the
+        # connections it closed during the handshake in a row (NO_DETAIL events)
+        self._denied = None
+        self._hs_closed = 0
         self._last_recv = time.monotonic()
         self._last_ping = 0.0
         self._quiet_from = 0.0          # silence is measured from max(this, _last_recv)
@@ -472,7 +595,7 @@ class _Base:
         self._pid = os.getpid()
         self._forks += 1
         self._epoch += 1
-        self._connects = 0
+        self._connects = self._connects_later = 0
         self._pushed = set()            # pushed to the parent's connection, not to ours
         self._wait_tags = {}
         self._lazy = {}
@@ -591,16 +714,75 @@ class _Base:
         for job_id in list(self._waiting_ids()):
             self._send_wait(job_id)
 
-    def _on_monitor(self, frames):
+    def _on_monitor(self, frames, defer=False):
+        """One monitor event. defer: a CONNECTED is only counted, for _connected to act on
+        later (the caller is in the middle of a send and must not send WAITs now)."""
         try:
             ev = parse_monitor_message(frames)
         except Exception:  # noqa: BLE001
             return
-        if ev["event"] == zmq.EVENT_CONNECTED:
+        event = ev["event"]
+        if event == zmq.EVENT_CONNECTED:
+            self._connects_later += 1
+            if not defer:
+                self._connected()
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._denied = None        # e.g. the key was added and the broker reloaded
+            self._hs_closed = 0
+        elif event in _HS_FAILED:
+            why = self._handshake_failure(event, ev["value"])
+            if why is not None:
+                if self._denied is None:
+                    log.info("zfleet: no service from the broker at %s: %s",
+                             self.endpoint, why)
+                self._denied = why
+
+    def _connected(self):
+        """The CONNECTED events counted: after the first, each is a reconnect."""
+        n, self._connects_later = self._connects_later, 0
+        for _ in range(n):
             self._connects += 1
             if self._connects > 1:
                 log.info("zfleet: reconnected to %s", self.endpoint)
                 self._after_reconnect()
+
+    def _handshake_failure(self, event, value):
+        """Why a handshake failed, as the C client says it (common/handshake.c), or None when
+        one failure does not tell yet. Only this end's configuration is known here: a
+        mismatch with keys means the broker has no CURVE, without keys that it has."""
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return ("the broker refused this key (CURVE authentication failed, ZAP status %d): "
+                    "it is not in the broker's key directory for this endpoint" % value)
+        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                if self._curve is not None:
+                    return ("security mismatch: CURVE is on at one end only (this client has a "
+                            "key; the broker runs without --curve-secret: give neither key nor "
+                            "broker_key for it)")
+                return ("security mismatch: CURVE is on at one end only (the broker runs with "
+                        "--curve-secret; give this client key= and broker_key=, or "
+                        "$ZFLEET_KEY and $ZFLEET_BROKER_KEY)")
+            if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+                return ("CURVE handshake failed: the broker key given (broker_key) is not this "
+                        "broker's")
+            return "security handshake failed (ZeroMQ protocol error 0x%x)" % value
+        # The broker closed the connection during the handshake, with no reason: what a CURVE
+        # broker does to a HELLO it cannot decrypt (the wrong broker_key) or to a client
+        # without CURVE, and a NULL broker to a CURVE client. Once could be a broker that
+        # died at that moment; twice in a row, with no handshake between, is a refusal.
+        self._hs_closed += 1
+        if self._hs_closed < 2:
+            return None
+        if self._curve is not None:
+            return ("the broker closed the connection during the CURVE handshake: the broker "
+                    "key given (broker_key) is not this broker's, or the broker runs without "
+                    "--curve-secret")
+        return ("the broker closed the connection during the handshake: it most likely runs "
+                "with CURVE (--curve-secret) and this client has no key (give key= and "
+                "broker_key=, or $ZFLEET_KEY and $ZFLEET_BROKER_KEY)")
+
+    def _denial(self):
+        return Denied("no service from the broker at %s: %s" % (self.endpoint, self._denied))
 
     @staticmethod
     def _too_large(m, size):
@@ -621,7 +803,12 @@ class _Base:
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 100)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
-        mon = s.get_monitor_socket(zmq.EVENT_CONNECTED)
+        if self._curve is not None:   # every socket: the first, a reconnect, after fork
+            public, secret, server = self._curve
+            s.setsockopt(zmq.CURVE_SERVERKEY, server)
+            s.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            s.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        mon = s.get_monitor_socket(_MONITORED)
         try:
             s.connect(self.endpoint)
         except zmq.ZMQError as e:
@@ -629,7 +816,9 @@ class _Base:
             mon.close(0)
             s.close(0)
             raise ValueError("bad broker endpoint %r: %s" % (self.endpoint, e)) from None
-        self._connects = 0
+        self._connects = self._connects_later = 0
+        self._denied = None
+        self._hs_closed = 0
         self._last_recv = time.monotonic()
         return s, mon
 
@@ -673,11 +862,18 @@ class Client(_Base):
     Any number of threads may call one client at once (each call gets its own reply; a result
     goes to the threads waiting for its job). In a child process after fork() the client
     opens a new connection by itself (see the module's notes on threads and fork).
+
+    CURVE (a broker run with --curve-secret): key is this client's secret key file
+    (NAME.key_secret, from `zfleet keygen NAME` or zmq.auth.create_certificates), broker_key
+    the broker's public key file (its NAME.key); by default $ZFLEET_KEY and
+    $ZFLEET_BROKER_KEY. Both or neither (ValueError otherwise, or for a file that is not a
+    certificate). A broker that refuses the key makes calls raise Denied at once.
     """
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
-                 context=None, max_buffered=10000):
-        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered)
+                 context=None, max_buffered=10000, key=None, broker_key=None):
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
+                         broker_key)
         self._ctx = context or zmq.Context.instance()
         self._sock = self._mon = self._poller = None
         self._replies = {}             # tag -> _Msg (or the exception that ends the request)
@@ -707,7 +903,6 @@ class Client(_Base):
     # ---- socket
     def _open(self):
         self._sock, self._mon = self._new_socket(self._ctx)
-        self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.request_timeout * 1000)))
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._mon, zmq.POLLIN)
@@ -725,6 +920,17 @@ class Client(_Base):
         self._open()
         self._after_reconnect()
         self._notify()
+
+    def _refused(self):
+        """The reader, when the broker refuses this socket's handshakes: every request and
+        wait in flight fails with Denied now (nothing would ever come), and the socket is
+        replaced: a submit still queued in it must not be delivered should the key be allowed
+        later, and the next call gets a handshake of its own."""
+        for tag in list(self._expected):
+            self._fail_request(tag, self._denial())
+        for job_id in list(self._pending):
+            self._wait_failed(job_id, self._denial())
+        self._reconnect()
 
     def _sleep(self, seconds):
         """With the lock held: releases it until _notify or `seconds` pass."""
@@ -871,11 +1077,45 @@ class Client(_Base):
             self._wake()
 
     def _send_direct(self, frames, copy):
+        """The socket's owner sends. When the message cannot be queued at once (the queue to
+        the broker is full, or ZeroMQ gave up a connection whose handshake the broker
+        refused: then nothing can be queued), waits up to request_timeout for room while
+        watching the handshakes: a refusal fails the calls in flight with Denied (raised
+        here too) and replaces the socket; no room in time raises Unreachable."""
         try:
-            self._sock.send_multipart(frames, copy=copy)
+            self._sock.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+            return
         except zmq.Again:
-            raise Unreachable("cannot send to the broker at %s (not connected)"
-                              % self.endpoint) from None
+            pass
+        sock, mon = self._sock, self._mon
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLOUT)
+        poller.register(mon, zmq.POLLIN)
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            self._drain_monitor(defer=True)
+            if self._denied is not None:
+                exc = self._denial()
+                self._refused()
+                raise exc
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unreachable("cannot send to the broker at %s (not connected)"
+                                  % self.endpoint)
+            if sock in dict(poller.poll(max(1, int(min(left, self.heartbeat) * 1000)))):
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+                    return
+                except zmq.Again:
+                    pass
+
+    def _drain_monitor(self, defer=False):
+        while True:
+            try:
+                frames = self._mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_monitor(frames, defer)
 
     def _flush_outbox(self):
         """The reader sends what other threads queued; a failure goes to its request or WAIT."""
@@ -883,7 +1123,7 @@ class Client(_Base):
             frames, copy, tag = self._outbox.popleft()
             try:
                 self._send_direct(frames, copy)
-            except Unreachable as e:
+            except (Unreachable, Denied) as e:   # (a refusal cleared the outbox)
                 if tag in self._wait_tags:
                     self._wait_failed(self._wait_tags.pop(tag), e)
                 else:
@@ -900,12 +1140,10 @@ class Client(_Base):
 
     # ---- receiving
     def _recv_ready(self, events):
+        if self._connects_later:
+            self._connected()   # connections seen during a send
         if self._mon in events:
-            while True:
-                try:
-                    self._on_monitor(self._mon.recv_multipart(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
+            self._drain_monitor()
         if self._sock in events:
             for _ in range(10000):
                 try:
@@ -944,6 +1182,9 @@ class Client(_Base):
             if self._outbox:
                 self._flush_outbox()
             self._recv_ready(events)
+            if self._denied is not None and (self._expected or self._pending):
+                self._refused()
+                return
             if done is not None and not done():
                 # replace the socket only for a job waiter, never under a request in flight
                 self._housekeeping(True, bool(self._pending) and not self._expected)
@@ -963,10 +1204,24 @@ class Client(_Base):
             self._lock.acquire()
 
     def _poll_nowait(self):
-        """Takes in what has arrived, if no other thread is reading (it does, then)."""
+        """Takes in what has arrived, if no other thread is reading (it does, then); a
+        refusal seen earlier replaces the socket (_begin)."""
         self._usable()
         if self._reader is None:
             self._read(0)
+            if self._denied is not None and self._reader is None:
+                self._refused()
+
+    def _begin(self):
+        """With the lock held, before a request uses the connection. A refusal already seen
+        on this socket is no answer to this call (ZeroMQ does not retry a refused handshake,
+        so the socket would stay refused even after the broker allowed the key): the socket
+        is replaced first, and the call gets a handshake of its own."""
+        self._usable()
+        if self._reader is None:
+            self._drain_monitor()
+            if self._denied is not None:
+                self._refused()
 
     def _touch(self):
         """An operation begins: an idle client measures silence from now."""
@@ -994,7 +1249,7 @@ class Client(_Base):
 
     def _request(self, cmd, fields, payload=None, submit=False):
         """With the lock held: one request and its reply (checked)."""
-        self._usable()
+        self._begin()
         self._touch()
         tag = self._next_tag()
         fields[F_TAG] = tag
@@ -1169,7 +1424,7 @@ class Client(_Base):
         base = _submit_fields(function, **opts)
         no_push = bool(opts.get("no_push"))
         with self._acquire():
-            self._usable()
+            self._begin()
             return self._submit_many(base, payloads, window, no_push)
 
     def _submit_many(self, base, payloads, window, no_push):
@@ -1219,7 +1474,7 @@ class Client(_Base):
                         try:
                             self._reply_check(m, submit=True)
                             error = Rejected(0, "unexpected reply 0x%02x to SUBMIT" % m.cmd)
-                        except Rejected as e:
+                        except (Rejected, Denied) as e:
                             error = e
         finally:
             for tag in inflight:
@@ -1297,11 +1552,14 @@ class AsyncClient(_Base):
         result = await client.run("echo", b"hi", timeout=30)
         async for r in client.results(await client.submit_many("echo", payloads)): ...
         await client.close()
+
+    key and broker_key (CURVE) as for Client.
     """
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
-                 context=None, max_buffered=10000):
-        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered)
+                 context=None, max_buffered=10000, key=None, broker_key=None):
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
+                         broker_key)
         self._ctx = context
         self._sock = self._mon = None
         self._reader = None
@@ -1344,6 +1602,34 @@ class AsyncClient(_Base):
         self._reply_futs = {}
         self._waiters = {}
 
+    def _refused(self):
+        """The broker refuses this socket's handshakes: every request and wait in flight fails
+        with Denied now, and the socket is replaced (as Client._refused)."""
+        for _, fut in list(self._reply_futs.values()):
+            if not fut.done():
+                fut.set_exception(self._denial())
+        for job_id in list(self._waiters):
+            self._wait_failed(job_id, self._denial())
+        self._reconnect()
+
+    def _begin(self):
+        """Before a request or a wait: a refusal already seen on this socket (and not undone
+        by a handshake since) is no answer to this call (ZeroMQ does not retry a refused
+        handshake): the socket is replaced, and the call gets a handshake of its own. The
+        monitor is read here first: the reader task has not run while the loop was stopped."""
+        while True:
+            f = self._mon.recv_multipart(zmq.NOBLOCK)   # done at once (pyzmq short-circuits)
+            if not f.done():
+                f.cancel()
+                break
+            try:
+                frames = f.result()
+            except zmq.Again:
+                break
+            self._on_monitor(frames)
+        if self._denied is not None:
+            self._refused()
+
     def _reconnect(self):
         # Closing cancels the reader's poll on the old socket; it then polls the new one.
         self._close_socket(self._sock, self._mon)
@@ -1368,12 +1654,24 @@ class AsyncClient(_Base):
                     if sock is not self._sock:
                         break
                     raise
+                except zmq.ZMQError:
+                    # the poll ended on a socket another task closed (ENOTSOCK)
+                    if self._closed:
+                        return
+                    if sock is not self._sock:
+                        break
+                    raise
+                if sock is not self._sock or self._closed:
+                    break   # replaced (or closed) by another task while the poll returned
                 if mon in events:
                     while True:
                         try:
                             self._on_monitor(await mon.recv_multipart(zmq.NOBLOCK))
                         except zmq.Again:
                             break
+                    if self._denied is not None and (self._reply_futs or self._waiters):
+                        self._refused()   # a new socket: the loop polls that one
+                        continue
                 if sock is self._sock and sock in events:
                     for _ in range(10000):
                         try:
@@ -1466,6 +1764,7 @@ class AsyncClient(_Base):
     # ---- requests
     async def _request(self, cmd, fields, payload=None, submit=False):
         self._ensure()
+        self._begin()
         tag = self._next_tag()
         fields[F_TAG] = tag
         fut = self._loop.create_future()
@@ -1491,6 +1790,7 @@ class AsyncClient(_Base):
         if r is not None:
             fut.set_result(r)
             return fut
+        self._begin()
         self._touch()
         futs = self._waiters.setdefault(job_id, [])
         futs.append(fut)
@@ -1586,6 +1886,7 @@ class AsyncClient(_Base):
         base = _submit_fields(function, **opts)
         no_push = bool(opts.get("no_push"))
         self._ensure()
+        self._begin()
         ids = []
         failed = []
         slots = asyncio.Semaphore(window)
@@ -1683,7 +1984,12 @@ class AsyncClient(_Base):
 
 
 async def _both(send_fut, reply_fut):
-    await send_fut
+    """The reply, once the request is sent. A send that cannot complete (ZeroMQ gave up the
+    connection after a refused handshake) does not hide the reply future's Denied."""
+    await asyncio.wait((send_fut, reply_fut), return_when=asyncio.FIRST_EXCEPTION)
+    if reply_fut.done() or not send_fut.done():
+        return await reply_fut
+    send_fut.result()   # raises what the send raised
     return await reply_fut
 
 
