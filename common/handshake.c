@@ -10,6 +10,7 @@
 #include "zf_util.h"
 
 struct zf_handshake {
+    void *sock; /* the watched socket */
     void *mon;
     bool failed;
     char why[256];
@@ -20,6 +21,7 @@ zf_handshake_t *zf_handshake_new(void *ctx, void *sock)
     zf_handshake_t *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
+    h->sock = sock;
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://zf-handshake-%p-%llx", (void *)h,
              (unsigned long long)zf_random64());
@@ -41,6 +43,12 @@ void zf_handshake_destroy(zf_handshake_t **self_p)
     if (!h)
         return;
     *self_p = NULL;
+    /* Stop the monitor first: libzmq sends its events from the I/O thread with a blocking
+       send, so an event for a socket whose monitor peer (h->mon) is closed would block that
+       thread for good, and with it every connection of the context (a client that reopens
+       its socket, as zf_client_set_keys does, then hangs "not answering"). */
+    if (h->sock)
+        zmq_socket_monitor(h->sock, NULL, 0);
     if (h->mon)
         zmq_close(h->mon);
     free(h);
@@ -68,10 +76,17 @@ static void describe(zf_handshake_t *h, uint16_t event, uint32_t value)
         snprintf(h->why, sizeof h->why,
                  "CURVE handshake failed: the broker key given (--broker-key) is not this "
                  "broker's");
+    else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        /* what a client without keys sees over TCP: the CURVE broker drops the connection
+           before this end reads its greeting, so no mechanism mismatch is reported here */
+        snprintf(h->why, sizeof h->why,
+                 "the broker closed the connection during the security handshake (errno %u): "
+                 "most likely CURVE is on at one end only (give --key and --broker-key for a "
+                 "broker with --curve-secret, neither for one without)",
+                 value);
     else
         snprintf(h->why, sizeof h->why, "security handshake failed (ZeroMQ %s 0x%x)",
-                 event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error" : "event",
-                 value);
+                 event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error" : "event", value);
 }
 
 bool zf_handshake_failed(zf_handshake_t *h, char *why, size_t len)
