@@ -154,6 +154,8 @@ static int result_as(const zt_env_t *env, const char *as, uint64_t id, int ms)
     return st;
 }
 
+static int port_of(const char *ep);
+
 /* ------------------------------------------------------------------ no service */
 
 /* No key, a key nobody listed, a worker's key: the CLI exits 4 with one line that says
@@ -218,6 +220,13 @@ Test(security, worker_with_client_key_or_unknown_key_never_gets_a_job, .timeout 
     snprintf(sk, sizeof sk, "%s", zt_key_path(&env, "stranger", true));
     zt_worker(&env, HB, "--key", ck, "--broker-key", bk, "--name", "with-client-key", NULL);
     zt_worker(&env, HB, "--key", sk, "--broker-key", bk, "--name", "with-unknown-key", NULL);
+    /* and one without keys: the harness gives keys to workers of env->worker_ep, so this
+       one names the same endpoint as localhost */
+    char plain_ep[64], wlog[200];
+    snprintf(plain_ep, sizeof plain_ep, "tcp://localhost:%d", port_of(env.worker_ep));
+    snprintf(wlog, sizeof wlog, "%s/workers.log", env.dir);
+    zt_spawn("worker/zfleet-worker", wlog,
+             ZT_ARGS("--broker", plain_ep, "--heartbeat", "200", "--name", "without-keys"));
     uint64_t id = submit_as(&env, "client", "echo", "payload", 0);
     cr_assert_geq(wait_sec(&env, "denied_workers", 2, 5000), 2);
     zt_pause_ms(1500);
@@ -226,6 +235,8 @@ Test(security, worker_with_client_key_or_unknown_key_never_gets_a_job, .timeout 
     cr_assert_eq(zt_broker_counter(&env, "dispatched"), 0);
     cr_assert(log_has(&env, "broker.log", "is a client key, not a worker key"));
     cr_assert(log_has(&env, "broker.log", "is not in --worker-keys"));
+    cr_assert(wait_log(&env, "workers.log", "CURVE is on at one end only", 3000),
+              "the worker without keys does not say why it gets nothing");
     /* a worker key gets it */
     zt_worker(&env, HB, NULL);
     cr_assert_eq(result_as(&env, "client", id, 10000), ZFLEET_SUCCEEDED);
