@@ -389,19 +389,32 @@ static evnode_t *take_queued(zf_client_t *c, match_fn match, const void *arg)
     return NULL;
 }
 
+static bool denied(zf_client_t *c);
+
+/* Sends, waiting while the pipe is full, but not for ever on a connection the broker
+   refused: libzmq drops the pipe of a connection whose handshake failed and does not
+   reconnect, so a blocking send would wait for a peer that never comes. */
 static int send_msg(zf_client_t *c, const zf_msg_t *m, zmq_msg_t *payload)
 {
-    if (zf_wire_send_blocking(c->sock, m, payload) < 0)
-        return set_error(c, ZF_CE_UNREACHABLE, 0, "cannot send to %s: %s", c->ep,
-                         zmq_strerror(errno));
-    return 0;
+    for (;;) {
+        if (denied(c))
+            return -1;
+        if (zf_wire_send(c->sock, NULL, m, payload) == 0)
+            return 0;
+        if (errno != EAGAIN)
+            return set_error(c, ZF_CE_UNREACHABLE, 0, "cannot send to %s: %s", c->ep,
+                             zmq_strerror(errno));
+        zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLOUT, 0},
+                                {c->hs ? zf_handshake_socket(c->hs) : NULL, 0, ZMQ_POLLIN, 0}};
+        zmq_poll(it, c->hs ? 2 : 1, -1);
+    }
 }
 
 /* True (with the error set) when the broker refused this client's key at the handshake:
    nothing would ever come, so a waiter stops at once. */
 static bool denied(zf_client_t *c)
 {
-    char why[256];
+    char why[400];
     if (!c->hs || !zf_handshake_failed(c->hs, why, sizeof why))
         return false;
     set_error(c, ZF_CE_DENIED, ZF_EDENIED, "no service from the broker at %s: %s", c->ep, why);

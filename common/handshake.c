@@ -10,9 +10,10 @@
 #include "zf_util.h"
 
 struct zf_handshake {
+    void *sock; /* the watched socket */
     void *mon;
     bool failed;
-    char why[256];
+    char why[400];
 };
 
 zf_handshake_t *zf_handshake_new(void *ctx, void *sock)
@@ -20,6 +21,7 @@ zf_handshake_t *zf_handshake_new(void *ctx, void *sock)
     zf_handshake_t *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
+    h->sock = sock;
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://zf-handshake-%p-%llx", (void *)h,
              (unsigned long long)zf_random64());
@@ -41,6 +43,12 @@ void zf_handshake_destroy(zf_handshake_t **self_p)
     if (!h)
         return;
     *self_p = NULL;
+    /* Stop the monitor first: libzmq sends its events from the I/O thread with a blocking
+       send, so an event for a socket whose monitor peer (h->mon) is closed would block that
+       thread for good, and with it every connection of the context (a client that reopens
+       its socket, as zf_client_set_keys does, then hangs "not answering"). */
+    if (h->sock)
+        zmq_socket_monitor(h->sock, NULL, 0);
     if (h->mon)
         zmq_close(h->mon);
     free(h);
@@ -69,9 +77,14 @@ static void describe(zf_handshake_t *h, uint16_t event, uint32_t value)
                  "CURVE handshake failed: the broker key given (--broker-key) is not this "
                  "broker's");
     else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        /* what a client without keys sees over TCP (the CURVE broker drops the connection
+           before this end reads its greeting, so no mechanism mismatch is reported here),
+           and what a wrong broker key looks like */
         snprintf(h->why, sizeof h->why,
-                 "the broker closed the connection during the security handshake (%s): a wrong "
-                 "broker key (--broker-key), or CURVE on at the broker and not here",
+                 "the broker closed the connection during the security handshake (%s): most "
+                 "likely CURVE is on at one end only (give --key and --broker-key for a broker "
+                 "with --curve-secret, neither for one without), or --broker-key is not this "
+                 "broker's key",
                  strerror((int)value));
     else
         snprintf(h->why, sizeof h->why, "security handshake failed (ZeroMQ protocol error 0x%x)",

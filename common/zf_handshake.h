@@ -3,7 +3,8 @@
     answering": the refusal itself never reaches the socket, only its monitor.
 
     Ownership: the watcher owns its monitor socket (a PAIR in the watched socket's context);
-    destroy it before closing the watched socket's context. Not thread-safe: one thread.
+    destroy it before closing the watched socket: destroy stops the socket's monitor before
+    it closes the PAIR. Not thread-safe: one thread.
 */
 #ifndef ZF_HANDSHAKE_H
 #define ZF_HANDSHAKE_H

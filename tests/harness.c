@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -99,6 +102,144 @@ void zt_env_init(zt_env_t *env)
     mkdir(env->dir, 0700);
     snprintf(env->client_ep, sizeof env->client_ep, "ipc://%s/c", env->dir);
     snprintf(env->worker_ep, sizeof env->worker_ep, "ipc://%s/w", env->dir);
+    env->curve = false;
+    if (getenv("ZT_CURVE") && !strcmp(getenv("ZT_CURVE"), "1"))
+        zt_curve_on(env);
+}
+
+int zt_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0, "socket failed");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+                  getsockname(fd, (struct sockaddr *)&a, &len) == 0,
+              "no free port");
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+void zt_env_tcp(zt_env_t *env)
+{
+    int c = zt_free_port(), w = zt_free_port();
+    while (w == c)
+        w = zt_free_port();
+    snprintf(env->client_ep, sizeof env->client_ep, "tcp://127.0.0.1:%d", c);
+    snprintf(env->worker_ep, sizeof env->worker_ep, "tcp://127.0.0.1:%d", w);
+}
+
+/* ------------------------------------------------------------------ CURVE */
+
+/* The endpoints of the brokers this harness started with CURVE, and the key directory of
+   each: clients and workers of those endpoints get keys, others do not. */
+typedef struct {
+    char client_ep[128], worker_ep[128], dir[96];
+} curve_ep_t;
+static curve_ep_t curve_eps[64];
+static int ncurve;
+
+static const curve_ep_t *curve_find(const char *ep, bool worker)
+{
+    for (int i = ncurve - 1; i >= 0; i--)
+        if (!strcmp(worker ? curve_eps[i].worker_ep : curve_eps[i].client_ep, ep))
+            return &curve_eps[i];
+    return NULL;
+}
+
+/* Remembers (on) or forgets whether env's endpoints now belong to a CURVE broker. */
+static void curve_mark(const zt_env_t *env, bool on)
+{
+    for (int i = 0; i < ncurve; i++)
+        if (!strcmp(curve_eps[i].client_ep, env->client_ep) ||
+            !strcmp(curve_eps[i].worker_ep, env->worker_ep))
+            curve_eps[i] = curve_eps[--ncurve], i--;
+    if (!on)
+        return;
+    if (ncurve == (int)(sizeof curve_eps / sizeof curve_eps[0]))
+        memmove(curve_eps, curve_eps + 1, sizeof curve_eps - sizeof curve_eps[0]), ncurve--;
+    curve_ep_t *e = &curve_eps[ncurve++];
+    snprintf(e->client_ep, sizeof e->client_ep, "%s", env->client_ep);
+    snprintf(e->worker_ep, sizeof e->worker_ep, "%s", env->worker_ep);
+    snprintf(e->dir, sizeof e->dir, "%s", env->dir);
+}
+
+static char *rotating(void)
+{
+    static char bufs[4][256];
+    static int slot;
+    return bufs[slot++ % 4];
+}
+
+static const char *key_path_in(const char *dir, const char *name, bool secret)
+{
+    char *b = rotating();
+    snprintf(b, 256, "%s/keys/%s.key%s", dir, name, secret ? "_secret" : "");
+    return b;
+}
+
+const char *zt_key_path(const zt_env_t *env, const char *name, bool secret)
+{
+    return key_path_in(env->dir, name, secret);
+}
+
+const char *zt_key_dir(const zt_env_t *env, const char *role)
+{
+    char *b = rotating();
+    snprintf(b, 256, "%s/keys%s%s", env->dir, role ? "/" : "", role ? role : "");
+    return b;
+}
+
+void zt_key_list(const zt_env_t *env, const char *name, const char *role)
+{
+    char buf[1024], to[300];
+    size_t n = zt_read_file(zt_key_path(env, name, false), buf, sizeof buf);
+    cr_assert(n > 0, "no key %s in %s", name, zt_key_dir(env, NULL));
+    snprintf(to, sizeof to, "%s/%s.key", zt_key_dir(env, role), name);
+    FILE *f = fopen(to, "w");
+    cr_assert(f, "cannot write %s", to);
+    fwrite(buf, 1, n, f);
+    fclose(f);
+}
+
+void zt_key_unlist(const zt_env_t *env, const char *name, const char *role)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s.key", zt_key_dir(env, role), name);
+    cr_assert(unlink(path) == 0, "cannot remove %s", path);
+}
+
+static int run_cli(const zt_env_t *env, const char *key_dir, const char *key, char *out,
+                   size_t outlen, const char *err_path, const char *const *args);
+
+const char *zt_key_new(const zt_env_t *env, const char *name, const char *role)
+{
+    char out[512], prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/keys/%s", env->dir, name);
+    int rc = run_cli(env, NULL, NULL, out, sizeof out, NULL,
+                     (const char *const[]){"keygen", prefix, NULL});
+    cr_assert_eq(rc, 0, "zfleet keygen %s failed (%d)", prefix, rc);
+    char *pub = strstr(out, "public key: ");
+    cr_assert(pub, "zfleet keygen printed no public key: %s", out);
+    char *b = rotating();
+    snprintf(b, 256, "%.40s", pub + 12);
+    if (role)
+        zt_key_list(env, name, role);
+    return b;
+}
+
+void zt_curve_on(zt_env_t *env)
+{
+    env->curve = true;
+    const char *roles[] = {NULL, "clients", "workers", "admins"};
+    for (int i = 0; i < 4; i++)
+        cr_assert(mkdir(zt_key_dir(env, roles[i]), 0700) == 0 || errno == EEXIST);
+    /* each key that is not there yet (a test may bring its own, e.g. pyzmq's broker key) */
+    const char *keys[][2] = {
+        {"broker", NULL}, {"admin", "admins"}, {"client", "clients"}, {"worker", "workers"}};
+    for (int i = 0; i < 4; i++)
+        if (access(zt_key_path(env, keys[i][0], true), F_OK) != 0)
+            zt_key_new(env, keys[i][0], keys[i][1]);
 }
 
 long zt_rss_kb(pid_t pid)
@@ -129,8 +270,21 @@ pid_t zt_spawn(const char *rel_bin, const char *log, const char *const *args)
     const char *argv[64];
     int n = 0;
     argv[n++] = bin;
-    for (; args && *args && n < 63; args++)
+    const curve_ep_t *curve = NULL;
+    bool keyed = false;
+    for (; args && *args && n < 63; args++) {
         argv[n++] = *args;
+        keyed |= !strcmp(*args, "--key");
+        if (!strcmp(*args, "--broker") && args[1])
+            curve = curve_find(args[1], true);
+    }
+    /* a worker of a CURVE broker gets its key (zt_curve_on) */
+    if (curve && !keyed && !strcmp(rel_bin, "worker/zfleet-worker") && n < 59) {
+        argv[n++] = "--key";
+        argv[n++] = key_path_in(curve->dir, "worker", true);
+        argv[n++] = "--broker-key";
+        argv[n++] = key_path_in(curve->dir, "broker", false);
+    }
     argv[n] = NULL;
     pid_t pid = fork();
     cr_assert(pid >= 0, "fork failed");
@@ -149,12 +303,27 @@ pid_t zt_spawn(const char *rel_bin, const char *log, const char *const *args)
     return pid;
 }
 
-zf_client_t *zt_client(const zt_env_t *env)
+static zf_client_t *client_with(const zt_env_t *env, const char *dir, const char *name)
 {
     zf_client_t *c = zf_client_new(env->client_ep);
     cr_assert(c, "client_new failed");
+    if (name)
+        cr_assert_eq(zf_client_set_keys(c, key_path_in(dir, name, true),
+                                        key_path_in(dir, "broker", false)),
+                     0, "zf_client_set_keys %s: %s", name, zf_client_error(c));
     zf_client_set_request_timeout(c, 3000);
     return c;
+}
+
+zf_client_t *zt_client(const zt_env_t *env)
+{
+    const curve_ep_t *curve = curve_find(env->client_ep, false);
+    return client_with(env, curve ? curve->dir : NULL, curve ? "admin" : NULL);
+}
+
+zf_client_t *zt_client_as(const zt_env_t *env, const char *name)
+{
+    return client_with(env, env->dir, name);
 }
 
 /* Copies a NULL-terminated va_list of arguments into args[max] (NULL-terminated). */
@@ -198,9 +367,11 @@ static pid_t start_broker(const zt_env_t *env, int hb_ms, const char *const *ext
     /* The broker journals by default (./zfleet-data); a test that does not say where gets
        an in-memory broker, or with ZT_JOURNAL=1 a journal in its own scratch directory. */
     snprintf(data, sizeof data, "%s/data", env->dir);
-    bool says = false;
-    for (const char *const *a = extra; a && *a; a++)
+    bool says = false, curve = env->curve;
+    for (const char *const *a = extra; a && *a; a++) {
         says |= !strcmp(*a, "--data") || !strcmp(*a, "--no-journal");
+        curve |= !strcmp(*a, "--curve-secret");
+    }
     const char *argv[64] = {"--clients",    env->client_ep, "--workers",
                             env->worker_ep, "--heartbeat",  hb};
     int n = 6;
@@ -210,7 +381,23 @@ static pid_t start_broker(const zt_env_t *env, int hb_ms, const char *const *ext
         if (journal)
             argv[n++] = data;
     }
+    bool curve_args = curve && env->curve;
+    for (const char *const *a = extra; curve_args && a && *a; a++)
+        curve_args = strcmp(*a, "--curve-secret") != 0;
+    if (curve_args) {
+        const char *more[] = {"--curve-secret",
+                              zt_key_path(env, "broker", true),
+                              "--client-keys",
+                              zt_key_dir(env, "clients"),
+                              "--worker-keys",
+                              zt_key_dir(env, "workers"),
+                              "--admin-keys",
+                              zt_key_dir(env, "admins"),
+                              NULL};
+        n = append_args(argv, n, more); /* (the rotating buffers are copied by zt_spawn) */
+    }
     append_args(argv, n, extra);
+    curve_mark(env, curve);
     pid_t pid = zt_spawn("broker/zfleet-broker", log, argv); /* copies what it needs */
     wait_broker_up(env, log);
     return pid;
@@ -365,15 +552,22 @@ void zt_kill(pid_t pid, int sig)
         zt_wait_exit(pid, 10000);
 }
 
-/* Runs the CLI; stdout into out, stderr to err_path (NULL: this process's stderr). */
-static int run_cli(const zt_env_t *env, char *out, size_t outlen, const char *err_path, va_list ap)
+/* Runs the CLI with args; stdout into out, stderr to err_path (NULL: this process's
+   stderr); with key (keys/KEY.key_secret under key_dir) in ZFLEET_KEY, else no keys. */
+static int run_cli(const zt_env_t *env, const char *key_dir, const char *key, char *out,
+                   size_t outlen, const char *err_path, const char *const *args)
 {
     const char *argv[64];
     int n = 0;
     argv[n++] = zt_path("client/zfleet");
-    for (const char *a; n < 63 && (a = va_arg(ap, const char *));)
-        argv[n++] = a;
+    for (; n < 63 && args && *args; args++)
+        argv[n++] = *args;
     argv[n] = NULL;
+    char key_file[256] = "", broker_file[256] = "";
+    if (key) {
+        snprintf(key_file, sizeof key_file, "%s", key_path_in(key_dir, key, true));
+        snprintf(broker_file, sizeof broker_file, "%s", key_path_in(key_dir, "broker", false));
+    }
     int fds[2];
     cr_assert(pipe(fds) == 0);
     pid_t pid = fork();
@@ -386,6 +580,12 @@ static int run_cli(const zt_env_t *env, char *out, size_t outlen, const char *er
                 dup2(fd, 2);
         }
         setenv("ZFLEET_BROKER", env->client_ep, 1);
+        unsetenv("ZFLEET_KEY");
+        unsetenv("ZFLEET_BROKER_KEY");
+        if (key) {
+            setenv("ZFLEET_KEY", key_file, 1);
+            setenv("ZFLEET_BROKER_KEY", broker_file, 1);
+        }
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -405,23 +605,54 @@ static int run_cli(const zt_env_t *env, char *out, size_t outlen, const char *er
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* The CLI as the harness's default speaker: the admin key at a CURVE endpoint. */
+static int run_cli_default(const zt_env_t *env, char *out, size_t outlen, const char *err_path,
+                           const char *const *args)
+{
+    const curve_ep_t *curve = curve_find(env->client_ep, false);
+    return run_cli(env, curve ? curve->dir : NULL, curve ? "admin" : NULL, out, outlen, err_path,
+                   args);
+}
+
 int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...)
 {
+    const char *args[64];
     va_list ap;
     va_start(ap, outlen);
-    int rc = run_cli(env, out, outlen, NULL, ap);
+    collect_args(args, 64, ap);
     va_end(ap);
-    return rc;
+    return run_cli_default(env, out, outlen, NULL, args);
+}
+
+static const char *cli_err_path(const zt_env_t *env, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/cli.stderr", env->dir);
+    return buf;
 }
 
 int zt_cli_err(const zt_env_t *env, char *out, size_t outlen, char *err, size_t errlen, ...)
 {
     char path[160];
-    snprintf(path, sizeof path, "%s/cli.stderr", env->dir);
+    const char *args[64];
     va_list ap;
     va_start(ap, errlen);
-    int rc = run_cli(env, out, outlen, path, ap);
+    collect_args(args, 64, ap);
     va_end(ap);
+    int rc = run_cli_default(env, out, outlen, cli_err_path(env, path, sizeof path), args);
+    zt_read_file(path, err, errlen);
+    return rc;
+}
+
+int zt_cli_as(const zt_env_t *env, const char *name, char *out, size_t outlen, char *err,
+              size_t errlen, ...)
+{
+    char path[160];
+    const char *args[64];
+    va_list ap;
+    va_start(ap, errlen);
+    collect_args(args, 64, ap);
+    va_end(ap);
+    int rc = run_cli(env, env->dir, name, out, outlen, cli_err_path(env, path, sizeof path), args);
     zt_read_file(path, err, errlen);
     return rc;
 }

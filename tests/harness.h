@@ -3,6 +3,10 @@
     Every test gets its own ipc:// endpoints (unique per process and call), starts the real
     zfleet-broker / zfleet-worker binaries from the build directory, and kills them with
     real signals. Helpers abort the test (cr_assert) when something does not come up.
+
+    CURVE: with ZT_CURVE=1 in the environment (or zt_curve_on) every start-up is secured:
+    the broker gets its key and the three key directories, workers their key, and
+    zt_client, zt_cli and the stats helpers speak with the admin key (see zt_curve_on).
 */
 #ifndef ZT_HARNESS_H
 #define ZT_HARNESS_H
@@ -18,6 +22,7 @@ typedef struct {
     char client_ep[128];
     char worker_ep[128];
     char dir[96]; /* a fresh scratch directory for this test */
+    bool curve;   /* brokers started by the harness get CURVE (zt_curve_on) */
 } zt_env_t;
 
 /* The build directory (binaries live under it). */
@@ -26,8 +31,50 @@ const char *zt_build_dir(void);
    call slot (4 in rotation). */
 const char *zt_path(const char *rel);
 
-/* Fresh endpoints and scratch directory. */
+/* Fresh endpoints and scratch directory; with ZT_CURVE=1 also zt_curve_on. */
 void zt_env_init(zt_env_t *env);
+/* Replaces env's endpoints by tcp://127.0.0.1:PORT ones on two free ports (call before the
+   broker starts). */
+void zt_env_tcp(zt_env_t *env);
+/* A free TCP port on 127.0.0.1 (free when asked: bind it soon). */
+int zt_free_port(void);
+
+/* ------------------------------------------------------------------ CURVE keys
+   The keys of a test live in env->dir/keys: NAME.key (public) and NAME.key_secret for every
+   key made, and the broker's allowlists keys/clients, keys/workers, keys/admins, which
+   hold copies of public .key files only (a role is granted by listing the copy, revoked by
+   removing it). */
+
+/* Makes keys/ with the keys "broker", "admin" (listed in admins), "client"
+   (in clients) and "worker" (in workers), each unless keys/NAME.key_secret is there
+   already, and sets env->curve. From then on:
+   - zt_broker / zt_fleet_up add --curve-secret keys/broker.key_secret --client-keys
+     keys/clients --worker-keys keys/workers --admin-keys keys/admins, unless the extra
+     arguments already have --curve-secret; the endpoint is then known as a CURVE one;
+   - workers of a CURVE endpoint (zt_worker, zt_fleet_up, and zt_spawn of
+     worker/zfleet-worker with --broker EP) get --key keys/worker.key_secret and
+     --broker-key keys/broker.key, unless their arguments have --key;
+   - zt_client, zt_cli, zt_cli_err and the stats helpers use the admin key at a CURVE
+     endpoint (a broker this harness started with CURVE), no keys elsewhere. */
+void zt_curve_on(zt_env_t *env);
+/* Makes the keypair keys/NAME with `zfleet keygen` and lists it in keys/ROLE ("clients",
+   "workers" or "admins"; NULL: nowhere). Returns the public key in Z85 (static buffer, 4
+   in rotation). */
+const char *zt_key_new(const zt_env_t *env, const char *name, const char *role);
+/* keys/NAME.key_secret (secret) or keys/NAME.key. Static buffer, 4 in rotation. */
+const char *zt_key_path(const zt_env_t *env, const char *name, bool secret);
+/* The directory keys/ROLE, or keys/ itself for NULL. Static buffer, 4 in rotation. */
+const char *zt_key_dir(const zt_env_t *env, const char *role);
+/* Lists key NAME in keys/ROLE (a copy of its .key) or removes it from there. */
+void zt_key_list(const zt_env_t *env, const char *name, const char *role);
+void zt_key_unlist(const zt_env_t *env, const char *name, const char *role);
+
+/* A client of env speaking with key NAME (keys/NAME.key_secret, the broker's keys/broker.key)
+   or, name NULL, without keys. Request timeout 3000 ms. */
+zf_client_t *zt_client_as(const zt_env_t *env, const char *name);
+/* zt_cli_err with key NAME (ZFLEET_KEY, ZFLEET_BROKER_KEY) or, name NULL, without keys. */
+int zt_cli_as(const zt_env_t *env, const char *name, char *out, size_t outlen, char *err,
+              size_t errlen, ...);
 
 /* Starts a program from the build dir with NULL-terminated args; its stdout and stderr go
    to log (or /dev/null when log is NULL). Returns the pid. */
@@ -76,7 +123,8 @@ void zt_kill(pid_t pid, int sig);
 int zt_wait_exit(pid_t pid, int timeout_ms);
 
 /* Runs the zfleet CLI with ZFLEET_BROKER=env->client_ep and the given args
-   (NULL-terminated); captures stdout into out (NUL-terminated). Returns its exit code. */
+   (NULL-terminated); captures stdout into out (NUL-terminated). Returns its exit code.
+   At a CURVE endpoint it speaks with the admin key (zt_curve_on). */
 int zt_cli(const zt_env_t *env, char *out, size_t outlen, ...);
 /* The same, and its stderr into err (NUL-terminated; via a file in env->dir). */
 int zt_cli_err(const zt_env_t *env, char *out, size_t outlen, char *err, size_t errlen, ...);
@@ -85,7 +133,7 @@ int zt_cli_err(const zt_env_t *env, char *out, size_t outlen, char *err, size_t 
    Returns the bytes read. */
 size_t zt_read_file(const char *path, char *buf, size_t len);
 
-/* A client connected to env. */
+/* A client connected to env (with the admin key at a CURVE endpoint). */
 zf_client_t *zt_client(const zt_env_t *env);
 
 /* Milliseconds since an arbitrary point. */

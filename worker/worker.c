@@ -460,7 +460,7 @@ static void run_timers(wk_t *w)
     }
     if (!w->silence_logged &&
         now - w->last_recv_ms >= (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness) {
-        char why[256];
+        char why[400];
         if (w->hs && zf_handshake_failed(w->hs, why, sizeof why))
             zf_log(ZF_LOG_ERROR, "no service from the broker at %s: %s (trying on)",
                    w->cfg->broker_ep, why);
