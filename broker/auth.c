@@ -251,11 +251,10 @@ static void zap_decide(zfb_auth_t *a, zmq_msg_t *f, int n)
     if (n < 6 || !frame_is(&f[0], "1.0"))
         return n >= 2 ? zap_reply(a, &f[1], "500", "bad ZAP request", 0) : (void)0;
     char domain[32], address[64];
-    zf_str_copy(domain, sizeof domain,
-                (zf_str_t){zmq_msg_data(&f[2]), zmq_msg_size(&f[2])});
-    zf_str_copy(address, sizeof address,
-                (zf_str_t){zmq_msg_data(&f[3]), zmq_msg_size(&f[3])});
-    bool clients = frame_is(&f[2], ZFB_DOMAIN_CLIENTS), workers = frame_is(&f[2], ZFB_DOMAIN_WORKERS);
+    zf_str_copy(domain, sizeof domain, (zf_str_t){zmq_msg_data(&f[2]), zmq_msg_size(&f[2])});
+    zf_str_copy(address, sizeof address, (zf_str_t){zmq_msg_data(&f[3]), zmq_msg_size(&f[3])});
+    bool clients = frame_is(&f[2], ZFB_DOMAIN_CLIENTS),
+         workers = frame_is(&f[2], ZFB_DOMAIN_WORKERS);
     if (!frame_is(&f[5], "CURVE") || n != 7 || zmq_msg_size(&f[6]) != ZF_KEY_BYTES ||
         (!clients && !workers))
         return zap_reply(a, &f[1], "400", "CURVE only", 0);
@@ -270,8 +269,8 @@ static void zap_decide(zfb_auth_t *a, zmq_msg_t *f, int n)
     zf_key_z85(key, z85);
     const char *why = o && o->roles ? (clients ? "is a worker key, not a client key"
                                                : "is a client key, not a worker key")
-                      : clients ? "is not in --client-keys or --admin-keys"
-                                : "is not in --worker-keys";
+                      : clients     ? "is not in --client-keys or --admin-keys"
+                                    : "is not in --worker-keys";
     log_denial(a, clients ? "client" : "worker", address, z85, why);
     zap_reply(a, &f[1], "400", "key not allowed", 0);
 }

@@ -39,9 +39,9 @@ typedef struct {
     uint64_t forget_pending, forget_pending_bytes;
     bool journal_ok;
     uint64_t journal_errors, queued_bytes, clients_slow;
-    fnq_t *fns;     /* the broker's functions, linked through hh */
-    wrk_t *workers; /* the broker's workers, linked through hh */
-    int64_t now_ms; /* monotonic: workers' last_seen_ms is counted from it */
+    fnq_t *fns;                    /* the broker's functions, linked through hh */
+    wrk_t *workers;                /* the broker's workers, linked through hh */
+    int64_t now_ms;                /* monotonic: workers' last_seen_ms is counted from it */
     bool curve;                    /* CURVE on */
     const zfb_auth_counts_t *auth; /* zeros when off */
     const zfb_owners_t *owners;

@@ -88,10 +88,10 @@ static int fail_client(cli_t *cli, zf_client_t *c)
         printf(",\"code\":%d}\n", zf_client_brokercode(c));
     }
     fprintf(stderr, "zfleet: %s\n", text);
-    return e == ZF_CE_TIMEOUT                              ? EXIT_TIMEOUT
+    return e == ZF_CE_TIMEOUT                            ? EXIT_TIMEOUT
            : e == ZF_CE_UNREACHABLE || e == ZF_CE_DENIED ? EXIT_UNREACHABLE
-           : e == ZF_CE_USAGE       ? EXIT_USAGE
-                                    : EXIT_REFUSED;
+           : e == ZF_CE_USAGE                            ? EXIT_USAGE
+                                                         : EXIT_REFUSED;
 }
 
 static int parse_id(const char *s, uint64_t *id)
@@ -375,7 +375,8 @@ static void print_stats(const msgpack_object *doc)
            u(b, "journal_ok") ? "ok" : "UNAVAILABLE (new submits refused)", u(b, "journal_errors"));
     const msgpack_object *sec = get(doc, "security");
     if (u(sec, "curve"))
-        printf("        CURVE on: %llu client, %llu worker, %llu admin key(s); denied %llu client / "
+        printf("        CURVE on: %llu client, %llu worker, %llu admin key(s); denied %llu client "
+               "/ "
                "%llu worker connection(s), %llu message(s) of revoked keys refused, %llu "
                "reload(s) (%llu failed)\n",
                u(sec, "client_keys"), u(sec, "worker_keys"), u(sec, "admin_keys"),
@@ -410,7 +411,8 @@ static void print_dead(const msgpack_object *doc)
         const msgpack_object *j = &doc->via.array.ptr[i];
         char fn[80], st[32], causes[1100], owner[48];
         printf("%llu %s %s after %llu attempt(s): %s", u(j, "id"), s(j, "function", fn, sizeof fn),
-               s(j, "state", st, sizeof st), u(j, "attempts"), s(j, "causes", causes, sizeof causes));
+               s(j, "state", st, sizeof st), u(j, "attempts"),
+               s(j, "causes", causes, sizeof causes));
         if (*s(j, "owner", owner, sizeof owner))
             printf(" (owner %s)", owner);
         printf("\n");
@@ -629,13 +631,23 @@ int main(int argc, char **argv)
     if (maybe_bench(argc, argv, &rc))
         return rc;
     cli_t cli = {.timeout_ms = -1};
-    static const struct option opts[] = {
-        {"broker", 1, 0, 'b'},   {"json", 0, 0, 'j'},         {"timeout", 1, 0, 't'},
-        {"wait", 0, 0, 'w'},     {"file", 1, 0, 'f'},         {"out", 1, 0, 'o'},
-        {"priority", 1, 0, 'p'}, {"device", 1, 0, 'd'},       {"run-timeout", 1, 0, 'r'},
-        {"deadline", 1, 0, 'D'}, {"max-attempts", 1, 0, 'a'}, {"purge", 0, 0, 'P'},
-        {"forget", 0, 0, 'F'},   {"help", 0, 0, 'h'},         {"key", 1, 0, 'k'},
-        {"broker-key", 1, 0, 'K'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", 1, 0, 'b'},
+                                         {"json", 0, 0, 'j'},
+                                         {"timeout", 1, 0, 't'},
+                                         {"wait", 0, 0, 'w'},
+                                         {"file", 1, 0, 'f'},
+                                         {"out", 1, 0, 'o'},
+                                         {"priority", 1, 0, 'p'},
+                                         {"device", 1, 0, 'd'},
+                                         {"run-timeout", 1, 0, 'r'},
+                                         {"deadline", 1, 0, 'D'},
+                                         {"max-attempts", 1, 0, 'a'},
+                                         {"purge", 0, 0, 'P'},
+                                         {"forget", 0, 0, 'F'},
+                                         {"help", 0, 0, 'h'},
+                                         {"key", 1, 0, 'k'},
+                                         {"broker-key", 1, 0, 'K'},
+                                         {0, 0, 0, 0}};
     int c;
     /* GNU getopt permutes: options may come before or after the command */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

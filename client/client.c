@@ -411,13 +411,16 @@ static int send_msg(zf_client_t *c, const zf_msg_t *m, zmq_msg_t *payload)
 }
 
 /* True (with the error set) when the broker refused this client's key at the handshake:
-   nothing would ever come, so a waiter stops at once. */
+   nothing would ever come, so a waiter stops at once. libzmq does not connect again after
+   a refused handshake, so the socket is replaced: the next call tries afresh (the key may
+   have been listed since), and nothing queued on the refused one is sent later. */
 static bool denied(zf_client_t *c)
 {
     char why[400];
     if (!c->hs || !zf_handshake_failed(c->hs, why, sizeof why))
         return false;
     set_error(c, ZF_CE_DENIED, ZF_EDENIED, "no service from the broker at %s: %s", c->ep, why);
+    open_socket(c); /* (a failure leaves no socket: the next call reports it) */
     return true;
 }
 

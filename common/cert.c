@@ -14,7 +14,8 @@
 
 #define CERT_FILE_MAX 65536 /* a certificate is a few hundred bytes; more is not one */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -67,7 +68,8 @@ static char *read_small(const char *path, char *err, size_t errlen)
     int bad = buf ? ferror(f) : ENOMEM;
     fclose(f);
     if (!buf || bad) {
-        fail(err, errlen, "cannot read key file %s: %s", path, buf ? "read error" : "out of memory");
+        fail(err, errlen, "cannot read key file %s: %s", path,
+             buf ? "read error" : "out of memory");
         free(buf);
         return NULL;
     }

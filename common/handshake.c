@@ -13,6 +13,7 @@ struct zf_handshake {
     void *sock; /* the watched socket */
     void *mon;
     bool failed;
+    uint32_t closed; /* handshakes in a row the broker ended without a word (NO_DETAIL) */
     char why[400];
 };
 
@@ -27,13 +28,16 @@ zf_handshake_t *zf_handshake_new(void *ctx, void *sock)
              (unsigned long long)zf_random64());
     int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+    /* No high-water mark on the events: libzmq's I/O thread sends them with a blocking send,
+       so a full queue (a program that never asks, over many reconnects) would wedge it; an
+       event is a few bytes per handshake. */
+    int zero = 0;
     if (zmq_socket_monitor(sock, ep, events) < 0 || !(h->mon = zmq_socket(ctx, ZMQ_PAIR)) ||
-        zmq_connect(h->mon, ep) < 0) {
+        zmq_setsockopt(h->mon, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+        zmq_setsockopt(h->mon, ZMQ_RCVHWM, &zero, sizeof zero) < 0 || zmq_connect(h->mon, ep) < 0) {
         zf_handshake_destroy(&h);
         return NULL;
     }
-    int zero = 0;
-    zmq_setsockopt(h->mon, ZMQ_LINGER, &zero, sizeof zero);
     return h;
 }
 
@@ -107,7 +111,11 @@ bool zf_handshake_failed(zf_handshake_t *h, char *why, size_t len)
             uint32_t value;
             memcpy(&event, p, 2);
             memcpy(&value, p + 2, 4);
-            h->failed = event != ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+            /* A broker that ends a handshake without a word may only have died in it (a
+               restart): that is a refusal only when the next attempt ends the same way. */
+            h->closed = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ? h->closed + 1 : 0;
+            h->failed = event != ZMQ_EVENT_HANDSHAKE_SUCCEEDED &&
+                        (event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL || h->closed >= 2);
             if (h->failed)
                 describe(h, event, value);
         }

@@ -23,7 +23,8 @@ void *zf_handshake_socket(const zf_handshake_t *self);
 
 /* Reads every event waiting (never blocks). Returns true while the last handshake failed,
    with why in one line ("the broker refused this key (ZAP status 400) ..."); a handshake
-   that succeeds clears it. */
+   that succeeds clears it. A handshake the broker ended without a word counts only when
+   the one after it ends so too: a broker that died in it (restarting) is no refusal. */
 bool zf_handshake_failed(zf_handshake_t *self, char *why, size_t len);
 
 #endif

@@ -136,8 +136,7 @@ static void begin(void)
     char p[300];
     snprintf(p, sizeof p, "%s/journal", scratch);
     unlink(p);
-    zf_journal_opts_t o = {
-        .policy = ZF_FSYNC_NEVER, .result_max_bytes = OUT_MAX, .owners = owners};
+    zf_journal_opts_t o = {.policy = ZF_FSYNC_NEVER, .result_max_bytes = OUT_MAX, .owners = owners};
     if (!(jr = zf_journal_open(scratch, &o)))
         die("zf_journal_open");
 }
