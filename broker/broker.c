@@ -238,7 +238,7 @@ static void release_client(void *b, client_t **c)
 static void count_unfinished(zf_broker_t *b, job_t *j)
 {
     b->payload_bytes += j->plen;
-    zfb_owner_t *o = zfb_owners_get(b->owners, j->owner);
+    zfb_owner_t *o = j->owner ? zfb_owners_get(b->owners, j->owner) : NULL; /* (CURVE only) */
     if (o)
         o->unfinished++;
     if (!j->waiter)
@@ -251,7 +251,7 @@ static void count_unfinished(zf_broker_t *b, job_t *j)
 static void uncount_unfinished(zf_broker_t *b, job_t *j)
 {
     b->payload_bytes -= j->plen;
-    zfb_owner_t *o = zfb_owners_get(b->owners, j->owner);
+    zfb_owner_t *o = j->owner ? zfb_owners_get(b->owners, j->owner) : NULL;
     if (o && o->unfinished)
         o->unfinished--;
     if (!j->counted)
@@ -1325,7 +1325,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     }
     j->fn = fn;
     j->owner = b->caller;
-    zfb_owner_t *o = zfb_owners_get(b->owners, b->caller);
+    zfb_owner_t *o = b->caller ? zfb_owners_get(b->owners, b->caller) : NULL;
     if (o)
         o->accepted++;
     j->priority = m->priority;
