@@ -72,9 +72,9 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg);
 
 /* Runs the event loop until stopped (SIGINT, SIGTERM or zf_broker_stop). Returns 0 on a
    clean stop, -1 on a fatal error. Any one thread may run it (not two at once); the broker
-   is then that thread's until zf_broker_run returns. zf_broker_new blocks SIGINT, SIGTERM and SIGHUP
-   in the thread that calls it (they arrive through a signalfd): a process-directed signal
-   reaches the loop only when every other thread blocks it too. */
+   is then that thread's until zf_broker_run returns. zf_broker_new blocks SIGINT, SIGTERM
+   and SIGHUP in the thread that calls it (they arrive through a signalfd): a
+   process-directed signal reaches the loop only when every other thread blocks it too. */
 int zf_broker_run(zf_broker_t *self);
 
 /* Asks a running (or about to run) zf_broker_run to stop: it finishes its loop turn, flushes
