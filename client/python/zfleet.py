@@ -32,9 +32,13 @@ A ZeroMQ socket must never be used by two threads at once, so the client elects 
   wakes the reader through a pipe polled with the socket; the reader sends it at once (a send
   that fails fails the request or the WAIT it carried, in the thread that made it).
 * A pushed RESULT goes to every thread waiting for that id (several may wait for one job);
-  with nobody waiting it is kept for a later wait, at most ``max_buffered`` (then the oldest is
-  dropped and a later wait asks the broker again). on_progress callbacks run in the reader's
-  thread, outside the lock, so they may call the client.
+  with nobody waiting it is kept for a later wait, at most ``max_buffered`` results and
+  ``max_buffered_bytes`` of output (then the oldest are dropped and a later wait asks the
+  broker again). on_progress callbacks run in the reader's thread, outside the lock, so they
+  may call the client.
+* watch(id) is a wait (the id is pending, so WAIT is sent and re-sent after a reconnect) plus
+  a deque of Progress (``_watchers``: id -> deques, each bounded to WATCH_KEEP) that the
+  reader fills; the watching thread takes one item at a time and yields it outside the lock.
 * Timeouts: each call keeps its own deadline; a wait that times out leaves the result to be
   kept when it comes. A request that times out replaces the socket, as before (a submit the
   caller was told failed must not be delivered later); requests of other threads still in
@@ -96,7 +100,7 @@ import zmq.utils.z85
 from zmq.utils.monitor import parse_monitor_message
 
 __all__ = [
-    "Client", "AsyncClient", "Result", "Status",
+    "Client", "AsyncClient", "Result", "Status", "Progress",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
     "PayloadTooLarge", "UnknownJob", "InvalidState", "Denied", "JobFailed", "OutputLost",
     "DEFAULT_BROKER", "STATES", "TERMINAL_STATES",
@@ -145,6 +149,7 @@ ERROR_NAMES = ("ok", "unsupported protocol version", "malformed message", "unkno
 FN_MAX = 63
 _U32 = (1 << 32) - 1
 _PAYLOAD_COPY_MAX = 64 * 1024   # larger payloads are sent zero-copy
+_PROGRESS_KEEP = 10000          # jobs whose last progress report progress() remembers
 
 
 # ------------------------------------------------------------------ results and errors
@@ -186,6 +191,19 @@ class Status:
     worker: str
     device: str
     function: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A progress report of a running job, as watch() yields it."""
+    id: int
+    fraction: float       # 0..1, as the handler reported it
+    text: str             # the handler's progress text ("" if none)
+
+
+# A watch keeps at most this many progress reports not yet taken by its caller (the oldest
+# go first): a slow consumer sees the latest reports, and memory stays bounded.
+WATCH_KEEP = 64
 
 
 class Error(Exception):
@@ -528,8 +546,8 @@ class _Base:
     """State and message dispatch shared by Client and AsyncClient. Subclasses do the I/O
     and implement the hooks _on_reply, _result_ready, _wait_failed and _send_now."""
 
-    def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                 broker_key):
+    def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered,
+                 max_buffered_bytes, key, broker_key):
         self._curve = _load_keys(key, broker_key)   # (public, secret, broker's) or None
         self.endpoint = endpoint or os.environ.get("ZFLEET_BROKER") or DEFAULT_BROKER
         if request_timeout is None or request_timeout <= 0:
@@ -554,7 +572,12 @@ class _Base:
         self._wait_tags = {}            # tag of a WAIT sent -> job id
         self._lazy = {}                 # job id -> when waiting began (WAIT not yet sent)
         self._unclaimed = collections.OrderedDict()  # id -> Result nobody waits for yet
-        self._max_buffered = max_buffered
+        self._unclaimed_bytes = 0       # the output bytes of those results
+        if max_buffered < 0 or max_buffered_bytes < 0:
+            raise ValueError("max_buffered and max_buffered_bytes must be >= 0")
+        self._max_buffered = int(max_buffered)
+        self._max_buffered_bytes = int(max_buffered_bytes)
+        self._watchers = {}             # job id -> [watch() state] (progress goes to each)
         self._delivered = _LruSet(100000)  # ids whose result was handed out (drop repeats)
         self._progress = {}             # id -> (fraction, text)
         self._closed = False
@@ -599,6 +622,7 @@ class _Base:
         self._pushed = set()            # pushed to the parent's connection, not to ours
         self._wait_tags = {}
         self._lazy = {}
+        self._watchers = {}             # the parent's watches (they register again here)
         self._tag = random.getrandbits(62)
         self._last_recv = self._quiet_from = time.monotonic()
 
@@ -627,6 +651,10 @@ class _Base:
             job_id = self._wait_tags.pop(tag)
             if cmd == ERROR:
                 self._wait_failed(job_id, _broker_error(m.f.get(F_CODE, 0), m.f.get(F_TEXT, "")))
+            elif F_PROGRESS in m.f and job_id in self._watchers:
+                # the progress so far, for a watch that begins while the job runs
+                self._progress_event(Progress(job_id, float(m.f[F_PROGRESS]),
+                                              m.f.get(F_TEXT, "")))
             return  # a STATUS: the broker knows the job and will push its result
         if not self._on_reply(tag, m):
             if cmd == ERROR:
@@ -635,9 +663,36 @@ class _Base:
                 log.debug("zfleet: unexpected reply 0x%02x (tag %d)", cmd, tag)
 
     def _note_progress(self, job_id, fraction, text):
+        self._progress.pop(job_id, None)
         self._progress[job_id] = (fraction, text)
+        while len(self._progress) > _PROGRESS_KEEP:   # jobs whose result never came here
+            del self._progress[next(iter(self._progress))]
+        self._progress_event(Progress(job_id, fraction, text))
         if self.on_progress is not None:
             self._call_progress(job_id, fraction, text)
+
+    def _progress_event(self, p):
+        """A progress report for the watches of its job (hook)."""
+        raise NotImplementedError
+
+    def _keep(self, r):
+        """Keeps a result nobody waits for yet, within max_buffered results and
+        max_buffered_bytes of output: the oldest go first (the broker still has them, for its
+        result TTL, unless submitted with forget=True: a later wait asks for them again)."""
+        self._unkeep(r.id)
+        self._unclaimed[r.id] = r
+        self._unclaimed_bytes += len(r.output)
+        while self._unclaimed and (len(self._unclaimed) > self._max_buffered
+                                   or self._unclaimed_bytes > self._max_buffered_bytes):
+            _, old = self._unclaimed.popitem(last=False)
+            self._unclaimed_bytes -= len(old.output)
+
+    def _unkeep(self, job_id):
+        """Removes a kept result (returned, or None)."""
+        r = self._unclaimed.pop(job_id, None)
+        if r is not None:
+            self._unclaimed_bytes -= len(r.output)
+        return r
 
     def _call_progress(self, job_id, fraction, text):
         try:
@@ -656,16 +711,11 @@ class _Base:
             return
         if r.id in self._delivered:
             return  # a second copy (pushed and asked for): already handed out
-        self._unclaimed[r.id] = r
-        self._unclaimed.move_to_end(r.id)
-        while len(self._unclaimed) > self._max_buffered:
-            # the broker still has it (for its result TTL): wait() asks for it again
-            # (unless it was submitted with forget=True: then it is gone)
-            self._unclaimed.popitem(last=False)
+        self._keep(r)
 
     def _claim(self, job_id):
         """A buffered result, handed out (or None)."""
-        r = self._unclaimed.pop(job_id, None)
+        r = self._unkeep(job_id)
         if r is not None:
             self._delivered.add(job_id)
         return r
@@ -675,7 +725,7 @@ class _Base:
         self._lazy.pop(job_id, None)
         tag = self._next_tag()
         self._wait_tags[tag] = job_id
-        if len(self._wait_tags) > 4 * self._max_buffered:  # replies that never came
+        if len(self._wait_tags) > 4 * max(self._max_buffered, 1000):  # replies that never came
             for t in list(self._wait_tags)[: len(self._wait_tags) // 2]:
                 del self._wait_tags[t]
         self._send_now(*_frames(WAIT, {F_ID: job_id, F_TAG: tag}), tag)
@@ -854,7 +904,9 @@ class Client(_Base):
     whichever thread is reading then, outside the client's lock.
 
     Results of jobs submitted on this client are pushed to it and kept until you wait for
-    them (at most max_buffered unclaimed; older ones are asked for again when waited for).
+    them: at most max_buffered results and max_buffered_bytes of output nobody waits for
+    yet (the oldest are dropped first and asked of the broker again when waited for).
+    watch(id) yields a job's Progress reports, then its Result.
     Submit with no_push=True for jobs whose result you will not collect here, and with
     forget=True for jobs whose result you will collect only here (the broker drops it once
     pushed).
@@ -871,9 +923,10 @@ class Client(_Base):
     """
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
-                 context=None, max_buffered=10000, key=None, broker_key=None):
-        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                         broker_key)
+                 context=None, max_buffered=1000, max_buffered_bytes=16 << 20, key=None,
+                 broker_key=None):
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered,
+                         max_buffered_bytes, key, broker_key)
         self._ctx = context or zmq.Context.instance()
         self._sock = self._mon = self._poller = None
         self._replies = {}             # tag -> _Msg (or the exception that ends the request)
@@ -1064,6 +1117,10 @@ class Client(_Base):
 
     def _call_progress(self, job_id, fraction, text):
         self._deferred.append((job_id, fraction, text))   # run outside the lock (_read)
+
+    def _progress_event(self, p):
+        for q in self._watchers.get(p.id, ()):
+            q.append(p)   # a deque(maxlen=WATCH_KEEP): the oldest report goes first
 
     def _send_now(self, frames, copy, tag=None):
         """With the lock held: sends at once if no other thread owns the socket, else hands
@@ -1310,7 +1367,7 @@ class Client(_Base):
             self._taken.discard(job_id)
         elif r is not None:  # nobody took it (timeout, closed generator): keep it
             self._delivered.discard(job_id)
-            self._unclaimed[job_id] = r
+            self._keep(r)
 
     def _take_ready(self, job_id):
         """The result or error for a pending job_id, or None. It stays for the other threads
@@ -1376,7 +1433,7 @@ class Client(_Base):
             m = self._request(GET, {F_ID: job_id})
             if m.cmd == RESULT:
                 if job_id not in self._pending:
-                    self._unclaimed.pop(job_id, None)
+                    self._unkeep(job_id)
                 self._delivered.add(job_id)
                 return _result_of(m)
             if m.cmd == STATUS:
@@ -1522,6 +1579,63 @@ class Client(_Base):
                             if job_id in remaining and job_id in added:
                                 self._remove_pending(job_id)
 
+    def watch(self, job_id, timeout=None):
+        """Yields the job's Progress reports as they arrive, then its Result (as wait()
+        returns it), then stops. For any job id, submitted by any process or connection: it
+        sends WAIT, and the broker pushes progress and the result to every connection waiting
+        on the job; after a reconnect (a broker restart) WAIT is sent again, as for wait().
+        A watch that begins while the job runs first yields its progress so far (when the
+        job has reported any). At most WATCH_KEEP (64) reports wait for the caller: when it
+        is slower than the job, the oldest are dropped. `timeout` (seconds, None = no limit)
+        bounds the whole watch: Timeout when it runs out. Raises UnknownJob as wait() does.
+        Any number of threads may watch the same or different jobs at once; the client's
+        lock is not held while the caller has an item in hand."""
+        q = collections.deque(maxlen=WATCH_KEEP)
+        forks = None    # the fork generation the watch is registered in (None: not)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                with self._acquire():
+                    if forks != self._forks:   # first time, or resumed in a forked child
+                        forks = self._forks
+                        q.clear()
+                        self._poll_nowait()
+                        self._touch()
+                        self._watchers.setdefault(job_id, []).append(q)
+                        try:
+                            self._add_pending(job_id)
+                        except BaseException:
+                            self._unwatch(job_id, q)
+                            forks = None
+                            raise
+                    done = lambda: bool(q) or job_id in self._ready or job_id in self._errors  # noqa: E731,B023
+                    if not self._pump(done, deadline):
+                        raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
+                                      [job_id])
+                    if q:
+                        item = q.popleft()
+                    else:
+                        item = self._take_ready(job_id)   # (raises the wait's error)
+                        self._unwatch(job_id, q)
+                        self._remove_pending(job_id)
+                        forks = None
+                yield item
+                if forks is None:
+                    return
+        finally:
+            if forks is not None:
+                with self._acquire():
+                    if forks == self._forks:
+                        self._unwatch(job_id, q)
+                        self._remove_pending(job_id)
+
+    def _unwatch(self, job_id, q):
+        qs = [x for x in self._watchers.get(job_id, ()) if x is not q]   # by identity
+        if qs:
+            self._watchers[job_id] = qs
+        else:
+            self._watchers.pop(job_id, None)
+
     def _next_result(self, q, remaining, deadline, timeout, ids):
         while True:
             while q:
@@ -1557,9 +1671,10 @@ class AsyncClient(_Base):
     """
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
-                 context=None, max_buffered=10000, key=None, broker_key=None):
-        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                         broker_key)
+                 context=None, max_buffered=1000, max_buffered_bytes=16 << 20, key=None,
+                 broker_key=None):
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered,
+                         max_buffered_bytes, key, broker_key)
         self._ctx = context
         self._sock = self._mon = None
         self._reader = None
@@ -1745,6 +1860,11 @@ class AsyncClient(_Base):
                 taken = True
         return taken
 
+    def _progress_event(self, p):
+        for q, ev in self._watchers.get(p.id, ()):
+            q.append(p)   # a deque(maxlen=WATCH_KEEP): the oldest report goes first
+            ev.set()
+
     def _wait_failed(self, job_id, exc):
         for fut in self._waiters.pop(job_id, None) or ():
             if not fut.done():
@@ -1847,7 +1967,7 @@ class AsyncClient(_Base):
         m = await self._request(GET, {F_ID: job_id})
         if m.cmd == RESULT:
             if job_id not in self._waiters:
-                self._unclaimed.pop(job_id, None)
+                self._unkeep(job_id)
             self._delivered.add(job_id)
             return _result_of(m)
         if m.cmd == STATUS:
@@ -1980,7 +2100,52 @@ class AsyncClient(_Base):
                       and fut.exception() is None):
                     # arrived but not handed out (the caller stopped early): keep it
                     self._delivered.discard(job_id)
-                    self._unclaimed[job_id] = fut.result()
+                    self._keep(fut.result())
+
+
+    async def watch(self, job_id, timeout=None):
+        """As Client.watch, as an async generator: `async for item in client.watch(id)`
+        yields Progress reports, then the Result. Many tasks may watch at once."""
+        self._ensure()
+        q = collections.deque(maxlen=WATCH_KEEP)
+        ev = asyncio.Event()
+        entry = (q, ev)
+        self._watchers.setdefault(job_id, []).append(entry)
+        fut = None
+        taken = False
+        deadline = None if timeout is None else self._loop.time() + timeout
+        try:
+            fut = self._add_waiter(job_id)
+            fut.add_done_callback(lambda _f: ev.set())
+            while True:
+                while q:
+                    yield q.popleft()
+                if fut.done():
+                    r = fut.result()   # raises UnknownJob & co
+                    taken = True
+                    yield r
+                    return
+                ev.clear()
+                wait_s = None if deadline is None else max(0.0, deadline - self._loop.time())
+                try:
+                    await asyncio.wait_for(ev.wait(), wait_s)
+                except asyncio.TimeoutError:
+                    raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
+                                  [job_id]) from None
+        finally:
+            qs = [x for x in self._watchers.get(job_id, ()) if x is not entry]
+            if qs:
+                self._watchers[job_id] = qs
+            else:
+                self._watchers.pop(job_id, None)
+            if fut is not None:
+                self._drop_waiter(job_id, fut)
+                if not fut.done():
+                    fut.cancel()
+                elif not taken and not fut.cancelled() and fut.exception() is None:
+                    # arrived but not handed out (the caller stopped early): keep it
+                    self._delivered.discard(job_id)
+                    self._keep(fut.result())
 
 
 async def _both(send_fut, reply_fut):
