@@ -872,11 +872,106 @@ def t_unclaimed_bounded(main, limits):
               "count bound keeps 3: %r" % list(c._unclaimed))
 
 
+def t_fail_fast(main, limits):
+    """A broker that is down: a request raises Unreachable within about a heartbeat, not
+    after request_timeout; wait(timeout=None) raises Unreachable after unreachable_after
+    (results and watch too), unless forever=True, which waits through a broker outage
+    longer than that and gets the result."""
+    nobody = "ipc://%s/nobody-listens" % TMP
+    with zfleet.Client(nobody, request_timeout=20, heartbeat=0.25,
+                       unreachable_after=1.0) as c:
+        check(c.unreachable_after == 1.0, "unreachable_after")
+        for call in (lambda: c.submit("echo", b"x"), c.stats,
+                     lambda: c.submit_many("echo", [b"a", b"b"])):
+            t0 = time.monotonic()
+            try:
+                call()
+                check(False, "a request to no broker raises Unreachable")
+            except zfleet.Unreachable as e:
+                dt = time.monotonic() - t0
+                check(0.2 <= dt < 2.0, "within about a heartbeat: %.2fs (%s)" % (dt, e))
+        for call in (lambda: c.wait(123), lambda: list(c.results([123, 124])),
+                     lambda: list(c.watch(123))):
+            t0 = time.monotonic()
+            try:
+                call()
+                check(False, "a wait on no broker raises Unreachable")
+            except zfleet.Unreachable:
+                dt = time.monotonic() - t0
+                check(0.9 <= dt < 4.0, "after unreachable_after: %.2fs" % dt)
+        t0 = time.monotonic()
+        try:
+            c.wait(123, timeout=2.0, forever=True)
+            check(False, "forever=True: Timeout")
+        except zfleet.Timeout:
+            check(time.monotonic() - t0 >= 1.9, "forever=True waits for the timeout")
+    with zfleet.Client(nobody) as c:
+        check(c.unreachable_after == 10.0, "default: 10 heartbeats: %r" % c.unreachable_after)
+
+    async def go():
+        async with zfleet.AsyncClient(nobody, request_timeout=20, heartbeat=0.25,
+                                      unreachable_after=1.0) as ac:
+            t0 = time.monotonic()
+            try:
+                await ac.submit("echo", b"x")
+                check(False, "async: Unreachable")
+            except zfleet.Unreachable:
+                check(time.monotonic() - t0 < 2.0, "async request: %.2fs"
+                      % (time.monotonic() - t0))
+            for call in (lambda: ac.wait(5), lambda: _alist(ac.watch(5)),
+                         lambda: _alist(ac.results([5]))):
+                t0 = time.monotonic()
+                try:
+                    await call()
+                    check(False, "async wait: Unreachable")
+                except zfleet.Unreachable:
+                    dt = time.monotonic() - t0
+                    check(0.9 <= dt < 4.0, "async wait: %.2fs" % dt)
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+    # forever=True through an outage longer than unreachable_after
+    import threading
+    b = Broker("journal-forever", "--data", os.path.join(TMP, "journal-forever-data"))
+    with zfleet.Client(b.clients, heartbeat=0.25, unreachable_after=0.5) as c:
+        jid = c.submit("echo", b"after a long outage")
+        out, errors = [], []
+
+        def waiter():
+            try:
+                out.append(c.wait(jid, forever=True, timeout=30))
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        th = threading.Thread(target=waiter, daemon=True)
+        th.start()
+        time.sleep(0.3)
+        b.kill()
+        time.sleep(1.5)
+        b.start()
+        b.worker("--name", "jfw")
+        th.join(40)
+        check(not errors and out and out[0].output == b"after a long outage",
+              "forever=True: %r %r" % (out, errors))
+        b.kill()
+        t0 = time.monotonic()
+        try:
+            c.wait(jid + 1000)
+            check(False, "without forever: Unreachable")
+        except zfleet.Unreachable:
+            check(time.monotonic() - t0 < 3, "bounded")
+
+
+async def _alist(agen):
+    return [x async for x in agen]
+
+
 TESTS = [
     ("watch", t_watch),
     ("async watch", t_async_watch),
     ("watch across a broker restart", t_watch_reconnect),
     ("unclaimed results bounded", t_unclaimed_bounded),
+    ("broker down: fail fast", t_fail_fast),
     ("echo round trip", t_echo_round_trip),
     ("200 jobs via submit_many/results", t_submit_many_results),
     ("failing job", t_failing_job),

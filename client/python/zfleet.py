@@ -444,7 +444,8 @@ _HS_FAILED = frozenset((zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAK
                         zmq.EVENT_HANDSHAKE_FAILED_AUTH))
 # What the client's monitor reports: connections (a reconnect sends WAIT again) and the
 # outcome of each handshake (a refused key fails the calls at once: Denied).
-_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_MONITORED = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+              | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 for _e in _HS_FAILED:
     _MONITORED |= _e
 del _e
@@ -547,13 +548,21 @@ class _Base:
     and implement the hooks _on_reply, _result_ready, _wait_failed and _send_now."""
 
     def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered,
-                 max_buffered_bytes, key, broker_key):
+                 max_buffered_bytes, key, broker_key, unreachable_after):
         self._curve = _load_keys(key, broker_key)   # (public, secret, broker's) or None
         self.endpoint = endpoint or os.environ.get("ZFLEET_BROKER") or DEFAULT_BROKER
         if request_timeout is None or request_timeout <= 0:
             raise ValueError("request_timeout must be > 0 seconds")
         self.request_timeout = float(request_timeout)
         self.heartbeat = float(heartbeat) if heartbeat and heartbeat > 0 else 1.0
+        # A wait (wait, results, watch) with no connection to the broker for this long
+        # raises Unreachable, unless forever=True
+        self.unreachable_after = (max(10 * self.heartbeat, 5.0) if unreachable_after is None
+                                  else float(unreachable_after))
+        # Whether a connection to the broker is up (the monitor's CONNECTED / DISCONNECTED),
+        # and since when none is (kept across the client's own reconnects)
+        self._up = False
+        self._down_since = time.monotonic()
         self.on_progress = on_progress
         self._tag = random.getrandbits(62)
         self._epoch = 0                 # socket generation: bumped by every reconnect
@@ -623,6 +632,8 @@ class _Base:
         self._wait_tags = {}
         self._lazy = {}
         self._watchers = {}             # the parent's watches (they register again here)
+        self._up = False
+        self._down_since = time.monotonic()
         self._tag = random.getrandbits(62)
         self._last_recv = self._quiet_from = time.monotonic()
 
@@ -773,9 +784,14 @@ class _Base:
             return
         event = ev["event"]
         if event == zmq.EVENT_CONNECTED:
+            self._up = True
             self._connects_later += 1
             if not defer:
                 self._connected()
+        elif event == zmq.EVENT_DISCONNECTED:
+            if self._up:
+                self._up = False
+                self._down_since = time.monotonic()
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._denied = None        # e.g. the key was added and the broker reloaded
             self._hs_closed = 0
@@ -870,7 +886,19 @@ class _Base:
         self._denied = None
         self._hs_closed = 0
         self._last_recv = time.monotonic()
+        if self._up:   # a connection that was up goes with the old socket
+            self._up = False
+            self._down_since = self._last_recv
         return s, mon
+
+    def _unreachable(self, since, limit):
+        """Whether no connection to the broker has been up for `limit` seconds, counted from
+        `since` at the earliest (when the call began)."""
+        return not self._up and time.monotonic() - max(self._down_since, since) >= limit
+
+    def _down_error(self, since, limit):
+        return Unreachable("no connection to the broker at %s for %.1fs"
+                           % (self.endpoint, time.monotonic() - max(self._down_since, since)))
 
     @staticmethod
     def _close_socket(s, mon):
@@ -924,9 +952,9 @@ class Client(_Base):
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
                  context=None, max_buffered=1000, max_buffered_bytes=16 << 20, key=None,
-                 broker_key=None):
+                 broker_key=None, unreachable_after=None):
         super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered,
-                         max_buffered_bytes, key, broker_key)
+                         max_buffered_bytes, key, broker_key, unreachable_after)
         self._ctx = context or zmq.Context.instance()
         self._sock = self._mon = self._poller = None
         self._replies = {}             # tag -> _Msg (or the exception that ends the request)
@@ -1148,7 +1176,8 @@ class Client(_Base):
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLOUT)
         poller.register(mon, zmq.POLLIN)
-        deadline = time.monotonic() + self.request_timeout
+        start = time.monotonic()
+        deadline = start + self.request_timeout
         while True:
             self._drain_monitor(defer=True)
             if self._denied is not None:
@@ -1156,7 +1185,7 @@ class Client(_Base):
                 self._refused()
                 raise exc
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._unreachable(start, self.heartbeat):
                 raise Unreachable("cannot send to the broker at %s (not connected)"
                                   % self.endpoint)
             if sock in dict(poller.poll(max(1, int(min(left, self.heartbeat) * 1000)))):
@@ -1312,11 +1341,17 @@ class Client(_Base):
         fields[F_TAG] = tag
         self._expected[tag] = (cmd, None)
         epoch = self._epoch
+        start = time.monotonic()
         try:
             self._send_now(*_frames(cmd, fields, payload), tag)
-            if not self._pump(lambda: tag in self._replies,
-                              time.monotonic() + self.request_timeout):
+            # no connection for a heartbeat: Unreachable now, not after request_timeout
+            if not self._pump(lambda: tag in self._replies
+                              or self._unreachable(start, self.heartbeat),
+                              start + self.request_timeout) or tag not in self._replies:
+                down = self._unreachable(start, self.heartbeat)
                 self._give_up(epoch)
+                if down:
+                    raise self._down_error(start, self.heartbeat)
                 raise Unreachable("no answer from the broker at %s within %.1fs"
                                   % (self.endpoint, self.request_timeout))
             m = self._replies.pop(tag)
@@ -1409,20 +1444,29 @@ class Client(_Base):
                 and job_id not in self._unclaimed and job_id not in self._delivered):
             self._pushed.add(job_id)
 
-    def wait(self, job_id, timeout=None):
-        """Waits up to `timeout` seconds (None = forever) for the job's Result. Raises
-        Timeout, UnknownJob, Unreachable (only if a WAIT cannot be sent). Several threads
-        may wait for the same job: each gets its Result."""
+    def wait(self, job_id, timeout=None, *, forever=False):
+        """Waits up to `timeout` seconds (None = no limit) for the job's Result. Raises
+        Timeout, UnknownJob, Unreachable: when a WAIT cannot be sent, and when no connection
+        to the broker has been up for unreachable_after seconds (10 heartbeats, at least
+        5 s, by default) while waiting, unless forever=True (then the wait goes on through
+        any outage, until the result or the timeout). A broker restart shorter than that
+        does not disturb the wait: WAIT is sent again. Several threads may wait for the
+        same job: each gets its Result."""
         with self._acquire():
             self._poll_nowait()
             self._touch()
             self._add_pending(job_id)
             try:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                done = lambda: job_id in self._ready or job_id in self._errors  # noqa: E731
+                start = time.monotonic()
+                deadline = None if timeout is None else start + timeout
+                limit = None if forever else self.unreachable_after
+                done = lambda: (job_id in self._ready or job_id in self._errors  # noqa: E731
+                                or self._down(start, limit))
                 if not self._pump(done, deadline):
                     raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
                                   [job_id])
+                if job_id not in self._ready and job_id not in self._errors:
+                    raise self._down_error(start, limit)
                 return self._take_ready(job_id)
             finally:
                 self._remove_pending(job_id)
@@ -1507,11 +1551,15 @@ class Client(_Base):
                     self._send_now(*_frames(SUBMIT, f, _as_bytes(data)), tag)
                 if not inflight:
                     break
-                if not self._pump(lambda: bool(answered),
-                                  time.monotonic() + self.request_timeout):
+                start = time.monotonic()
+                if not self._pump(lambda: bool(answered)  # noqa: B023
+                                  or self._unreachable(start, self.heartbeat),  # noqa: B023
+                                  start + self.request_timeout) or not answered:
+                    down = self._unreachable(start, self.heartbeat)
                     self._give_up(epoch)
-                    e = Unreachable("no answer from the broker at %s within %.1fs"
-                                    % (self.endpoint, self.request_timeout))
+                    e = (self._down_error(start, self.heartbeat) if down else
+                         Unreachable("no answer from the broker at %s within %.1fs"
+                                     % (self.endpoint, self.request_timeout)))
                     e.ids = ids
                     raise e
                 while answered:
@@ -1542,11 +1590,14 @@ class Client(_Base):
             raise error
         return ids
 
-    def results(self, ids, timeout=None):
+    def results(self, ids, timeout=None, *, forever=False):
         """Yields the Result of each job id as it arrives (each once, in finishing order).
         `timeout` bounds the whole iteration: Timeout (with .pending) when it runs out.
-        The client's lock is not held while the caller has a result in hand."""
+        Unreachable and forever as for wait(). The client's lock is not held while the
+        caller has a result in hand."""
         ids = list(dict.fromkeys(ids))
+        start = time.monotonic()
+        limit = None if forever else self.unreachable_after
         remaining = set(ids)
         q = collections.deque()
         added = set()   # ids this generator registered as pending (undone at the end)
@@ -1567,7 +1618,7 @@ class Client(_Base):
                                 added.add(job_id)
                                 if job_id in self._ready:
                                     q.append(job_id)
-                    r = self._next_result(q, remaining, deadline, timeout, ids)
+                    r = self._next_result(q, remaining, deadline, timeout, ids, start, limit)
                 yield r
         finally:
             if forks is not None:
@@ -1579,7 +1630,7 @@ class Client(_Base):
                             if job_id in remaining and job_id in added:
                                 self._remove_pending(job_id)
 
-    def watch(self, job_id, timeout=None):
+    def watch(self, job_id, timeout=None, *, forever=False):
         """Yields the job's Progress reports as they arrive, then its Result (as wait()
         returns it), then stops. For any job id, submitted by any process or connection: it
         sends WAIT, and the broker pushes progress and the result to every connection waiting
@@ -1587,12 +1638,14 @@ class Client(_Base):
         A watch that begins while the job runs first yields its progress so far (when the
         job has reported any). At most WATCH_KEEP (64) reports wait for the caller: when it
         is slower than the job, the oldest are dropped. `timeout` (seconds, None = no limit)
-        bounds the whole watch: Timeout when it runs out. Raises UnknownJob as wait() does.
-        Any number of threads may watch the same or different jobs at once; the client's
+        bounds the whole watch: Timeout when it runs out. Raises UnknownJob, and Unreachable
+        unless forever=True, as wait() does. Any number of threads may watch the same or different jobs at once; the client's
         lock is not held while the caller has an item in hand."""
         q = collections.deque(maxlen=WATCH_KEEP)
         forks = None    # the fork generation the watch is registered in (None: not)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        limit = None if forever else self.unreachable_after
         try:
             while True:
                 with self._acquire():
@@ -1608,10 +1661,13 @@ class Client(_Base):
                             self._unwatch(job_id, q)
                             forks = None
                             raise
-                    done = lambda: bool(q) or job_id in self._ready or job_id in self._errors  # noqa: E731,B023
+                    done = lambda: (bool(q) or job_id in self._ready  # noqa: E731
+                                    or job_id in self._errors or self._down(start, limit))
                     if not self._pump(done, deadline):
                         raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
                                       [job_id])
+                    if not q and job_id not in self._ready and job_id not in self._errors:
+                        raise self._down_error(start, limit)
                     if q:
                         item = q.popleft()
                     else:
@@ -1636,7 +1692,10 @@ class Client(_Base):
         else:
             self._watchers.pop(job_id, None)
 
-    def _next_result(self, q, remaining, deadline, timeout, ids):
+    def _down(self, start, limit):
+        return limit is not None and self._unreachable(start, limit)
+
+    def _next_result(self, q, remaining, deadline, timeout, ids, start, limit):
         while True:
             while q:
                 job_id = q.popleft()
@@ -1648,9 +1707,11 @@ class Client(_Base):
                 remaining.discard(job_id)
                 self._remove_pending(job_id)
                 return r
-            if not self._pump(lambda: bool(q), deadline):
+            if not self._pump(lambda: bool(q) or self._down(start, limit), deadline):
                 raise Timeout("%d job(s) without a result within %.1fs"
                               % (len(remaining), timeout), [i for i in ids if i in remaining])
+            if not q:
+                raise self._down_error(start, limit)
 
 
 _END = object()
@@ -1672,9 +1733,9 @@ class AsyncClient(_Base):
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
                  context=None, max_buffered=1000, max_buffered_bytes=16 << 20, key=None,
-                 broker_key=None):
+                 broker_key=None, unreachable_after=None):
         super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered,
-                         max_buffered_bytes, key, broker_key)
+                         max_buffered_bytes, key, broker_key, unreachable_after)
         self._ctx = context
         self._sock = self._mon = None
         self._reader = None
@@ -1881,6 +1942,29 @@ class AsyncClient(_Base):
             fut.add_done_callback(_log_send_error)
         return fut
 
+    async def _await(self, aw, deadline, limit, start):
+        """aw's result. Raises asyncio.TimeoutError at `deadline` (monotonic, None: none) and
+        _Down when no connection to the broker has been up for `limit` seconds (None: no
+        such limit) since `start`. A task it made for a coroutine is cancelled if unfinished;
+        a future given is left as it is."""
+        fut = asyncio.ensure_future(aw)
+        try:
+            while True:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise asyncio.TimeoutError
+                if limit is not None and self._unreachable(start, limit):
+                    raise _Down
+                step = self.heartbeat / 4
+                if deadline is not None:
+                    step = min(step, deadline - now)
+                done, _ = await asyncio.wait((fut,), timeout=max(step, 0.001))
+                if done:
+                    return fut.result()
+        finally:
+            if fut is not aw and not fut.done():
+                fut.cancel()
+
     # ---- requests
     async def _request(self, cmd, fields, payload=None, submit=False):
         self._ensure()
@@ -1891,12 +1975,17 @@ class AsyncClient(_Base):
         self._touch()
         self._reply_futs[tag] = (cmd, fut)
         epoch = self._epoch
+        start = time.monotonic()
         try:
             send = self._send_now(*_frames(cmd, fields, payload))
-            m = await asyncio.wait_for(_both(send, fut), self.request_timeout)
-        except asyncio.TimeoutError:
+            # no connection for a heartbeat: Unreachable now, not after request_timeout
+            m = await self._await(_both(send, fut), start + self.request_timeout,
+                                  self.heartbeat, start)
+        except (asyncio.TimeoutError, _Down) as e:
             if epoch == self._epoch and not self._closed:
                 self._reconnect()  # drop what is still queued: a failed submit must not run
+            if isinstance(e, _Down):
+                raise self._down_error(start, self.heartbeat) from None
             raise Unreachable("no answer from the broker at %s within %.1fs"
                               % (self.endpoint, self.request_timeout)) from None
         finally:
@@ -1950,15 +2039,19 @@ class AsyncClient(_Base):
             self._pushed.add(job_id)
         return job_id
 
-    async def wait(self, job_id, timeout=None):
+    async def wait(self, job_id, timeout=None, *, forever=False):
         """As Client.wait. Many tasks may wait at once, for the same job or others."""
         self._ensure()
         fut = self._add_waiter(job_id)
+        start = time.monotonic()
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await self._await(fut, None if timeout is None else start + timeout,
+                                     None if forever else self.unreachable_after, start)
         except asyncio.TimeoutError:
             raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
                           [job_id]) from None
+        except _Down:
+            raise self._down_error(start, self.unreachable_after) from None
         finally:
             self._drop_waiter(job_id, fut)
 
@@ -2029,16 +2122,19 @@ class AsyncClient(_Base):
                 self._pushed.add(ids[i])
 
         async def take_slot():
+            start = time.monotonic()
             try:
-                await asyncio.wait_for(slots.acquire(), self.request_timeout)
-            except asyncio.TimeoutError:
+                await self._await(slots.acquire(), start + self.request_timeout,
+                                  self.heartbeat, start)
+            except (asyncio.TimeoutError, _Down) as down:
                 for tag, fut in list(inflight.items()):
                     self._reply_futs.pop(tag, None)
                     fut.cancel()
                 if epoch == self._epoch and not self._closed:
                     self._reconnect()  # drop what is still queued
-                e = Unreachable("no answer from the broker at %s within %.1fs"
-                                % (self.endpoint, self.request_timeout))
+                e = (self._down_error(start, self.heartbeat) if isinstance(down, _Down) else
+                     Unreachable("no answer from the broker at %s within %.1fs"
+                                 % (self.endpoint, self.request_timeout)))
                 e.ids = ids
                 raise e from None
 
@@ -2065,9 +2161,11 @@ class AsyncClient(_Base):
             raise e
         return ids
 
-    async def results(self, ids, timeout=None):
+    async def results(self, ids, timeout=None, *, forever=False):
         """As Client.results, as an async generator: `async for r in client.results(ids)`."""
         self._ensure()
+        start = time.monotonic()
+        limit = None if forever else self.unreachable_after
         ids = list(dict.fromkeys(ids))
         done_q = asyncio.Queue()
         futs = {}
@@ -2078,15 +2176,16 @@ class AsyncClient(_Base):
                 futs[job_id] = fut
                 fut.add_done_callback(done_q.put_nowait)
             by_fut = {f: i for i, f in futs.items()}
-            deadline = None if timeout is None else self._loop.time() + timeout
+            deadline = None if timeout is None else start + timeout
             while len(yielded) < len(ids):
-                wait_s = None if deadline is None else max(0.0, deadline - self._loop.time())
                 try:
-                    fut = await asyncio.wait_for(done_q.get(), wait_s)
+                    fut = await self._await(done_q.get(), deadline, limit, start)
                 except asyncio.TimeoutError:
                     pending = [i for i in ids if i not in yielded]
                     raise Timeout("%d job(s) without a result within %.1fs"
                                   % (len(pending), timeout), pending) from None
+                except _Down:
+                    raise self._down_error(start, limit) from None
                 job_id = by_fut[fut]
                 r = fut.result()   # raises UnknownJob & co
                 yielded.add(job_id)
@@ -2103,7 +2202,7 @@ class AsyncClient(_Base):
                     self._keep(fut.result())
 
 
-    async def watch(self, job_id, timeout=None):
+    async def watch(self, job_id, timeout=None, *, forever=False):
         """As Client.watch, as an async generator: `async for item in client.watch(id)`
         yields Progress reports, then the Result. Many tasks may watch at once."""
         self._ensure()
@@ -2113,7 +2212,9 @@ class AsyncClient(_Base):
         self._watchers.setdefault(job_id, []).append(entry)
         fut = None
         taken = False
-        deadline = None if timeout is None else self._loop.time() + timeout
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        limit = None if forever else self.unreachable_after
         try:
             fut = self._add_waiter(job_id)
             fut.add_done_callback(lambda _f: ev.set())
@@ -2126,12 +2227,13 @@ class AsyncClient(_Base):
                     yield r
                     return
                 ev.clear()
-                wait_s = None if deadline is None else max(0.0, deadline - self._loop.time())
                 try:
-                    await asyncio.wait_for(ev.wait(), wait_s)
+                    await self._await(ev.wait(), deadline, limit, start)
                 except asyncio.TimeoutError:
                     raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
                                   [job_id]) from None
+                except _Down:
+                    raise self._down_error(start, limit) from None
         finally:
             qs = [x for x in self._watchers.get(job_id, ()) if x is not entry]
             if qs:
@@ -2146,6 +2248,10 @@ class AsyncClient(_Base):
                     # arrived but not handed out (the caller stopped early): keep it
                     self._delivered.discard(job_id)
                     self._keep(fut.result())
+
+
+class _Down(Exception):
+    """AsyncClient._await: no connection to the broker for too long."""
 
 
 async def _both(send_fut, reply_fut):
