@@ -46,6 +46,10 @@ A ZeroMQ socket must never be used by two threads at once, so the client elects 
   A broker silent for three heartbeats while someone waits for a job (and no request is in
   flight) makes the reader reconnect; after any reconnect, including ZeroMQ's own after a
   broker restart, the client sends WAIT again for every job any thread waits for.
+* The monitor also tells whether a connection to the broker is up (CONNECTED/DISCONNECTED;
+  _up, _down_since, kept across the client's own reconnects): a request with no connection
+  for one heartbeat raises Unreachable at once (its socket replaced, as for a timeout); a wait
+  with none for unreachable_after (10 heartbeats, >= 5 s) raises it unless forever=True.
 * close() wakes the reader, lets it leave poll, then closes the socket; calls still waiting in
   other threads raise Error("the client is closed").
 
@@ -926,7 +930,10 @@ class Client(_Base):
 
     endpoint: the broker's client endpoint (default $ZFLEET_BROKER, else tcp://127.0.0.1:5555).
     request_timeout: seconds a request (submit, get, cancel, stats...) waits for the broker
-    before Unreachable. heartbeat: seconds of silence while waiting before a PING; three
+    before Unreachable; with no connection to the broker at all it fails after one
+    heartbeat. unreachable_after: seconds with no connection after which a wait (wait,
+    results, watch) raises Unreachable unless given forever=True (default 10 heartbeats,
+    at least 5 s). heartbeat: seconds of silence while waiting before a PING; three
     make the client reconnect and ask again. on_progress(job_id, fraction, text) is called
     for progress reports that arrive while the client reads (inside wait, results, ...), in
     whichever thread is reading then, outside the client's lock.
