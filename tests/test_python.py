@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Integration test of the Python client (client/python/zfleet.py) against a real broker
+"""Integration test of the Python client (client/python/zfleet/) against a real broker
 and real workers started from the build directory.
 
     /usr/bin/python3 tests/test_python.py BUILD_DIR [NAME...]

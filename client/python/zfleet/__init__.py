@@ -81,7 +81,8 @@ delivered later); a call that finds a refusal already seen replaces the socket b
 starts, so once the broker allows the key the next call is served. A reply with code 12 (the
 key was revoked, or stats by a non-admin) raises Denied too.
 
-Only the standard library, pyzmq and msgpack are used.
+Only the standard library, pyzmq and msgpack are used. Installable with pip from
+client/python (pyproject.toml); typed (py.typed).
 """
 
 import asyncio
@@ -103,8 +104,10 @@ import zmq.auth
 import zmq.utils.z85
 from zmq.utils.monitor import parse_monitor_message
 
+__version__ = "0.1.0"   # the project's version (meson.build; tests/py/test_package.py checks)
+
 __all__ = [
-    "Client", "AsyncClient", "Result", "Status", "Progress",
+    "__version__", "Client", "AsyncClient", "Result", "Status", "Progress",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
     "PayloadTooLarge", "UnknownJob", "InvalidState", "Denied", "JobFailed", "OutputLost",
     "DEFAULT_BROKER", "STATES", "TERMINAL_STATES",
