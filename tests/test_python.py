@@ -828,49 +828,80 @@ def t_watch_reconnect(main, limits):
         check(prog, "progress after the restart")
 
 
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _record_kept(c):
+    """The ids of the results the client was given to keep, in order (wraps c._keep)."""
+    seen = []
+    keep = c._keep
+
+    def recording(r):
+        seen.append(r.id)
+        keep(r)
+
+    c._keep = recording
+    return seen
+
+
+def _read_until(c, seen, ids, bound, timeout=60):
+    """Reads until every id in ids was given to keep, checking the bound all along."""
+    deadline = time.monotonic() + timeout
+    peak = 0
+    while not set(ids) <= set(seen):
+        check(time.monotonic() < deadline, "results did not come: %d of %d"
+              % (len(set(seen) & set(ids)), len(ids)))
+        c.progress(0)   # reads what has arrived
+        peak = max(peak, c._unclaimed_bytes)
+        check(c._unclaimed_bytes == sum(len(r.output) for r in c._unclaimed.values()),
+              "byte accounting")
+        check(bound(c), "over the bound: %d results, %d bytes"
+              % (len(c._unclaimed), c._unclaimed_bytes))
+        time.sleep(0.005)
+    return peak
+
+
 def t_unclaimed_bounded(main, limits):
     """600 results of 100 KiB that nobody waits for: the client keeps at most
     max_buffered_bytes of them (16 MiB by default), the newest; an older one dropped from
-    the buffer is still had with wait() (asked of the broker)."""
+    the buffer is still had with wait() (asked of the broker). The count bound likewise."""
     data = os.urandom(100 << 10)
     with zfleet.Client(main.clients) as c:
         check(c._max_buffered == 1000 and c._max_buffered_bytes == 16 << 20, "defaults")
+        c.run("echo", b"warm up", timeout=10)
+        rss0 = _rss()
+        seen = _record_kept(c)
         ids = c.submit_many("echo", [data] * 600)
-        peak = 0
-        deadline = time.monotonic() + 60
-        settled = None   # reads on for a while after the last job's result came
-        while settled is None or time.monotonic() < settled:
-            c.progress(ids[0])   # reads what has arrived
-            if settled is None and ids[-1] in c._unclaimed:
-                settled = time.monotonic() + 0.5
-            peak = max(peak, c._unclaimed_bytes)
-            check(c._unclaimed_bytes == sum(len(r.output) for r in c._unclaimed.values()),
-                  "byte accounting")
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        check(ids[-1] in c._unclaimed, "the newest result is kept")
-        check(peak <= 16 << 20 and c._unclaimed_bytes <= 16 << 20,
-              "within 16 MiB: peak %d, now %d" % (peak, c._unclaimed_bytes))
-        check(len(c._unclaimed) == (16 << 20) // len(data), "as many as fit: %d"
-              % len(c._unclaimed))
-        check(ids[0] not in c._unclaimed, "the oldest was dropped")
-        r = c.wait(ids[0], timeout=10)
+        peak = _read_until(c, seen, ids, lambda c: c._unclaimed_bytes <= 16 << 20)
+        grown = _rss() - rss0
+        fit = (16 << 20) // len(data)
+        check(peak <= 16 << 20 and len(c._unclaimed) == fit,
+              "as many as fit: %d kept, peak %d bytes" % (len(c._unclaimed), peak))
+        check(list(c._unclaimed) == seen[-fit:], "the newest are kept")
+        check(grown < 30 << 20, "RSS grew by %.1f MB" % (grown / 1e6))
+        oldest = seen[0]
+        check(oldest not in c._unclaimed, "the oldest was dropped")
+        r = c.wait(oldest, timeout=10)
         check(r.ok and r.output == data, "a dropped result is asked for again")
-        r = c.wait(ids[-1], timeout=10)
-        check(r.ok and r.output == data and ids[-1] not in c._unclaimed, "a kept one is claimed")
-        before = c._unclaimed_bytes
-        check(before == sum(len(r.output) for r in c._unclaimed.values()), "accounting")
+        r = c.wait(seen[-1], timeout=10)
+        check(r.ok and r.output == data and seen[-1] not in c._unclaimed, "a kept one is claimed")
+        check(c._unclaimed_bytes == sum(len(r.output) for r in c._unclaimed.values()),
+              "accounting after claims")
     with zfleet.Client(main.clients, max_buffered=3) as c:
+        seen = _record_kept(c)
         ids = c.submit_many("echo", [b"%d" % i for i in range(10)])
-        c.wait(ids[-1], timeout=10)
-        for _ in range(50):
-            c.progress(0)
-            check(len(c._unclaimed) <= 3, "count bound: %r" % list(c._unclaimed))
-            time.sleep(0.01)
-        check(len(c._unclaimed) == 3 and ids[-1] not in c._unclaimed,
-              "count bound keeps 3: %r" % list(c._unclaimed))
-
+        _read_until(c, seen, ids, lambda c: len(c._unclaimed) <= 3)
+        check(list(c._unclaimed) == seen[-3:], "count bound keeps the newest 3: %r %r"
+              % (list(c._unclaimed), seen))
+    with zfleet.Client(main.clients, max_buffered_bytes=1000) as c:
+        seen = _record_kept(c)
+        ids = c.submit_many("echo", [b"x" * 2000, b"small"])
+        _read_until(c, seen, ids, lambda c: c._unclaimed_bytes <= 1000)
+        check(list(c._unclaimed) == [ids[1]], "one over the byte bound is not kept: %r"
+              % list(c._unclaimed))
+        check(c.wait(ids[0], timeout=10).output == b"x" * 2000, "but waited for, it comes")
 
 def t_fail_fast(main, limits):
     """A broker that is down: a request raises Unreachable within about a heartbeat, not

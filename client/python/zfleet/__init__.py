@@ -722,8 +722,11 @@ class _Base:
     def _keep(self, r: Result) -> None:
         """Keeps a result nobody waits for yet, within max_buffered results and
         max_buffered_bytes of output: the oldest go first (the broker still has them, for its
-        result TTL, unless submitted with forget=True: a later wait asks for them again)."""
+        result TTL, unless submitted with forget=True: a later wait asks for them again). One
+        larger than max_buffered_bytes is not kept (and pushes nothing out)."""
         self._unkeep(r.id)
+        if len(r.output) > self._max_buffered_bytes or self._max_buffered == 0:
+            return   # could never fit: it must not push the others out
         self._unclaimed[r.id] = r
         self._unclaimed_bytes += len(r.output)
         while self._unclaimed and (len(self._unclaimed) > self._max_buffered
