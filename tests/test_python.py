@@ -846,7 +846,7 @@ def _record_kept(c):
     return seen
 
 
-def _read_until(c, seen, ids, bound, timeout=60):
+def _read_kept(c, seen, ids, bound, timeout=60):
     """Reads until every id in ids was given to keep, checking the bound all along."""
     deadline = time.monotonic() + timeout
     peak = 0
@@ -874,7 +874,7 @@ def t_unclaimed_bounded(main, limits):
         rss0 = _rss()
         seen = _record_kept(c)
         ids = c.submit_many("echo", [data] * 600)
-        peak = _read_until(c, seen, ids, lambda c: c._unclaimed_bytes <= 16 << 20)
+        peak = _read_kept(c, seen, ids, lambda c: c._unclaimed_bytes <= 16 << 20)
         grown = _rss() - rss0
         fit = (16 << 20) // len(data)
         check(peak <= 16 << 20 and len(c._unclaimed) == fit,
@@ -892,13 +892,13 @@ def t_unclaimed_bounded(main, limits):
     with zfleet.Client(main.clients, max_buffered=3) as c:
         seen = _record_kept(c)
         ids = c.submit_many("echo", [b"%d" % i for i in range(10)])
-        _read_until(c, seen, ids, lambda c: len(c._unclaimed) <= 3)
+        _read_kept(c, seen, ids, lambda c: len(c._unclaimed) <= 3)
         check(list(c._unclaimed) == seen[-3:], "count bound keeps the newest 3: %r %r"
               % (list(c._unclaimed), seen))
     with zfleet.Client(main.clients, max_buffered_bytes=1000) as c:
         seen = _record_kept(c)
         ids = c.submit_many("echo", [b"x" * 2000, b"small"])
-        _read_until(c, seen, ids, lambda c: c._unclaimed_bytes <= 1000)
+        _read_kept(c, seen, ids, lambda c: c._unclaimed_bytes <= 1000)
         check(list(c._unclaimed) == [ids[1]], "one over the byte bound is not kept: %r"
               % list(c._unclaimed))
         check(c.wait(ids[0], timeout=10).output == b"x" * 2000, "but waited for, it comes")
