@@ -724,7 +724,6 @@ def t_watch(main, limits):
     """watch() from another connection than the submitter's: Progress reports, then the
     Result, then the iteration stops; several threads watch one job through one client;
     a watch of a finished job yields its Result; timeout bounds the whole watch."""
-    import threading
     with zfleet.Client(main.clients) as sub, zfleet.Client(main.clients, heartbeat=0.25) as c:
         jid = sub.submit("spin", b"800")
         prog, r = _watched(list(c.watch(jid, timeout=20)), jid)
@@ -765,6 +764,27 @@ def t_watch(main, limits):
             pass
         sub.cancel(queued)
         check(not c._watchers and not c._pending, "nothing left registered")
+
+        # another process: a child forked with c (made before the fork, as under gunicorn
+        # --preload) watches a job the parent submits
+        jid = sub.submit("spin", b"600")
+
+        def child(write):
+            items = list(c.watch(jid, timeout=20))
+            prog, r = _watched(items, jid)
+            check(r.ok and prog, "in the child: %d reports, %r" % (len(prog), r))
+            write("watched %d" % len(prog))
+            write("done")
+
+        pid, fd = _fork_child(child)
+        try:
+            deadline = time.monotonic() + 30
+            found, out = _read_until(fd, "done", deadline)
+            status, _ = _reap(pid, deadline)
+        finally:
+            os.close(fd)
+        check(found and status == 0, "the forked child's watch: %r, %s" % (status, out))
+        check(c.run("echo", b"parent goes on", timeout=10).ok, "the parent goes on")
 
 
 def t_async_watch(main, limits):

@@ -115,7 +115,7 @@ __all__ = [
     "__version__", "Client", "AsyncClient", "Result", "Status", "Progress",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
     "PayloadTooLarge", "UnknownJob", "InvalidState", "Denied", "JobFailed", "OutputLost",
-    "DEFAULT_BROKER", "STATES", "TERMINAL_STATES",
+    "DEFAULT_BROKER", "STATES", "TERMINAL_STATES", "WATCH_KEEP",
 ]
 
 log = logging.getLogger("zfleet")
@@ -124,6 +124,8 @@ Fields = Dict[int, Any]                      # a message header: field key -> va
 Frames = List[Any]                           # bytes or zmq.Frame, as sent or received
 ProgressCallback = Callable[[int, float, str], Any]   # on_progress(job_id, fraction, text)
 KeyFile = Union[str, "os.PathLike[str]"]
+Buffer = Union[bytes, bytearray, memoryview]
+Data = Union[bytes, bytearray, memoryview, str]   # a job's payload (str: UTF-8)
 _T = TypeVar("_T")
 
 DEFAULT_BROKER = "tcp://127.0.0.1:5555"
@@ -392,7 +394,7 @@ def _status_of(m: _Msg) -> Status:
                   device=m.f.get(F_DEVNAME, ""), function=m.f.get(F_FN, ""))
 
 
-def _as_bytes(data: Union[bytes, bytearray, memoryview, str]) -> Union[bytes, bytearray, memoryview]:
+def _as_bytes(data: Data) -> Buffer:
     if isinstance(data, str):
         return data.encode("utf-8")
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -520,7 +522,8 @@ def _read_cert(path: str, what: str) -> Tuple[bytes, Optional[bytes]]:
     return public, secret
 
 
-def _load_keys(key: Optional[KeyFile], broker_key: Optional[KeyFile]) -> Optional[Tuple[bytes, bytes, bytes]]:
+def _load_keys(key: Optional[KeyFile],
+               broker_key: Optional[KeyFile]) -> Optional[Tuple[bytes, bytes, bytes]]:
     """This client's CURVE keys as (public, secret, broker's public), Z85, from the files
     `key` (a NAME.key_secret) and `broker_key` (the broker's NAME.key), else $ZFLEET_KEY and
     $ZFLEET_BROKER_KEY; None when neither is given (no CURVE). Raises ValueError."""
@@ -1467,7 +1470,7 @@ class Client(_Base):
         return r
 
     # ---- API
-    def submit(self, function: str, data: Union[bytes, bytearray, memoryview, str], *,
+    def submit(self, function: str, data: Data, *,
                priority: int = 0, run_timeout_ms: int = 0, deadline_ms: int = 0,
                max_attempts: int = 0, device: Union[str, int] = "any", no_push: bool = False,
                forget: bool = False) -> int:
@@ -1541,7 +1544,7 @@ class Client(_Base):
                 return _status_of(m)
             raise Error("unexpected reply 0x%02x to GET" % m.cmd)
 
-    def run(self, function: str, data: Union[bytes, bytearray, memoryview, str],
+    def run(self, function: str, data: Data,
             timeout: Optional[float] = None, **opts: Any) -> Result:
         """submit() then wait(): the job's Result (check .ok)."""
         return self.wait(self.submit(function, data, **opts), timeout)
@@ -1701,8 +1704,9 @@ class Client(_Base):
         job has reported any). At most WATCH_KEEP (64) reports wait for the caller: when it
         is slower than the job, the oldest are dropped. `timeout` (seconds, None = no limit)
         bounds the whole watch: Timeout when it runs out. Raises UnknownJob, and Unreachable
-        unless forever=True, as wait() does. Any number of threads may watch the same or different jobs at once; the client's
-        lock is not held while the caller has an item in hand."""
+        unless forever=True, as wait() does. Any number of threads may watch the same or
+        different jobs at once; the client's lock is not held while the caller has an item
+        in hand."""
         q: Deque[Progress] = collections.deque(maxlen=WATCH_KEEP)
         forks = None    # the fork generation the watch is registered in (None: not)
         start = time.monotonic()
@@ -1776,7 +1780,8 @@ class Client(_Base):
                 return r
             if not self._pump(lambda: bool(q) or self._down(start, limit), deadline):
                 raise Timeout("%d job(s) without a result within %.1fs"
-                              % (len(remaining), timeout or 0.0), [i for i in ids if i in remaining])
+                              % (len(remaining), timeout or 0.0),
+                              [i for i in ids if i in remaining])
             if not q:
                 raise self._down_error(start, limit)
 
@@ -2096,7 +2101,7 @@ class AsyncClient(_Base):
             self._lazy.pop(job_id, None)
 
     # ---- API
-    async def submit(self, function: str, data: Union[bytes, bytearray, memoryview, str], *,
+    async def submit(self, function: str, data: Data, *,
                      priority: int = 0, run_timeout_ms: int = 0, deadline_ms: int = 0,
                      max_attempts: int = 0, device: Union[str, int] = "any",
                      no_push: bool = False, forget: bool = False) -> int:
@@ -2144,7 +2149,7 @@ class AsyncClient(_Base):
             return _status_of(m)
         raise Error("unexpected reply 0x%02x to GET" % m.cmd)
 
-    async def run(self, function: str, data: Union[bytes, bytearray, memoryview, str],
+    async def run(self, function: str, data: Data,
                   timeout: Optional[float] = None, **opts: Any) -> Result:
         """As Client.run."""
         return await self.wait(await self.submit(function, data, **opts), timeout)
