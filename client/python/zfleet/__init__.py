@@ -233,7 +233,8 @@ class Error(Exception):
 
 
 class Unreachable(Error, ConnectionError):
-    """The broker did not answer within request_timeout."""
+    """The broker did not answer within request_timeout, or there has been no connection to
+    it for a heartbeat (a request) or for unreachable_after (a wait without forever=True)."""
 
 
 class Timeout(Error, TimeoutError):
