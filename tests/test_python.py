@@ -847,6 +847,24 @@ def t_watch_reconnect(main, limits):
         check(r.ok and r.output == b"300", "result after the restart: %r" % (r,))
         check(prog, "progress after the restart")
 
+    async def go():
+        # AsyncClient: the broker killed mid-job (after the first progress report)
+        async with zfleet.AsyncClient(b.clients) as asub, \
+                zfleet.AsyncClient(b.clients, heartbeat=0.25) as ac:
+            jid = await asub.submit("spin", b"1500")
+            items = []
+            async for item in ac.watch(jid, timeout=40):
+                items.append(item)
+                if len(items) == 1:
+                    b.kill()
+                    await asyncio.sleep(0.3)
+                    b.start()
+            prog, r = _watched(items, jid)
+            check(r.ok and r.output == b"1500", "async: result after the restart: %r" % (r,))
+            check(len(prog) >= 2, "async: progress before and after: %d" % len(prog))
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
 
 def _rss():
     with open("/proc/self/statm") as f:
