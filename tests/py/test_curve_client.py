@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""CURVE in the Python client (client/python/zfleet.py, issue 13) against a real broker run
+"""CURVE in the Python client (client/python/zfleet/, issue 13) against a real broker run
 with --curve-secret and a real worker with its own key, over TCP on loopback, all started
 from the build directory.
 

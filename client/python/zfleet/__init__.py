@@ -32,9 +32,13 @@ A ZeroMQ socket must never be used by two threads at once, so the client elects 
   wakes the reader through a pipe polled with the socket; the reader sends it at once (a send
   that fails fails the request or the WAIT it carried, in the thread that made it).
 * A pushed RESULT goes to every thread waiting for that id (several may wait for one job);
-  with nobody waiting it is kept for a later wait, at most ``max_buffered`` (then the oldest is
-  dropped and a later wait asks the broker again). on_progress callbacks run in the reader's
-  thread, outside the lock, so they may call the client.
+  with nobody waiting it is kept for a later wait, at most ``max_buffered`` results and
+  ``max_buffered_bytes`` of output (then the oldest are dropped and a later wait asks the
+  broker again). on_progress callbacks run in the reader's thread, outside the lock, so they
+  may call the client.
+* watch(id) is a wait (the id is pending, so WAIT is sent and re-sent after a reconnect) plus
+  a deque of Progress (``_watchers``: id -> deques, each bounded to WATCH_KEEP) that the
+  reader fills; the watching thread takes one item at a time and yields it outside the lock.
 * Timeouts: each call keeps its own deadline; a wait that times out leaves the result to be
   kept when it comes. A request that times out replaces the socket, as before (a submit the
   caller was told failed must not be delivered later); requests of other threads still in
@@ -42,6 +46,10 @@ A ZeroMQ socket must never be used by two threads at once, so the client elects 
   A broker silent for three heartbeats while someone waits for a job (and no request is in
   flight) makes the reader reconnect; after any reconnect, including ZeroMQ's own after a
   broker restart, the client sends WAIT again for every job any thread waits for.
+* The monitor also tells whether a connection to the broker is up (CONNECTED/DISCONNECTED;
+  _up, _down_since, kept across the client's own reconnects): a request with no connection
+  for one heartbeat raises Unreachable at once (its socket replaced, as for a timeout); a wait
+  with none for unreachable_after (10 heartbeats, >= 5 s) raises it unless forever=True.
 * close() wakes the reader, lets it leave poll, then closes the socket; calls still waiting in
   other threads raise Error("the client is closed").
 
@@ -73,8 +81,11 @@ delivered later); a call that finds a refusal already seen replaces the socket b
 starts, so once the broker allows the key the next call is served. A reply with code 12 (the
 key was revoked, or stats by a non-admin) raises Denied too.
 
-Only the standard library, pyzmq and msgpack are used.
+Only the standard library, pyzmq and msgpack are used. Installable with pip from
+client/python (pyproject.toml); typed (py.typed).
 """
+
+from __future__ import annotations
 
 import asyncio
 import collections
@@ -87,22 +98,35 @@ import re
 import threading
 import time
 import weakref
+from typing import (Any, AsyncIterator, Awaitable, Callable, Collection, Deque, Dict, Iterable,
+                    Iterator, List, NamedTuple, Optional, Set, Tuple, TypeVar, Union)
 
-import msgpack
+# (Debian's msgpack has no type hints)
+import msgpack  # type: ignore[import]
 import zmq
 import zmq.asyncio
 import zmq.auth
 import zmq.utils.z85
 from zmq.utils.monitor import parse_monitor_message
 
+__version__ = "0.1.0"   # the project's version (meson.build; tests/py/test_package.py checks)
+
 __all__ = [
-    "Client", "AsyncClient", "Result", "Status",
+    "__version__", "Client", "AsyncClient", "Result", "Status", "Progress",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
     "PayloadTooLarge", "UnknownJob", "InvalidState", "Denied", "JobFailed", "OutputLost",
-    "DEFAULT_BROKER", "STATES", "TERMINAL_STATES",
+    "DEFAULT_BROKER", "STATES", "TERMINAL_STATES", "WATCH_KEEP",
 ]
 
 log = logging.getLogger("zfleet")
+
+Fields = Dict[int, Any]                      # a message header: field key -> value
+Frames = List[Any]                           # bytes or zmq.Frame, as sent or received
+ProgressCallback = Callable[[int, float, str], Any]   # on_progress(job_id, fraction, text)
+KeyFile = Union[str, "os.PathLike[str]"]
+Buffer = Union[bytes, bytearray, memoryview]
+Data = Union[bytes, bytearray, memoryview, str]   # a job's payload (str: UTF-8)
+_T = TypeVar("_T")
 
 DEFAULT_BROKER = "tcp://127.0.0.1:5555"
 PROTO_VERSION = 1
@@ -145,6 +169,7 @@ ERROR_NAMES = ("ok", "unsupported protocol version", "malformed message", "unkno
 FN_MAX = 63
 _U32 = (1 << 32) - 1
 _PAYLOAD_COPY_MAX = 64 * 1024   # larger payloads are sent zero-copy
+_PROGRESS_KEEP = 10000          # jobs whose last progress report progress() remembers
 
 
 # ------------------------------------------------------------------ results and errors
@@ -164,11 +189,11 @@ class Result:
     function: str
 
     @property
-    def text(self):
+    def text(self) -> str:
         """The output decoded as UTF-8."""
         return self.output.decode("utf-8", "replace")
 
-    def raise_for_status(self):
+    def raise_for_status(self) -> Result:
         """Raises JobFailed unless the job succeeded; returns self otherwise."""
         if not self.ok:
             raise (OutputLost if self.status == "output_lost" else JobFailed)(self)
@@ -188,18 +213,34 @@ class Status:
     function: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A progress report of a running job, as watch() yields it."""
+    id: int
+    fraction: float       # 0..1, as the handler reported it
+    text: str             # the handler's progress text ("" if none)
+
+
+# A watch keeps at most this many progress reports not yet taken by its caller (the oldest
+# go first): a slow consumer sees the latest reports, and memory stays bounded.
+WATCH_KEEP = 64
+
+
 class Error(Exception):
     """Base class of every zfleet error."""
+    # From submit_many: the id of each payload sent, None where not accepted
+    ids: Optional[List[Optional[int]]] = None
 
 
 class Unreachable(Error, ConnectionError):
-    """The broker did not answer within request_timeout."""
+    """The broker did not answer within request_timeout, or there has been no connection to
+    it for a heartbeat (a request) or for unreachable_after (a wait without forever=True)."""
 
 
 class Timeout(Error, TimeoutError):
     """No result in time; the job may still be running. `pending`: the ids still waited for."""
 
-    def __init__(self, message, pending=()):
+    def __init__(self, message: str, pending: Iterable[int] = ()) -> None:
         super().__init__(message)
         self.pending = list(pending)
 
@@ -207,13 +248,13 @@ class Timeout(Error, TimeoutError):
 class BrokerError(Error):
     """The broker refused a request. `code` is the broker's error code (zf_error_t)."""
 
-    def __init__(self, code, message=""):
+    def __init__(self, code: int, message: str = "") -> None:
         self.code = int(code)
         self.message = message or (ERROR_NAMES[code] if 0 <= code < len(ERROR_NAMES)
                                    else "error %d" % code)
         super().__init__(self.code, self.message)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return "%s (broker code %d)" % (self.message, self.code)
 
 
@@ -247,17 +288,17 @@ class Denied(BrokerError):
     12 (the key was removed from its directories, or stats() by a key that is not an admin's).
     `code` is 12 either way; the message says why."""
 
-    def __init__(self, message, code=E_DENIED):
+    def __init__(self, message: str, code: int = E_DENIED) -> None:
         super().__init__(code, message)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
 
 class JobFailed(Error):
     """Raised by Result.raise_for_status(); `result` is the Result."""
 
-    def __init__(self, result):
+    def __init__(self, result: Result) -> None:
         super().__init__("job %d %s: %s" % (result.id, result.status, result.error))
         self.result = result
 
@@ -266,15 +307,16 @@ class OutputLost(JobFailed):
     """The handler succeeded but the broker lost its output (over --result-max-bytes, then a
     restart): the Result has no output bytes (never partial ones) and is not ok."""
 
-    def __init__(self, result):
+    def __init__(self, result: Result) -> None:
         super().__init__(result)
         self.args = ("job %d output_lost: the handler succeeded but its output is gone, no bytes "
                      "returned: %s" % (result.id, result.error),)
 
 
-def _broker_error(code, text, submit=False):
+def _broker_error(code: int, text: str, submit: bool = False) -> BrokerError:
     if code == E_DENIED:
         return Denied(text or ERROR_NAMES[E_DENIED])
+    cls: type[BrokerError]
     if submit:
         cls = {E_QUEUE_FULL: QueueFull, E_TOO_LARGE: PayloadTooLarge}.get(code, Rejected)
     else:
@@ -284,18 +326,22 @@ def _broker_error(code, text, submit=False):
 
 # ------------------------------------------------------------------ codec
 
-_Msg = collections.namedtuple("_Msg", "cmd f payload")
+class _Msg(NamedTuple):
+    cmd: int
+    f: Fields
+    payload: Optional[bytes]
 
 
-def _encode(cmd, fields):
-    return b"ZF" + bytes((PROTO_VERSION, cmd)) + msgpack.packb(fields, use_bin_type=True)
+def _encode(cmd: int, fields: Fields) -> bytes:
+    body: bytes = msgpack.packb(fields, use_bin_type=True)
+    return b"ZF" + bytes((PROTO_VERSION, cmd)) + body
 
 
-def _unpack(buf):
+def _unpack(buf: bytes) -> Any:
     return msgpack.unpackb(buf, raw=False, strict_map_key=False, unicode_errors="replace")
 
 
-def _decode(frames):
+def _decode(frames: Frames) -> Optional[_Msg]:
     """A received message as _Msg, or None when it is not a zfleet message we understand."""
     if not frames:
         return None
@@ -325,15 +371,15 @@ _ANSWERS = {SUBMIT: frozenset((ACCEPTED, RESULT, REJECTED, ERROR)),
 _DEFAULT_ANSWERS = frozenset((REPLY, ERROR))
 
 
-def _answers(cmd, m):
+def _answers(cmd: int, m: _Msg) -> bool:
     return m.cmd in _ANSWERS.get(cmd, _DEFAULT_ANSWERS)
 
 
-def _state_name(n):
+def _state_name(n: Any) -> str:
     return STATES[n] if isinstance(n, int) and 0 <= n < len(STATES) else "unknown"
 
 
-def _result_of(m):
+def _result_of(m: _Msg) -> Result:
     st = _state_name(m.f.get(F_STATUS))
     return Result(id=m.f.get(F_ID, 0), status=st, ok=st == "succeeded",
                   output=m.payload or b"", error=m.f.get(F_TEXT, ""),
@@ -342,14 +388,14 @@ def _result_of(m):
                   function=m.f.get(F_FN, ""))
 
 
-def _status_of(m):
+def _status_of(m: _Msg) -> Status:
     return Status(id=m.f.get(F_ID, 0), status=_state_name(m.f.get(F_STATUS)),
                   attempts=m.f.get(F_ATTEMPT, 0), progress=float(m.f.get(F_PROGRESS, 0.0)),
                   progress_text=m.f.get(F_TEXT, ""), worker=m.f.get(F_WORKER, ""),
                   device=m.f.get(F_DEVNAME, ""), function=m.f.get(F_FN, ""))
 
 
-def _as_bytes(data):
+def _as_bytes(data: Data) -> Buffer:
     if isinstance(data, str):
         return data.encode("utf-8")
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -357,15 +403,16 @@ def _as_bytes(data):
     raise TypeError("job data must be bytes or str, not %s" % type(data).__name__)
 
 
-def _submit_fields(function, priority=0, run_timeout_ms=0, deadline_ms=0, max_attempts=0,
-                   device="any", no_push=False, forget=False):
+def _submit_fields(function: str, priority: int = 0, run_timeout_ms: int = 0,
+                   deadline_ms: int = 0, max_attempts: int = 0, device: Union[str, int] = "any",
+                   no_push: bool = False, forget: bool = False) -> Fields:
     """The SUBMIT header fields (without the tag). Raises ValueError/TypeError on bad input,
     which the broker would otherwise answer with an untagged error."""
     if not isinstance(function, str):
         raise TypeError("function must be a str")
     if not 1 <= len(function.encode("utf-8")) <= FN_MAX:
         raise ValueError("function name must be 1 to %d bytes" % FN_MAX)
-    f = {F_FN: function}
+    f: Fields = {F_FN: function}
     if not -(1 << 31) <= int(priority) < (1 << 31):
         raise ValueError("priority must fit in 32 bits")
     for name, v in (("run_timeout_ms", run_timeout_ms), ("deadline_ms", deadline_ms),
@@ -393,7 +440,7 @@ def _submit_fields(function, priority=0, run_timeout_ms=0, deadline_ms=0, max_at
     return f
 
 
-def _frames(cmd, fields, payload=None):
+def _frames(cmd: int, fields: Fields, payload: Any = None) -> Tuple[Frames, bool]:
     if payload is None:
         return [_encode(cmd, fields)], True
     return [_encode(cmd, fields), payload], len(payload) <= _PAYLOAD_COPY_MAX
@@ -402,20 +449,20 @@ def _frames(cmd, fields, payload=None):
 class _LruSet:
     """A bounded set: the oldest entries go first."""
 
-    def __init__(self, cap):
-        self._d = collections.OrderedDict()
+    def __init__(self, cap: int) -> None:
+        self._d: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._cap = cap
 
-    def add(self, k):
+    def add(self, k: int) -> None:
         self._d[k] = None
         self._d.move_to_end(k)
         while len(self._d) > self._cap:
             self._d.popitem(last=False)
 
-    def __contains__(self, k):
+    def __contains__(self, k: object) -> bool:
         return k in self._d
 
-    def discard(self, k):
+    def discard(self, k: int) -> None:
         self._d.pop(k, None)
 
 
@@ -426,13 +473,14 @@ _HS_FAILED = frozenset((zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAK
                         zmq.EVENT_HANDSHAKE_FAILED_AUTH))
 # What the client's monitor reports: connections (a reconnect sends WAIT again) and the
 # outcome of each handshake (a refused key fails the calls at once: Denied).
-_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_MONITORED = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+              | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 for _e in _HS_FAILED:
     _MONITORED |= _e
 del _e
 
 
-def _key_path(value, env):
+def _key_path(value: Optional[KeyFile], env: str) -> Optional[str]:
     """A key file argument, else the environment variable (as the CLI: --key, then $ZFLEET_KEY).
     An empty string, given or in the environment, means none."""
     if value is None:
@@ -442,16 +490,16 @@ def _key_path(value, env):
     return value or None
 
 
-def _is_z85_key(k):
+def _is_z85_key(k: Any) -> bool:
     if not isinstance(k, bytes) or len(k) != 40:
         return False
     try:
-        return len(zmq.utils.z85.decode(k)) == 32
+        return len(zmq.utils.z85.decode(k)) == 32  # type: ignore[no-untyped-call]
     except Exception:  # noqa: BLE001 - a character outside Z85
         return False
 
 
-def _read_cert(path, what):
+def _read_cert(path: str, what: str) -> Tuple[bytes, Optional[bytes]]:
     """(public, secret or None) Z85 keys of a certificate file (czmq's zcert / pyzmq's
     zmq.auth format, as `zfleet keygen` writes it). ValueError says what is wrong."""
     shown = os.fsdecode(path)
@@ -475,7 +523,8 @@ def _read_cert(path, what):
     return public, secret
 
 
-def _load_keys(key, broker_key):
+def _load_keys(key: Optional[KeyFile],
+               broker_key: Optional[KeyFile]) -> Optional[Tuple[bytes, bytes, bytes]]:
     """This client's CURVE keys as (public, secret, broker's public), Z85, from the files
     `key` (a NAME.key_secret) and `broker_key` (the broker's NAME.key), else $ZFLEET_KEY and
     $ZFLEET_BROKER_KEY; None when neither is given (no CURVE). Raises ValueError."""
@@ -503,13 +552,13 @@ def _load_keys(key, broker_key):
 
 # ------------------------------------------------------------------ fork
 
-_LIVE = weakref.WeakSet()   # every client: reset in a forked child
+_LIVE: weakref.WeakSet[_Base] = weakref.WeakSet()   # every client: reset in a forked child
 # What a forked child inherited and must neither close nor free (a finaliser would close it):
 # contexts, sockets, tasks of the parent's clients. Kept for the life of the process.
-_ABANDONED = []
+_ABANDONED: List[Tuple[Any, ...]] = []
 
 
-def _reset_after_fork():
+def _reset_after_fork() -> None:
     """os.register_at_fork(after_in_child): runs in the child, in its only thread."""
     for c in list(_LIVE):
         try:
@@ -528,14 +577,24 @@ class _Base:
     """State and message dispatch shared by Client and AsyncClient. Subclasses do the I/O
     and implement the hooks _on_reply, _result_ready, _wait_failed and _send_now."""
 
-    def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                 broker_key):
+    def __init__(self, endpoint: Optional[str], request_timeout: float, heartbeat: float,
+                 on_progress: Optional[ProgressCallback], max_buffered: int,
+                 max_buffered_bytes: int, key: Optional[KeyFile], broker_key: Optional[KeyFile],
+                 unreachable_after: Optional[float]) -> None:
         self._curve = _load_keys(key, broker_key)   # (public, secret, broker's) or None
         self.endpoint = endpoint or os.environ.get("ZFLEET_BROKER") or DEFAULT_BROKER
         if request_timeout is None or request_timeout <= 0:
             raise ValueError("request_timeout must be > 0 seconds")
         self.request_timeout = float(request_timeout)
         self.heartbeat = float(heartbeat) if heartbeat and heartbeat > 0 else 1.0
+        # A wait (wait, results, watch) with no connection to the broker for this long
+        # raises Unreachable, unless forever=True
+        self.unreachable_after = (max(10 * self.heartbeat, 5.0) if unreachable_after is None
+                                  else float(unreachable_after))
+        # Whether a connection to the broker is up (the monitor's CONNECTED / DISCONNECTED),
+        # and since when none is (kept across the client's own reconnects)
+        self._up = False
+        self._down_since = time.monotonic()
         self.on_progress = on_progress
         self._tag = random.getrandbits(62)
         self._epoch = 0                 # socket generation: bumped by every reconnect
@@ -543,67 +602,80 @@ class _Base:
         self._connects_later = 0        # ... read but not yet acted on (_on_monitor defer)
         # Why the broker refuses the current socket's handshakes (None: it does not), and the
         # connections it closed during the handshake in a row (NO_DETAIL events)
-        self._denied = None
+        self._denied: Optional[str] = None
         self._hs_closed = 0
         self._last_recv = time.monotonic()
         self._last_ping = 0.0
         self._quiet_from = 0.0          # silence is measured from max(this, _last_recv)
         # Job ids submitted on the current connection with push: their result comes by
         # itself, so waiting on them sends WAIT only after a heartbeat of waiting.
-        self._pushed = set()
-        self._wait_tags = {}            # tag of a WAIT sent -> job id
-        self._lazy = {}                 # job id -> when waiting began (WAIT not yet sent)
-        self._unclaimed = collections.OrderedDict()  # id -> Result nobody waits for yet
-        self._max_buffered = max_buffered
+        self._pushed: Set[int] = set()
+        self._wait_tags: Dict[int, int] = {}   # tag of a WAIT sent -> job id
+        self._lazy: Dict[int, float] = {}      # job id -> when waiting began (WAIT not yet sent)
+        # id -> Result nobody waits for yet
+        self._unclaimed: collections.OrderedDict[int, Result] = collections.OrderedDict()
+        self._unclaimed_bytes = 0       # the output bytes of those results
+        if max_buffered < 0 or max_buffered_bytes < 0:
+            raise ValueError("max_buffered and max_buffered_bytes must be >= 0")
+        self._max_buffered = int(max_buffered)
+        self._max_buffered_bytes = int(max_buffered_bytes)
+        self._watchers: Dict[int, List[Any]] = {}   # job id -> [watch() state] (progress to each)
         self._delivered = _LruSet(100000)  # ids whose result was handed out (drop repeats)
-        self._progress = {}             # id -> (fraction, text)
+        self._progress: Dict[int, Tuple[float, str]] = {}   # id -> (fraction, text)
         self._closed = False
         self._pid = os.getpid()         # the process whose socket this is (fork check)
         self._forks = 0                 # forks this client went through (a generation)
         _LIVE.add(self)
 
-    def _next_tag(self):
+    def _next_tag(self) -> int:
         self._tag = (self._tag + 1) & ((1 << 64) - 1) or 1
         return self._tag
 
     # ---- hooks
-    def _waiting_ids(self):
+    def _waiting_ids(self) -> Collection[int]:
         raise NotImplementedError
 
-    def _on_reply(self, tag, m):
+    def _on_reply(self, tag: int, m: _Msg) -> bool:
         """A reply for request `tag`. Returns False if no request waits for it."""
         raise NotImplementedError
 
-    def _result_ready(self, r):
+    def _result_ready(self, r: Result) -> bool:
         """A result for a job somebody waits for. Returns False if nobody does."""
         raise NotImplementedError
 
-    def _wait_failed(self, job_id, exc):
+    def _wait_failed(self, job_id: int, exc: Error) -> None:
         raise NotImplementedError
 
-    def _send_now(self, frames, copy, tag=None):
+    def _send_now(self, frames: Frames, copy: bool, tag: Optional[int] = None) -> Any:
         """Sends a message; `tag` is the request (or WAIT) it carries, if any."""
         raise NotImplementedError
 
-    def _forked(self):
+    def _forked(self) -> None:
         """In a forked child: drop what belongs to the parent's socket and process."""
         raise NotImplementedError
 
-    def _fork_reset(self):
+    def _reconnect(self) -> None:
+        """A new socket in place of the current one (the caller owns the socket)."""
+        raise NotImplementedError
+
+    def _fork_reset(self) -> None:
         """The part of _forked shared by both clients: the connection's state goes (the child
         will have a new connection); finished results (_unclaimed, _progress) stay."""
         self._pid = os.getpid()
         self._forks += 1
         self._epoch += 1
         self._connects = self._connects_later = 0
-        self._pushed = set()            # pushed to the parent's connection, not to ours
+        self._pushed = set()   # pushed to the parent's connection, not to ours
         self._wait_tags = {}
         self._lazy = {}
+        self._watchers = {}             # the parent's watches (they register again here)
+        self._up = False
+        self._down_since = time.monotonic()
         self._tag = random.getrandbits(62)
         self._last_recv = self._quiet_from = time.monotonic()
 
     # ---- dispatch
-    def _dispatch(self, frames):
+    def _dispatch(self, frames: Frames) -> None:
         self._last_recv = time.monotonic()
         m = _decode(frames)
         if m is None:
@@ -627,6 +699,10 @@ class _Base:
             job_id = self._wait_tags.pop(tag)
             if cmd == ERROR:
                 self._wait_failed(job_id, _broker_error(m.f.get(F_CODE, 0), m.f.get(F_TEXT, "")))
+            elif F_PROGRESS in m.f and job_id in self._watchers:
+                # the progress so far, for a watch that begins while the job runs
+                self._progress_event(Progress(job_id, float(m.f[F_PROGRESS]),
+                                              m.f.get(F_TEXT, "")))
             return  # a STATUS: the broker knows the job and will push its result
         if not self._on_reply(tag, m):
             if cmd == ERROR:
@@ -634,12 +710,44 @@ class _Base:
             else:
                 log.debug("zfleet: unexpected reply 0x%02x (tag %d)", cmd, tag)
 
-    def _note_progress(self, job_id, fraction, text):
+    def _note_progress(self, job_id: int, fraction: float, text: str) -> None:
+        self._progress.pop(job_id, None)
         self._progress[job_id] = (fraction, text)
+        while len(self._progress) > _PROGRESS_KEEP:   # jobs whose result never came here
+            del self._progress[next(iter(self._progress))]
+        self._progress_event(Progress(job_id, fraction, text))
         if self.on_progress is not None:
             self._call_progress(job_id, fraction, text)
 
-    def _call_progress(self, job_id, fraction, text):
+    def _progress_event(self, p: Progress) -> None:
+        """A progress report for the watches of its job (hook)."""
+        raise NotImplementedError
+
+    def _keep(self, r: Result) -> None:
+        """Keeps a result nobody waits for yet, within max_buffered results and
+        max_buffered_bytes of output: the oldest go first (the broker still has them, for its
+        result TTL, unless submitted with forget=True: a later wait asks for them again). One
+        larger than max_buffered_bytes is not kept (and pushes nothing out)."""
+        self._unkeep(r.id)
+        if len(r.output) > self._max_buffered_bytes or self._max_buffered == 0:
+            return   # could never fit: it must not push the others out
+        self._unclaimed[r.id] = r
+        self._unclaimed_bytes += len(r.output)
+        while self._unclaimed and (len(self._unclaimed) > self._max_buffered
+                                   or self._unclaimed_bytes > self._max_buffered_bytes):
+            _, old = self._unclaimed.popitem(last=False)
+            self._unclaimed_bytes -= len(old.output)
+
+    def _unkeep(self, job_id: int) -> Optional[Result]:
+        """Removes a kept result (returned, or None)."""
+        r = self._unclaimed.pop(job_id, None)
+        if r is not None:
+            self._unclaimed_bytes -= len(r.output)
+        return r
+
+    def _call_progress(self, job_id: int, fraction: float, text: str) -> None:
+        if self.on_progress is None:
+            return
         try:
             r = self.on_progress(job_id, fraction, text)
             if inspect.isawaitable(r):
@@ -647,7 +755,7 @@ class _Base:
         except Exception:  # noqa: BLE001 - a callback must not break the client
             log.exception("zfleet: on_progress callback failed")
 
-    def _take_result(self, r):
+    def _take_result(self, r: Result) -> None:
         self._pushed.discard(r.id)
         self._progress.pop(r.id, None)
         self._lazy.pop(r.id, None)
@@ -656,31 +764,26 @@ class _Base:
             return
         if r.id in self._delivered:
             return  # a second copy (pushed and asked for): already handed out
-        self._unclaimed[r.id] = r
-        self._unclaimed.move_to_end(r.id)
-        while len(self._unclaimed) > self._max_buffered:
-            # the broker still has it (for its result TTL): wait() asks for it again
-            # (unless it was submitted with forget=True: then it is gone)
-            self._unclaimed.popitem(last=False)
+        self._keep(r)
 
-    def _claim(self, job_id):
+    def _claim(self, job_id: int) -> Optional[Result]:
         """A buffered result, handed out (or None)."""
-        r = self._unclaimed.pop(job_id, None)
+        r: Optional[Result] = self._unkeep(job_id)
         if r is not None:
             self._delivered.add(job_id)
         return r
 
     # ---- sending
-    def _send_wait(self, job_id):
+    def _send_wait(self, job_id: int) -> None:
         self._lazy.pop(job_id, None)
         tag = self._next_tag()
         self._wait_tags[tag] = job_id
-        if len(self._wait_tags) > 4 * self._max_buffered:  # replies that never came
+        if len(self._wait_tags) > 4 * max(self._max_buffered, 1000):  # replies that never came
             for t in list(self._wait_tags)[: len(self._wait_tags) // 2]:
                 del self._wait_tags[t]
         self._send_now(*_frames(WAIT, {F_ID: job_id, F_TAG: tag}), tag)
 
-    def _start_wait(self, job_id):
+    def _start_wait(self, job_id: int) -> None:
         """Somebody begins waiting for job_id: ask the broker, at once or (for a job whose
         result is pushed to this connection anyway) only after a heartbeat."""
         if job_id in self._pushed:
@@ -688,7 +791,7 @@ class _Base:
         else:
             self._send_wait(job_id)
 
-    def _housekeeping(self, busy, can_reconnect):
+    def _housekeeping(self, busy: bool, can_reconnect: bool) -> None:
         """Heartbeat duties, run at least every heartbeat/2 while anybody waits: lazy WAITs,
         PING after one silent heartbeat, reconnect + WAIT again after three."""
         now = time.monotonic()
@@ -706,7 +809,7 @@ class _Base:
             self._last_ping = now
             self._send_now([_encode(PING, {})], True)
 
-    def _after_reconnect(self):
+    def _after_reconnect(self) -> None:
         """Results are pushed to the old connection's identity: ask for them again."""
         self._epoch += 1
         self._pushed.clear()
@@ -714,7 +817,7 @@ class _Base:
         for job_id in list(self._waiting_ids()):
             self._send_wait(job_id)
 
-    def _on_monitor(self, frames, defer=False):
+    def _on_monitor(self, frames: Frames, defer: bool = False) -> None:
         """One monitor event. defer: a CONNECTED is only counted, for _connected to act on
         later (the caller is in the middle of a send and must not send WAITs now)."""
         try:
@@ -723,9 +826,14 @@ class _Base:
             return
         event = ev["event"]
         if event == zmq.EVENT_CONNECTED:
+            self._up = True
             self._connects_later += 1
             if not defer:
                 self._connected()
+        elif event == zmq.EVENT_DISCONNECTED:
+            if self._up:
+                self._up = False
+                self._down_since = time.monotonic()
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._denied = None        # e.g. the key was added and the broker reloaded
             self._hs_closed = 0
@@ -737,7 +845,7 @@ class _Base:
                              self.endpoint, why)
                 self._denied = why
 
-    def _connected(self):
+    def _connected(self) -> None:
         """The CONNECTED events counted: after the first, each is a reconnect."""
         n, self._connects_later = self._connects_later, 0
         for _ in range(n):
@@ -746,7 +854,7 @@ class _Base:
                 log.info("zfleet: reconnected to %s", self.endpoint)
                 self._after_reconnect()
 
-    def _handshake_failure(self, event, value):
+    def _handshake_failure(self, event: int, value: int) -> Optional[str]:
         """Why a handshake failed, as the C client says it (common/handshake.c), or None when
         one failure does not tell yet. Only this end's configuration is known here: a
         mismatch with keys means the broker has no CURVE, without keys that it has."""
@@ -781,11 +889,11 @@ class _Base:
                 "with CURVE (--curve-secret) and this client has no key (give key= and "
                 "broker_key=, or $ZFLEET_KEY and $ZFLEET_BROKER_KEY)")
 
-    def _denial(self):
+    def _denial(self) -> Denied:
         return Denied("no service from the broker at %s: %s" % (self.endpoint, self._denied))
 
     @staticmethod
-    def _too_large(m, size):
+    def _too_large(m: _Msg, size: int) -> Optional[PayloadTooLarge]:
         """PayloadTooLarge when `size` is over the limit a PONG states, else None."""
         limit = m.f.get(F_MAXPAYLOAD)
         if isinstance(limit, int) and size > limit:
@@ -793,12 +901,12 @@ class _Base:
                                    "limit is %d" % (size, limit))
         return None
 
-    def _reply_check(self, m, submit=False):
+    def _reply_check(self, m: _Msg, submit: bool = False) -> _Msg:
         if m.cmd in (REJECTED, ERROR) or (m.cmd == REPLY and m.f.get(F_CODE, 0) != 0):
             raise _broker_error(m.f.get(F_CODE, 0), m.f.get(F_TEXT, ""), submit)
         return m
 
-    def _new_socket(self, ctx):
+    def _new_socket(self, ctx: Any) -> Tuple[Any, Any]:
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -820,10 +928,22 @@ class _Base:
         self._denied = None
         self._hs_closed = 0
         self._last_recv = time.monotonic()
+        if self._up:   # a connection that was up goes with the old socket
+            self._up = False
+            self._down_since = self._last_recv
         return s, mon
 
+    def _unreachable(self, since: float, limit: float) -> bool:
+        """Whether no connection to the broker has been up for `limit` seconds, counted from
+        `since` at the earliest (when the call began)."""
+        return not self._up and time.monotonic() - max(self._down_since, since) >= limit
+
+    def _down_error(self, since: float, limit: Optional[float]) -> Unreachable:
+        return Unreachable("no connection to the broker at %s for %.1fs"
+                           % (self.endpoint, time.monotonic() - max(self._down_since, since)))
+
     @staticmethod
-    def _close_socket(s, mon):
+    def _close_socket(s: Any, mon: Any) -> None:
         if s is not None:
             try:
                 s.disable_monitor()
@@ -834,7 +954,7 @@ class _Base:
             mon.close(0)
 
     @staticmethod
-    def _dead_reply(m, purge):
+    def _dead_reply(m: _Msg, purge: bool) -> Any:
         if purge:
             n = re.search(r"\d+", m.f.get(F_TEXT, ""))
             return int(n.group()) if n else 0
@@ -848,13 +968,18 @@ class Client(_Base):
 
     endpoint: the broker's client endpoint (default $ZFLEET_BROKER, else tcp://127.0.0.1:5555).
     request_timeout: seconds a request (submit, get, cancel, stats...) waits for the broker
-    before Unreachable. heartbeat: seconds of silence while waiting before a PING; three
+    before Unreachable; with no connection to the broker at all it fails after one
+    heartbeat. unreachable_after: seconds with no connection after which a wait (wait,
+    results, watch) raises Unreachable unless given forever=True (default 10 heartbeats,
+    at least 5 s). heartbeat: seconds of silence while waiting before a PING; three
     make the client reconnect and ask again. on_progress(job_id, fraction, text) is called
     for progress reports that arrive while the client reads (inside wait, results, ...), in
     whichever thread is reading then, outside the client's lock.
 
     Results of jobs submitted on this client are pushed to it and kept until you wait for
-    them (at most max_buffered unclaimed; older ones are asked for again when waited for).
+    them: at most max_buffered results and max_buffered_bytes of output nobody waits for
+    yet (the oldest are dropped first and asked of the broker again when waited for).
+    watch(id) yields a job's Progress reports, then its Result.
     Submit with no_push=True for jobs whose result you will not collect here, and with
     forget=True for jobs whose result you will collect only here (the broker drops it once
     pushed).
@@ -870,45 +995,56 @@ class Client(_Base):
     certificate). A broker that refuses the key makes calls raise Denied at once.
     """
 
-    def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
-                 context=None, max_buffered=10000, key=None, broker_key=None):
-        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                         broker_key)
-        self._ctx = context or zmq.Context.instance()
-        self._sock = self._mon = self._poller = None
-        self._replies = {}             # tag -> _Msg (or the exception that ends the request)
-        self._expected = {}            # tag -> (request command, deque of answered tags or None)
-        self._pending = {}             # job id -> number of waiters (wait / results)
-        self._ready = {}               # job id -> Result for a pending id
-        self._taken = set()            # pending ids whose Result a waiter has taken
-        self._errors = {}              # job id -> exception for a pending id
-        self._listeners = []           # deques of ids that became ready (results())
+    def __init__(self, endpoint: Optional[str] = None, request_timeout: float = 5.0,
+                 heartbeat: float = 1.0, *, on_progress: Optional[ProgressCallback] = None,
+                 context: Optional[zmq.Context[Any]] = None, max_buffered: int = 1000,
+                 max_buffered_bytes: int = 16 << 20, key: Optional[KeyFile] = None,
+                 broker_key: Optional[KeyFile] = None,
+                 unreachable_after: Optional[float] = None) -> None:
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered,
+                         max_buffered_bytes, key, broker_key, unreachable_after)
+        self._ctx: Any = context or zmq.Context.instance()
+        self._sock: Any = None         # zmq.Socket, the DEALER
+        self._mon: Any = None          # its monitor's PAIR socket
+        self._poller: Any = None       # zmq.Poller of both and the wake-up pipe
+        # tag -> _Msg (or the exception that ends the request)
+        self._replies: Dict[int, Union[_Msg, Error]] = {}
+        # tag -> (request command, deque of answered tags or None)
+        self._expected: Dict[int, Tuple[int, Optional[Deque[int]]]] = {}
+        self._pending: Dict[int, int] = {}     # job id -> number of waiters (wait / results)
+        self._ready: Dict[int, Result] = {}    # job id -> Result for a pending id
+        self._taken: Set[int] = set()          # pending ids whose Result a waiter has taken
+        self._errors: Dict[int, Error] = {}    # job id -> exception for a pending id
+        self._listeners: List[Deque[int]] = []  # deques of ids that became ready (results())
         self._process_state()
         self._open()
 
-    def _process_state(self):
+    def _process_state(self) -> None:
         """What cannot cross a fork: the lock, the reader election, the wake-up pipe."""
         self._lock = threading.RLock()  # reentrant: a finaliser may run inside a call
         self._cond = threading.Condition(self._lock)
         self._sleepers = 0             # threads in _sleep (notify only when there are some)
-        self._reader = None            # ident of the thread that owns the socket, or None
-        self._want_reconnect = None    # epoch another thread asks the reader to replace
-        self._outbox = collections.deque()  # (frames, copy, tag) for the reader to send
-        self._deferred = []            # on_progress calls to make outside the lock
+        self._reader: Optional[int] = None   # ident of the thread that owns the socket
+        self._want_reconnect: Optional[int] = None   # epoch another thread asks to replace
+        # (frames, copy, tag) for the reader to send
+        self._outbox: Deque[Tuple[Frames, bool, Optional[int]]] = collections.deque()
+        self._deferred: List[Tuple[int, float, str]] = []   # on_progress calls, outside the lock
+        self._wake_r: Optional[int]
+        self._wake_w: Optional[int]
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._woken = False            # a byte is in the pipe, not yet drained
 
     # ---- socket
-    def _open(self):
+    def _open(self) -> None:
         self._sock, self._mon = self._new_socket(self._ctx)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._mon, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
 
-    def _reconnect(self):
+    def _reconnect(self) -> None:
         """A new socket (the caller owns the socket). Requests in flight on the old one can
         no longer be answered: they fail now; the outbox goes with the old socket (WAITs are
         sent again by _after_reconnect)."""
@@ -921,7 +1057,7 @@ class Client(_Base):
         self._after_reconnect()
         self._notify()
 
-    def _refused(self):
+    def _refused(self) -> None:
         """The reader, when the broker refuses this socket's handshakes: every request and
         wait in flight fails with Denied now (nothing would ever come), and the socket is
         replaced: a submit still queued in it must not be delivered should the key be allowed
@@ -932,7 +1068,7 @@ class Client(_Base):
             self._wait_failed(job_id, self._denial())
         self._reconnect()
 
-    def _sleep(self, seconds):
+    def _sleep(self, seconds: float) -> None:
         """With the lock held: releases it until _notify or `seconds` pass."""
         self._sleepers += 1
         try:
@@ -940,18 +1076,18 @@ class Client(_Base):
         finally:
             self._sleepers -= 1
 
-    def _notify(self):
+    def _notify(self) -> None:
         if self._sleepers:
             self._cond.notify_all()
 
-    def _acquire(self):
+    def _acquire(self) -> threading.RLock:
         """The client's lock, for `with`; first, in a forked child, the fork reset (the
         inherited lock may be held by a thread that does not exist here)."""
         if self._pid != os.getpid():
             self._forked()
         return self._lock
 
-    def _usable(self):
+    def _usable(self) -> None:
         """With the lock held, before using the connection: raises if closed, opens the
         connection a forked child has not opened yet."""
         if self._closed:
@@ -960,7 +1096,7 @@ class Client(_Base):
             self._ctx = zmq.Context.instance()
             self._open()
 
-    def _forked(self):
+    def _forked(self) -> None:
         """In a forked child (its only thread): abandon the parent's context, sockets, lock
         and pipe without touching them, and forget the parent's calls in progress (their
         threads are not here). The connection is opened again on first use."""
@@ -983,12 +1119,12 @@ class Client(_Base):
         self._taken = set()
         self._errors = {}
         self._listeners = []
-        if self._closed:   # nothing to wake in a closed client
-            os.close(self._wake_r)
+        if self._closed and self._wake_r is not None and self._wake_w is not None:
+            os.close(self._wake_r)   # nothing to wake in a closed client
             os.close(self._wake_w)
             self._wake_r = self._wake_w = None
 
-    def close(self):
+    def close(self) -> None:
         """Closes the connection. Jobs already accepted keep running; calls waiting in other
         threads raise Error."""
         with self._acquire():
@@ -1015,23 +1151,23 @@ class Client(_Base):
                     os.close(fd)
             self._wake_r = self._wake_w = None
 
-    def __enter__(self):
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:  # noqa: BLE001
             pass
 
     # ---- hooks
-    def _waiting_ids(self):
+    def _waiting_ids(self) -> Collection[int]:
         return self._pending.keys()
 
-    def _on_reply(self, tag, m):
+    def _on_reply(self, tag: int, m: _Msg) -> bool:
         entry = self._expected.get(tag)
         if entry is None or not _answers(entry[0], m) or tag in self._replies:
             return False
@@ -1040,7 +1176,7 @@ class Client(_Base):
             entry[1].append(tag)
         return True
 
-    def _fail_request(self, tag, exc):
+    def _fail_request(self, tag: int, exc: Error) -> None:
         """Request `tag` gets `exc` instead of a reply (raised in the thread that sent it)."""
         entry = self._expected.get(tag)
         if entry is not None and tag not in self._replies:
@@ -1048,7 +1184,7 @@ class Client(_Base):
             if entry[1] is not None:
                 entry[1].append(tag)
 
-    def _result_ready(self, r):
+    def _result_ready(self, r: Result) -> bool:
         if r.id not in self._pending:
             return False
         self._ready[r.id] = r
@@ -1056,16 +1192,20 @@ class Client(_Base):
             q.append(r.id)
         return True
 
-    def _wait_failed(self, job_id, exc):
+    def _wait_failed(self, job_id: int, exc: Error) -> None:
         if job_id in self._pending:
             self._errors[job_id] = exc
             for q in tuple(self._listeners):
                 q.append(job_id)
 
-    def _call_progress(self, job_id, fraction, text):
+    def _call_progress(self, job_id: int, fraction: float, text: str) -> None:
         self._deferred.append((job_id, fraction, text))   # run outside the lock (_read)
 
-    def _send_now(self, frames, copy, tag=None):
+    def _progress_event(self, p: Progress) -> None:
+        for q in self._watchers.get(p.id, ()):
+            q.append(p)   # a deque(maxlen=WATCH_KEEP): the oldest report goes first
+
+    def _send_now(self, frames: Frames, copy: bool, tag: Optional[int] = None) -> Any:
         """With the lock held: sends at once if no other thread owns the socket, else hands
         the message to the reader. Raises Unreachable when a direct send times out."""
         if self._closed:
@@ -1076,7 +1216,7 @@ class Client(_Base):
             self._outbox.append((frames, copy, tag))
             self._wake()
 
-    def _send_direct(self, frames, copy):
+    def _send_direct(self, frames: Frames, copy: bool) -> None:
         """The socket's owner sends. When the message cannot be queued at once (the queue to
         the broker is full, or ZeroMQ gave up a connection whose handshake the broker
         refused: then nothing can be queued), waits up to request_timeout for room while
@@ -1091,7 +1231,8 @@ class Client(_Base):
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLOUT)
         poller.register(mon, zmq.POLLIN)
-        deadline = time.monotonic() + self.request_timeout
+        start = time.monotonic()
+        deadline = start + self.request_timeout
         while True:
             self._drain_monitor(defer=True)
             if self._denied is not None:
@@ -1099,7 +1240,7 @@ class Client(_Base):
                 self._refused()
                 raise exc
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._unreachable(start, self.heartbeat):
                 raise Unreachable("cannot send to the broker at %s (not connected)"
                                   % self.endpoint)
             if sock in dict(poller.poll(max(1, int(min(left, self.heartbeat) * 1000)))):
@@ -1109,7 +1250,7 @@ class Client(_Base):
                 except zmq.Again:
                     pass
 
-    def _drain_monitor(self, defer=False):
+    def _drain_monitor(self, defer: bool = False) -> None:
         while True:
             try:
                 frames = self._mon.recv_multipart(zmq.NOBLOCK)
@@ -1117,19 +1258,19 @@ class Client(_Base):
                 return
             self._on_monitor(frames, defer)
 
-    def _flush_outbox(self):
+    def _flush_outbox(self) -> None:
         """The reader sends what other threads queued; a failure goes to its request or WAIT."""
         while self._outbox:
             frames, copy, tag = self._outbox.popleft()
             try:
                 self._send_direct(frames, copy)
             except (Unreachable, Denied) as e:   # (a refusal cleared the outbox)
-                if tag in self._wait_tags:
+                if tag is not None and tag in self._wait_tags:
                     self._wait_failed(self._wait_tags.pop(tag), e)
-                else:
+                elif tag is not None:
                     self._fail_request(tag, e)
 
-    def _wake(self):
+    def _wake(self) -> None:
         """Interrupts the reader's poll (with the lock held)."""
         if not self._woken and self._wake_w is not None:
             self._woken = True
@@ -1139,7 +1280,7 @@ class Client(_Base):
                 pass
 
     # ---- receiving
-    def _recv_ready(self, events):
+    def _recv_ready(self, events: Dict[Any, int]) -> None:
         if self._connects_later:
             self._connected()   # connections seen during a send
         if self._mon in events:
@@ -1152,7 +1293,7 @@ class Client(_Base):
                     break
                 self._dispatch(frames)
 
-    def _read(self, wait_s, done=None):
+    def _read(self, wait_s: float, done: Optional[Callable[[], bool]] = None) -> None:
         """With the lock held and no reader: becomes the reader, polls up to wait_s seconds
         with the lock released, dispatches what came, does the heartbeat duties unless
         done(), then gives the role up and wakes the threads waiting on _cond."""
@@ -1166,7 +1307,7 @@ class Client(_Base):
                 self._lock.acquire()
             if self._closed:
                 return
-            if self._wake_r in events:
+            if self._wake_r is not None and self._wake_r in events:
                 try:
                     while os.read(self._wake_r, 4096):
                         pass
@@ -1194,7 +1335,7 @@ class Client(_Base):
             if self._deferred:
                 self._run_deferred()
 
-    def _run_deferred(self):
+    def _run_deferred(self) -> None:
         calls, self._deferred = self._deferred, []
         self._lock.release()
         try:
@@ -1203,7 +1344,7 @@ class Client(_Base):
         finally:
             self._lock.acquire()
 
-    def _poll_nowait(self):
+    def _poll_nowait(self) -> None:
         """Takes in what has arrived, if no other thread is reading (it does, then); a
         refusal seen earlier replaces the socket (_begin)."""
         self._usable()
@@ -1212,7 +1353,7 @@ class Client(_Base):
             if self._denied is not None and self._reader is None:
                 self._refused()
 
-    def _begin(self):
+    def _begin(self) -> None:
         """With the lock held, before a request uses the connection. A refusal already seen
         on this socket is no answer to this call (ZeroMQ does not retry a refused handshake,
         so the socket would stay refused even after the broker allowed the key): the socket
@@ -1223,12 +1364,12 @@ class Client(_Base):
             if self._denied is not None:
                 self._refused()
 
-    def _touch(self):
+    def _touch(self) -> None:
         """An operation begins: an idle client measures silence from now."""
         if not (self._expected or self._pending):
             self._quiet_from = time.monotonic()
 
-    def _pump(self, done, deadline):
+    def _pump(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
         """With the lock held: reads (as the reader) or sleeps (while another thread reads)
         until done() or the deadline (monotonic; None = never). Returns done()."""
         while True:
@@ -1247,7 +1388,8 @@ class Client(_Base):
             else:
                 self._sleep(wait_s)
 
-    def _request(self, cmd, fields, payload=None, submit=False):
+    def _request(self, cmd: int, fields: Fields, payload: Any = None,
+                 submit: bool = False) -> _Msg:
         """With the lock held: one request and its reply (checked)."""
         self._begin()
         self._touch()
@@ -1255,11 +1397,17 @@ class Client(_Base):
         fields[F_TAG] = tag
         self._expected[tag] = (cmd, None)
         epoch = self._epoch
+        start = time.monotonic()
         try:
             self._send_now(*_frames(cmd, fields, payload), tag)
-            if not self._pump(lambda: tag in self._replies,
-                              time.monotonic() + self.request_timeout):
+            # no connection for a heartbeat: Unreachable now, not after request_timeout
+            if not self._pump(lambda: tag in self._replies
+                              or self._unreachable(start, self.heartbeat),
+                              start + self.request_timeout) or tag not in self._replies:
+                down = self._unreachable(start, self.heartbeat)
                 self._give_up(epoch)
+                if down:
+                    raise self._down_error(start, self.heartbeat)
                 raise Unreachable("no answer from the broker at %s within %.1fs"
                                   % (self.endpoint, self.request_timeout))
             m = self._replies.pop(tag)
@@ -1270,7 +1418,7 @@ class Client(_Base):
             self._expected.pop(tag, None)
             self._replies.pop(tag, None)
 
-    def _give_up(self, epoch):
+    def _give_up(self, epoch: int) -> None:
         """A request timed out: drop the socket, so that a request still queued in it is
         not delivered later (a submit the caller was told failed must not run). Only the
         socket's owner may do it: the reader, when another thread reads."""
@@ -1283,7 +1431,7 @@ class Client(_Base):
             self._sleep(0.1)
 
     # ---- waiting
-    def _add_pending(self, job_id):
+    def _add_pending(self, job_id: int) -> None:
         n = self._pending.get(job_id, 0)
         self._pending[job_id] = n + 1
         if n == 0:
@@ -1297,7 +1445,7 @@ class Client(_Base):
                     self._remove_pending(job_id)
                     raise
 
-    def _remove_pending(self, job_id):
+    def _remove_pending(self, job_id: int) -> None:
         n = self._pending.get(job_id, 0) - 1
         if n > 0:
             self._pending[job_id] = n
@@ -1310,9 +1458,9 @@ class Client(_Base):
             self._taken.discard(job_id)
         elif r is not None:  # nobody took it (timeout, closed generator): keep it
             self._delivered.discard(job_id)
-            self._unclaimed[job_id] = r
+            self._keep(r)
 
-    def _take_ready(self, job_id):
+    def _take_ready(self, job_id: int) -> Optional[Result]:
         """The result or error for a pending job_id, or None. It stays for the other threads
         waiting for the same job until the last of them leaves (_remove_pending)."""
         if job_id in self._errors:
@@ -1323,8 +1471,10 @@ class Client(_Base):
         return r
 
     # ---- API
-    def submit(self, function, data, *, priority=0, run_timeout_ms=0, deadline_ms=0,
-               max_attempts=0, device="any", no_push=False, forget=False):
+    def submit(self, function: str, data: Data, *,
+               priority: int = 0, run_timeout_ms: int = 0, deadline_ms: int = 0,
+               max_attempts: int = 0, device: Union[str, int] = "any", no_push: bool = False,
+               forget: bool = False) -> int:
         """Submits a job and returns its id once the broker has accepted it. Raises
         QueueFull, PayloadTooLarge or Rejected (refused), Unreachable (no answer).
         forget=True: the broker drops the result once it has pushed it to this client, so
@@ -1340,11 +1490,11 @@ class Client(_Base):
                     raise err
             epoch = self._epoch
             m = self._request(SUBMIT, f, data, submit=True)
-            job_id = m.f[F_ID]
+            job_id: int = m.f[F_ID]
             self._note_pushed(m, no_push, epoch)
             return job_id
 
-    def _note_pushed(self, m, no_push, epoch):
+    def _note_pushed(self, m: _Msg, no_push: bool, epoch: int) -> None:
         """An accepted job whose result will be pushed here (unless it already was: another
         thread may have read it before this one woke up)."""
         job_id = m.f[F_ID]
@@ -1352,72 +1502,86 @@ class Client(_Base):
                 and job_id not in self._unclaimed and job_id not in self._delivered):
             self._pushed.add(job_id)
 
-    def wait(self, job_id, timeout=None):
-        """Waits up to `timeout` seconds (None = forever) for the job's Result. Raises
-        Timeout, UnknownJob, Unreachable (only if a WAIT cannot be sent). Several threads
-        may wait for the same job: each gets its Result."""
+    def wait(self, job_id: int, timeout: Optional[float] = None, *,
+             forever: bool = False) -> Result:
+        """Waits up to `timeout` seconds (None = no limit) for the job's Result. Raises
+        Timeout, UnknownJob, Unreachable: when a WAIT cannot be sent, and when no connection
+        to the broker has been up for unreachable_after seconds (10 heartbeats, at least
+        5 s, by default) while waiting, unless forever=True (then the wait goes on through
+        any outage, until the result or the timeout). A broker restart shorter than that
+        does not disturb the wait: WAIT is sent again. Several threads may wait for the
+        same job: each gets its Result."""
         with self._acquire():
             self._poll_nowait()
             self._touch()
             self._add_pending(job_id)
             try:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                done = lambda: job_id in self._ready or job_id in self._errors  # noqa: E731
+                start = time.monotonic()
+                deadline = None if timeout is None else start + timeout
+                limit = None if forever else self.unreachable_after
+                done = lambda: (job_id in self._ready or job_id in self._errors  # noqa: E731
+                                or self._down(start, limit))
                 if not self._pump(done, deadline):
-                    raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
+                    raise Timeout("job %d: no result within %.1fs" % (job_id, timeout or 0.0),
                                   [job_id])
-                return self._take_ready(job_id)
+                r = self._take_ready(job_id) if job_id in self._ready or \
+                    job_id in self._errors else None
+                if r is None:
+                    raise self._down_error(start, limit)
+                return r
             finally:
                 self._remove_pending(job_id)
 
-    def get(self, job_id):
+    def get(self, job_id: int) -> Union[Result, Status]:
         """The job's Result if it has finished, else its Status. Raises UnknownJob."""
         with self._acquire():
             m = self._request(GET, {F_ID: job_id})
             if m.cmd == RESULT:
                 if job_id not in self._pending:
-                    self._unclaimed.pop(job_id, None)
+                    self._unkeep(job_id)
                 self._delivered.add(job_id)
                 return _result_of(m)
             if m.cmd == STATUS:
                 return _status_of(m)
             raise Error("unexpected reply 0x%02x to GET" % m.cmd)
 
-    def run(self, function, data, timeout=None, **opts):
+    def run(self, function: str, data: Data,
+            timeout: Optional[float] = None, **opts: Any) -> Result:
         """submit() then wait(): the job's Result (check .ok)."""
         return self.wait(self.submit(function, data, **opts), timeout)
 
-    def cancel(self, job_id):
+    def cancel(self, job_id: int) -> None:
         """Cancels a queued or running job (its result will say cancelled). Raises
         UnknownJob, or InvalidState when the job has already finished."""
         with self._acquire():
             self._request(CANCEL, {F_ID: job_id})
 
-    def retry(self, job_id):
+    def retry(self, job_id: int) -> None:
         """Requeues a job from the dead-letter list; its result will come to this client."""
         with self._acquire():
             self._request(RETRY, {F_ID: job_id})
 
-    def stats(self):
+    def stats(self) -> Any:
         """The broker's statistics: a dict with "broker", "finished", "functions", "workers"."""
         with self._acquire():
             m = self._request(STATS, {})
         return _unpack(m.payload) if m.payload else {}
 
-    def dead(self, purge=False):
+    def dead(self, purge: bool = False) -> Any:
         """The dead-letter list: a list of dicts (id, function, state, attempts, causes).
         With purge=True the list is cleared instead and the number purged is returned."""
         with self._acquire():
             m = self._request(DEAD, {F_FLAGS: FLAG_PURGE} if purge else {})
         return self._dead_reply(m, purge)
 
-    def progress(self, job_id):
+    def progress(self, job_id: int) -> Optional[Tuple[float, str]]:
         """The last progress report seen for a job as (fraction, text), or None."""
         with self._acquire():
             self._poll_nowait()
             return self._progress.get(job_id)
 
-    def submit_many(self, function, payloads, *, window=256, **opts):
+    def submit_many(self, function: str, payloads: Iterable[Any], *, window: int = 256,
+                    **opts: Any) -> List[Optional[int]]:
         """Submits one job per payload, keeping up to `window` submits in flight, and returns
         their ids in order. On a rejection no more are sent, the ones in flight are
         collected, and the Rejected error is raised with .ids (None where not accepted)."""
@@ -1427,11 +1591,12 @@ class Client(_Base):
             self._begin()
             return self._submit_many(base, payloads, window, no_push)
 
-    def _submit_many(self, base, payloads, window, no_push):
-        ids = []
-        inflight = {}   # tag -> index
-        answered = collections.deque()   # tags of inflight requests answered
-        error = None
+    def _submit_many(self, base: Fields, payloads: Iterable[Any], window: int,
+                     no_push: bool) -> List[Optional[int]]:
+        ids: List[Optional[int]] = []
+        inflight: Dict[int, int] = {}   # tag -> index
+        answered: Deque[int] = collections.deque()   # tags of inflight requests answered
+        error: Optional[Error] = None
         it = iter(payloads)
         epoch = self._epoch
         self._touch()
@@ -1450,11 +1615,15 @@ class Client(_Base):
                     self._send_now(*_frames(SUBMIT, f, _as_bytes(data)), tag)
                 if not inflight:
                     break
-                if not self._pump(lambda: bool(answered),
-                                  time.monotonic() + self.request_timeout):
+                start = time.monotonic()
+                if not self._pump(lambda: bool(answered)  # noqa: B023
+                                  or self._unreachable(start, self.heartbeat),  # noqa: B023
+                                  start + self.request_timeout) or not answered:
+                    down = self._unreachable(start, self.heartbeat)
                     self._give_up(epoch)
-                    e = Unreachable("no answer from the broker at %s within %.1fs"
-                                    % (self.endpoint, self.request_timeout))
+                    e = (self._down_error(start, self.heartbeat) if down else
+                         Unreachable("no answer from the broker at %s within %.1fs"
+                                     % (self.endpoint, self.request_timeout)))
                     e.ids = ids
                     raise e
                 while answered:
@@ -1485,14 +1654,18 @@ class Client(_Base):
             raise error
         return ids
 
-    def results(self, ids, timeout=None):
+    def results(self, ids: Iterable[int], timeout: Optional[float] = None, *,
+                forever: bool = False) -> Iterator[Result]:
         """Yields the Result of each job id as it arrives (each once, in finishing order).
         `timeout` bounds the whole iteration: Timeout (with .pending) when it runs out.
-        The client's lock is not held while the caller has a result in hand."""
+        Unreachable and forever as for wait(). The client's lock is not held while the
+        caller has a result in hand."""
         ids = list(dict.fromkeys(ids))
+        start = time.monotonic()
+        limit = None if forever else self.unreachable_after
         remaining = set(ids)
-        q = collections.deque()
-        added = set()   # ids this generator registered as pending (undone at the end)
+        q: Deque[int] = collections.deque()
+        added: Set[int] = set()   # ids this generator registered as pending (undone at the end)
         forks = None    # the fork generation they were registered in
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -1510,7 +1683,7 @@ class Client(_Base):
                                 added.add(job_id)
                                 if job_id in self._ready:
                                     q.append(job_id)
-                    r = self._next_result(q, remaining, deadline, timeout, ids)
+                    r = self._next_result(q, remaining, deadline, timeout, ids, start, limit)
                 yield r
         finally:
             if forks is not None:
@@ -1522,7 +1695,79 @@ class Client(_Base):
                             if job_id in remaining and job_id in added:
                                 self._remove_pending(job_id)
 
-    def _next_result(self, q, remaining, deadline, timeout, ids):
+    def watch(self, job_id: int, timeout: Optional[float] = None, *,
+              forever: bool = False) -> Iterator[Union[Progress, Result]]:
+        """Yields the job's Progress reports as they arrive, then its Result (as wait()
+        returns it), then stops. For any job id, submitted by any process or connection: it
+        sends WAIT, and the broker pushes progress and the result to every connection waiting
+        on the job; after a reconnect (a broker restart) WAIT is sent again, as for wait().
+        A watch that begins while the job runs first yields its progress so far (when the
+        job has reported any). At most WATCH_KEEP (64) reports wait for the caller: when it
+        is slower than the job, the oldest are dropped. `timeout` (seconds, None = no limit)
+        bounds the whole watch: Timeout when it runs out. Raises UnknownJob, and Unreachable
+        unless forever=True, as wait() does. Any number of threads may watch the same or
+        different jobs at once; the client's lock is not held while the caller has an item
+        in hand."""
+        q: Deque[Progress] = collections.deque(maxlen=WATCH_KEEP)
+        forks = None    # the fork generation the watch is registered in (None: not)
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        limit = None if forever else self.unreachable_after
+        try:
+            while True:
+                with self._acquire():
+                    if forks != self._forks:   # first time, or resumed in a forked child
+                        forks = self._forks
+                        q.clear()
+                        self._poll_nowait()
+                        self._touch()
+                        self._watchers.setdefault(job_id, []).append(q)
+                        try:
+                            self._add_pending(job_id)
+                        except BaseException:
+                            self._unwatch(job_id, q)
+                            forks = None
+                            raise
+                    done = lambda: (bool(q) or job_id in self._ready  # noqa: E731
+                                    or job_id in self._errors or self._down(start, limit))
+                    if not self._pump(done, deadline):
+                        raise Timeout("job %d: no result within %.1fs" % (job_id, timeout or 0.0),
+                                      [job_id])
+                    if not q and job_id not in self._ready and job_id not in self._errors:
+                        raise self._down_error(start, limit)
+                    item: Union[Progress, Result, None]
+                    if q:
+                        item = q.popleft()
+                    else:
+                        item = self._take_ready(job_id)   # (raises the wait's error)
+                        if item is None:   # (cannot be: the result is ready)
+                            raise Error("job %d: no result" % job_id)
+                        self._unwatch(job_id, q)
+                        self._remove_pending(job_id)
+                        forks = None
+                yield item
+                if forks is None:
+                    return
+        finally:
+            if forks is not None:
+                with self._acquire():
+                    if forks == self._forks:
+                        self._unwatch(job_id, q)
+                        self._remove_pending(job_id)
+
+    def _unwatch(self, job_id: int, q: Deque[Progress]) -> None:
+        qs = [x for x in self._watchers.get(job_id, ()) if x is not q]   # by identity
+        if qs:
+            self._watchers[job_id] = qs
+        else:
+            self._watchers.pop(job_id, None)
+
+    def _down(self, start: float, limit: Optional[float]) -> bool:
+        return limit is not None and self._unreachable(start, limit)
+
+    def _next_result(self, q: Deque[int], remaining: Set[int], deadline: Optional[float],
+                     timeout: Optional[float], ids: List[int], start: float,
+                     limit: Optional[float]) -> Result:
         while True:
             while q:
                 job_id = q.popleft()
@@ -1534,12 +1779,15 @@ class Client(_Base):
                 remaining.discard(job_id)
                 self._remove_pending(job_id)
                 return r
-            if not self._pump(lambda: bool(q), deadline):
+            if not self._pump(lambda: bool(q) or self._down(start, limit), deadline):
                 raise Timeout("%d job(s) without a result within %.1fs"
-                              % (len(remaining), timeout), [i for i in ids if i in remaining])
+                              % (len(remaining), timeout or 0.0),
+                              [i for i in ids if i in remaining])
+            if not q:
+                raise self._down_error(start, limit)
 
 
-_END = object()
+_END: Any = object()
 
 
 # ------------------------------------------------------------------ asyncio client
@@ -1556,19 +1804,25 @@ class AsyncClient(_Base):
     key and broker_key (CURVE) as for Client.
     """
 
-    def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
-                 context=None, max_buffered=10000, key=None, broker_key=None):
-        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                         broker_key)
-        self._ctx = context
-        self._sock = self._mon = None
-        self._reader = None
-        self._loop = None
-        self._reply_futs = {}          # tag -> (request command, Future(_Msg))
-        self._waiters = {}             # job id -> [Future(Result)]
+    def __init__(self, endpoint: Optional[str] = None, request_timeout: float = 5.0,
+                 heartbeat: float = 1.0, *, on_progress: Optional[ProgressCallback] = None,
+                 context: Optional[zmq.Context[Any]] = None, max_buffered: int = 1000,
+                 max_buffered_bytes: int = 16 << 20, key: Optional[KeyFile] = None,
+                 broker_key: Optional[KeyFile] = None,
+                 unreachable_after: Optional[float] = None) -> None:
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered,
+                         max_buffered_bytes, key, broker_key, unreachable_after)
+        self._ctx: Any = context
+        self._sock: Any = None         # zmq.asyncio.Socket, the DEALER
+        self._mon: Any = None          # its monitor's PAIR socket
+        self._reader: Optional[asyncio.Task[None]] = None   # the reader task
+        self._loop: Any = None         # the event loop it belongs to
+        # tag -> (request command, Future(_Msg))
+        self._reply_futs: Dict[int, Tuple[int, asyncio.Future[_Msg]]] = {}
+        self._waiters: Dict[int, List[asyncio.Future[Result]]] = {}   # job id -> futures
 
     # ---- socket and reader
-    def _ensure(self):
+    def _ensure(self) -> None:
         if self._pid != os.getpid():
             self._forked()
         if self._closed:
@@ -1584,10 +1838,10 @@ class AsyncClient(_Base):
         self._open()
         self._reader = self._loop.create_task(self._read_loop())
 
-    def _open(self):
+    def _open(self) -> None:
         self._sock, self._mon = self._new_socket(self._ctx)
 
-    def _forked(self):
+    def _forked(self) -> None:
         """In a forked child: the parent's socket, context, reader task and futures are
         abandoned untouched (its event loop does not run here); the next call, in the
         child's loop, opens a new connection on the child's context."""
@@ -1602,7 +1856,7 @@ class AsyncClient(_Base):
         self._reply_futs = {}
         self._waiters = {}
 
-    def _refused(self):
+    def _refused(self) -> None:
         """The broker refuses this socket's handshakes: every request and wait in flight fails
         with Denied now, and the socket is replaced (as Client._refused)."""
         for _, fut in list(self._reply_futs.values()):
@@ -1612,7 +1866,7 @@ class AsyncClient(_Base):
             self._wait_failed(job_id, self._denial())
         self._reconnect()
 
-    def _begin(self):
+    def _begin(self) -> None:
         """Before a request or a wait: a refusal already seen on this socket (and not undone
         by a handshake since) is no answer to this call (ZeroMQ does not retry a refused
         handshake): the socket is replaced, and the call gets a handshake of its own. The
@@ -1630,13 +1884,13 @@ class AsyncClient(_Base):
         if self._denied is not None:
             self._refused()
 
-    def _reconnect(self):
+    def _reconnect(self) -> None:
         # Closing cancels the reader's poll on the old socket; it then polls the new one.
         self._close_socket(self._sock, self._mon)
         self._open()
         self._after_reconnect()
 
-    async def _read_loop(self):
+    async def _read_loop(self) -> None:
         while not self._closed:
             sock, mon = self._sock, self._mon
             poller = zmq.asyncio.Poller()
@@ -1686,12 +1940,12 @@ class AsyncClient(_Base):
                     except Exception:  # noqa: BLE001 - the reader must live on
                         log.exception("zfleet: heartbeat failed")
 
-    def _touch(self):
+    def _touch(self) -> None:
         """An operation begins: an idle client measures silence from now."""
         if not (self._reply_futs or self._waiters):
             self._quiet_from = time.monotonic()
 
-    async def close(self):
+    async def close(self) -> None:
         """Closes the connection; operations still waiting get Error."""
         if self._pid != os.getpid():
             self._forked()
@@ -1709,25 +1963,25 @@ class AsyncClient(_Base):
             if not fut.done():
                 fut.set_exception(exc)
         for futs in self._waiters.values():
-            for fut in futs:
-                if not fut.done():
-                    fut.set_exception(exc)
+            for wfut in futs:
+                if not wfut.done():
+                    wfut.set_exception(exc)
         self._reply_futs.clear()
         self._waiters.clear()
         self._close_socket(self._sock, self._mon)
         self._sock = self._mon = None
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # ---- hooks
-    def _waiting_ids(self):
+    def _waiting_ids(self) -> Collection[int]:
         return self._waiters.keys()
 
-    def _on_reply(self, tag, m):
+    def _on_reply(self, tag: int, m: _Msg) -> bool:
         entry = self._reply_futs.get(tag)
         if entry is None or not _answers(entry[0], m):
             return False
@@ -1736,7 +1990,7 @@ class AsyncClient(_Base):
             entry[1].set_result(m)
         return True
 
-    def _result_ready(self, r):
+    def _result_ready(self, r: Result) -> bool:
         futs = self._waiters.pop(r.id, None)
         taken = False
         for fut in futs or ():
@@ -1745,13 +1999,18 @@ class AsyncClient(_Base):
                 taken = True
         return taken
 
-    def _wait_failed(self, job_id, exc):
+    def _progress_event(self, p: Progress) -> None:
+        for q, ev in self._watchers.get(p.id, ()):
+            q.append(p)   # a deque(maxlen=WATCH_KEEP): the oldest report goes first
+            ev.set()
+
+    def _wait_failed(self, job_id: int, exc: Error) -> None:
         for fut in self._waiters.pop(job_id, None) or ():
             if not fut.done():
                 fut.set_exception(exc)
         self._lazy.pop(job_id, None)
 
-    def _send_now(self, frames, copy, tag=None):
+    def _send_now(self, frames: Frames, copy: bool, tag: Optional[int] = None) -> Any:
         if self._closed:
             raise Error("the client is closed")
         fut = self._sock.send_multipart(frames, copy=copy)
@@ -1761,8 +2020,33 @@ class AsyncClient(_Base):
             fut.add_done_callback(_log_send_error)
         return fut
 
+    async def _await(self, aw: Awaitable[_T], deadline: Optional[float], limit: Optional[float],
+                     start: float) -> _T:
+        """aw's result. Raises asyncio.TimeoutError at `deadline` (monotonic, None: none) and
+        _Down when no connection to the broker has been up for `limit` seconds (None: no
+        such limit) since `start`. A task it made for a coroutine is cancelled if unfinished;
+        a future given is left as it is."""
+        fut = asyncio.ensure_future(aw)
+        try:
+            while True:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise asyncio.TimeoutError
+                if limit is not None and self._unreachable(start, limit):
+                    raise _Down
+                step = self.heartbeat / 4
+                if deadline is not None:
+                    step = min(step, deadline - now)
+                done, _ = await asyncio.wait((fut,), timeout=max(step, 0.001))
+                if done:
+                    return fut.result()
+        finally:
+            if fut is not aw and not fut.done():
+                fut.cancel()
+
     # ---- requests
-    async def _request(self, cmd, fields, payload=None, submit=False):
+    async def _request(self, cmd: int, fields: Fields, payload: Any = None,
+                       submit: bool = False) -> _Msg:
         self._ensure()
         self._begin()
         tag = self._next_tag()
@@ -1771,21 +2055,26 @@ class AsyncClient(_Base):
         self._touch()
         self._reply_futs[tag] = (cmd, fut)
         epoch = self._epoch
+        start = time.monotonic()
         try:
             send = self._send_now(*_frames(cmd, fields, payload))
-            m = await asyncio.wait_for(_both(send, fut), self.request_timeout)
-        except asyncio.TimeoutError:
+            # no connection for a heartbeat: Unreachable now, not after request_timeout
+            m = await self._await(_both(send, fut), start + self.request_timeout,
+                                  self.heartbeat, start)
+        except (asyncio.TimeoutError, _Down) as e:
             if epoch == self._epoch and not self._closed:
                 self._reconnect()  # drop what is still queued: a failed submit must not run
+            if isinstance(e, _Down):
+                raise self._down_error(start, self.heartbeat) from None
             raise Unreachable("no answer from the broker at %s within %.1fs"
                               % (self.endpoint, self.request_timeout)) from None
         finally:
             self._reply_futs.pop(tag, None)
         return self._reply_check(m, submit)
 
-    def _add_waiter(self, job_id):
+    def _add_waiter(self, job_id: int) -> asyncio.Future[Result]:
         """A future for job_id's result (already done if the result is buffered)."""
-        fut = self._loop.create_future()
+        fut: asyncio.Future[Result] = self._loop.create_future()
         r = self._claim(job_id)
         if r is not None:
             fut.set_result(r)
@@ -1802,7 +2091,7 @@ class AsyncClient(_Base):
                 raise
         return fut
 
-    def _drop_waiter(self, job_id, fut):
+    def _drop_waiter(self, job_id: int, fut: asyncio.Future[Result]) -> None:
         futs = self._waiters.get(job_id)
         if futs is None:
             return
@@ -1813,8 +2102,10 @@ class AsyncClient(_Base):
             self._lazy.pop(job_id, None)
 
     # ---- API
-    async def submit(self, function, data, *, priority=0, run_timeout_ms=0, deadline_ms=0,
-                     max_attempts=0, device="any", no_push=False, forget=False):
+    async def submit(self, function: str, data: Data, *,
+                     priority: int = 0, run_timeout_ms: int = 0, deadline_ms: int = 0,
+                     max_attempts: int = 0, device: Union[str, int] = "any",
+                     no_push: bool = False, forget: bool = False) -> int:
         """As Client.submit."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
                            device, no_push, forget)
@@ -1825,75 +2116,82 @@ class AsyncClient(_Base):
                 raise err
         epoch = self._epoch
         m = await self._request(SUBMIT, f, data, submit=True)
-        job_id = m.f[F_ID]
+        job_id: int = m.f[F_ID]
         if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
             self._pushed.add(job_id)
         return job_id
 
-    async def wait(self, job_id, timeout=None):
+    async def wait(self, job_id: int, timeout: Optional[float] = None, *,
+                   forever: bool = False) -> Result:
         """As Client.wait. Many tasks may wait at once, for the same job or others."""
         self._ensure()
         fut = self._add_waiter(job_id)
+        start = time.monotonic()
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await self._await(fut, None if timeout is None else start + timeout,
+                                     None if forever else self.unreachable_after, start)
         except asyncio.TimeoutError:
-            raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
+            raise Timeout("job %d: no result within %.1fs" % (job_id, timeout or 0.0),
                           [job_id]) from None
+        except _Down:
+            raise self._down_error(start, self.unreachable_after) from None
         finally:
             self._drop_waiter(job_id, fut)
 
-    async def get(self, job_id):
+    async def get(self, job_id: int) -> Union[Result, Status]:
         """As Client.get."""
         m = await self._request(GET, {F_ID: job_id})
         if m.cmd == RESULT:
             if job_id not in self._waiters:
-                self._unclaimed.pop(job_id, None)
+                self._unkeep(job_id)
             self._delivered.add(job_id)
             return _result_of(m)
         if m.cmd == STATUS:
             return _status_of(m)
         raise Error("unexpected reply 0x%02x to GET" % m.cmd)
 
-    async def run(self, function, data, timeout=None, **opts):
+    async def run(self, function: str, data: Data,
+                  timeout: Optional[float] = None, **opts: Any) -> Result:
         """As Client.run."""
         return await self.wait(await self.submit(function, data, **opts), timeout)
 
-    async def cancel(self, job_id):
+    async def cancel(self, job_id: int) -> None:
         """As Client.cancel."""
         await self._request(CANCEL, {F_ID: job_id})
 
-    async def retry(self, job_id):
+    async def retry(self, job_id: int) -> None:
         """As Client.retry."""
         await self._request(RETRY, {F_ID: job_id})
 
-    async def stats(self):
+    async def stats(self) -> Any:
         """As Client.stats."""
         m = await self._request(STATS, {})
         return _unpack(m.payload) if m.payload else {}
 
-    async def dead(self, purge=False):
+    async def dead(self, purge: bool = False) -> Any:
         """As Client.dead."""
         m = await self._request(DEAD, {F_FLAGS: FLAG_PURGE} if purge else {})
         return self._dead_reply(m, purge)
 
-    async def progress(self, job_id):
+    async def progress(self, job_id: int) -> Optional[Tuple[float, str]]:
         """As Client.progress (the reader task keeps it current)."""
         self._ensure()
         return self._progress.get(job_id)
 
-    async def submit_many(self, function, payloads, *, window=256, **opts):
+    async def submit_many(self, function: str, payloads: Iterable[Any], *, window: int = 256,
+                          **opts: Any) -> List[Optional[int]]:
         """As Client.submit_many."""
         base = _submit_fields(function, **opts)
         no_push = bool(opts.get("no_push"))
         self._ensure()
         self._begin()
-        ids = []
-        failed = []
+        ids: List[Optional[int]] = []
+        failed: List[Error] = []
         slots = asyncio.Semaphore(window)
-        inflight = {}   # tag -> future
+        inflight: Dict[int, asyncio.Future[_Msg]] = {}   # tag -> future
         epoch = self._epoch
 
-        def answered(i, tag, fut):
+        def answered(i: int, tag: int, fut: asyncio.Future[_Msg]) -> None:
             slots.release()
             inflight.pop(tag, None)
             self._reply_futs.pop(tag, None)
@@ -1904,21 +2202,25 @@ class AsyncClient(_Base):
             except Error as e:
                 failed.append(e)
                 return
-            ids[i] = m.f[F_ID]   # ACCEPTED, or the job's RESULT in its place
+            job_id: int = m.f[F_ID]
+            ids[i] = job_id   # ACCEPTED, or the job's RESULT in its place
             if m.cmd == ACCEPTED and not no_push and epoch == self._epoch:
-                self._pushed.add(ids[i])
+                self._pushed.add(job_id)
 
-        async def take_slot():
+        async def take_slot() -> None:
+            start = time.monotonic()
             try:
-                await asyncio.wait_for(slots.acquire(), self.request_timeout)
-            except asyncio.TimeoutError:
+                await self._await(slots.acquire(), start + self.request_timeout,
+                                  self.heartbeat, start)
+            except (asyncio.TimeoutError, _Down) as down:
                 for tag, fut in list(inflight.items()):
                     self._reply_futs.pop(tag, None)
                     fut.cancel()
                 if epoch == self._epoch and not self._closed:
                     self._reconnect()  # drop what is still queued
-                e = Unreachable("no answer from the broker at %s within %.1fs"
-                                % (self.endpoint, self.request_timeout))
+                e = (self._down_error(start, self.heartbeat) if isinstance(down, _Down) else
+                     Unreachable("no answer from the broker at %s within %.1fs"
+                                 % (self.endpoint, self.request_timeout)))
                 e.ids = ids
                 raise e from None
 
@@ -1945,28 +2247,32 @@ class AsyncClient(_Base):
             raise e
         return ids
 
-    async def results(self, ids, timeout=None):
+    async def results(self, ids: Iterable[int], timeout: Optional[float] = None, *,
+                      forever: bool = False) -> AsyncIterator[Result]:
         """As Client.results, as an async generator: `async for r in client.results(ids)`."""
         self._ensure()
+        start = time.monotonic()
+        limit = None if forever else self.unreachable_after
         ids = list(dict.fromkeys(ids))
-        done_q = asyncio.Queue()
-        futs = {}
-        yielded = set()
+        done_q: asyncio.Queue[asyncio.Future[Result]] = asyncio.Queue()
+        futs: Dict[int, asyncio.Future[Result]] = {}
+        yielded: Set[int] = set()
         try:
             for job_id in ids:
                 fut = self._add_waiter(job_id)
                 futs[job_id] = fut
                 fut.add_done_callback(done_q.put_nowait)
             by_fut = {f: i for i, f in futs.items()}
-            deadline = None if timeout is None else self._loop.time() + timeout
+            deadline = None if timeout is None else start + timeout
             while len(yielded) < len(ids):
-                wait_s = None if deadline is None else max(0.0, deadline - self._loop.time())
                 try:
-                    fut = await asyncio.wait_for(done_q.get(), wait_s)
+                    fut = await self._await(done_q.get(), deadline, limit, start)
                 except asyncio.TimeoutError:
                     pending = [i for i in ids if i not in yielded]
                     raise Timeout("%d job(s) without a result within %.1fs"
-                                  % (len(pending), timeout), pending) from None
+                                  % (len(pending), timeout or 0.0), pending) from None
+                except _Down:
+                    raise self._down_error(start, limit) from None
                 job_id = by_fut[fut]
                 r = fut.result()   # raises UnknownJob & co
                 yielded.add(job_id)
@@ -1980,10 +2286,63 @@ class AsyncClient(_Base):
                       and fut.exception() is None):
                     # arrived but not handed out (the caller stopped early): keep it
                     self._delivered.discard(job_id)
-                    self._unclaimed[job_id] = fut.result()
+                    self._keep(fut.result())
 
 
-async def _both(send_fut, reply_fut):
+    async def watch(self, job_id: int, timeout: Optional[float] = None, *,
+                    forever: bool = False) -> AsyncIterator[Union[Progress, Result]]:
+        """As Client.watch, as an async generator: `async for item in client.watch(id)`
+        yields Progress reports, then the Result. Many tasks may watch at once."""
+        self._ensure()
+        q: Deque[Progress] = collections.deque(maxlen=WATCH_KEEP)
+        ev = asyncio.Event()
+        entry = (q, ev)
+        self._watchers.setdefault(job_id, []).append(entry)
+        fut = None
+        taken = False
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        limit = None if forever else self.unreachable_after
+        try:
+            fut = self._add_waiter(job_id)
+            fut.add_done_callback(lambda _f: ev.set())
+            while True:
+                while q:
+                    yield q.popleft()
+                if fut.done():
+                    r = fut.result()   # raises UnknownJob & co
+                    taken = True
+                    yield r
+                    return
+                ev.clear()
+                try:
+                    await self._await(ev.wait(), deadline, limit, start)
+                except asyncio.TimeoutError:
+                    raise Timeout("job %d: no result within %.1fs" % (job_id, timeout or 0.0),
+                                  [job_id]) from None
+                except _Down:
+                    raise self._down_error(start, limit) from None
+        finally:
+            qs = [x for x in self._watchers.get(job_id, ()) if x is not entry]
+            if qs:
+                self._watchers[job_id] = qs
+            else:
+                self._watchers.pop(job_id, None)
+            if fut is not None:
+                self._drop_waiter(job_id, fut)
+                if not fut.done():
+                    fut.cancel()
+                elif not taken and not fut.cancelled() and fut.exception() is None:
+                    # arrived but not handed out (the caller stopped early): keep it
+                    self._delivered.discard(job_id)
+                    self._keep(fut.result())
+
+
+class _Down(Exception):
+    """AsyncClient._await: no connection to the broker for too long."""
+
+
+async def _both(send_fut: Any, reply_fut: asyncio.Future[_Msg]) -> _Msg:
     """The reply, once the request is sent. A send that cannot complete (ZeroMQ gave up the
     connection after a refused handshake) does not hide the reply future's Denied."""
     await asyncio.wait((send_fut, reply_fut), return_when=asyncio.FIRST_EXCEPTION)
@@ -1993,6 +2352,6 @@ async def _both(send_fut, reply_fut):
     return await reply_fut
 
 
-def _log_send_error(fut):
+def _log_send_error(fut: Any) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("zfleet: send failed: %s", fut.exception())
