@@ -710,7 +710,268 @@ def t_fork(main, limits):
     asyncio.run(ac.close())
 
 
+def _watched(items, jid):
+    """Checks a finished watch's items: Progress reports of jid, then one Result."""
+    check(items, "the watch yielded nothing")
+    *prog, last = items
+    check(isinstance(last, zfleet.Result) and last.id == jid, "ends with the Result: %r" % (last,))
+    check(all(isinstance(p, zfleet.Progress) and p.id == jid and 0 <= p.fraction <= 1
+              for p in prog), "then only Progress of the job: %r" % (prog[:3],))
+    return prog, last
+
+
+def t_watch(main, limits):
+    """watch() from another connection than the submitter's: Progress reports, then the
+    Result, then the iteration stops; several threads watch one job through one client;
+    a watch of a finished job yields its Result; timeout bounds the whole watch."""
+    import threading
+    with zfleet.Client(main.clients) as sub, zfleet.Client(main.clients, heartbeat=0.25) as c:
+        jid = sub.submit("spin", b"800")
+        prog, r = _watched(list(c.watch(jid, timeout=20)), jid)
+        check(r.ok and r.output == b"800", "result: %r" % (r,))
+        check(len(prog) >= 2, "progress reached the watching connection: %d" % len(prog))
+        check(len(prog) <= zfleet.WATCH_KEEP + 1, "bounded: %d" % len(prog))
+        check(list(c.watch(jid, timeout=5)) == [r], "a finished job: just its Result")
+
+        jid = sub.submit("spin", b"600")
+        got, errors = {}, []
+
+        def watcher(t):
+            try:
+                got[t] = list(c.watch(jid, timeout=20))
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        hung = _run_threads(4, watcher, 30)
+        check(not hung and not errors, "watchers: %r %r" % (hung, errors))
+        for t in range(4):
+            prog, r = _watched(got.get(t), jid)
+            check(r.ok and prog, "thread %d: %d reports, %r" % (t, len(prog), r))
+        check(sub.wait(jid, timeout=5).ok, "the submitter still gets its result")
+
+        queued = sub.submit("no-such-function", b"never runs")
+        t0 = time.monotonic()
+        try:
+            for _ in c.watch(queued, timeout=0.5):
+                pass
+            check(False, "a watch of a job that never ends raises Timeout")
+        except zfleet.Timeout as e:
+            check(e.pending == [queued], "pending: %r" % (e.pending,))
+        check(time.monotonic() - t0 < 3, "Timeout bounded the watch")
+        try:
+            list(c.watch(1 << 50, timeout=5))
+            check(False, "a watch of an unknown job raises UnknownJob")
+        except zfleet.UnknownJob:
+            pass
+        sub.cancel(queued)
+        check(not c._watchers and not c._pending, "nothing left registered")
+
+
+def t_async_watch(main, limits):
+    """AsyncClient.watch: an async iterator of Progress and then the Result, from another
+    connection, several tasks at once, stopping early keeps the Result for wait()."""
+    async def go():
+        async with zfleet.AsyncClient(main.clients) as sub, \
+                zfleet.AsyncClient(main.clients, heartbeat=0.25) as c:
+            jid = await sub.submit("spin", b"600")
+
+            async def collect():
+                return [x async for x in c.watch(jid, timeout=20)]
+
+            runs = await asyncio.gather(*(collect() for _ in range(3)))
+            for items in runs:
+                prog, r = _watched(items, jid)
+                check(r.ok and prog, "async watch: %d reports, %r" % (len(prog), r))
+            jid = await sub.submit("spin", b"300")
+            async for item in c.watch(jid, timeout=20):
+                check(isinstance(item, zfleet.Progress), "first item is a Progress: %r" % (item,))
+                break
+            r = await c.wait(jid, timeout=20)
+            check(r.ok and r.id == jid, "wait after an early stop: %r" % (r,))
+            try:
+                async for _ in c.watch(await sub.submit("no-such-function", b"x"), timeout=0.5):
+                    pass
+                check(False, "async watch Timeout")
+            except zfleet.Timeout:
+                pass
+            check(not c._watchers and not c._waiters, "nothing left registered")
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def t_watch_reconnect(main, limits):
+    """A journaled broker killed (-9) and restarted while a thread watches a job that
+    another client submitted: WAIT is sent again, and the watch ends with the Result."""
+    import threading
+    b = Broker("journal-watch", "--data", os.path.join(TMP, "journal-watch-data"))
+    with zfleet.Client(b.clients) as sub, zfleet.Client(b.clients, heartbeat=0.25) as c:
+        jid = sub.submit("spin", b"300")   # queued: no worker yet
+        out, errors = [], []
+
+        def watcher():
+            try:
+                out.extend(c.watch(jid, timeout=30))
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        th = threading.Thread(target=watcher, daemon=True)
+        th.start()
+        time.sleep(0.5)
+        b.kill()
+        time.sleep(0.3)
+        b.start()
+        b.worker("--name", "jww")
+        th.join(40)
+        check(not th.is_alive() and not errors, "watch across a restart: %r" % errors)
+        prog, r = _watched(out, jid)
+        check(r.ok and r.output == b"300", "result after the restart: %r" % (r,))
+        check(prog, "progress after the restart")
+
+
+def t_unclaimed_bounded(main, limits):
+    """600 results of 100 KiB that nobody waits for: the client keeps at most
+    max_buffered_bytes of them (16 MiB by default), the newest; an older one dropped from
+    the buffer is still had with wait() (asked of the broker)."""
+    data = os.urandom(100 << 10)
+    with zfleet.Client(main.clients) as c:
+        check(c._max_buffered == 1000 and c._max_buffered_bytes == 16 << 20, "defaults")
+        ids = c.submit_many("echo", [data] * 600)
+        peak = 0
+        deadline = time.monotonic() + 60
+        settled = None   # reads on for a while after the last job's result came
+        while settled is None or time.monotonic() < settled:
+            c.progress(ids[0])   # reads what has arrived
+            if settled is None and ids[-1] in c._unclaimed:
+                settled = time.monotonic() + 0.5
+            peak = max(peak, c._unclaimed_bytes)
+            check(c._unclaimed_bytes == sum(len(r.output) for r in c._unclaimed.values()),
+                  "byte accounting")
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        check(ids[-1] in c._unclaimed, "the newest result is kept")
+        check(peak <= 16 << 20 and c._unclaimed_bytes <= 16 << 20,
+              "within 16 MiB: peak %d, now %d" % (peak, c._unclaimed_bytes))
+        check(len(c._unclaimed) == (16 << 20) // len(data), "as many as fit: %d"
+              % len(c._unclaimed))
+        check(ids[0] not in c._unclaimed, "the oldest was dropped")
+        r = c.wait(ids[0], timeout=10)
+        check(r.ok and r.output == data, "a dropped result is asked for again")
+        r = c.wait(ids[-1], timeout=10)
+        check(r.ok and r.output == data and ids[-1] not in c._unclaimed, "a kept one is claimed")
+        before = c._unclaimed_bytes
+        check(before == sum(len(r.output) for r in c._unclaimed.values()), "accounting")
+    with zfleet.Client(main.clients, max_buffered=3) as c:
+        ids = c.submit_many("echo", [b"%d" % i for i in range(10)])
+        c.wait(ids[-1], timeout=10)
+        for _ in range(50):
+            c.progress(0)
+            check(len(c._unclaimed) <= 3, "count bound: %r" % list(c._unclaimed))
+            time.sleep(0.01)
+        check(len(c._unclaimed) == 3 and ids[-1] not in c._unclaimed,
+              "count bound keeps 3: %r" % list(c._unclaimed))
+
+
+def t_fail_fast(main, limits):
+    """A broker that is down: a request raises Unreachable within about a heartbeat, not
+    after request_timeout; wait(timeout=None) raises Unreachable after unreachable_after
+    (results and watch too), unless forever=True, which waits through a broker outage
+    longer than that and gets the result."""
+    nobody = "ipc://%s/nobody-listens" % TMP
+    with zfleet.Client(nobody, request_timeout=20, heartbeat=0.25,
+                       unreachable_after=1.0) as c:
+        check(c.unreachable_after == 1.0, "unreachable_after")
+        for call in (lambda: c.submit("echo", b"x"), c.stats,
+                     lambda: c.submit_many("echo", [b"a", b"b"])):
+            t0 = time.monotonic()
+            try:
+                call()
+                check(False, "a request to no broker raises Unreachable")
+            except zfleet.Unreachable as e:
+                dt = time.monotonic() - t0
+                check(0.2 <= dt < 2.0, "within about a heartbeat: %.2fs (%s)" % (dt, e))
+        for call in (lambda: c.wait(123), lambda: list(c.results([123, 124])),
+                     lambda: list(c.watch(123))):
+            t0 = time.monotonic()
+            try:
+                call()
+                check(False, "a wait on no broker raises Unreachable")
+            except zfleet.Unreachable:
+                dt = time.monotonic() - t0
+                check(0.9 <= dt < 4.0, "after unreachable_after: %.2fs" % dt)
+        t0 = time.monotonic()
+        try:
+            c.wait(123, timeout=2.0, forever=True)
+            check(False, "forever=True: Timeout")
+        except zfleet.Timeout:
+            check(time.monotonic() - t0 >= 1.9, "forever=True waits for the timeout")
+    with zfleet.Client(nobody) as c:
+        check(c.unreachable_after == 10.0, "default: 10 heartbeats: %r" % c.unreachable_after)
+
+    async def go():
+        async with zfleet.AsyncClient(nobody, request_timeout=20, heartbeat=0.25,
+                                      unreachable_after=1.0) as ac:
+            t0 = time.monotonic()
+            try:
+                await ac.submit("echo", b"x")
+                check(False, "async: Unreachable")
+            except zfleet.Unreachable:
+                check(time.monotonic() - t0 < 2.0, "async request: %.2fs"
+                      % (time.monotonic() - t0))
+            for call in (lambda: ac.wait(5), lambda: _alist(ac.watch(5)),
+                         lambda: _alist(ac.results([5]))):
+                t0 = time.monotonic()
+                try:
+                    await call()
+                    check(False, "async wait: Unreachable")
+                except zfleet.Unreachable:
+                    dt = time.monotonic() - t0
+                    check(0.9 <= dt < 4.0, "async wait: %.2fs" % dt)
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+    # forever=True through an outage longer than unreachable_after
+    import threading
+    b = Broker("journal-forever", "--data", os.path.join(TMP, "journal-forever-data"))
+    with zfleet.Client(b.clients, heartbeat=0.25, unreachable_after=0.5) as c:
+        jid = c.submit("echo", b"after a long outage")
+        out, errors = [], []
+
+        def waiter():
+            try:
+                out.append(c.wait(jid, forever=True, timeout=30))
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        th = threading.Thread(target=waiter, daemon=True)
+        th.start()
+        time.sleep(0.3)
+        b.kill()
+        time.sleep(1.5)
+        b.start()
+        b.worker("--name", "jfw")
+        th.join(40)
+        check(not errors and out and out[0].output == b"after a long outage",
+              "forever=True: %r %r" % (out, errors))
+        b.kill()
+        t0 = time.monotonic()
+        try:
+            c.wait(jid + 1000)
+            check(False, "without forever: Unreachable")
+        except zfleet.Unreachable:
+            check(time.monotonic() - t0 < 3, "bounded")
+
+
+async def _alist(agen):
+    return [x async for x in agen]
+
+
 TESTS = [
+    ("watch", t_watch),
+    ("async watch", t_async_watch),
+    ("watch across a broker restart", t_watch_reconnect),
+    ("unclaimed results bounded", t_unclaimed_bounded),
+    ("broker down: fail fast", t_fail_fast),
     ("echo round trip", t_echo_round_trip),
     ("200 jobs via submit_many/results", t_submit_many_results),
     ("failing job", t_failing_job),

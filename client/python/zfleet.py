@@ -32,9 +32,13 @@ A ZeroMQ socket must never be used by two threads at once, so the client elects 
   wakes the reader through a pipe polled with the socket; the reader sends it at once (a send
   that fails fails the request or the WAIT it carried, in the thread that made it).
 * A pushed RESULT goes to every thread waiting for that id (several may wait for one job);
-  with nobody waiting it is kept for a later wait, at most ``max_buffered`` (then the oldest is
-  dropped and a later wait asks the broker again). on_progress callbacks run in the reader's
-  thread, outside the lock, so they may call the client.
+  with nobody waiting it is kept for a later wait, at most ``max_buffered`` results and
+  ``max_buffered_bytes`` of output (then the oldest are dropped and a later wait asks the
+  broker again). on_progress callbacks run in the reader's thread, outside the lock, so they
+  may call the client.
+* watch(id) is a wait (the id is pending, so WAIT is sent and re-sent after a reconnect) plus
+  a deque of Progress (``_watchers``: id -> deques, each bounded to WATCH_KEEP) that the
+  reader fills; the watching thread takes one item at a time and yields it outside the lock.
 * Timeouts: each call keeps its own deadline; a wait that times out leaves the result to be
   kept when it comes. A request that times out replaces the socket, as before (a submit the
   caller was told failed must not be delivered later); requests of other threads still in
@@ -42,6 +46,10 @@ A ZeroMQ socket must never be used by two threads at once, so the client elects 
   A broker silent for three heartbeats while someone waits for a job (and no request is in
   flight) makes the reader reconnect; after any reconnect, including ZeroMQ's own after a
   broker restart, the client sends WAIT again for every job any thread waits for.
+* The monitor also tells whether a connection to the broker is up (CONNECTED/DISCONNECTED;
+  _up, _down_since, kept across the client's own reconnects): a request with no connection
+  for one heartbeat raises Unreachable at once (its socket replaced, as for a timeout); a wait
+  with none for unreachable_after (10 heartbeats, >= 5 s) raises it unless forever=True.
 * close() wakes the reader, lets it leave poll, then closes the socket; calls still waiting in
   other threads raise Error("the client is closed").
 
@@ -96,7 +104,7 @@ import zmq.utils.z85
 from zmq.utils.monitor import parse_monitor_message
 
 __all__ = [
-    "Client", "AsyncClient", "Result", "Status",
+    "Client", "AsyncClient", "Result", "Status", "Progress",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
     "PayloadTooLarge", "UnknownJob", "InvalidState", "Denied", "JobFailed", "OutputLost",
     "DEFAULT_BROKER", "STATES", "TERMINAL_STATES",
@@ -145,6 +153,7 @@ ERROR_NAMES = ("ok", "unsupported protocol version", "malformed message", "unkno
 FN_MAX = 63
 _U32 = (1 << 32) - 1
 _PAYLOAD_COPY_MAX = 64 * 1024   # larger payloads are sent zero-copy
+_PROGRESS_KEEP = 10000          # jobs whose last progress report progress() remembers
 
 
 # ------------------------------------------------------------------ results and errors
@@ -186,6 +195,19 @@ class Status:
     worker: str
     device: str
     function: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A progress report of a running job, as watch() yields it."""
+    id: int
+    fraction: float       # 0..1, as the handler reported it
+    text: str             # the handler's progress text ("" if none)
+
+
+# A watch keeps at most this many progress reports not yet taken by its caller (the oldest
+# go first): a slow consumer sees the latest reports, and memory stays bounded.
+WATCH_KEEP = 64
 
 
 class Error(Exception):
@@ -426,7 +448,8 @@ _HS_FAILED = frozenset((zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAK
                         zmq.EVENT_HANDSHAKE_FAILED_AUTH))
 # What the client's monitor reports: connections (a reconnect sends WAIT again) and the
 # outcome of each handshake (a refused key fails the calls at once: Denied).
-_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_MONITORED = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+              | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 for _e in _HS_FAILED:
     _MONITORED |= _e
 del _e
@@ -528,14 +551,22 @@ class _Base:
     """State and message dispatch shared by Client and AsyncClient. Subclasses do the I/O
     and implement the hooks _on_reply, _result_ready, _wait_failed and _send_now."""
 
-    def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                 broker_key):
+    def __init__(self, endpoint, request_timeout, heartbeat, on_progress, max_buffered,
+                 max_buffered_bytes, key, broker_key, unreachable_after):
         self._curve = _load_keys(key, broker_key)   # (public, secret, broker's) or None
         self.endpoint = endpoint or os.environ.get("ZFLEET_BROKER") or DEFAULT_BROKER
         if request_timeout is None or request_timeout <= 0:
             raise ValueError("request_timeout must be > 0 seconds")
         self.request_timeout = float(request_timeout)
         self.heartbeat = float(heartbeat) if heartbeat and heartbeat > 0 else 1.0
+        # A wait (wait, results, watch) with no connection to the broker for this long
+        # raises Unreachable, unless forever=True
+        self.unreachable_after = (max(10 * self.heartbeat, 5.0) if unreachable_after is None
+                                  else float(unreachable_after))
+        # Whether a connection to the broker is up (the monitor's CONNECTED / DISCONNECTED),
+        # and since when none is (kept across the client's own reconnects)
+        self._up = False
+        self._down_since = time.monotonic()
         self.on_progress = on_progress
         self._tag = random.getrandbits(62)
         self._epoch = 0                 # socket generation: bumped by every reconnect
@@ -554,7 +585,12 @@ class _Base:
         self._wait_tags = {}            # tag of a WAIT sent -> job id
         self._lazy = {}                 # job id -> when waiting began (WAIT not yet sent)
         self._unclaimed = collections.OrderedDict()  # id -> Result nobody waits for yet
-        self._max_buffered = max_buffered
+        self._unclaimed_bytes = 0       # the output bytes of those results
+        if max_buffered < 0 or max_buffered_bytes < 0:
+            raise ValueError("max_buffered and max_buffered_bytes must be >= 0")
+        self._max_buffered = int(max_buffered)
+        self._max_buffered_bytes = int(max_buffered_bytes)
+        self._watchers = {}             # job id -> [watch() state] (progress goes to each)
         self._delivered = _LruSet(100000)  # ids whose result was handed out (drop repeats)
         self._progress = {}             # id -> (fraction, text)
         self._closed = False
@@ -599,6 +635,9 @@ class _Base:
         self._pushed = set()            # pushed to the parent's connection, not to ours
         self._wait_tags = {}
         self._lazy = {}
+        self._watchers = {}             # the parent's watches (they register again here)
+        self._up = False
+        self._down_since = time.monotonic()
         self._tag = random.getrandbits(62)
         self._last_recv = self._quiet_from = time.monotonic()
 
@@ -627,6 +666,10 @@ class _Base:
             job_id = self._wait_tags.pop(tag)
             if cmd == ERROR:
                 self._wait_failed(job_id, _broker_error(m.f.get(F_CODE, 0), m.f.get(F_TEXT, "")))
+            elif F_PROGRESS in m.f and job_id in self._watchers:
+                # the progress so far, for a watch that begins while the job runs
+                self._progress_event(Progress(job_id, float(m.f[F_PROGRESS]),
+                                              m.f.get(F_TEXT, "")))
             return  # a STATUS: the broker knows the job and will push its result
         if not self._on_reply(tag, m):
             if cmd == ERROR:
@@ -635,9 +678,36 @@ class _Base:
                 log.debug("zfleet: unexpected reply 0x%02x (tag %d)", cmd, tag)
 
     def _note_progress(self, job_id, fraction, text):
+        self._progress.pop(job_id, None)
         self._progress[job_id] = (fraction, text)
+        while len(self._progress) > _PROGRESS_KEEP:   # jobs whose result never came here
+            del self._progress[next(iter(self._progress))]
+        self._progress_event(Progress(job_id, fraction, text))
         if self.on_progress is not None:
             self._call_progress(job_id, fraction, text)
+
+    def _progress_event(self, p):
+        """A progress report for the watches of its job (hook)."""
+        raise NotImplementedError
+
+    def _keep(self, r):
+        """Keeps a result nobody waits for yet, within max_buffered results and
+        max_buffered_bytes of output: the oldest go first (the broker still has them, for its
+        result TTL, unless submitted with forget=True: a later wait asks for them again)."""
+        self._unkeep(r.id)
+        self._unclaimed[r.id] = r
+        self._unclaimed_bytes += len(r.output)
+        while self._unclaimed and (len(self._unclaimed) > self._max_buffered
+                                   or self._unclaimed_bytes > self._max_buffered_bytes):
+            _, old = self._unclaimed.popitem(last=False)
+            self._unclaimed_bytes -= len(old.output)
+
+    def _unkeep(self, job_id):
+        """Removes a kept result (returned, or None)."""
+        r = self._unclaimed.pop(job_id, None)
+        if r is not None:
+            self._unclaimed_bytes -= len(r.output)
+        return r
 
     def _call_progress(self, job_id, fraction, text):
         try:
@@ -656,16 +726,11 @@ class _Base:
             return
         if r.id in self._delivered:
             return  # a second copy (pushed and asked for): already handed out
-        self._unclaimed[r.id] = r
-        self._unclaimed.move_to_end(r.id)
-        while len(self._unclaimed) > self._max_buffered:
-            # the broker still has it (for its result TTL): wait() asks for it again
-            # (unless it was submitted with forget=True: then it is gone)
-            self._unclaimed.popitem(last=False)
+        self._keep(r)
 
     def _claim(self, job_id):
         """A buffered result, handed out (or None)."""
-        r = self._unclaimed.pop(job_id, None)
+        r = self._unkeep(job_id)
         if r is not None:
             self._delivered.add(job_id)
         return r
@@ -675,7 +740,7 @@ class _Base:
         self._lazy.pop(job_id, None)
         tag = self._next_tag()
         self._wait_tags[tag] = job_id
-        if len(self._wait_tags) > 4 * self._max_buffered:  # replies that never came
+        if len(self._wait_tags) > 4 * max(self._max_buffered, 1000):  # replies that never came
             for t in list(self._wait_tags)[: len(self._wait_tags) // 2]:
                 del self._wait_tags[t]
         self._send_now(*_frames(WAIT, {F_ID: job_id, F_TAG: tag}), tag)
@@ -723,9 +788,14 @@ class _Base:
             return
         event = ev["event"]
         if event == zmq.EVENT_CONNECTED:
+            self._up = True
             self._connects_later += 1
             if not defer:
                 self._connected()
+        elif event == zmq.EVENT_DISCONNECTED:
+            if self._up:
+                self._up = False
+                self._down_since = time.monotonic()
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._denied = None        # e.g. the key was added and the broker reloaded
             self._hs_closed = 0
@@ -820,7 +890,19 @@ class _Base:
         self._denied = None
         self._hs_closed = 0
         self._last_recv = time.monotonic()
+        if self._up:   # a connection that was up goes with the old socket
+            self._up = False
+            self._down_since = self._last_recv
         return s, mon
+
+    def _unreachable(self, since, limit):
+        """Whether no connection to the broker has been up for `limit` seconds, counted from
+        `since` at the earliest (when the call began)."""
+        return not self._up and time.monotonic() - max(self._down_since, since) >= limit
+
+    def _down_error(self, since, limit):
+        return Unreachable("no connection to the broker at %s for %.1fs"
+                           % (self.endpoint, time.monotonic() - max(self._down_since, since)))
 
     @staticmethod
     def _close_socket(s, mon):
@@ -848,13 +930,18 @@ class Client(_Base):
 
     endpoint: the broker's client endpoint (default $ZFLEET_BROKER, else tcp://127.0.0.1:5555).
     request_timeout: seconds a request (submit, get, cancel, stats...) waits for the broker
-    before Unreachable. heartbeat: seconds of silence while waiting before a PING; three
+    before Unreachable; with no connection to the broker at all it fails after one
+    heartbeat. unreachable_after: seconds with no connection after which a wait (wait,
+    results, watch) raises Unreachable unless given forever=True (default 10 heartbeats,
+    at least 5 s). heartbeat: seconds of silence while waiting before a PING; three
     make the client reconnect and ask again. on_progress(job_id, fraction, text) is called
     for progress reports that arrive while the client reads (inside wait, results, ...), in
     whichever thread is reading then, outside the client's lock.
 
     Results of jobs submitted on this client are pushed to it and kept until you wait for
-    them (at most max_buffered unclaimed; older ones are asked for again when waited for).
+    them: at most max_buffered results and max_buffered_bytes of output nobody waits for
+    yet (the oldest are dropped first and asked of the broker again when waited for).
+    watch(id) yields a job's Progress reports, then its Result.
     Submit with no_push=True for jobs whose result you will not collect here, and with
     forget=True for jobs whose result you will collect only here (the broker drops it once
     pushed).
@@ -871,9 +958,10 @@ class Client(_Base):
     """
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
-                 context=None, max_buffered=10000, key=None, broker_key=None):
-        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                         broker_key)
+                 context=None, max_buffered=1000, max_buffered_bytes=16 << 20, key=None,
+                 broker_key=None, unreachable_after=None):
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered,
+                         max_buffered_bytes, key, broker_key, unreachable_after)
         self._ctx = context or zmq.Context.instance()
         self._sock = self._mon = self._poller = None
         self._replies = {}             # tag -> _Msg (or the exception that ends the request)
@@ -1065,6 +1153,10 @@ class Client(_Base):
     def _call_progress(self, job_id, fraction, text):
         self._deferred.append((job_id, fraction, text))   # run outside the lock (_read)
 
+    def _progress_event(self, p):
+        for q in self._watchers.get(p.id, ()):
+            q.append(p)   # a deque(maxlen=WATCH_KEEP): the oldest report goes first
+
     def _send_now(self, frames, copy, tag=None):
         """With the lock held: sends at once if no other thread owns the socket, else hands
         the message to the reader. Raises Unreachable when a direct send times out."""
@@ -1091,7 +1183,8 @@ class Client(_Base):
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLOUT)
         poller.register(mon, zmq.POLLIN)
-        deadline = time.monotonic() + self.request_timeout
+        start = time.monotonic()
+        deadline = start + self.request_timeout
         while True:
             self._drain_monitor(defer=True)
             if self._denied is not None:
@@ -1099,7 +1192,7 @@ class Client(_Base):
                 self._refused()
                 raise exc
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._unreachable(start, self.heartbeat):
                 raise Unreachable("cannot send to the broker at %s (not connected)"
                                   % self.endpoint)
             if sock in dict(poller.poll(max(1, int(min(left, self.heartbeat) * 1000)))):
@@ -1255,11 +1348,17 @@ class Client(_Base):
         fields[F_TAG] = tag
         self._expected[tag] = (cmd, None)
         epoch = self._epoch
+        start = time.monotonic()
         try:
             self._send_now(*_frames(cmd, fields, payload), tag)
-            if not self._pump(lambda: tag in self._replies,
-                              time.monotonic() + self.request_timeout):
+            # no connection for a heartbeat: Unreachable now, not after request_timeout
+            if not self._pump(lambda: tag in self._replies
+                              or self._unreachable(start, self.heartbeat),
+                              start + self.request_timeout) or tag not in self._replies:
+                down = self._unreachable(start, self.heartbeat)
                 self._give_up(epoch)
+                if down:
+                    raise self._down_error(start, self.heartbeat)
                 raise Unreachable("no answer from the broker at %s within %.1fs"
                                   % (self.endpoint, self.request_timeout))
             m = self._replies.pop(tag)
@@ -1310,7 +1409,7 @@ class Client(_Base):
             self._taken.discard(job_id)
         elif r is not None:  # nobody took it (timeout, closed generator): keep it
             self._delivered.discard(job_id)
-            self._unclaimed[job_id] = r
+            self._keep(r)
 
     def _take_ready(self, job_id):
         """The result or error for a pending job_id, or None. It stays for the other threads
@@ -1352,20 +1451,29 @@ class Client(_Base):
                 and job_id not in self._unclaimed and job_id not in self._delivered):
             self._pushed.add(job_id)
 
-    def wait(self, job_id, timeout=None):
-        """Waits up to `timeout` seconds (None = forever) for the job's Result. Raises
-        Timeout, UnknownJob, Unreachable (only if a WAIT cannot be sent). Several threads
-        may wait for the same job: each gets its Result."""
+    def wait(self, job_id, timeout=None, *, forever=False):
+        """Waits up to `timeout` seconds (None = no limit) for the job's Result. Raises
+        Timeout, UnknownJob, Unreachable: when a WAIT cannot be sent, and when no connection
+        to the broker has been up for unreachable_after seconds (10 heartbeats, at least
+        5 s, by default) while waiting, unless forever=True (then the wait goes on through
+        any outage, until the result or the timeout). A broker restart shorter than that
+        does not disturb the wait: WAIT is sent again. Several threads may wait for the
+        same job: each gets its Result."""
         with self._acquire():
             self._poll_nowait()
             self._touch()
             self._add_pending(job_id)
             try:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                done = lambda: job_id in self._ready or job_id in self._errors  # noqa: E731
+                start = time.monotonic()
+                deadline = None if timeout is None else start + timeout
+                limit = None if forever else self.unreachable_after
+                done = lambda: (job_id in self._ready or job_id in self._errors  # noqa: E731
+                                or self._down(start, limit))
                 if not self._pump(done, deadline):
                     raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
                                   [job_id])
+                if job_id not in self._ready and job_id not in self._errors:
+                    raise self._down_error(start, limit)
                 return self._take_ready(job_id)
             finally:
                 self._remove_pending(job_id)
@@ -1376,7 +1484,7 @@ class Client(_Base):
             m = self._request(GET, {F_ID: job_id})
             if m.cmd == RESULT:
                 if job_id not in self._pending:
-                    self._unclaimed.pop(job_id, None)
+                    self._unkeep(job_id)
                 self._delivered.add(job_id)
                 return _result_of(m)
             if m.cmd == STATUS:
@@ -1450,11 +1558,15 @@ class Client(_Base):
                     self._send_now(*_frames(SUBMIT, f, _as_bytes(data)), tag)
                 if not inflight:
                     break
-                if not self._pump(lambda: bool(answered),
-                                  time.monotonic() + self.request_timeout):
+                start = time.monotonic()
+                if not self._pump(lambda: bool(answered)  # noqa: B023
+                                  or self._unreachable(start, self.heartbeat),  # noqa: B023
+                                  start + self.request_timeout) or not answered:
+                    down = self._unreachable(start, self.heartbeat)
                     self._give_up(epoch)
-                    e = Unreachable("no answer from the broker at %s within %.1fs"
-                                    % (self.endpoint, self.request_timeout))
+                    e = (self._down_error(start, self.heartbeat) if down else
+                         Unreachable("no answer from the broker at %s within %.1fs"
+                                     % (self.endpoint, self.request_timeout)))
                     e.ids = ids
                     raise e
                 while answered:
@@ -1485,11 +1597,14 @@ class Client(_Base):
             raise error
         return ids
 
-    def results(self, ids, timeout=None):
+    def results(self, ids, timeout=None, *, forever=False):
         """Yields the Result of each job id as it arrives (each once, in finishing order).
         `timeout` bounds the whole iteration: Timeout (with .pending) when it runs out.
-        The client's lock is not held while the caller has a result in hand."""
+        Unreachable and forever as for wait(). The client's lock is not held while the
+        caller has a result in hand."""
         ids = list(dict.fromkeys(ids))
+        start = time.monotonic()
+        limit = None if forever else self.unreachable_after
         remaining = set(ids)
         q = collections.deque()
         added = set()   # ids this generator registered as pending (undone at the end)
@@ -1510,7 +1625,7 @@ class Client(_Base):
                                 added.add(job_id)
                                 if job_id in self._ready:
                                     q.append(job_id)
-                    r = self._next_result(q, remaining, deadline, timeout, ids)
+                    r = self._next_result(q, remaining, deadline, timeout, ids, start, limit)
                 yield r
         finally:
             if forks is not None:
@@ -1522,7 +1637,72 @@ class Client(_Base):
                             if job_id in remaining and job_id in added:
                                 self._remove_pending(job_id)
 
-    def _next_result(self, q, remaining, deadline, timeout, ids):
+    def watch(self, job_id, timeout=None, *, forever=False):
+        """Yields the job's Progress reports as they arrive, then its Result (as wait()
+        returns it), then stops. For any job id, submitted by any process or connection: it
+        sends WAIT, and the broker pushes progress and the result to every connection waiting
+        on the job; after a reconnect (a broker restart) WAIT is sent again, as for wait().
+        A watch that begins while the job runs first yields its progress so far (when the
+        job has reported any). At most WATCH_KEEP (64) reports wait for the caller: when it
+        is slower than the job, the oldest are dropped. `timeout` (seconds, None = no limit)
+        bounds the whole watch: Timeout when it runs out. Raises UnknownJob, and Unreachable
+        unless forever=True, as wait() does. Any number of threads may watch the same or different jobs at once; the client's
+        lock is not held while the caller has an item in hand."""
+        q = collections.deque(maxlen=WATCH_KEEP)
+        forks = None    # the fork generation the watch is registered in (None: not)
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        limit = None if forever else self.unreachable_after
+        try:
+            while True:
+                with self._acquire():
+                    if forks != self._forks:   # first time, or resumed in a forked child
+                        forks = self._forks
+                        q.clear()
+                        self._poll_nowait()
+                        self._touch()
+                        self._watchers.setdefault(job_id, []).append(q)
+                        try:
+                            self._add_pending(job_id)
+                        except BaseException:
+                            self._unwatch(job_id, q)
+                            forks = None
+                            raise
+                    done = lambda: (bool(q) or job_id in self._ready  # noqa: E731
+                                    or job_id in self._errors or self._down(start, limit))
+                    if not self._pump(done, deadline):
+                        raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
+                                      [job_id])
+                    if not q and job_id not in self._ready and job_id not in self._errors:
+                        raise self._down_error(start, limit)
+                    if q:
+                        item = q.popleft()
+                    else:
+                        item = self._take_ready(job_id)   # (raises the wait's error)
+                        self._unwatch(job_id, q)
+                        self._remove_pending(job_id)
+                        forks = None
+                yield item
+                if forks is None:
+                    return
+        finally:
+            if forks is not None:
+                with self._acquire():
+                    if forks == self._forks:
+                        self._unwatch(job_id, q)
+                        self._remove_pending(job_id)
+
+    def _unwatch(self, job_id, q):
+        qs = [x for x in self._watchers.get(job_id, ()) if x is not q]   # by identity
+        if qs:
+            self._watchers[job_id] = qs
+        else:
+            self._watchers.pop(job_id, None)
+
+    def _down(self, start, limit):
+        return limit is not None and self._unreachable(start, limit)
+
+    def _next_result(self, q, remaining, deadline, timeout, ids, start, limit):
         while True:
             while q:
                 job_id = q.popleft()
@@ -1534,9 +1714,11 @@ class Client(_Base):
                 remaining.discard(job_id)
                 self._remove_pending(job_id)
                 return r
-            if not self._pump(lambda: bool(q), deadline):
+            if not self._pump(lambda: bool(q) or self._down(start, limit), deadline):
                 raise Timeout("%d job(s) without a result within %.1fs"
                               % (len(remaining), timeout), [i for i in ids if i in remaining])
+            if not q:
+                raise self._down_error(start, limit)
 
 
 _END = object()
@@ -1557,9 +1739,10 @@ class AsyncClient(_Base):
     """
 
     def __init__(self, endpoint=None, request_timeout=5.0, heartbeat=1.0, *, on_progress=None,
-                 context=None, max_buffered=10000, key=None, broker_key=None):
-        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered, key,
-                         broker_key)
+                 context=None, max_buffered=1000, max_buffered_bytes=16 << 20, key=None,
+                 broker_key=None, unreachable_after=None):
+        super().__init__(endpoint, request_timeout, heartbeat, on_progress, max_buffered,
+                         max_buffered_bytes, key, broker_key, unreachable_after)
         self._ctx = context
         self._sock = self._mon = None
         self._reader = None
@@ -1745,6 +1928,11 @@ class AsyncClient(_Base):
                 taken = True
         return taken
 
+    def _progress_event(self, p):
+        for q, ev in self._watchers.get(p.id, ()):
+            q.append(p)   # a deque(maxlen=WATCH_KEEP): the oldest report goes first
+            ev.set()
+
     def _wait_failed(self, job_id, exc):
         for fut in self._waiters.pop(job_id, None) or ():
             if not fut.done():
@@ -1761,6 +1949,29 @@ class AsyncClient(_Base):
             fut.add_done_callback(_log_send_error)
         return fut
 
+    async def _await(self, aw, deadline, limit, start):
+        """aw's result. Raises asyncio.TimeoutError at `deadline` (monotonic, None: none) and
+        _Down when no connection to the broker has been up for `limit` seconds (None: no
+        such limit) since `start`. A task it made for a coroutine is cancelled if unfinished;
+        a future given is left as it is."""
+        fut = asyncio.ensure_future(aw)
+        try:
+            while True:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise asyncio.TimeoutError
+                if limit is not None and self._unreachable(start, limit):
+                    raise _Down
+                step = self.heartbeat / 4
+                if deadline is not None:
+                    step = min(step, deadline - now)
+                done, _ = await asyncio.wait((fut,), timeout=max(step, 0.001))
+                if done:
+                    return fut.result()
+        finally:
+            if fut is not aw and not fut.done():
+                fut.cancel()
+
     # ---- requests
     async def _request(self, cmd, fields, payload=None, submit=False):
         self._ensure()
@@ -1771,12 +1982,17 @@ class AsyncClient(_Base):
         self._touch()
         self._reply_futs[tag] = (cmd, fut)
         epoch = self._epoch
+        start = time.monotonic()
         try:
             send = self._send_now(*_frames(cmd, fields, payload))
-            m = await asyncio.wait_for(_both(send, fut), self.request_timeout)
-        except asyncio.TimeoutError:
+            # no connection for a heartbeat: Unreachable now, not after request_timeout
+            m = await self._await(_both(send, fut), start + self.request_timeout,
+                                  self.heartbeat, start)
+        except (asyncio.TimeoutError, _Down) as e:
             if epoch == self._epoch and not self._closed:
                 self._reconnect()  # drop what is still queued: a failed submit must not run
+            if isinstance(e, _Down):
+                raise self._down_error(start, self.heartbeat) from None
             raise Unreachable("no answer from the broker at %s within %.1fs"
                               % (self.endpoint, self.request_timeout)) from None
         finally:
@@ -1830,15 +2046,19 @@ class AsyncClient(_Base):
             self._pushed.add(job_id)
         return job_id
 
-    async def wait(self, job_id, timeout=None):
+    async def wait(self, job_id, timeout=None, *, forever=False):
         """As Client.wait. Many tasks may wait at once, for the same job or others."""
         self._ensure()
         fut = self._add_waiter(job_id)
+        start = time.monotonic()
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await self._await(fut, None if timeout is None else start + timeout,
+                                     None if forever else self.unreachable_after, start)
         except asyncio.TimeoutError:
             raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
                           [job_id]) from None
+        except _Down:
+            raise self._down_error(start, self.unreachable_after) from None
         finally:
             self._drop_waiter(job_id, fut)
 
@@ -1847,7 +2067,7 @@ class AsyncClient(_Base):
         m = await self._request(GET, {F_ID: job_id})
         if m.cmd == RESULT:
             if job_id not in self._waiters:
-                self._unclaimed.pop(job_id, None)
+                self._unkeep(job_id)
             self._delivered.add(job_id)
             return _result_of(m)
         if m.cmd == STATUS:
@@ -1909,16 +2129,19 @@ class AsyncClient(_Base):
                 self._pushed.add(ids[i])
 
         async def take_slot():
+            start = time.monotonic()
             try:
-                await asyncio.wait_for(slots.acquire(), self.request_timeout)
-            except asyncio.TimeoutError:
+                await self._await(slots.acquire(), start + self.request_timeout,
+                                  self.heartbeat, start)
+            except (asyncio.TimeoutError, _Down) as down:
                 for tag, fut in list(inflight.items()):
                     self._reply_futs.pop(tag, None)
                     fut.cancel()
                 if epoch == self._epoch and not self._closed:
                     self._reconnect()  # drop what is still queued
-                e = Unreachable("no answer from the broker at %s within %.1fs"
-                                % (self.endpoint, self.request_timeout))
+                e = (self._down_error(start, self.heartbeat) if isinstance(down, _Down) else
+                     Unreachable("no answer from the broker at %s within %.1fs"
+                                 % (self.endpoint, self.request_timeout)))
                 e.ids = ids
                 raise e from None
 
@@ -1945,9 +2168,11 @@ class AsyncClient(_Base):
             raise e
         return ids
 
-    async def results(self, ids, timeout=None):
+    async def results(self, ids, timeout=None, *, forever=False):
         """As Client.results, as an async generator: `async for r in client.results(ids)`."""
         self._ensure()
+        start = time.monotonic()
+        limit = None if forever else self.unreachable_after
         ids = list(dict.fromkeys(ids))
         done_q = asyncio.Queue()
         futs = {}
@@ -1958,15 +2183,16 @@ class AsyncClient(_Base):
                 futs[job_id] = fut
                 fut.add_done_callback(done_q.put_nowait)
             by_fut = {f: i for i, f in futs.items()}
-            deadline = None if timeout is None else self._loop.time() + timeout
+            deadline = None if timeout is None else start + timeout
             while len(yielded) < len(ids):
-                wait_s = None if deadline is None else max(0.0, deadline - self._loop.time())
                 try:
-                    fut = await asyncio.wait_for(done_q.get(), wait_s)
+                    fut = await self._await(done_q.get(), deadline, limit, start)
                 except asyncio.TimeoutError:
                     pending = [i for i in ids if i not in yielded]
                     raise Timeout("%d job(s) without a result within %.1fs"
                                   % (len(pending), timeout), pending) from None
+                except _Down:
+                    raise self._down_error(start, limit) from None
                 job_id = by_fut[fut]
                 r = fut.result()   # raises UnknownJob & co
                 yielded.add(job_id)
@@ -1980,7 +2206,59 @@ class AsyncClient(_Base):
                       and fut.exception() is None):
                     # arrived but not handed out (the caller stopped early): keep it
                     self._delivered.discard(job_id)
-                    self._unclaimed[job_id] = fut.result()
+                    self._keep(fut.result())
+
+
+    async def watch(self, job_id, timeout=None, *, forever=False):
+        """As Client.watch, as an async generator: `async for item in client.watch(id)`
+        yields Progress reports, then the Result. Many tasks may watch at once."""
+        self._ensure()
+        q = collections.deque(maxlen=WATCH_KEEP)
+        ev = asyncio.Event()
+        entry = (q, ev)
+        self._watchers.setdefault(job_id, []).append(entry)
+        fut = None
+        taken = False
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        limit = None if forever else self.unreachable_after
+        try:
+            fut = self._add_waiter(job_id)
+            fut.add_done_callback(lambda _f: ev.set())
+            while True:
+                while q:
+                    yield q.popleft()
+                if fut.done():
+                    r = fut.result()   # raises UnknownJob & co
+                    taken = True
+                    yield r
+                    return
+                ev.clear()
+                try:
+                    await self._await(ev.wait(), deadline, limit, start)
+                except asyncio.TimeoutError:
+                    raise Timeout("job %d: no result within %.1fs" % (job_id, timeout),
+                                  [job_id]) from None
+                except _Down:
+                    raise self._down_error(start, limit) from None
+        finally:
+            qs = [x for x in self._watchers.get(job_id, ()) if x is not entry]
+            if qs:
+                self._watchers[job_id] = qs
+            else:
+                self._watchers.pop(job_id, None)
+            if fut is not None:
+                self._drop_waiter(job_id, fut)
+                if not fut.done():
+                    fut.cancel()
+                elif not taken and not fut.cancelled() and fut.exception() is None:
+                    # arrived but not handed out (the caller stopped early): keep it
+                    self._delivered.discard(job_id)
+                    self._keep(fut.result())
+
+
+class _Down(Exception):
+    """AsyncClient._await: no connection to the broker for too long."""
 
 
 async def _both(send_fut, reply_fut):
