@@ -16,12 +16,12 @@ Endpoints (flask_app.py has the same ones):
   GET  /jobs/{id}/result     the output as PNG (?format=pgm: as the fleet made it); 404 while
                              the job is not finished, 422 with the error if it failed
 
-One AsyncClient serves every request. A job is followed by a watch task (its progress and
-then its result, into its page's queue); the page's stream drains that queue, so a stream
-that reconnects (EventSource does by itself) loses nothing. A second AsyncClient asks the
-broker for stats every second, so pages hear "broker unreachable, retrying" when it goes and
-see it come back; waits carry on through a restart (the client re-attaches), so the job ends
-on the page with its result.
+One AsyncClient serves every request. A job is followed by a task running the client's
+watch() (its Progress reports, then its Result) into its page's queue; the page's stream
+drains that queue, so a stream that reconnects (EventSource does by itself) loses nothing.
+A second AsyncClient asks the broker for stats every second, so pages hear "broker
+unreachable, retrying" when it goes and see it come back; a broker restarted on its journal
+still has the job, the watch goes on, and the job ends on the page with its result.
 """
 import asyncio
 import logging
@@ -86,10 +86,6 @@ class Hub:
         for p in self.pages.values():
             p.put(event)
 
-    def on_progress(self, job_id, fraction, text):
-        # progress pushed to the client for a job it waits on: to the pages following it
-        self.to_job(job_id, zfweb.progress_event(job_id, fraction, text))
-
     def spawn(self, coro):
         t = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(t)
@@ -97,23 +93,6 @@ class Hub:
 
 
 hub = Hub()
-HAS_WATCH = hasattr(zfleet.AsyncClient, "watch")   # the client's own watch(), or ours below
-
-
-async def watch(zf, job_id):
-    """Yields a job's progress (zfleet.Progress-like: id, fraction, text) and then its
-    zfleet.Result. Uses the client's own watch() where it has one; otherwise wait() here,
-    with the progress coming to hub.on_progress (the client's on_progress callback)."""
-    if HAS_WATCH:
-        async for ev in zf.watch(job_id):
-            yield ev
-        return
-    while True:
-        try:
-            yield await zf.wait(job_id, timeout=30)
-            return
-        except zfleet.Timeout:
-            continue             # still running: wait on (the timeout only bounds one wait)
 
 
 async def follow(job_id):
@@ -122,14 +101,17 @@ async def follow(job_id):
     try:
         while not hub.stopping:
             try:
-                async for ev in watch(zf, job_id):
+                # Progress reports, then the Result; for any job id, on any connection
+                async for ev in zf.watch(job_id):
                     if isinstance(ev, zfleet.Result):
                         hub.to_job(job_id, zfweb.result_event(ev))
                         return
                     hub.to_job(job_id, zfweb.progress_event(job_id, ev.fraction, ev.text))
                 return
             except zfleet.Unreachable:
-                await asyncio.sleep(1.0)     # the monitor tells the pages; try again
+                # no broker for a while (the client's unreachable_after): the monitor has
+                # told the pages; watch again (a restarted broker still has the job)
+                await asyncio.sleep(1.0)
             except zfleet.UnknownJob:
                 hub.to_job(job_id, ("result", {"id": str(job_id), "status": "unknown",
                                                "ok": False, "url": "",
@@ -166,8 +148,7 @@ async def monitor():
 async def startup():
     s = app.state.settings = zfweb.settings()
     app.state.zf = zfleet.AsyncClient(s["broker"], request_timeout=s["request_timeout"],
-                                      heartbeat=s["heartbeat"],
-                                      on_progress=None if HAS_WATCH else hub.on_progress)
+                                      heartbeat=s["heartbeat"])
     hub.spawn(monitor())
 
 

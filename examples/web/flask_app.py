@@ -5,9 +5,9 @@ app.py (see its docstring), served by threads instead of an event loop.
     cd examples/web && gunicorn -k gthread --threads 32 -b 127.0.0.1:8000 flask_app:app
 
 One Client is shared by every thread (it is made for that), and survives gunicorn's fork:
-the threads this module starts (one per followed job, one broker monitor) are started on
-first use in each process. Each open event stream holds one server thread, so give the
-server more threads than pages you expect (gthread --threads).
+the threads this module starts (one per followed job, iterating zf.watch(id), and one
+broker monitor) are started on first use in each process. Each open event stream holds one
+server thread, so give the server more threads than pages you expect (gthread --threads).
 """
 import os
 import queue
@@ -23,7 +23,6 @@ from zfweb import zfleet  # noqa: E402
 
 PAGE_QUEUE = 2000
 PAGE_IDLE_S = 300
-HAS_WATCH = hasattr(zfleet.Client, "watch")     # the client's own watch(), or ours below
 
 
 class Page:
@@ -80,34 +79,17 @@ class Hub:
         for p in pages:
             p.put(event)
 
-    def on_progress(self, job_id, fraction, text):
-        self.to_job(job_id, zfweb.progress_event(job_id, fraction, text))
-
 
 hub = Hub()
 S = zfweb.settings()
-zf = zfleet.Client(S["broker"], request_timeout=S["request_timeout"], heartbeat=S["heartbeat"],
-                   on_progress=None if HAS_WATCH else hub.on_progress)
+zf = zfleet.Client(S["broker"], request_timeout=S["request_timeout"], heartbeat=S["heartbeat"])
 app = Flask(__name__)
-
-
-def watch(job_id):
-    """As app.watch: the client's watch() where it has one, else wait() + on_progress."""
-    if HAS_WATCH:
-        yield from zf.watch(job_id)
-        return
-    while True:
-        try:
-            yield zf.wait(job_id, timeout=30)
-            return
-        except zfleet.Timeout:
-            continue
 
 
 def follow(job_id):
     while True:
         try:
-            for ev in watch(job_id):
+            for ev in zf.watch(job_id):             # Progress reports, then the Result
                 if isinstance(ev, zfleet.Result):
                     hub.to_job(job_id, zfweb.result_event(ev), done=True)
                     return
