@@ -108,9 +108,10 @@ async def follow(job_id):
                         return
                     hub.to_job(job_id, zfweb.progress_event(job_id, ev.fraction, ev.text))
                 return
-            except zfleet.Unreachable:
+            except zfleet.Unreachable as e:
                 # no broker for a while (the client's unreachable_after): the monitor has
                 # told the pages; watch again (a restarted broker still has the job)
+                log.warning("zfweb: job %d: %s; watching again", job_id, e)
                 await asyncio.sleep(1.0)
             except zfleet.UnknownJob:
                 hub.to_job(job_id, ("result", {"id": str(job_id), "status": "unknown",

@@ -95,7 +95,8 @@ def follow(job_id):
                     return
                 hub.to_job(job_id, zfweb.progress_event(job_id, ev.fraction, ev.text))
             return
-        except zfleet.Unreachable:
+        except zfleet.Unreachable as e:
+            app.logger.warning("zfweb: job %d: %s; watching again", job_id, e)
             time.sleep(1.0)
         except zfleet.UnknownJob:
             hub.to_job(job_id, ("result", {"id": str(job_id), "status": "unknown", "ok": False,

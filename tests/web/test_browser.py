@@ -391,6 +391,10 @@ def t_broker_kill9_mid_job(page, main, ref):
         first + "return li.querySelector('.status').textContent"), 10,
         "the upload's card says the broker is unreachable")
     screenshot(page, "browser-broker-down.png")
+    # down past the client's unreachable_after (5 s): the app's watch raises Unreachable
+    # and is begun again
+    time.sleep(max(0.0, t0 + 6.0 - time.monotonic()))
+    check(page.card(jid, "status") not in ("succeeded", "failed"), "the job is not over yet")
     main.start()                       # same --data: the job is in the journal
     check(page.wait_done(jid, timeout=30) == "succeeded",
           "the job ended well after the restart: %s" % page.card(jid, "text"))
@@ -400,6 +404,10 @@ def t_broker_kill9_mid_job(page, main, ref):
     check(page.wait_done(late) == "succeeded", "the upload retried during the outage succeeded")
     check_image(page, late, ref)
     until(lambda: page.banner() == "", 10, "the message went away")
+    with open(os.path.join(TMP, "fastapi.log")) as f:
+        log = f.read()
+    check("job %s: " % jid in log and "watching again" in log,
+          "the app's watch gave up on the gone broker and began again: %s" % log[-1000:])
     return ("message after %.1fs; right image after the restart (%s); the upload made "
             "during the outage ran too" % (shown, page.card(jid, "text")))
 
