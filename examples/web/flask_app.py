@@ -8,6 +8,12 @@ One Client is shared by every thread (it is made for that), and survives gunicor
 the threads this module starts (one per followed job, iterating zf.watch(id), and one
 broker monitor) are started on first use in each process. Each open event stream holds one
 server thread, so give the server more threads than pages you expect (gthread --threads).
+
+A page's event stream lives in the process that follows its jobs: with several gunicorn
+processes (-w N) a page's POST /jobs and its GET /events may land on different processes, so
+run one process with many threads (as above), or route a page to one process (sticky
+sessions). GET /jobs/ID/result works from any process (it asks the broker); the tests run
+it under `gunicorn --preload -w 2`.
 """
 import os
 import queue

@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.error
@@ -537,6 +538,64 @@ def t_flask(page, main, ref):
             "full; on the page: %d of 4 queue full" % (len(prog), len(full), len(texts)))
 
 
+def t_gunicorn_preload(page, main, ref):
+    """The Flask app under gunicorn --preload with 2 processes: the Client made at import, in
+    the master, before the fork, works in both children (it reconnects there); jobs posted to
+    either process are fetched from either (GET /jobs/ID/result asks the broker)."""
+    gunicorn = shutil.which("gunicorn")
+    if not gunicorn:
+        return "skipped: gunicorn is not installed"
+    port = free_port()
+    p = spawn([gunicorn, "--preload", "-w", "2", "-k", "gthread", "--threads", "8",
+               "-b", "127.0.0.1:%d" % port, "flask_app:app"], "gunicorn.log", cwd=WEB,
+              env={"ZFLEET_BROKER": main.clients, "ZFWEB_HEARTBEAT": "0.25"})
+    base = "http://127.0.0.1:%d" % port
+
+    def up():
+        check(p.poll() is None, "gunicorn exited (%s): see gunicorn.log" % p.returncode)
+        try:
+            return urllib.request.urlopen(base + "/", timeout=1).status == 200
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return False
+    until(up, 20, "gunicorn serving on %s" % base, step=0.1)
+    with open(SAMPLE, "rb") as f:
+        sample = f.read()
+    ids, errors = [], []
+
+    def one():
+        try:
+            status, body = post_job(base, "sobel", sample, uuid.uuid4().hex)
+            check(status == 200, "POST /jobs: %s %s" % (status, body))
+            ids.append(body["id"])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not errors and len(ids) == 12, "12 jobs posted: %s" % errors)
+
+    def fetched(job_id):
+        try:
+            with urllib.request.urlopen(base + "/jobs/%s/result" % job_id, timeout=5) as r:
+                return png_pixels(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+    for job_id in ids:
+        px = until(lambda: fetched(job_id), 20, "job %s's result through gunicorn" % job_id)
+        check(px == ref, "job %s: the reference pixels" % job_id)
+    with open(os.path.join(TMP, "gunicorn.log"), "rb") as f:
+        log = f.read().decode(errors="replace")
+    booted = log.count("Booting worker")
+    check(booted == 2 and "Traceback" not in log, "2 workers booted, no traceback: %s" % log[-800:])
+    p.terminate()
+    p.wait(10)
+    return "12 jobs through 2 preloaded gunicorn workers, pixels right"
+
+
 def readme_snippets():
     with open(os.path.join(ROOT, "README.md")) as f:
         text = f.read()
@@ -620,7 +679,7 @@ def main():
     page = Page(browser(), base)
     passed = failed = 0
     tests = [t_progress_and_pixels, t_bad_file, t_broker_kill9_mid_job, t_twenty_at_once,
-             t_screenshot, t_flask, t_readme_snippets]
+             t_screenshot, t_flask, t_gunicorn_preload, t_readme_snippets]
     only = sys.argv[2:]
     for t in tests:
         if only and not any(o in t.__name__ for o in only):
