@@ -43,6 +43,7 @@
 #include "zf_auth.h"
 #include "zf_ids.h"
 #include "zf_journal.h"
+#include "zf_notify.h"
 #include "zf_state.h"
 #include "zf_stats.h"
 
@@ -2050,6 +2051,7 @@ static void run_timers(zf_broker_t *b)
 {
     int64_t now = zf_now_ms();
     check_stall(b, now);
+    zfb_notify_tick(now); /* systemd's WATCHDOG=1 when due: the loop turns, so it lives */
     while (b->alive && b->alive->last_recv_ms + expiry_ms(b) <= now) {
         b->c.workers_lost++;
         worker_remove(b, b->alive, "no heartbeat");
@@ -2094,7 +2096,10 @@ static long poll_timeout(zf_broker_t *b)
         next = w->run_until;
     long wait = next <= now ? 0 : (long)(next - now);
     long sync_in = zf_journal_due_ms(b->journal, now); /* an interval fsync coming due */
-    return sync_in >= 0 && sync_in < wait ? sync_in : wait;
+    if (sync_in >= 0 && sync_in < wait)
+        wait = sync_in;
+    long wd_in = zfb_notify_due_ms(now); /* systemd's watchdog, when WatchdogSec is short */
+    return wd_in >= 0 && wd_in < wait ? wd_in : wait;
 }
 
 /* zf_wire_read_batch's handlers for the loop's two sockets */

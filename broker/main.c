@@ -8,6 +8,7 @@
 #include "../common/zf_util.h"
 #include "zf_broker.h"
 #include "zf_journal.h"
+#include "zf_notify.h"
 
 static void usage(FILE *out)
 {
@@ -195,10 +196,15 @@ int main(int argc, char **argv)
         return zf_journal_repair(cfg.data_dir) == 0 ? 0 : 1;
     if (no_journal)
         cfg.data_dir = NULL; /* whatever --data said: in-memory was asked for explicitly */
+    zfb_notify_init();
     zf_broker_t *b = zf_broker_new(&cfg);
     if (!b)
         return 1;
+    /* zf_broker_new has replayed the journal and bound both endpoints: from here every
+       request is answered, so systemd may start what depends on the broker */
+    zfb_notify_ready(cfg.client_ep, cfg.worker_ep);
     int rc = zf_broker_run(b);
+    zfb_notify_stopping(); /* before destroy closes the journal (a sync can take a while) */
     zf_broker_destroy(&b);
     zf_log(ZF_LOG_INFO, "stopped");
     return rc == 0 ? 0 : 1;
