@@ -51,8 +51,14 @@ case "$flags" in
 *"-I$root$prefix/include"*"-L$libdir"*"-lzfleet"* | *"-L$libdir"*"-lzfleet"*"-I$root$prefix/include"*) ;;
 *) fail "pkg-config --cflags --libs zfleet gave '$flags'" ;;
 esac
+# A sanitizer build (scripts/test's ASan pass) installs an instrumented libzfleet: the client
+# must then be built with the same sanitizers, as a user of that build would.
+san=$(meson introspect "$build" --buildoptions |
+    /usr/bin/python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="b_sanitize"))')
+sanflags=""
+[ "$san" = none ] || sanflags="-fsanitize=$san"
 # shellcheck disable=SC2086 # the flags are words
-cc -std=c11 -Wall -Wextra -Werror -o "$tmp/client" "$client_c" $flags 2>"$tmp/cc.log" ||
+cc -std=c11 -Wall -Wextra -Werror $sanflags -o "$tmp/client" "$client_c" $flags 2>"$tmp/cc.log" ||
     fail "compiling the client with '$flags': $(cat "$tmp/cc.log")"
 export LD_LIBRARY_PATH=$libdir
 ldd "$tmp/client" | grep -q "libzfleet.so.* => $libdir/" ||
