@@ -240,8 +240,10 @@ static void count_unfinished(zf_broker_t *b, job_t *j)
 {
     b->payload_bytes += j->plen;
     zfb_owner_t *o = j->owner ? zfb_owners_get(b->owners, j->owner) : NULL; /* (CURVE only) */
-    if (o)
+    if (o) {
         o->unfinished++;
+        o->unfinished_bytes += j->plen;
+    }
     if (!j->waiter)
         return; /* restored from the journal: nobody's share */
     j->counted = true;
@@ -253,8 +255,10 @@ static void uncount_unfinished(zf_broker_t *b, job_t *j)
 {
     b->payload_bytes -= j->plen;
     zfb_owner_t *o = j->owner ? zfb_owners_get(b->owners, j->owner) : NULL;
-    if (o && o->unfinished)
+    if (o && o->unfinished) {
         o->unfinished--;
+        o->unfinished_bytes -= o->unfinished_bytes < j->plen ? o->unfinished_bytes : j->plen;
+    }
     if (!j->counted)
         return;
     j->counted = false;
@@ -1234,6 +1238,26 @@ static void push_results(zf_broker_t *b, job_t *sends)
 /* The bound a new job of plen payload bytes from c would pass, as a rejection text, or
    NULL. Besides the broker-wide and per-function bounds, one connection may hold only
    part of the queue, so that a client that floods it leaves room for the others. */
+/* With CURVE the per-client bounds hold per key too: a key holder that opens many
+   connections still gets one client's share, so one tenant cannot fill the queue. */
+static const char *over_key_bound(const zf_broker_t *b, size_t plen, char *text, size_t cap)
+{
+    const zfb_owner_t *o = b->caller ? zfb_owners_get(b->owners, b->caller) : NULL;
+    if (o && o->unfinished >= b->cfg.max_queued_per_client)
+        snprintf(text, cap,
+                 "queue full for this key: %llu unfinished jobs over all its connections "
+                 "(limit per client)",
+                 (unsigned long long)o->unfinished);
+    else if (o && o->unfinished_bytes + plen > b->cfg.max_queued_bytes_per_client)
+        snprintf(text, cap,
+                 "queue full for this key: its unfinished jobs would hold more than %llu "
+                 "payload bytes (limit per client)",
+                 (unsigned long long)b->cfg.max_queued_bytes_per_client);
+    else
+        return NULL;
+    return text;
+}
+
 static const char *over_queue_bound(const zf_broker_t *b, const client_t *c, const fnq_t *fn,
                                     size_t plen, char *text, size_t cap)
 {
@@ -1256,7 +1280,7 @@ static const char *over_queue_bound(const zf_broker_t *b, const client_t *c, con
                  "more than %llu payload bytes (limit per client)",
                  (unsigned long long)k->max_queued_bytes_per_client);
     else
-        return NULL;
+        return over_key_bound(b, plen, text, cap);
     return text;
 }
 

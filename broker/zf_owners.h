@@ -28,10 +28,11 @@ typedef struct zfb_owner {
     uint8_t key[ZF_KEY_BYTES];
     char z85[ZF_KEY_Z85 + 1];
     uint32_t id;
-    uint8_t roles;       /* ZFB_ROLE_* bits, as the key directories say now */
-    uint64_t unfinished; /* its jobs not yet terminal */
-    uint64_t accepted;   /* jobs accepted from it since the broker started */
-    uint64_t refused;    /* its messages refused since it lost its role */
+    uint8_t roles;             /* ZFB_ROLE_* bits, as the key directories say now */
+    uint64_t unfinished;       /* its jobs not yet terminal */
+    uint64_t unfinished_bytes; /* and their payload bytes (bounded like a connection's) */
+    uint64_t accepted;         /* jobs accepted from it since the broker started */
+    uint64_t refused;          /* its messages refused since it lost its role */
     UT_hash_handle hh;
 } zfb_owner_t;
 

@@ -819,6 +819,34 @@ Test(security, journal_keeps_the_owner_across_kill, .timeout = 60)
     cr_assert_eq(state_as(&env, "client", id), ZFLEET_QUEUED);
 }
 
+/* The per-client bounds hold per key with CURVE: a key's jobs over all its connections
+   count, so opening more connections does not get a tenant more of the queue; another key
+   keeps its own share, and a key's share comes back as its jobs end. */
+Test(security, per_client_bound_holds_per_key_over_all_its_connections, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_curve_on(&env);
+    zt_env_tcp(&env);
+    zt_key_new(&env, "bob", "clients");
+    zt_broker(&env, HB, "--max-queued-per-client", "3", NULL);
+    uint64_t first = 0;
+    for (int i = 0; i < 3; i++) { /* three connections, one job each */
+        uint64_t id = submit_as(&env, "client", NOBODY, "q", 0);
+        first = first ? first : id;
+    }
+    zf_client_t *c = zt_client_as(&env, "client"); /* a fourth connection of the same key */
+    uint64_t id = 0;
+    cr_assert_eq(zf_client_submit(c, NOBODY, "q", 1, NULL, &id), -1, "a 4th job was accepted");
+    cr_assert_eq(zf_client_brokercode(c), ZF_BROKER_QUEUE_FULL, "%s", zf_client_error(c));
+    cr_assert(strstr(zf_client_error(c), "for this key"), "%s", zf_client_error(c));
+    submit_as(&env, "bob", NOBODY, "b", 0); /* another key: its own share */
+    cr_assert_eq(zf_client_cancel(c, first), 0, "%s", zf_client_error(c));
+    cr_assert_eq(zf_client_submit(c, NOBODY, "q", 1, NULL, &id), 0,
+                 "the share did not come back: %s", zf_client_error(c));
+    zf_client_destroy(&c);
+}
+
 /* ------------------------------------------------------------------ exposure */
 
 /* A non-loopback TCP bind without CURVE says what is exposed; loopback says nothing. */
