@@ -110,11 +110,14 @@ static int load_keys(zfb_auth_t *a, bool reload)
         a->n.client_keys = nc;
         a->n.worker_keys = nw;
         a->n.admin_keys = na;
-        zf_log(ZF_LOG_INFO, "keys %s: %u client, %u worker, %u admin", reload ? "reloaded" : "read",
-               nc, nw, na);
+        zf_log_event(ZF_LOG_INFO, reload ? "keys_reloaded" : "keys_read",
+                     &(zf_log_fields_t){.count = nc + nw + na},
+                     "keys %s: %u client, %u worker, %u admin", reload ? "reloaded" : "read", nc,
+                     nw, na);
         if (reload && revoked)
-            zf_log(ZF_LOG_INFO, "%u key(s) lost a role: their connections get no further service",
-                   revoked);
+            zf_log_event(ZF_LOG_INFO, "keys_revoked", &(zf_log_fields_t){.count = revoked},
+                         "%u key(s) lost a role: their connections get no further service",
+                         revoked);
     }
     free(l.ids);
     free(l.roles);
@@ -127,7 +130,8 @@ int zfb_auth_reload(zfb_auth_t *a)
     if (load_keys(a, true) == 0)
         return 0;
     a->n.reload_failures++;
-    zf_log(ZF_LOG_ERROR, "keys not reloaded: the key sets stay as they were");
+    zf_log_event(ZF_LOG_ERROR, "keys_reload_failed", NULL,
+                 "keys not reloaded: the key sets stay as they were");
     return -1;
 }
 
@@ -231,8 +235,9 @@ static void log_denial(zfb_auth_t *a, const char *domain, const char *address, c
     int64_t second = zf_now_ms() / 1000;
     if (second != a->log_second) {
         if (a->suppressed)
-            zf_log(ZF_LOG_WARN, "%u more connection(s) denied (not logged one by one)",
-                   a->suppressed);
+            zf_log_event(ZF_LOG_WARN, "denials_suppressed",
+                         &(zf_log_fields_t){.count = a->suppressed},
+                         "%u more connection(s) denied (not logged one by one)", a->suppressed);
         a->log_second = second;
         a->logged = a->suppressed = 0;
     }
@@ -240,8 +245,10 @@ static void log_denial(zfb_auth_t *a, const char *domain, const char *address, c
         a->suppressed++;
         return;
     }
-    zf_log(ZF_LOG_WARN, "denied a connection from %s to the %s endpoint: key %s %s", address,
-           domain, key, why);
+    zf_log_event(ZF_LOG_WARN, "connection_denied",
+                 &(zf_log_fields_t){.peer = address, .key = key, .reason = why},
+                 "denied a connection from %s to the %s endpoint: key %s %s", address, domain, key,
+                 why);
 }
 
 /* Decides one request; frames are [version, request id, domain, address, routing id,

@@ -597,12 +597,21 @@ static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const cha
     zfb_job_note(j, "attempt %u: %s", zfb_job_attempts_used(j),
                  cause); /* as RESULT counts, not leases */
     j->fn->running--;
+    const char *wname = j->worker ? j->worker->info->name : NULL;
     j->worker = NULL;
     if (zfb_job_attempts_used(j) >= j->max_attempts) {
         finalize(b, j, final);
         return;
     }
     b->c.requeued++;
+    zf_log_event(ZF_LOG_INFO, "job_requeued",
+                 &(zf_log_fields_t){.job = j->id,
+                                    .attempt = j->attempt,
+                                    .fn = j->fn->name,
+                                    .worker = wname,
+                                    .reason = cause},
+                 "job %llu requeued after attempt %u: %s", (unsigned long long)j->id, j->attempt,
+                 cause);
     place(b, j, true);
 }
 
@@ -611,8 +620,14 @@ static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const cha
    jobs go back to the front of their queues or end. */
 static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
 {
-    zf_log(ZF_LOG_WARN, "worker %s (%s) removed: %s; %u job(s) in hand", w->info->name,
-           w->info->devname, why, w->inflight);
+    bool left = !strcmp(why, "left");
+    zf_log_event(left ? ZF_LOG_INFO : ZF_LOG_WARN, left ? "worker_left" : "worker_lost",
+                 &(zf_log_fields_t){.worker = w->info->name,
+                                    .device = w->info->devname,
+                                    .reason = why,
+                                    .count = w->inflight},
+                 "worker %s (%s) removed: %s; %u job(s) in hand", w->info->name, w->info->devname,
+                 why, w->inflight);
     w->draining = true;
     worker_relist(w);
     run_timer_stop(b, w);
@@ -1044,8 +1059,13 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
     b->send_tail = &j->send_next;
     store_keep(b, j);
     if (dead)
-        zf_log(ZF_LOG_WARN, "job %llu %s after %u attempt(s): %s", (unsigned long long)j->id,
-               zf_state_name(st), j->attempt, j->res && j->res->error ? j->res->error : "");
+        zf_log_event(ZF_LOG_WARN, "job_dead_lettered",
+                     &(zf_log_fields_t){.job = j->id,
+                                        .attempt = j->attempt,
+                                        .fn = j->fn->name,
+                                        .state = zf_state_name(st)},
+                     "job %llu %s after %u attempt(s): %s", (unsigned long long)j->id,
+                     zf_state_name(st), j->attempt, j->res && j->res->error ? j->res->error : "");
 }
 
 /* ------------------------------------------------------------------ replies to clients */
@@ -1752,8 +1772,10 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     w->last_recv_ms = w->joined_ms = zf_now_ms();
     HASH_ADD(hh, b->workers, rid, w->rid_len, w);
     DL_APPEND(b->alive, w);
-    zf_log(ZF_LOG_INFO, "worker %s joined on %s with %u function(s), %u credit(s)", info->name,
-           info->devname, w->nslots, w->credits);
+    zf_log_event(ZF_LOG_INFO, "worker_joined",
+                 &(zf_log_fields_t){.worker = info->name, .device = info->devname},
+                 "worker %s joined on %s with %u function(s), %u credit(s)", info->name,
+                 info->devname, w->nslots, w->credits);
     send_to_worker(b, rid, ZF_CMD_BHEARTBEAT);
     worker_relist(w);
     refill(b, w);
@@ -1888,10 +1910,11 @@ static void on_obituary(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
             /* powers of two only: a flood of forgeries must not flood the log */
             uint64_t n = ++b->c.obituaries_refused;
             if ((n & (n - 1)) == 0)
-                zf_log(ZF_LOG_WARN,
-                       "obituary for worker %s refused: not from its supervisor "
-                       "(%llu refused so far)",
-                       name, (unsigned long long)n);
+                zf_log_event(ZF_LOG_WARN, "obituary_refused",
+                             &(zf_log_fields_t){.worker = name, .count = n},
+                             "obituary for worker %s refused: not from its supervisor "
+                             "(%llu refused so far)",
+                             name, (unsigned long long)n);
             continue;
         }
         b->c.workers_lost++;
@@ -1993,7 +2016,9 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
         if (m.flags & ZF_FLAG_BYE_NOW) {
             worker_remove(b, w, "left");
         } else {
-            zf_log(ZF_LOG_INFO, "worker %s is draining", w->info->name);
+            zf_log_event(ZF_LOG_INFO, "worker_draining",
+                         &(zf_log_fields_t){.worker = w->info->name, .device = w->info->devname},
+                         "worker %s is draining", w->info->name);
             w->draining = true;
             worker_relist(w);
         }
@@ -2037,10 +2062,16 @@ static void run_expired(zf_broker_t *b, wrk_t *w, int64_t now)
     job_t *j = current_lease(b, w, l.id, l.attempt);
     if (!j)
         return;
-    zf_log(ZF_LOG_WARN,
-           "job %llu: no result from worker %s within its run timeout (%u ms) + "
-           "%u ms: attempt %u ended by the broker",
-           (unsigned long long)j->id, w->info->name, j->timeout_ms, run_grace_ms(b), j->attempt);
+    zf_log_event(ZF_LOG_WARN, "job_run_timeout",
+                 &(zf_log_fields_t){.job = j->id,
+                                    .attempt = j->attempt,
+                                    .fn = j->fn->name,
+                                    .worker = w->info->name,
+                                    .device = w->info->devname},
+                 "job %llu: no result from worker %s within its run timeout (%u ms) + "
+                 "%u ms: attempt %u ended by the broker",
+                 (unsigned long long)j->id, w->info->name, j->timeout_ms, run_grace_ms(b),
+                 j->attempt);
     snprintf(why, sizeof why,
              "no result from worker %s within the run timeout of %u ms + %u ms "
              "grace (ended by the broker)",
@@ -2061,10 +2092,10 @@ static void check_stall(zf_broker_t *b, int64_t now)
     if (late <= threshold)
         return;
     b->c.stalls++;
-    zf_log(ZF_LOG_WARN,
-           "the event loop ran %lld ms late (the broker was stopped, or blocked): "
-           "%u worker(s) get a fresh liveness window",
-           (long long)late, HASH_COUNT(b->workers));
+    zf_log_event(ZF_LOG_WARN, "broker_stall", &(zf_log_fields_t){.count = HASH_COUNT(b->workers)},
+                 "the event loop ran %lld ms late (the broker was stopped, or blocked): "
+                 "%u worker(s) get a fresh liveness window",
+                 (long long)late, HASH_COUNT(b->workers));
     for (wrk_t *w = b->alive; w; w = w->next)
         w->last_recv_ms = now;               /* all equal: the liveness list stays in order */
     for (uint32_t i = 0; i < b->runs.n; i++) /* a uniform shift keeps the heap a heap */
@@ -2154,7 +2185,7 @@ static void on_signal(zf_broker_t *b)
     if (read(b->sigfd, &si, sizeof si) != sizeof si)
         return;
     if (si.ssi_signo != SIGHUP) {
-        zf_log(ZF_LOG_INFO, "signal %u: stopping", si.ssi_signo);
+        zf_log_event(ZF_LOG_INFO, "broker_stopping", NULL, "signal %u: stopping", si.ssi_signo);
         b->stop = true;
         return;
     }
@@ -2179,8 +2210,9 @@ int zf_broker_run(zf_broker_t *b)
                                {NULL, b->stop_fd, ZMQ_POLLIN, 0},
                                {b->auth ? zfb_auth_socket(b->auth) : NULL, 0, ZMQ_POLLIN, 0}};
     int nitems = b->auth ? 6 : 5;
-    zf_log(ZF_LOG_INFO, "ready: clients on %s, workers on %s, heartbeat %u ms x %u",
-           b->cfg.client_ep, b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
+    zf_log_event(ZF_LOG_INFO, "broker_ready", NULL,
+                 "ready: clients on %s, workers on %s, heartbeat %u ms x %u", b->cfg.client_ep,
+                 b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
     b->stop = false; /* one stop (signal or zf_broker_stop) ends one run */
     while (!b->stop) {
         b->poll_wait_ms = poll_timeout(b);
@@ -2198,7 +2230,7 @@ int zf_broker_run(zf_broker_t *b)
         }
         uint64_t stops;
         if ((items[4].revents & ZMQ_POLLIN) && read(b->stop_fd, &stops, sizeof stops) > 0) {
-            zf_log(ZF_LOG_INFO, "stop requested: stopping");
+            zf_log_event(ZF_LOG_INFO, "broker_stopping", NULL, "stop requested: stopping");
             b->stop = true;
         }
         if (read_batch(b) < 0)

@@ -361,10 +361,11 @@ static void sync_or_die(int fd, const char *what)
 {
     if (fdatasync(fd) == 0)
         return;
-    zf_log(ZF_LOG_ERROR,
-           "journal: fdatasync of %s failed: %s; stopping so that a restart "
-           "replays what is durable",
-           what, strerror(errno));
+    zf_log_event(ZF_LOG_ERROR, "journal_sync_failed",
+                 &(zf_log_fields_t){.path = what, .reason = strerror(errno)},
+                 "journal: fdatasync of %s failed: %s; stopping so that a restart "
+                 "replays what is durable",
+                 what, strerror(errno));
     abort();
 }
 
@@ -998,22 +999,25 @@ static void refuse(zf_journal_t *self, replay_t *rp, const scan_t *sc)
     char ranges[1024], jobs[1024];
     ranges_text(sc, ranges, sizeof ranges);
     affected_text(rp, jobs, sizeof jobs);
-    zf_log(ZF_LOG_ERROR,
-           "journal: %s is damaged at offset %llu (%s) and %llu valid record(s), %llu "
-           "bytes, follow the damage: not starting, the file is left as it is. Damaged "
-           "range(s): %zu, %llu bytes, at %s; %s. To keep every valid record run "
-           "`zfleet-broker --data %s --journal-repair` (it saves the original aside and "
-           "skips only the damaged records), then start the broker again",
-           self->path, (unsigned long long)sc->bad[0].off, sc->bad[0].why,
-           (unsigned long long)sc->after_records, (unsigned long long)sc->after_bytes, sc->nbad,
-           (unsigned long long)sc->bad_bytes, ranges, jobs, self->dir);
+    zf_log_event(ZF_LOG_ERROR, "journal_damaged",
+                 &(zf_log_fields_t){.path = self->path, .bytes = sc->bad[0].off},
+                 "journal: %s is damaged at offset %llu (%s) and %llu valid record(s), %llu "
+                 "bytes, follow the damage: not starting, the file is left as it is. Damaged "
+                 "range(s): %zu, %llu bytes, at %s; %s. To keep every valid record run "
+                 "`zfleet-broker --data %s --journal-repair` (it saves the original aside and "
+                 "skips only the damaged records), then start the broker again",
+                 self->path, (unsigned long long)sc->bad[0].off, sc->bad[0].why,
+                 (unsigned long long)sc->after_records, (unsigned long long)sc->after_bytes,
+                 sc->nbad, (unsigned long long)sc->bad_bytes, ranges, jobs, self->dir);
 }
 
 /* Cuts the file to its valid prefix and says so in one line. */
 static int cut_tail(zf_journal_t *self, uint64_t valid, uint64_t size, const char *why)
 {
-    zf_log(ZF_LOG_WARN, "journal: cut %llu bytes of torn/corrupt tail at offset %llu (%s)",
-           (unsigned long long)(size - valid), (unsigned long long)valid, why);
+    zf_log_event(ZF_LOG_WARN, "journal_cut",
+                 &(zf_log_fields_t){.path = self->path, .bytes = size - valid, .reason = why},
+                 "journal: cut %llu bytes of torn/corrupt tail at offset %llu (%s)",
+                 (unsigned long long)(size - valid), (unsigned long long)valid, why);
     if (ftruncate(self->fd, (off_t)valid) < 0) {
         zf_log(ZF_LOG_ERROR, "journal: cannot cut %s: %s", self->path, strerror(errno));
         return -1;
@@ -1085,17 +1089,19 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
     uint64_t lost = rp.output_lost;
     replay_release(&rp);
     if (rc == 0)
-        zf_log(ZF_LOG_INFO,
-               "journal: %s: %llu bytes, %llu records; restored %llu unfinished "
-               "and %llu finished job(s) in %.1f ms",
-               self->path, (unsigned long long)self->size, (unsigned long long)rp.records,
-               (unsigned long long)queued, (unsigned long long)finished,
-               (double)(zf_now_us() - t0) / 1000.0);
+        zf_log_event(ZF_LOG_INFO, "journal_replayed",
+                     &(zf_log_fields_t){
+                         .path = self->path, .bytes = self->size, .count = queued + finished},
+                     "journal: %s: %llu bytes, %llu records; restored %llu unfinished "
+                     "and %llu finished job(s) in %.1f ms",
+                     self->path, (unsigned long long)self->size, (unsigned long long)rp.records,
+                     (unsigned long long)queued, (unsigned long long)finished,
+                     (double)(zf_now_us() - t0) / 1000.0);
     if (rc == 0 && lost)
-        zf_log(ZF_LOG_WARN,
-               "journal: %llu result(s) come back output_lost: their output was over "
-               "--result-max-bytes when they finished, so it was not journaled",
-               (unsigned long long)lost);
+        zf_log_event(ZF_LOG_WARN, "journal_output_lost", &(zf_log_fields_t){.count = lost},
+                     "journal: %llu result(s) come back output_lost: their output was over "
+                     "--result-max-bytes when they finished, so it was not journaled",
+                     (unsigned long long)lost);
     /* A replayed file may be mostly dead: the first tick past the minimum looks. */
     self->check_at = self->o.compact_min_bytes;
     return rc;
@@ -1272,10 +1278,11 @@ static void go_down(zf_journal_t *self, int e, const char *what)
 {
     self->failures++;
     if (!self->down)
-        zf_log(ZF_LOG_ERROR,
-               "journal: %s of %s failed: %s; refusing new jobs until a snapshot of the "
-               "broker's state can be written",
-               what, self->path, strerror(e));
+        zf_log_event(ZF_LOG_ERROR, "journal_down",
+                     &(zf_log_fields_t){.path = self->path, .reason = strerror(e)},
+                     "journal: %s of %s failed: %s; refusing new jobs until a snapshot of the "
+                     "broker's state can be written",
+                     what, self->path, strerror(e));
     self->down = e;
     self->retry_ms = RETRY_MS;
     self->retry_at = zf_now_ms() + RETRY_MS;
@@ -1461,16 +1468,19 @@ static void compact(zf_journal_t *self, job_t *jobs)
             go_down(self, errno, "directory fsync after compaction");
             return;
         }
-        zf_log(ZF_LOG_WARN,
-               "journal: compaction failed: %s; the journal keeps growing, "
-               "next try at 1.5x its size",
-               strerror(errno));
+        zf_log_event(ZF_LOG_WARN, "journal_compaction_failed",
+                     &(zf_log_fields_t){.path = self->path, .reason = strerror(errno)},
+                     "journal: compaction failed: %s; the journal keeps growing, "
+                     "next try at 1.5x its size",
+                     strerror(errno));
         self->check_at = old + old / 2;
         return;
     }
-    zf_log(ZF_LOG_INFO, "journal: compacted %llu -> %llu bytes (%llu live jobs); paused %.1f ms",
-           (unsigned long long)old, (unsigned long long)self->size, (unsigned long long)njobs,
-           (double)(zf_now_us() - t0) / 1000.0);
+    zf_log_event(ZF_LOG_INFO, "journal_compacted",
+                 &(zf_log_fields_t){.path = self->path, .bytes = self->size, .count = njobs},
+                 "journal: compacted %llu -> %llu bytes (%llu live jobs); paused %.1f ms",
+                 (unsigned long long)old, (unsigned long long)self->size, (unsigned long long)njobs,
+                 (double)(zf_now_us() - t0) / 1000.0);
 }
 
 int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs)
@@ -1499,10 +1509,11 @@ int zf_journal_recover(zf_journal_t *self, int64_t now_ms, job_t *jobs)
         self->retry_ms = self->retry_ms * 2 < RETRY_MAX_MS ? self->retry_ms * 2 : RETRY_MAX_MS;
         return -1;
     }
-    zf_log(ZF_LOG_INFO,
-           "journal: %s writable again (a snapshot of %llu jobs, %llu bytes, "
-           "replaced it); accepting jobs",
-           self->path, (unsigned long long)njobs, (unsigned long long)self->size);
+    zf_log_event(ZF_LOG_INFO, "journal_up",
+                 &(zf_log_fields_t){.path = self->path, .bytes = self->size, .count = njobs},
+                 "journal: %s writable again (a snapshot of %llu jobs, %llu bytes, "
+                 "replaced it); accepting jobs",
+                 self->path, (unsigned long long)njobs, (unsigned long long)self->size);
     self->down = 0;
     return 0;
 }
@@ -1537,10 +1548,11 @@ void zf_journal_close(zf_journal_t **self_p)
         if (zf_journal_commit(self) == 0 && self->unsynced)
             do_sync(self, zf_now_ms());
         if (self->down)
-            zf_log(ZF_LOG_WARN,
-                   "journal: closed while unavailable (%s): the jobs it missed "
-                   "since then run again after a restart",
-                   strerror(self->down));
+            zf_log_event(ZF_LOG_WARN, "journal_closed_down",
+                         &(zf_log_fields_t){.path = self->path, .reason = strerror(self->down)},
+                         "journal: closed while unavailable (%s): the jobs it missed "
+                         "since then run again after a restart",
+                         strerror(self->down));
         close(self->fd);
     }
     if (self->dirfd >= 0)

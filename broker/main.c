@@ -58,6 +58,10 @@ static void usage(FILE *out)
           "  --admin-keys DIR      public .key files of clients that may act on every job and\n"
           "                        read stats and workers; others see only their own jobs.\n"
           "                        SIGHUP reads the three directories again\n"
+          "  --log-format FORMAT   text (default; env ZF_LOG_FORMAT) or json: one JSON object\n"
+          "                        per line with time, level, component, event, msg and the\n"
+          "                        event's fields (job, fn, worker, device, attempt, ...)\n"
+          "  --log-level LEVEL     error, warn, info (default; env ZF_LOG) or debug\n"
           "  --journal-repair      repair DIR/journal after damage in its middle (the broker\n"
           "                        refuses to start on one): save the original as\n"
           "                        DIR/journal.damaged-<UTC time>, rewrite the journal without\n"
@@ -95,6 +99,8 @@ static void parse_fsync(zf_broker_config_t *cfg, const char *s)
 int main(int argc, char **argv)
 {
     zf_log_init("zfleet-broker");
+    if (zf_log_scan_args(argc, argv) < 0) /* first, so that every line has the asked form */
+        return 2;
     zf_tune_malloc();
     zf_broker_config_t cfg;
     zf_broker_config_defaults(&cfg);
@@ -129,6 +135,8 @@ int main(int argc, char **argv)
                                          {"client-keys", 1, 0, 'K'},
                                          {"worker-keys", 1, 0, 'W'},
                                          {"admin-keys", 1, 0, 'A'},
+                                         {"log-format", 1, 0, 'F'},
+                                         {"log-level", 1, 0, 'L'},
                                          {"help", 0, 0, 'H'},
                                          {0, 0, 0, 0}};
     int c;
@@ -173,6 +181,14 @@ int main(int argc, char **argv)
         case 'K': cfg.client_keys_dir = optarg; break;
         case 'W': cfg.worker_keys_dir = optarg; break;
         case 'A': cfg.admin_keys_dir = optarg; break;
+        case 'F':
+            if (zf_log_option("log-format", optarg) < 0)
+                return 2;
+            break;
+        case 'L':
+            if (zf_log_option("log-level", optarg) < 0)
+                return 2;
+            break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -207,6 +223,6 @@ int main(int argc, char **argv)
     int rc = zf_broker_run(b);
     zfb_notify_stopping(); /* before destroy closes the journal (a sync can take a while) */
     zf_broker_destroy(&b);
-    zf_log(ZF_LOG_INFO, "stopped");
+    zf_log_event(ZF_LOG_INFO, "broker_stopped", NULL, "stopped");
     return rc == 0 ? 0 : 1;
 }

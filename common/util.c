@@ -12,9 +12,6 @@
 #include <sys/random.h>
 #include <time.h>
 
-static const char *log_prog = "zfleet";
-static int log_max = ZF_LOG_INFO;
-
 int64_t zf_now_us(void)
 {
     struct timespec ts;
@@ -32,33 +29,6 @@ int64_t zf_wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void zf_log_init(const char *prog)
-{
-    log_prog = prog;
-    const char *lv = getenv("ZF_LOG");
-    if (!lv)
-        return;
-    if (!strcmp(lv, "error"))
-        log_max = ZF_LOG_ERROR;
-    else if (!strcmp(lv, "warn"))
-        log_max = ZF_LOG_WARN;
-    else if (!strcmp(lv, "debug"))
-        log_max = ZF_LOG_DEBUG;
-}
-
-void zf_log(zf_log_level_t level, const char *fmt, ...)
-{
-    static const char *names[] = {"error", "warn", "info", "debug"};
-    if ((int)level > log_max)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s: %s: %s\n", log_prog, names[level], line);
 }
 
 int zf_parse_u64(const char *s, uint64_t max, uint64_t *out)

@@ -1,8 +1,8 @@
 /*  zf_crash — see zf_crash.h.
 
-    Invariant: on_fatal calls only async-signal-safe functions (write, sigaction, raise) and
-    reads only the calling thread's note and `previous`, which is written before the
-    handlers are installed and never again.
+    Invariant: on_fatal calls only async-signal-safe functions (zf_log_emit, which formats
+    and writes one line, sigaction, raise) and reads only the calling thread's note and
+    `previous`, which is written before the handlers are installed and never again.
 */
 #include "zf_crash.h"
 
@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "../common/zf_log.h"
 
 typedef struct {
     const char *module, *phase, *fn;
@@ -60,7 +62,7 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx)
     if (n->phase) {
         char line[640];
         size_t len = 0, cap = sizeof line - 1;
-        put(line, &len, cap, "zfleet-worker: error: module ");
+        put(line, &len, cap, "module ");
         put(line, &len, cap, n->module ? n->module : "?");
         put(line, &len, cap, " crashed in ");
         put(line, &len, cap, n->phase);
@@ -79,9 +81,9 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx)
         put(line, &len, cap, " (");
         put(line, &len, cap, fatal[k].name);
         put(line, &len, cap, ")");
-        line[len++] = '\n';
-        ssize_t w = write(STDERR_FILENO, line, len);
-        (void)w;
+        line[len] = 0;
+        zf_log_emit(ZF_LOG_ERROR, "module_crash",
+                    &(zf_log_fields_t){.job = n->job, .fn = n->fn, .reason = fatal[k].name}, line);
     }
     /* Hand the signal on. A fault (si_code > 0: raised by the kernel for this instruction)
        happens again when we return, now under the previous handler, with its real context;

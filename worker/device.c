@@ -232,10 +232,13 @@ int zf_device_bind(zf_device_binding_t *b, const char *spec, int fake_gpu, char 
     b->dev.label = b->label;
     b->dev.name = b->name;
     if (rc == 0 && type == ZF_DEVICE_GPU)
-        zf_log(ZF_LOG_INFO,
-               "%s: %s=%s, so CUDA and every framework in this process see "
-               "only this GPU, as their device %d",
-               b->label, ZF_CUDA_ENV, b->cuda_visible, b->dev.cuda_index);
+        zf_log_event(ZF_LOG_INFO, "device_bound", &(zf_log_fields_t){.device = b->label},
+                     "%s: %s=%s, so CUDA and every framework in this process see "
+                     "only this GPU, as their device %d",
+                     b->label, ZF_CUDA_ENV, b->cuda_visible, b->dev.cuda_index);
+    else if (rc == 0)
+        zf_log_event(ZF_LOG_DEBUG, "device_bound", &(zf_log_fields_t){.device = b->label}, "%s: %s",
+                     b->label, b->pinned ? "pinned to this core" : "not pinned");
     return rc;
 }
 

@@ -235,6 +235,10 @@ static pid_t spawn(fleet_t *f, child_t *k)
     add_arg(argv, &n, grace);
     add_arg(argv, &n, "--drain-timeout");
     add_arg(argv, &n, drain);
+    add_arg(argv, &n, "--log-format"); /* the fleet's own, from its flags or environment */
+    add_arg(argv, &n, zf_log_format_name());
+    add_arg(argv, &n, "--log-level");
+    add_arg(argv, &n, zf_log_level_name());
     for (int i = 0; i < wc->nmodules; i++) {
         add_arg(argv, &n, "--module");
         add_arg(argv, &n, wc->modules[i]);
@@ -269,22 +273,28 @@ static pid_t spawn(fleet_t *f, child_t *k)
         sigprocmask(SIG_SETMASK, &none, NULL);
         zf_worker_default_name(name, sizeof name, (int)getpid(), k->label);
         execve(f->bin, argv, env);
-        fprintf(stderr, "zfleet-fleet: cannot run %s: %s\n", f->bin, strerror(errno));
+        zf_log_event(ZF_LOG_ERROR, "child_exec_failed",
+                     &(zf_log_fields_t){.device = k->label, .pid = getpid(), .path = f->bin},
+                     "cannot run %s: %s", f->bin, strerror(errno));
         _exit(127);
     }
     free(env);
     if (pid < 0) {
         k->backoff_ms = k->backoff_ms ? k->backoff_ms : f->fc->backoff_min_ms;
         k->restart_at_ms = zf_now_ms() + k->backoff_ms;
-        zf_log(ZF_LOG_ERROR, "%s: cannot start a worker (%s: %s); trying again in %u ms", k->label,
-               env ? "fork" : "environment", strerror(errno), k->backoff_ms);
+        zf_log_event(ZF_LOG_ERROR, "child_start_failed",
+                     &(zf_log_fields_t){.device = k->label, .reason = strerror(errno)},
+                     "%s: cannot start a worker (%s: %s); trying again in %u ms", k->label,
+                     env ? "fork" : "environment", strerror(errno), k->backoff_ms);
         return 0;
     }
     k->pid = pid;
     zf_worker_default_name(k->name, sizeof k->name, (int)pid, k->label);
     k->started_ms = zf_now_ms();
     k->restart_at_ms = 0;
-    zf_log(ZF_LOG_INFO, "%s: worker started (pid %d)", k->label, (int)pid);
+    zf_log_event(ZF_LOG_INFO, "child_started",
+                 &(zf_log_fields_t){.device = k->label, .worker = k->name, .pid = pid},
+                 "%s: worker started (pid %d)", k->label, (int)pid);
     return pid;
 }
 
@@ -323,11 +333,13 @@ static void on_exit_of(fleet_t *f, child_t *k, pid_t pid, int status)
         if (!f->forced && f->wc->drain_timeout_ms &&
             now - f->drain_started_ms >= f->wc->drain_timeout_ms)
             f->forced = "drain timeout";
+        zf_log_fields_t ev = {.device = k->label, .worker = k->name, .pid = pid, .reason = why};
         if (f->forced && WIFEXITED(status) && WEXITSTATUS(status) == ZF_WORKER_EXIT_OK)
-            zf_log(ZF_LOG_INFO, "%s: worker (pid %d) left at once (%s)", k->label, (int)pid,
-                   f->forced);
+            zf_log_event(ZF_LOG_INFO, "child_exited", &ev, "%s: worker (pid %d) left at once (%s)",
+                         k->label, (int)pid, f->forced);
         else
-            zf_log(ZF_LOG_INFO, "%s: worker (pid %d) %s", k->label, (int)pid, why);
+            zf_log_event(ZF_LOG_INFO, "child_exited", &ev, "%s: worker (pid %d) %s", k->label,
+                         (int)pid, why);
         return;
     }
     if (now - k->started_ms >= HEALTHY_MS)
@@ -343,15 +355,20 @@ static void on_exit_of(fleet_t *f, child_t *k, pid_t pid, int status)
     }
     if (limit && k->ncrash >= limit && now - oldest < CRASH_WINDOW_MS) {
         k->given_up = 1;
-        zf_log(ZF_LOG_ERROR,
-               "%s: worker (pid %d) %s; it exited %d times in %lld ms, so this device is "
-               "given up (fix the cause and restart the fleet)",
-               k->label, (int)pid, why, limit, (long long)(now - oldest));
+        zf_log_event(ZF_LOG_ERROR, "device_given_up",
+                     &(zf_log_fields_t){
+                         .device = k->label, .worker = k->name, .pid = pid, .reason = why},
+                     "%s: worker (pid %d) %s; it exited %d times in %lld ms, so this device is "
+                     "given up (fix the cause and restart the fleet)",
+                     k->label, (int)pid, why, limit, (long long)(now - oldest));
         return;
     }
     k->restart_at_ms = now + k->backoff_ms;
-    zf_log(ZF_LOG_WARN, "%s: worker (pid %d) %s; restarting in %u ms", k->label, (int)pid, why,
-           k->backoff_ms);
+    zf_log_event(ZF_LOG_WARN, "child_restart",
+                 &(zf_log_fields_t){
+                     .device = k->label, .worker = k->name, .pid = pid, .reason = why},
+                 "%s: worker (pid %d) %s; restarting in %u ms", k->label, (int)pid, why,
+                 k->backoff_ms);
 }
 
 static void reap(fleet_t *f)
@@ -440,8 +457,8 @@ static int discover(fleet_t *f)
     }
     for (int i = 0; i < nc; i++)
         snprintf(f->kids[f->nkids++].label, sizeof f->kids->label, "cpu:%d", picked[i]);
-    zf_log(ZF_LOG_INFO, "fleet: %d GPU worker(s), %d CPU worker(s), broker %s", ng, nc,
-           f->wc->broker_ep);
+    zf_log_event(ZF_LOG_INFO, "fleet_started", &(zf_log_fields_t){.count = (uint64_t)(ng + nc)},
+                 "fleet: %d GPU worker(s), %d CPU worker(s), broker %s", ng, nc, f->wc->broker_ep);
     if (!f->nkids) {
         zf_log(ZF_LOG_ERROR, "no devices to run workers on (--gpus %s --cpus %s)", f->fc->gpus,
                f->fc->cpus);
@@ -477,7 +494,9 @@ static int supervise(fleet_t *f)
                     signal_all(f, SIGTERM);
                     continue;
                 }
-                zf_log(ZF_LOG_INFO, "signal %u: draining %d worker(s)", si.ssi_signo, running(f));
+                zf_log_event(ZF_LOG_INFO, "fleet_draining",
+                             &(zf_log_fields_t){.count = (uint64_t)running(f)},
+                             "signal %u: draining %d worker(s)", si.ssi_signo, running(f));
                 f->draining = 1;
                 f->drain_started_ms = zf_now_ms();
                 signal_all(f, SIGTERM);
@@ -493,10 +512,13 @@ static int supervise(fleet_t *f)
         }
     }
     if (!f->draining) {
-        zf_log(ZF_LOG_ERROR, "fleet stopped: every device was given up");
+        zf_log_event(ZF_LOG_ERROR, "fleet_stopped",
+                     &(zf_log_fields_t){.reason = "every device given up"},
+                     "fleet stopped: every device was given up");
         return 1;
     }
-    zf_log(ZF_LOG_INFO, "fleet stopped: every worker drained and left");
+    zf_log_event(ZF_LOG_INFO, "fleet_stopped", &(zf_log_fields_t){.reason = "drained"},
+                 "fleet stopped: every worker drained and left");
     return 0;
 }
 

@@ -30,6 +30,11 @@ static void usage(FILE *out)
           "  --key FILE           this worker's CURVE key, a NAME.key_secret listed in the\n"
           "                       broker's --worker-keys (docs/SECURITY.md)\n"
           "  --broker-key FILE    the broker's public key (its NAME.key)\n"
+          "  --log-format FORMAT  text (default; env ZF_LOG_FORMAT) or json: one JSON object\n"
+          "                       per line with time, level, component, event, msg and the\n"
+          "                       event's fields (job, fn, worker, device, attempt, ...)\n"
+          "  --log-level LEVEL    error, warn, info (default; env ZF_LOG) or debug; a fleet\n"
+          "                       passes both on to its workers\n"
           "  --fake-gpu           TESTS ONLY: with --device gpu:N, register as a GPU worker\n"
           "                       without using CUDA (GPU modules take their CPU path);\n"
           "                       with --fleet, the GPUs of --gpus LIST are such fakes\n"
@@ -83,6 +88,8 @@ static void backoff(const char *s, zf_fleet_config_t *fleet)
 int main(int argc, char **argv)
 {
     zf_log_init("zfleet-worker");
+    if (zf_log_scan_args(argc, argv) < 0) /* first, so that every line has the asked form */
+        return ZF_WORKER_EXIT_START;
     zf_tune_malloc();
     zf_worker_config_t cfg;
     zf_worker_config_defaults(&cfg);
@@ -102,7 +109,8 @@ int main(int argc, char **argv)
         {"help", 0, 0, 'H'},          {"restart-backoff", 1, 0, 'R'},
         {"crash-limit", 1, 0, 'L'},   {"venv", 1, 0, 'V'},
         {"version", 0, 0, 'v'},       {"key", 1, 0, 'k'},
-        {"broker-key", 1, 0, 'K'},    {0, 0, 0, 0}};
+        {"broker-key", 1, 0, 'K'},    {"log-format", 1, 0, 'o'},
+        {"log-level", 1, 0, 'e'},     {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -133,6 +141,14 @@ int main(int argc, char **argv)
         case 'V': cfg.venv = optarg; break;
         case 'k': cfg.key_file = optarg; break;
         case 'K': cfg.broker_key_file = optarg; break;
+        case 'o':
+            if (zf_log_option("log-format", optarg) < 0)
+                return ZF_WORKER_EXIT_START;
+            break;
+        case 'e':
+            if (zf_log_option("log-level", optarg) < 0)
+                return ZF_WORKER_EXIT_START;
+            break;
         case 'v': version(); return 0;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return ZF_WORKER_EXIT_START;
@@ -163,7 +179,7 @@ int main(int argc, char **argv)
         return ZF_WORKER_EXIT_START;
     }
     if (fleet_mode) {
-        zf_log_init("zfleet-fleet");
+        zf_log_set_component("zfleet-fleet");
         fleet.argv0 = argv[0];
         return zf_fleet_run(&fleet, &cfg);
     }

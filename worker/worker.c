@@ -262,11 +262,17 @@ static void die(wk_t *w, int code)
 static void begin_drain(wk_t *w)
 {
     if (w->draining) {
-        zf_log(ZF_LOG_WARN, "second stop signal: leaving now (job %llu goes back to the queue)",
-               (unsigned long long)zf_runner_running(w->runner).id);
+        zf_running_t run = zf_runner_running(w->runner);
+        zf_log_event(ZF_LOG_WARN, "worker_exit",
+                     &(zf_log_fields_t){.job = run.active ? run.id : 0,
+                                        .attempt = run.active ? run.attempt : 0,
+                                        .reason = "second stop signal"},
+                     "second stop signal: leaving now (job %llu goes back to the queue)",
+                     (unsigned long long)run.id);
         die(w, ZF_WORKER_EXIT_OK);
     }
-    zf_log(ZF_LOG_INFO, "draining: finishing the job in hand, returning prefetched jobs");
+    zf_log_event(ZF_LOG_INFO, "worker_draining", NULL,
+                 "draining: finishing the job in hand, returning prefetched jobs");
     w->draining = true;
     send_simple(w, ZF_CMD_BYE, 0, 0, 0);
     recall_all(w);
@@ -321,7 +327,7 @@ static void on_broker(wk_t *w, zf_frames_t *f)
     const char *why;
     w->last_recv_ms = zf_now_ms();
     if (w->silence_logged)
-        zf_log(ZF_LOG_INFO, "broker heard again");
+        zf_log_event(ZF_LOG_INFO, "broker_heard", NULL, "broker heard again");
     w->silence_logged = false;
     w->backoff_ms = patience_ms(w);
     w->broker_deadline_ms = w->last_recv_ms + w->backoff_ms;
@@ -420,10 +426,11 @@ static void job_timed_out(wk_t *w, zf_running_t run)
 {
     char text[128];
     snprintf(text, sizeof text, "run timeout of %u ms exceeded on %s", run.timeout_ms, w->name);
-    zf_log(ZF_LOG_ERROR,
-           "job %llu: %s; a handler cannot be stopped safely, so this worker "
-           "exits (its supervisor restarts it)",
-           (unsigned long long)run.id, text);
+    zf_log_event(ZF_LOG_ERROR, "job_timed_out",
+                 &(zf_log_fields_t){.job = run.id, .attempt = run.attempt},
+                 "job %llu: %s; a handler cannot be stopped safely, so this worker "
+                 "exits (its supervisor restarts it)",
+                 (unsigned long long)run.id, text);
     /* draining first, so the broker does not hand this dying process the retry */
     send_simple(w, ZF_CMD_BYE, 0, 0, 0);
     zf_msg_t d;
@@ -447,33 +454,39 @@ static void run_timers(wk_t *w)
         job_timed_out(w, run);
     if (w->cancel.deadline_ms && now >= w->cancel.deadline_ms) {
         if (run.active && run.id == w->cancel.id && run.attempt == w->cancel.attempt) {
-            zf_log(ZF_LOG_ERROR, "job %llu was cancelled and did not stop within %u ms: exiting",
-                   (unsigned long long)run.id, w->cfg->cancel_grace_ms);
+            zf_log_event(ZF_LOG_ERROR, "job_cancel_ignored",
+                         &(zf_log_fields_t){.job = run.id, .attempt = run.attempt},
+                         "job %llu was cancelled and did not stop within %u ms: exiting",
+                         (unsigned long long)run.id, w->cfg->cancel_grace_ms);
             die(w, ZF_WORKER_EXIT_CANCEL);
         }
         w->cancel.deadline_ms = 0;
     }
     if (w->drain_deadline_ms && now >= w->drain_deadline_ms) {
-        zf_log(ZF_LOG_WARN, "drain timeout: leaving with job %llu unfinished",
-               (unsigned long long)run.id);
+        zf_log_event(ZF_LOG_WARN, "worker_exit",
+                     &(zf_log_fields_t){.job = run.active ? run.id : 0,
+                                        .attempt = run.active ? run.attempt : 0,
+                                        .reason = "drain timeout"},
+                     "drain timeout: leaving with job %llu unfinished", (unsigned long long)run.id);
         die(w, ZF_WORKER_EXIT_OK);
     }
     if (!w->silence_logged &&
         now - w->last_recv_ms >= (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness) {
         char why[400];
         if (w->hs && zf_handshake_failed(w->hs, why, sizeof why))
-            zf_log(ZF_LOG_ERROR, "no service from the broker at %s: %s (trying on)",
-                   w->cfg->broker_ep, why);
+            zf_log_event(ZF_LOG_ERROR, "broker_refused", &(zf_log_fields_t){.reason = why},
+                         "no service from the broker at %s: %s (trying on)", w->cfg->broker_ep,
+                         why);
         else
-            zf_log(ZF_LOG_WARN,
-                   "broker silent for %lld ms: keeping the connection and the jobs in "
-                   "hand (reconnecting after %u ms of silence)",
-                   (long long)(now - w->last_recv_ms), w->backoff_ms);
+            zf_log_event(ZF_LOG_WARN, "broker_silent", NULL,
+                         "broker silent for %lld ms: keeping the connection and the jobs in "
+                         "hand (reconnecting after %u ms of silence)",
+                         (long long)(now - w->last_recv_ms), w->backoff_ms);
         w->silence_logged = true;
     }
     if (now >= w->broker_deadline_ms) {
-        zf_log(ZF_LOG_WARN, "broker silent for %lld ms: reconnecting",
-               (long long)(now - w->last_recv_ms));
+        zf_log_event(ZF_LOG_WARN, "broker_reconnect", NULL,
+                     "broker silent for %lld ms: reconnecting", (long long)(now - w->last_recv_ms));
         /* prefetched leases are void once the broker declares us dead */
         zf_runner_take_all(w->runner, NULL, NULL);
         w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
@@ -550,7 +563,8 @@ static int serve(wk_t *w)
             zf_wire_read_batch(w->pair, READ_BATCH, runner_message, w);
             send_simple(w, ZF_CMD_BYE, 0, 0, ZF_FLAG_BYE_NOW);
             pthread_mutex_unlock(&w->sock_mu);
-            zf_log(ZF_LOG_INFO, "drained: leaving");
+            zf_log_event(ZF_LOG_INFO, "worker_exit", &(zf_log_fields_t){.reason = "drained"},
+                         "drained: leaving");
             return 0;
         }
     }
@@ -572,6 +586,7 @@ static int start(wk_t *w, char *err, size_t errlen)
         snprintf(w->name, sizeof w->name, "%s", w->cfg->name);
     else
         zf_worker_default_name(w->name, sizeof w->name, (int)getpid(), w->bind.label);
+    zf_log_set_context(w->name, w->bind.label); /* on every line of this process (JSON) */
     w->mods = zf_registry_new();
     if (!w->mods || zf_registry_add(w->mods, &zf_builtin_core, err, errlen) < 0 ||
         zf_registry_add(w->mods, &zf_builtin_image, err, errlen) < 0)
@@ -621,8 +636,9 @@ static int start(wk_t *w, char *err, size_t errlen)
         snprintf(err, errlen, "bad broker endpoint %s", w->cfg->broker_ep);
         return -1;
     }
-    zf_log(ZF_LOG_INFO, "%s serving %u function(s) on %s (%s) from %s", w->name,
-           zf_registry_count(w->mods), w->bind.label, w->bind.name, w->cfg->broker_ep);
+    zf_log_event(ZF_LOG_INFO, "worker_started", &(zf_log_fields_t){.pid = getpid()},
+                 "%s serving %u function(s) on %s (%s) from %s", w->name,
+                 zf_registry_count(w->mods), w->bind.label, w->bind.name, w->cfg->broker_ep);
     return 0;
 }
 

@@ -21,7 +21,7 @@
 
     Every job the replay hands out is freed as the broker would free it, so LeakSanitizer
     sees any leak in replay or repair. Log lines are formatted (so a bad format argument
-    is caught) and counted, not printed: -Wl,--wrap=zf_log routes them here.
+    is caught) and counted, not printed: -Wl,--wrap=zf_log,--wrap=zf_log_event route them here.
 
     Build and run: tests/fuzz/run.sh (see tests/fuzz/README.md). To replay a finding with a
     real broker: (printf ZFJRNL01; cat CRASH) > DIR/journal; zfleet-broker --data DIR.
@@ -59,17 +59,34 @@ static unsigned long n_resealed;                 /* inputs replayed resealed too
 
 /* ---- log lines: formatted, counted, dropped ---- */
 
-void __wrap_zf_log(zf_log_level_t level, const char *fmt, ...)
+static void count_line(zf_log_level_t level, const char *fmt, va_list ap)
 {
     char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
     if (level == ZF_LOG_ERROR)
         nerrors++;
     else if (level == ZF_LOG_WARN)
         nwarns++;
+}
+
+void __wrap_zf_log(zf_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    count_line(level, fmt, ap);
+    va_end(ap);
+}
+
+/* the journal's structured events (-Wl,--wrap=zf_log_event) */
+void __wrap_zf_log_event(zf_log_level_t level, const char *event, const zf_log_fields_t *fields,
+                         const char *fmt, ...)
+{
+    (void)event;
+    (void)fields;
+    va_list ap;
+    va_start(ap, fmt);
+    count_line(level, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- the broker's side: functions and restored jobs ---- */
