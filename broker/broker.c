@@ -620,8 +620,12 @@ static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const cha
    jobs go back to the front of their queues or end. */
 static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
 {
-    bool left = !strcmp(why, "left");
-    zf_log_event(left ? ZF_LOG_INFO : ZF_LOG_WARN, left ? "worker_left" : "worker_lost",
+    /* a worker that said goodbye, or one the stopping broker lets go, is not lost */
+    bool left = !strcmp(why, "left"), stopping = !strcmp(why, "broker stopping");
+    zf_log_event(left || stopping ? ZF_LOG_INFO : ZF_LOG_WARN,
+                 left       ? "worker_left"
+                 : stopping ? "worker_removed"
+                            : "worker_lost",
                  &(zf_log_fields_t){.worker = w->info->name,
                                     .device = w->info->devname,
                                     .reason = why,
