@@ -1,9 +1,10 @@
 /*  zf_log — the log lines of every zfleet program: one line per event on stderr, as text
     for people or as JSON for machines (--log-format text|json).
 
-    Text:  "zfleet-broker: warn: worker w1 (cpu:0) removed: ... worker=w1 device=cpu:0"
-           (the message, then the event's fields as key=value; a value with a blank, a
-           quote or an '=' is quoted).
+    Text:  "zfleet-broker: warn: worker w1 (cpu:0) removed: no heartbeat; ... count=1"
+           (the message, then the event's fields that the message does not already show
+           as a word of its own, as key=value; a value with a blank, a quote or an '=' is
+           quoted; control characters are escaped, \n, \xNN).
     JSON:  {"time":"2026-12-02T18:40:01.123Z","level":"warn","component":"zfleet-broker",
             "event":"worker_lost","msg":"...","worker":"w1","device":"cpu:0",...}
            (one object per line; "event" only on structured events; strings are escaped,
