@@ -343,18 +343,35 @@ static void field_str(fw_t *w, const char *key, const char *v)
     field_end(w, start);
 }
 
+/* A number, given as its digits. */
+static void field_num(fw_t *w, const char *key, const char *digits)
+{
+    if (skip_in_text(w, digits))
+        return;
+    unsigned start = w->o->len;
+    put_key(w, key);
+    put(w->o, digits);
+    field_end(w, start);
+}
+
 static void field_u64(fw_t *w, const char *key, uint64_t v)
 {
     char d[24];
     out_t digits = {d, 0, sizeof d - 1, false};
     put_u64(&digits, v);
     d[digits.len] = 0;
-    if (!v || skip_in_text(w, d))
-        return;
-    unsigned start = w->o->len;
-    put_key(w, key);
-    put(w->o, d);
-    field_end(w, start);
+    if (v)
+        field_num(w, key, d);
+}
+
+static void field_i64(fw_t *w, const char *key, int64_t v)
+{
+    char d[24];
+    out_t digits = {d, 0, sizeof d - 1, false};
+    put_i64(&digits, v);
+    d[digits.len] = 0;
+    if (v)
+        field_num(w, key, d);
 }
 
 static void put_fields(fw_t *w, const zf_log_fields_t *f)
@@ -368,18 +385,7 @@ static void put_fields(fw_t *w, const zf_log_fields_t *f)
     bool ctx = w->json && !f->worker && !f->device;
     field_str(w, "worker", ctx && *cfg.worker ? cfg.worker : f->worker);
     field_str(w, "device", ctx && *cfg.device ? cfg.device : f->device);
-    if (f->pid) {
-        char d[24];
-        out_t digits = {d, 0, sizeof d - 1, false};
-        put_i64(&digits, f->pid);
-        d[digits.len] = 0;
-        unsigned start = w->o->len;
-        if (!skip_in_text(w, d)) {
-            put_key(w, "pid");
-            put(w->o, d);
-            field_end(w, start);
-        }
-    }
+    field_i64(w, "pid", f->pid);
     field_str(w, "state", f->state);
     field_str(w, "reason", f->reason);
     field_u64(w, "count", f->count);
