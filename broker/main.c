@@ -96,6 +96,16 @@ static void parse_fsync(zf_broker_config_t *cfg, const char *s)
     }
 }
 
+/* An unknown option, or one without its value: one log line (JSON with --log-format
+   json), and the usage too in text mode. Returns the usage exit code. */
+static int bad_option(const char *arg)
+{
+    zf_log(ZF_LOG_ERROR, "option '%s' is unknown or lacks its value (see --help)", arg);
+    if (!strcmp(zf_log_format_name(), "text"))
+        usage(stderr);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     zf_log_init("zfleet-broker");
@@ -140,6 +150,7 @@ int main(int argc, char **argv)
                                          {"help", 0, 0, 'H'},
                                          {0, 0, 0, 0}};
     int c;
+    opterr = 0; /* bad_option says it, in the asked log format */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'c': cfg.client_ep = optarg; break;
@@ -190,7 +201,7 @@ int main(int argc, char **argv)
                 return 2;
             break;
         case 'H': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default: return bad_option(argv[optind - 1]);
         }
     }
     if (optind < argc) {

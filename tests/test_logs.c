@@ -268,6 +268,13 @@ Test(logs, bad_log_flags_are_refused, .timeout = 60)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %#x", status);
     ASSERT_LOG(log, "{\"level\":\"error\",\"component\":\"zfleet-broker\",\"msg\":\"--heartbeat: "
                     "expected a number from 10 to 3600000, got '5'\"}");
+    /* an unknown option too (and no usage text, which is not JSON) */
+    snprintf(log, sizeof log, "%s/err-unknown", env.dir);
+    pid = zt_spawn("worker/zfleet-worker", log, ZT_ARGS("--log-format", "json", "--bogus"));
+    status = zt_wait_exit(pid, 10000);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+    ASSERT_LOG(log, "{\"level\":\"error\",\"component\":\"zfleet-worker\",\"msg\":\"option "
+                    "'--bogus' is unknown or lacks its value (see --help)\"}");
 }
 
 /* ------------------------------------------------------------------ real processes */

@@ -85,6 +85,16 @@ static void backoff(const char *s, zf_fleet_config_t *fleet)
     fleet->backoff_max_ms = num("restart-backoff", colon + 1, fleet->backoff_min_ms, 3600000);
 }
 
+/* An unknown option, or one without its value: one log line (JSON with --log-format
+   json), and the usage too in text mode. Returns the usage exit code. */
+static int bad_option(const char *arg)
+{
+    zf_log(ZF_LOG_ERROR, "option '%s' is unknown or lacks its value (see --help)", arg);
+    if (!strcmp(zf_log_format_name(), "text"))
+        usage(stderr);
+    return ZF_WORKER_EXIT_START;
+}
+
 int main(int argc, char **argv)
 {
     zf_log_init("zfleet-worker");
@@ -112,6 +122,7 @@ int main(int argc, char **argv)
         {"broker-key", 1, 0, 'K'},    {"log-format", 1, 0, 'o'},
         {"log-level", 1, 0, 'e'},     {0, 0, 0, 0}};
     int c;
+    opterr = 0; /* bad_option says it, in the asked log format */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'b': cfg.broker_ep = optarg; break;
@@ -151,7 +162,7 @@ int main(int argc, char **argv)
             break;
         case 'v': version(); return 0;
         case 'H': usage(stdout); return 0;
-        default: usage(stderr); return ZF_WORKER_EXIT_START;
+        default: return bad_option(argv[optind - 1]);
         }
     }
     if (optind < argc) {
