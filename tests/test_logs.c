@@ -431,26 +431,27 @@ Test(logs, fleet_passes_its_log_flags_to_its_workers, .timeout = 120)
     zt_env_init(&env);
     zt_broker(&env, 200, NULL);
     const char *wlog = log_path(&env, "workers.log");
-    pid_t fleet = zt_spawn("worker/zfleet-worker", wlog,
-                           ZT_ARGS("--fleet", "--broker", env.worker_ep, "--gpus", "none", "--cpus",
-                                   "0", "--heartbeat", "200", "--restart-backoff", "100:1000",
-                                   "--log-format", "json", "--log-level", "debug"));
-    cr_assert(zt_wait_workers(&env, 1, 10000), "the fleet's worker did not join");
+    pid_t fleet =
+        zt_spawn("worker/zfleet-worker", wlog,
+                 ZT_ARGS("--fleet", "--broker", env.worker_ep, "--gpus", "0", "--fake-gpu",
+                         "--cpus", "0", "--heartbeat", "200", "--restart-backoff", "100:1000",
+                         "--log-format", "json", "--log-level", "debug"));
+    cr_assert(zt_wait_workers(&env, 2, 10000), "the fleet's workers did not join");
     cr_assert(wait_text(wlog, "\"event\":\"child_started\"", 5000));
-    /* the child's pid, from its child_started line */
+    /* the CPU worker's pid, from its child_started line */
     char text[1 << 16];
     zt_read_file(wlog, text, sizeof text);
-    const char *p = strstr(text, "\"event\":\"child_started\"");
+    const char *p = strstr(text, "\"device\":\"cpu:0\",\"pid\":");
     p = p ? strstr(p, "\"pid\":") : NULL;
     cr_assert_not_null(p, "%s", text);
     pid_t child = (pid_t)atoi(p + 6);
     cr_assert_gt(child, 0);
     kill(child, SIGKILL);
     cr_assert(wait_text(wlog, "\"event\":\"child_restart\"", 10000), "no restart line");
-    cr_assert(zt_wait_workers(&env, 1, 10000));
+    cr_assert(zt_wait_workers(&env, 2, 10000));
     zt_kill(fleet, SIGTERM);
     cr_assert(wait_text(wlog, "\"event\":\"fleet_stopped\"", 10000), "the fleet did not stop");
-    ASSERT_LOG(wlog, "{\"event\":\"fleet_started\",\"component\":\"zfleet-fleet\",\"count\":1}",
+    ASSERT_LOG(wlog, "{\"event\":\"fleet_started\",\"component\":\"zfleet-fleet\",\"count\":2}",
                spec("{\"event\":\"child_started\",\"component\":\"zfleet-fleet\",\"device\":"
                     "\"cpu:0\",\"pid\":%d}",
                     (int)child),
@@ -460,6 +461,8 @@ Test(logs, fleet_passes_its_log_flags_to_its_workers, .timeout = 120)
                "{\"event\":\"worker_started\",\"component\":\"zfleet-worker\",\"device\":"
                "\"cpu:0\"}",
                "{\"event\":\"device_bound\",\"level\":\"debug\",\"device\":\"cpu:0\"}",
+               "{\"event\":\"device_bound\",\"level\":\"info\",\"device\":\"gpu:0\"}",
+               "{\"event\":\"worker_started\",\"device\":\"gpu:0\"}",
                "{\"event\":\"fleet_draining\"}",
                "{\"event\":\"fleet_stopped\",\"reason\":\"drained\"}");
 }
