@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/zf_httpd.h"
 #include "../common/zf_util.h"
 #include "zf_broker.h"
 #include "zf_journal.h"
@@ -58,6 +59,9 @@ static void usage(FILE *out)
           "  --admin-keys DIR      public .key files of clients that may act on every job and\n"
           "                        read stats and workers; others see only their own jobs.\n"
           "                        SIGHUP reads the three directories again\n"
+          "  --metrics HOST:PORT   serve GET /metrics (Prometheus), /healthz and /readyz over\n"
+          "                        HTTP on this address, e.g. 127.0.0.1:9464 (off by default;\n"
+          "                        docs/METRICS.md)\n"
           "  --journal-repair      repair DIR/journal after damage in its middle (the broker\n"
           "                        refuses to start on one): save the original as\n"
           "                        DIR/journal.damaged-<UTC time>, rewrite the journal without\n"
@@ -90,6 +94,20 @@ static void parse_fsync(zf_broker_config_t *cfg, const char *s)
         zf_log(ZF_LOG_ERROR, "--fsync: expected always, interval:MS or never, got '%s'", s);
         exit(2);
     }
+}
+
+/* --metrics HOST:PORT, checked here so that a bad value is a usage error (exit 2); the
+   broker binds it when it starts (a port in use is a start failure, exit 1). */
+static void parse_metrics(zf_broker_config_t *cfg, const char *s)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256];
+    if (zf_httpd_parse_addr(s, &ss, &len, err, sizeof err) < 0) {
+        zf_log(ZF_LOG_ERROR, "--metrics: %s", err);
+        exit(2);
+    }
+    cfg->metrics_addr = s;
 }
 
 int main(int argc, char **argv)
@@ -129,6 +147,7 @@ int main(int argc, char **argv)
                                          {"client-keys", 1, 0, 'K'},
                                          {"worker-keys", 1, 0, 'W'},
                                          {"admin-keys", 1, 0, 'A'},
+                                         {"metrics", 1, 0, 'm'},
                                          {"help", 0, 0, 'H'},
                                          {0, 0, 0, 0}};
     int c;
@@ -173,6 +192,7 @@ int main(int argc, char **argv)
         case 'K': cfg.client_keys_dir = optarg; break;
         case 'W': cfg.worker_keys_dir = optarg; break;
         case 'A': cfg.admin_keys_dir = optarg; break;
+        case 'm': parse_metrics(&cfg, optarg); break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common/zf_cert.h"
+#include "../common/zf_httpd.h"
 #include "../common/zf_util.h"
 #include "zf_fleet.h"
 #include "zf_python.h"
@@ -41,6 +42,8 @@ static void usage(FILE *out)
           "  --restart-backoff MIN:MAX  delay before restarting a worker that exited, in ms:\n"
           "                       MIN, doubling per exit in a row, up to MAX (200:10000)\n"
           "  --crash-limit N      give a device up after N exits within 30 s; 0 = never (8)\n"
+          "  --metrics HOST:PORT  serve GET /metrics (Prometheus), /healthz and /readyz over\n"
+          "                       HTTP, e.g. 127.0.0.1:9465 (off by default; docs/METRICS.md)\n"
           "  --version            print the version and the embedded Python's\n"
           "exit codes: 0 clean stop, 1 could not start, 3 job timed out, 4 cancel not honoured\n",
           out);
@@ -91,18 +94,29 @@ int main(int argc, char **argv)
     zf_fleet_config_t fleet;
     zf_fleet_config_defaults(&fleet);
     int fleet_mode = 0, device_set = 0;
-    static const struct option opts[] = {
-        {"broker", 1, 0, 'b'},        {"device", 1, 0, 'd'},
-        {"module", 1, 0, 'm'},        {"credits", 1, 0, 'c'},
-        {"name", 1, 0, 'n'},          {"heartbeat", 1, 0, 'h'},
-        {"liveness", 1, 0, 'l'},      {"cancel-grace", 1, 0, 'g'},
-        {"drain-timeout", 1, 0, 't'}, {"fake-gpu", 0, 0, 'F'},
-        {"fleet", 0, 0, 'f'},         {"gpus", 1, 0, 'G'},
-        {"cpus", 1, 0, 'C'},          {"worker-bin", 1, 0, 'W'},
-        {"help", 0, 0, 'H'},          {"restart-backoff", 1, 0, 'R'},
-        {"crash-limit", 1, 0, 'L'},   {"venv", 1, 0, 'V'},
-        {"version", 0, 0, 'v'},       {"key", 1, 0, 'k'},
-        {"broker-key", 1, 0, 'K'},    {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", 1, 0, 'b'},
+                                         {"device", 1, 0, 'd'},
+                                         {"module", 1, 0, 'm'},
+                                         {"credits", 1, 0, 'c'},
+                                         {"name", 1, 0, 'n'},
+                                         {"heartbeat", 1, 0, 'h'},
+                                         {"liveness", 1, 0, 'l'},
+                                         {"cancel-grace", 1, 0, 'g'},
+                                         {"drain-timeout", 1, 0, 't'},
+                                         {"fake-gpu", 0, 0, 'F'},
+                                         {"fleet", 0, 0, 'f'},
+                                         {"gpus", 1, 0, 'G'},
+                                         {"cpus", 1, 0, 'C'},
+                                         {"worker-bin", 1, 0, 'W'},
+                                         {"help", 0, 0, 'H'},
+                                         {"restart-backoff", 1, 0, 'R'},
+                                         {"crash-limit", 1, 0, 'L'},
+                                         {"venv", 1, 0, 'V'},
+                                         {"version", 0, 0, 'v'},
+                                         {"key", 1, 0, 'k'},
+                                         {"broker-key", 1, 0, 'K'},
+                                         {"metrics", 1, 0, 'M'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -133,6 +147,7 @@ int main(int argc, char **argv)
         case 'V': cfg.venv = optarg; break;
         case 'k': cfg.key_file = optarg; break;
         case 'K': cfg.broker_key_file = optarg; break;
+        case 'M': fleet.metrics_addr = optarg; break;
         case 'v': version(); return 0;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return ZF_WORKER_EXIT_START;
@@ -148,6 +163,18 @@ int main(int argc, char **argv)
         return ZF_WORKER_EXIT_START;
     }
     char err[512];
+    if (fleet.metrics_addr && !fleet_mode) {
+        zf_log(ZF_LOG_ERROR, "--metrics is a fleet option (--fleet); a single worker shows "
+                             "up in the broker's metrics");
+        return ZF_WORKER_EXIT_START;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (fleet.metrics_addr &&
+        zf_httpd_parse_addr(fleet.metrics_addr, &ss, &sslen, err, sizeof err) < 0) {
+        zf_log(ZF_LOG_ERROR, "--metrics: %s", err);
+        return ZF_WORKER_EXIT_START;
+    }
     zf_cert_t key;
     uint8_t broker_key[ZF_KEY_BYTES];
     bool curve;
