@@ -121,7 +121,7 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
         pk_kv_u64(&pk, "succeeded", f->done);
         pk_kv_u64(&pk, "failed", f->failed);
         pk_kv_u64(&pk, "workers", f->nworkers);
-        /* estimated from the run-time histogram (within about 10 %); 0 with no samples */
+        /* estimated from the run-time histogram (within one bucket: under 20 %); 0 with no samples */
         pk_kv_u64(&pk, "run_p50_us", zf_hist_quantile(&f->run, 0.50));
         pk_kv_u64(&pk, "run_p99_us", zf_hist_quantile(&f->run, 0.99));
     }

@@ -5,7 +5,7 @@
     computed with one count-leading-zeros and an increment, so it can sit on the dispatch
     path. Values are microseconds. Buckets: four per power of two (each bound 1.19x the one
     before) from 1 us up to 2^32 us (about 72 minutes), then one overflow bucket, so a
-    quantile estimate is within about 10 % of the true value wherever it falls.
+    quantile estimate is within one bucket: under 20 % of the true value wherever it falls.
 
     Bucket i holds the values v with lower(i) < v <= upper(i) (bounds inclusive above, as
     Prometheus' `le`), and every bound is a whole number of microseconds, so the Prometheus
