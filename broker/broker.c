@@ -38,11 +38,13 @@
 #include <unistd.h>
 #include <utlist.h>
 
+#include "../common/zf_httpd.h"
 #include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_auth.h"
 #include "zf_ids.h"
 #include "zf_journal.h"
+#include "zf_metrics.h"
 #include "zf_notify.h"
 #include "zf_state.h"
 #include "zf_stats.h"
@@ -58,6 +60,9 @@
 /* A FORGET job's FORGET record is written this many heartbeats after its result was pushed
    (see forget_later): ZeroMQ may hold a pushed result in its queue that long or longer. */
 #define FORGET_DELAY_BEATS 10
+/* During a journal replay the metrics server answers (503 "replaying") once per this many
+   restored jobs (see restore_job). */
+#define REPLAY_SERVE_EVERY 4096
 
 struct zf_broker {
     zf_broker_config_t cfg;
@@ -101,6 +106,15 @@ struct zf_broker {
     uint32_t caller;
     bool caller_admin;
     counters_t c;
+    /* --metrics (zf_metrics.h): the HTTP server polled by the loop, the client endpoint's
+       connection monitor, and what /healthz and /readyz read */
+    zf_httpd_t *httpd;     /* NULL when off */
+    void *conn_mon;        /* ZMQ_PAIR of the front socket's monitor, or NULL */
+    uint64_t clients_open; /* client connections open (from conn_mon) */
+    zf_hist_t fsync_hist;  /* the journal's fdatasync durations */
+    bool replaying;        /* inside zf_journal_replay */
+    uint64_t restored;     /* jobs restored so far by the replay */
+    int64_t last_turn_ms;  /* when the loop last turned */
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -417,6 +431,7 @@ static bool dispatch(zf_broker_t *b, wrk_t *w, job_t *j)
         run_timer_follow(b, w);
     j->fn->running++;
     b->c.dispatched++;
+    zf_hist_observe(&j->fn->qwait, (uint64_t)((uint32_t)zf_now_ms() - j->queued_at) * 1000);
     worker_relist(w);
     return true;
 }
@@ -502,6 +517,7 @@ static void place(zf_broker_t *b, job_t *j, bool front)
     }
     j->state = ZF_ST_QUEUED;
     j->worker = NULL;
+    j->queued_at = (uint32_t)zf_now_ms(); /* (mod 2^32: dispatch subtracts mod 2^32 too) */
     wrk_t *w;
     while ((w = pick_worker(j->fn, j->device)))
         if (dispatch(b, w, j))
@@ -1048,6 +1064,7 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
     j->worker = NULL;
     j->finished_ms = zf_now_ms();
     b->c.finished[st]++;
+    j->fn->finished[st]++;
     if (st == ZF_ST_SUCCEEDED)
         j->fn->done++;
     else
@@ -1160,8 +1177,10 @@ static void reject_unjournaled(zf_broker_t *b)
         }
         b->c.rejected[ZF_EJOURNAL]++;
         b->c.accepted--;
+        j->fn->accepted--;
         if (zf_state_is_terminal(j->state)) { /* cancelled or expired in the same turn */
             b->c.finished[j->state]--;
+            j->fn->finished[j->state]--;
             if (j->state == ZF_ST_SUCCEEDED)
                 j->fn->done--;
             else
@@ -1390,6 +1409,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
     b->c.accepted++;
+    fn->accepted++;
     zf_journal_accept(b->journal, j);
     *b->ack_tail = j;
     b->ack_tail = &j->ack_next;
@@ -1557,21 +1577,17 @@ static void send_doc(zf_broker_t *b, zmq_msg_t *rid, uint64_t tag, msgpack_sbuff
     }
 }
 
-static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+/* What STATS and /metrics show, as of now; auth is filled for v to borrow. */
+static void stats_view(zf_broker_t *b, zfb_stats_t *out, zfb_auth_counts_t *auth)
 {
-    /* The whole fleet (workers, hosts, every tenant's functions and counts) is the
-       operator's view, not a tenant's: with CURVE on it is for admin keys only. */
-    if (b->auth && !b->caller_admin)
-        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EDENIED,
-                           "stats and workers are for admin keys (--admin-keys)");
     int64_t now = zf_now_ms();
-    zfb_auth_counts_t auth = {0};
+    *auth = (zfb_auth_counts_t){0};
     if (b->auth)
-        zfb_auth_counts(b->auth, &auth);
+        zfb_auth_counts(b->auth, auth);
     uint64_t slow = 0;
     for (client_t *c = b->slow; c; c = c->slow_next)
         slow++;
-    zfb_stats_t v = {
+    *out = (zfb_stats_t){
         .c = &b->c,
         .uptime_ms = (uint64_t)(now - b->started_ms),
         .queued = b->queued,
@@ -1588,9 +1604,26 @@ static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         .workers = b->workers,
         .now_ms = now,
         .curve = b->auth != NULL,
-        .auth = &auth,
+        .auth = auth,
         .owners = b->owners,
+        .journal = b->journal != NULL,
+        .journal_bytes = zf_journal_size(b->journal),
+        .journal_records = zf_journal_records(b->journal),
+        .fsync = &b->fsync_hist,
+        .clients = b->clients_open,
     };
+}
+
+static void on_stats(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    /* The whole fleet (workers, hosts, every tenant's functions and counts) is the
+       operator's view, not a tenant's: with CURVE on it is for admin keys only. */
+    if (b->auth && !b->caller_admin)
+        return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EDENIED,
+                           "stats and workers are for admin keys (--admin-keys)");
+    zfb_auth_counts_t auth;
+    zfb_stats_t v;
+    stats_view(b, &v, &auth);
     msgpack_sbuffer sb;
     zfb_stats_pack(&sb, &v);
     send_doc(b, rid, m->tag, &sb);
@@ -1797,6 +1830,7 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
     } else {
         result_t *r = job_res(j);
         r->duration_us = m->duration_us;
+        zf_hist_observe(&j->fn->run, m->duration_us);
         zfb_winfo_release(&r->ran_on);
         r->ran_on = w->info;
         w->info->refs++;
@@ -2161,6 +2195,37 @@ static long poll_timeout(zf_broker_t *b)
     return wd_in >= 0 && wd_in < wait ? wd_in : wait;
 }
 
+/* ------------------------------------------------------------------ metrics and health */
+
+/* A GET on --metrics (zf_httpd.h): answered inside the loop, between turns, from the same
+   state STATS reads (zf_metrics.h). */
+static int on_http(void *arg, const char *path, zf_prom_t *body, const char **type)
+{
+    zf_broker_t *b = arg;
+    zfb_auth_counts_t auth;
+    zfb_stats_t v;
+    stats_view(b, &v, &auth);
+    zfb_health_t h = {
+        .replaying = b->replaying,
+        .accepting = !zf_journal_error(b->journal),
+        .stopping = b->stop,
+        .since_ms = b->last_turn_ms ? zf_now_ms() - b->last_turn_ms : 0,
+    };
+    return zfb_metrics_answer(path, &h, &v, body, type);
+}
+
+/* --metrics ADDR: the HTTP server, and a monitor of the client endpoint that counts its
+   connections. Before the journal's replay, so /readyz can say "replaying". */
+static int metrics_open(zf_broker_t *b)
+{
+    b->httpd = zf_httpd_new(b->cfg.metrics_addr, "metrics", on_http, b);
+    if (!b->httpd)
+        return -1;
+    zf_log(ZF_LOG_INFO, "metrics: http://%s (port %u): /metrics, /healthz, /readyz",
+           b->cfg.metrics_addr, zf_httpd_port(b->httpd));
+    return 0;
+}
+
 /* zf_wire_read_batch's handlers for the loop's two sockets */
 static void on_back(void *b, zf_frames_t *f)
 {
@@ -2207,41 +2272,62 @@ static void on_signal(zf_broker_t *b)
 
 int zf_broker_run(zf_broker_t *b)
 {
-    zmq_pollitem_t items[6] = {{b->front, 0, ZMQ_POLLIN, 0},
+    enum { I_FRONT, I_BACK, I_SIG, I_WAKE, I_STOP, I_FIXED };
+    zmq_pollitem_t items[8] = {{b->front, 0, ZMQ_POLLIN, 0},
                                {b->back, 0, ZMQ_POLLIN, 0},
                                {NULL, b->sigfd, ZMQ_POLLIN, 0},
                                {NULL, b->wake_fd, ZMQ_POLLIN, 0},
-                               {NULL, b->stop_fd, ZMQ_POLLIN, 0},
-                               {b->auth ? zfb_auth_socket(b->auth) : NULL, 0, ZMQ_POLLIN, 0}};
-    int nitems = b->auth ? 6 : 5;
+                               {NULL, b->stop_fd, ZMQ_POLLIN, 0}};
+    int nitems = I_FIXED, i_auth = -1, i_http = -1, i_mon = -1;
+    if (b->auth) {
+        i_auth = nitems;
+        items[nitems++] = (zmq_pollitem_t){zfb_auth_socket(b->auth), 0, ZMQ_POLLIN, 0};
+    }
+    if (b->httpd) { /* --metrics: served between turns, in this thread (zf_httpd.h) */
+        i_http = nitems;
+        items[nitems++] = (zmq_pollitem_t){NULL, zf_httpd_fd(b->httpd), ZMQ_POLLIN, 0};
+    }
+    if (b->conn_mon) {
+        i_mon = nitems;
+        items[nitems++] = (zmq_pollitem_t){b->conn_mon, 0, ZMQ_POLLIN, 0};
+    }
     zf_log_event(ZF_LOG_INFO, "broker_ready", NULL,
                  "ready: clients on %s, workers on %s, heartbeat %u ms x %u", b->cfg.client_ep,
                  b->cfg.worker_ep, b->cfg.heartbeat_ms, b->cfg.liveness);
     b->stop = false; /* one stop (signal or zf_broker_stop) ends one run */
     while (!b->stop) {
         b->poll_wait_ms = poll_timeout(b);
-        if (zmq_poll(items, nitems, b->poll_wait_ms) < 0 && errno != EINTR) {
+        long wait = b->poll_wait_ms, http_in = b->httpd ? zf_httpd_timeout_ms(b->httpd) : -1;
+        if (http_in >= 0 && http_in < wait)
+            wait = http_in; /* (not poll_wait_ms: an early turn for HTTP is no stall) */
+        if (zmq_poll(items, nitems, wait) < 0 && errno != EINTR) {
             zf_log(ZF_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (items[2].revents & ZMQ_POLLIN)
+        b->last_turn_ms = zf_now_ms();
+        if (items[I_SIG].revents & ZMQ_POLLIN)
             on_signal(b);
-        if (b->auth && (items[5].revents & ZMQ_POLLIN))
+        if (i_auth >= 0 && (items[i_auth].revents & ZMQ_POLLIN))
             zfb_auth_serve(b->auth); /* before the messages: a handshake waits on it */
         uint64_t woken;
-        if ((items[3].revents & ZMQ_POLLIN) && read(b->wake_fd, &woken, sizeof woken) < 0) {
+        if ((items[I_WAKE].revents & ZMQ_POLLIN) && read(b->wake_fd, &woken, sizeof woken) < 0) {
             /* EAGAIN: another turn read it; the held-back results go in flush_turn */
         }
         uint64_t stops;
-        if ((items[4].revents & ZMQ_POLLIN) && read(b->stop_fd, &stops, sizeof stops) > 0) {
+        if ((items[I_STOP].revents & ZMQ_POLLIN) && read(b->stop_fd, &stops, sizeof stops) > 0) {
             zf_log_event(ZF_LOG_INFO, "broker_stopping", NULL, "stop requested: stopping");
             b->stop = true;
         }
+        if (i_mon >= 0 && (items[i_mon].revents & ZMQ_POLLIN))
+            zfb_metrics_monitor_read(b->conn_mon, &b->clients_open);
         if (read_batch(b) < 0)
             return -1;
         run_timers(b);
         flush_turn(b);
         reap_workers(b);
+        /* last: a scrape sees the state the turn left, with its results committed */
+        if (b->httpd)
+            zf_httpd_serve(b->httpd, (items[i_http].revents & ZMQ_POLLIN) != 0);
     }
     flush_turn(b);
     return 0;
@@ -2334,6 +2420,10 @@ static int open_signalfd(void)
 static void restore_job(void *arg, job_t *j)
 {
     zf_broker_t *b = arg;
+    /* a long replay answers /healthz and /readyz ("replaying") as it goes: the requests
+       that came during the journal's scan, and then every REPLAY_SERVE_EVERY jobs */
+    if (b->httpd && b->restored++ % REPLAY_SERVE_EVERY == 0)
+        zf_httpd_serve(b->httpd, true);
     j->qpos = j->tpos = ZF_HEAP_NONE;
     j->acked = true;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
@@ -2342,8 +2432,10 @@ static void restore_job(void *arg, job_t *j)
             j->finished_ms = zf_now_ms();
         /* Only a replay makes this state; counted so that stats show results whose output
            this run could not give back (never among the successes). */
-        if (j->state == ZF_ST_OUTPUT_LOST)
+        if (j->state == ZF_ST_OUTPUT_LOST) {
             b->c.finished[ZF_ST_OUTPUT_LOST]++;
+            j->fn->finished[ZF_ST_OUTPUT_LOST]++;
+        }
         store_keep(b, j); /* over a bound, the first loop turn evicts the oldest */
         return;
     }
@@ -2388,6 +2480,8 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     /* before the journal's replay, which can be long: a bad key file is told at once */
     if (cfg->curve_secret && !(b->auth = zfb_auth_new(b->ctx, &b->cfg, b->owners)))
         goto fail;
+    if (cfg->metrics_addr && metrics_open(b) < 0)
+        goto fail;
     if (cfg->data_dir) {
         zf_journal_opts_t jo = {.policy = cfg->fsync,
                                 .interval_ms = cfg->fsync_interval_ms,
@@ -2395,7 +2489,8 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
                                                         ? cfg->result_store_bytes
                                                         : cfg->result_max_bytes,
                                 .compact_min_bytes = cfg->compact_min_bytes,
-                                .owners = b->owners};
+                                .owners = b->owners,
+                                .fsync_hist = &b->fsync_hist};
         if (b->cfg.max_payload > ZF_JOURNAL_MAX_PAYLOAD) {
             zf_log(ZF_LOG_WARN,
                    "journal: payloads limited to %llu bytes (a record's length "
@@ -2406,7 +2501,10 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
         b->journal = zf_journal_open(cfg->data_dir, &jo);
         if (!b->journal)
             goto fail;
-        if (zf_journal_replay(b->journal, restore_job, restore_fn, b) < 0)
+        b->replaying = true;
+        int replayed = zf_journal_replay(b->journal, restore_job, restore_fn, b);
+        b->replaying = false;
+        if (replayed < 0)
             goto fail;
     }
     /* after the journal: it creates the directory and holds its lock */
@@ -2416,6 +2514,8 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->front = bind_router(b, cfg->client_ep, "client", ZFB_DOMAIN_CLIENTS);
     b->back = b->front ? bind_router(b, cfg->worker_ep, "worker", ZFB_DOMAIN_WORKERS) : NULL;
     if (!b->back)
+        goto fail;
+    if (b->httpd && !(b->conn_mon = zfb_metrics_monitor(b->ctx, b->front)))
         goto fail;
     return b;
 fail:
@@ -2450,6 +2550,9 @@ void zf_broker_destroy(zf_broker_t **self_p)
         zmq_close(b->front);
     if (b->back)
         zmq_close(b->back);
+    if (b->conn_mon)
+        zmq_close(b->conn_mon);
+    zf_httpd_destroy(&b->httpd);
     zfb_auth_destroy(&b->auth);
     if (b->ctx)
         zmq_ctx_term(b->ctx); /* after this, ZeroMQ has released every message it held */

@@ -71,15 +71,17 @@ enum { FIN_OUTPUT_CUT = 1 };
 typedef struct {
     uint8_t *p;
     size_t len, cap;
+    uint64_t nrec; /* records ended in it (rec_end) since it was last emptied */
 } jbuf_t;
 
 struct zf_journal {
     zf_journal_opts_t o;
     char *dir, *path, *tmp; /* DIR, DIR/journal and DIR/journal.compact */
     int fd, dirfd;
-    jbuf_t pend;   /* records appended since the last commit */
-    uint64_t size; /* bytes in the file, all of them whole records */
-    bool unsynced; /* written since the last fdatasync */
+    jbuf_t pend;      /* records appended since the last commit */
+    uint64_t size;    /* bytes in the file, all of them whole records */
+    uint64_t records; /* and how many records those are */
+    bool unsynced;    /* written since the last fdatasync */
     int64_t last_sync_ms;
     uint64_t check_at; /* file size at which compaction is next considered */
     int down;          /* errno of the write or sync that failed; 0 while writable */
@@ -149,6 +151,7 @@ static void rec_end(jbuf_t *b, size_t at)
         b->p[at + i] = (uint8_t)(body >> (8 * i));
         b->p[at + 4 + i] = (uint8_t)(crc >> (8 * i));
     }
+    b->nrec++;
 }
 
 /* A monotonic instant as wall-clock ms, so it means the same after a restart. */
@@ -1102,6 +1105,8 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
                      "journal: %llu result(s) come back output_lost: their output was over "
                      "--result-max-bytes when they finished, so it was not journaled",
                      (unsigned long long)lost);
+    if (rc == 0)
+        self->records = rp.records;
     /* A replayed file may be mostly dead: the first tick past the minimum looks. */
     self->check_at = self->o.compact_min_bytes;
     return rc;
@@ -1287,6 +1292,7 @@ static void go_down(zf_journal_t *self, int e, const char *what)
     self->retry_ms = RETRY_MS;
     self->retry_at = zf_now_ms() + RETRY_MS;
     self->pend.len = 0;
+    self->pend.nrec = 0;
     if (self->pend.cap > KEEP_BUF_BYTES) {
         free(self->pend.p);
         self->pend = (jbuf_t){0};
@@ -1295,7 +1301,11 @@ static void go_down(zf_journal_t *self, int e, const char *what)
 
 static int do_sync(zf_journal_t *self, int64_t now_ms)
 {
-    if (jsync(self, self->fd) < 0) {
+    int64_t t0 = self->o.fsync_hist ? zf_now_us() : 0;
+    int rc = jsync(self, self->fd);
+    if (self->o.fsync_hist)
+        zf_hist_observe(self->o.fsync_hist, (uint64_t)(zf_now_us() - t0));
+    if (rc < 0) {
         go_down(self, errno, "fdatasync");
         return -1;
     }
@@ -1328,9 +1338,11 @@ int zf_journal_commit(zf_journal_t *self)
         go_down(self, e, "write");
         return -1;
     }
-    uint64_t before = self->size;
+    uint64_t before = self->size, before_records = self->records;
     self->size += self->pend.len;
+    self->records += self->pend.nrec;
     self->pend.len = 0;
+    self->pend.nrec = 0;
     if (self->pend.cap > KEEP_BUF_BYTES) {
         free(self->pend.p);
         self->pend = (jbuf_t){0};
@@ -1343,8 +1355,10 @@ int zf_journal_commit(zf_journal_t *self)
         /* Under `always` nothing of this write was acknowledged, and its jobs are about to
            be refused: take its records out again, so that a crash before the recovering
            snapshot cannot replay a job its client was told was rejected. */
-        if (ftruncate(self->fd, (off_t)before) == 0)
+        if (ftruncate(self->fd, (off_t)before) == 0) {
             self->size = before;
+            self->records = before_records;
+        }
         return -1;
     }
     if (interval_due(self, now))
@@ -1369,6 +1383,11 @@ uint64_t zf_journal_size(const zf_journal_t *self)
     return self ? self->size : 0;
 }
 
+uint64_t zf_journal_records(const zf_journal_t *self)
+{
+    return self ? self->records : 0;
+}
+
 int zf_journal_error(const zf_journal_t *self)
 {
     return self ? self->down : 0;
@@ -1382,7 +1401,8 @@ uint64_t zf_journal_failures(const zf_journal_t *self)
 /* ------------------------------------------------------------------ compaction */
 
 /* Writes every job in `jobs` to the temporary file and syncs it. Returns its fd, or -1. */
-static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint64_t *njobs)
+static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint64_t *njobs,
+                          uint64_t *nrec)
 {
     int fd = open(self->tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
@@ -1412,6 +1432,7 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
         rc = jwrite(self, fd, b.p, b.len);
         *size += b.len;
     }
+    *nrec = b.nrec;
     free(b.p);
     /* The lock moves with the file: the new inode must be ours before it has the name. */
     if (rc < 0 || jsync(self, fd) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -1429,9 +1450,9 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
    the directory's sync failed (so the rename may not be durable). */
 static int snapshot(zf_journal_t *self, job_t *jobs, uint64_t *njobs, int *stage)
 {
-    uint64_t size;
+    uint64_t size, nrec;
     *stage = 1;
-    int fd = write_snapshot(self, jobs, &size, njobs);
+    int fd = write_snapshot(self, jobs, &size, njobs, &nrec);
     if (fd < 0)
         return -1;
     if (rename(self->tmp, self->path) < 0) {
@@ -1444,7 +1465,9 @@ static int snapshot(zf_journal_t *self, job_t *jobs, uint64_t *njobs, int *stage
     close(self->fd);
     self->fd = fd;
     self->size = size;
+    self->records = nrec;
     self->pend.len = 0; /* the snapshot holds what they said */
+    self->pend.nrec = 0;
     self->unsynced = false;
     self->last_sync_ms = zf_now_ms();
     self->check_at = size * 4 > self->o.compact_min_bytes ? size * 4 : self->o.compact_min_bytes;

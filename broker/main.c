@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/zf_httpd.h"
 #include "../common/zf_util.h"
 #include "zf_broker.h"
 #include "zf_journal.h"
@@ -62,6 +63,9 @@ static void usage(FILE *out)
           "                        per line with time, level, component, event, msg and the\n"
           "                        event's fields (job, fn, worker, device, attempt, ...)\n"
           "  --log-level LEVEL     error, warn, info (default; env ZF_LOG) or debug\n"
+          "  --metrics HOST:PORT   serve GET /metrics (Prometheus), /healthz and /readyz over\n"
+          "                        HTTP on this address, e.g. 127.0.0.1:9464 (off by default;\n"
+          "                        docs/METRICS.md)\n"
           "  --journal-repair      repair DIR/journal after damage in its middle (the broker\n"
           "                        refuses to start on one): save the original as\n"
           "                        DIR/journal.damaged-<UTC time>, rewrite the journal without\n"
@@ -106,6 +110,20 @@ static int bad_option(const char *arg)
     return 2;
 }
 
+/* --metrics HOST:PORT, checked here so that a bad value is a usage error (exit 2); the
+   broker binds it when it starts (a port in use is a start failure, exit 1). */
+static void parse_metrics(zf_broker_config_t *cfg, const char *s)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256];
+    if (zf_httpd_parse_addr(s, &ss, &len, err, sizeof err) < 0) {
+        zf_log(ZF_LOG_ERROR, "--metrics: %s", err);
+        exit(2);
+    }
+    cfg->metrics_addr = s;
+}
+
 int main(int argc, char **argv)
 {
     zf_log_init("zfleet-broker");
@@ -147,6 +165,7 @@ int main(int argc, char **argv)
                                          {"admin-keys", 1, 0, 'A'},
                                          {"log-format", 1, 0, 'F'},
                                          {"log-level", 1, 0, 'L'},
+                                         {"metrics", 1, 0, 'm'},
                                          {"help", 0, 0, 'H'},
                                          {0, 0, 0, 0}};
     int c;
@@ -200,6 +219,7 @@ int main(int argc, char **argv)
             if (zf_log_option("log-level", optarg) < 0)
                 return 2;
             break;
+        case 'm': parse_metrics(&cfg, optarg); break;
         case 'H': usage(stdout); return 0;
         default: return bad_option(argv[optind - 1]);
         }

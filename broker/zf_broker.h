@@ -56,6 +56,9 @@ typedef struct {
        SIGHUP reads the directories again. */
     const char *curve_secret;
     const char *client_keys_dir, *worker_keys_dir, *admin_keys_dir;
+    /* HOST:PORT for /metrics, /healthz and /readyz over HTTP (docs/METRICS.md), served by
+       the event loop itself; NULL = off (the default) */
+    const char *metrics_addr;
 } zf_broker_config_t;
 
 typedef struct zf_broker zf_broker_t;

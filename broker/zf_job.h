@@ -82,6 +82,8 @@ typedef struct job {
                                 of the store, invisible to clients (see forget_later) */
     bool released : 1;       /* forgetting, and ZeroMQ has written its RESULT out: its output
                                 is freed, so a compaction leaves it out (forget_due) */
+    uint32_t queued_at;      /* when it was last placed (monotonic ms, mod 2^32): its
+                                queue wait at dispatch, for the metrics (fills padding) */
     zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */
     struct wrk *worker;      /* lease holder while running, else NULL */
     struct client *waiter;   /* first client to push the result to, or NULL */

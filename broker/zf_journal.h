@@ -28,6 +28,7 @@
 
 #include <stdint.h>
 
+#include "../common/zf_hist.h"
 #include "zf_broker.h"
 #include "zf_owners.h"
 #include "zf_state.h"
@@ -48,6 +49,8 @@ typedef struct {
     uint64_t compact_min_bytes; /* 0 = ZF_JOURNAL_COMPACT_MIN_DEFAULT */
     zfb_owners_t *owners;       /* job owners' keys (borrowed): written in OWNER records,
                                    and replayed ones are added to it; NULL = none kept */
+    zf_hist_t *fsync_hist;      /* each fdatasync of a commit or an interval sync is timed
+                                   into it (borrowed); NULL = not timed */
 } zf_journal_opts_t;
 
 /* Opens (creating) the journal in dir (created if missing, one level). Returns NULL with a
@@ -138,6 +141,8 @@ long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms);
 
 /* Current size of the journal file in bytes (committed records); 0 for NULL. */
 uint64_t zf_journal_size(const zf_journal_t *self);
+/* Records in the journal file (committed); 0 for NULL. */
+uint64_t zf_journal_records(const zf_journal_t *self);
 
 /* Commits, syncs, closes and frees; sets *self_p to NULL. NULL-safe. */
 void zf_journal_close(zf_journal_t **self_p);

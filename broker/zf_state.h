@@ -14,6 +14,7 @@
 #include <uthash.h>
 #include <zmq.h>
 
+#include "../common/zf_hist.h"
 #include "../proto/zf_proto.h"
 #include "zf_heap.h"
 #include "zf_job.h"
@@ -70,6 +71,12 @@ typedef struct fnq {
     char name[ZF_FN_MAX + 1];
     zf_heap_t q[3]; /* queued jobs by required device kind (any, cpu, gpu) */
     uint64_t queued, running, done, failed;
+    /* For the metrics (docs/METRICS.md): accepted jobs and terminal states by status, as
+       the broker-wide counters_t counts them; queue wait (placed to dispatched) and run
+       time (the worker's duration of each answered attempt). */
+    uint64_t accepted;
+    uint64_t finished[ZF_ST__COUNT];
+    zf_hist_t qwait, run;
     wslot_t *ready[ZF_NKINDS][2]; /* workers with free credits: [kind][idle|partial] */
     uint32_t nworkers;
     UT_hash_handle hh;

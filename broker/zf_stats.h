@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../common/zf_hist.h"
 #include "zf_auth.h"
 #include "zf_owners.h"
 #include "zf_state.h"
@@ -45,6 +46,11 @@ typedef struct {
     bool curve;                    /* CURVE on */
     const zfb_auth_counts_t *auth; /* zeros when off */
     const zfb_owners_t *owners;
+    /* for the metrics only (zf_metrics.h); STATS does not show them */
+    bool journal; /* the broker has one (not --no-journal) */
+    uint64_t journal_bytes, journal_records;
+    const zf_hist_t *fsync; /* the journal's fdatasync durations */
+    uint64_t clients;       /* client connections open */
 } zfb_stats_t;
 
 /* Initialises sb and packs the STATS document into it; the caller owns sb's data (free()). */

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "../common/zf_cert.h"
+#include "../common/zf_httpd.h"
 #include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_device.h"
@@ -39,6 +40,11 @@
 #define MAX_DEVICES 1024
 #define HEALTHY_MS 60000
 #define CRASH_WINDOW_MS 30000
+
+/* Why a worker was restarted: the label `reason` of zfleet_fleet_restarts_total. */
+enum { R_KILLED, R_CRASHED, R_JOB_TIMEOUT, R_CANCEL_IGNORED, R_START_FAILED, R_EXITED, R_N };
+static const char *const reason_names[R_N] = {"killed",         "crashed",      "job_timeout",
+                                              "cancel_ignored", "start_failed", "exited"};
 
 typedef struct {
     char label[16];
@@ -50,6 +56,7 @@ typedef struct {
     unsigned ncrash;
     int given_up;
     char name[ZF_NAME_MAX + 1]; /* the running worker's name, as the broker knows it */
+    uint64_t restarts[R_N];     /* restarts scheduled, by the cause of the exit before */
 } child_t;
 
 typedef struct {
@@ -63,6 +70,7 @@ typedef struct {
     const char *forced; /* why workers were told to leave at once, or NULL */
     int64_t drain_started_ms;
     void *zctx, *zsock; /* to the broker's worker endpoint, for obituaries */
+    zf_httpd_t *httpd;  /* --metrics, or NULL */
 } fleet_t;
 
 /* Opens the fleet's own connection to the broker's worker endpoint, for obituaries, under a
@@ -280,6 +288,7 @@ static pid_t spawn(fleet_t *f, child_t *k)
     }
     free(env);
     if (pid < 0) {
+        k->restarts[R_START_FAILED]++;
         k->backoff_ms = k->backoff_ms ? k->backoff_ms : f->fc->backoff_min_ms;
         k->restart_at_ms = zf_now_ms() + k->backoff_ms;
         zf_log_event(ZF_LOG_ERROR, "child_start_failed",
@@ -296,6 +305,20 @@ static pid_t spawn(fleet_t *f, child_t *k)
                  &(zf_log_fields_t){.device = k->label, .worker = k->name, .pid = pid},
                  "%s: worker started (pid %d)", k->label, (int)pid);
     return pid;
+}
+
+static int exit_reason(int status)
+{
+    if (WIFSIGNALED(status))
+        return R_KILLED;
+    switch (WEXITSTATUS(status)) {
+    case ZF_WORKER_EXIT_OK: return R_EXITED;
+    case ZF_WORKER_EXIT_TIMEOUT: return R_JOB_TIMEOUT;
+    case ZF_WORKER_EXIT_CANCEL: return R_CANCEL_IGNORED;
+    case ZF_WORKER_EXIT_START:
+    case 127: return R_START_FAILED;
+    default: return R_CRASHED;
+    }
 }
 
 static void describe_exit(int status, char *buf, size_t len)
@@ -364,6 +387,7 @@ static void on_exit_of(fleet_t *f, child_t *k, pid_t pid, int status)
         return;
     }
     k->restart_at_ms = now + k->backoff_ms;
+    k->restarts[exit_reason(status)]++;
     zf_log_event(ZF_LOG_WARN, "child_restart",
                  &(zf_log_fields_t){
                      .device = k->label, .worker = k->name, .pid = pid, .reason = why},
@@ -481,9 +505,16 @@ static int supervise(fleet_t *f)
         }
         if (drain_deadline && drain_deadline < next)
             next = drain_deadline;
-        struct pollfd p = {f->sigfd, POLLIN, 0};
+        struct pollfd p[2] = {{f->sigfd, POLLIN, 0},
+                              {f->httpd ? zf_httpd_fd(f->httpd) : -1, POLLIN, 0}};
         int wait = next > now ? (int)(next - now) : 0;
-        if (poll(&p, 1, wait) > 0) {
+        long http_in = f->httpd ? zf_httpd_timeout_ms(f->httpd) : -1;
+        if (http_in >= 0 && http_in < wait)
+            wait = (int)http_in;
+        int ready = poll(p, f->httpd ? 2 : 1, wait);
+        if (f->httpd)
+            zf_httpd_serve(f->httpd, ready > 0 && (p[1].revents & POLLIN));
+        if (ready > 0 && (p[0].revents & POLLIN)) {
             struct signalfd_siginfo si;
             while (read(f->sigfd, &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGCHLD)
@@ -522,6 +553,58 @@ static int supervise(fleet_t *f)
     return 0;
 }
 
+/* ------------------------------------------------------------------ metrics */
+
+static void write_metrics(const fleet_t *f, zf_prom_t *t)
+{
+    zf_prom_family(t, "zfleet_fleet_workers_running", "gauge",
+                   "1 while the device's worker process runs, by device.");
+    for (int i = 0; i < f->nkids; i++) {
+        const child_t *k = &f->kids[i];
+        zf_prom_u64(t, "zfleet_fleet_workers_running", k->pid != 0, "device", k->label,
+                    "device_kind", strncmp(k->label, "gpu:", 4) ? "cpu" : "gpu", NULL);
+    }
+    zf_prom_family(t, "zfleet_fleet_restarts_total", "counter",
+                   "Worker restarts, by device and the cause of the exit before each.");
+    for (int i = 0; i < f->nkids; i++)
+        for (int r = 0; r < R_N; r++)
+            zf_prom_u64(t, "zfleet_fleet_restarts_total", f->kids[i].restarts[r], "device",
+                        f->kids[i].label, "reason", reason_names[r], NULL);
+    uint64_t given_up = 0;
+    for (int i = 0; i < f->nkids; i++)
+        given_up += f->kids[i].given_up != 0;
+    zf_prom_family(t, "zfleet_fleet_devices", "gauge", "Devices the fleet supervises.");
+    zf_prom_u64(t, "zfleet_fleet_devices", (uint64_t)f->nkids, NULL);
+    zf_prom_family(t, "zfleet_fleet_devices_given_up", "gauge",
+                   "Devices given up: their worker exited --crash-limit times within 30 s.");
+    zf_prom_u64(t, "zfleet_fleet_devices_given_up", given_up, NULL);
+    zf_prom_family(t, "zfleet_fleet_draining", "gauge", "1 once a stop signal started the drain.");
+    zf_prom_u64(t, "zfleet_fleet_draining", (uint64_t)(f->draining != 0), NULL);
+}
+
+/* GET on --metrics: answered from the supervision loop, which is alive while it answers;
+   ready while it is not draining and at least one worker runs. */
+static int on_http(void *arg, const char *path, zf_prom_t *body, const char **type)
+{
+    const fleet_t *f = arg;
+    if (!strcmp(path, "/metrics")) {
+        write_metrics(f, body);
+        *type = ZF_PROM_CONTENT_TYPE;
+        return 200;
+    }
+    if (!strcmp(path, "/healthz")) {
+        zf_prom_printf(body, "ok\n");
+        return 200;
+    }
+    if (!strcmp(path, "/readyz")) {
+        const char *why = f->draining ? "draining" : !running(f) ? "no worker is running" : NULL;
+        zf_prom_printf(body, "%s%s\n", why ? "not ready: " : "ready", why ? why : "");
+        return why ? 503 : 200;
+    }
+    zf_prom_printf(body, "not found: %s (try /metrics, /healthz or /readyz)\n", path);
+    return 404;
+}
+
 int zf_fleet_run(const zf_fleet_config_t *fc, const zf_worker_config_t *wc)
 {
     fleet_t f = {.fc = fc, .wc = wc, .sigfd = -1};
@@ -546,7 +629,10 @@ int zf_fleet_run(const zf_fleet_config_t *fc, const zf_worker_config_t *wc)
         zf_log(ZF_LOG_ERROR, "cannot watch signals: %s", strerror(errno));
         return 1;
     }
-    if (discover(&f) < 0 || open_obituary_socket(&f) < 0) { /* it said why */
+    if (discover(&f) < 0 || open_obituary_socket(&f) < 0 ||
+        (fc->metrics_addr && !(f.httpd = zf_httpd_new(fc->metrics_addr, "metrics", on_http, &f)))) {
+        /* it said why */
+        zf_httpd_destroy(&f.httpd);
         free(f.kids);
         close(f.sigfd);
         if (f.zsock)
@@ -557,7 +643,11 @@ int zf_fleet_run(const zf_fleet_config_t *fc, const zf_worker_config_t *wc)
     }
     for (int i = 0; i < f.nkids; i++)
         spawn(&f, &f.kids[i]);
+    if (f.httpd)
+        zf_log(ZF_LOG_INFO, "metrics: http://%s (port %u): /metrics, /healthz, /readyz",
+               fc->metrics_addr, zf_httpd_port(f.httpd));
     int rc = supervise(&f);
+    zf_httpd_destroy(&f.httpd);
     free(f.kids);
     close(f.sigfd);
     if (f.zsock)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common/zf_cert.h"
+#include "../common/zf_httpd.h"
 #include "../common/zf_util.h"
 #include "zf_fleet.h"
 #include "zf_python.h"
@@ -46,6 +47,8 @@ static void usage(FILE *out)
           "  --restart-backoff MIN:MAX  delay before restarting a worker that exited, in ms:\n"
           "                       MIN, doubling per exit in a row, up to MAX (200:10000)\n"
           "  --crash-limit N      give a device up after N exits within 30 s; 0 = never (8)\n"
+          "  --metrics HOST:PORT  serve GET /metrics (Prometheus), /healthz and /readyz over\n"
+          "                       HTTP, e.g. 127.0.0.1:9465 (off by default; docs/METRICS.md)\n"
           "  --version            print the version and the embedded Python's\n"
           "exit codes: 0 clean stop, 1 could not start, 3 job timed out, 4 cancel not honoured\n",
           out);
@@ -120,7 +123,8 @@ int main(int argc, char **argv)
         {"crash-limit", 1, 0, 'L'},   {"venv", 1, 0, 'V'},
         {"version", 0, 0, 'v'},       {"key", 1, 0, 'k'},
         {"broker-key", 1, 0, 'K'},    {"log-format", 1, 0, 'o'},
-        {"log-level", 1, 0, 'e'},     {0, 0, 0, 0}};
+        {"log-level", 1, 0, 'e'},     {"metrics", 1, 0, 'M'},
+        {0, 0, 0, 0}};
     int c;
     opterr = 0; /* bad_option says it, in the asked log format */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -160,6 +164,7 @@ int main(int argc, char **argv)
             if (zf_log_option("log-level", optarg) < 0)
                 return ZF_WORKER_EXIT_START;
             break;
+        case 'M': fleet.metrics_addr = optarg; break;
         case 'v': version(); return 0;
         case 'H': usage(stdout); return 0;
         default: return bad_option(argv[optind - 1]);
@@ -175,6 +180,18 @@ int main(int argc, char **argv)
         return ZF_WORKER_EXIT_START;
     }
     char err[512];
+    if (fleet.metrics_addr && !fleet_mode) {
+        zf_log(ZF_LOG_ERROR, "--metrics is a fleet option (--fleet); a single worker shows "
+                             "up in the broker's metrics");
+        return ZF_WORKER_EXIT_START;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (fleet.metrics_addr &&
+        zf_httpd_parse_addr(fleet.metrics_addr, &ss, &sslen, err, sizeof err) < 0) {
+        zf_log(ZF_LOG_ERROR, "--metrics: %s", err);
+        return ZF_WORKER_EXIT_START;
+    }
     zf_cert_t key;
     uint8_t broker_key[ZF_KEY_BYTES];
     bool curve;

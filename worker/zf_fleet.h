@@ -4,7 +4,9 @@
     `zfleet-worker --device D` per device, restarts a worker that dies (exponential backoff;
     a device whose worker crashes in a tight loop is given up with a clear message), and on
     SIGTERM drains: every worker finishes the job in hand and leaves; a second SIGTERM or
-    the drain timeout ends them.
+    the drain timeout ends them. With metrics_addr it serves its own /metrics (workers
+    running per device, restarts by cause, devices given up), /healthz and /readyz from its
+    supervision loop (zf_httpd.h; docs/METRICS.md).
 */
 #ifndef ZF_FLEET_H
 #define ZF_FLEET_H
@@ -18,9 +20,10 @@ typedef struct {
     const char *cpus;       /* "all", "none" or a list such as "0-3,6" */
     const char *worker_bin; /* NULL: /proc/self/exe */
     const char *argv0;
-    uint32_t backoff_min_ms; /* first restart delay; doubles per exit in a row (200) */
-    uint32_t backoff_max_ms; /* longest restart delay (10000) */
-    unsigned crash_limit;    /* exits within 30 s that give a device up; 0 = never (8) */
+    uint32_t backoff_min_ms;  /* first restart delay; doubles per exit in a row (200) */
+    uint32_t backoff_max_ms;  /* longest restart delay (10000) */
+    unsigned crash_limit;     /* exits within 30 s that give a device up; 0 = never (8) */
+    const char *metrics_addr; /* HOST:PORT for /metrics, /healthz, /readyz; NULL = off */
 } zf_fleet_config_t;
 
 #define ZF_FLEET_CRASH_LIMIT_MAX 64
