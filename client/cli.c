@@ -61,7 +61,7 @@ static void usage(FILE *f)
           "  top [--once] [--interval MS]           live view: functions (queued, running,\n"
           "                                         rate/s, p50/p99), workers, uptime,\n"
           "                                         journal; q quits, space refreshes;\n"
-          "                                         --once prints one frame (default 1000 ms)\n"
+          "                                         --once prints one frame\n"
           "  keygen NAME                            write a CURVE keypair: NAME.key (public)\n"
           "                                         and NAME.key_secret (mode 0600)\n"
           "options:\n"
@@ -74,6 +74,8 @@ static void usage(FILE *f)
           "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
           "  --forget        submit --wait: the broker drops the result once it has pushed\n"
           "                  it to this command (a later get/wait answers unknown job)\n"
+          "  --once          top: print one frame on stdout and exit (4 if unreachable)\n"
+          "  --interval MS   top: refresh every MS (100 to 3600000, default 1000)\n"
           "exit codes: 0 ok, 1 job did not succeed (output_lost too), 2 usage or unreadable\n"
           "  input, 3 timed out, 4 broker unreachable or this key refused (CURVE), 5 refused\n"
           "  by the broker (or payload too large)\n",
