@@ -698,7 +698,8 @@ static bool read_keys(bool *now)
     if (n == 0)
         return true; /* end of input: nobody is left to press q */
     for (ssize_t i = 0; i < n; i++) {
-        if (keys[i] == 'q' || keys[i] == 'Q' || keys[i] == 3 /* Ctrl-C */)
+        /* (not 'Q': some terminals send F2 as ESC O Q) */
+        if (keys[i] == 'q' || keys[i] == 3 /* Ctrl-C */)
             return true;
         if (keys[i] == ' ')
             *now = true;
@@ -717,10 +718,11 @@ static int run_loop(zf_top_t *t, zf_client_t **c, const zf_top_opts_t *o, term_t
         if (now >= due) {
             fetch(t, c, o, why, sizeof why);
             term_draw(t, o->interval_ms);
-            /* keep the cadence; after a long fetch, start it again from now */
+            /* keep the cadence; after a fetch longer than a refresh, count from its end */
+            int64_t after = zf_now_ms();
             due += o->interval_ms;
-            if (due <= now)
-                due = zf_now_ms() + o->interval_ms;
+            if (due <= after)
+                due = after + o->interval_ms;
             continue;
         }
         struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};

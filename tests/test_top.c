@@ -675,3 +675,23 @@ Test(top, live_view_retries_until_the_broker_answers, .timeout = 120)
     cr_assert_eq(rc, 0, "top exited with %d after q", rc);
     assert_terminal_restored(&env);
 }
+
+/* With CURVE, top is an operator's view as `zfleet stats` is: the admin key gets the frame,
+   a client key one line saying stats are for admin keys (exit 4, as the other commands). */
+Test(top, once_with_curve_needs_an_admin_key, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_curve_on(&env);
+    zt_env_tcp(&env);
+    zt_broker(&env, 200, NULL);
+    setenv("COLUMNS", "120", 1);
+    char out[8192], err[1024];
+    int rc = zt_cli_as(&env, "admin", out, sizeof out, err, sizeof err, "top", "--once", NULL);
+    cr_assert_eq(rc, 0, "admin: exit %d: %s", rc, err);
+    cr_assert(strstr(out, "FUNCTION") && strstr(out, "journal ok"), "%s", out);
+    rc = zt_cli_as(&env, "client", out, sizeof out, err, sizeof err, "top", "--once", NULL);
+    cr_assert_eq(rc, EXIT_UNREACHABLE, "client key: exit %d: %s", rc, err);
+    cr_assert_str_empty(out, "%s", out);
+    cr_assert(strstr(err, "zfleet: top: ") && strstr(err, "admin"), "'%s'", err);
+}
