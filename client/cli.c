@@ -17,6 +17,7 @@
 #include "zf_bench.h"
 #include "zf_util.h"
 #include "zf_json.h"
+#include "zf_top.h"
 #include "zfleet.h"
 #include "zf_cert.h"
 
@@ -37,6 +38,8 @@ typedef struct {
     zf_submit_opts_t opts;
     int purge;
     const char *key, *broker_key; /* CURVE key files (or $ZFLEET_KEY, $ZFLEET_BROKER_KEY) */
+    int once;                     /* top: one frame */
+    int interval_ms;              /* top: refresh */
 } cli_t;
 
 static void usage(FILE *f)
@@ -55,6 +58,10 @@ static void usage(FILE *f)
           "  dead [--purge]                         list (or clear) the dead-letter list\n"
           "  retry ID                               requeue a dead-letter job\n"
           "  bench WORKLOAD [options]               measure (see zfleet bench --help)\n"
+          "  top [--once] [--interval MS]           live view: functions (queued, running,\n"
+          "                                         rate/s, p50/p99), workers, uptime,\n"
+          "                                         journal; q quits, space refreshes;\n"
+          "                                         --once prints one frame\n"
           "  keygen NAME                            write a CURVE keypair: NAME.key (public)\n"
           "                                         and NAME.key_secret (mode 0600)\n"
           "options:\n"
@@ -67,10 +74,21 @@ static void usage(FILE *f)
           "  --timeout MS    how long wait/--wait waits for the result (default forever)\n"
           "  --forget        submit --wait: the broker drops the result once it has pushed\n"
           "                  it to this command (a later get/wait answers unknown job)\n"
+          "  --once          top: print one frame on stdout and exit (4 if unreachable)\n"
+          "  --interval MS   top: refresh every MS (100 to 3600000, default 1000)\n"
           "exit codes: 0 ok, 1 job did not succeed (output_lost too), 2 usage or unreadable\n"
           "  input, 3 timed out, 4 broker unreachable or this key refused (CURVE), 5 refused\n"
           "  by the broker (or payload too large)\n",
           f);
+}
+
+/* The exit code for a client error class. */
+static int exit_code(zf_client_errcode_t e)
+{
+    return e == ZF_CE_TIMEOUT                            ? EXIT_TIMEOUT
+           : e == ZF_CE_UNREACHABLE || e == ZF_CE_DENIED ? EXIT_UNREACHABLE
+           : e == ZF_CE_USAGE                            ? EXIT_USAGE
+                                                         : EXIT_REFUSED;
 }
 
 /* Reports the client's last error in one line on stderr (and, with --json, one document
@@ -88,10 +106,7 @@ static int fail_client(cli_t *cli, zf_client_t *c)
         printf(",\"code\":%d}\n", zf_client_brokercode(c));
     }
     fprintf(stderr, "zfleet: %s\n", text);
-    return e == ZF_CE_TIMEOUT                            ? EXIT_TIMEOUT
-           : e == ZF_CE_UNREACHABLE || e == ZF_CE_DENIED ? EXIT_UNREACHABLE
-           : e == ZF_CE_USAGE                            ? EXIT_USAGE
-                                                         : EXIT_REFUSED;
+    return exit_code(e);
 }
 
 static int parse_id(const char *s, uint64_t *id)
@@ -499,6 +514,46 @@ static int use_keys(cli_t *cli, zf_client_t *c)
     return key || broker ? zf_client_set_keys(c, key, broker) : 0;
 }
 
+/* A client of the broker with the keys set, or NULL after one line on stderr. */
+static zf_client_t *connect_client(cli_t *cli)
+{
+    zf_client_t *client = zf_client_new(cli->broker);
+    if (!client) {
+        fprintf(stderr, "zfleet: bad broker endpoint '%s'\n",
+                cli->broker               ? cli->broker
+                : getenv("ZFLEET_BROKER") ? getenv("ZFLEET_BROKER")
+                                          : "");
+        return NULL;
+    }
+    if (use_keys(cli, client) < 0) {
+        fprintf(stderr, "zfleet: %s\n", zf_client_error(client));
+        zf_client_destroy(&client);
+    }
+    return client;
+}
+
+static zf_client_t *connect_for_top(void *arg)
+{
+    return connect_client(arg);
+}
+
+/* `zfleet top`: zf_top.h; it makes its own connections (a fresh one after each failure). */
+static int cmd_top(cli_t *cli)
+{
+    if (cli->json) {
+        fprintf(stderr, "zfleet: top has no --json (zfleet stats --json is the document)\n");
+        return EXIT_USAGE;
+    }
+    const char *ep = cli->broker ? cli->broker : getenv("ZFLEET_BROKER");
+    zf_top_opts_t o = {.connect = connect_for_top,
+                       .arg = cli,
+                       .endpoint = ep && *ep ? ep : ZFLEET_DEFAULT_BROKER,
+                       .interval_ms = cli->interval_ms ? cli->interval_ms : 1000,
+                       .once = cli->once};
+    zf_client_errcode_t err;
+    return zf_top_run(&o, &err) < 0 ? exit_code(err) : 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 /* A number for --opt from 0 to max, or -1 after zf_parse_opt's one line (exit 2). */
@@ -520,6 +575,12 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     case 'P': cli->purge = 1; return 0;
     case 'F': cli->opts.forget = true; return 0;
     case 'k': cli->key = arg; return 0;
+    case '1': cli->once = 1; return 0;
+    case 'i':
+        if (zf_parse_opt("zfleet", "interval", arg, 100, 3600000, &v) < 0)
+            return EXIT_USAGE;
+        cli->interval_ms = (int)v;
+        return 0;
     case 'K': cli->broker_key = arg; return 0;
     case 't':
         if (num_opt("timeout", arg, INT32_MAX, &v) < 0)
@@ -566,7 +627,7 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
 
 /* The commands and the arguments each takes: a word more or less is a usage error, never
    silently dropped (`submit echo a b` must not submit "a"). bench parses its own. */
-typedef enum { OP_SUBMIT, OP_WAIT, OP_GET, OP_CANCEL, OP_RETRY, OP_DOC, OP_KEYGEN } op_t;
+typedef enum { OP_SUBMIT, OP_WAIT, OP_GET, OP_CANCEL, OP_RETRY, OP_DOC, OP_KEYGEN, OP_TOP } op_t;
 typedef struct {
     const char *name;
     op_t op;
@@ -585,6 +646,7 @@ static const command_t commands[] = {
     {"workers", OP_DOC, 0, 0, "no arguments"},
     {"dead", OP_DOC, 0, 0, "no arguments"},
     {"keygen", OP_KEYGEN, 1, 1, "NAME"},
+    {"top", OP_TOP, 0, 0, "no arguments"},
 };
 
 static const command_t *find_command(const char *name)
@@ -647,6 +709,8 @@ int main(int argc, char **argv)
                                          {"help", 0, 0, 'h'},
                                          {"key", 1, 0, 'k'},
                                          {"broker-key", 1, 0, 'K'},
+                                         {"once", 0, 0, '1'},
+                                         {"interval", 1, 0, 'i'},
                                          {0, 0, 0, 0}};
     int c;
     /* GNU getopt permutes: options may come before or after the command */
@@ -674,19 +738,15 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     if (k->op == OP_KEYGEN)
         return cmd_keygen(&cli, args[1]);
-    zf_client_t *client = zf_client_new(cli.broker);
-    if (!client) {
-        fprintf(stderr, "zfleet: bad broker endpoint '%s'\n",
-                cli.broker                ? cli.broker
-                : getenv("ZFLEET_BROKER") ? getenv("ZFLEET_BROKER")
-                                          : "");
+    if (k->op != OP_TOP && (cli.once || cli.interval_ms)) {
+        fprintf(stderr, "zfleet: --once and --interval are options of top only\n");
         return EXIT_USAGE;
     }
-    if (use_keys(&cli, client) < 0) {
-        fprintf(stderr, "zfleet: %s\n", zf_client_error(client));
-        zf_client_destroy(&client);
+    if (k->op == OP_TOP)
+        return cmd_top(&cli);
+    zf_client_t *client = connect_client(&cli);
+    if (!client)
         return EXIT_USAGE;
-    }
     const char *arg = nargs > 1 ? args[1] : NULL;
     switch (k->op) {
     case OP_SUBMIT: rc = cmd_submit(&cli, client, nargs - 1, args + 1); break;
@@ -695,7 +755,8 @@ int main(int argc, char **argv)
     case OP_CANCEL: rc = cmd_simple(&cli, client, arg, 1); break;
     case OP_RETRY: rc = cmd_simple(&cli, client, arg, 0); break;
     case OP_DOC: rc = cmd_doc(&cli, client, cmd); break;
-    case OP_KEYGEN: break; /* (handled above: it needs no broker) */
+    case OP_KEYGEN:
+    case OP_TOP: break; /* (handled above: no broker, or its own connections) */
     }
     zf_client_destroy(&client);
     return rc;
