@@ -102,7 +102,9 @@ zfb_claim_t zfb_reattach_check(const zfb_reattach_t *self, const job_t *j, uint3
     if (hd->session != w->session || strcmp(hd->name, w->info->name) != 0 ||
         (hd->owner && hd->owner != w->owner))
         return ZFB_CLAIM_HOLDER;
-    if (w->inflight >= w->credits)
+    /* not bounded by the credits: a claimed result is answered by the DONE right behind
+       the READY, and a worker holding a full set of leases may have results kept too */
+    if (w->inflight >= ZF_LEASES_MAX)
         return ZFB_CLAIM_NOSPACE;
     return ZFB_CLAIM_OK;
 }
@@ -138,7 +140,7 @@ const char *zfb_claim_text(zfb_claim_t why)
     case ZFB_CLAIM_ATTEMPT: return "the journal started another attempt";
     case ZFB_CLAIM_HOLDER: return "another worker holds that lease";
     case ZFB_CLAIM_CLOSED: return "the re-attach window has closed";
-    case ZFB_CLAIM_NOSPACE: return "more claims than credits";
+    case ZFB_CLAIM_NOSPACE: return "more claims than a worker can hold";
     case ZFB_CLAIM_NOSESSION: return "the READY named no session";
     }
     return "refused";

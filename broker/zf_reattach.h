@@ -28,7 +28,7 @@ typedef enum {
     ZFB_CLAIM_ATTEMPT,  /* held, but its journaled lease has another number */
     ZFB_CLAIM_HOLDER,   /* held, but another worker (session, name or key) holds it */
     ZFB_CLAIM_CLOSED,   /* the window has closed */
-    ZFB_CLAIM_NOSPACE,  /* more claims than the READY's credits */
+    ZFB_CLAIM_NOSPACE,  /* more claims than a worker can hold (ZF_LEASES_MAX) */
     ZFB_CLAIM_NOSESSION /* the READY named no session: nothing to match */
 } zfb_claim_t;
 
