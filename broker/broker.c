@@ -46,6 +46,7 @@
 #include "zf_journal.h"
 #include "zf_metrics.h"
 #include "zf_notify.h"
+#include "zf_reattach.h"
 #include "zf_state.h"
 #include "zf_stats.h"
 
@@ -99,8 +100,9 @@ struct zf_broker {
     int64_t next_tick_ms;
     int64_t started_ms;
     zf_journal_t *journal;
-    zfb_owners_t *owners; /* every key that was listed or owns a job (zf_owners.h) */
-    zfb_auth_t *auth;     /* CURVE and ZAP; NULL when off (then nobody owns anything new) */
+    zfb_reattach_t *reattach; /* jobs restored running, waiting for their workers' claims */
+    zfb_owners_t *owners;     /* every key that was listed or owns a job (zf_owners.h) */
+    zfb_auth_t *auth;         /* CURVE and ZAP; NULL when off (then nobody owns anything new) */
     /* Who sent the client message being handled: its owner id (0 without CURVE) and
        whether its key is an admin's. Set by client_message before any handler runs. */
     uint32_t caller;
@@ -629,6 +631,90 @@ static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const cha
                  "job %llu requeued after attempt %u: %s", (unsigned long long)j->id, j->attempt,
                  cause);
     place(b, j, true);
+}
+
+/* ------------------------------------------------------------------ re-attach */
+
+/* The job is no longer held for a re-attach (claimed, cancelled or expired). */
+static void reattach_forget(zf_broker_t *b, job_t *j)
+{
+    zfb_reattach_release(b->reattach, j->id);
+    free(j->res->holder);
+    j->res->holder = NULL;
+}
+
+static uint32_t reattach_window_ms(const zf_broker_t *b)
+{
+    return b->cfg.reattach_ms == ZF_REATTACH_DEFAULT ? b->cfg.heartbeat_ms * b->cfg.liveness
+                                                     : b->cfg.reattach_ms;
+}
+
+/* The window closed with the job unclaimed: it runs again, as after a restart without
+   re-attach (its attempt counts). */
+static void reattach_expired(void *arg, uint64_t id)
+{
+    zf_broker_t *b = arg;
+    job_t *j = job_find(b, id);
+    if (!j || j->state != ZF_ST_RUNNING || j->worker || !j->res || !j->res->holder)
+        return;
+    char cause[200];
+    snprintf(cause, sizeof cause, "worker %s did not claim it within %u ms of the broker's restart",
+             j->res->holder->name, reattach_window_ms(b));
+    reattach_forget(b, j);
+    b->c.reattach_expired++;
+    attempt_failed(b, j, ZF_ST_LOST, cause);
+}
+
+/* A claimed lease that matches the journal: w holds it again, attempt unchanged, and its
+   DONE (or the one it kept while the broker was away) is taken as any other. */
+static void reattach_lease(zf_broker_t *b, wrk_t *w, job_t *j)
+{
+    reattach_forget(b, j);
+    j->worker = w;
+    w->leases[w->inflight++] = (lease_t){j->id, j->attempt, false};
+    b->prefetching += w->inflight == 2;
+    if (w->inflight == 1)
+        run_timer_follow(b, w);
+    b->c.reattached++;
+}
+
+/* A claim that does not match: the worker is told to drop the lease (WCANCEL: it answers
+   as for a cancelled job, and that answer is stale), so a lying or late worker's result
+   never counts. */
+static void refuse_claim(zf_broker_t *b, wrk_t *w, const zf_claim_t *c)
+{
+    b->c.claims_refused++;
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_WCANCEL);
+    zf_msg_set_u64(&m, ZF_F_ID, c->id);
+    zf_msg_set_u64(&m, ZF_F_ATTEMPT, c->attempt);
+    zf_wire_send_to(b->back, w->rid, w->rid_len, &m, NULL);
+}
+
+/* The leases a READY claims, in the order the worker holds them (the one it runs first). */
+static void reattach_claims(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
+{
+    uint32_t ok = 0;
+    zfb_claim_t first = ZFB_CLAIM_OK;
+    int64_t now = zf_now_ms();
+    for (uint32_t i = 0; i < m->nclaims; i++) {
+        const zf_claim_t *c = &m->claims[i];
+        job_t *j = job_find(b, c->id);
+        zfb_claim_t why = zfb_reattach_check(b->reattach, j, c->attempt, w, now);
+        if (why == ZFB_CLAIM_OK) {
+            reattach_lease(b, w, j);
+            ok++;
+            continue;
+        }
+        if (first == ZFB_CLAIM_OK)
+            first = why;
+        refuse_claim(b, w, c);
+    }
+    if (m->nclaims)
+        zf_log(ok == m->nclaims ? ZF_LOG_INFO : ZF_LOG_WARN,
+               "worker %s claimed %u lease(s): %u re-attached%s%s", w->info->name, m->nclaims, ok,
+               ok == m->nclaims ? "" : ", the others refused: ",
+               ok == m->nclaims ? "" : zfb_claim_text(first));
 }
 
 /* Removes w now and frees it: only from a handler at the top of the loop (never from
@@ -1483,15 +1569,18 @@ static void on_cancel(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
         /* The lease is fenced by the terminal state; the worker keeps the credit until it
            answers, and its handler sees the cancel flag. */
         wrk_t *w = j->worker;
+        j->fn->running--;
+        if (!w) /* held for a re-attach: a claim of it will be refused */
+            reattach_forget(b, j);
         zf_msg_t c;
         zf_msg_init(&c, ZF_CMD_WCANCEL);
         zf_msg_set_u64(&c, ZF_F_ID, j->id);
         zf_msg_set_u64(&c, ZF_F_ATTEMPT, j->attempt);
-        zf_wire_send_to(b->back, w->rid, w->rid_len, &c, NULL);
-        j->fn->running--;
+        if (w)
+            zf_wire_send_to(b->back, w->rid, w->rid_len, &c, NULL);
         /* if it is the lease being run, the worker must answer within a grace or be
            removed as wedged: jobs queued behind it in the worker wait for that answer */
-        if (w->inflight && w->leases[0].id == j->id && w->leases[0].attempt == j->attempt)
+        if (w && w->inflight && w->leases[0].id == j->id && w->leases[0].attempt == j->attempt)
             run_timer_set(b, w, &w->leases[0], 1, zf_now_ms() + run_grace_ms(b));
     }
     zfb_job_note(j, "cancelled by request");
@@ -1777,6 +1866,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     w->rid_len = (uint8_t)zmq_msg_size(rid);
     memcpy(w->rid, zmq_msg_data(rid), w->rid_len);
     w->owner = b->caller; /* (worker_allowed's; 0 without CURVE) */
+    w->session = m->session;
     w->kind = (uint8_t)m->device;
     w->list = LIST_NONE;
     w->rpos = ZF_HEAP_NONE;
@@ -1813,7 +1903,12 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
                  &(zf_log_fields_t){.worker = info->name, .device = info->devname},
                  "worker %s joined on %s with %u function(s), %u credit(s)", info->name,
                  info->devname, w->nslots, w->credits);
-    send_to_worker(b, rid, ZF_CMD_BHEARTBEAT);
+    zf_msg_t hb;
+    zf_msg_init(&hb, ZF_CMD_BHEARTBEAT);
+    zf_msg_set_u64(&hb, ZF_F_HEARTBEAT, b->cfg.heartbeat_ms);
+    zf_msg_set_u64(&hb, ZF_F_FLAGS, ZF_FLAG_REATTACH); /* its claims are judged: refusals follow */
+    zf_wire_send(b->back, rid, &hb, NULL);
+    reattach_claims(b, w, m); /* before any new work: the leases it holds come first */
     worker_relist(w);
     refill(b, w);
 }
@@ -2162,6 +2257,8 @@ static void run_timers(zf_broker_t *b)
             finalize(b, j, ZF_ST_EXPIRED);
         }
     }
+    if (zfb_reattach_due_ms(b->reattach, now) == 0)
+        zfb_reattach_close(b->reattach, reattach_expired, b);
     if (now >= b->next_tick_ms) {
         for (wrk_t *w = b->workers; w; w = w->hh.next) {
             zf_msg_t m;
@@ -2188,6 +2285,9 @@ static long poll_timeout(zf_broker_t *b)
     if (w && w->run_until < next)
         next = w->run_until;
     long wait = next <= now ? 0 : (long)(next - now);
+    long reattach_in = zfb_reattach_due_ms(b->reattach, now);
+    if (reattach_in >= 0 && reattach_in < wait)
+        wait = reattach_in;
     long sync_in = zf_journal_due_ms(b->journal, now); /* an interval fsync coming due */
     if (sync_in >= 0 && sync_in < wait)
         wait = sync_in;
@@ -2371,6 +2471,7 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
         .fsync = ZF_FSYNC_ALWAYS,
         .fsync_interval_ms = 10,
         .result_max_bytes = ZF_RESULT_MAX_FOLLOW,
+        .reattach_ms = ZF_REATTACH_DEFAULT,
     };
 }
 
@@ -2414,9 +2515,27 @@ static int open_signalfd(void)
     return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
+/* A job that was running when the broker stopped, with a worker on record that may claim
+   it: held (running, no worker) until the claim or the window's end. False when it cannot
+   be (re-attach off, or no memory for the entry): then it runs again. */
+static bool restore_held(zf_broker_t *b, job_t *j)
+{
+    if (j->state != ZF_ST_RUNNING || !j->res || !j->res->holder)
+        return false;
+    if (reattach_window_ms(b) && zfb_reattach_hold(b->reattach, j->id) == 0) {
+        j->fn->running++;
+        return true;
+    }
+    free(j->res->holder);
+    j->res->holder = NULL;
+    j->state = ZF_ST_QUEUED;
+    return false;
+}
+
 /* Called by the journal's replay for every live job it finds. A finished job keeps its
    finishing time (its result's TTL runs on) and dead letters go back to the dead list; an
-   unfinished one is queued again with its deadline armed. */
+   unfinished one is queued again with its deadline armed, or held for its worker's
+   re-attach (restore_held). */
 static void restore_job(void *arg, job_t *j)
 {
     zf_broker_t *b = arg;
@@ -2443,7 +2562,8 @@ static void restore_job(void *arg, job_t *j)
         if (zf_heap_push(&b->deadlines, j) < 0)
             zfb_oom("a deadline");
     count_unfinished(b, j);
-    place(b, j, false);
+    if (!restore_held(b, j))
+        place(b, j, false);
 }
 
 static fnq_t *restore_fn(void *arg, const char *name)
@@ -2475,7 +2595,9 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
         pthread_mutex_init(&b->receipts->mu, NULL);
     b->ctx = zmq_ctx_new();
     b->owners = zfb_owners_new();
-    if (b->sigfd < 0 || b->wake_fd < 0 || b->stop_fd < 0 || !b->receipts || !b->ctx || !b->owners)
+    b->reattach = zfb_reattach_new();
+    if (b->sigfd < 0 || b->wake_fd < 0 || b->stop_fd < 0 || !b->receipts || !b->ctx || !b->owners ||
+        !b->reattach)
         goto fail;
     /* before the journal's replay, which can be long: a bad key file is told at once */
     if (cfg->curve_secret && !(b->auth = zfb_auth_new(b->ctx, &b->cfg, b->owners)))
@@ -2517,6 +2639,12 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
         goto fail;
     if (b->httpd && !(b->conn_mon = zfb_metrics_monitor(b->ctx, b->front)))
         goto fail;
+    /* the window runs from when the workers can reach us */
+    zfb_reattach_open(b->reattach, zf_now_ms() + reattach_window_ms(b));
+    if (zfb_reattach_held(b->reattach))
+        zf_log(ZF_LOG_INFO,
+               "re-attach: %u job(s) were running; their workers have %u ms to claim them",
+               zfb_reattach_held(b->reattach), reattach_window_ms(b));
     return b;
 fail:
     zf_broker_destroy(&b);
@@ -2571,5 +2699,6 @@ void zf_broker_destroy(zf_broker_t **self_p)
     if (b->stop_fd >= 0)
         close(b->stop_fd);
     zfb_owners_destroy(&b->owners);
+    zfb_reattach_destroy(&b->reattach);
     free(b);
 }

@@ -128,6 +128,7 @@ void zfb_job_drop_result(job_t *j)
     free(r->error);
     free(r->progress_text);
     free(r->more);
+    free(r->holder);
     zfb_winfo_release(&r->ran_on);
     free(r);
 }

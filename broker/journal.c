@@ -46,7 +46,8 @@
 /* Record types. The format grows by new types only, never by changing a type's body, so
    every journal an older broker wrote replays as it did (ATTEMPTS came in 2026-12: a
    journal without it replays a recalled job's attempts used as its lease number; OWNER came
-   with CURVE: a journal without it replays every job as nobody's). */
+   with CURVE: a journal without it replays every job as nobody's; LEASE came with
+   re-attach: a journal without it replays every started job as one to run again). */
 enum {
     REC_ACCEPT = 1,
     REC_START = 2,
@@ -54,7 +55,8 @@ enum {
     REC_FORGET = 4,
     REC_ATTEMPTS = 5,
     REC_OWNER = 6,
-    REC_LAST = REC_OWNER
+    REC_LEASE = 7,
+    REC_LAST = REC_LEASE
 };
 /* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
    journal written before 2026-12 holds its first result_max_bytes; they are ignored). */
@@ -67,6 +69,9 @@ enum { FIN_OUTPUT_CUT = 1 };
 #define FORGET_FIXED 8
 #define ATTEMPTS_FIXED (8 + 4 + 4)
 #define OWNER_FIXED (8 + ZF_KEY_BYTES)
+#define LEASE_FIXED (8 + 4 + 8 + 1 + ZF_KEY_BYTES + 1)
+/* LEASE flags: the key is the holder's (CURVE on); without it the key bytes are zero. */
+enum { LEASE_KEYED = 1 };
 
 typedef struct {
     uint8_t *p;
@@ -198,6 +203,48 @@ static void enc_start(jbuf_t *b, const job_t *j)
     rec_end(b, at);
 }
 
+/* START with who holds the lease (session, key, name), so that the worker can re-attach
+   the job after a restart. */
+static void enc_lease_rec(jbuf_t *b, const job_t *j, uint64_t session, const zfb_owner_t *o,
+                          const char *name)
+{
+    static const uint8_t nokey[ZF_KEY_BYTES];
+    size_t n = strlen(name);
+    size_t at = rec_begin(b, REC_LEASE);
+    put_u(b, j->id, 8);
+    put_u(b, j->attempt, 4);
+    put_u(b, session, 8);
+    put_u(b, o ? LEASE_KEYED : 0, 1);
+    put(b, o ? o->key : nokey, ZF_KEY_BYTES);
+    put_u(b, n, 1);
+    put(b, name, n);
+    rec_end(b, at);
+}
+
+/* A dispatch to a worker that named its session in READY. */
+static void enc_lease(jbuf_t *b, const job_t *j, const zfb_owners_t *owners)
+{
+    const wrk_t *w = j->worker;
+    enc_lease_rec(b, j, w->session, owners ? zfb_owners_get(owners, w->owner) : NULL,
+                  w->info->name);
+}
+
+/* A job restored running and not re-attached yet: its holder as the journal had it. */
+static void enc_held(jbuf_t *b, const job_t *j, const zfb_owners_t *owners)
+{
+    const holder_t *h = j->res->holder;
+    enc_lease_rec(b, j, h->session, owners ? zfb_owners_get(owners, h->owner) : NULL, h->name);
+}
+
+/* START, or LEASE where the worker can claim the lease back (it named a session). */
+static void enc_started(jbuf_t *b, const job_t *j, const zfb_owners_t *owners)
+{
+    if (j->worker && j->worker->session)
+        enc_lease(b, j, owners);
+    else
+        enc_start(b, j);
+}
+
 /* The deliveries not charged against max_attempts (result_t.attempt_base), with the lease
    number they go with: written when a RECALLED gives one back, and after a snapshot's
    ACCEPT of a job that was retried or recalled. */
@@ -277,6 +324,10 @@ static uint64_t live_size(const job_t *j, uint64_t out_max)
         n += HDR + ATTEMPTS_FIXED;
     if (j->owner)
         n += HDR + OWNER_FIXED;
+    if (j->state == ZF_ST_RUNNING && j->worker && j->worker->session)
+        n += HDR + LEASE_FIXED + strlen(j->worker->info->name);
+    else if (j->state == ZF_ST_RUNNING && j->res && j->res->holder)
+        n += HDR + LEASE_FIXED + strlen(j->res->holder->name);
     if (zf_state_is_terminal(j->state)) {
         const result_t *r = j->res;
         uint64_t olen = r ? zmq_msg_size((zmq_msg_t *)&r->output) : 0;
@@ -654,6 +705,16 @@ static int apply_accept(replay_t *rp, reader_t *r)
     return 0;
 }
 
+/* The job is not held for a re-attach (any more): it comes back queued. */
+static void drop_holder(job_t *j)
+{
+    if (j->res && j->res->holder) {
+        free(j->res->holder);
+        j->res->holder = NULL;
+    }
+    j->state = ZF_ST_QUEUED;
+}
+
 static int apply_start(replay_t *rp, reader_t *r)
 {
     uint64_t id = rd_u(r, 8);
@@ -665,6 +726,46 @@ static int apply_start(replay_t *rp, reader_t *r)
     /* A dispatched job comes back queued: the attempt it was on counts. */
     if (j && !zf_state_is_terminal(j->state) && attempt > j->attempt)
         j->attempt = attempt;
+    if (j && !zf_state_is_terminal(j->state))
+        drop_holder(j); /* started where no claim can come from: it runs again */
+    return 0;
+}
+
+/* A START that names its holder: the job comes back running, held for its re-attach
+   (zf_reattach.h), unless a later record says otherwise. */
+static int apply_lease(replay_t *rp, reader_t *r)
+{
+    uint64_t id = rd_u(r, 8);
+    uint32_t attempt = (uint32_t)rd_u(r, 4);
+    uint64_t session = rd_u(r, 8);
+    uint64_t flags = rd_u(r, 1);
+    const uint8_t *key = rd_bytes(r, ZF_KEY_BYTES);
+    uint64_t nlen = rd_u(r, 1);
+    const uint8_t *name = rd_bytes(r, nlen);
+    if (r->bad || r->left || nlen > ZF_NAME_MAX || (name && memchr(name, 0, nlen)))
+        return -1;
+    job_t *j;
+    tab_orphan(rp, id, &j);
+    if (!j || zf_state_is_terminal(j->state))
+        return 0;
+    if (attempt > j->attempt)
+        j->attempt = attempt;
+    if (attempt != j->attempt)
+        return 0; /* an older lease than one already known (damage): nothing to hold */
+    if (!zfb_job_res(j))
+        return -2;
+    holder_t *h = j->res->holder;
+    if (!h && !(h = j->res->holder = calloc(1, sizeof *h)))
+        return -2;
+    h->attempt = attempt;
+    h->session = session;
+    h->owner = 0;
+    zfb_owners_t *owners = rp->j->o.owners;
+    if ((flags & LEASE_KEYED) && owners && !(h->owner = zfb_owners_intern(owners, key)))
+        return -2;
+    memcpy(h->name, name, nlen);
+    h->name[nlen] = 0;
+    j->state = ZF_ST_RUNNING;
     return 0;
 }
 
@@ -681,6 +782,7 @@ static int apply_attempts(replay_t *rp, reader_t *r)
         return 0; /* (written only while a job is unfinished) */
     if (attempt > j->attempt)
         j->attempt = attempt;
+    drop_holder(j);        /* a RECALLED: the job went back to its queue */
     if (base > j->attempt) /* a damaged record: never more taken back than delivered */
         base = j->attempt;
     if (!zfb_job_res(j))
@@ -787,6 +889,7 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
     case REC_FINISH: return apply_finish(rp, &r);
     case REC_ATTEMPTS: return apply_attempts(rp, &r);
     case REC_OWNER: return apply_owner(rp, &r);
+    case REC_LEASE: return apply_lease(rp, &r);
     case REC_FORGET: {
         uint64_t id = rd_u(&r, 8);
         if (r.bad || r.left)
@@ -831,6 +934,12 @@ static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
     case REC_FORGET: return len == FORGET_FIXED;
     case REC_ATTEMPTS: return len == ATTEMPTS_FIXED;
     case REC_OWNER: return len == OWNER_FIXED;
+    case REC_LEASE: {
+        rd_bytes(&r, LEASE_FIXED - 1);
+        uint64_t nlen = rd_u(&r, 1);
+        rd_bytes(&r, nlen);
+        return !r.bad && !r.left && nlen <= ZF_NAME_MAX;
+    }
     default: return false;
     }
 }
@@ -1255,7 +1364,7 @@ void zf_journal_accept(zf_journal_t *self, const job_t *job)
 void zf_journal_start(zf_journal_t *self, const job_t *job)
 {
     if (self && !self->down)
-        enc_start(&self->pend, job);
+        enc_started(&self->pend, job, self->o.owners);
 }
 
 void zf_journal_finish(zf_journal_t *self, const job_t *job)
@@ -1419,6 +1528,10 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
         enc_owner(&b, j, self->o.owners);
         if (j->res && j->res->attempt_base)
             enc_attempts(&b, j);
+        if (j->state == ZF_ST_RUNNING && j->worker && j->worker->session)
+            enc_lease(&b, j, self->o.owners); /* (a held job is rewritten as its holder) */
+        else if (j->state == ZF_ST_RUNNING && j->res && j->res->holder)
+            enc_held(&b, j, self->o.owners);
         if (zf_state_is_terminal(j->state))
             enc_finish(&b, j, self->o.result_max_bytes);
         ++*njobs;

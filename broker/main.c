@@ -20,6 +20,9 @@ static void usage(FILE *out)
           "  --liveness N          missed heartbeats before a worker is dead (default 3)\n"
           "  --run-grace MS        a running job with a timeout that has no result this long\n"
           "                        past it is ended by the broker (default heartbeat x liveness)\n"
+          "  --reattach-window MS  after a restart, how long jobs that were running wait for\n"
+          "                        their workers to claim them back; 0 = off (default\n"
+          "                        heartbeat x liveness)\n"
           "  --max-queued N        jobs queued in all (default 2000000)\n"
           "  --max-queued-per-fn N jobs queued for one function (default: --max-queued)\n"
           "  --max-queued-bytes N  payload bytes of unfinished jobs in all (default: a quarter\n"
@@ -154,6 +157,7 @@ int main(int argc, char **argv)
                                          {"compact-min-bytes", 1, 0, 'M'},
                                          {"result-store-bytes", 1, 0, 'B'},
                                          {"run-grace", 1, 0, 'g'},
+                                         {"reattach-window", 1, 0, 'E'},
                                          {"max-queued-bytes", 1, 0, 'b'},
                                          {"max-queued-per-client", 1, 0, 'C'},
                                          {"max-queued-bytes-per-client", 1, 0, 'Y'},
@@ -187,6 +191,7 @@ int main(int argc, char **argv)
         case 'U':
             cfg.client_buffer_bytes = num("client-buffer-bytes", optarg, 1, UINT64_MAX);
             break;
+        case 'E': cfg.reattach_ms = (uint32_t)num("reattach-window", optarg, 0, 3600000); break;
         case 'g': cfg.run_grace_ms = (uint32_t)num("run-grace", optarg, 1, 3600000); break;
         case 'q': cfg.max_queued = num("max-queued", optarg, 1, UINT64_MAX); break;
         case 'Q':

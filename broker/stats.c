@@ -75,7 +75,7 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 5);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 28);
+    msgpack_pack_map(&pk, 31);
     pk_kv_u64(&pk, "uptime_ms", v->uptime_ms);
     pk_kv_u64(&pk, "submitted", v->c->submitted);
     pk_kv_u64(&pk, "accepted", v->c->accepted);
@@ -100,6 +100,9 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
     pk_kv_u64(&pk, "obituaries_refused", v->c->obituaries_refused);
     pk_kv_u64(&pk, "run_timeouts", v->c->run_timeouts);
     pk_kv_u64(&pk, "stalls", v->c->stalls);
+    pk_kv_u64(&pk, "reattached", v->c->reattached);
+    pk_kv_u64(&pk, "claims_refused", v->c->claims_refused);
+    pk_kv_u64(&pk, "reattach_expired", v->c->reattach_expired);
     pk_kv_u64(&pk, "queued_bytes", v->queued_bytes);
     pk_kv_u64(&pk, "results_held", v->c->results_held);
     pk_kv_u64(&pk, "clients_slow", v->clients_slow);

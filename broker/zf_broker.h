@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#define ZF_REATTACH_DEFAULT UINT32_MAX
+
 typedef enum { ZF_FSYNC_ALWAYS, ZF_FSYNC_INTERVAL, ZF_FSYNC_NEVER } zf_fsync_t;
 
 /* result_max_bytes that follows result_store_bytes (the default). */
@@ -23,6 +25,10 @@ typedef struct {
     uint32_t run_grace_ms;                /* the broker ends an attempt that ran this long past its
                                        timeout with no word from the worker (the worker's own
                                        timeout should have fired); 0 = heartbeat x liveness */
+    uint32_t reattach_ms;                 /* after a restart, how long jobs that were running wait
+                                       for their workers to claim them back (PROTOCOL.md
+                                       §7.11); 0 = off (they run again at once);
+                                       ZF_REATTACH_DEFAULT = heartbeat x liveness */
     uint64_t max_queued;                  /* jobs queued (all functions); default 2,000,000 */
     uint64_t max_queued_per_fn;           /* jobs queued for one function; default max_queued */
     uint64_t max_queued_bytes;            /* payload bytes of unfinished jobs (all functions);

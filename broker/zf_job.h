@@ -37,6 +37,15 @@ typedef struct winfo {
     char devname[ZF_NAME_MAX + 1];
 } winfo_t;
 
+/* Who held the job's lease when the journal last recorded its start (a LEASE record): the
+   one worker whose claim may re-attach the job after a broker restart (zf_reattach.h). */
+typedef struct holder {
+    uint32_t attempt; /* the lease number that was started */
+    uint32_t owner;   /* the worker's key (zf_owners.h) under CURVE; 0 = none recorded */
+    uint64_t session; /* the worker process's READY session */
+    char name[ZF_NAME_MAX + 1];
+} holder_t;
+
 /* What a job produced. Kept apart from job_t so that queued jobs stay small. */
 typedef struct result {
     zmq_msg_t output; /* empty until the job succeeds */
@@ -50,6 +59,8 @@ typedef struct result {
     uint32_t attempt_base; /* deliveries not charged against max_attempts: job->attempt
                                 when it was last retried, plus one per RECALLED since (lease
                                 numbers never repeat; zfb_job_attempts_used). Journaled */
+    holder_t *holder;      /* malloc'd, or NULL: only on a job restored running (the journal's
+                         last word on it was a LEASE) until it is re-attached or requeued */
 } result_t;
 
 typedef struct job {

@@ -18,7 +18,8 @@
     [u32 body length][u32 CRC-32 of type and body][u8 type][body], little-endian. Record
     types: ACCEPT (job header, attempt and payload), START (id, attempt), FINISH (id, state,
     attempts, duration, finish time, error, worker, device, output), FORGET (id), ATTEMPTS
-    (id, attempt, deliveries not charged), OWNER (id, owner's 32-byte public key). The last record for an id wins; a second ACCEPT
+    (id, attempt, deliveries not charged), OWNER (id, owner's 32-byte public key), LEASE
+    (a START naming its holder: session, key, worker name; for re-attach). The last record for an id wins; a second ACCEPT
     for an id is a RETRY (its attempts used start from 0). New kinds of record are new types,
     so older journals replay unchanged; docs/JOURNAL.md has the field layout and the
     guarantees of each fsync policy.
@@ -60,7 +61,8 @@ zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts);
 
 /* Replays the journal: calls restore(arg, job) for every job that is live (not yet
    terminal, or terminal with its result kept), each a new job_t the broker then owns, with
-   fn set through fn(arg, name). Non-terminal jobs come back QUEUED with their lease number
+   fn set through fn(arg, name). A job whose last record is a LEASE comes back RUNNING with
+   no worker and res->holder set (zf_reattach.h). Other non-terminal jobs come back QUEUED with their lease number
    and the attempts they used (a job that was retried or recalled has a res holding only
    attempt_base); terminal ones keep their result (res, with ran_on a winfo_t holding one reference
    per job) and finished_ms on the monotonic clock; deadline_at is on the monotonic clock

@@ -98,7 +98,8 @@ typedef struct wrk {
                                         work until it answers that lease */
     bool doomed;  /* a send to it failed: removed at the end of the turn */
     int32_t devindex;
-    uint32_t owner; /* its key's owner id (zf_owners.h); 0 without CURVE */
+    uint32_t owner;   /* its key's owner id (zf_owners.h); 0 without CURVE */
+    uint64_t session; /* READY's session: the process, across its registrations; 0 = none */
     uint64_t devmem;
     uint32_t credits, inflight;
     lease_t leases[ZF_LEASES_MAX]; /* the jobs this worker holds, oldest first */

@@ -30,6 +30,9 @@ typedef struct {
     uint64_t results_held;       /* results held back for a client with too many bytes unread */
     uint64_t run_timeouts;       /* attempts the broker ended: no result by timeout + grace */
     uint64_t stalls;             /* loop turns far later than planned (liveness windows renewed) */
+    uint64_t reattached;         /* leases claimed back in a READY after a restart (re-attach) */
+    uint64_t claims_refused;     /* claims that did not match the journal: fenced (WCANCEL) */
+    uint64_t reattach_expired;   /* jobs held for a re-attach that nobody claimed in the window */
 } counters_t;
 
 /* What a STATS document shows: the counters and the gauges of this instant, read by the

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 
-typedef enum { T_NONE, T_U64, T_U32, T_I32, T_STR, T_F64, T_STRARR } ftype_t;
+typedef enum { T_NONE, T_U64, T_U32, T_I32, T_STR, T_F64, T_STRARR, T_CLAIMS } ftype_t;
 
 typedef struct {
     ftype_t type;
@@ -58,6 +58,8 @@ static const fdesc_t fields[ZF_F__MAX] = {
     [ZF_F_QUEUED] = U64(queued_us),
     [ZF_F_SUPERVISOR] = STR(supervisor, 64),
     [ZF_F_MAXPAYLOAD] = U64(max_payload),
+    [ZF_F_SESSION] = U64(session),
+    [ZF_F_CLAIMS] = {T_CLAIMS, offsetof(zf_msg_t, claims), 0},
 };
 
 #define B(f) (1u << (f))
@@ -176,6 +178,15 @@ int zf_msg_add_function(zf_msg_t *m, const char *s)
     return 0;
 }
 
+int zf_msg_add_claim(zf_msg_t *m, uint64_t id, uint32_t attempt)
+{
+    if (m->nclaims >= ZF_CLAIMS_MAX)
+        return -1;
+    m->claims[m->nclaims++] = (zf_claim_t){id, attempt};
+    m->present |= B(ZF_F_CLAIMS);
+    return 0;
+}
+
 /* ---- encoding ----
    Headers are written as msgpack byte by byte into the caller's buffer: the subset we need
    (a map of small unsigned keys to integers, a double, strings, one array of strings) is
@@ -288,6 +299,13 @@ static void pack_field(wr_t *w, const zf_msg_t *m, zf_field_t f)
         for (uint32_t i = 0; i < m->nfunctions; i++)
             wr_str(w, m->functions[i].ptr, m->functions[i].len);
         break;
+    case T_CLAIMS: /* flat: id, attempt, id, attempt, ... */
+        wr_len(w, 0x90, 0xdc, 2 * m->nclaims);
+        for (uint32_t i = 0; i < m->nclaims; i++) {
+            wr_uint(w, m->claims[i].id);
+            wr_uint(w, m->claims[i].attempt);
+        }
+        break;
     case T_NONE: assert(!"no such field");
     }
 }
@@ -330,6 +348,24 @@ static bool obj_to_str(const msgpack_object *o, uint32_t maxlen, zf_str_t *s)
     return true;
 }
 
+/* A flat array of (id, attempt) pairs: an even count of at most 2 x ZF_CLAIMS_MAX
+   unsigned integers, each attempt a uint32. */
+static bool decode_claims(zf_msg_t *m, const msgpack_object *o)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size % 2 ||
+        o->via.array.size > 2 * ZF_CLAIMS_MAX)
+        return false;
+    m->nclaims = o->via.array.size / 2;
+    for (uint32_t i = 0; i < m->nclaims; i++) {
+        uint64_t id, attempt;
+        if (!obj_to_u64(&o->via.array.ptr[2 * i], &id) ||
+            !obj_to_u64(&o->via.array.ptr[2 * i + 1], &attempt) || attempt > UINT32_MAX)
+            return false;
+        m->claims[i] = (zf_claim_t){id, (uint32_t)attempt};
+    }
+    return true;
+}
+
 static bool decode_field(zf_msg_t *m, zf_field_t f, const msgpack_object *o)
 {
     void *p = field_ptr(m, f);
@@ -367,6 +403,7 @@ static bool decode_field(zf_msg_t *m, zf_field_t f, const msgpack_object *o)
                 m->functions[i].len == 0)
                 return false;
         return true;
+    case T_CLAIMS: return decode_claims(m, o);
     case T_NONE: break;
     }
     return true; /* unknown keys are ignored, for forward compatibility */

@@ -23,6 +23,9 @@
 #define ZF_NAME_MAX 63      /* bytes of a worker or device name */
 #define ZF_TEXT_MAX 1024    /* bytes of an error or progress text */
 #define ZF_MAX_FUNCTIONS 32 /* functions one worker may announce */
+#define ZF_CLAIMS_MAX \
+    256 /* leases one READY may claim (PROTOCOL.md §7.1): a worker's credits
+                               cap; a header of 4096 bytes holds about this many anyway */
 
 /* Commands. Client <-> broker: 0x01-0x3f requests, 0x40-0x7f replies.
    Worker <-> broker: 0x80-0xbf from worker, 0xc0-0xff from broker. */
@@ -89,7 +92,11 @@ typedef enum {
         24, /* str (<= 64 bytes): READY: routing id of the fleet supervisor that started the
                              worker (the only peer besides the worker whose OBITUARY counts) */
     ZF_F_MAXPAYLOAD = 25, /* uint64 bytes: PONG: the largest payload the broker accepts */
-    ZF_F__MAX = 26,
+    ZF_F_SESSION = 26,    /* uint64: READY: the worker process's session, random and nonzero,
+                             the same on every registration of that process (re-attach) */
+    ZF_F_CLAIMS = 27,     /* array of uint64 pairs: READY: the leases (id, attempt) the worker
+                             still holds, oldest first (re-attach after a broker restart) */
+    ZF_F__MAX = 28,
 } zf_field_t;
 
 /* Device kinds. ZF_DEV_ANY is only meaningful as a job requirement. */
@@ -135,6 +142,9 @@ typedef enum {
 #define ZF_FLAG_NO_PUSH 0x2 /* SUBMIT: do not push the result to this connection */
 #define ZF_FLAG_FORGET 0x4  /* SUBMIT: drop the result once pushed to the submitter */
 #define ZF_FLAG_BYE_NOW 0x1 /* BYE: leaving now (clear: draining, finish what you hold) */
+#define ZF_FLAG_REATTACH \
+    0x1 /* BHEARTBEAT answering a READY: the broker judged its claims
+                                (PROTOCOL.md §7.11); without it, claimed leases are void */
 
 /* A string that points into a header buffer; not NUL-terminated. */
 typedef struct {
@@ -142,19 +152,26 @@ typedef struct {
     uint32_t len;
 } zf_str_t;
 
+/* One lease a READY claims (ZF_F_CLAIMS). */
+typedef struct {
+    uint64_t id;
+    uint32_t attempt;
+} zf_claim_t;
+
 /* A decoded or to-be-encoded header. `present` has bit (1 << key) set for every field that
    is present; zf_msg_set_* helpers keep it up to date. */
 typedef struct {
     uint8_t cmd;
     uint32_t present;
-    uint64_t id, tag, duration_us, devmem, queued_us, max_payload;
+    uint64_t id, tag, duration_us, devmem, queued_us, max_payload, session;
     uint32_t attempt, timeout_ms, deadline_ms, max_attempts, device, status, code, credits;
     uint32_t heartbeat_ms, flags;
     int32_t priority, devindex;
     double progress;
     zf_str_t fn, text, worker, devname, supervisor;
-    uint32_t nfunctions;
-    zf_str_t functions[ZF_MAX_FUNCTIONS]; /* last: zf_msg_init leaves it uninitialised */
+    uint32_t nfunctions, nclaims;
+    zf_str_t functions[ZF_MAX_FUNCTIONS]; /* from here on: zf_msg_init leaves it uninitialised */
+    zf_claim_t claims[ZF_CLAIMS_MAX];     /* valid up to nclaims */
 } zf_msg_t;
 
 static inline bool zf_msg_has(const zf_msg_t *m, zf_field_t f)
@@ -173,6 +190,9 @@ void zf_msg_set_strn(zf_msg_t *m, zf_field_t f, const char *s, size_t len);
 void zf_msg_set_progress(zf_msg_t *m, double v);
 /* Adds a function name to ZF_F_FUNCTIONS. Returns -1 when ZF_MAX_FUNCTIONS are set. */
 int zf_msg_add_function(zf_msg_t *m, const char *s);
+
+/* Adds a lease to ZF_F_CLAIMS. Returns -1 when ZF_CLAIMS_MAX are set. */
+int zf_msg_add_claim(zf_msg_t *m, uint64_t id, uint32_t attempt);
 
 /* Encodes `m` into buf (at most cap bytes). Returns the length, or -1 if it does not fit. */
 int zf_msg_encode(const zf_msg_t *m, void *buf, size_t cap);

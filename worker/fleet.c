@@ -220,12 +220,13 @@ static char **worker_env(const child_t *k, char vars[2][ZF_CUDA_ENTRY_MAX + 32])
 static pid_t spawn(fleet_t *f, child_t *k)
 {
     const zf_worker_config_t *wc = f->wc;
-    char credits[16], hb[16], live[16], grace[16], drain[16];
+    char credits[16], hb[16], live[16], grace[16], drain[16], hold[16];
     snprintf(credits, sizeof credits, "%u", wc->credits);
     snprintf(hb, sizeof hb, "%u", wc->heartbeat_ms);
     snprintf(live, sizeof live, "%u", wc->liveness);
     snprintf(grace, sizeof grace, "%u", wc->cancel_grace_ms);
     snprintf(drain, sizeof drain, "%u", wc->drain_timeout_ms);
+    snprintf(hold, sizeof hold, "%u", wc->hold_bytes);
     char *argv[64];
     int n = 0;
     add_arg(argv, &n, f->bin);
@@ -247,6 +248,8 @@ static pid_t spawn(fleet_t *f, child_t *k)
     add_arg(argv, &n, zf_log_format_name());
     add_arg(argv, &n, "--log-level");
     add_arg(argv, &n, zf_log_level_name());
+    add_arg(argv, &n, "--hold-bytes");
+    add_arg(argv, &n, hold);
     for (int i = 0; i < wc->nmodules; i++) {
         add_arg(argv, &n, "--module");
         add_arg(argv, &n, wc->modules[i]);

@@ -28,6 +28,9 @@ static void usage(FILE *out)
           "  --liveness N         missed heartbeats before the broker is presumed gone (3)\n"
           "  --cancel-grace MS    time a cancelled handler gets to return (default 2000)\n"
           "  --drain-timeout MS   longest drain on SIGTERM, 0 = wait for the job (default 0)\n"
+          "  --hold-bytes N       output bytes of sent results kept until the broker surely\n"
+          "                       has them, to deliver again after a broker restart\n"
+          "                       (default 67108864, 0 = none)\n"
           "  --key FILE           this worker's CURVE key, a NAME.key_secret listed in the\n"
           "                       broker's --worker-keys (docs/SECURITY.md)\n"
           "  --broker-key FILE    the broker's public key (its NAME.key)\n"
@@ -123,7 +126,7 @@ int main(int argc, char **argv)
         {"crash-limit", 1, 0, 'L'},   {"venv", 1, 0, 'V'},
         {"version", 0, 0, 'v'},       {"key", 1, 0, 'k'},
         {"broker-key", 1, 0, 'K'},    {"log-format", 1, 0, 'o'},
-        {"log-level", 1, 0, 'e'},     {"metrics", 1, 0, 'M'},
+        {"log-level", 1, 0, 'e'},     {"metrics", 1, 0, 'M'},   {"hold-bytes", 1, 0, 'B'},
         {0, 0, 0, 0}};
     int c;
     opterr = 0; /* bad_option says it, in the asked log format */
@@ -143,6 +146,7 @@ int main(int argc, char **argv)
         case 'h': cfg.heartbeat_ms = num("heartbeat", optarg, 10, 3600000); break;
         case 'l': cfg.liveness = num("liveness", optarg, 1, 1000); break;
         case 'g': cfg.cancel_grace_ms = num("cancel-grace", optarg, 0, 3600000); break;
+        case 'B': cfg.hold_bytes = num("hold-bytes", optarg, 0, UINT32_MAX); break;
         case 't': cfg.drain_timeout_ms = num("drain-timeout", optarg, 0, 86400000); break;
         case 'F': cfg.fake_gpu = 1; break;
         case 'f': fleet_mode = 1; break;

@@ -349,6 +349,14 @@ void zf_runner_take_all(zf_runner_t *r, void (*fn)(void *, uint64_t, uint32_t), 
     }
 }
 
+void zf_runner_each(zf_runner_t *r, void (*fn)(void *, uint64_t, uint32_t), void *arg)
+{
+    pthread_mutex_lock(&r->mu);
+    for (rjob_t *q = r->head; q; q = q->next)
+        fn(arg, q->id, q->attempt);
+    pthread_mutex_unlock(&r->mu);
+}
+
 zf_running_t zf_runner_running(zf_runner_t *r)
 {
     pthread_mutex_lock(&r->mu);

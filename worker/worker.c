@@ -36,6 +36,7 @@
 #include "../common/zf_util.h"
 #include "../proto/zf_wire.h"
 #include "zf_device.h"
+#include "zf_outbox.h"
 #include "zf_registry.h"
 #include "zf_runner.h"
 
@@ -74,6 +75,12 @@ typedef struct {
     zf_cert_t key;
     uint8_t broker_key[ZF_KEY_BYTES];
     zf_handshake_t *hs; /* the dealer's handshakes: a refused key is logged as such */
+    /* Re-attach (PROTOCOL.md §7.11): this process's session, the results sent and kept
+       until the broker surely has them, and whether the last READY claimed leases that
+       its answer has not yet judged. */
+    uint64_t session;
+    zf_outbox_t *outbox;
+    bool claims_pending;
 } wk_t;
 
 void zf_worker_default_name(char *out, size_t len, int pid, const char *device_label)
@@ -92,6 +99,7 @@ void zf_worker_config_defaults(zf_worker_config_t *cfg)
     cfg->heartbeat_ms = 1000;
     cfg->liveness = 3;
     cfg->cancel_grace_ms = 2000;
+    cfg->hold_bytes = 64u << 20;
 }
 
 /* ------------------------------------------------------------------ broker socket */
@@ -126,6 +134,27 @@ static zf_device_kind_t wire_kind(zf_device_type_t type)
     return type == ZF_DEVICE_GPU ? ZF_DEV_GPU : ZF_DEV_CPU;
 }
 
+static void add_claim(void *arg, uint64_t id, uint32_t attempt)
+{
+    zf_msg_add_claim(arg, id, attempt); /* (past ZF_CLAIMS_MAX: not claimed, runs again) */
+}
+
+/* The leases we hold, the one running first, as the broker keeps them (PROTOCOL.md §7.11):
+   the running job, the prefetched ones, then the results kept in the outbox. */
+static void add_claims(wk_t *w, zf_msg_t *m)
+{
+    zf_running_t run = zf_runner_running(w->runner);
+    if (run.active)
+        add_claim(m, run.id, run.attempt);
+    zf_runner_each(w->runner, add_claim, m);
+    for (uint32_t i = 0; i < zf_outbox_count(w->outbox); i++) {
+        uint64_t id;
+        uint32_t attempt;
+        zf_outbox_lease(w->outbox, i, &id, &attempt);
+        add_claim(m, id, attempt);
+    }
+}
+
 static void send_ready(wk_t *w)
 {
     zf_msg_t m;
@@ -142,10 +171,29 @@ static void send_ready(wk_t *w)
         zf_msg_add_function(&m, zf_registry_name(w->mods, i));
     if (w->supervisor[0]) /* the fleet that started us: the one peer trusted with our obituary */
         zf_msg_set_str(&m, ZF_F_SUPERVISOR, w->supervisor);
+    zf_msg_set_u64(&m, ZF_F_SESSION, w->session);
+    m.nclaims = 0;
+    add_claims(w, &m);
+    w->claims_pending = m.nclaims > 0;
     w->ready_sent_ms = zf_now_ms();
     if (m.nfunctions == 0)
         m.present |= 1u << ZF_F_FUNCTIONS;
     to_broker(w, &m, NULL);
+    /* behind the READY, in order: a broker that re-attached their leases takes them now */
+    if (zf_outbox_count(w->outbox))
+        zf_log(ZF_LOG_INFO, "claimed %u lease(s); delivering %u kept result(s) again", m.nclaims,
+               zf_outbox_resend(w->outbox, w->dealer, zf_now_ms()));
+    else if (m.nclaims)
+        zf_log(ZF_LOG_INFO, "claimed %u lease(s)", m.nclaims);
+}
+
+/* A DONE leaving for the broker (hdr: its encoded header): kept in the outbox until the
+   broker surely has it. Called under sock_mu, from either thread. */
+static void keep_done(wk_t *w, const void *hdr, size_t hlen, zmq_msg_t *out)
+{
+    zf_msg_t m;
+    if (zf_msg_decode(&m, hdr, hlen, NULL, NULL) == 0 && m.cmd == ZF_CMD_DONE)
+        zf_outbox_keep(w->outbox, m.id, m.attempt, hdr, hlen, out, zf_now_ms());
 }
 
 static uint32_t jitter(uint32_t ms)
@@ -179,7 +227,11 @@ static int connect_broker(wk_t *w)
     w->hs = zf_handshake_new(w->ctx_net, w->dealer); /* NULL: silence is told without why */
     size_t fdlen = sizeof w->dealer_fd;
     zmq_getsockopt(w->dealer, ZMQ_FD, &w->dealer_fd, &fdlen);
-    int zero = 0, ivl = (int)jitter(100), ivl_max = (int)jitter(5000);
+    /* Reconnects at least every half liveness window (up to 5 s): a restarted broker waits
+       about one window for us to claim our jobs back (PROTOCOL.md §7.11). */
+    uint32_t half = w->cfg->heartbeat_ms * w->cfg->liveness / 2;
+    int zero = 0, ivl = (int)jitter(100);
+    int ivl_max = (int)jitter(half < 200 ? 200 : half > 5000 ? 5000 : half);
     zmq_setsockopt(w->dealer, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(w->dealer, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(w->dealer, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
@@ -212,6 +264,12 @@ static int runner_send(void *arg, const zf_msg_t *m, zmq_msg_t *payload)
     if (atomic_load(&w->relayed) || pthread_mutex_trylock(&w->sock_mu) != 0) {
         atomic_fetch_add(&w->relayed, 1);
         return -1;
+    }
+    if (m->cmd == ZF_CMD_DONE && w->dealer) {
+        uint8_t hdr[ZF_HEADER_MAX];
+        int hlen = zf_msg_encode(m, hdr, sizeof hdr);
+        if (hlen > 0)
+            keep_done(w, hdr, (size_t)hlen, payload);
     }
     int rc = w->dealer ? zf_wire_send(w->dealer, NULL, m, payload) : -1;
     if (rc < 0)
@@ -293,6 +351,8 @@ static void on_job(wk_t *w, zf_frames_t *f, const zf_msg_t *m)
 
 static void on_cancel(wk_t *w, const zf_msg_t *m)
 {
+    if (zf_outbox_drop(w->outbox, m->id, m->attempt))
+        return; /* a kept result whose claim the broker refused: it is not ours to deliver */
     if (zf_runner_take(w->runner, m->id, m->attempt)) {
         zf_msg_t d;
         zf_msg_init(&d, ZF_CMD_DONE);
@@ -340,8 +400,11 @@ static void on_broker(wk_t *w, zf_frames_t *f)
         zf_log(ZF_LOG_WARN, "broker sent %s with %d frames", zf_cmd_name(m.cmd), f->n);
         return;
     }
-    if (m.cmd != ZF_CMD_RESET)
+    if (m.cmd != ZF_CMD_RESET) {
         w->ready_sent_ms = 0; /* the broker knows us */
+        /* and had what we sent well before this (its turns are far shorter than this) */
+        zf_outbox_confirm(w->outbox, w->last_recv_ms - 2 * (int64_t)w->hb_ms);
+    }
     if (m.cmd != ZF_CMD_ERROR)
         w->denied_logged = false;
     /* the broker expires us after its own interval: never heartbeat less often than that */
@@ -355,19 +418,27 @@ static void on_broker(wk_t *w, zf_frames_t *f)
             send_simple(w, ZF_CMD_RECALLED, m.id, m.attempt, 0);
         break;
     case ZF_CMD_RESET:
-        /* The broker does not know us (it restarted, or declared us dead): our leases are
-           void. The running job's result will be discarded as stale. RESETs answering what
-           we sent before our READY arrive before the broker's answer to the READY (both
-           directions keep order), so they are ignored while a READY is fresh. */
+        /* The broker does not know us (it restarted, or declared us dead). We keep what we
+           hold and claim it in the READY: a restarted broker gives back the leases its
+           journal says are ours, and refuses the others with WCANCEL (§7.11). RESETs
+           answering what we sent before our READY arrive before the broker's answer to the
+           READY (both directions keep order), so they are ignored while a READY is fresh. */
         if (w->ready_sent_ms &&
             w->last_recv_ms - w->ready_sent_ms < (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness)
             break;
         zf_log(ZF_LOG_INFO, "broker asked us to register again");
-        zf_runner_take_all(w->runner, NULL, NULL);
         if (!w->draining)
             send_ready(w);
         break;
-    case ZF_CMD_BHEARTBEAT: break;
+    case ZF_CMD_BHEARTBEAT:
+        if (w->claims_pending && !(m.flags & ZF_FLAG_REATTACH)) {
+            /* a broker without re-attach: the leases we claimed are void, as they were */
+            zf_log(ZF_LOG_INFO, "the broker does not re-attach: dropping what we held");
+            zf_runner_take_all(w->runner, NULL, NULL);
+            zf_outbox_clear(w->outbox);
+        }
+        w->claims_pending = false;
+        break;
     case ZF_CMD_ERROR: {
         char text[ZF_TEXT_MAX + 1];
         zf_str_copy(text, sizeof text, m.text);
@@ -390,6 +461,9 @@ static void on_runner(wk_t *w, zf_frames_t *f)
     atomic_fetch_sub(&w->relayed, 1); /* whatever becomes of it, it is no longer pending */
     w->sent_relayed++;
     uint8_t cmd = ((const uint8_t *)zmq_msg_data(&f->part[0]))[3];
+    if (cmd == ZF_CMD_DONE)
+        keep_done(w, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]),
+                  f->n > 1 ? &f->part[1] : NULL);
     if (cmd == ZF_CMD_DONE && w->cancel.deadline_ms && w->runner) {
         zf_running_t run = zf_runner_running(w->runner);
         if (!run.active || run.id != w->cancel.id || run.attempt != w->cancel.attempt)
@@ -487,8 +561,7 @@ static void run_timers(wk_t *w)
     if (now >= w->broker_deadline_ms) {
         zf_log_event(ZF_LOG_WARN, "broker_reconnect", NULL,
                      "broker silent for %lld ms: reconnecting", (long long)(now - w->last_recv_ms));
-        /* prefetched leases are void once the broker declares us dead */
-        zf_runner_take_all(w->runner, NULL, NULL);
+        /* what we hold is claimed in the new connection's READY (§7.11) */
         w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
         w->backoff_ms = jitter(w->backoff_ms);
         connect_broker(w);
@@ -626,6 +699,12 @@ static int start(wk_t *w, char *err, size_t errlen)
     }
     w->backoff_ms = patience_ms(w);
     w->hb_ms = w->cfg->heartbeat_ms;
+    while (!w->session) /* nonzero: 0 means "no session" to the broker */
+        w->session = zf_random64();
+    if (!(w->outbox = zf_outbox_new(w->cfg->hold_bytes))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (zf_cert_load_pair(w->cfg->key_file, w->cfg->broker_key_file, &w->curve, &w->key,
                           w->broker_key, err, errlen) < 0)
         return -1;
@@ -663,6 +742,7 @@ static void stop(wk_t *w)
     if (w->ctx_in)
         zmq_ctx_term(w->ctx_in);
     zf_registry_destroy(&w->mods);
+    zf_outbox_destroy(&w->outbox);
     if (w->sigfd > 0)
         close(w->sigfd);
     if (w->wake_fd > 0)

@@ -60,6 +60,11 @@ bool zf_runner_take(zf_runner_t *self, uint64_t id, uint32_t attempt);
 void zf_runner_take_all(zf_runner_t *self, void (*fn)(void *arg, uint64_t id, uint32_t attempt),
                         void *arg);
 
+/* Calls fn(arg, id, attempt) for every job that has not started, in queue order, leaving
+   them queued. */
+void zf_runner_each(zf_runner_t *self, void (*fn)(void *arg, uint64_t id, uint32_t attempt),
+                    void *arg);
+
 /* The running job, if any. */
 zf_running_t zf_runner_running(zf_runner_t *self);
 

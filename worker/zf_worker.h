@@ -40,6 +40,9 @@ typedef struct {
     uint32_t liveness;         /* default 3 */
     uint32_t cancel_grace_ms;  /* default 2000 */
     uint32_t drain_timeout_ms; /* default 0 = wait for the job in hand */
+    uint32_t hold_bytes;       /* output bytes of sent results kept until the broker has them,
+                                  to deliver again after a broker restart (re-attach);
+                                  default 64 MiB, 0 = keep none */
     int fake_gpu;              /* tests only: report a GPU device without CUDA */
     /* CURVE (docs/SECURITY.md): this worker's NAME.key_secret and the broker's public key
        file; both NULL = off. The fleet passes them on and uses them itself. */
