@@ -126,8 +126,8 @@ int main(int argc, char **argv)
         {"crash-limit", 1, 0, 'L'},   {"venv", 1, 0, 'V'},
         {"version", 0, 0, 'v'},       {"key", 1, 0, 'k'},
         {"broker-key", 1, 0, 'K'},    {"log-format", 1, 0, 'o'},
-        {"log-level", 1, 0, 'e'},     {"metrics", 1, 0, 'M'},   {"hold-bytes", 1, 0, 'B'},
-        {0, 0, 0, 0}};
+        {"log-level", 1, 0, 'e'},     {"metrics", 1, 0, 'M'},
+        {"hold-bytes", 1, 0, 'B'},    {0, 0, 0, 0}};
     int c;
     opterr = 0; /* bad_option says it, in the asked log format */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
