@@ -286,16 +286,7 @@ static int64_t tally_event(tally_t *t, const zf_event_t *e)
 
 static const msgpack_object *mp_get(const msgpack_object *map, const char *key)
 {
-    if (!map || map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            !memcmp(k->via.str.ptr, key, n))
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
+    return zf_json_get(map, key);
 }
 
 static uint64_t mp_u(const msgpack_object *map, const char *key)

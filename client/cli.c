@@ -321,16 +321,7 @@ static int cmd_simple(cli_t *cli, zf_client_t *c, const char *arg, int cancel)
 /* msgpack navigation for the human views */
 static const msgpack_object *get(const msgpack_object *map, const char *key)
 {
-    if (!map || map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            !memcmp(k->via.str.ptr, key, n))
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
+    return zf_json_get(map, key);
 }
 
 static unsigned long long u(const msgpack_object *map, const char *key)

@@ -3,6 +3,7 @@
 
 #include <msgpack.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
 static size_t utf8_len(const unsigned char *s, size_t n)
@@ -126,4 +127,18 @@ int zf_json_from_msgpack(FILE *out, const void *data, size_t len)
     }
     msgpack_unpacked_destroy(&u);
     return rc;
+}
+
+const msgpack_object *zf_json_get(const msgpack_object *map, const char *key)
+{
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            !memcmp(k->via.str.ptr, key, n))
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
 }

@@ -14,6 +14,8 @@
 
 #include <assert.h>
 #include <errno.h>
+#include "zf_json.h"
+
 #include <msgpack.h>
 #include <poll.h>
 #include <signal.h>
@@ -95,16 +97,7 @@ void zf_top_destroy(zf_top_t **self_p)
 
 static const msgpack_object *get(const msgpack_object *map, const char *key)
 {
-    if (!map || map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            !memcmp(k->via.str.ptr, key, n))
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
+    return zf_json_get(map, key);
 }
 
 /* The unsigned value under key; false (and *v untouched) when absent or of another type. */

@@ -12,4 +12,9 @@ int zf_json_from_msgpack(FILE *out, const void *data, size_t len);
 /* True when the bytes are valid UTF-8 without control characters other than \t \n \r. */
 int zf_json_is_text(const void *data, size_t len);
 
+struct msgpack_object;
+/* The value under a string key of a msgpack map (borrowed from it), or NULL when map is NULL,
+   not a map, or has no such key. The CLI's documents (STATS, DEAD) are read with it. */
+const struct msgpack_object *zf_json_get(const struct msgpack_object *map, const char *key);
+
 #endif
