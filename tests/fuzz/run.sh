@@ -77,7 +77,7 @@ fuzzflags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
     -o "$out/make_corpus"
 # the journal target formats and counts log lines instead of printing them (--wrap=zf_log and zf_log_event)
 jsrc="$root/broker/journal.c $root/broker/job.c $root/broker/owners.c $root/proto/proto.c
-    $root/common/util.c $root/common/log.c $root/common/cert.c"
+    $root/common/util.c $root/common/log.c $root/common/cert.c $root/common/hist.c"
 "$cc" $cflags $fuzzflags -Wl,--wrap=zf_log,--wrap=zf_log_event "$here/fuzz_journal.c" $jsrc $libs \
     -o "$out/fuzz_journal"
 "$cc" $cflags -Wl,--wrap=zf_now_ms,--wrap=zf_wall_ms "$here/make_journal_corpus.c" $jsrc $libs \
