@@ -1162,6 +1162,7 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
     /* pushed after the turn's journal commit, so no client sees a result that a crash
        could take back (see flush_turn) */
     j->result_pending = true;
+    j->send_seq = zf_journal_seq(b->journal);
     *b->send_tail = j;
     b->send_tail = &j->send_next;
     store_keep(b, j);
@@ -1290,32 +1291,65 @@ static void reject_unjournaled(zf_broker_t *b)
    journal, accepted jobs are placed here, after the commit that holds their ACCEPT: a job
    that a failed commit could take back is never dispatched. */
 static void after_commit(zf_broker_t *b, int64_t now);
+static void release_durable(zf_broker_t *b, uint64_t durable);
 
 static void flush_turn(zf_broker_t *b)
 {
     int64_t now = zf_now_ms();
     zf_journal_recover(b->journal, now, b->jobs); /* no-op unless the journal is down */
-    if (zf_journal_commit(b->journal) < 0) {
-        /* logged by the journal; results wait for a commit (the recovering snapshot) */
+    /* under `always` the sync runs in the journal's flusher thread: what this turn wrote
+       goes out in a later turn, when the flusher says it is durable (it wakes the loop) */
+    if (zf_journal_commit_async(b->journal) < 0) {
+        /* logged by the journal; what the last good sync covered still goes out, the
+           later acceptances are refused, the later results wait for a commit (the
+           recovering snapshot) */
+        release_durable(b, zf_journal_durable(b->journal));
         reject_unjournaled(b);
         return;
     }
     after_commit(b, now);
 }
 
-/* What a commit that succeeded lets go out: the acceptances and placements of the jobs it
-   holds, and the results whose FINISH records it holds. Also called by a RETRY's own
-   commit, which holds every record of the turn so far: those jobs are durable then, and
-   must not be refused by a later commit that fails. */
+/* At the loop's end: waits for the flusher, so that every acceptance the journal holds is
+   answered before the broker stops. */
+static void flush_drain(zf_broker_t *b)
+{
+    flush_turn(b);
+    if (zf_journal_commit(b->journal) == 0)
+        after_commit(b, zf_now_ms());
+}
+
+/* What the commits that are durable let go out (see after_commit). */
 static void after_commit(zf_broker_t *b, int64_t now)
 {
-    /* the results whose FINISH records that commit held; results of jobs placed below
-       (a deadline already passed) wait for the next commit */
-    job_t *sends = b->send_head;
-    b->send_head = NULL;
-    b->send_tail = &b->send_head;
-    for (job_t *j = b->ack_head, *next; j; j = next) {
-        next = j->ack_next;
+    release_durable(b, zf_journal_durable(b->journal));
+    resume_slow_clients(b);
+    forget_due(b, now);
+    /* every turn, not only on the tick: the byte bound must hold while results stream in */
+    evict_results(b, now);
+}
+
+/* The acceptances and placements of the jobs whose ACCEPT records are in commits up to
+   `durable`, and the results whose FINISH records are. Both lists are in commit order. A
+   RETRY's own commit waits for its sync, which holds every record so far: those jobs are
+   durable then, and must not be refused by a later commit that fails. */
+static void release_durable(zf_broker_t *b, uint64_t durable)
+{
+    /* the results whose FINISH records are durable; results of jobs placed below (a
+       deadline already passed) wait for the next commit */
+    job_t *sends = NULL, **stail = &sends;
+    while (b->send_head && b->send_head->send_seq <= durable) {
+        job_t *j = b->send_head;
+        b->send_head = j->send_next;
+        *stail = j;
+        stail = &j->send_next;
+    }
+    *stail = NULL;
+    if (!b->send_head)
+        b->send_tail = &b->send_head;
+    while (b->ack_head && b->ack_head->ack_seq <= durable) {
+        job_t *j = b->ack_head;
+        b->ack_head = j->ack_next;
         j->ack_next = NULL;
         j->acked = true;
         if (j->waiter) { /* else a NO_PUSH submit with the client gone: nothing to tell */
@@ -1326,17 +1360,15 @@ static void after_commit(zf_broker_t *b, int64_t now)
             if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
                 b->c.undeliverable++;
         }
-        if (b->journal && !zf_state_is_terminal(j->state))
-            place(b, j, false);
+        if (b->journal) {
+            b->unplaced--;
+            if (!zf_state_is_terminal(j->state))
+                place(b, j, false);
+        }
     }
-    b->ack_head = NULL;
-    b->ack_tail = &b->ack_head;
-    b->unplaced = 0;
+    if (!b->ack_head)
+        b->ack_tail = &b->ack_head;
     push_results(b, sends); /* after the acceptances: a client hears ACCEPTED first */
-    resume_slow_clients(b);
-    forget_due(b, now);
-    /* every turn, not only on the tick: the byte bound must hold while results stream in */
-    evict_results(b, now);
 }
 
 /* Pushes the results in the list `sends` (linked through send_next) to their waiters. */
@@ -1497,6 +1529,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     b->c.accepted++;
     fn->accepted++;
     zf_journal_accept(b->journal, j);
+    j->ack_seq = zf_journal_seq(b->journal);
     *b->ack_tail = j;
     b->ack_tail = &j->ack_next;
     if (m->deadline_ms) {
@@ -2429,7 +2462,7 @@ int zf_broker_run(zf_broker_t *b)
         if (b->httpd)
             zf_httpd_serve(b->httpd, (items[i_http].revents & ZMQ_POLLIN) != 0);
     }
-    flush_turn(b);
+    flush_drain(b);
     return 0;
 }
 
@@ -2612,7 +2645,8 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
                                                         : cfg->result_max_bytes,
                                 .compact_min_bytes = cfg->compact_min_bytes,
                                 .owners = b->owners,
-                                .fsync_hist = &b->fsync_hist};
+                                .fsync_hist = &b->fsync_hist,
+                                .wake_fd = b->wake_fd};
         if (b->cfg.max_payload > ZF_JOURNAL_MAX_PAYLOAD) {
             zf_log(ZF_LOG_WARN,
                    "journal: payloads limited to %llu bytes (a record's length "

@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,10 @@ struct zf_journal {
     int64_t retry_ms;  /* and the wait after that one */
     uint64_t failures; /* writes and syncs that failed (each took the journal down) */
     char *fault;       /* $ZFLEET_JOURNAL_FAULT, the test seam (see fault_errno), or NULL */
+    /* Group commits: commit number wseq is the last one written; every record of commits
+       up to dseq is on disk (dsize bytes and drecords records of the file at that point). */
+    uint64_t wseq, dseq, dsize, drecords;
+    struct flusher *flusher; /* under ZF_FSYNC_ALWAYS, started by the first async commit */
 };
 
 /* ------------------------------------------------------------------ encoding */
@@ -1429,10 +1434,30 @@ static bool interval_due(const zf_journal_t *self, int64_t now_ms)
            now_ms - self->last_sync_ms >= (int64_t)self->o.interval_ms;
 }
 
-int zf_journal_commit(zf_journal_t *self)
+static int commit_write_sync(zf_journal_t *self);
+
+/* Every commit written so far is as durable as the policy makes it (the inline path). */
+static void mark_durable(zf_journal_t *self, bool wrote)
 {
-    if (!self)
-        return 0;
+    self->wseq += wrote;
+    self->dseq = self->wseq;
+    self->dsize = self->size;
+    self->drecords = self->records;
+}
+
+/* The commit of the loop's own thread: write, then (under `always`) fdatasync here. Used
+   until the flusher runs, and for the policies other than `always`. */
+static int commit_inline(zf_journal_t *self)
+{
+    bool wrote = self->pend.len != 0;
+    int rc = commit_write_sync(self);
+    if (rc == 0)
+        mark_durable(self, wrote);
+    return rc;
+}
+
+static int commit_write_sync(zf_journal_t *self)
+{
     if (self->down)
         return -1;
     if (self->pend.len == 0) {
@@ -1473,6 +1498,256 @@ int zf_journal_commit(zf_journal_t *self)
     if (interval_due(self, now))
         return do_sync(self, now);
     return 0;
+}
+
+/* ------------------------------------------------------------------ the flusher thread */
+
+/* The WAL-writer pattern (PostgreSQL's walwriter, Kafka's log flusher): under `always` the
+   loop writes each group commit into the page cache and asks this thread to fdatasync up
+   to it; the loop keeps accepting and dispatching meanwhile, and lets a commit's
+   acknowledgements go only once a sync that covers it has ended (zf_journal_durable).
+   The thread only ever syncs: the loop alone writes, cuts and swaps the file, and does
+   so (snapshot, close, failures) only while the thread is idle (flusher_idle). After a
+   failed sync the thread syncs nothing more until a snapshot resets it: a later sync that
+   succeeded would not prove the pages of the failed one reached the disk. */
+#define FLUSH_TIMES 64 /* sync durations kept for the loop to time into fsync_hist */
+
+struct flusher {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* the thread waits for a request; the loop for the thread's answer */
+    int wake_fd;       /* the loop's eventfd, written when a sync ends (borrowed); or -1 */
+    long slow_ms;      /* $ZFLEET_JOURNAL_SLOW_SYNC_MS: the test hook, a sleep before a sync */
+    /* under mu */
+    int fd;                                     /* the file to sync */
+    uint64_t want_seq, want_size, want_records; /* the commit a sync was asked to cover */
+    uint64_t done_seq, done_size, done_records; /* the commit the last good sync covered */
+    int err;                                    /* errno of a failed sync, until a reset */
+    bool busy, stop;
+    unsigned ntimes;
+    uint64_t times[FLUSH_TIMES];
+};
+
+static void *flusher_main(void *arg)
+{
+    zf_journal_t *self = arg;
+    struct flusher *f = self->flusher;
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        while (!f->stop && (f->err || f->want_seq == f->done_seq))
+            pthread_cond_wait(&f->cv, &f->mu);
+        if (f->stop)
+            break;
+        uint64_t seq = f->want_seq, size = f->want_size, records = f->want_records;
+        int fd = f->fd;
+        f->busy = true;
+        pthread_mutex_unlock(&f->mu);
+        if (f->slow_ms > 0)
+            nanosleep(&(struct timespec){f->slow_ms / 1000, (f->slow_ms % 1000) * 1000000L}, NULL);
+        int64_t t0 = zf_now_us();
+        int rc = jsync(self, fd), e = rc < 0 ? (errno ? errno : EIO) : 0;
+        uint64_t us = (uint64_t)(zf_now_us() - t0);
+        pthread_mutex_lock(&f->mu);
+        f->busy = false;
+        if (rc < 0) {
+            f->err = e;
+        } else {
+            f->done_seq = seq;
+            f->done_size = size;
+            f->done_records = records;
+        }
+        if (f->ntimes < FLUSH_TIMES)
+            f->times[f->ntimes++] = us;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+        uint64_t one = 1;
+        if (f->wake_fd >= 0 && write(f->wake_fd, &one, sizeof one) < 0) {
+            /* EAGAIN: the counter is full, so the loop is being woken anyway */
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+/* Starts the thread (on the first async commit). Returns 0, or -1: the loop then keeps
+   syncing inline, as before there was a flusher. */
+static int flusher_start(zf_journal_t *self)
+{
+    struct flusher *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->wake_fd = self->o.wake_fd > 0 ? self->o.wake_fd : -1;
+    const char *slow = getenv("ZFLEET_JOURNAL_SLOW_SYNC_MS");
+    f->slow_ms = slow ? atol(slow) : 0;
+    f->fd = self->fd;
+    f->want_seq = f->done_seq = self->wseq;
+    f->want_size = f->done_size = self->size;
+    f->want_records = f->done_records = self->records;
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    self->flusher = f;
+    if (pthread_create(&f->thread, NULL, flusher_main, self) != 0) {
+        pthread_mutex_destroy(&f->mu);
+        pthread_cond_destroy(&f->cv);
+        free(f);
+        self->flusher = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits until the thread is not inside a sync, so the loop may cut or swap the file. */
+static void flusher_idle(zf_journal_t *self)
+{
+    struct flusher *f = self->flusher;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    while (f->busy)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* After a snapshot replaced the file (synced, holding all the broker's state): everything
+   so far is durable, the thread syncs the new file, and a failure before it is forgotten.
+   Only while the thread is idle. */
+static void flusher_reset(zf_journal_t *self)
+{
+    struct flusher *f = self->flusher;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->fd = self->fd;
+    f->err = 0;
+    f->want_seq = f->done_seq = self->wseq;
+    f->want_size = f->done_size = self->size;
+    f->want_records = f->done_records = self->records;
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Takes in what the thread has finished (waiting, if `wait`, until it has answered every
+   request). A failed sync takes the journal down here: everything written after the last
+   good sync is cut from the file (none of it was acknowledged), as the inline path cuts
+   the write whose sync failed. Returns 0, or -1 when the journal is down. */
+static int flusher_collect(zf_journal_t *self, bool wait)
+{
+    struct flusher *f = self->flusher;
+    if (!f)
+        return self->down ? -1 : 0;
+    uint64_t times[FLUSH_TIMES];
+    pthread_mutex_lock(&f->mu);
+    while (wait && !f->err && (f->busy || f->want_seq != f->done_seq))
+        pthread_cond_wait(&f->cv, &f->mu);
+    uint64_t seq = f->done_seq, size = f->done_size, records = f->done_records;
+    int err = f->err;
+    unsigned n = f->ntimes;
+    memcpy(times, f->times, n * sizeof times[0]);
+    f->ntimes = 0;
+    pthread_mutex_unlock(&f->mu);
+    for (unsigned i = 0; self->o.fsync_hist && i < n; i++)
+        zf_hist_observe(self->o.fsync_hist, times[i]);
+    if (seq > self->dseq) {
+        self->dseq = seq;
+        self->dsize = size;
+        self->drecords = records;
+        if (seq == self->wseq)
+            self->unsynced = false;
+        self->last_sync_ms = zf_now_ms();
+    }
+    if (self->down)
+        return -1;
+    if (!err)
+        return 0;
+    /* the thread is idle now (it stops after a failure): the file is the loop's */
+    if (ftruncate(self->fd, (off_t)self->dsize) == 0) {
+        self->size = self->dsize;
+        self->records = self->drecords;
+    }
+    go_down(self, err, "fdatasync");
+    return -1;
+}
+
+/* Stops and joins the thread (after its last answer). */
+static void flusher_stop(zf_journal_t *self)
+{
+    struct flusher *f = self->flusher;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->stop = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->thread, NULL);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f);
+    self->flusher = NULL;
+}
+
+int zf_journal_commit_async(zf_journal_t *self)
+{
+    if (!self)
+        return 0;
+    if (self->down)
+        return -1;
+    if (self->o.policy != ZF_FSYNC_ALWAYS || (!self->flusher && flusher_start(self) < 0))
+        return commit_inline(self);
+    if (flusher_collect(self, false) < 0)
+        return -1;
+    if (self->pend.len == 0)
+        return 0;
+    if (jwrite(self, self->fd, self->pend.p, self->pend.len) < 0) {
+        int e = errno;
+        /* the commits before this one may still be syncing: their answer decides what stays */
+        if (flusher_collect(self, true) < 0)
+            return -1;
+        if (ftruncate(self->fd, (off_t)self->size) < 0)
+            zf_log(ZF_LOG_ERROR, "journal: cannot cut back %s: %s", self->path, strerror(errno));
+        go_down(self, e, "write");
+        return -1;
+    }
+    self->size += self->pend.len;
+    self->records += self->pend.nrec;
+    self->pend.len = 0;
+    self->pend.nrec = 0;
+    if (self->pend.cap > KEEP_BUF_BYTES) {
+        free(self->pend.p);
+        self->pend = (jbuf_t){0};
+    }
+    self->unsynced = true;
+    self->wseq++;
+    struct flusher *f = self->flusher;
+    pthread_mutex_lock(&f->mu);
+    f->want_seq = self->wseq;
+    f->want_size = self->size;
+    f->want_records = self->records;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    return 0;
+}
+
+uint64_t zf_journal_seq(const zf_journal_t *self)
+{
+    return self ? self->wseq + 1 : 0;
+}
+
+uint64_t zf_journal_durable(zf_journal_t *self)
+{
+    if (!self)
+        return UINT64_MAX;
+    flusher_collect(self, false);
+    return self->dseq;
+}
+
+int zf_journal_commit(zf_journal_t *self)
+{
+    if (!self)
+        return 0;
+    if (!self->flusher)
+        return commit_inline(self);
+    if (zf_journal_commit_async(self) < 0)
+        return -1;
+    return flusher_collect(self, true);
 }
 
 long zf_journal_due_ms(const zf_journal_t *self, int64_t now_ms)
@@ -1565,6 +1840,7 @@ static int snapshot(zf_journal_t *self, job_t *jobs, uint64_t *njobs, int *stage
 {
     uint64_t size, nrec;
     *stage = 1;
+    flusher_idle(self); /* it may be syncing the file this replaces */
     int fd = write_snapshot(self, jobs, &size, njobs, &nrec);
     if (fd < 0)
         return -1;
@@ -1584,6 +1860,7 @@ static int snapshot(zf_journal_t *self, job_t *jobs, uint64_t *njobs, int *stage
     self->unsynced = false;
     self->last_sync_ms = zf_now_ms();
     self->check_at = size * 4 > self->o.compact_min_bytes ? size * 4 : self->o.compact_min_bytes;
+    flusher_reset(self);
     /* The rename is durable only once the directory is: until then a crash finds the old
        file, which is still whole. */
     *stage = 2;
@@ -1591,7 +1868,12 @@ static int snapshot(zf_journal_t *self, job_t *jobs, uint64_t *njobs, int *stage
     if (fsync(self->dirfd) < 0)
         return -1;
     errno = e;
-    return e ? -1 : 0;
+    if (e)
+        return -1;
+    /* it holds every record appended so far, and the jobs those commits still wait for */
+    mark_durable(self, true);
+    flusher_reset(self);
+    return 0;
 }
 
 static void compact(zf_journal_t *self, job_t *jobs)
@@ -1681,7 +1963,9 @@ void zf_journal_close(zf_journal_t **self_p)
         return;
     *self_p = NULL;
     if (self->fd >= 0) {
-        if (zf_journal_commit(self) == 0 && self->unsynced)
+        int rc = zf_journal_commit(self); /* drains the flusher */
+        flusher_stop(self);
+        if (rc == 0 && self->unsynced)
             do_sync(self, zf_now_ms());
         if (self->down)
             zf_log_event(ZF_LOG_WARN, "journal_closed_down",

@@ -102,6 +102,8 @@ typedef struct job {
     struct job *prev, *next; /* broker's done or dead list, while terminal */
     struct job *ack_next;    /* pending-acceptance list, while not acked */
     struct job *send_next;   /* results to push once their FINISH record is committed */
+    uint64_t ack_seq;        /* the journal commit holding its ACCEPT (zf_journal_seq) */
+    uint64_t send_seq;       /* and the one holding its FINISH, while on the send list */
     UT_hash_handle hh;
     unsigned char inline_payload[]; /* a small payload lives here, allocated with the job */
 } job_t;

@@ -52,6 +52,8 @@ typedef struct {
                                    and replayed ones are added to it; NULL = none kept */
     zf_hist_t *fsync_hist;      /* each fdatasync of a commit or an interval sync is timed
                                    into it (borrowed); NULL = not timed */
+    int wake_fd;                /* an eventfd the flusher thread writes 1 to when a sync
+                                   ends (borrowed; the loop polls it); 0 = none */
 } zf_journal_opts_t;
 
 /* Opens (creating) the journal in dir (created if missing, one level). Returns NULL with a
@@ -107,12 +109,31 @@ void zf_journal_attempts(zf_journal_t *self, const job_t *job);
 void zf_journal_forget(zf_journal_t *self, uint64_t id);
 
 /* Writes the buffered records with one write() and syncs them under the policy (always:
-   one fdatasync per call that wrote; interval: when the last sync is older than the
+   one fdatasync per call that wrote, waiting for the flusher thread if it runs; interval: when the last sync is older than the
    interval). Costs one comparison when nothing was appended. Returns 0, or -1 when the
    journal is down: the write or the sync failed now (logged once; the records buffered
    since the last commit are dropped, and the broker must never acknowledge them), or
    earlier and it has not recovered yet. */
 int zf_journal_commit(zf_journal_t *self);
+
+/* Group commit off the event loop. Like zf_journal_commit, but under ZF_FSYNC_ALWAYS it only
+   writes the buffered records (into the page cache) and hands their fdatasync to the
+   journal's flusher thread (started by the first call), so the caller keeps working while
+   the sync runs; the records are durable once zf_journal_durable reaches the number
+   zf_journal_seq gave while they were appended. Under the other policies it is
+   zf_journal_commit. Returns 0, or -1 when the journal is down (as zf_journal_commit; the
+   records of commits after zf_journal_durable are then lost, and must never be
+   acknowledged). */
+int zf_journal_commit_async(zf_journal_t *self);
+/* The number of the group commit that will carry the records appended now (commits are
+   numbered from 1, in order); 0 for NULL. */
+uint64_t zf_journal_seq(const zf_journal_t *self);
+/* The last commit whose records are all durable (under the policy: written for `none` and
+   `interval`, synced for `always`), after taking in what the flusher finished; never
+   blocks. A sync that failed takes the journal down here (zf_journal_error), with the
+   file cut back to the last good sync. A snapshot (compaction, recovery) makes everything
+   appended before it durable. UINT64_MAX for NULL. */
+uint64_t zf_journal_durable(zf_journal_t *self);
 
 /* While the journal is down, tries to bring it back: at most every 250 ms (see
    zf_journal_due_ms; up to 2 s apart while the file system has less free space than the
