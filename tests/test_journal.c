@@ -1196,3 +1196,81 @@ Test(journal, retried_job_keeps_its_attempts_across_kill, .timeout = 150)
     cr_assert_eq(zt_broker_counter(&env, "requeued"), 1);
     zf_client_destroy(&c);
 }
+
+/* ------------------------------------------------------------------ the flusher thread */
+
+/* Reads every event that arrives within ms; the ACCEPTED ones' ids go to ids[*n]. */
+static void collect_accepted(zf_client_t *c, int ms, uint64_t *ids, int *n)
+{
+    int64_t until = zt_now_ms() + ms;
+    for (zf_event_t *e; zt_now_ms() < until;) {
+        if (!(e = zf_client_next(c, 50)))
+            continue;
+        cr_assert_neq(e->type, ZF_EV_REJECTED, "rejected: %s", e->text);
+        if (e->type == ZF_EV_ACCEPTED)
+            ids[(*n)++] = e->id;
+        zf_event_destroy(&e);
+    }
+}
+
+static void submit_async_n(zf_client_t *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t tag;
+        cr_assert_eq(zf_client_submit_async(c, "echo", "x", 1, NULL, &tag), 0);
+    }
+}
+
+/* Under --fsync always the fdatasync runs in the journal's flusher thread: the loop keeps
+   answering while a sync is in flight, holds the acceptances that sync covers until it
+   ends, and a kill -9 in the middle of it loses no job the client was told was accepted.
+   $ZFLEET_JOURNAL_SLOW_SYNC_MS (the test hook) makes every sync take 3 s longer. */
+Test(journal, broker_killed_while_a_sync_is_in_flight_keeps_every_accepted_job, .timeout = 120)
+{
+    enum { N = 20, SLOW_MS = 3000 };
+    zt_env_t env;
+    zt_env_init(&env);
+    setenv("ZFLEET_JOURNAL_SLOW_SYNC_MS", "3000", 1);
+    pid_t b = broker(&env, "always");
+    unsetenv("ZFLEET_JOURNAL_SLOW_SYNC_MS");
+    zf_client_t *c = zt_client(&env);
+    uint64_t ids[2 * N];
+    int n = 0;
+    /* a first batch, acknowledged once its (slow) sync ended */
+    submit_async_n(c, N);
+    int64_t until = zt_now_ms() + 60000;
+    while (n < N && zt_now_ms() < until)
+        collect_accepted(c, 200, ids, &n);
+    cr_assert_eq(n, N, "the first batch was acknowledged after its sync");
+    /* a second batch: written to the file, its sync in flight, then the broker killed */
+    int64_t sent = zt_now_ms();
+    submit_async_n(c, N);
+    /* the loop is not blocked by the sync: it counts the new jobs and answers stats */
+    until = zt_now_ms() + 10000;
+    long long accepted = 0;
+    while ((accepted = zt_broker_counter(&env, "accepted")) < 2 * N && zt_now_ms() < until)
+        zt_pause_ms(20);
+    cr_assert_eq(accepted, 2 * N);
+    int before = n;
+    collect_accepted(c, 100, ids, &n);
+    if (zt_now_ms() - sent < SLOW_MS) /* (a bound only if the machine was that slow) */
+        cr_assert_eq(n, before, "no acceptance goes out before the sync that covers it ends");
+    zt_kill(b, SIGKILL);
+    zt_wait_exit(b, 5000);
+    zf_client_destroy(&c);
+
+    broker(&env, "always");
+    c = zt_client(&env);
+    for (int i = 0; i < n; i++) {
+        zf_event_t *e = zf_client_get(c, ids[i]);
+        cr_assert_not_null(e, "accepted job %llu lost: %s", (unsigned long long)ids[i],
+                           zf_client_error(c));
+        cr_assert_eq(e->status, ZFLEET_QUEUED, "job %llu is %s", (unsigned long long)ids[i],
+                     zfleet_state_name(e->status));
+        zf_event_destroy(&e);
+    }
+    /* the unacknowledged ones may come back too (they reached the page cache), never more */
+    long long queued = zt_broker_counter(&env, "queued");
+    cr_assert(queued >= n && queued <= 2 * N, "queued %lld after the restart", queued);
+    zf_client_destroy(&c);
+}
