@@ -69,7 +69,7 @@ pkg-config --exists msgpack-c && mp=msgpack-c
 # ---- build ----
 mkdir -p "$out"
 cflags="-g -O1 -std=gnu11 -Wall -Wextra -I$root/proto -I$root/common -I$root/broker $(pkg-config --cflags $mp libzmq zlib)"
-libs="$(pkg-config --libs $mp libzmq zlib) -lm"
+libs="$(pkg-config --libs $mp libzmq zlib) -lm -pthread"
 fuzzflags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
 "$cc" $cflags $fuzzflags "$root/proto/proto.c" "$here/fuzz_proto.c" $(pkg-config --libs $mp) \
     -o "$out/fuzz_proto"
