@@ -498,3 +498,60 @@ Test(disk, forget_result_survives_kill_before_it_is_read, .timeout = 180)
                  fetched);
     zf_client_destroy(&c);
 }
+
+/* Under --fsync always the sync runs in the journal's flusher thread while the loop goes
+   on. A sync that fails there (EIO, injected while a slow sync is in flight) takes the
+   journal down as the loop's own sync did: none of the acceptances it was to cover goes
+   out (each is refused with EJOURNAL), the job acknowledged before still runs, and after a
+   kill -9 none of the refused jobs comes back. */
+Test(disk, flusher_sync_eio_refuses_what_it_covered, .timeout = 120)
+{
+    enum { N = 10 };
+    zt_env_t env;
+    zt_env_init(&env);
+    char fault[200];
+    snprintf(fault, sizeof fault, "%s/fault", env.dir);
+    setenv("ZFLEET_JOURNAL_SLOW_SYNC_MS", "1500", 1);
+    pid_t b = seam_broker(&env, fault, "always");
+    unsetenv("ZFLEET_JOURNAL_SLOW_SYNC_MS");
+    zf_client_t *c = zt_client(&env);
+    uint64_t acked;
+    cr_assert_eq(zf_client_submit(c, "echo", "kept", 4, NULL, &acked), 0, "%s", zf_client_error(c));
+
+    for (int i = 0; i < N; i++) {
+        uint64_t tag;
+        cr_assert_eq(zf_client_submit_async(c, "echo", "lost", 4, NULL, &tag), 0);
+    }
+    zt_pause_ms(300); /* written, and their sync sleeping in the flusher */
+    write_file(fault, "sync:EIO");
+    int refused = 0;
+    int64_t until = zt_now_ms() + 20000;
+    while (refused < N && zt_now_ms() < until) {
+        zf_event_t *e = zf_client_next(c, 100);
+        if (!e)
+            continue;
+        cr_assert_neq(e->type, ZF_EV_ACCEPTED, "job %llu acknowledged though its sync failed",
+                      (unsigned long long)e->id);
+        if (e->type == ZF_EV_REJECTED) {
+            cr_assert_eq(e->code, EJOURNAL, "%s", e->text);
+            refused++;
+        }
+        zf_event_destroy(&e);
+    }
+    cr_assert_eq(refused, N);
+    cr_assert_eq(zt_broker_counter(&env, "journal_ok"), 0);
+
+    cr_assert_eq(unlink(fault), 0);
+    zt_worker(&env, HB, NULL);
+    expect_result(c, acked, "kept", 4);
+    cr_assert_eq(zt_broker_counter(&env, "journal_ok"), 1);
+
+    zt_kill(b, SIGKILL);
+    zt_broker(&env, HB, "--data", data_dir(&env), "--fsync", "always", NULL);
+    zf_client_destroy(&c);
+    c = zt_client(&env);
+    expect_result(c, acked, "kept", 4);
+    cr_assert_eq(zt_broker_counter(&env, "queued"), 0, "a refused job came back");
+    cr_assert_eq(zt_broker_counter(&env, "results_kept"), 1);
+    zf_client_destroy(&c);
+}
