@@ -6,6 +6,11 @@
     - `pend` holds the records appended since the last commit, in order; nothing in it is
       on disk yet, so an acceptance in it must not be acknowledged;
     - under ZF_FSYNC_ALWAYS, `unsynced` is false whenever zf_journal_commit has returned 0;
+    - commits are numbered: every record of commits 1..dseq is durable (dsize bytes of the
+      file), wseq >= dseq is the last one written; only the flusher thread (see "the
+      flusher thread") moves dseq past a commit written by zf_journal_commit_async, and the
+      thread never touches the file but to fdatasync it: cutting, swapping and closing it
+      happen in the loop while the thread is idle;
     - compaction writes the broker's in-memory state, which already reflects every record in
       `pend`: after a compaction `pend` is empty and the new file is synced;
     - while `down` (a write or sync failed) nothing is appended and `pend` is empty: the

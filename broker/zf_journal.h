@@ -2,7 +2,9 @@
 
     Append-only records with a checksum each; one group commit per event-loop turn covers
     every record appended in it (zf_journal_commit), so the broker acknowledges a batch of
-    submissions with a single fsync. Replay rebuilds the live jobs; a torn or corrupt tail
+    submissions with a single fsync. Under ZF_FSYNC_ALWAYS that fsync runs in the journal's
+    flusher thread (zf_journal_commit_async, zf_journal_durable), so the loop goes on
+    while it is in flight. Replay rebuilds the live jobs; a torn or corrupt tail
     is reported and cut, but damage with valid records after it stops the start (the file
     is left untouched) until zf_journal_repair skips just the damaged records. Compaction
     rewrites the live state to a new file and swaps it in atomically.
