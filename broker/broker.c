@@ -1939,7 +1939,8 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     zf_msg_t hb;
     zf_msg_init(&hb, ZF_CMD_BHEARTBEAT);
     zf_msg_set_u64(&hb, ZF_F_HEARTBEAT, b->cfg.heartbeat_ms);
-    zf_msg_set_u64(&hb, ZF_F_FLAGS, ZF_FLAG_REATTACH); /* its claims are judged: refusals follow */
+    /* its claims are judged (refusals follow), and it may change its credits later */
+    zf_msg_set_u64(&hb, ZF_F_FLAGS, ZF_FLAG_REATTACH | ZF_FLAG_CREDITS);
     zf_wire_send(b->back, rid, &hb, NULL);
     reattach_claims(b, w, m); /* before any new work: the leases it holds come first */
     worker_relist(w);
@@ -2031,6 +2032,25 @@ static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
         worker_relist(w); /* before place(): w must be in the right ready list */
         place(b, j, true);
     }
+    if (!w->doomed) {
+        worker_relist(w);
+        refill(b, w);
+    }
+}
+
+/* CREDITS (PROTOCOL.md §7.12): a registered worker changes how many leases it may hold.
+   Leases above a lowered number are kept (the worker runs them); no new JOB goes out until
+   the worker is below it. The answer, CREDITED, is what the worker times its round trip by,
+   so it goes out before any JOB the new credits free. */
+static void on_credits(zf_broker_t *b, wrk_t *w, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    w->credits = m->credits ? m->credits : 1;
+    if (w->credits > ZF_LEASES_MAX)
+        w->credits = ZF_LEASES_MAX;
+    zf_msg_t r;
+    zf_msg_init(&r, ZF_CMD_CREDITED);
+    zf_msg_set_u64(&r, ZF_F_CREDITS, w->credits);
+    zf_wire_send(b->back, rid, &r, NULL);
     if (!w->doomed) {
         worker_relist(w);
         refill(b, w);
@@ -2178,6 +2198,7 @@ static void worker_message(zf_broker_t *b, zf_frames_t *f)
     case ZF_CMD_WPROGRESS: on_progress(b, w, &m); break;
     case ZF_CMD_HEARTBEAT: break;
     case ZF_CMD_RECALLED: on_recalled(b, w, &m); break;
+    case ZF_CMD_CREDITS: on_credits(b, w, rid, &m); break;
     case ZF_CMD_BYE:
         if (m.flags & ZF_FLAG_BYE_NOW) {
             worker_remove(b, w, "left");

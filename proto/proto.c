@@ -91,6 +91,8 @@ static uint32_t required_fields(uint8_t cmd)
     case ZF_CMD_BYE: return 0;
     case ZF_CMD_RECALLED: return B(ZF_F_ID) | B(ZF_F_ATTEMPT);
     case ZF_CMD_OBITUARY: return B(ZF_F_WORKER) | B(ZF_F_TEXT);
+    case ZF_CMD_CREDITS:
+    case ZF_CMD_CREDITED: return B(ZF_F_CREDITS);
     case ZF_CMD_JOB: return B(ZF_F_ID) | B(ZF_F_ATTEMPT) | B(ZF_F_FN);
     case ZF_CMD_WCANCEL: return B(ZF_F_ID) | B(ZF_F_ATTEMPT);
     case ZF_CMD_BHEARTBEAT:
@@ -622,6 +624,8 @@ const char *zf_cmd_name(uint8_t cmd)
     case ZF_CMD_BHEARTBEAT: return "BHEARTBEAT";
     case ZF_CMD_RESET: return "RESET";
     case ZF_CMD_RECALL: return "RECALL";
+    case ZF_CMD_CREDITS: return "CREDITS";
+    case ZF_CMD_CREDITED: return "CREDITED";
     default: return "?";
     }
 }

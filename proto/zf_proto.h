@@ -55,12 +55,14 @@ typedef enum {
     ZF_CMD_BYE = 0x85,
     ZF_CMD_RECALLED = 0x86,
     ZF_CMD_OBITUARY = 0x87, /* from a fleet supervisor: a worker of its died, and why */
+    ZF_CMD_CREDITS = 0x88,  /* a registered worker's new credits (adaptive prefetch) */
 
     ZF_CMD_JOB = 0xc1, /* +1 payload frame */
     ZF_CMD_WCANCEL = 0xc2,
     ZF_CMD_BHEARTBEAT = 0xc3,
     ZF_CMD_RESET = 0xc4,
     ZF_CMD_RECALL = 0xc5,
+    ZF_CMD_CREDITED = 0xc6, /* answers CREDITS at once: the credits granted */
 } zf_cmd_t;
 
 /* Header field keys (the msgpack map keys). */
@@ -145,6 +147,8 @@ typedef enum {
 #define ZF_FLAG_REATTACH \
     0x1 /* BHEARTBEAT answering a READY: the broker judged its claims
                                 (PROTOCOL.md §7.11); without it, claimed leases are void */
+#define ZF_FLAG_CREDITS \
+    0x100 /* BHEARTBEAT answering a READY: the broker takes CREDITS (PROTOCOL.md §7.12) */
 
 /* A string that points into a header buffer; not NUL-terminated. */
 typedef struct {

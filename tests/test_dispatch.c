@@ -151,3 +151,96 @@ Test(dispatch, short_jobs_not_held_behind_long_one, .timeout = 60)
     zf_event_destroy(&r);
     zf_client_destroy(&c);
 }
+
+/* The highest credits any worker has now, from the broker's stats. */
+static long long most_credits(msgpack_object *doc, const char *unused)
+{
+    (void)unused;
+    msgpack_object *ws = zt_mp_get(doc, "workers");
+    long long best = -1;
+    for (uint32_t w = 0; ws && w < ws->via.array.size; w++) {
+        msgpack_object *cr = zt_mp_get(&ws->via.array.ptr[w], "credits");
+        if (cr && (long long)cr->via.u64 > best)
+            best = (long long)cr->via.u64;
+    }
+    return best;
+}
+
+/* Echoes the fleet with n echo jobs and waits for them all. */
+static void run_echoes(zf_client_t *c, int n)
+{
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(zf_client_submit(c, "echo", "x", 1, NULL, NULL), 0);
+    for (int i = 0; i < n;) {
+        zf_event_t *e = zf_client_next(c, 10000);
+        cr_assert_not_null(e);
+        if (e->type == ZF_EV_RESULT) {
+            cr_assert_eq(e->status, ZFLEET_SUCCEEDED);
+            i++;
+        }
+        zf_event_destroy(&e);
+    }
+}
+
+/* No --credits: workers that run microsecond jobs raise their credits themselves (adaptive
+   prefetch), and a long job then still keeps no short one waiting behind it: the broker
+   takes the prefetched jobs back for the idle worker (RECALL). */
+Test(dispatch, adaptive_default_short_jobs_not_held_behind_long_one, .timeout = 60)
+{
+    zt_env_t env;
+    zt_fleet_t up = {.hb_ms = 300, .workers = 2, .names = ZT_ARGS("a", "b")};
+    zf_client_t *c = zt_start(&env, &up);
+    long long credits = 0;
+    for (int round = 0; round < 20 && credits <= 4; round++) {
+        run_echoes(c, 500);
+        credits = zt_with_stats(&env, most_credits, NULL);
+    }
+    cr_assert_gt(credits, 4, "fast jobs raised no worker's credits (highest %lld)", credits);
+    uint64_t long_id;
+    cr_assert_eq(zf_client_submit(c, "spin", "3000", 4, NULL, &long_id), 0);
+    enum { SHORT = 40 };
+    uint64_t ids[SHORT];
+    for (int i = 0; i < SHORT; i++)
+        cr_assert_eq(zf_client_submit(c, "spin", "10", 2, NULL, &ids[i]), 0);
+    int64_t t0 = zt_now_ms();
+    for (int i = 0; i < SHORT; i++) {
+        zf_event_t *r = zf_client_wait(c, ids[i], 10000);
+        cr_assert_not_null(r);
+        cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
+        zf_event_destroy(&r);
+    }
+    int64_t shorts_done = zt_now_ms() - t0;
+    zf_event_t *l = zf_client_get(c, long_id);
+    cr_assert_not_null(l);
+    cr_assert_eq(l->status, ZFLEET_RUNNING,
+                 "the long job is still running when the short ones are done");
+    zf_event_destroy(&l);
+    cr_assert_lt(shorts_done, 2500, "short jobs waited behind the long one (%lld ms)",
+                 (long long)shorts_done);
+    zf_event_t *r = zf_client_wait(c, long_id, 10000);
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED);
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+}
+
+/* No --credits, long jobs: a worker keeps 1 credit (prefetch would only make jobs wait). */
+Test(dispatch, adaptive_default_long_jobs_keep_one_credit, .timeout = 60)
+{
+    zt_env_t env;
+    zt_fleet_t up = {.hb_ms = 300, .workers = 1};
+    zf_client_t *c = zt_start(&env, &up);
+    enum { N = 4 };
+    uint64_t ids[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(zf_client_submit(c, "spin", "1000", 4, NULL, &ids[i]), 0);
+    for (int i = 0; i < N; i++) {
+        long long held = zt_with_stats(&env, most_jobs, NULL);
+        cr_assert_leq(held, 1, "a worker of 1 s jobs holds %lld (credits %lld)", held,
+                      zt_with_stats(&env, most_credits, NULL));
+        zf_event_t *r = zf_client_wait(c, ids[i], 10000);
+        cr_assert(r && r->status == ZFLEET_SUCCEEDED);
+        zf_event_destroy(&r);
+    }
+    cr_assert_eq(zt_with_stats(&env, most_credits, NULL), 1);
+    zf_client_destroy(&c);
+}

@@ -550,3 +550,73 @@ Test(spec, unpinned_cpu_worker_reports_index_minus_one_and_machine_memory, .time
     zt_fleet_up(&env, &up);
     cr_assert_eq(zt_with_stats(&env, unpinned_worker, NULL), 0);
 }
+
+/* ------------------------------------------------------------------ credits */
+
+static void send_credits(void *w, bool with_credits, uint32_t credits, int payloads)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_CREDITS);
+    if (with_credits)
+        zf_msg_set_u64(&m, ZF_F_CREDITS, credits);
+    send_frames(w, &m, payloads);
+}
+
+/* §7.12: the READY's answer says CREDITS is taken; CREDITED answers at once with what was
+   granted (0 = 1, capped at 256), before the JOBs the new credits free; bad CREDITS are
+   refused, and an unknown worker is told to register. */
+Test(spec, credits_change_a_registered_workers_credits, .timeout = 60)
+{
+    zt_env_t env;
+    zt_fleet_up(&env, &(zt_fleet_t){.hb_ms = 200});
+    void *w = peer(env.worker_ep);
+    send_credits(w, true, 4, 0);
+    rx_t rx;
+    expect_cmd(w, &rx, ZF_CMD_RESET, 10000);
+    zf_frames_close(&rx.f);
+    const char *fn = "echo";
+    ready(w, "crediter", &fn, 1);
+    zmq_pollitem_t it = {w, 0, ZMQ_POLLIN, 0};
+    cr_assert_eq(zmq_poll(&it, 1, 10000), 1);
+    cr_assert_eq(zf_wire_recv(w, &rx.f, 0), 0);
+    cr_assert_eq(zf_msg_decode(&rx.m, zmq_msg_data(&rx.f.part[0]), zmq_msg_size(&rx.f.part[0]),
+                               NULL, NULL),
+                 0);
+    cr_assert_eq(rx.m.cmd, ZF_CMD_BHEARTBEAT);
+    cr_assert(rx.m.flags & ZF_FLAG_CREDITS, "flags %u", rx.m.flags);
+    zf_frames_close(&rx.f);
+    cr_assert(zt_wait_workers(&env, 1, 10000));
+    void *c = peer(env.client_ep);
+    for (int i = 0; i < 3; i++)
+        submit(c, "echo", 10 + (uint64_t)i, 0, 0);
+    expect_cmd(w, &rx, ZF_CMD_JOB, 10000); /* one credit: one job */
+    zf_frames_close(&rx.f);
+    send_credits(w, true, 3, 0);
+    cr_assert(recv_msg(w, &rx, 10000));
+    cr_assert_eq(rx.m.cmd, ZF_CMD_CREDITED, "CREDITED comes first, got %s", zf_cmd_name(rx.m.cmd));
+    cr_assert_eq(rx.m.credits, 3);
+    zf_frames_close(&rx.f);
+    for (int i = 0; i < 2; i++) {
+        expect_cmd(w, &rx, ZF_CMD_JOB, 10000);
+        zf_frames_close(&rx.f);
+    }
+    send_credits(w, true, 1000, 0);
+    expect_cmd(w, &rx, ZF_CMD_CREDITED, 10000);
+    cr_assert_eq(rx.m.credits, 256);
+    zf_frames_close(&rx.f);
+    send_credits(w, true, 0, 0);
+    expect_cmd(w, &rx, ZF_CMD_CREDITED, 10000);
+    cr_assert_eq(rx.m.credits, 1);
+    zf_frames_close(&rx.f);
+    send_credits(w, false, 0, 0);
+    expect_cmd(w, &rx, ZF_CMD_ERROR, 10000);
+    cr_assert_eq(rx.m.code, ZF_EMALFORMED);
+    zf_frames_close(&rx.f);
+    send_credits(w, true, 2, 1);
+    expect_cmd(w, &rx, ZF_CMD_ERROR, 10000);
+    cr_assert_eq(rx.m.code, ZF_EMALFORMED);
+    zf_frames_close(&rx.f);
+    cr_assert_eq(zt_count_workers(&env), 1, "bad CREDITS leave the worker registered");
+    zmq_close(w);
+    zmq_close(c);
+}

@@ -234,8 +234,10 @@ static pid_t spawn(fleet_t *f, child_t *k)
     add_arg(argv, &n, k->label);
     add_arg(argv, &n, "--broker");
     add_arg(argv, &n, wc->broker_ep);
-    add_arg(argv, &n, "--credits");
-    add_arg(argv, &n, credits);
+    if (wc->credits) { /* 0: each worker chooses its own (adaptive prefetch) */
+        add_arg(argv, &n, "--credits");
+        add_arg(argv, &n, credits);
+    }
     add_arg(argv, &n, "--heartbeat");
     add_arg(argv, &n, hb);
     add_arg(argv, &n, "--liveness");

@@ -37,6 +37,7 @@
 #include "../proto/zf_wire.h"
 #include "zf_device.h"
 #include "zf_outbox.h"
+#include "zf_prefetch.h"
 #include "zf_registry.h"
 #include "zf_runner.h"
 
@@ -81,6 +82,10 @@ typedef struct {
     uint64_t session;
     zf_outbox_t *outbox;
     bool claims_pending;
+    /* Adaptive prefetch (no --credits; zf_prefetch.h), under sock_mu: what it measured, and
+       whether this connection's broker takes CREDITS (ZF_FLAG_CREDITS in its READY answer). */
+    zf_prefetch_t pf;
+    bool broker_credits;
 } wk_t;
 
 void zf_worker_default_name(char *out, size_t len, int pid, const char *device_label)
@@ -95,7 +100,7 @@ void zf_worker_config_defaults(zf_worker_config_t *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->broker_ep = "tcp://127.0.0.1:5556";
     cfg->device = "cpu";
-    cfg->credits = 1;
+    cfg->credits = 0; /* adaptive */
     cfg->heartbeat_ms = 1000;
     cfg->liveness = 3;
     cfg->cancel_grace_ms = 2000;
@@ -165,7 +170,7 @@ static void send_ready(wk_t *w)
     zf_msg_set_str(&m, ZF_F_DEVNAME, w->bind.label);
     zf_msg_set_str(&m, ZF_F_TEXT, w->bind.name);
     zf_msg_set_u64(&m, ZF_F_DEVMEM, w->bind.dev.memory);
-    zf_msg_set_u64(&m, ZF_F_CREDITS, w->cfg->credits);
+    zf_msg_set_u64(&m, ZF_F_CREDITS, w->cfg->credits ? w->cfg->credits : w->pf.announced);
     zf_msg_set_u64(&m, ZF_F_HEARTBEAT, w->cfg->heartbeat_ms);
     for (unsigned i = 0; i < zf_registry_count(w->mods); i++)
         zf_msg_add_function(&m, zf_registry_name(w->mods, i));
@@ -192,8 +197,11 @@ static void send_ready(wk_t *w)
 static void keep_done(wk_t *w, const void *hdr, size_t hlen, zmq_msg_t *out)
 {
     zf_msg_t m;
-    if (zf_msg_decode(&m, hdr, hlen, NULL, NULL) == 0 && m.cmd == ZF_CMD_DONE)
-        zf_outbox_keep(w->outbox, m.id, m.attempt, hdr, hlen, out, zf_now_ms());
+    if (zf_msg_decode(&m, hdr, hlen, NULL, NULL) < 0 || m.cmd != ZF_CMD_DONE)
+        return;
+    zf_outbox_keep(w->outbox, m.id, m.attempt, hdr, hlen, out, zf_now_ms());
+    if (zf_msg_has(&m, ZF_F_DURATION))
+        zf_prefetch_ran(&w->pf, m.duration_us);
 }
 
 static uint32_t jitter(uint32_t ms)
@@ -242,6 +250,8 @@ static int connect_broker(wk_t *w)
     int64_t now = zf_now_ms();
     w->last_recv_ms = now;
     w->broker_deadline_ms = now + w->backoff_ms;
+    w->broker_credits = false; /* until this connection's broker says it takes CREDITS */
+    zf_prefetch_reset_probe(&w->pf);
     send_ready(w);
     return 0;
 }
@@ -340,6 +350,23 @@ static void begin_drain(wk_t *w)
 
 /* ------------------------------------------------------------------ messages */
 
+/* Adaptive prefetch: times a round trip to the broker with CREDITS, which also tells it a
+   new number when the measurements call for one (zf_prefetch.h). */
+static void maybe_probe(wk_t *w)
+{
+    int64_t now = zf_now_us();
+    if (w->cfg->credits || !w->broker_credits || w->draining || !zf_prefetch_probe_due(&w->pf, now))
+        return;
+    uint32_t before = w->pf.announced;
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_CREDITS);
+    zf_msg_set_u64(&m, ZF_F_CREDITS, zf_prefetch_probe_sent(&w->pf, now));
+    if (w->pf.announced != before)
+        zf_log(ZF_LOG_DEBUG, "prefetch: %u credit(s) (run %.0f us, round trip %.0f us)",
+               w->pf.announced, w->pf.run_us, w->pf.rtt_us);
+    to_broker(w, &m, NULL);
+}
+
 static void on_job(wk_t *w, zf_frames_t *f, const zf_msg_t *m)
 {
     char fn[ZF_FN_MAX + 1];
@@ -347,6 +374,7 @@ static void on_job(wk_t *w, zf_frames_t *f, const zf_msg_t *m)
     if (w->draining ||
         zf_runner_push(w->runner, m->id, m->attempt, fn, m->timeout_ms, &f->part[1]) < 0)
         send_simple(w, ZF_CMD_RECALLED, m->id, m->attempt, 0);
+    maybe_probe(w);
 }
 
 static void on_cancel(wk_t *w, const zf_msg_t *m)
@@ -438,7 +466,10 @@ static void on_broker(wk_t *w, zf_frames_t *f)
             zf_outbox_clear(w->outbox);
         }
         w->claims_pending = false;
+        if (m.flags & ZF_FLAG_CREDITS)
+            w->broker_credits = true;
         break;
+    case ZF_CMD_CREDITED: zf_prefetch_answered(&w->pf, zf_now_us()); break;
     case ZF_CMD_ERROR: {
         char text[ZF_TEXT_MAX + 1];
         zf_str_copy(text, sizeof text, m.text);
@@ -566,6 +597,7 @@ static void run_timers(wk_t *w)
         w->backoff_ms = jitter(w->backoff_ms);
         connect_broker(w);
     }
+    maybe_probe(w);
     if (now - w->last_send_ms >= w->hb_ms)
         send_simple(w, ZF_CMD_HEARTBEAT, 0, 0, 0);
 }
@@ -752,6 +784,7 @@ static void stop(wk_t *w)
 int zf_worker_run(const zf_worker_config_t *cfg)
 {
     wk_t w = {.cfg = cfg, .sigfd = -1, .wake_fd = -1, .sock_mu = PTHREAD_MUTEX_INITIALIZER};
+    zf_prefetch_init(&w.pf);
     char err[512] = "";
     if (start(&w, err, sizeof err) < 0) {
         zf_log(ZF_LOG_ERROR, "%s", err);

@@ -35,7 +35,8 @@ typedef struct {
     int nmodules;
     const char *venv;          /* Python virtual environment for Python modules, or NULL */
     const char *name;          /* default host:pid:device */
-    uint32_t credits;          /* jobs held at once (1 running + prefetch); default 1 */
+    uint32_t credits;          /* jobs held at once (1 running + prefetch); default 0 =
+                                  adaptive (zf_prefetch.h) */
     uint32_t heartbeat_ms;     /* default 1000 */
     uint32_t liveness;         /* default 3 */
     uint32_t cancel_grace_ms;  /* default 2000 */
