@@ -155,6 +155,15 @@ static void add_claims(wk_t *w, zf_msg_t *m)
     }
 }
 
+/* The credits a READY asks for: --credits, raised to the largest max_batch of the batched
+   functions served (issue 17), so that a batch can fill: the broker never has more of our
+   jobs out than the credits, and a batch is formed only from jobs the worker holds. */
+static uint32_t ready_credits(const wk_t *w)
+{
+    uint32_t batch = zf_registry_max_batch(w->mods);
+    return w->cfg->credits > batch ? w->cfg->credits : batch;
+}
+
 static void send_ready(wk_t *w)
 {
     zf_msg_t m;
@@ -165,7 +174,7 @@ static void send_ready(wk_t *w)
     zf_msg_set_str(&m, ZF_F_DEVNAME, w->bind.label);
     zf_msg_set_str(&m, ZF_F_TEXT, w->bind.name);
     zf_msg_set_u64(&m, ZF_F_DEVMEM, w->bind.dev.memory);
-    zf_msg_set_u64(&m, ZF_F_CREDITS, w->cfg->credits);
+    zf_msg_set_u64(&m, ZF_F_CREDITS, ready_credits(w));
     zf_msg_set_u64(&m, ZF_F_HEARTBEAT, w->cfg->heartbeat_ms);
     for (unsigned i = 0; i < zf_registry_count(w->mods); i++)
         zf_msg_add_function(&m, zf_registry_name(w->mods, i));

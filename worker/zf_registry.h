@@ -27,6 +27,17 @@ int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size
 int zf_registry_init(zf_registry_t *self, const zf_device_t *dev, char *err, size_t errlen);
 /* Finds a function; *state receives its module's state. NULL if none has that name. */
 zf_run_fn zf_registry_find(const zf_registry_t *self, const char *name, void **state);
+/* A batched function (zf_module.h): its batch handler, *state, *max_batch (>= 1) and
+   *max_delay_us; NULL (outputs untouched) when name is not batched or not here. */
+zf_run_batch_fn zf_registry_batch(const zf_registry_t *self, const char *name, void **state,
+                                  uint32_t *max_batch, uint32_t *max_delay_us);
+/* The largest max_batch of the batched functions, 1 when none is: the fewest jobs the worker
+   asks the broker for at once (its READY credits). */
+uint32_t zf_registry_max_batch(const zf_registry_t *self);
+/* Makes an added function batched (for Python's zfleet.batched). Returns 0, or -1 with the
+   reason in err (no such function, max_batch not in 1..256). */
+int zf_registry_add_batched(zf_registry_t *self, const char *name, zf_run_batch_fn run_batch,
+                            uint32_t max_batch, uint32_t max_delay_us, char *err, size_t errlen);
 /* What crash reports call the module that serves function name (its .so path, or the
    built-in's name), or NULL. Lives as long as self. */
 const char *zf_registry_label(const zf_registry_t *self, const char *name);

@@ -207,8 +207,8 @@ static int run_sobel(void *state, zf_job_t *job)
 }
 
 static const zf_function_t image_functions[] = {
-    {"sobel", run_sobel},
-    {NULL, NULL},
+    {.name = "sobel", .run = run_sobel},
+    {.name = NULL},
 };
 
 const zf_module_t zf_builtin_image = {
