@@ -717,6 +717,30 @@ static void reattach_claims(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
                ok == m->nclaims ? "" : zfb_claim_text(first));
 }
 
+/* The lease was handed to w but never started: it goes back to the front of its queue
+   and the delivery does not count (as a RECALLED one). */
+static void unstarted_requeue(zf_broker_t *b, job_t *j)
+{
+    j->fn->running--;
+    j->worker = NULL;
+    job_res(j)->attempt_base++;
+    zf_journal_attempts(b->journal, j);
+    b->c.recalled++;
+    place(b, j, true);
+}
+
+/* Whether lease i of the dead worker w had started. A worker that batches (issue 17) runs
+   a job on its second or later attempt alone, before anything it holds behind it (the
+   poison rule, worker/runner.c): when its first lease is such a retry, that one alone was
+   running, and the leases behind it did not start. Counting them would let a poison job,
+   retried alone, still take its prefetched former batch-mates to `lost` with it. Any other
+   death counts every lease, as it always did: a worker's leases may all have run. */
+static bool lease_started(const wrk_t *w, uint32_t i)
+{
+    /* the lease's own number, as the worker saw it (a recalled delivery also counts there) */
+    return i == 0 || w->batch <= 1 || w->leases[0].attempt <= 1;
+}
+
 /* Removes w now and frees it: only from a handler at the top of the loop (never from
    inside dispatch, which dooms instead). Its current leases fail (attempt_failed): their
    jobs go back to the front of their queues or end. */
@@ -743,8 +767,10 @@ static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
     snprintf(cause, sizeof cause, "worker %s lost: %s", w->info->name, why);
     for (uint32_t i = 0; i < w->inflight; i++) {
         job_t *j = current_lease(b, w, w->leases[i].id, w->leases[i].attempt);
-        if (j)
+        if (j && lease_started(w, i))
             attempt_failed(b, j, ZF_ST_LOST, cause);
+        else if (j)
+            unstarted_requeue(b, j);
     }
     for (uint32_t i = 0; i < w->nslots; i++)
         w->slots[i].fn->nworkers--;
@@ -1875,6 +1901,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     w->credits = m->credits ? m->credits : 1;
     if (w->credits > ZF_LEASES_MAX)
         w->credits = ZF_LEASES_MAX;
+    w->batch = zf_msg_has(m, ZF_F_BATCH) && m->batch > 1 ? m->batch : 1;
     info->refs = 1;
     zf_str_copy(info->name, sizeof info->name, name);
     if (!info->name[0])

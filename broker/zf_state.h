@@ -102,6 +102,7 @@ typedef struct wrk {
     uint64_t session; /* READY's session: the process, across its registrations; 0 = none */
     uint64_t devmem;
     uint32_t credits, inflight;
+    uint32_t batch; /* READY's ZF_F_BATCH: most jobs it runs in one call (issue 17); 1 = none */
     lease_t leases[ZF_LEASES_MAX]; /* the jobs this worker holds, oldest first */
     winfo_t *info;
     char model[ZF_NAME_MAX + 1]; /* the device's own name, e.g. the GPU model */

@@ -175,6 +175,7 @@ static void send_ready(wk_t *w)
     zf_msg_set_str(&m, ZF_F_TEXT, w->bind.name);
     zf_msg_set_u64(&m, ZF_F_DEVMEM, w->bind.dev.memory);
     zf_msg_set_u64(&m, ZF_F_CREDITS, ready_credits(w));
+    zf_msg_set_u64(&m, ZF_F_BATCH, zf_registry_max_batch(w->mods)); /* the broker's poison rule */
     zf_msg_set_u64(&m, ZF_F_HEARTBEAT, w->cfg->heartbeat_ms);
     for (unsigned i = 0; i < zf_registry_count(w->mods); i++)
         zf_msg_add_function(&m, zf_registry_name(w->mods, i));

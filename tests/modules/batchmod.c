@@ -6,7 +6,7 @@
         failall  the whole batch fails ("the batch failed")
         wait     the handler waits (up to 5 s) until this job is cancelled
         slow     on attempt 1, the call takes 1.5 s (time to kill the worker mid-batch)
-        poison   the process dies (SIGKILL) on every attempt
+        poison   the process dies (SIGKILL, 200 ms into the call) on every attempt
     blone (max_batch 8, max_delay 300 ms): the same outputs, no sleep: a lone job's latency
     shows the delay. */
 #include <signal.h>
@@ -69,8 +69,10 @@ static int outputs(zf_job_t **jobs, size_t n)
 static int run_bsize(void *state, zf_job_t **jobs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (input_is(jobs[i], "poison", false))
+        if (input_is(jobs[i], "poison", false)) {
+            sleep_ms(200); /* some work first, as a real crash: earlier results get out */
             raise(SIGKILL);
+        }
     }
     bool slow = false;
     for (size_t i = 0; i < n; i++)
