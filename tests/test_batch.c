@@ -240,3 +240,57 @@ Test(batch, poison_job_is_isolated_from_its_batch, .timeout = 90)
     }
     zf_client_destroy(&c);
 }
+
+#if ZT_HAVE_PYTHON
+/* zfleet.batched Python handlers: outputs matched to their jobs, per-job failure by an
+   exception in place of an output, a whole-batch failure by raising, a wrong answer length. */
+Test(batch, python_batched_handler, .timeout = 60)
+{
+    zt_env_t env;
+    zf_client_t *c = zt_start(&env, &(zt_fleet_t){.hb_ms = 200});
+    const char *in[] = {"q0", "fail1", "q2", "q3", "q4"};
+    uint64_t ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = submit(c, "pbatch", in[i]);
+    zt_worker(&env, 200, "--module", ZT_PY_DIR "/batch_handlers.py", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 15000), "the Python worker did not register");
+    for (int i = 0; i < 5; i++) {
+        zf_event_t *r = zf_client_wait(c, ids[i], 10000);
+        cr_assert_not_null(r, "%s", zf_client_error(c));
+        if (i == 1) {
+            cr_assert_eq(r->status, ZFLEET_FAILED);
+            cr_assert_str_eq(r->text, "ValueError: bad input: fail1");
+        } else {
+            cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s: %s", in[i], r->text);
+            cr_assert(output_is_for(r, in[i]));
+            cr_assert_eq(batch_of(r), 5, "the five ran together");
+        }
+        zf_event_destroy(&r);
+    }
+    /* a raise fails every job of the batch with its message */
+    uint64_t a = submit(c, "pbatch", "boom"), b = submit(c, "pbatch", "ok");
+    zf_event_t *r = zf_client_wait(c, a, 10000);
+    cr_assert(r && r->status == ZFLEET_FAILED && strstr(r->text, "RuntimeError: the batch blew up"),
+              "%s", r ? r->text : zf_client_error(c));
+    zf_event_destroy(&r);
+    /* its batch-mate (both came within the delay, unless the machine was slow) */
+    r = zf_client_wait(c, b, 10000);
+    cr_assert_not_null(r, "%s", zf_client_error(c));
+    if (r->status == ZFLEET_SUCCEEDED)
+        cr_assert_eq(batch_of(r), 1, "it succeeded only in a batch of its own");
+    else
+        cr_assert(strstr(r->text, "RuntimeError: the batch blew up"), "%s", r->text);
+    zf_event_destroy(&r);
+    /* one output too few fails the batch and says why */
+    r = zf_client_wait(c, submit(c, "plen", "x"), 10000);
+    cr_assert(r && r->status == ZFLEET_FAILED &&
+                  strstr(r->text, "returns a list of one output per job: 1 jobs, it returned 0"),
+              "%s", r ? r->text : zf_client_error(c));
+    zf_event_destroy(&r);
+    /* a lone job is a batch of 1 */
+    r = zf_client_wait(c, submit(c, "pbatch", "solo"), 10000);
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED && batch_of(r) == 1 && output_is_for(r, "solo"));
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+}
+#endif

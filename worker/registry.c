@@ -219,10 +219,15 @@ static int init_python(zf_registry_t *self, unsigned i, const zf_device_t *dev, 
         snprintf(err, errlen, "%s", why);
         return -1;
     }
-    for (unsigned k = 0; k < zf_pymod_count(e->py); k++)
+    for (unsigned k = 0; k < zf_pymod_count(e->py); k++) {
         if (add_function(self, e->label, zf_pymod_name(e->py, k), zf_pymod_run,
                          zf_pymod_function(e->py, k), i, err, errlen) < 0)
             return -1;
+        uint32_t delay_us = 0, max = zf_pymod_max_batch(e->py, k, &delay_us);
+        if (max && zf_registry_add_batched(self, zf_pymod_name(e->py, k), zf_pymod_run_batch, max,
+                                           delay_us, err, errlen) < 0)
+            return -1;
+    }
     zf_crash_enter(e->label, "init", NULL, 0);
     rc = zf_pymod_init(e->py, dev, why, sizeof why);
     zf_crash_leave();
