@@ -1940,6 +1940,16 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     refill(b, w);
 }
 
+/* Counts one job that ran in a batch of n (issue 17). */
+static void batches_observe(zfb_batches_t *bs, uint32_t n)
+{
+    unsigned i = 0;
+    while (i + 1 < ZFB_BATCH_BUCKETS && (1u << i) < n)
+        i++;
+    bs->jobs[i]++;
+    bs->calls += 1.0 / n;
+}
+
 static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *output)
 {
     int li = lease_find(w, m->id, m->attempt);
@@ -1953,6 +1963,12 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
         result_t *r = job_res(j);
         r->duration_us = m->duration_us;
         zf_hist_observe(&j->fn->run, m->duration_us);
+        if (zf_msg_has(m, ZF_F_BATCH) && m->batch >= 1) {
+            batches_observe(&j->fn->batches, m->batch);
+            for (uint32_t i = 0; i < w->nslots; i++)
+                if (w->slots[i].fn == j->fn)
+                    batches_observe(&w->slots[i].batches, m->batch);
+        }
         zfb_winfo_release(&r->ran_on);
         r->ran_on = w->info;
         w->info->refs++;

@@ -78,6 +78,15 @@ Test(batch, outputs_match_jobs_and_batches_form_under_load, .timeout = 60)
         zf_event_destroy(&r);
     }
     cr_assert_eq(biggest, 8, "batches grew to max_batch under load");
+    /* the sizes show in `zfleet stats` (per function) and `zfleet workers` (per worker and
+       function), and in the STATS document */
+    static char out[16384];
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "stats", NULL), 0);
+    cr_assert(strstr(out, "bsize") && strstr(out, "batch mean") && strstr(out, " 5-8:"), "%s", out);
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "workers", NULL), 0);
+    cr_assert(strstr(out, "    bsize") && strstr(out, "batch mean"), "%s", out);
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "--json", "stats", NULL), 0);
+    cr_assert(strstr(out, "\"batch_mean\":") && strstr(out, "\"batch_hist\":["), "%s", out);
     zf_client_destroy(&c);
 }
 
