@@ -334,6 +334,29 @@ static void worker_relist(wrk_t *w)
     w->list = (int8_t)want;
 }
 
+/* ------------------------------------------------------------------ dispatch and batches
+
+   The dispatch rule with batched functions (issue 17). A worker that serves a batched
+   function registers with credits >= its largest max_batch (READY ZF_F_CREDITS, raised by
+   the worker) and says so (READY ZF_F_BATCH). The broker then dispatches as for any worker:
+   - an idle worker first (pick_worker): a job that arrives when a worker is free starts
+     there at once, so at low load a batched job waits only its worker's max_delay for
+     mates, never for the broker;
+   - under load every worker is busy, and the jobs go to the free credits of the busy ones
+     (the partial list); those jobs wait in the worker, where the next batch forms from
+     them. When a batch of n ends, its n DONEs free n credits and refill() sends the next n
+     queued jobs at once: the broker keeps a loaded batching worker's queue at max_batch,
+     which is what makes full batches, instead of spreading one job per worker.
+   Why short jobs do not wait behind long ones: the credits above max_batch are only on
+   workers that serve a batched function; a worker forms a batch only from jobs of that one
+   function, and jobs of other functions it holds keep their place in its queue (they run
+   after the current call, as behind a single job). An idle worker still takes back the
+   last not-started job of a busy one (steal_for, RECALL), batched or not, so nothing
+   queued waits behind a long batch while a worker that could run it is free. The broker
+   does not hold jobs back to fill batches: holding is the worker's max_delay, bounded and
+   chosen per function by its author.
+   The poison rule's broker half is lease_started (a batching worker's retry ran alone). */
+
 /* The worker that should take a job of `fn` needing `device`: idle before busy, GPU
    before CPU for jobs that run anywhere. NULL when every eligible worker is full. */
 static wrk_t *pick_worker(fnq_t *fn, uint8_t device)
