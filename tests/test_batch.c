@@ -303,3 +303,48 @@ Test(batch, python_batched_handler, .timeout = 60)
     zf_client_destroy(&c);
 }
 #endif
+
+/* A P5 image of w x h with a pattern that depends on seed. */
+static size_t make_pgm(char *buf, size_t cap, int w, int h, int seed)
+{
+    int n = snprintf(buf, cap, "P5\n%d %d\n255\n", w, h);
+    for (int i = 0; i < w * h && (size_t)n + (size_t)i < cap; i++)
+        buf[n + i] = (char)((i * 7 + seed * 31 + (i / w) * 13) & 0xff);
+    return (size_t)n + (size_t)(w * h);
+}
+
+/* sobel_batch (the batched sobel of docs/DEVICES.md, builtin:image_batch) gives sobel's
+   outputs byte for byte, for images of mixed sizes in one batch; a bad image fails alone. */
+Test(batch, sobel_batch_matches_sobel, .timeout = 60)
+{
+    zt_env_t env;
+    zf_client_t *c = zt_start(&env, &(zt_fleet_t){.hb_ms = 200});
+    enum { N = 6 };
+    static char img[N][4096];
+    size_t len[N];
+    uint64_t ids[N], ref[N];
+    for (int i = 0; i < N; i++) {
+        len[i] = make_pgm(img[i], sizeof img[i], i % 3 ? 40 : 23, i % 3 ? 30 : 17, i);
+        cr_assert_eq(zf_client_submit(c, "sobel_batch", img[i], len[i], NULL, &ids[i]), 0);
+    }
+    uint64_t bad;
+    cr_assert_eq(zf_client_submit(c, "sobel_batch", "P6 no", 5, NULL, &bad), 0);
+    zt_worker(&env, 200, "--module", "builtin:image_batch", NULL);
+    cr_assert(zt_wait_workers(&env, 1, 8000));
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(zf_client_submit(c, "sobel", img[i], len[i], NULL, &ref[i]), 0);
+    for (int i = 0; i < N; i++) {
+        zf_event_t *a = zf_client_wait(c, ids[i], 10000), *b = zf_client_wait(c, ref[i], 10000);
+        cr_assert(a && b && a->status == ZFLEET_SUCCEEDED && b->status == ZFLEET_SUCCEEDED,
+                  "%s / %s", a ? a->text : "-", b ? b->text : "-");
+        cr_assert(a->output_len == b->output_len && !memcmp(a->output, b->output, a->output_len),
+                  "image %d differs", i);
+        zf_event_destroy(&a);
+        zf_event_destroy(&b);
+    }
+    zf_event_t *r = zf_client_wait(c, bad, 10000);
+    cr_assert(r && r->status == ZFLEET_FAILED && strstr(r->text, "sobel:"), "%s",
+              r ? r->text : zf_client_error(c));
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+}

@@ -184,6 +184,8 @@ int zf_registry_load(zf_registry_t *self, const char *path, char *err, size_t er
 {
     if (is_python(path))
         return load_python(self, path, err, errlen);
+    if (!strcmp(path, "builtin:image_batch")) /* compiled in, not served by default */
+        return zf_registry_add(self, &zf_builtin_image_batch, err, errlen);
     void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {
         snprintf(err, errlen, "cannot load module %s: %s", path, dlerror());

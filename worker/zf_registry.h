@@ -16,7 +16,8 @@ typedef struct zf_registry zf_registry_t;
 zf_registry_t *zf_registry_new(void);
 /* Adds a module from a shared object, or a Python module when path ends in .py or is
    py:dotted.name (checked now; imported by zf_registry_init, whose functions only then join
-   the set). Returns 0, or -1 with a reason in err. */
+   the set), or the built-in that is not served by default, builtin:image_batch. Returns 0,
+   or -1 with a reason in err. */
 int zf_registry_load(zf_registry_t *self, const char *path, char *err, size_t errlen);
 /* Adds a module compiled into the worker. Returns 0, or -1 with a reason in err. */
 int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size_t errlen);
@@ -55,5 +56,8 @@ void zf_registry_destroy(zf_registry_t **self_p);
    (image.c, GPU variant in sobel.cu). */
 extern const zf_module_t zf_builtin_core;
 extern const zf_module_t zf_builtin_image;
+/* "image_batch" with sobel_batch, the batched sobel (issue 17; docs/DEVICES.md): not added
+   by default (a batched function raises the worker's credits, zf_module.h). */
+extern const zf_module_t zf_builtin_image_batch;
 
 #endif
