@@ -355,8 +355,11 @@ static void run_batch(zf_runner_t *r, void *pair, rjob_t *first, zf_run_batch_fn
             }
     }
     int64_t t1 = zf_now_us();
+    /* not running any more, as run_one does before its DONE: from here each job is in the
+       outbox once its DONE is out (r->batch[] stays ours: only this thread writes it) */
     pthread_mutex_lock(&r->mu);
     r->running.active = false;
+    r->nbatch = 0;
     pthread_mutex_unlock(&r->mu);
     for (size_t i = 0; i < n; i++) {
         if (jobs && ptrs) {
@@ -367,12 +370,8 @@ static void run_batch(zf_runner_t *r, void *pair, rjob_t *first, zf_run_batch_fn
             batch_done(r, pair, &lone, -1, batch_err, n, 0);
         }
     }
-    /* the batch is over only now: until every DONE is out, a READY still claims its jobs */
-    pthread_mutex_lock(&r->mu);
     for (size_t i = 0; i < n; i++)
         rjob_free(r->batch[i]);
-    r->nbatch = 0;
-    pthread_mutex_unlock(&r->mu);
     free(jobs);
     free(ptrs);
 }
