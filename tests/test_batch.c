@@ -348,3 +348,22 @@ Test(batch, sobel_batch_matches_sobel, .timeout = 60)
     zf_event_destroy(&r);
     zf_client_destroy(&c);
 }
+
+#if ZT_HAVE_PYTHON
+/* zfleet.batched with a max_batch out of range: the worker exits 1 at load, and says why. */
+Test(batch, python_bad_batch_settings_refuse_the_module, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    pid_t w = zt_worker(&env, 200, "--module", ZT_PY_DIR "/batch_bad.py", NULL);
+    int status = zt_wait_exit(w, 15000);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+    char path[200], text[8192];
+    snprintf(path, sizeof path, "%s/workers.log", env.dir);
+    zt_read_file(path, text, sizeof text);
+    cr_assert(strstr(text, "FUNCTIONS['seg']: batched needs a callable, max_batch 1 to 256 and "
+                           "max_delay_ms 0 to 60000"),
+              "%s", text);
+}
+#endif
