@@ -367,3 +367,18 @@ Test(batch, python_bad_batch_settings_refuse_the_module, .timeout = 60)
               "%s", text);
 }
 #endif
+
+/* A C batched function with max_batch over 256: the worker exits 1 at load, and says why. */
+Test(batch, c_bad_max_batch_refuses_the_module, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    pid_t w = zt_worker(&env, 200, "--module", zt_path("tests/zf_batchbad.so"), NULL);
+    int status = zt_wait_exit(w, 15000);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+    char path[200], text[8192];
+    snprintf(path, sizeof path, "%s/workers.log", env.dir);
+    zt_read_file(path, text, sizeof text);
+    cr_assert(strstr(text, "module batchbad: function big: max_batch 300 is over 256"), "%s", text);
+}
