@@ -334,6 +334,29 @@ static void worker_relist(wrk_t *w)
     w->list = (int8_t)want;
 }
 
+/* ------------------------------------------------------------------ dispatch and batches
+
+   The dispatch rule with batched functions (issue 17). A worker that serves a batched
+   function registers with credits >= its largest max_batch (READY ZF_F_CREDITS, raised by
+   the worker) and says so (READY ZF_F_BATCH). The broker then dispatches as for any worker:
+   - an idle worker first (pick_worker): a job that arrives when a worker is free starts
+     there at once, so at low load a batched job waits only its worker's max_delay for
+     mates, never for the broker;
+   - under load every worker is busy, and the jobs go to the free credits of the busy ones
+     (the partial list); those jobs wait in the worker, where the next batch forms from
+     them. When a batch of n ends, its n DONEs free n credits and refill() sends the next n
+     queued jobs at once: the broker keeps a loaded batching worker's queue at max_batch,
+     which is what makes full batches, instead of spreading one job per worker.
+   Why short jobs do not wait behind long ones: the credits above max_batch are only on
+   workers that serve a batched function; a worker forms a batch only from jobs of that one
+   function, and jobs of other functions it holds keep their place in its queue (they run
+   after the current call, as behind a single job). An idle worker still takes back the
+   last not-started job of a busy one (steal_for, RECALL), batched or not, so nothing
+   queued waits behind a long batch while a worker that could run it is free. The broker
+   does not hold jobs back to fill batches: holding is the worker's max_delay, bounded and
+   chosen per function by its author.
+   The poison rule's broker half is lease_started (a batching worker's retry ran alone). */
+
 /* The worker that should take a job of `fn` needing `device`: idle before busy, GPU
    before CPU for jobs that run anywhere. NULL when every eligible worker is full. */
 static wrk_t *pick_worker(fnq_t *fn, uint8_t device)
@@ -717,6 +740,30 @@ static void reattach_claims(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
                ok == m->nclaims ? "" : zfb_claim_text(first));
 }
 
+/* The lease was handed to w but never started: it goes back to the front of its queue
+   and the delivery does not count (as a RECALLED one). */
+static void unstarted_requeue(zf_broker_t *b, job_t *j)
+{
+    j->fn->running--;
+    j->worker = NULL;
+    job_res(j)->attempt_base++;
+    zf_journal_attempts(b->journal, j);
+    b->c.recalled++;
+    place(b, j, true);
+}
+
+/* Whether lease i of the dead worker w had started. A worker that batches (issue 17) runs
+   a job on its second or later attempt alone, before anything it holds behind it (the
+   poison rule, worker/runner.c): when its first lease is such a retry, that one alone was
+   running, and the leases behind it did not start. Counting them would let a poison job,
+   retried alone, still take its prefetched former batch-mates to `lost` with it. Any other
+   death counts every lease, as it always did: a worker's leases may all have run. */
+static bool lease_started(const wrk_t *w, uint32_t i)
+{
+    /* the lease's own number, as the worker saw it (a recalled delivery also counts there) */
+    return i == 0 || w->batch <= 1 || w->leases[0].attempt <= 1;
+}
+
 /* Removes w now and frees it: only from a handler at the top of the loop (never from
    inside dispatch, which dooms instead). Its current leases fail (attempt_failed): their
    jobs go back to the front of their queues or end. */
@@ -743,8 +790,10 @@ static void worker_remove(zf_broker_t *b, wrk_t *w, const char *why)
     snprintf(cause, sizeof cause, "worker %s lost: %s", w->info->name, why);
     for (uint32_t i = 0; i < w->inflight; i++) {
         job_t *j = current_lease(b, w, w->leases[i].id, w->leases[i].attempt);
-        if (j)
+        if (j && lease_started(w, i))
             attempt_failed(b, j, ZF_ST_LOST, cause);
+        else if (j)
+            unstarted_requeue(b, j);
     }
     for (uint32_t i = 0; i < w->nslots; i++)
         w->slots[i].fn->nworkers--;
@@ -1908,6 +1957,7 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     w->credits = m->credits ? m->credits : 1;
     if (w->credits > ZF_LEASES_MAX)
         w->credits = ZF_LEASES_MAX;
+    w->batch = zf_msg_has(m, ZF_F_BATCH) && m->batch > 1 ? m->batch : 1;
     info->refs = 1;
     zf_str_copy(info->name, sizeof info->name, name);
     if (!info->name[0])
@@ -1947,6 +1997,16 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     refill(b, w);
 }
 
+/* Counts one job that ran in a batch of n (issue 17). */
+static void batches_observe(zfb_batches_t *bs, uint32_t n)
+{
+    unsigned i = 0;
+    while (i + 1 < ZFB_BATCH_BUCKETS && (1u << i) < n)
+        i++;
+    bs->jobs[i]++;
+    bs->calls += 1.0 / n;
+}
+
 static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *output)
 {
     int li = lease_find(w, m->id, m->attempt);
@@ -1960,6 +2020,12 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
         result_t *r = job_res(j);
         r->duration_us = m->duration_us;
         zf_hist_observe(&j->fn->run, m->duration_us);
+        if (zf_msg_has(m, ZF_F_BATCH) && m->batch >= 1) {
+            batches_observe(&j->fn->batches, m->batch);
+            for (uint32_t i = 0; i < w->nslots; i++)
+                if (w->slots[i].fn == j->fn)
+                    batches_observe(&w->slots[i].batches, m->batch);
+        }
         zfb_winfo_release(&r->ran_on);
         r->ran_on = w->info;
         w->info->refs++;

@@ -16,6 +16,21 @@ static void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
     msgpack_pack_uint64(pk, v);
 }
 
+/* batch_mean (jobs per handler call; 0 before any answer) and batch_hist (jobs by batch
+   size: 1, 2, 3-4, 5-8, ..., 129-256): two map entries (issue 17). */
+static void pack_batches(msgpack_packer *pk, const zfb_batches_t *bs)
+{
+    uint64_t jobs = 0;
+    for (int i = 0; i < ZFB_BATCH_BUCKETS; i++)
+        jobs += bs->jobs[i];
+    pk_str(pk, "batch_mean");
+    msgpack_pack_double(pk, bs->calls > 0 ? (double)jobs / bs->calls : 0);
+    pk_str(pk, "batch_hist");
+    msgpack_pack_array(pk, ZFB_BATCH_BUCKETS);
+    for (int i = 0; i < ZFB_BATCH_BUCKETS; i++)
+        msgpack_pack_uint64(pk, bs->jobs[i]);
+}
+
 static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v)
 {
     pk_str(pk, k);
@@ -38,7 +53,7 @@ static void pack_workers(msgpack_packer *pk, wrk_t *workers, int64_t now)
 {
     msgpack_pack_array(pk, HASH_COUNT(workers));
     for (wrk_t *w = workers; w; w = w->hh.next) {
-        msgpack_pack_map(pk, 13);
+        msgpack_pack_map(pk, 14);
         pk_kv_str(pk, "name", w->info->name);
         pk_kv_str(pk, "model", w->model);
         pk_kv_str(pk, "device", w->info->devname);
@@ -63,6 +78,14 @@ static void pack_workers(msgpack_packer *pk, wrk_t *workers, int64_t now)
         msgpack_pack_array(pk, w->nslots);
         for (uint32_t i = 0; i < w->nslots; i++)
             pk_str(pk, w->slots[i].fn->name);
+        /* per function it serves, in the order of "functions" (issue 17) */
+        pk_str(pk, "batches");
+        msgpack_pack_array(pk, w->nslots);
+        for (uint32_t i = 0; i < w->nslots; i++) {
+            msgpack_pack_map(pk, 3);
+            pk_kv_str(pk, "function", w->slots[i].fn->name);
+            pack_batches(pk, &w->slots[i].batches);
+        }
     }
 }
 
@@ -117,7 +140,7 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
     pk_str(&pk, "functions");
     msgpack_pack_array(&pk, HASH_COUNT(v->fns));
     for (const fnq_t *f = v->fns; f; f = f->hh.next) {
-        msgpack_pack_map(&pk, 8);
+        msgpack_pack_map(&pk, 10);
         pk_kv_str(&pk, "name", f->name);
         pk_kv_u64(&pk, "queued", f->queued);
         pk_kv_u64(&pk, "running", f->running);
@@ -127,6 +150,7 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
         /* estimated from the run-time histogram (within one bucket: under 20 %); 0 with no samples */
         pk_kv_u64(&pk, "run_p50_us", zf_hist_quantile(&f->run, 0.50));
         pk_kv_u64(&pk, "run_p99_us", zf_hist_quantile(&f->run, 0.99));
+        pack_batches(&pk, &f->batches);
     }
     pk_str(&pk, "workers");
     pack_workers(&pk, v->workers, v->now_ms);

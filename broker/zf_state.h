@@ -58,11 +58,21 @@ typedef struct client {
     unsigned char rid[];
 } client_t;
 
+/* Batch sizes (issue 17), from the DONEs' ZF_F_BATCH: jobs[i] counts the jobs that ran in a
+   batch of size 1 (i = 0) or 2^(i-1) + 1 .. 2^i (i = 1..8: 2, 3-4, ..., 129-256); calls is
+   the handler calls they took (each job adds 1/size), so the mean size is jobs / calls. */
+#define ZFB_BATCH_BUCKETS 9
+typedef struct {
+    uint64_t jobs[ZFB_BATCH_BUCKETS];
+    double calls;
+} zfb_batches_t;
+
 /* One worker's membership in one function's ready lists. */
 typedef struct wslot {
     struct wrk *w;
     struct fnq *fn;
     struct wslot *prev, *next;
+    zfb_batches_t batches; /* the batch sizes of the jobs of fn this worker answered */
 } wslot_t;
 
 enum { LIST_NONE = -1, LIST_IDLE = 0, LIST_PARTIAL = 1 };
@@ -77,6 +87,7 @@ typedef struct fnq {
     uint64_t accepted;
     uint64_t finished[ZF_ST__COUNT];
     zf_hist_t qwait, run;
+    zfb_batches_t batches;        /* the batch sizes its jobs ran in (issue 17) */
     wslot_t *ready[ZF_NKINDS][2]; /* workers with free credits: [kind][idle|partial] */
     uint32_t nworkers;
     UT_hash_handle hh;
@@ -102,6 +113,7 @@ typedef struct wrk {
     uint64_t session; /* READY's session: the process, across its registrations; 0 = none */
     uint64_t devmem;
     uint32_t credits, inflight;
+    uint32_t batch; /* READY's ZF_F_BATCH: most jobs it runs in one call (issue 17); 1 = none */
     lease_t leases[ZF_LEASES_MAX]; /* the jobs this worker holds, oldest first */
     winfo_t *info;
     char model[ZF_NAME_MAX + 1]; /* the device's own name, e.g. the GPU model */

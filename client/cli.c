@@ -339,6 +339,22 @@ static const char *s(const msgpack_object *map, const char *key, char *buf, size
     return buf;
 }
 
+/* One line of batch sizes (issue 17) of a STATS function or worker-batches entry, when its
+   jobs ever ran more than one to a call: "mean 7.9  1:3 2:0 3-4:1 5-8:200". */
+static void print_batches(const char *indent, const char *fn, const msgpack_object *o)
+{
+    static const char *const label[] = {"1",     "2",     "3-4",    "5-8",    "9-16",
+                                        "17-32", "33-64", "65-128", "129-256"};
+    const msgpack_object *hist = get(o, "batch_hist"), *mean = get(o, "batch_mean");
+    if (!hist || hist->type != MSGPACK_OBJECT_ARRAY || !mean ||
+        mean->type != MSGPACK_OBJECT_FLOAT64 || mean->via.f64 <= 1.0)
+        return;
+    printf("%s%-24s batch mean %6.2f  jobs by batch size", indent, fn, mean->via.f64);
+    for (uint32_t i = 0; i < hist->via.array.size && i < 9; i++)
+        printf(" %s:%llu", label[i], (unsigned long long)hist->via.array.ptr[i].via.u64);
+    printf("\n");
+}
+
 static void print_workers(const msgpack_object *ws)
 {
     if (!ws || ws->type != MSGPACK_OBJECT_ARRAY)
@@ -357,6 +373,13 @@ static void print_workers(const msgpack_object *ws)
              j++)
             printf(" %llu", (unsigned long long)jobs->via.array.ptr[j].via.u64);
         printf("\n");
+        const msgpack_object *bs = get(w, "batches");
+        for (uint32_t j = 0; bs && bs->type == MSGPACK_OBJECT_ARRAY && j < bs->via.array.size;
+             j++) {
+            char fn[80];
+            print_batches("    ", s(&bs->via.array.ptr[j], "function", fn, sizeof fn),
+                          &bs->via.array.ptr[j]);
+        }
     }
 }
 
@@ -403,6 +426,11 @@ static void print_stats(const msgpack_object *doc)
         char name[80];
         printf("%-24s %10llu %8llu %10llu %8llu %8llu\n", s(f, "name", name, sizeof name),
                u(f, "queued"), u(f, "running"), u(f, "succeeded"), u(f, "failed"), u(f, "workers"));
+    }
+    for (uint32_t i = 0; fns && fns->type == MSGPACK_OBJECT_ARRAY && i < fns->via.array.size; i++) {
+        char name[80];
+        const msgpack_object *f = &fns->via.array.ptr[i];
+        print_batches("", s(f, "name", name, sizeof name), f);
     }
     printf("\n");
     print_workers(get(doc, "workers"));

@@ -60,6 +60,7 @@ static const fdesc_t fields[ZF_F__MAX] = {
     [ZF_F_MAXPAYLOAD] = U64(max_payload),
     [ZF_F_SESSION] = U64(session),
     [ZF_F_CLAIMS] = {T_CLAIMS, offsetof(zf_msg_t, claims), 0},
+    [ZF_F_BATCH] = U32(batch),
 };
 
 #define B(f) (1u << (f))

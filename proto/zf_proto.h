@@ -98,7 +98,9 @@ typedef enum {
                              the same on every registration of that process (re-attach) */
     ZF_F_CLAIMS = 27,     /* array of uint64 pairs: READY: the leases (id, attempt) the worker
                              still holds, oldest first (re-attach after a broker restart) */
-    ZF_F__MAX = 28,
+    ZF_F_BATCH = 28,      /* uint32: DONE: jobs in the handler call that ran this one (1
+                             unless the function is batched, issue 17) */
+    ZF_F__MAX = 29,
 } zf_field_t;
 
 /* Device kinds. ZF_DEV_ANY is only meaningful as a job requirement. */
@@ -170,6 +172,7 @@ typedef struct {
     uint64_t id, tag, duration_us, devmem, queued_us, max_payload, session;
     uint32_t attempt, timeout_ms, deadline_ms, max_attempts, device, status, code, credits;
     uint32_t heartbeat_ms, flags;
+    uint32_t batch; /* ZF_F_BATCH */
     int32_t priority, devindex;
     double progress;
     zf_str_t fn, text, worker, devname, supervisor;

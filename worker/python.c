@@ -82,7 +82,16 @@ static const char BOOT[] =
     "        if not callable(fn):\n"
     "            raise LoadError(f'{label}: FUNCTIONS[{name!r}] is not callable (it is '\n"
     "                            f'{type(fn).__name__})')\n"
-    "        out.append((name, fn))\n"
+    "        b = getattr(fn, '__zfleet_batch__', None)\n"
+    "        if b is None:\n"
+    "            out.append((name, fn, 0, 0))\n"
+    "            continue\n"
+    "        bfn, mb, delay_ms = b\n"
+    "        if not callable(bfn) or not isinstance(mb, int) or not 1 <= mb <= 256 or \\\n"
+    "                not isinstance(delay_ms, (int, float)) or not 0 <= delay_ms <= 60000:\n"
+    "            raise LoadError(f'{label}: FUNCTIONS[{name!r}]: batched needs a callable, '\n"
+    "                            'max_batch 1 to 256 and max_delay_ms 0 to 60000')\n"
+    "        out.append((name, bfn, mb, int(delay_ms * 1000)))\n"
     "    hooks = []\n"
     "    for h in ('init', 'fini'):\n"
     "        f = getattr(m, h, None)\n"
@@ -118,6 +127,27 @@ static const char BOOT[] =
     "        return head\n"
     "    cut = '  ...\\n' if len(tail) < len(lines) else ''\n"
     "    return head + '\\nTraceback (most recent call last):\\n' + cut + '\\n'.join(tail)\n"
+    "class Batched:\n"
+    "    # zfleet.batched(fn, max_batch=8, max_delay_ms=5): fn(state, jobs) -> one output\n"
+    "    # per job (an Exception instance in its place fails that job alone)\n"
+    "    def __init__(self, fn, max_batch=8, max_delay_ms=5):\n"
+    "        self.__zfleet_batch__ = (fn, max_batch, max_delay_ms)\n"
+    "    def __call__(self, state, job):\n"
+    "        return self.__zfleet_batch__[0](state, [job])[0]\n"
+    "def batched(fn, max_batch=8, max_delay_ms=5):\n"
+    "    return Batched(fn, max_batch, max_delay_ms)\n"
+    "if importlib.util.find_spec('zfleet') is None:\n"
+    "    _z = types.ModuleType('zfleet', 'what zfleet-worker gives its Python handlers')\n"
+    "    _z.batched = batched\n"
+    "    _z.Batched = Batched\n"
+    "    sys.modules['zfleet'] = _z\n"
+    "def batch_outputs(res, n):\n"
+    "    if not isinstance(res, (list, tuple)) or len(res) != n:\n"
+    "        what = f'{len(res)} outputs' if isinstance(res, (list, tuple)) else \\\n"
+    "            type(res).__name__\n"
+    "        raise TypeError(f'a batched handler returns a list of one output per job: '\n"
+    "                        f'{n} jobs, it returned {what}')\n"
+    "    return list(res)\n"
     "def device(kind, index, cuda_index, label, name, memory):\n"
     "    return types.SimpleNamespace(kind=kind, index=index, cuda_index=cuda_index,\n"
     "                                 label=label, name=name, memory=memory)\n";
@@ -140,6 +170,7 @@ struct pyfn {
     zf_pymod_t *mod;
     PyObject *fn;
     char name[ZF_FN_MAX + 1];
+    uint32_t max_batch, max_delay_us; /* zfleet.batched; max_batch 0: not batched */
 };
 
 struct zf_pymod {
@@ -615,6 +646,8 @@ static int take_functions(zf_pymod_t *m, PyObject *r, char *err, size_t errlen)
         snprintf(f->name, sizeof f->name, "%s", PyUnicode_AsUTF8(PyTuple_GetItem(pair, 0)));
         f->fn = PyTuple_GetItem(pair, 1);
         Py_INCREF(f->fn);
+        f->max_batch = (uint32_t)PyLong_AsUnsignedLong(PyTuple_GetItem(pair, 2));
+        f->max_delay_us = (uint32_t)PyLong_AsUnsignedLong(PyTuple_GetItem(pair, 3));
     }
     m->init = init == Py_None ? NULL : init;
     m->fini = fini == Py_None ? NULL : fini;
@@ -709,6 +742,73 @@ int zf_pymod_run(void *function, zf_job_t *job)
         job_end(j);
         Py_DECREF(j);
     }
+    ts = PyEval_SaveThread();
+    return rc;
+}
+
+uint32_t zf_pymod_max_batch(const zf_pymod_t *m, unsigned i, uint32_t *max_delay_us)
+{
+    if (i >= m->nfns || !m->fns[i].max_batch)
+        return 0;
+    *max_delay_us = m->fns[i].max_delay_us;
+    return m->fns[i].max_batch;
+}
+
+/* One job's part of a batch's answer: an exception instance fails it, anything else is
+   its output as a single handler's return value is. */
+static void batch_output(zf_job_t *job, PyObject *res)
+{
+    if (!PyExceptionInstance_Check(res)) {
+        set_output(job, res);
+        return;
+    }
+    PyObject *fn = PyDict_GetItemString(boot, "headline"); /* borrowed */
+    PyObject *s = fn ? PyObject_CallOneArg(fn, res) : NULL;
+    const char *text = s ? PyUnicode_AsUTF8(s) : NULL;
+    zf_job_fail(job, "%s", text ? text : "failed");
+    PyErr_Clear();
+    Py_XDECREF(s);
+}
+
+int zf_pymod_run_batch(void *function, zf_job_t **jobs, size_t n)
+{
+    struct pyfn *f = function;
+    PyEval_RestoreThread(ts);
+    drain_released();
+    int rc = -1;
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        pyjob_t *j = job_new(jobs[i]);
+        if (!j) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, (PyObject *)j);
+    }
+    PyObject *res = NULL, *outs = NULL;
+    if (list) {
+        PyObject *args[2] = {f->mod->state, list};
+        res = PyObject_Vectorcall(f->fn, args, 2, NULL);
+    }
+    if (res) {
+        PyObject *cnt = PyLong_FromSize_t(n);
+        outs = cnt ? PyObject_CallFunctionObjArgs(PyDict_GetItemString(boot, "batch_outputs"), res,
+                                                  cnt, NULL)
+                   : NULL;
+        Py_XDECREF(cnt);
+    }
+    if (outs) {
+        for (size_t i = 0; i < n; i++)
+            batch_output(jobs[i], PyList_GetItem(outs, (Py_ssize_t)i));
+        rc = 0;
+    } else {
+        fail_from_exception(jobs[0]); /* the batch's message: every job fails with it */
+    }
+    for (size_t i = 0; list && i < n; i++)
+        job_end((pyjob_t *)PyList_GetItem(list, (Py_ssize_t)i));
+    Py_XDECREF(outs);
+    Py_XDECREF(res);
+    Py_XDECREF(list);
     ts = PyEval_SaveThread();
     return rc;
 }

@@ -62,6 +62,18 @@ int zf_pymod_run(void *function, zf_job_t *job)
     abort();
 }
 
+uint32_t zf_pymod_max_batch(const zf_pymod_t *self, unsigned i, uint32_t *max_delay_us)
+{
+    (void)self, (void)i, (void)max_delay_us;
+    abort();
+}
+
+int zf_pymod_run_batch(void *function, zf_job_t **jobs, size_t n)
+{
+    (void)function, (void)jobs, (void)n;
+    abort();
+}
+
 void zf_pymod_fini(zf_pymod_t *self)
 {
     (void)self;

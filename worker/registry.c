@@ -28,7 +28,9 @@ typedef struct {
     const char *name;
     zf_run_fn run;
     unsigned module;
-    void *state; /* a Python function's own (zf_pymod_function); NULL: the module's */
+    void *state;               /* a Python function's own (zf_pymod_function); NULL: the module's */
+    zf_run_batch_fn run_batch; /* NULL: not batched */
+    uint32_t max_batch, max_delay_us;
 } fentry_t;
 
 struct zf_registry {
@@ -55,7 +57,7 @@ static const fentry_t *find_function(const zf_registry_t *self, const char *name
 static int add_function(zf_registry_t *self, const char *modname, const char *name, zf_run_fn run,
                         void *state, unsigned module, char *err, size_t errlen)
 {
-    if (!run || !name[0] || strlen(name) > ZF_FN_MAX) {
+    if (!name[0] || strlen(name) > ZF_FN_MAX) {
         snprintf(err, errlen, "module %s: function '%s' has no handler or a bad name", modname,
                  name);
         return -1;
@@ -68,8 +70,67 @@ static int add_function(zf_registry_t *self, const char *modname, const char *na
         snprintf(err, errlen, "more than %d functions in one worker", ZF_MAX_FUNCTIONS);
         return -1;
     }
-    self->fns[self->nfns++] = (fentry_t){name, run, module, state};
+    self->fns[self->nfns++] = (fentry_t){name, run, module, state, NULL, 0, 0};
     return 0;
+}
+
+#define BATCH_MAX 256
+
+/* Adds a C module's function, single or batched. Returns 0, or -1. */
+static int add_c_function(zf_registry_t *self, const char *modname, const zf_function_t *f,
+                          char *err, size_t errlen)
+{
+    if (!f->run && !f->run_batch) {
+        snprintf(err, errlen, "module %s: function '%s' has no handler", modname, f->name);
+        return -1;
+    }
+    if (f->run_batch && f->max_batch > BATCH_MAX) {
+        snprintf(err, errlen, "module %s: function %s: max_batch %u is over %d", modname, f->name,
+                 f->max_batch, BATCH_MAX);
+        return -1;
+    }
+    if (add_function(self, modname, f->name, f->run, NULL, self->nmods, err, errlen) < 0)
+        return -1;
+    fentry_t *e = &self->fns[self->nfns - 1];
+    e->run_batch = f->run_batch;
+    e->max_batch = f->run_batch ? (f->max_batch ? f->max_batch : 1) : 0;
+    e->max_delay_us = f->run_batch ? f->max_delay_us : 0;
+    return 0;
+}
+
+int zf_registry_add_batched(zf_registry_t *self, const char *name, zf_run_batch_fn run_batch,
+                            uint32_t max_batch, uint32_t max_delay_us, char *err, size_t errlen)
+{
+    fentry_t *e = (fentry_t *)find_function(self, name);
+    if (!e || !run_batch || max_batch < 1 || max_batch > BATCH_MAX) {
+        snprintf(err, errlen, "function %s: bad batch settings (max_batch 1..%d)", name, BATCH_MAX);
+        return -1;
+    }
+    e->run_batch = run_batch;
+    e->max_batch = max_batch;
+    e->max_delay_us = max_delay_us;
+    return 0;
+}
+
+zf_run_batch_fn zf_registry_batch(const zf_registry_t *self, const char *name, void **state,
+                                  uint32_t *max_batch, uint32_t *max_delay_us)
+{
+    const fentry_t *f = find_function(self, name);
+    if (!f || !f->run_batch)
+        return NULL;
+    *state = f->state ? f->state : self->mods[f->module].state;
+    *max_batch = f->max_batch;
+    *max_delay_us = f->max_delay_us;
+    return f->run_batch;
+}
+
+uint32_t zf_registry_max_batch(const zf_registry_t *self)
+{
+    uint32_t most = 1;
+    for (unsigned i = 0; i < self->nfns; i++)
+        if (self->fns[i].run_batch && self->fns[i].max_batch > most)
+            most = self->fns[i].max_batch;
+    return most;
 }
 
 static bool room_for_module(const zf_registry_t *self, char *err, size_t errlen)
@@ -97,7 +158,7 @@ int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size
     if (!room_for_module(self, err, errlen))
         return -1;
     for (const zf_function_t *f = mod->functions; f && f->name; f++)
-        if (add_function(self, mod->name, f->name, f->run, NULL, self->nmods, err, errlen) < 0)
+        if (add_c_function(self, mod->name, f, err, errlen) < 0)
             return -1;
     entry_t *e = &self->mods[self->nmods++];
     *e = (entry_t){.mod = mod};
@@ -123,6 +184,8 @@ int zf_registry_load(zf_registry_t *self, const char *path, char *err, size_t er
 {
     if (is_python(path))
         return load_python(self, path, err, errlen);
+    if (!strcmp(path, "builtin:image_batch")) /* compiled in, not served by default */
+        return zf_registry_add(self, &zf_builtin_image_batch, err, errlen);
     void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {
         snprintf(err, errlen, "cannot load module %s: %s", path, dlerror());
@@ -158,10 +221,15 @@ static int init_python(zf_registry_t *self, unsigned i, const zf_device_t *dev, 
         snprintf(err, errlen, "%s", why);
         return -1;
     }
-    for (unsigned k = 0; k < zf_pymod_count(e->py); k++)
+    for (unsigned k = 0; k < zf_pymod_count(e->py); k++) {
         if (add_function(self, e->label, zf_pymod_name(e->py, k), zf_pymod_run,
                          zf_pymod_function(e->py, k), i, err, errlen) < 0)
             return -1;
+        uint32_t delay_us = 0, max = zf_pymod_max_batch(e->py, k, &delay_us);
+        if (max && zf_registry_add_batched(self, zf_pymod_name(e->py, k), zf_pymod_run_batch, max,
+                                           delay_us, err, errlen) < 0)
+            return -1;
+    }
     zf_crash_enter(e->label, "init", NULL, 0);
     rc = zf_pymod_init(e->py, dev, why, sizeof why);
     zf_crash_leave();

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "../common/zf_util.h"
@@ -15,10 +16,12 @@
 #include "zf_device.h"
 
 #define PROGRESS_EVERY_US 50000
+#define BATCH_MAX 256 /* zf_registry's limit on max_batch */
 
 typedef struct rjob {
     uint64_t id;
     uint32_t attempt, timeout_ms;
+    int64_t arrived_us; /* when pushed: a batch waits for mates until its oldest's + delay */
     char fn[ZF_FN_MAX + 1];
     zmq_msg_t payload;
     struct rjob *next;
@@ -39,6 +42,10 @@ struct zf_runner {
     rjob_t *head, **tail;
     bool waiting, stop;
     zf_running_t running;
+    /* the batch in hand (issue 17): running is batch[0]; the others are started too (not
+       takeable), and are listed by zf_runner_each so that a READY claims them */
+    rjob_t *batch[BATCH_MAX];
+    size_t nbatch;
 };
 
 struct zf_job {
@@ -204,6 +211,7 @@ static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
     zf_msg_set_u64(&done, ZF_F_ID, job.id);
     zf_msg_set_u64(&done, ZF_F_ATTEMPT, job.attempt);
     zf_msg_set_u64(&done, ZF_F_DURATION, (uint64_t)(t1 - t0));
+    zf_msg_set_u64(&done, ZF_F_BATCH, 1);
     if (rc == 0) {
         zf_msg_set_u64(&done, ZF_F_STATUS, ZF_ST_SUCCEEDED);
     } else {
@@ -219,6 +227,153 @@ static void rjob_free(rjob_t *q)
 {
     zmq_msg_close(&q->payload);
     free(q);
+}
+
+/* ------------------------------------------------------------------ batches (issue 17)
+
+   The batch rule: the job the runner pulled next (the oldest of the queue) is the batch's
+   first; every queued job of the same function joins it, in queue order, up to max_batch;
+   while it is short, the runner waits for more until the first job has waited max_delay
+   since it reached the worker, then runs what it has. So a job waits at most max_delay
+   for mates, a full batch runs at once, and jobs of other functions keep their place in
+   the queue (they run after this batch, as they would after a single job).
+
+   The poison rule: a job on its second or later attempt runs alone (a batch of 1, without
+   waiting), and never joins a batch. A worker killed mid-batch costs every job of the
+   batch an attempt (the broker requeues them all, attempt + 1); on the retry each runs
+   alone, so a job that kills its worker takes down only itself from then on and its
+   batch-mates succeed on their second attempt instead of following it to `lost`. The
+   attempt number is the signal because the worker has it for every job and no broker
+   state is needed; a retry for another cause (a timeout, a restart) also runs alone once,
+   which costs throughput on a path that is rare, never correctness. */
+static bool batchable(const rjob_t *q)
+{
+    return q->attempt <= 1;
+}
+
+/* Moves the queued jobs of fn into r->batch until it holds max. Under r->mu. */
+static void gather(zf_runner_t *r, const char *fn, size_t max)
+{
+    rjob_t **pp = &r->head;
+    while (*pp && r->nbatch < max) {
+        rjob_t *q = *pp;
+        if (strcmp(q->fn, fn) || !batchable(q)) {
+            pp = &q->next;
+            continue;
+        }
+        *pp = q->next;
+        r->batch[r->nbatch++] = q;
+    }
+    /* the tail is the last link still in the list */
+    r->tail = &r->head;
+    while (*r->tail)
+        r->tail = &(*r->tail)->next;
+}
+
+/* Forms the batch that starts with first (already marked running). Returns its size. */
+static size_t form_batch(zf_runner_t *r, rjob_t *first, size_t max, uint32_t delay_us)
+{
+    int64_t deadline_us = first->arrived_us + delay_us;
+    pthread_mutex_lock(&r->mu);
+    r->batch[0] = first;
+    r->nbatch = 1;
+    if (!batchable(first))
+        max = 1;
+    for (;;) {
+        gather(r, first->fn, max);
+        if (r->nbatch >= max || r->stop || zf_now_us() >= deadline_us)
+            break;
+        struct timespec ts = {.tv_sec = deadline_us / 1000000,
+                              .tv_nsec = (deadline_us % 1000000) * 1000};
+        r->waiting = true; /* a push wakes us */
+        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        r->waiting = false;
+    }
+    size_t n = r->nbatch;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* The DONE of one job of a batch of n, given the handler's rc for the whole batch. */
+static void batch_done(zf_runner_t *r, void *pair, zf_job_t *job, int rc, const char *batch_err,
+                       size_t n, int64_t duration_us)
+{
+    zf_msg_t done;
+    zf_msg_init(&done, ZF_CMD_DONE);
+    zf_msg_set_u64(&done, ZF_F_ID, job->id);
+    zf_msg_set_u64(&done, ZF_F_ATTEMPT, job->attempt);
+    zf_msg_set_u64(&done, ZF_F_DURATION, (uint64_t)duration_us);
+    zf_msg_set_u64(&done, ZF_F_BATCH, n);
+    uint32_t st = ZF_ST_SUCCEEDED;
+    if (zf_job_cancelled(job))
+        st = ZF_ST_CANCELLED; /* dropped from the batch's result, whatever the handler did */
+    else if (job->error[0] || rc != 0)
+        st = ZF_ST_FAILED;
+    zf_msg_set_u64(&done, ZF_F_STATUS, st);
+    if (st != ZF_ST_SUCCEEDED) {
+        const char *text = job->error[0] ? job->error : batch_err;
+        zf_msg_set_str(&done, ZF_F_TEXT, st == ZF_ST_CANCELLED ? "cancelled" : text);
+        zmq_msg_close(&job->out);
+        zmq_msg_init(&job->out);
+    }
+    to_broker(r, pair, &done, &job->out);
+}
+
+/* Runs the batch that starts with first, sends one DONE per job, frees the jobs. */
+static void run_batch(zf_runner_t *r, void *pair, rjob_t *first, zf_run_batch_fn fn, void *state,
+                      uint32_t max, uint32_t delay_us)
+{
+    size_t n = form_batch(r, first, max, delay_us);
+    zf_job_t *jobs = calloc(n, sizeof *jobs);
+    zf_job_t **ptrs = calloc(n, sizeof *ptrs);
+    int64_t t0 = zf_now_us();
+    for (size_t i = 0; jobs && ptrs && i < n; i++) {
+        rjob_t *q = r->batch[i];
+        jobs[i] = (zf_job_t){.runner = r,
+                             .pair = pair,
+                             .id = q->id,
+                             .attempt = q->attempt,
+                             .data = zmq_msg_data(&q->payload),
+                             .size = zmq_msg_size(&q->payload),
+                             .in = &q->payload,
+                             .last_progress_us = t0};
+        memcpy(jobs[i].fn, q->fn, sizeof jobs[i].fn);
+        zmq_msg_init(&jobs[i].out);
+        ptrs[i] = &jobs[i];
+    }
+    int rc = -1;
+    const char *batch_err = "out of memory forming a batch";
+    if (jobs && ptrs) {
+        zf_crash_enter(zf_registry_label(r->mods, first->fn), "run_batch", first->fn, first->id);
+        rc = fn(state, ptrs, n);
+        zf_crash_leave();
+        batch_err = "handler failed";
+        for (size_t i = 0; rc != 0 && i < n; i++)
+            if (jobs[i].error[0]) {
+                batch_err = jobs[i].error; /* the batch's message: the first one given */
+                break;
+            }
+    }
+    int64_t t1 = zf_now_us();
+    /* not running any more, as run_one does before its DONE: from here each job is in the
+       outbox once its DONE is out (r->batch[] stays ours: only this thread writes it) */
+    pthread_mutex_lock(&r->mu);
+    r->running.active = false;
+    r->nbatch = 0;
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (jobs && ptrs) {
+            batch_done(r, pair, &jobs[i], rc, batch_err, n, t1 - t0);
+        } else {
+            zf_job_t lone = {.runner = r, .id = r->batch[i]->id, .attempt = r->batch[i]->attempt};
+            zmq_msg_init(&lone.out);
+            batch_done(r, pair, &lone, -1, batch_err, n, 0);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        rjob_free(r->batch[i]);
+    free(jobs);
+    free(ptrs);
 }
 
 /* The next job, marked running; NULL when stopping. */
@@ -260,6 +415,13 @@ static void *thread_main(void *arg)
     while ((q = next_job(r))) {
         if (q->timeout_ms)
             zmq_send(pair, "S", 1, 0); /* the I/O thread arms the run timeout */
+        void *state = NULL;
+        uint32_t max = 1, delay_us = 0;
+        zf_run_batch_fn batch = zf_registry_batch(r->mods, q->fn, &state, &max, &delay_us);
+        if (batch) {
+            run_batch(r, pair, q, batch, state, max, delay_us); /* frees q */
+            continue;
+        }
         run_one(r, pair, q);
         rjob_free(q);
     }
@@ -284,7 +446,12 @@ zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_registry_t *mods, const
     r->send_arg = arg;
     r->tail = &r->head;
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    /* monotonic: a batch's wait for mates (form_batch) is timed against zf_now_us */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&r->thread, NULL, thread_main, r) != 0) {
         free(r);
         return NULL;
@@ -301,6 +468,7 @@ int zf_runner_push(zf_runner_t *r, uint64_t id, uint32_t attempt, const char *fn
     q->id = id;
     q->attempt = attempt;
     q->timeout_ms = timeout_ms;
+    q->arrived_us = zf_now_us();
     snprintf(q->fn, sizeof q->fn, "%s", fn);
     zmq_msg_init(&q->payload);
     zmq_msg_move(&q->payload, payload);
@@ -354,6 +522,8 @@ void zf_runner_each(zf_runner_t *r, void (*fn)(void *, uint64_t, uint32_t), void
     pthread_mutex_lock(&r->mu);
     for (rjob_t *q = r->head; q; q = q->next)
         fn(arg, q->id, q->attempt);
+    for (size_t i = 1; i < r->nbatch; i++) /* batch[0] is the running job */
+        fn(arg, r->batch[i]->id, r->batch[i]->attempt);
     pthread_mutex_unlock(&r->mu);
 }
 

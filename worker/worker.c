@@ -160,6 +160,22 @@ static void add_claims(wk_t *w, zf_msg_t *m)
     }
 }
 
+/* The credits a READY asks for: --credits, raised to the largest max_batch of the batched
+   functions served (issue 17), so that a batch can fill: the broker never has more of our
+   jobs out than the credits, and a batch is formed only from jobs the worker holds. */
+/* The credits to ask for: --credits, else the adaptive number; never fewer than the largest
+   batch a function here forms, or batches could not fill. */
+static uint32_t with_batch(const wk_t *w, uint32_t credits)
+{
+    uint32_t batch = zf_registry_max_batch(w->mods);
+    return credits > batch ? credits : batch;
+}
+
+static uint32_t ready_credits(const wk_t *w)
+{
+    return with_batch(w, w->cfg->credits ? w->cfg->credits : w->pf.announced);
+}
+
 static void send_ready(wk_t *w)
 {
     zf_msg_t m;
@@ -170,7 +186,8 @@ static void send_ready(wk_t *w)
     zf_msg_set_str(&m, ZF_F_DEVNAME, w->bind.label);
     zf_msg_set_str(&m, ZF_F_TEXT, w->bind.name);
     zf_msg_set_u64(&m, ZF_F_DEVMEM, w->bind.dev.memory);
-    zf_msg_set_u64(&m, ZF_F_CREDITS, w->cfg->credits ? w->cfg->credits : w->pf.announced);
+    zf_msg_set_u64(&m, ZF_F_CREDITS, ready_credits(w));
+    zf_msg_set_u64(&m, ZF_F_BATCH, zf_registry_max_batch(w->mods)); /* the broker's poison rule */
     zf_msg_set_u64(&m, ZF_F_HEARTBEAT, w->cfg->heartbeat_ms);
     for (unsigned i = 0; i < zf_registry_count(w->mods); i++)
         zf_msg_add_function(&m, zf_registry_name(w->mods, i));
@@ -360,7 +377,7 @@ static void maybe_probe(wk_t *w)
     uint32_t before = w->pf.announced;
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_CREDITS);
-    zf_msg_set_u64(&m, ZF_F_CREDITS, zf_prefetch_probe_sent(&w->pf, now));
+    zf_msg_set_u64(&m, ZF_F_CREDITS, with_batch(w, zf_prefetch_probe_sent(&w->pf, now)));
     if (w->pf.announced != before)
         zf_log(ZF_LOG_DEBUG, "prefetch: %u credit(s) (run %.0f us, round trip %.0f us)",
                w->pf.announced, w->pf.run_us, w->pf.rtt_us);

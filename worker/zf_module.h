@@ -24,7 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ZF_MODULE_ABI 1
+/* 2: zf_function_t grew run_batch, max_batch and max_delay_us (its size, so the stride of a
+   module's function array, changed: an ABI 1 module is refused rather than misread). */
+#define ZF_MODULE_ABI 2
 
 typedef enum { ZF_DEVICE_CPU = 1, ZF_DEVICE_GPU = 2 } zf_device_type_t;
 
@@ -78,9 +80,27 @@ typedef struct zf_job zf_job_t;
 
 typedef int (*zf_run_fn)(void *state, zf_job_t *job);
 
+/* A batched handler: n (1..max_batch) jobs of the same function in one call, in the order
+   they reached the worker. Each job ends on its own, as after run(): its output is what
+   zf_job_output* set on it; it fails when zf_job_fail was called on it (the others still
+   succeed). Returning -1 fails every job of the batch that was not failed on its own, with
+   the message of the first job that has one, or a generic one. A job cancelled while in the
+   batch ends `cancelled` whatever the handler did with it (its output is dropped); the
+   handler may check zf_job_cancelled(jobs[i]) and skip it. Progress is per job. */
+typedef int (*zf_run_batch_fn)(void *state, zf_job_t **jobs, size_t n);
+
+/* A function is single (run set, run_batch NULL) or batched (run_batch set; run may also be
+   set and is then unused). The worker forms a batch from the jobs of the function it holds:
+   it calls run_batch as soon as it has max_batch of them, or when the oldest has waited
+   max_delay_us, whichever comes first (so a lone job waits at most max_delay_us). A worker
+   serving a batched function asks the broker for at least max_batch jobs at once (its
+   credits are raised to the largest max_batch it serves), so batches can form. */
 typedef struct {
     const char *name; /* function name clients submit to, at most 63 bytes */
     zf_run_fn run;
+    zf_run_batch_fn run_batch; /* NULL: not batched */
+    uint32_t max_batch;        /* batched: most jobs per call, 1..256 (0 counts as 1) */
+    uint32_t max_delay_us;     /* batched: longest a job waits for batch-mates */
 } zf_function_t;
 
 typedef struct {
@@ -92,7 +112,7 @@ typedef struct {
        NULL and run is still called. fini may be NULL. */
     void *(*init)(const zf_device_t *device, char *err, size_t errlen);
     void (*fini)(void *state);
-    const zf_function_t *functions; /* terminated by {NULL, NULL} */
+    const zf_function_t *functions; /* terminated by one whose name is NULL */
 } zf_module_t;
 
 /* The job's input. */

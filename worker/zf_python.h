@@ -20,6 +20,7 @@
 #define ZF_PYTHON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "zf_module.h"
 
@@ -57,6 +58,15 @@ int zf_pymod_init(zf_pymod_t *self, const zf_device_t *dev, char *err, size_t er
    makes its return value the output; an exception fails the job with "Type: message" and
    the traceback's last lines. Returns 0 or -1 as zf_run_fn does. */
 int zf_pymod_run(void *function, zf_job_t *job);
+
+/* zfleet.batched (issue 17): the i-th function's max_batch and *max_delay_us, or 0 when it
+   is not batched. Its batch handler is zf_pymod_run_batch, with the same state as
+   zf_pymod_run's. */
+uint32_t zf_pymod_max_batch(const zf_pymod_t *self, unsigned i, uint32_t *max_delay_us);
+/* A zf_run_batch_fn: calls fn(state, jobs) with a list of n jobs; its answer is a list of n
+   outputs (an Exception instance in place of an output fails that job alone, with
+   "Type: message"); an exception, or an answer of another length, fails the whole batch. */
+int zf_pymod_run_batch(void *function, zf_job_t **jobs, size_t n);
 
 /* Calls fini(state) if init succeeded and the module defines one (an exception is logged),
    then drops the module's Python objects. Later calls do nothing. */

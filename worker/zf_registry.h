@@ -16,7 +16,8 @@ typedef struct zf_registry zf_registry_t;
 zf_registry_t *zf_registry_new(void);
 /* Adds a module from a shared object, or a Python module when path ends in .py or is
    py:dotted.name (checked now; imported by zf_registry_init, whose functions only then join
-   the set). Returns 0, or -1 with a reason in err. */
+   the set), or the built-in that is not served by default, builtin:image_batch. Returns 0,
+   or -1 with a reason in err. */
 int zf_registry_load(zf_registry_t *self, const char *path, char *err, size_t errlen);
 /* Adds a module compiled into the worker. Returns 0, or -1 with a reason in err. */
 int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size_t errlen);
@@ -27,6 +28,17 @@ int zf_registry_add(zf_registry_t *self, const zf_module_t *mod, char *err, size
 int zf_registry_init(zf_registry_t *self, const zf_device_t *dev, char *err, size_t errlen);
 /* Finds a function; *state receives its module's state. NULL if none has that name. */
 zf_run_fn zf_registry_find(const zf_registry_t *self, const char *name, void **state);
+/* A batched function (zf_module.h): its batch handler, *state, *max_batch (>= 1) and
+   *max_delay_us; NULL (outputs untouched) when name is not batched or not here. */
+zf_run_batch_fn zf_registry_batch(const zf_registry_t *self, const char *name, void **state,
+                                  uint32_t *max_batch, uint32_t *max_delay_us);
+/* The largest max_batch of the batched functions, 1 when none is: the fewest jobs the worker
+   asks the broker for at once (its READY credits). */
+uint32_t zf_registry_max_batch(const zf_registry_t *self);
+/* Makes an added function batched (for Python's zfleet.batched). Returns 0, or -1 with the
+   reason in err (no such function, max_batch not in 1..256). */
+int zf_registry_add_batched(zf_registry_t *self, const char *name, zf_run_batch_fn run_batch,
+                            uint32_t max_batch, uint32_t max_delay_us, char *err, size_t errlen);
 /* What crash reports call the module that serves function name (its .so path, or the
    built-in's name), or NULL. Lives as long as self. */
 const char *zf_registry_label(const zf_registry_t *self, const char *name);
@@ -44,5 +56,8 @@ void zf_registry_destroy(zf_registry_t **self_p);
    (image.c, GPU variant in sobel.cu). */
 extern const zf_module_t zf_builtin_core;
 extern const zf_module_t zf_builtin_image;
+/* "image_batch" with sobel_batch, the batched sobel (issue 17; docs/DEVICES.md): not added
+   by default (a batched function raises the worker's credits, zf_module.h). */
+extern const zf_module_t zf_builtin_image_batch;
 
 #endif

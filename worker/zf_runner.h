@@ -61,7 +61,8 @@ void zf_runner_take_all(zf_runner_t *self, void (*fn)(void *arg, uint64_t id, ui
                         void *arg);
 
 /* Calls fn(arg, id, attempt) for every job that has not started, in queue order, leaving
-   them queued. */
+   them queued; then for the running job's batch-mates (a batched function, zf_module.h),
+   which have started but are not the running one. */
 void zf_runner_each(zf_runner_t *self, void (*fn)(void *arg, uint64_t id, uint32_t attempt),
                     void *arg);
 

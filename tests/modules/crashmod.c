@@ -37,7 +37,7 @@ static int run_segv(void *s, zf_job_t *job)
     return 0;
 }
 
-static const zf_function_t functions[] = {{"segv", run_segv}, {NULL, NULL}};
+static const zf_function_t functions[] = {{.name = "segv", .run = run_segv}, {.name = NULL}};
 
 static const zf_module_t module = {
     .abi = ZF_MODULE_ABI, .name = "crashmod", .init = init, .functions = functions};

@@ -127,9 +127,15 @@ static int run_device(void *s, zf_job_t *job)
 }
 
 static const zf_function_t functions[] = {
-    {"fail", run_fail}, {"abort", run_abort},       {"hang", run_hang},
-    {"coop", run_coop}, {"progress", run_progress}, {"corrupt", run_corrupt},
-    {"env", run_env},   {"device", run_device},     {NULL, NULL},
+    {.name = "fail", .run = run_fail},
+    {.name = "abort", .run = run_abort},
+    {.name = "hang", .run = run_hang},
+    {.name = "coop", .run = run_coop},
+    {.name = "progress", .run = run_progress},
+    {.name = "corrupt", .run = run_corrupt},
+    {.name = "env", .run = run_env},
+    {.name = "device", .run = run_device},
+    {.name = NULL},
 };
 
 static const zf_module_t module = {.abi = ZF_MODULE_ABI, .name = "testmod", .functions = functions};

@@ -42,9 +42,9 @@ static int run_spin(void *state, zf_job_t *job)
 }
 
 static const zf_function_t core_functions[] = {
-    {"echo", run_echo},
-    {"spin", run_spin},
-    {NULL, NULL},
+    {.name = "echo", .run = run_echo},
+    {.name = "spin", .run = run_spin},
+    {.name = NULL},
 };
 
 const zf_module_t zf_builtin_core = {

@@ -90,10 +90,10 @@ static int run_validate(void *state, zf_job_t *job)
 }
 
 static const zf_function_t functions[] = {
-    {"upper", run_upper},
-    {"wordcount", run_wordcount},
-    {"validate", run_validate},
-    {NULL, NULL},
+    {.name = "upper", .run = run_upper},
+    {.name = "wordcount", .run = run_wordcount},
+    {.name = "validate", .run = run_validate},
+    {.name = NULL},
 };
 
 static const zf_module_t module = {

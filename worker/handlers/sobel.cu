@@ -91,6 +91,48 @@ extern "C" int zf_sobel_gpu_run(zf_sobel_gpu_t *g, const uint8_t *in, uint8_t *o
     return 0;
 }
 
+/* The batched variant (issue 17): n images of one size in one launch, blockIdx.z the image.
+   The images travel as one contiguous block each way, so a batch costs one upload, one
+   launch and one download instead of n of each: the fixed cost per call (launch latency,
+   the copies' setup, the synchronisation) is paid once per batch. */
+__global__ void sobel_batch_kernel(const uint8_t *__restrict__ in, uint8_t *__restrict__ out, int w,
+                                   int h)
+{
+    int x = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    int y = (int)(blockIdx.y * blockDim.y + threadIdx.y);
+    size_t img = (size_t)blockIdx.z * (size_t)w * (size_t)h;
+    if (x < w && y < h)
+        out[img + (size_t)y * (size_t)w + (size_t)x] = zf_sobel_pixel(in + img, w, h, x, y);
+}
+
+extern "C" int zf_sobel_gpu_run_batch(zf_sobel_gpu_t *g, const uint8_t *const *in,
+                                      uint8_t *const *out, int n, int w, int h, char *err,
+                                      size_t errlen)
+{
+    size_t npix = (size_t)w * (size_t)h;
+    if (n < 1 || n > 65535)
+        return failed(cudaErrorInvalidValue, "batch size", err, errlen);
+    if (reserve(g, npix * (size_t)n, err, errlen) < 0)
+        return -1;
+    cudaError_t e = cudaSuccess;
+    for (int i = 0; i < n && e == cudaSuccess; i++) /* queued: they run in order, before the
+                                                       kernel on the same (default) stream */
+        e = cudaMemcpyAsync(g->d_in + (size_t)i * npix, in[i], npix, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess)
+        return failed(e, "copy to the GPU", err, errlen);
+    dim3 block(32, 8);
+    dim3 grid((unsigned)(w + 31) / 32, (unsigned)(h + 7) / 8, (unsigned)n);
+    sobel_batch_kernel<<<grid, block>>>(g->d_in, g->d_out, w, h);
+    e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return failed(e, "kernel launch", err, errlen);
+    for (int i = 0; i < n && e == cudaSuccess; i++)
+        e = cudaMemcpy(out[i], g->d_out + (size_t)i * npix, npix, cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess)
+        return failed(e, "copy from the GPU", err, errlen);
+    return 0;
+}
+
 extern "C" void zf_sobel_gpu_destroy(zf_sobel_gpu_t **self_p)
 {
     zf_sobel_gpu_t *g = *self_p;

@@ -17,6 +17,14 @@ int zf_sobel_gpu_run(zf_sobel_gpu_t *self, const uint8_t *in, uint8_t *out, int 
     return -1;
 }
 
+int zf_sobel_gpu_run_batch(zf_sobel_gpu_t *self, const uint8_t *const *in, uint8_t *const *out,
+                           int n, int w, int h, char *err, size_t errlen)
+{
+    (void)self, (void)in, (void)out, (void)n, (void)w, (void)h;
+    snprintf(err, errlen, "this zfleet was built without CUDA");
+    return -1;
+}
+
 void zf_sobel_gpu_destroy(zf_sobel_gpu_t **self_p)
 {
     *self_p = NULL;

@@ -72,6 +72,10 @@ typedef struct zf_sobel_gpu zf_sobel_gpu_t;
 zf_sobel_gpu_t *zf_sobel_gpu_new(int device, char *err, size_t errlen);
 int zf_sobel_gpu_run(zf_sobel_gpu_t *self, const uint8_t *in, uint8_t *out, int w, int h, char *err,
                      size_t errlen);
+/* The batched variant (issue 17): n images (1..65535) of one size w x h, in[i] -> out[i],
+   in one upload, one launch and one download. Returns 0, or -1 with the reason in err. */
+int zf_sobel_gpu_run_batch(zf_sobel_gpu_t *self, const uint8_t *const *in, uint8_t *const *out,
+                           int n, int w, int h, char *err, size_t errlen);
 void zf_sobel_gpu_destroy(zf_sobel_gpu_t **self_p);
 
 #ifdef __cplusplus

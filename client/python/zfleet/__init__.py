@@ -2355,3 +2355,22 @@ async def _both(send_fut: Any, reply_fut: asyncio.Future[_Msg]) -> _Msg:
 def _log_send_error(fut: Any) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("zfleet: send failed: %s", fut.exception())
+
+
+class Batched:
+    """A batched handler for zfleet-worker's Python modules (issue 17, docs/PYTHON.md):
+    ``FUNCTIONS = {"segment": zfleet.batched(segment, max_batch=32, max_delay_ms=5)}``.
+    ``segment(state, jobs)`` gets a list of jobs and returns one output per job; an
+    Exception instance in an output's place fails that job alone, raising fails the batch.
+    The worker defines the same marker (``__zfleet_batch__``) when this package is absent."""
+
+    def __init__(self, fn: Any, max_batch: int = 8, max_delay_ms: float = 5) -> None:
+        self.__zfleet_batch__ = (fn, max_batch, max_delay_ms)
+
+    def __call__(self, state: Any, job: Any) -> Any:
+        return self.__zfleet_batch__[0](state, [job])[0]
+
+
+def batched(fn: Any, max_batch: int = 8, max_delay_ms: float = 5) -> Batched:
+    """Marks fn(state, jobs) as a batched handler (see Batched)."""
+    return Batched(fn, max_batch, max_delay_ms)
