@@ -118,6 +118,11 @@ static const char BOOT[] =
     "        return head\n"
     "    cut = '  ...\\n' if len(tail) < len(lines) else ''\n"
     "    return head + '\\nTraceback (most recent call last):\\n' + cut + '\\n'.join(tail)\n"
+    "def permanent(e):\n"
+    "    return any(c.__name__ == 'Permanent' and c.__module__.split('.')[0] == 'zfleet'\n"
+    "               for c in type(e).__mro__)\n"
+    "def describe_run(e, limit):\n"
+    "    return ('P' if permanent(e) else '-') + describe(e, limit)\n"
     "def device(kind, index, cuda_index, label, name, memory):\n"
     "    return types.SimpleNamespace(kind=kind, index=index, cuda_index=cuda_index,\n"
     "                                 label=label, name=name, memory=memory)\n";
@@ -413,11 +418,14 @@ static void exception_text(const char *how, PyObject *arg, char *out, size_t len
 
 static int fail_from_exception(zf_job_t *job)
 {
-    char text[ZF_TEXT_MAX + 1];
+    char text[ZF_TEXT_MAX + 2];
     PyObject *limit = PyLong_FromLong(ZF_TEXT_MAX);
-    exception_text("describe", limit, text, sizeof text);
+    /* 'P' or '-' first: whether it is a zfleet.Permanent (not to be retried) */
+    exception_text("describe_run", limit, text, sizeof text);
     Py_XDECREF(limit);
-    return zf_job_fail(job, "%s", text);
+    if (text[0] == 'P')
+        return zf_job_fail_permanent(job, "%s", text + 1);
+    return zf_job_fail(job, "%s", text[0] == '-' ? text + 1 : text);
 }
 
 static void on_sent(void *data, void *hint)
