@@ -849,7 +849,8 @@ static int apply_schedule(replay_t *rp, reader_t *r)
     job_t *j;
     tab_orphan(rp, id, &j);
     if (!j || zf_state_is_terminal(j->state))
-        return 0; /* (written only while a job is unfinished) */
+        return 0;   /* (written only while a job is unfinished) */
+    drop_holder(j); /* a retry's SCHEDULE: its lease ended (a snapshot writes LEASE after) */
     if (!zfb_job_res(j))
         return -2;
     result_t *res = j->res;

@@ -298,3 +298,48 @@ Test(retry, cli_submit_with_delay_and_retries, .timeout = 60)
                  0, "%s", out);
     cr_assert(strstr(out, "\"status\":\"scheduled\""), "%s", out);
 }
+
+/* A job waiting for its retry is journaled with its retries used and its causes: after
+   kill -9 of the broker it is still scheduled, and its next attempt succeeds. */
+Test(retry, retry_wait_survives_broker_kill9, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    pid_t b = zt_broker(&env, HB, "--data", data_dir(&env), NULL);
+    pid_t w = zt_worker(&env, HB, "--module", testmod(), NULL);
+    cr_assert(zt_wait_workers(&env, 1, 10000));
+    zf_client_t *c = zt_client(&env);
+    zf_submit_opts_t o = {.retries = 1, .backoff_ms = 8000}; /* waits 4 to 8 s */
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "flaky", "2", 1, &o, &id), 0);
+    zf_event_t *e = NULL;
+    for (int i = 0; i < 250; i++) {
+        zf_event_destroy(&e);
+        e = zf_client_get(c, id);
+        if (e && e->status == ZFLEET_SCHEDULED)
+            break;
+        zt_pause_ms(20);
+    }
+    cr_assert(e && e->status == ZFLEET_SCHEDULED, "waiting for its retry");
+    int64_t failed_at = zt_now_ms();
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+    zt_kill(b, SIGKILL);
+    zt_kill(w, SIGKILL);
+    zt_wait_exit(b, 5000);
+    zt_broker(&env, HB, "--data", data_dir(&env), NULL);
+    c = zt_client(&env);
+    e = zf_client_get(c, id);
+    cr_assert(e, "the job survived");
+    if (zt_now_ms() - failed_at < 3800) /* (a slow restart may outlast the shortest wait) */
+        cr_assert_eq(e->status, ZFLEET_SCHEDULED, "still scheduled after the restart");
+    cr_assert(strstr(e->text, "attempt 1: flaky attempt 1"), "the cause is kept: %s", e->text);
+    zf_event_destroy(&e);
+    zt_worker(&env, HB, "--module", testmod(), NULL);
+    e = zf_client_wait(c, id, 20000);
+    cr_assert(e && e->status == ZFLEET_SUCCEEDED, "status %d: %s", e ? e->status : -1,
+              e ? e->text : "");
+    cr_assert(!memcmp(e->output, "ok after 2", e->output_len));
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+}
