@@ -465,10 +465,12 @@ def _schedule_fields(f: Fields, retries: int, retry_backoff_ms: int, delay_ms: i
     if not_before and not 0 < int(not_before) <= int(time.time() * 1000) + DELAY_MAX_MS:
         raise ValueError("not_before must be wall-clock ms since the epoch, at most 30 days "
                          "ahead")
-    for key, v in ((F_RETRIES, retries), (F_BACKOFF, retry_backoff_ms), (F_DELAY, delay_ms),
-                   (F_NOT_BEFORE, not_before)):
-        if v:
-            f[key] = int(v)
+    values: Tuple[Tuple[int, float], ...] = (
+        (F_RETRIES, retries), (F_BACKOFF, retry_backoff_ms), (F_DELAY, delay_ms),
+        (F_NOT_BEFORE, not_before))
+    for key, val in values:
+        if val:
+            f[key] = int(val)
 
 
 def _frames(cmd: int, fields: Fields, payload: Any = None) -> Tuple[Frames, bool]:
