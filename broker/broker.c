@@ -51,6 +51,11 @@
 #include "zf_stats.h"
 
 #define ZF_MAX_FN_QUEUES 10000 /* distinct function names; each costs a queue forever */
+/* Retry on failure and delayed jobs (PROTOCOL.md §4.5). */
+#define ZF_RETRIES_MAX 20                      /* handler failures one job may have retried */
+#define ZF_BACKOFF_DEFAULT_MS 1000             /* first retry's backoff when SUBMIT says none */
+#define ZF_BACKOFF_CAP_MS 60000                /* no retry waits longer than this */
+#define ZF_DELAY_MAX_MS (30ull * 24 * 3600000) /* 30 days: the furthest a job may be delayed */
 #define BATCH 512 /* messages read from one socket per loop turn before looking at the other */
 /* Outputs from this size on count against a client's unread-bytes bound; smaller ones are
    bounded by the socket's message high-water mark alone (100,000 x 256 B = 25 MB). */
@@ -92,6 +97,8 @@ struct zf_broker {
     uint64_t nforgetting, forgetting_bytes; /* bounded like the result store */
     wrk_t *doomed; /* workers to remove at the end of the loop turn (doom) */
     zf_heap_t deadlines;
+    zf_heap_t scheduled;    /* SCHEDULED jobs by res->due_at (delayed, or a retry's backoff) */
+    uint64_t jitter;        /* xorshift state for the retries' backoff jitter */
     zf_heap_t runs;         /* workers whose current lease has a run timer (wrk_t.run_until) */
     int64_t last_timers_ms; /* when run_timers last ran, and the poll wait planned since: */
     long poll_wait_ms;      /* a turn much later than that means the broker itself stalled */
@@ -140,6 +147,11 @@ static bool deadline_less(const void *a, const void *b)
 static void job_settpos(void *e, uint32_t pos)
 {
     ((job_t *)e)->tpos = pos;
+}
+
+static bool due_less(const void *a, const void *b)
+{
+    return ((const job_t *)a)->res->due_at < ((const job_t *)b)->res->due_at;
 }
 
 static bool run_less(const void *a, const void *b)
@@ -396,6 +408,8 @@ static void dequeue(zf_broker_t *b, job_t *j)
 
 static void finalize(zf_broker_t *b, job_t *j, zf_state_t st);
 static void run_timer_follow(zf_broker_t *b, wrk_t *w);
+static void schedule(zf_broker_t *b, job_t *j);
+static bool keeps_payload(const job_t *j);
 
 /* Queues w's removal for the end of the loop turn (reap_workers): a caller up the stack
    (place, refill, on_done) may hold w, and removing a worker requeues its jobs, which
@@ -530,7 +544,17 @@ static void refill(zf_broker_t *b, wrk_t *w)
     }
 }
 
-/* Places a queued-state job: straight to a free worker, or into its queue. */
+/* A job that is not due yet waits in the timer heap, in no queue (run_timers places it
+   when it comes due). qpos is its position there while it is SCHEDULED. */
+static void schedule(zf_broker_t *b, job_t *j)
+{
+    j->state = ZF_ST_SCHEDULED;
+    if (zf_heap_push(&b->scheduled, j) < 0)
+        zfb_oom("a scheduled job");
+}
+
+/* Places a queued-state job: straight to a free worker, or into its queue; one that is not
+   due yet (res->due_at) into the timer heap instead. */
 static void place(zf_broker_t *b, job_t *j, bool front)
 {
     if (j->deadline_at && j->deadline_at <= zf_now_ms()) {
@@ -540,8 +564,12 @@ static void place(zf_broker_t *b, job_t *j, bool front)
         finalize(b, j, ZF_ST_EXPIRED);
         return;
     }
-    j->state = ZF_ST_QUEUED;
     j->worker = NULL;
+    if (j->res && j->res->due_at > zf_now_ms()) {
+        schedule(b, j);
+        return;
+    }
+    j->state = ZF_ST_QUEUED;
     j->queued_at = (uint32_t)zf_now_ms(); /* (mod 2^32: dispatch subtracts mod 2^32 too) */
     wrk_t *w;
     while ((w = pick_worker(j->fn, j->device)))
@@ -640,7 +668,8 @@ static void attempt_failed(zf_broker_t *b, job_t *j, zf_state_t final, const cha
     j->fn->running--;
     const char *wname = j->worker ? j->worker->info->name : NULL;
     j->worker = NULL;
-    if (zfb_job_attempts_used(j) >= j->max_attempts) {
+    /* handler failures that were retried are the retries' budget, not max_attempts' */
+    if (zfb_job_attempts_used(j) - (j->res ? j->res->retried : 0) >= j->max_attempts) {
         finalize(b, j, final);
         return;
     }
@@ -1039,12 +1068,18 @@ static bool is_dead_letter(const job_t *j)
     return j->state == ZF_ST_LOST || j->state == ZF_ST_TIMED_OUT;
 }
 
-/* The bytes a kept job holds: its output, and a dead letter's payload too. It depends only
+/* Dead letters and failed jobs keep their payload: RETRY may queue them again. */
+static bool keeps_payload(const job_t *j)
+{
+    return is_dead_letter(j) || j->state == ZF_ST_FAILED;
+}
+
+/* The bytes a kept job holds: its output, and a kept payload too. It depends only
    on what stays fixed while the job is kept, so adding and subtracting it always agree. */
 static uint64_t stored_bytes(const job_t *j)
 {
     uint64_t n = j->res ? zmq_msg_size((zmq_msg_t *)&j->res->output) : 0;
-    if (is_dead_letter(j))
+    if (keeps_payload(j))
         n += j->plen;
     return n;
 }
@@ -1192,6 +1227,8 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
     assert(zf_state_is_terminal(st) && !zf_state_is_terminal(j->state));
     if (j->state == ZF_ST_QUEUED && j->qpos != ZF_HEAP_NONE)
         dequeue(b, j);
+    if (j->state == ZF_ST_SCHEDULED && j->qpos != ZF_HEAP_NONE)
+        zf_heap_remove(&b->scheduled, j->qpos);
     if (j->tpos != ZF_HEAP_NONE)
         zf_heap_remove(&b->deadlines, j->tpos);
     uncount_unfinished(b, j); /* before the payload goes, and while the waiter is there */
@@ -1206,7 +1243,7 @@ static void finalize(zf_broker_t *b, job_t *j, zf_state_t st)
         j->fn->failed++;
     zf_journal_finish(b->journal, j);
     bool dead = is_dead_letter(j);
-    if (!dead) /* dead letters keep their payload for a retry */
+    if (!keeps_payload(j)) /* dead letters and failed jobs keep theirs for a retry */
         zfb_job_drop_payload(j);
     /* pushed after the turn's journal commit, so no client sees a result that a crash
        could take back (see flush_turn) */
@@ -1261,6 +1298,11 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
         zf_msg_set_progress(&m, j->res->progress);
         if (j->res->progress_text)
             zf_msg_set_str(&m, ZF_F_TEXT, j->res->progress_text);
+        else if (j->res->error && (j->state == ZF_ST_SCHEDULED || j->res->retried))
+            zf_msg_set_str(&m, ZF_F_TEXT, j->res->error); /* the causes so far */
+        if (j->state == ZF_ST_SCHEDULED)                  /* when it is due, as wall-clock ms */
+            zf_msg_set_u64(&m, ZF_F_NOT_BEFORE,
+                           (uint64_t)(zf_wall_ms() + (j->res->due_at - zf_now_ms())));
     }
     if (j->worker) {
         zf_msg_set_str(&m, ZF_F_WORKER, j->worker->info->name);
@@ -1494,6 +1536,79 @@ static const char *over_queue_bound(const zf_broker_t *b, const client_t *c, con
     return text;
 }
 
+/* Why a SUBMIT's retry and delay fields are out of range, or NULL. */
+static const char *bad_schedule(const zf_msg_t *m)
+{
+    if (m->retries > ZF_RETRIES_MAX)
+        return "retries must be at most 20";
+    if (m->backoff_ms > ZF_BACKOFF_CAP_MS)
+        return "retry_backoff_ms must be at most 60000";
+    if (m->delay_ms > ZF_DELAY_MAX_MS)
+        return "delay_ms must be at most 30 days (2592000000 ms)";
+    if (m->not_before && m->not_before > (uint64_t)zf_wall_ms() + ZF_DELAY_MAX_MS)
+        return "not_before must be at most 30 days ahead (wall-clock ms since the epoch)";
+    return NULL;
+}
+
+/* The submitted retry policy and start time (a delay, or a wall-clock not_before), kept in
+   the result record of the jobs that have one: others stay small. */
+static void set_schedule(job_t *j, const zf_msg_t *m, int64_t accepted_ms)
+{
+    int64_t due = m->delay_ms ? accepted_ms + (int64_t)m->delay_ms : 0;
+    if (m->not_before) {
+        int64_t nb = accepted_ms + ((int64_t)m->not_before - zf_wall_ms());
+        if (nb > due)
+            due = nb;
+    }
+    if (!m->retries && !m->backoff_ms && due <= accepted_ms)
+        return;
+    result_t *r = job_res(j);
+    r->retries = (uint8_t)m->retries;
+    r->backoff_ms = m->backoff_ms;
+    r->due_at = due > accepted_ms ? due : 0;
+}
+
+/* The wait before retry number n (1-based): min(cap, base * 2^(n-1)) with equal jitter,
+   uniform in [d/2, d], so a retry never comes sooner than half its backoff (and a burst of
+   failures does not retry in step). */
+static uint32_t backoff_delay(zf_broker_t *b, const result_t *r)
+{
+    uint64_t d = r->backoff_ms ? r->backoff_ms : ZF_BACKOFF_DEFAULT_MS;
+    for (uint32_t i = 1; i < r->retried && d < ZF_BACKOFF_CAP_MS; i++)
+        d *= 2;
+    if (d > ZF_BACKOFF_CAP_MS)
+        d = ZF_BACKOFF_CAP_MS;
+    b->jitter ^= b->jitter << 13;
+    b->jitter ^= b->jitter >> 7;
+    b->jitter ^= b->jitter << 17;
+    return (uint32_t)(d / 2 + b->jitter % (d / 2 + 1));
+}
+
+/* A handler failure: retried after its backoff while the job has retries left and the
+   handler did not mark it permanent; else the job ends `failed`. Each retried failure is
+   kept among the job's causes ("attempt N: ..."). */
+static void handler_failed(zf_broker_t *b, job_t *j, const char *text, bool permanent)
+{
+    result_t *r = job_res(j);
+    if (permanent || r->retried >= r->retries) {
+        zfb_job_note(j, "%s%s", text, permanent && r->retries ? " (permanent: not retried)" : "");
+        finalize(b, j, ZF_ST_FAILED);
+        return;
+    }
+    r->retried++;
+    zfb_job_note(j, "attempt %u: %s", zfb_job_attempts_used(j), text);
+    uint32_t wait = backoff_delay(b, r);
+    r->due_at = zf_now_ms() + wait;
+    zf_journal_schedule(b->journal, j);
+    b->c.requeued++;
+    zf_log_event(ZF_LOG_INFO, "job_retry_scheduled",
+                 &(zf_log_fields_t){
+                     .job = j->id, .attempt = j->attempt, .fn = j->fn->name, .reason = text},
+                 "job %llu failed (attempt %u): retry %u of %u in %u ms", (unsigned long long)j->id,
+                 j->attempt, r->retried, r->retries, wait);
+    place(b, j, true); /* into the timer heap: it is not due */
+}
+
 static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg_t *payload)
 {
     b->c.submitted++;
@@ -1512,6 +1627,9 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
         return reject(b, rid, m->tag, ZF_EBADARG, "device must be any, cpu or gpu");
     if (m->max_attempts > 100)
         return reject(b, rid, m->tag, ZF_EBADARG, "max_attempts must be at most 100");
+    const char *bad = bad_schedule(m);
+    if (bad)
+        return reject(b, rid, m->tag, ZF_EBADARG, bad);
     if ((m->flags & ZF_FLAG_FORGET) && (m->flags & ZF_FLAG_NO_PUSH))
         return reject(b, rid, m->tag, ZF_EBADARG,
                       "forget needs the result pushed to this connection (not with no_push)");
@@ -1574,11 +1692,13 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     count_unfinished(b, j);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
+    set_schedule(j, m, accepted_ms);
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
     b->c.accepted++;
     fn->accepted++;
     zf_journal_accept(b->journal, j);
     j->ack_seq = zf_journal_seq(b->journal);
+    zf_journal_schedule(b->journal, j); /* (nothing unless it has a retry policy or a delay) */
     *b->ack_tail = j;
     b->ack_tail = &j->ack_next;
     if (m->deadline_ms) {
@@ -1679,9 +1799,11 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
             is_dead = true;
             break;
         }
+    if (j && !is_dead && j->state == ZF_ST_FAILED)
+        is_dead = true; /* a finished failed job is retried too (it kept its payload) */
     if (!is_dead)
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EUNKNOWN_JOB,
-                           "no such job in the dead-letter list");
+                           "no such job in the dead-letter list, nor a failed job");
     if (j->result_pending) /* its `lost` result is still being pushed, this very turn */
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_ESTATE,
                            "the job has only just ended; retry again");
@@ -1694,7 +1816,12 @@ static void on_retry(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     char jtext[128];
     int64_t deadline = j->deadline_at;
     j->deadline_at = 0;
+    if (j->res) { /* a retry policy starts over: its SCHEDULE record follows the ACCEPT */
+        j->res->retried = 0;
+        j->res->due_at = 0;
+    }
     zf_journal_accept(b->journal, j);
+    zf_journal_schedule(b->journal, j);
     if (zf_journal_commit(b->journal) < 0) {
         j->deadline_at = deadline;
         return reply_error(b, rid, ZF_CMD_REPLY, m->tag, ZF_EJOURNAL,
@@ -2046,8 +2173,9 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
             w->jobs_failed++;
             char text[ZF_TEXT_MAX + 1];
             zf_str_copy(text, sizeof text, m->text);
-            zfb_job_note(j, "%s", text[0] ? text : "handler failed");
-            finalize(b, j, ZF_ST_FAILED);
+            j->worker = NULL;
+            handler_failed(b, j, text[0] ? text : "handler failed",
+                           (m->flags & ZF_FLAG_PERMANENT) != 0);
         }
     }
     if (!w->doomed) {
@@ -2372,10 +2500,16 @@ static void run_timers(zf_broker_t *b)
     job_t *j;
     while ((j = zf_heap_top(&b->deadlines)) && j->deadline_at <= now) {
         zf_heap_pop(&b->deadlines);
-        if (j->state == ZF_ST_QUEUED) {
-            zfb_job_note(j, "deadline passed while queued");
+        if (j->state == ZF_ST_QUEUED || j->state == ZF_ST_SCHEDULED) {
+            zfb_job_note(j, j->state == ZF_ST_QUEUED ? "deadline passed while queued"
+                                                     : "deadline passed while scheduled");
             finalize(b, j, ZF_ST_EXPIRED);
         }
+    }
+    while ((j = zf_heap_top(&b->scheduled)) && j->res->due_at <= now) {
+        zf_heap_pop(&b->scheduled);
+        j->res->due_at = 0;
+        place(b, j, j->attempt > 0); /* a retry goes to the front, as a requeue does */
     }
     if (zfb_reattach_due_ms(b->reattach, now) == 0)
         zfb_reattach_close(b->reattach, reattach_expired, b);
@@ -2404,6 +2538,9 @@ static long poll_timeout(zf_broker_t *b)
     wrk_t *w = zf_heap_top(&b->runs);
     if (w && w->run_until < next)
         next = w->run_until;
+    job_t *s = zf_heap_top(&b->scheduled);
+    if (s && s->res->due_at < next)
+        next = s->res->due_at;
     long wait = next <= now ? 0 : (long)(next - now);
     long reattach_in = zfb_reattach_due_ms(b->reattach, now);
     if (reattach_in >= 0 && reattach_in < wait)
@@ -2705,6 +2842,8 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->ack_tail = &b->ack_head;
     b->send_tail = &b->send_head;
     zf_heap_init(&b->deadlines, deadline_less, job_settpos);
+    zf_heap_init(&b->scheduled, due_less, job_setqpos);
+    b->jitter = (uint64_t)zf_now_us() * 0x9e3779b97f4a7c15ull | 1; /* never 0 (xorshift) */
     zf_heap_init(&b->runs, run_less, run_setpos);
     b->started_ms = b->next_tick_ms = zf_now_ms();
     b->sigfd = open_signalfd();
@@ -2794,6 +2933,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
         free(f);
     }
     zf_heap_release(&b->deadlines);
+    zf_heap_release(&b->scheduled);
     zf_heap_release(&b->runs);
     if (b->front)
         zmq_close(b->front);

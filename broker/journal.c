@@ -53,7 +53,9 @@
    every journal an older broker wrote replays as it did (ATTEMPTS came in 2026-12: a
    journal without it replays a recalled job's attempts used as its lease number; OWNER came
    with CURVE: a journal without it replays every job as nobody's; LEASE came with
-   re-attach: a journal without it replays every started job as one to run again). */
+   re-attach: a journal without it replays every started job as one to run again; SCHEDULE
+   came with retries and delayed jobs: a journal without it replays every job as one with
+   neither). The magic names the framing (ZFJRNL01); the record types are the version. */
 enum {
     REC_ACCEPT = 1,
     REC_START = 2,
@@ -62,7 +64,8 @@ enum {
     REC_ATTEMPTS = 5,
     REC_OWNER = 6,
     REC_LEASE = 7,
-    REC_LAST = REC_LEASE
+    REC_SCHEDULE = 8, /* retry policy, due time and causes of an unfinished job */
+    REC_LAST = REC_SCHEDULE
 };
 /* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
    journal written before 2026-12 holds its first result_max_bytes; they are ignored). */
@@ -76,6 +79,7 @@ enum { FIN_OUTPUT_CUT = 1 };
 #define ATTEMPTS_FIXED (8 + 4 + 4)
 #define OWNER_FIXED (8 + ZF_KEY_BYTES)
 #define LEASE_FIXED (8 + 4 + 8 + 1 + ZF_KEY_BYTES + 1)
+#define SCHEDULE_FIXED (8 + 8 + 1 + 1 + 4 + 2)
 /* LEASE flags: the key is the holder's (CURVE on); without it the key bytes are zero. */
 enum { LEASE_KEYED = 1 };
 
@@ -317,6 +321,29 @@ static void enc_finish(jbuf_t *b, const job_t *j, uint64_t out_max)
     rec_end(b, at);
 }
 
+static bool has_schedule(const job_t *j)
+{
+    const result_t *r = j->res;
+    return r && (r->retries || r->backoff_ms || r->due_at || r->retried);
+}
+
+/* id, due (wall ms, 0 = none), retries, retried, backoff, causes so far */
+static void enc_schedule(jbuf_t *b, const job_t *j)
+{
+    const result_t *r = j->res;
+    size_t elen = str_len_max(r->error, UINT16_MAX);
+    size_t at = rec_begin(b, REC_SCHEDULE);
+    buf_reserve(b, SCHEDULE_FIXED + elen);
+    put_u(b, j->id, 8);
+    put_u(b, r->due_at ? to_wall(r->due_at) : 0, 8);
+    put_u(b, r->retries, 1);
+    put_u(b, r->retried, 1);
+    put_u(b, r->backoff_ms, 4);
+    put_u(b, elen, 2);
+    put(b, r->error, elen);
+    rec_end(b, at);
+}
+
 static void enc_forget(jbuf_t *b, uint64_t id)
 {
     size_t at = rec_begin(b, REC_FORGET);
@@ -334,6 +361,8 @@ static uint64_t live_size(const job_t *j, uint64_t out_max)
         n += HDR + ATTEMPTS_FIXED;
     if (j->owner)
         n += HDR + OWNER_FIXED;
+    if (!zf_state_is_terminal(j->state) && has_schedule(j))
+        n += HDR + SCHEDULE_FIXED + (j->res->error ? strlen(j->res->error) : 0);
     if (j->state == ZF_ST_RUNNING && j->worker && j->worker->session)
         n += HDR + LEASE_FIXED + strlen(j->worker->info->name);
     else if (j->state == ZF_ST_RUNNING && j->res && j->res->holder)
@@ -816,6 +845,40 @@ static int apply_owner(replay_t *rp, reader_t *r)
     return j->owner ? 0 : -2;
 }
 
+static int apply_schedule(replay_t *rp, reader_t *r)
+{
+    uint64_t id = rd_u(r, 8);
+    uint64_t due = rd_u(r, 8);
+    uint8_t retries = (uint8_t)rd_u(r, 1);
+    uint8_t retried = (uint8_t)rd_u(r, 1);
+    uint32_t backoff = (uint32_t)rd_u(r, 4);
+    uint64_t elen = rd_u(r, 2);
+    const uint8_t *err = rd_bytes(r, elen);
+    if (r->bad || r->left)
+        return -1;
+    job_t *j;
+    tab_orphan(rp, id, &j);
+    if (!j || zf_state_is_terminal(j->state))
+        return 0;   /* (written only while a job is unfinished) */
+    drop_holder(j); /* a retry's SCHEDULE: its lease ended (a snapshot writes LEASE after) */
+    if (!zfb_job_res(j))
+        return -2;
+    result_t *res = j->res;
+    res->due_at = due ? from_wall(due, rp->now_ms, rp->wall_now) : 0;
+    res->retries = retries;
+    res->retried = retried <= retries ? retried : retries;
+    res->backoff_ms = backoff;
+    free(res->error);
+    res->error = NULL;
+    if (elen) {
+        if (!(res->error = malloc(elen + 1)))
+            return -2;
+        memcpy(res->error, err, elen);
+        res->error[elen] = 0;
+    }
+    return 0;
+}
+
 static int apply_finish(replay_t *rp, reader_t *r)
 {
     uint64_t id = rd_u(r, 8);
@@ -882,8 +945,9 @@ static int apply_finish(replay_t *rp, reader_t *r)
     j->finished_ms = from_wall(fin_wall, rp->now_ms, rp->wall_now);
     if (j->finished_ms > rp->now_ms)
         j->finished_ms = rp->now_ms;
-    if (state != ZF_ST_LOST && state != ZF_ST_TIMED_OUT) {
-        /* only dead letters keep their payload, for a retry (as the broker does) */
+    if (state != ZF_ST_LOST && state != ZF_ST_TIMED_OUT && state != ZF_ST_FAILED) {
+        /* only dead letters and failed jobs keep their payload, for a retry (as the broker
+           does) */
         zfb_job_drop_payload(j);
     }
     tab_touch(rp, j);
@@ -900,6 +964,7 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
     case REC_ATTEMPTS: return apply_attempts(rp, &r);
     case REC_OWNER: return apply_owner(rp, &r);
     case REC_LEASE: return apply_lease(rp, &r);
+    case REC_SCHEDULE: return apply_schedule(rp, &r);
     case REC_FORGET: {
         uint64_t id = rd_u(&r, 8);
         if (r.bad || r.left)
@@ -944,6 +1009,11 @@ static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
     case REC_FORGET: return len == FORGET_FIXED;
     case REC_ATTEMPTS: return len == ATTEMPTS_FIXED;
     case REC_OWNER: return len == OWNER_FIXED;
+    case REC_SCHEDULE: {
+        rd_bytes(&r, SCHEDULE_FIXED - 2);
+        rd_bytes(&r, rd_u(&r, 2));
+        return !r.bad && !r.left;
+    }
     case REC_LEASE: {
         rd_bytes(&r, LEASE_FIXED - 1);
         uint64_t nlen = rd_u(&r, 1);
@@ -1389,6 +1459,12 @@ void zf_journal_attempts(zf_journal_t *self, const job_t *job)
         enc_attempts(&self->pend, job);
 }
 
+void zf_journal_schedule(zf_journal_t *self, const job_t *job)
+{
+    if (self && !self->down && has_schedule(job))
+        enc_schedule(&self->pend, job);
+}
+
 void zf_journal_forget(zf_journal_t *self, uint64_t id)
 {
     if (self && !self->down)
@@ -1808,6 +1884,8 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
         enc_owner(&b, j, self->o.owners);
         if (j->res && j->res->attempt_base)
             enc_attempts(&b, j);
+        if (!zf_state_is_terminal(j->state) && has_schedule(j))
+            enc_schedule(&b, j);
         if (j->state == ZF_ST_RUNNING && j->worker && j->worker->session)
             enc_lease(&b, j, self->o.owners); /* (a held job is rewritten as its holder) */
         else if (j->state == ZF_ST_RUNNING && j->res && j->res->holder)

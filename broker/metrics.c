@@ -54,7 +54,7 @@ static void write_jobs(zf_prom_t *t, const zfb_stats_t *v)
     zf_prom_family(t, "zfleet_jobs_finished_total", "counter",
                    "Jobs that reached a terminal state, by function and status.");
     for (const fnq_t *f = v->fns; f; f = f->hh.next)
-        for (int s = ZF_ST_SUCCEEDED; s < ZF_ST__COUNT; s++)
+        for (int s = ZF_ST_SUCCEEDED; s <= ZF_ST_OUTPUT_LOST; s++)
             zf_prom_u64(t, "zfleet_jobs_finished_total", f->finished[s], "function", f->name,
                         "status", zf_state_name((uint32_t)s), NULL);
     zf_prom_family(t, "zfleet_jobs_queued", "gauge", "Jobs waiting for a worker, by function.");

@@ -134,8 +134,8 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
     for (int e = 1; e < ZF__ECOUNT; e++)
         pk_kv_u64(&pk, zf_error_name((uint32_t)e), v->c->rejected[e]);
     pk_str(&pk, "finished");
-    msgpack_pack_map(&pk, ZF_ST__COUNT - 2);
-    for (int s = ZF_ST_SUCCEEDED; s < ZF_ST__COUNT; s++)
+    msgpack_pack_map(&pk, ZF_ST_OUTPUT_LOST - ZF_ST_SUCCEEDED + 1);
+    for (int s = ZF_ST_SUCCEEDED; s <= ZF_ST_OUTPUT_LOST; s++)
         pk_kv_u64(&pk, zf_state_name((uint32_t)s), v->c->finished[s]);
     pk_str(&pk, "functions");
     msgpack_pack_array(&pk, HASH_COUNT(v->fns));

@@ -61,6 +61,13 @@ typedef struct result {
                                 numbers never repeat; zfb_job_attempts_used). Journaled */
     holder_t *holder;      /* malloc'd, or NULL: only on a job restored running (the journal's
                          last word on it was a LEASE) until it is re-attached or requeued */
+    /* Retry on failure and delayed start (PROTOCOL.md §4.5), journaled by SCHEDULE records.
+       While the job is SCHEDULED it sits in the broker's timer heap (its qpos is then its
+       position there: a scheduled job is in no queue). */
+    int64_t due_at;      /* monotonic ms: placed no earlier than this; 0 = no wait */
+    uint32_t backoff_ms; /* first retry's backoff (doubles per retry, capped); 0 = default */
+    uint8_t retries;     /* handler failures to retry (SUBMIT's retries) */
+    uint8_t retried;     /* handler failures retried so far (not charged to max_attempts) */
 } result_t;
 
 typedef struct job {

@@ -109,6 +109,10 @@ void zf_journal_finish(zf_journal_t *self, const job_t *job);
 void zf_journal_attempts(zf_journal_t *self, const job_t *job);
 /* The broker dropped the job's result: it is dead weight for compaction. */
 void zf_journal_forget(zf_journal_t *self, uint64_t id);
+/* Appends the job's retry policy, due time and causes so far (a SCHEDULE record), if it has
+   any of them (result_t.retries, backoff_ms, due_at, retried): after its ACCEPT, and each
+   time a failure is retried. */
+void zf_journal_schedule(zf_journal_t *self, const job_t *job);
 
 /* Writes the buffered records with one write() and syncs them under the policy (always:
    one fdatasync per call that wrote, waiting for the flusher thread if it runs; interval: when the last sync is older than the

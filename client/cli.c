@@ -49,6 +49,8 @@ static void usage(FILE *f)
           "  submit FUNCTION [DATA | --file PATH] [--wait] [--timeout MS] [--out PATH]\n"
           "         [--priority N] [--device any|cpu|gpu] [--run-timeout MS]\n"
           "         [--deadline MS] [--max-attempts N] [--forget]\n"
+          "         [--retries N] [--retry-backoff-ms MS] [--delay-ms MS]\n"
+          "         [--not-before WALL_MS]\n"
           "  wait ID [--timeout MS] [--out PATH]   wait for a job's result\n"
           "  get ID                                 a job's result, or its state if running\n"
           "  status ID                              same as get\n"
@@ -252,7 +254,8 @@ static int cmd_submit(cli_t *cli, zf_client_t *c, int argc, char **argv)
         return fail_client(cli, c);
     if (!cli->wait) {
         if (cli->json)
-            printf("{\"id\":%llu,\"status\":\"queued\"}\n", (unsigned long long)id);
+            printf("{\"id\":%llu,\"status\":\"%s\"}\n", (unsigned long long)id,
+                   cli->opts.delay_ms || cli->opts.not_before ? "scheduled" : "queued");
         else
             printf("%llu\n", (unsigned long long)id);
         return 0;
@@ -581,6 +584,9 @@ static int num_opt(const char *opt, const char *v, uint64_t max, uint64_t *out)
     return zf_parse_opt("zfleet", opt, v, 0, max, out);
 }
 
+/* Long-only options (no short letter): codes past any char. */
+enum { OPT_RETRIES = 0x1a0, OPT_BACKOFF, OPT_DELAY, OPT_NOT_BEFORE };
+
 /* Applies one option. Returns 0, or an exit code. */
 static int apply_opt(cli_t *cli, int c, const char *arg)
 {
@@ -639,6 +645,26 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
         if (num_opt("max-attempts", arg, 100, &v) < 0)
             return EXIT_USAGE;
         cli->opts.max_attempts = (uint32_t)v;
+        return 0;
+    case OPT_RETRIES: /* retries and delayed jobs (PROTOCOL.md §4.5): the broker's bounds */
+        if (num_opt("retries", arg, 20, &v) < 0)
+            return EXIT_USAGE;
+        cli->opts.retries = (uint32_t)v;
+        return 0;
+    case OPT_BACKOFF:
+        if (num_opt("retry-backoff-ms", arg, 60000, &v) < 0)
+            return EXIT_USAGE;
+        cli->opts.backoff_ms = (uint32_t)v;
+        return 0;
+    case OPT_DELAY:
+        if (num_opt("delay-ms", arg, 30ull * 24 * 3600000, &v) < 0)
+            return EXIT_USAGE;
+        cli->opts.delay_ms = (uint32_t)v;
+        return 0;
+    case OPT_NOT_BEFORE:
+        if (num_opt("not-before", arg, UINT64_MAX, &v) < 0)
+            return EXIT_USAGE;
+        cli->opts.not_before = v;
         return 0;
     default: usage(stderr); return EXIT_USAGE;
     }
@@ -723,6 +749,10 @@ int main(int argc, char **argv)
                                          {"run-timeout", 1, 0, 'r'},
                                          {"deadline", 1, 0, 'D'},
                                          {"max-attempts", 1, 0, 'a'},
+                                         {"retries", 1, 0, OPT_RETRIES},
+                                         {"retry-backoff-ms", 1, 0, OPT_BACKOFF},
+                                         {"delay-ms", 1, 0, OPT_DELAY},
+                                         {"not-before", 1, 0, OPT_NOT_BEFORE},
                                          {"purge", 0, 0, 'P'},
                                          {"forget", 0, 0, 'F'},
                                          {"help", 0, 0, 'h'},

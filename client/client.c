@@ -34,7 +34,8 @@ ZF_SAME(ZFLEET_DEVICE_ANY, ZF_DEV_ANY);
 ZF_SAME(ZFLEET_DEVICE_CPU, ZF_DEV_CPU);
 ZF_SAME(ZFLEET_DEVICE_GPU, ZF_DEV_GPU);
 ZF_SAME(ZFLEET_FUNCTION_MAX, ZF_FN_MAX);
-ZF_SAME(ZFLEET_OUTPUT_LOST + 1, ZF_ST__COUNT);
+ZF_SAME(ZFLEET_SCHEDULED + 1, ZF_ST__COUNT);
+ZF_SAME(ZFLEET_SCHEDULED, ZF_ST_SCHEDULED);
 ZF_SAME(ZFLEET_QUEUED, ZF_ST_QUEUED);
 ZF_SAME(ZFLEET_RUNNING, ZF_ST_RUNNING);
 ZF_SAME(ZFLEET_SUCCEEDED, ZF_ST_SUCCEEDED);
@@ -531,6 +532,14 @@ static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void 
             zf_msg_set_u64(m, ZF_F_MAX_ATTEMPTS, o->max_attempts);
         if (o->device)
             zf_msg_set_u64(m, ZF_F_DEVICE, (uint64_t)o->device);
+        if (o->retries)
+            zf_msg_set_u64(m, ZF_F_RETRIES, o->retries);
+        if (o->backoff_ms)
+            zf_msg_set_u64(m, ZF_F_BACKOFF, o->backoff_ms);
+        if (o->delay_ms)
+            zf_msg_set_u64(m, ZF_F_DELAY, o->delay_ms);
+        if (o->not_before)
+            zf_msg_set_u64(m, ZF_F_NOT_BEFORE, o->not_before);
         /* both flags are sent as asked: the broker rejects the pair, with its reason */
         uint32_t flags = (o->no_push ? ZF_FLAG_NO_PUSH : 0) | (o->forget ? ZF_FLAG_FORGET : 0);
         if (flags)

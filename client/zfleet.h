@@ -59,6 +59,8 @@ typedef enum {
                                 across a broker restart (over --result-max-bytes): the RESULT
                                 has no output bytes and text says what was lost. Not a
                                 success: only ZFLEET_SUCCEEDED is. */
+    ZFLEET_SCHEDULED = 9,   /* not finished: waiting for its time (a delayed job, or the
+                                backoff before a retry), in the broker's timer heap */
 } zfleet_state_t;
 
 /* Device kinds a job may require (zf_submit_opts_t.device; the same numbers as on the wire). */
@@ -148,6 +150,13 @@ typedef struct {
                                 gone) the result is kept as usual. Dead letters (lost,
                                 timed_out) are always kept. Not with no_push: the broker
                                 rejects that (ZF_CE_REJECTED, ZF_BROKER_BAD_ARGUMENT). */
+    uint32_t retries;      /* handler failures retried (with backoff) before `failed`; 0 = none,
+                                at most 20. A failure the handler marks permanent is not */
+    uint32_t backoff_ms;   /* the first retry's backoff; doubles per retry, capped by the
+                                broker (--retry-backoff-max-ms); 0 = 1000 */
+    uint32_t delay_ms;     /* run no earlier than this long after acceptance; 0 = now */
+    uint64_t not_before;   /* run no earlier than this wall-clock time (ms since the epoch);
+                                0 = now. With delay_ms too, the later of the two */
 } zf_submit_opts_t;
 
 /* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is

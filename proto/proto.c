@@ -61,9 +61,13 @@ static const fdesc_t fields[ZF_F__MAX] = {
     [ZF_F_SESSION] = U64(session),
     [ZF_F_CLAIMS] = {T_CLAIMS, offsetof(zf_msg_t, claims), 0},
     [ZF_F_BATCH] = U32(batch),
+    [ZF_F_RETRIES] = U32(retries),
+    [ZF_F_BACKOFF] = U32(backoff_ms),
+    [ZF_F_DELAY] = U32(delay_ms),
+    [ZF_F_NOT_BEFORE] = U64(not_before),
 };
 
-#define B(f) (1u << (f))
+#define B(f) (1ull << (f))
 
 /* Fields each command must carry; everything else is optional. */
 static uint32_t required_fields(uint8_t cmd)
@@ -323,7 +327,7 @@ int zf_msg_encode(const zf_msg_t *m, void *buf, size_t cap)
     out[2] = ZF_PROTO_VERSION;
     out[3] = m->cmd;
     wr_t w = {out + 4, out + cap, false};
-    wr_len(&w, 0x80, 0xde, (uint32_t)__builtin_popcount(m->present));
+    wr_len(&w, 0x80, 0xde, (uint32_t)__builtin_popcountll(m->present));
     for (int f = 1; f < ZF_F__MAX; f++)
         if (zf_msg_has(m, (zf_field_t)f))
             pack_field(&w, m, (zf_field_t)f);
@@ -633,9 +637,9 @@ const char *zf_cmd_name(uint8_t cmd)
 
 const char *zf_state_name(uint32_t st)
 {
-    static const char *names[ZF_ST__COUNT] = {"queued",  "running",   "succeeded",
-                                              "failed",  "timed_out", "cancelled",
-                                              "expired", "lost",      "output_lost"};
+    static const char *names[ZF_ST__COUNT] = {"queued",      "running",   "succeeded", "failed",
+                                              "timed_out",   "cancelled", "expired",   "lost",
+                                              "output_lost", "scheduled"};
     return st < ZF_ST__COUNT ? names[st] : "unknown";
 }
 

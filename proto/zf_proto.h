@@ -100,7 +100,11 @@ typedef enum {
                              still holds, oldest first (re-attach after a broker restart) */
     ZF_F_BATCH = 28,      /* uint32: DONE: jobs in the handler call that ran this one (1
                              unless the function is batched, issue 17) */
-    ZF_F__MAX = 29,
+    ZF_F_RETRIES = 30,    /* uint32: SUBMIT: handler failures retried before `failed` (<= 20) */
+    ZF_F_BACKOFF = 31,    /* uint32 ms: SUBMIT: first retry's backoff base; default 1000 */
+    ZF_F_DELAY = 32,      /* uint32 ms: SUBMIT: run no earlier than this long after acceptance */
+    ZF_F_NOT_BEFORE = 33, /* uint64 wall-clock ms since the epoch: SUBMIT: run no earlier */
+    ZF_F__MAX = 34,
 } zf_field_t;
 
 /* Device kinds. ZF_DEV_ANY is only meaningful as a job requirement. */
@@ -118,7 +122,9 @@ typedef enum {
     ZF_ST_LOST = 7,
     ZF_ST_OUTPUT_LOST = 8, /* the handler succeeded but its output was not kept in full (cut
                               by the journal's bound, then the broker restarted): no bytes */
-    ZF_ST__COUNT = 9,
+    ZF_ST_SCHEDULED = 9,   /* not terminal: waiting in the broker's timer heap for its time (a
+                            delayed job, or a retry's backoff), not in a queue */
+    ZF_ST__COUNT = 10,
 } zf_state_t;
 
 /* Error codes carried in REJECTED / ERROR / REPLY (ZF_F_CODE). */
@@ -142,10 +148,11 @@ typedef enum {
 } zf_error_t;
 
 /* Flags (ZF_F_FLAGS). */
-#define ZF_FLAG_PURGE 0x1   /* DEAD: clear the dead-letter list */
-#define ZF_FLAG_NO_PUSH 0x2 /* SUBMIT: do not push the result to this connection */
-#define ZF_FLAG_FORGET 0x4  /* SUBMIT: drop the result once pushed to the submitter */
-#define ZF_FLAG_BYE_NOW 0x1 /* BYE: leaving now (clear: draining, finish what you hold) */
+#define ZF_FLAG_PURGE 0x1      /* DEAD: clear the dead-letter list */
+#define ZF_FLAG_NO_PUSH 0x2    /* SUBMIT: do not push the result to this connection */
+#define ZF_FLAG_FORGET 0x4     /* SUBMIT: drop the result once pushed to the submitter */
+#define ZF_FLAG_PERMANENT 0x10 /* DONE (failed): do not retry, the input is bad */
+#define ZF_FLAG_BYE_NOW 0x1    /* BYE: leaving now (clear: draining, finish what you hold) */
 #define ZF_FLAG_REATTACH \
     0x1 /* BHEARTBEAT answering a READY: the broker judged its claims
                                 (PROTOCOL.md §7.11); without it, claimed leases are void */
@@ -168,11 +175,11 @@ typedef struct {
    is present; zf_msg_set_* helpers keep it up to date. */
 typedef struct {
     uint8_t cmd;
-    uint32_t present;
-    uint64_t id, tag, duration_us, devmem, queued_us, max_payload, session;
+    uint64_t present; /* 64 bits: keys run past 31 */
+    uint64_t id, tag, duration_us, devmem, queued_us, max_payload, session, not_before;
     uint32_t attempt, timeout_ms, deadline_ms, max_attempts, device, status, code, credits;
-    uint32_t heartbeat_ms, flags;
     uint32_t batch; /* ZF_F_BATCH */
+    uint32_t heartbeat_ms, flags, retries, backoff_ms, delay_ms;
     int32_t priority, devindex;
     double progress;
     zf_str_t fn, text, worker, devname, supervisor;
@@ -183,7 +190,7 @@ typedef struct {
 
 static inline bool zf_msg_has(const zf_msg_t *m, zf_field_t f)
 {
-    return (m->present >> f) & 1u;
+    return (m->present >> f) & 1ull;
 }
 
 /* Starts a header for `cmd` with no fields. */
@@ -222,7 +229,7 @@ int zf_device_kind_parse(const char *s);
 
 static inline bool zf_state_is_terminal(uint32_t st)
 {
-    return st >= ZF_ST_SUCCEEDED && st < ZF_ST__COUNT;
+    return st >= ZF_ST_SUCCEEDED && st <= ZF_ST_OUTPUT_LOST;
 }
 
 /* Copies a zf_str_t into a NUL-terminated buffer, truncating to cap - 1 bytes. */

@@ -154,6 +154,26 @@ Test(pyhandlers, exception_fails_the_job_and_the_worker_serves_on, .timeout = 60
     zf_client_destroy(&c);
 }
 
+/* zfleet.Permanent ends the job at once, whatever its retries; a plain exception is retried. */
+Test(pyhandlers, permanent_exception_is_not_retried, .timeout = 60)
+{
+    zt_env_t env;
+    start(&env, 200, NULL);
+    zf_client_t *c = zt_client(&env);
+    zf_submit_opts_t o = {.retries = 3, .backoff_ms = 50};
+    zf_event_t *r = run(c, "py_permanent", "xyz", 3, &o, 10000);
+    cr_assert_eq(r->status, ZFLEET_FAILED, "%s", zfleet_state_name(r->status));
+    cr_assert_eq(r->attempts, 1);
+    cr_assert(strstr(r->text, "Permanent: bad input: xyz") && strstr(r->text, "(permanent"),
+              "error '%s'", r->text);
+    zf_event_destroy(&r);
+    r = run(c, "py_boom", "xyz", 3, &o, 10000);
+    cr_assert_eq(r->status, ZFLEET_FAILED);
+    cr_assert_eq(r->attempts, 4, "a plain exception is retried 3 times, got %u", r->attempts);
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+}
+
 /* bytes, bytearray, str, None, a NumPy array (contiguous or strided) and a large buffer
    (sent without a copy) are outputs; an int fails the job with a message saying what is. */
 Test(pyhandlers, return_values_become_outputs, .timeout = 60)

@@ -155,6 +155,27 @@ def t_failing_job(main, limits):
         check(c.run("validate", "12", timeout=10).output == b"ok", "validate 12 succeeds")
 
 
+def t_delay_and_retry_options(main, limits):
+    """delay_ms holds a job `scheduled` until due; bad retry and delay values are refused
+    before anything is sent."""
+    with zfleet.Client(main.clients) as c:
+        t0 = time.monotonic()
+        job = c.submit("echo", b"later", delay_ms=600, retries=2, retry_backoff_ms=100)
+        check(c.get(job).status == "scheduled", "a delayed job reads scheduled")
+        r = c.wait(job, timeout=10)
+        check(r.ok and time.monotonic() - t0 >= 0.6, "runs no earlier than due: %r" % (r,))
+        job = c.submit("echo", b"at", not_before=int(time.time() * 1000) + 300)
+        check(c.wait(job, timeout=10).ok, "not_before job runs")
+        for bad in ({"retries": 21}, {"retries": -1}, {"delay_ms": -5},
+                    {"delay_ms": 31 * 86400000}, {"retry_backoff_ms": 60001},
+                    {"not_before": time.time() * 1000 + 31 * 86400000}):
+            try:
+                c.submit("echo", b"x", **bad)
+                check(False, "refused: %r" % bad)
+            except ValueError:
+                pass
+
+
 def t_queue_full(main, limits):
     with zfleet.Client(limits.clients) as c:
         c.submit("nobody", b"1")
@@ -1036,6 +1057,7 @@ async def _alist(agen):
 
 
 TESTS = [
+    ("delay and retry options", t_delay_and_retry_options),
     ("watch", t_watch),
     ("async watch", t_async_watch),
     ("watch across a broker restart", t_watch_reconnect),

@@ -140,6 +140,9 @@ static const char BOOT[] =
     "    _z = types.ModuleType('zfleet', 'what zfleet-worker gives its Python handlers')\n"
     "    _z.batched = batched\n"
     "    _z.Batched = Batched\n"
+    "    class Permanent(Exception):\n"
+    "        __module__ = 'zfleet'\n"
+    "    _z.Permanent = Permanent\n"
     "    sys.modules['zfleet'] = _z\n"
     "def batch_outputs(res, n):\n"
     "    if not isinstance(res, (list, tuple)) or len(res) != n:\n"
@@ -148,6 +151,11 @@ static const char BOOT[] =
     "        raise TypeError(f'a batched handler returns a list of one output per job: '\n"
     "                        f'{n} jobs, it returned {what}')\n"
     "    return list(res)\n"
+    "def permanent(e):\n"
+    "    return any(c.__name__ == 'Permanent' and c.__module__.split('.')[0] == 'zfleet'\n"
+    "               for c in type(e).__mro__)\n"
+    "def describe_run(e, limit):\n"
+    "    return ('P' if permanent(e) else '-') + describe(e, limit)\n"
     "def device(kind, index, cuda_index, label, name, memory):\n"
     "    return types.SimpleNamespace(kind=kind, index=index, cuda_index=cuda_index,\n"
     "                                 label=label, name=name, memory=memory)\n";
@@ -444,11 +452,14 @@ static void exception_text(const char *how, PyObject *arg, char *out, size_t len
 
 static int fail_from_exception(zf_job_t *job)
 {
-    char text[ZF_TEXT_MAX + 1];
+    char text[ZF_TEXT_MAX + 2];
     PyObject *limit = PyLong_FromLong(ZF_TEXT_MAX);
-    exception_text("describe", limit, text, sizeof text);
+    /* 'P' or '-' first: whether it is a zfleet.Permanent (not to be retried) */
+    exception_text("describe_run", limit, text, sizeof text);
     Py_XDECREF(limit);
-    return zf_job_fail(job, "%s", text);
+    if (text[0] == 'P')
+        return zf_job_fail_permanent(job, "%s", text + 1);
+    return zf_job_fail(job, "%s", text[0] == '-' ? text + 1 : text);
 }
 
 static void on_sent(void *data, void *hint)

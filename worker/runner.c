@@ -60,6 +60,7 @@ struct zf_job {
     zmq_msg_t out;
     char error[ZF_TEXT_MAX + 1];
     int64_t last_progress_us;
+    bool permanent; /* zf_job_fail_permanent: the broker must not retry it */
 };
 
 const void *zf_job_data(const zf_job_t *job)
@@ -134,6 +135,16 @@ int zf_job_fail(zf_job_t *job, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(job->error, sizeof job->error, fmt, ap);
     va_end(ap);
+    return -1;
+}
+
+int zf_job_fail_permanent(zf_job_t *job, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(job->error, sizeof job->error, fmt, ap);
+    va_end(ap);
+    job->permanent = true;
     return -1;
 }
 
@@ -217,6 +228,8 @@ static void run_one(zf_runner_t *r, void *pair, rjob_t *q)
     } else {
         zf_msg_set_u64(&done, ZF_F_STATUS, zf_job_cancelled(&job) ? ZF_ST_CANCELLED : ZF_ST_FAILED);
         zf_msg_set_str(&done, ZF_F_TEXT, job.error[0] ? job.error : "handler failed");
+        if (job.permanent)
+            zf_msg_set_u64(&done, ZF_F_FLAGS, ZF_FLAG_PERMANENT);
         zmq_msg_close(&job.out);
         zmq_msg_init(&job.out);
     }

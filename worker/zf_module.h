@@ -134,6 +134,10 @@ int zf_job_output_input(zf_job_t *job);
 /* Records the failure message (printf-style, truncated to 1 KiB) and returns -1, so a
    handler can `return zf_job_fail(job, "bad input: %s", why);`. */
 int zf_job_fail(zf_job_t *job, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same, and the failure is permanent (bad input): the broker does not retry the job
+   even if it was submitted with retries (PROTOCOL.md §4.5). Returns -1. */
+int zf_job_fail_permanent(zf_job_t *job, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Reports progress (fraction in [0, 1], short text or NULL) to the submitting client.
    Cheap to call often: reports are coalesced to at most one per 50 ms. */

@@ -35,6 +35,27 @@ static int run_fail(void *s, zf_job_t *job)
     return zf_job_fail(job, "%.*s", (int)zf_job_size(job), (const char *)zf_job_data(job));
 }
 
+/* flaky: fails ("flaky attempt N") on its first N-1 deliveries, where N is the payload's
+   number, then succeeds with "ok after N" */
+static int run_flaky(void *s, zf_job_t *job)
+{
+    (void)s;
+    uint32_t a = zf_job_attempt(job);
+    if ((long)a < payload_num(job, 1))
+        return zf_job_fail(job, "flaky attempt %u", a);
+    char out[32];
+    int n = snprintf(out, sizeof out, "ok after %u", a);
+    return zf_job_output(job, out, (size_t)n);
+}
+
+/* permanent: fails permanently with the payload as its message (never to be retried) */
+static int run_permanent(void *s, zf_job_t *job)
+{
+    (void)s;
+    return zf_job_fail_permanent(job, "%.*s", (int)zf_job_size(job),
+                                 (const char *)zf_job_data(job));
+}
+
 /* abort: kills its worker process, every time */
 static int run_abort(void *s, zf_job_t *job)
 {
@@ -135,6 +156,8 @@ static const zf_function_t functions[] = {
     {.name = "corrupt", .run = run_corrupt},
     {.name = "env", .run = run_env},
     {.name = "device", .run = run_device},
+    {.name = "flaky", .run = run_flaky},
+    {.name = "permanent", .run = run_permanent},
     {.name = NULL},
 };
 

@@ -41,6 +41,14 @@ def boom(state, job):
     raise ValueError("bad things: " + bytes(job.data).decode())
 
 
+def permanent(state, job):
+    """Raises zfleet.Permanent (the client package, from this checkout): not retried."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "client", "python"))
+    import zfleet
+    raise zfleet.Permanent("bad input: " + bytes(job.data).decode())
+
+
 def progress(state, job):
     time.sleep(0.1)                            # reports in a job's first 50 ms are coalesced
     job.progress(0.5, "half way")
@@ -130,4 +138,5 @@ FUNCTIONS = {
     "py_roundtrip": roundtrip, "py_boom": boom, "py_progress": progress,
     "py_wait_cancel": wait_cancel, "py_spin": spin_py, "py_segv": segv, "py_inits": inits,
     "py_ticks": ticks, "py_info": info, "py_keep": keep, "py_types": types, "py_say": say,
+    "py_permanent": permanent,
 }

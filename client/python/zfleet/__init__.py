@@ -115,7 +115,7 @@ __all__ = [
     "__version__", "Client", "AsyncClient", "Result", "Status", "Progress",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
     "PayloadTooLarge", "UnknownJob", "InvalidState", "Denied", "JobFailed", "OutputLost",
-    "DEFAULT_BROKER", "STATES", "TERMINAL_STATES", "WATCH_KEEP",
+    "Permanent", "DEFAULT_BROKER", "STATES", "TERMINAL_STATES", "WATCH_KEEP",
 ]
 
 log = logging.getLogger("zfleet")
@@ -140,6 +140,9 @@ F_ID, F_ATTEMPT, F_TAG, F_FN, F_PRIORITY, F_TIMEOUT, F_DEADLINE, F_MAX_ATTEMPTS 
 F_DEVICE, F_STATUS, F_CODE, F_TEXT, F_CREDITS, F_DURATION, F_WORKER, F_DEVNAME = range(9, 17)
 F_PROGRESS, F_FUNCTIONS, F_DEVINDEX, F_DEVMEM, F_HEARTBEAT, F_FLAGS, F_QUEUED = range(17, 24)
 F_SUPERVISOR, F_MAXPAYLOAD = 24, 25
+# Retries and delayed jobs (PROTOCOL.md §4.5)
+F_RETRIES, F_BACKOFF, F_DELAY, F_NOT_BEFORE = 30, 31, 32, 33
+RETRIES_MAX, BACKOFF_MAX_MS, DELAY_MAX_MS = 20, 60000, 30 * 24 * 3600000
 
 # Payloads larger than this are checked against the broker's limit (PONG's max_payload)
 # before they are sent: past about twice the limit the broker's socket drops the
@@ -159,8 +162,8 @@ E_STATE = 8
 E_DENIED = 12
 
 STATES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled", "expired", "lost",
-          "output_lost")
-TERMINAL_STATES = frozenset(STATES[2:])
+          "output_lost", "scheduled")
+TERMINAL_STATES = frozenset(STATES[2:9])  # ("scheduled" waits for its time: not terminal)
 DEVICES = {"any": 0, "cpu": 1, "gpu": 2}
 ERROR_NAMES = ("ok", "unsupported protocol version", "malformed message", "unknown command",
                "unknown job", "queue full", "payload too large", "bad argument", "wrong state",
@@ -173,6 +176,12 @@ _PROGRESS_KEEP = 10000          # jobs whose last progress report progress() rem
 
 
 # ------------------------------------------------------------------ results and errors
+
+class Permanent(Exception):
+    """Raised by a handler (zfleet-worker, Python module) for a failure that must not be
+    retried (bad input): the job fails at once, whatever its retries (PROTOCOL.md §4.5).
+    The worker recognises it by its name and module, so a handler needs only this package."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Result:
@@ -405,7 +414,9 @@ def _as_bytes(data: Data) -> Buffer:
 
 def _submit_fields(function: str, priority: int = 0, run_timeout_ms: int = 0,
                    deadline_ms: int = 0, max_attempts: int = 0, device: Union[str, int] = "any",
-                   no_push: bool = False, forget: bool = False) -> Fields:
+                   no_push: bool = False, forget: bool = False, retries: int = 0,
+                   retry_backoff_ms: int = 0, delay_ms: int = 0,
+                   not_before: float = 0) -> Fields:
     """The SUBMIT header fields (without the tag). Raises ValueError/TypeError on bad input,
     which the broker would otherwise answer with an untagged error."""
     if not isinstance(function, str):
@@ -437,7 +448,29 @@ def _submit_fields(function: str, priority: int = 0, run_timeout_ms: int = 0,
     flags = (FLAG_NO_PUSH if no_push else 0) | (FLAG_FORGET if forget else 0)
     if flags:
         f[F_FLAGS] = flags
+    _schedule_fields(f, retries, retry_backoff_ms, delay_ms, not_before)
     return f
+
+
+def _schedule_fields(f: Fields, retries: int, retry_backoff_ms: int, delay_ms: int,
+                     not_before: float) -> None:
+    """Retries and delayed start: retries (handler failures retried, <= 20) after
+    retry_backoff_ms (doubling, capped at 60 s, equal jitter); delay_ms after acceptance or
+    not_before (wall-clock, ms since the epoch), whichever is later (<= 30 days ahead)."""
+    for name, v, top in (("retries", retries, RETRIES_MAX),
+                         ("retry_backoff_ms", retry_backoff_ms, BACKOFF_MAX_MS),
+                         ("delay_ms", delay_ms, DELAY_MAX_MS)):
+        if not 0 <= int(v) <= top:
+            raise ValueError("%s must be from 0 to %d" % (name, top))
+    if not_before and not 0 < int(not_before) <= int(time.time() * 1000) + DELAY_MAX_MS:
+        raise ValueError("not_before must be wall-clock ms since the epoch, at most 30 days "
+                         "ahead")
+    values: Tuple[Tuple[int, float], ...] = (
+        (F_RETRIES, retries), (F_BACKOFF, retry_backoff_ms), (F_DELAY, delay_ms),
+        (F_NOT_BEFORE, not_before))
+    for key, val in values:
+        if val:
+            f[key] = int(val)
 
 
 def _frames(cmd: int, fields: Fields, payload: Any = None) -> Tuple[Frames, bool]:
@@ -1474,14 +1507,19 @@ class Client(_Base):
     def submit(self, function: str, data: Data, *,
                priority: int = 0, run_timeout_ms: int = 0, deadline_ms: int = 0,
                max_attempts: int = 0, device: Union[str, int] = "any", no_push: bool = False,
-               forget: bool = False) -> int:
+               forget: bool = False, retries: int = 0, retry_backoff_ms: int = 0,
+               delay_ms: int = 0, not_before: float = 0) -> int:
         """Submits a job and returns its id once the broker has accepted it. Raises
         QueueFull, PayloadTooLarge or Rejected (refused), Unreachable (no answer).
         forget=True: the broker drops the result once it has pushed it to this client, so
         collect it here (wait, results); a later get or wait that has to ask the broker
-        raises UnknownJob. Not with no_push=True (Rejected)."""
+        raises UnknownJob. Not with no_push=True (Rejected).
+        retries: handler failures retried after a backoff (retry_backoff_ms, doubling,
+        capped, jittered) unless the handler raises zfleet.Permanent; delay_ms / not_before
+        (wall-clock ms since the epoch): the job is `scheduled` until then."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
-                           device, no_push, forget)
+                           device, no_push, forget, retries, retry_backoff_ms, delay_ms,
+                           not_before)
         data = _as_bytes(data)
         with self._acquire():
             if len(data) > _LIMIT_CHECK_ABOVE:  # asked each time: a broker may restart
@@ -2105,10 +2143,13 @@ class AsyncClient(_Base):
     async def submit(self, function: str, data: Data, *,
                      priority: int = 0, run_timeout_ms: int = 0, deadline_ms: int = 0,
                      max_attempts: int = 0, device: Union[str, int] = "any",
-                     no_push: bool = False, forget: bool = False) -> int:
+                     no_push: bool = False, forget: bool = False, retries: int = 0,
+                     retry_backoff_ms: int = 0, delay_ms: int = 0,
+                     not_before: float = 0) -> int:
         """As Client.submit."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
-                           device, no_push, forget)
+                           device, no_push, forget, retries, retry_backoff_ms, delay_ms,
+                           not_before)
         data = _as_bytes(data)
         if len(data) > _LIMIT_CHECK_ABOVE:
             err = self._too_large(await self._request(PING, {}), len(data))
