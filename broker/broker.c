@@ -781,6 +781,8 @@ static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
     zf_msg_set_u64(m, ZF_F_STATUS, j->state);
     zf_msg_set_u64(m, ZF_F_ATTEMPT, zfb_job_attempts_used(j));
     zf_msg_set_str(m, ZF_F_FN, j->fn->name);
+    if (j->tags)
+        zf_msg_set_str(m, ZF_F_TAGS, j->tags);
     if (!j->res)
         return;
     zf_msg_set_u64(m, ZF_F_DURATION, j->res->duration_us);
@@ -1207,6 +1209,8 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
     zf_msg_set_u64(&m, ZF_F_STATUS, j->result_pending ? ZF_ST_RUNNING : j->state);
     zf_msg_set_u64(&m, ZF_F_ATTEMPT, zfb_job_attempts_used(j));
     zf_msg_set_str(&m, ZF_F_FN, j->fn->name);
+    if (j->tags)
+        zf_msg_set_str(&m, ZF_F_TAGS, j->tags);
     if (j->res) {
         zf_msg_set_progress(&m, j->res->progress);
         if (j->res->progress_text)
@@ -1434,6 +1438,9 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     if ((m->flags & ZF_FLAG_FORGET) && (m->flags & ZF_FLAG_NO_PUSH))
         return reject(b, rid, m->tag, ZF_EBADARG,
                       "forget needs the result pushed to this connection (not with no_push)");
+    const char *bad_tags = zf_tags_check(m->tags.ptr, m->tags.len);
+    if (bad_tags)
+        return reject(b, rid, m->tag, ZF_EBADARG, bad_tags);
     char jtext[128];
     if (zf_journal_error(b->journal)) /* before any allocation: refusals cost nothing */
         return reject(b, rid, m->tag, ZF_EJOURNAL, journal_text(b, jtext, sizeof jtext));
@@ -1487,6 +1494,8 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->max_attempts = (uint8_t)(m->max_attempts ? m->max_attempts : b->cfg.max_attempts);
     j->timeout_ms = m->timeout_ms;
     j->tag = m->tag;
+    if (m->tags.len && !(j->tags = strndup(m->tags.ptr, m->tags.len)))
+        zfb_oom("a job's tags");
     int64_t accepted_ms = zf_now_ms();
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     zfb_job_add_waiter(j, c);

@@ -56,7 +56,9 @@ enum {
     REC_ATTEMPTS = 5,
     REC_OWNER = 6,
     REC_LEASE = 7,
-    REC_LAST = REC_LEASE
+    /* 8-9: reserved (retry) */
+    REC_TAGS = 10, /* a job's tags, after its ACCEPT (jobs without tags have none) */
+    REC_LAST = REC_TAGS
 };
 /* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
    journal written before 2026-12 holds its first result_max_bytes; they are ignored). */
@@ -70,6 +72,7 @@ enum { FIN_OUTPUT_CUT = 1 };
 #define ATTEMPTS_FIXED (8 + 4 + 4)
 #define OWNER_FIXED (8 + ZF_KEY_BYTES)
 #define LEASE_FIXED (8 + 4 + 8 + 1 + ZF_KEY_BYTES + 1)
+#define TAGS_FIXED (8 + 1)
 /* LEASE flags: the key is the holder's (CURVE on); without it the key bytes are zero. */
 enum { LEASE_KEYED = 1 };
 
@@ -266,6 +269,19 @@ static void enc_owner(jbuf_t *b, const job_t *j, const zfb_owners_t *owners)
     size_t at = rec_begin(b, REC_OWNER);
     put_u(b, j->id, 8);
     put(b, o->key, ZF_KEY_BYTES);
+    rec_end(b, at);
+}
+
+/* A job's tags: written after each ACCEPT of a job that has some. */
+static void enc_tags(jbuf_t *b, const job_t *j)
+{
+    if (!j->tags)
+        return;
+    size_t n = strlen(j->tags); /* <= ZF_TAGS_MAX: on_submit checked them */
+    size_t at = rec_begin(b, REC_TAGS);
+    put_u(b, j->id, 8);
+    put_u(b, n, 1);
+    put(b, j->tags, n);
     rec_end(b, at);
 }
 
@@ -806,6 +822,25 @@ static int apply_owner(replay_t *rp, reader_t *r)
     return j->owner ? 0 : -2;
 }
 
+static int apply_tags(replay_t *rp, reader_t *r)
+{
+    uint64_t id = rd_u(r, 8);
+    uint64_t n = rd_u(r, 1);
+    const uint8_t *p = rd_bytes(r, n);
+    if (r->bad || r->left || zf_tags_check((const char *)p, n))
+        return -1;
+    job_t *j;
+    tab_orphan(rp, id, &j);
+    if (!j)
+        return 0;
+    char *t = strndup((const char *)p, n);
+    if (!t)
+        return -2;
+    free(j->tags);
+    j->tags = t;
+    return 0;
+}
+
 static int apply_finish(replay_t *rp, reader_t *r)
 {
     uint64_t id = rd_u(r, 8);
@@ -890,6 +925,7 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
     case REC_ATTEMPTS: return apply_attempts(rp, &r);
     case REC_OWNER: return apply_owner(rp, &r);
     case REC_LEASE: return apply_lease(rp, &r);
+    case REC_TAGS: return apply_tags(rp, &r);
     case REC_FORGET: {
         uint64_t id = rd_u(&r, 8);
         if (r.bad || r.left)
@@ -934,6 +970,12 @@ static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
     case REC_FORGET: return len == FORGET_FIXED;
     case REC_ATTEMPTS: return len == ATTEMPTS_FIXED;
     case REC_OWNER: return len == OWNER_FIXED;
+    case REC_TAGS: {
+        rd_bytes(&r, 8);
+        uint64_t n = rd_u(&r, 1);
+        rd_bytes(&r, n);
+        return !r.bad && !r.left && n <= ZF_TAGS_MAX;
+    }
     case REC_LEASE: {
         rd_bytes(&r, LEASE_FIXED - 1);
         uint64_t nlen = rd_u(&r, 1);
@@ -1358,6 +1400,7 @@ void zf_journal_accept(zf_journal_t *self, const job_t *job)
     if (self && !self->down) {
         enc_accept(&self->pend, job);
         enc_owner(&self->pend, job, self->o.owners);
+        enc_tags(&self->pend, job);
     }
 }
 
@@ -1526,6 +1569,7 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
             continue;
         enc_accept(&b, j);
         enc_owner(&b, j, self->o.owners);
+        enc_tags(&b, j);
         if (j->res && j->res->attempt_base)
             enc_attempts(&b, j);
         if (j->state == ZF_ST_RUNNING && j->worker && j->worker->session)

@@ -37,9 +37,10 @@ typedef struct {
     const char *file, *out;
     zf_submit_opts_t opts;
     int purge;
-    const char *key, *broker_key; /* CURVE key files (or $ZFLEET_KEY, $ZFLEET_BROKER_KEY) */
-    int once;                     /* top: one frame */
-    int interval_ms;              /* top: refresh */
+    const char *key, *broker_key;   /* CURVE key files (or $ZFLEET_KEY, $ZFLEET_BROKER_KEY) */
+    int once;                       /* top: one frame */
+    int interval_ms;                /* top: refresh */
+    char tags[ZFLEET_TAGS_MAX + 2]; /* submit: the --tag pairs, joined by ',' (opts.tags) */
 } cli_t;
 
 static void usage(FILE *f)
@@ -48,7 +49,7 @@ static void usage(FILE *f)
           "commands:\n"
           "  submit FUNCTION [DATA | --file PATH] [--wait] [--timeout MS] [--out PATH]\n"
           "         [--priority N] [--device any|cpu|gpu] [--run-timeout MS]\n"
-          "         [--deadline MS] [--max-attempts N] [--forget]\n"
+          "         [--deadline MS] [--max-attempts N] [--forget] [--tag K=V]...\n"
           "  wait ID [--timeout MS] [--out PATH]   wait for a job's result\n"
           "  get ID                                 a job's result, or its state if running\n"
           "  status ID                              same as get\n"
@@ -166,6 +167,21 @@ static void *read_file(const char *path, size_t *len)
 
 /* ------------------------------------------------------------------ printing results */
 
+/* `,"tags":{"k":"v",...}`: the job's tags (well formed: the broker checked them). */
+static void print_tags_json(const char *tags)
+{
+    printf(",\"tags\":{");
+    for (const char *p = tags; *p;) {
+        size_t n = strcspn(p, ","), k = strcspn(p, "=");
+        printf("%s", p == tags ? "" : ",");
+        zf_json_string(stdout, p, k);
+        printf(":");
+        zf_json_string(stdout, p + k + 1, n - k - 1);
+        p += n + (p[n] == ',');
+    }
+    printf("}");
+}
+
 static void print_result_json(const zf_event_t *e, const char *out_path)
 {
     printf("{\"id\":%llu,\"status\":\"%s\",\"function\":", (unsigned long long)e->id,
@@ -179,6 +195,7 @@ static void print_result_json(const zf_event_t *e, const char *out_path)
     printf(",\"error\":");
     zf_json_string(stdout, e->text, strlen(e->text));
     printf(",\"output_bytes\":%zu", e->output_len);
+    print_tags_json(e->tags);
     if (out_path) {
         printf(",\"output_file\":");
         zf_json_string(stdout, out_path, strlen(out_path));
@@ -197,6 +214,8 @@ static void print_result_human(const zf_event_t *e, const char *out_path)
     printf(", %u attempt%s\n", e->attempts, e->attempts == 1 ? "" : "s");
     if (e->text[0])
         printf("  %s: %s\n", e->status == ZFLEET_SUCCEEDED ? "note" : "error", e->text);
+    if (e->tags[0])
+        printf("  tags: %s\n", e->tags);
     if (out_path)
         printf("  output: %zu bytes written to %s\n", e->output_len, out_path);
     else if (e->output_len && zf_json_is_text(e->output, e->output_len))
@@ -290,6 +309,7 @@ static int cmd_get(cli_t *cli, zf_client_t *c, const char *arg)
         zf_json_string(stdout, e->worker, strlen(e->worker));
         printf(",\"device\":");
         zf_json_string(stdout, e->device, strlen(e->device));
+        print_tags_json(e->tags);
         printf("}\n");
     } else {
         printf("job %llu %s (%s), attempt %u", (unsigned long long)id, zfleet_state_name(e->status),
@@ -298,6 +318,8 @@ static int cmd_get(cli_t *cli, zf_client_t *c, const char *arg)
             printf(" on %s (%s)", e->worker, e->device);
         if (e->status == ZFLEET_RUNNING)
             printf(", %.0f%%%s%s", e->progress * 100, e->text[0] ? " " : "", e->text);
+        if (e->tags[0])
+            printf(", tags %s", e->tags);
         printf("\n");
     }
     zf_event_destroy(&e);
@@ -553,6 +575,25 @@ static int num_opt(const char *opt, const char *v, uint64_t max, uint64_t *out)
     return zf_parse_opt("zfleet", opt, v, 0, max, out);
 }
 
+/* --tag k=v: appended to cli->tags. The pairs themselves are checked by zf_client_submit
+   (a usage error, exit 2); here only what joining them could hide. */
+static int add_tag(cli_t *cli, const char *arg)
+{
+    size_t have = strlen(cli->tags), n = strlen(arg);
+    const char *bad = strchr(arg, ',')                 ? "a tag must not hold ','"
+                      : !*arg                          ? "a tag must be key=value"
+                      : have + 1 + n > ZFLEET_TAGS_MAX ? "tags are longer than 255 bytes in all"
+                                                       : NULL;
+    if (!bad)
+        snprintf(cli->tags + have, sizeof cli->tags - have, "%s%s", have ? "," : "", arg);
+    if (bad) {
+        fprintf(stderr, "zfleet: --tag '%s': %s\n", arg, bad);
+        return EXIT_USAGE;
+    }
+    cli->opts.tags = cli->tags;
+    return 0;
+}
+
 /* Applies one option. Returns 0, or an exit code. */
 static int apply_opt(cli_t *cli, int c, const char *arg)
 {
@@ -566,6 +607,7 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     case 'P': cli->purge = 1; return 0;
     case 'F': cli->opts.forget = true; return 0;
     case 'k': cli->key = arg; return 0;
+    case 'T': return add_tag(cli, arg);
     case '1': cli->once = 1; return 0;
     case 'i':
         if (zf_parse_opt("zfleet", "interval", arg, 100, 3600000, &v) < 0)
@@ -684,25 +726,16 @@ int main(int argc, char **argv)
     if (maybe_bench(argc, argv, &rc))
         return rc;
     cli_t cli = {.timeout_ms = -1};
-    static const struct option opts[] = {{"broker", 1, 0, 'b'},
-                                         {"json", 0, 0, 'j'},
-                                         {"timeout", 1, 0, 't'},
-                                         {"wait", 0, 0, 'w'},
-                                         {"file", 1, 0, 'f'},
-                                         {"out", 1, 0, 'o'},
-                                         {"priority", 1, 0, 'p'},
-                                         {"device", 1, 0, 'd'},
-                                         {"run-timeout", 1, 0, 'r'},
-                                         {"deadline", 1, 0, 'D'},
-                                         {"max-attempts", 1, 0, 'a'},
-                                         {"purge", 0, 0, 'P'},
-                                         {"forget", 0, 0, 'F'},
-                                         {"help", 0, 0, 'h'},
-                                         {"key", 1, 0, 'k'},
-                                         {"broker-key", 1, 0, 'K'},
-                                         {"once", 0, 0, '1'},
-                                         {"interval", 1, 0, 'i'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", 1, 0, 'b'},       {"json", 0, 0, 'j'},
+                                         {"timeout", 1, 0, 't'},      {"wait", 0, 0, 'w'},
+                                         {"file", 1, 0, 'f'},         {"out", 1, 0, 'o'},
+                                         {"priority", 1, 0, 'p'},     {"device", 1, 0, 'd'},
+                                         {"run-timeout", 1, 0, 'r'},  {"deadline", 1, 0, 'D'},
+                                         {"max-attempts", 1, 0, 'a'}, {"purge", 0, 0, 'P'},
+                                         {"forget", 0, 0, 'F'},       {"help", 0, 0, 'h'},
+                                         {"key", 1, 0, 'k'},          {"tag", 1, 0, 'T'},
+                                         {"broker-key", 1, 0, 'K'},   {"once", 0, 0, '1'},
+                                         {"interval", 1, 0, 'i'},     {0, 0, 0, 0}};
     int c;
     /* GNU getopt permutes: options may come before or after the command */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -271,7 +271,7 @@ static const char *put_str(char **cursor, zf_str_t s)
 
 static evnode_t *make_event(const zf_msg_t *m, zmq_msg_t *payload)
 {
-    size_t extra = m->text.len + m->worker.len + m->devname.len + m->fn.len + 4;
+    size_t extra = m->text.len + m->worker.len + m->devname.len + m->fn.len + m->tags.len + 5;
     evnode_t *n = calloc(1, sizeof *n + extra);
     if (!n)
         return NULL;
@@ -297,6 +297,7 @@ static evnode_t *make_event(const zf_msg_t *m, zmq_msg_t *payload)
     e->worker = put_str(&cur, m->worker);
     e->device = put_str(&cur, m->devname);
     e->function = put_str(&cur, m->fn);
+    e->tags = put_str(&cur, m->tags);
     zmq_msg_init(&n->out);
     if (payload)
         zmq_msg_move(&n->out, payload);
@@ -535,6 +536,12 @@ static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void 
         uint32_t flags = (o->no_push ? ZF_FLAG_NO_PUSH : 0) | (o->forget ? ZF_FLAG_FORGET : 0);
         if (flags)
             zf_msg_set_u64(m, ZF_F_FLAGS, flags);
+        if (o->tags && *o->tags) {
+            const char *bad = zf_tags_check(o->tags, strlen(o->tags));
+            if (bad)
+                return set_error(c, ZF_CE_USAGE, 0, "tags: %s", bad);
+            zf_msg_set_str(m, ZF_F_TAGS, o->tags);
+        }
     }
     if (zmq_msg_init_size(payload, len) < 0)
         return set_error(c, ZF_CE_NOMEM, 0, "out of memory for a %zu-byte payload", len);

@@ -45,6 +45,10 @@ extern "C" {
 /* Longest function name, in bytes (a longer one is ZF_CE_USAGE). */
 #define ZFLEET_FUNCTION_MAX 63
 
+/* Longest tags text (zf_submit_opts_t.tags), in bytes, and most tags per job. */
+#define ZFLEET_TAGS_MAX 255
+#define ZFLEET_TAGS_COUNT 8
+
 /* Job states (the same numbers as on the wire). */
 typedef enum {
     ZFLEET_QUEUED = 0,
@@ -128,6 +132,7 @@ typedef struct zf_event {
     const char *function; /* never NULL */
     const char *worker;   /* worker that ran it; never NULL */
     const char *device;   /* its device label, e.g. "cpu:1"; never NULL */
+    const char *tags;     /* RESULT, STATUS: the job's tags, "k=v,k=v"; "" if none; never NULL */
     void *priv_;          /* the library's */
 } zf_event_t;
 
@@ -148,6 +153,10 @@ typedef struct {
                                 gone) the result is kept as usual. Dead letters (lost,
                                 timed_out) are always kept. Not with no_push: the broker
                                 rejects that (ZF_CE_REJECTED, ZF_BROKER_BAD_ARGUMENT). */
+    const char *tags;      /* NULL or "k=v[,k=v...]": at most 8 tags, each side 1-63 bytes,
+                              255 bytes in all, no control characters, the key without '='.
+                              Kept with the job (journaled) and returned by status and
+                              wait (zf_event_t.tags). Malformed: ZF_CE_USAGE, nothing sent */
 } zf_submit_opts_t;
 
 /* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is

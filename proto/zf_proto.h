@@ -23,6 +23,9 @@
 #define ZF_NAME_MAX 63      /* bytes of a worker or device name */
 #define ZF_TEXT_MAX 1024    /* bytes of an error or progress text */
 #define ZF_MAX_FUNCTIONS 32 /* functions one worker may announce */
+#define ZF_TAGS_MAX 255     /* bytes of a job's joined tags (ZF_F_TAGS); = ZFLEET_TAGS_MAX */
+#define ZF_TAGS_COUNT 8     /* tags one job may carry */
+#define ZF_TAG_PART_MAX 63  /* bytes of one tag's key or value */
 #define ZF_CLAIMS_MAX \
     256 /* leases one READY may claim (PROTOCOL.md §7.1): a worker's credits
                                cap; a header of 4096 bytes holds about this many anyway */
@@ -96,7 +99,10 @@ typedef enum {
                              the same on every registration of that process (re-attach) */
     ZF_F_CLAIMS = 27,     /* array of uint64 pairs: READY: the leases (id, attempt) the worker
                              still holds, oldest first (re-attach after a broker restart) */
-    ZF_F__MAX = 28,
+    /* 28-34: reserved (batch, retry) */
+    ZF_F_TAGS = 35, /* str (<= ZF_TAGS_MAX bytes): SUBMIT, STATUS, RESULT: the job's tags,
+                       "k=v" pairs joined by ','; at most ZF_TAGS_COUNT (PROTOCOL.md §4) */
+    ZF_F__MAX = 36,
 } zf_field_t;
 
 /* Device kinds. ZF_DEV_ANY is only meaningful as a job requirement. */
@@ -162,13 +168,13 @@ typedef struct {
    is present; zf_msg_set_* helpers keep it up to date. */
 typedef struct {
     uint8_t cmd;
-    uint32_t present;
+    uint64_t present;
     uint64_t id, tag, duration_us, devmem, queued_us, max_payload, session;
     uint32_t attempt, timeout_ms, deadline_ms, max_attempts, device, status, code, credits;
     uint32_t heartbeat_ms, flags;
     int32_t priority, devindex;
     double progress;
-    zf_str_t fn, text, worker, devname, supervisor;
+    zf_str_t fn, text, worker, devname, supervisor, tags;
     uint32_t nfunctions, nclaims;
     zf_str_t functions[ZF_MAX_FUNCTIONS]; /* from here on: zf_msg_init leaves it uninitialised */
     zf_claim_t claims[ZF_CLAIMS_MAX];     /* valid up to nclaims */
@@ -229,5 +235,13 @@ bool zf_utf8_valid(const char *p, size_t len);
 /* The length of the longest prefix of the len bytes at p that is well-formed UTF-8: where
    a text cut to a byte bound may be cut again so that it stays valid. */
 size_t zf_utf8_prefix(const char *p, size_t len);
+
+/* Tags (ZF_F_TAGS): "k=v" pairs joined by ','. Checks the len bytes at p: NULL when they are
+   well formed (an empty text is: no tags), else a static description of the first problem
+   (too long, too many, a pair without '=' or with an empty or too long side, control
+   characters, not UTF-8). */
+const char *zf_tags_check(const char *p, size_t len);
+/* True when the well-formed tags at `tags` hold the pair "k=v" given as want (wlen bytes). */
+bool zf_tags_match(const char *tags, size_t len, const char *want, size_t wlen);
 
 #endif

@@ -64,7 +64,7 @@ static void check_decoded(const zf_msg_t *m)
 {
     CHECK(zf_cmd_payload_frames(m->cmd) == 0 || zf_cmd_payload_frames(m->cmd) == 1);
     CHECK(strcmp(zf_cmd_name(m->cmd), "?") != 0);
-    CHECK((m->present & 1u) == 0 && m->present < (1u << ZF_F__MAX));
+    CHECK((m->present & 1u) == 0 && m->present < (1ull << ZF_F__MAX));
     CHECK(m->fn.len <= ZF_FN_MAX && m->worker.len <= ZF_NAME_MAX && m->devname.len <= ZF_NAME_MAX &&
           m->text.len <= ZF_TEXT_MAX);
     CHECK(m->nfunctions <= ZF_MAX_FUNCTIONS);
