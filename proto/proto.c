@@ -744,6 +744,8 @@ static const char *tag_check(const char *p, size_t n)
 
 const char *zf_tags_check(const char *p, size_t len)
 {
+    if (len == 0)
+        return NULL; /* no tags */
     if (len > ZF_TAGS_MAX)
         return "tags are longer than 255 bytes in all";
     if (!zf_utf8_valid(p, len))
