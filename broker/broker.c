@@ -43,7 +43,9 @@
 #include "../proto/zf_wire.h"
 #include "zf_auth.h"
 #include "zf_ids.h"
+#include "zf_index.h"
 #include "zf_journal.h"
+#include "zf_listing.h"
 #include "zf_metrics.h"
 #include "zf_notify.h"
 #include "zf_reattach.h"
@@ -71,6 +73,7 @@ struct zf_broker {
     int sigfd;
     bool stop;
     job_t *jobs;        /* all jobs by id */
+    zfb_index_t *index; /* the same jobs in id order, for JOBS listings (zf_index.h) */
     fnq_t *fns;         /* functions by name */
     wrk_t *workers;     /* workers by routing id */
     client_t *clients;  /* clients by routing id */
@@ -286,6 +289,7 @@ static void uncount_unfinished(zf_broker_t *b, job_t *j)
 static void job_free(zf_broker_t *b, job_t *j)
 {
     HASH_DEL(b->jobs, j);
+    zfb_index_remove(b->index, j->id);
     zfb_job_clear_waiters(j, release_client, b);
     if (j->tpos != ZF_HEAP_NONE)
         zf_heap_remove(&b->deadlines, j->tpos);
@@ -1503,6 +1507,8 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
+    if (zfb_index_add(b->index, j) < 0)
+        zfb_oom("the job index");
     b->c.accepted++;
     fn->accepted++;
     zf_journal_accept(b->journal, j);
@@ -1750,6 +1756,27 @@ static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     send_doc(b, rid, m->tag, &sb);
 }
 
+/* One page of the job listing (zf_listing.h): bounded work whatever the broker holds. */
+static void on_jobs(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    zfb_listing_query_t q = {.after = zf_msg_has(m, ZF_F_ID) ? m->id : 0,
+                             .limit = zf_msg_has(m, ZF_F_LIMIT) ? m->limit : 100,
+                             .state = zf_msg_has(m, ZF_F_STATUS) ? (int)m->status : -1,
+                             .fn = m->fn,
+                             .tag = m->tags,
+                             .owner = b->auth && !b->caller_admin ? b->caller : 0};
+    if (q.limit == 0 || q.limit > ZF_JOBS_LIMIT_MAX)
+        return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EBADARG, "limit must be 1 to 1000");
+    if (zf_msg_has(m, ZF_F_STATUS) && m->status >= ZF_ST__COUNT)
+        return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EBADARG, "unknown state");
+    if (q.tag.len && (memchr(q.tag.ptr, ',', q.tag.len) || zf_tags_check(q.tag.ptr, q.tag.len)))
+        return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EBADARG,
+                           "the tag filter must be one key=value");
+    msgpack_sbuffer sb;
+    zfb_listing_pack(&sb, b->index, &q);
+    send_doc(b, rid, m->tag, &sb);
+}
+
 /* Sets the caller from the message's User-Id (ZAP let the connection in with it) and says
    whether its key may still be a client: one removed from the key directories since it
    connected gets no further service. */
@@ -1799,6 +1826,7 @@ static void client_message(zf_broker_t *b, zf_frames_t *f)
     case ZF_CMD_STATS: on_stats(b, rid, &m); break;
     case ZF_CMD_DEAD: on_dead(b, rid, &m); break;
     case ZF_CMD_RETRY: on_retry(b, rid, &m); break;
+    case ZF_CMD_JOBS: on_jobs(b, rid, &m); break;
     case ZF_CMD_PING: {
         zf_msg_t p;
         zf_msg_init(&p, ZF_CMD_PONG);
@@ -2555,6 +2583,8 @@ static void restore_job(void *arg, job_t *j)
     j->qpos = j->tpos = ZF_HEAP_NONE;
     j->acked = true;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
+    if (zfb_index_add(b->index, j) < 0)
+        zfb_oom("the job index");
     if (zf_state_is_terminal(j->state)) {
         if (!j->finished_ms)
             j->finished_ms = zf_now_ms();
@@ -2605,8 +2635,9 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->ctx = zmq_ctx_new();
     b->owners = zfb_owners_new();
     b->reattach = zfb_reattach_new();
+    b->index = zfb_index_new();
     if (b->sigfd < 0 || b->wake_fd < 0 || b->stop_fd < 0 || !b->receipts || !b->ctx || !b->owners ||
-        !b->reattach)
+        !b->reattach || !b->index)
         goto fail;
     /* before the journal's replay, which can be long: a bad key file is told at once */
     if (cfg->curve_secret && !(b->auth = zfb_auth_new(b->ctx, &b->cfg, b->owners)))
@@ -2673,6 +2704,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
     job_t *j, *tmp;
     HASH_ITER(hh, b->jobs, j, tmp)
     job_free(b, j);
+    zfb_index_destroy(&b->index);
     fnq_t *f, *ftmp;
     HASH_ITER(hh, b->fns, f, ftmp)
     {

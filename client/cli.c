@@ -41,6 +41,7 @@ typedef struct {
     int once;                       /* top: one frame */
     int interval_ms;                /* top: refresh */
     char tags[ZFLEET_TAGS_MAX + 2]; /* submit: the --tag pairs, joined by ',' (opts.tags) */
+    zf_jobs_query_t jobs;           /* jobs: the filters (jobs.tag: the --tag, from tags) */
 } cli_t;
 
 static void usage(FILE *f)
@@ -58,6 +59,8 @@ static void usage(FILE *f)
           "  workers                                connected workers and their devices\n"
           "  dead [--purge]                         list (or clear) the dead-letter list\n"
           "  retry ID                               requeue a dead-letter job\n"
+          "  jobs [--state S] [--function F] [--tag K=V] [--limit N] [--after ID]\n"
+          "                                         list jobs, a page at a time, by id\n"
           "  bench WORKLOAD [options]               measure (see zfleet bench --help)\n"
           "  top [--once] [--interval MS]           live view: functions (queued, running,\n"
           "                                         rate/s, p50/p99), workers, uptime,\n"
@@ -447,6 +450,47 @@ static void print_dead(const msgpack_object *doc)
     }
 }
 
+/* One page of `zfleet jobs`: a line per job, then the command for the next page. */
+static void print_jobs_human(const msgpack_object *doc)
+{
+    const msgpack_object *jobs = get(doc, "jobs");
+    uint32_t n = jobs && jobs->type == MSGPACK_OBJECT_ARRAY ? jobs->via.array.size : 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *j = &jobs->via.array.ptr[i];
+        char st[32], fn[80], tags[300];
+        printf("%-17llu %-10s %-20s %3llu  %s\n", u(j, "id"), s(j, "state", st, sizeof st),
+               s(j, "function", fn, sizeof fn), u(j, "attempts"), s(j, "tags", tags, sizeof tags));
+    }
+    unsigned long long next = u(doc, "next");
+    if (next)
+        printf("(more: zfleet jobs ... --after %llu)\n", next);
+}
+
+static int cmd_jobs(cli_t *cli, zf_client_t *c)
+{
+    if (cli->tags[0])
+        cli->jobs.tag = cli->tags;
+    zf_event_t *e = zf_client_jobs(c, &cli->jobs);
+    if (!e)
+        return fail_client(cli, c);
+    int rc = 0;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, e->output, e->output_len, &off) != MSGPACK_UNPACK_SUCCESS) {
+        fprintf(stderr, "zfleet: the broker sent an unreadable document\n");
+        rc = EXIT_REFUSED;
+    } else if (cli->json) {
+        zf_json_from_msgpack(stdout, e->output, e->output_len);
+        printf("\n");
+    } else {
+        print_jobs_human(&up.data);
+    }
+    msgpack_unpacked_destroy(&up);
+    zf_event_destroy(&e);
+    return rc;
+}
+
 static int cmd_doc(cli_t *cli, zf_client_t *c, const char *which)
 {
     zf_event_t *e = !strcmp(which, "dead") ? zf_client_dead(c, cli->purge) : zf_client_stats(c);
@@ -608,6 +652,32 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     case 'F': cli->opts.forget = true; return 0;
     case 'k': cli->key = arg; return 0;
     case 'T': return add_tag(cli, arg);
+    case 'S': {
+        int st = -1;
+        for (int i = 0; i <= ZFLEET_OUTPUT_LOST && st < 0; i++)
+            if (!strcmp(arg, zfleet_state_name(i)))
+                st = i;
+        if (st < 0) {
+            fprintf(stderr,
+                    "zfleet: --state expects queued, running, succeeded, failed, "
+                    "timed_out, cancelled, expired, lost or output_lost, got '%s'\n",
+                    arg);
+            return EXIT_USAGE;
+        }
+        cli->jobs.state = st;
+        return 0;
+    }
+    case 'U': cli->jobs.function = arg; return 0;
+    case 'L':
+        if (zf_parse_opt("zfleet", "limit", arg, 1, 1000, &v) < 0)
+            return EXIT_USAGE;
+        cli->jobs.limit = (uint32_t)v;
+        return 0;
+    case 'A':
+        if (num_opt("after", arg, UINT64_MAX, &v) < 0)
+            return EXIT_USAGE;
+        cli->jobs.after = v;
+        return 0;
     case '1': cli->once = 1; return 0;
     case 'i':
         if (zf_parse_opt("zfleet", "interval", arg, 100, 3600000, &v) < 0)
@@ -660,7 +730,17 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
 
 /* The commands and the arguments each takes: a word more or less is a usage error, never
    silently dropped (`submit echo a b` must not submit "a"). bench parses its own. */
-typedef enum { OP_SUBMIT, OP_WAIT, OP_GET, OP_CANCEL, OP_RETRY, OP_DOC, OP_KEYGEN, OP_TOP } op_t;
+typedef enum {
+    OP_SUBMIT,
+    OP_WAIT,
+    OP_GET,
+    OP_CANCEL,
+    OP_RETRY,
+    OP_DOC,
+    OP_KEYGEN,
+    OP_TOP,
+    OP_JOBS
+} op_t;
 typedef struct {
     const char *name;
     op_t op;
@@ -680,6 +760,7 @@ static const command_t commands[] = {
     {"dead", OP_DOC, 0, 0, "no arguments"},
     {"keygen", OP_KEYGEN, 1, 1, "NAME"},
     {"top", OP_TOP, 0, 0, "no arguments"},
+    {"jobs", OP_JOBS, 0, 0, "no arguments (filters are options)"},
 };
 
 static const command_t *find_command(const char *name)
@@ -725,17 +806,16 @@ int main(int argc, char **argv)
     int rc;
     if (maybe_bench(argc, argv, &rc))
         return rc;
-    cli_t cli = {.timeout_ms = -1};
-    static const struct option opts[] = {{"broker", 1, 0, 'b'},       {"json", 0, 0, 'j'},
-                                         {"timeout", 1, 0, 't'},      {"wait", 0, 0, 'w'},
-                                         {"file", 1, 0, 'f'},         {"out", 1, 0, 'o'},
-                                         {"priority", 1, 0, 'p'},     {"device", 1, 0, 'd'},
-                                         {"run-timeout", 1, 0, 'r'},  {"deadline", 1, 0, 'D'},
-                                         {"max-attempts", 1, 0, 'a'}, {"purge", 0, 0, 'P'},
-                                         {"forget", 0, 0, 'F'},       {"help", 0, 0, 'h'},
-                                         {"key", 1, 0, 'k'},          {"tag", 1, 0, 'T'},
-                                         {"broker-key", 1, 0, 'K'},   {"once", 0, 0, '1'},
-                                         {"interval", 1, 0, 'i'},     {0, 0, 0, 0}};
+    cli_t cli = {.timeout_ms = -1, .jobs.state = -1};
+    static const struct option opts[] = {
+        {"broker", 1, 0, 'b'},   {"json", 0, 0, 'j'},         {"timeout", 1, 0, 't'},
+        {"wait", 0, 0, 'w'},     {"file", 1, 0, 'f'},         {"out", 1, 0, 'o'},
+        {"priority", 1, 0, 'p'}, {"device", 1, 0, 'd'},       {"run-timeout", 1, 0, 'r'},
+        {"deadline", 1, 0, 'D'}, {"max-attempts", 1, 0, 'a'}, {"purge", 0, 0, 'P'},
+        {"forget", 0, 0, 'F'},   {"help", 0, 0, 'h'},         {"key", 1, 0, 'k'},
+        {"tag", 1, 0, 'T'},      {"state", 1, 0, 'S'},        {"function", 1, 0, 'U'},
+        {"limit", 1, 0, 'L'},    {"after", 1, 0, 'A'},        {"broker-key", 1, 0, 'K'},
+        {"once", 0, 0, '1'},     {"interval", 1, 0, 'i'},     {0, 0, 0, 0}};
     int c;
     /* GNU getopt permutes: options may come before or after the command */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -779,6 +859,7 @@ int main(int argc, char **argv)
     case OP_CANCEL: rc = cmd_simple(&cli, client, arg, 1); break;
     case OP_RETRY: rc = cmd_simple(&cli, client, arg, 0); break;
     case OP_DOC: rc = cmd_doc(&cli, client, cmd); break;
+    case OP_JOBS: rc = cmd_jobs(&cli, client); break;
     case OP_KEYGEN:
     case OP_TOP: break; /* (handled above: no broker, or its own connections) */
     }

@@ -767,6 +767,33 @@ zf_event_t *zf_client_dead(zf_client_t *c, bool purge)
     return doc_request(c, ZF_CMD_DEAD, purge ? ZF_FLAG_PURGE : 0);
 }
 
+zf_event_t *zf_client_jobs(zf_client_t *c, const zf_jobs_query_t *q)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_JOBS);
+    if (q && q->after)
+        zf_msg_set_u64(&m, ZF_F_ID, q->after);
+    if (q && q->limit)
+        zf_msg_set_u64(&m, ZF_F_LIMIT, q->limit);
+    if (q && q->state >= 0)
+        zf_msg_set_u64(&m, ZF_F_STATUS, (uint64_t)q->state);
+    if (q && q->function && *q->function) {
+        if (strlen(q->function) > ZF_FN_MAX)
+            return set_error(c, ZF_CE_USAGE, 0, "function name must be 1 to %d bytes", ZF_FN_MAX),
+                   NULL;
+        zf_msg_set_str(&m, ZF_F_FN, q->function);
+    }
+    if (q && q->tag && *q->tag) {
+        if (strchr(q->tag, ',') || zf_tags_check(q->tag, strlen(q->tag)))
+            return set_error(c, ZF_CE_USAGE, 0, "the tag filter must be one key=value"), NULL;
+        zf_msg_set_str(&m, ZF_F_TAGS, q->tag);
+    }
+    evnode_t *n = request(c, &m, NULL);
+    if (!n || broker_refused(c, n))
+        return NULL;
+    return &n->ev;
+}
+
 static bool match_any(const zf_event_t *e, const void *arg)
 {
     (void)e, (void)arg;

@@ -221,6 +221,23 @@ ZF_EXPORT zf_event_t *zf_client_next(zf_client_t *self, int timeout_ms);
    document (see PROTOCOL.md). NULL on error. */
 ZF_EXPORT zf_event_t *zf_client_stats(zf_client_t *self);
 ZF_EXPORT zf_event_t *zf_client_dead(zf_client_t *self, bool purge);
+/* A listing query (zf_client_jobs). Zero it, then set state to -1 for any state. */
+typedef struct {
+    uint64_t after;       /* cursor: the previous page's "next"; 0 = from the start */
+    uint32_t limit;       /* most jobs in the page, 1..1000; 0 = 100 */
+    int state;            /* zfleet_state_t to match, or -1 for any */
+    const char *function; /* NULL or "" = any */
+    const char *tag;      /* NULL or one "k=v" the job's tags must hold */
+} zf_jobs_query_t;
+
+/* One page of the job listing, in id order, as a REPLY event whose output is a msgpack map
+   {"jobs": [{"id", "state", "function", "attempts", "tags"}...], "next": N, "scanned": N}.
+   Pass "next" as the following query's `after` until it is 0. A page looks at no more than
+   10,000 jobs (bounded work in the broker), so a page may hold fewer than `limit` jobs, even
+   none, and still have a "next". With CURVE on, only the caller's jobs (all for an admin).
+   NULL on error (ZF_CE_USAGE for a malformed tag filter; ZF_CE_REJECTED, bad argument). */
+ZF_EXPORT zf_event_t *zf_client_jobs(zf_client_t *self, const zf_jobs_query_t *q);
+
 /* Requeues a dead-letter job. Returns 0, or -1. */
 ZF_EXPORT int zf_client_retry(zf_client_t *self, uint64_t id);
 

@@ -61,6 +61,7 @@ static const fdesc_t fields[ZF_F__MAX] = {
     [ZF_F_SESSION] = U64(session),
     [ZF_F_CLAIMS] = {T_CLAIMS, offsetof(zf_msg_t, claims), 0},
     [ZF_F_TAGS] = STR(tags, ZF_TAGS_MAX),
+    [ZF_F_LIMIT] = U32(limit),
 };
 
 #define B(f) (1ull << (f))
@@ -76,7 +77,8 @@ static uint32_t required_fields(uint8_t cmd)
     case ZF_CMD_RETRY: return B(ZF_F_ID);
     case ZF_CMD_STATS:
     case ZF_CMD_DEAD:
-    case ZF_CMD_PING: return 0;
+    case ZF_CMD_PING:
+    case ZF_CMD_JOBS: return 0;
     case ZF_CMD_ACCEPTED: return B(ZF_F_TAG) | B(ZF_F_ID);
     case ZF_CMD_REJECTED: return B(ZF_F_TAG) | B(ZF_F_CODE);
     case ZF_CMD_RESULT: return B(ZF_F_ID) | B(ZF_F_STATUS);
@@ -603,6 +605,7 @@ const char *zf_cmd_name(uint8_t cmd)
     case ZF_CMD_DEAD: return "DEAD";
     case ZF_CMD_RETRY: return "RETRY";
     case ZF_CMD_PING: return "PING";
+    case ZF_CMD_JOBS: return "JOBS";
     case ZF_CMD_ACCEPTED: return "ACCEPTED";
     case ZF_CMD_REJECTED: return "REJECTED";
     case ZF_CMD_RESULT: return "RESULT";

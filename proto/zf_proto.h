@@ -18,14 +18,16 @@
 #include <stdint.h>
 
 #define ZF_PROTO_VERSION 1
-#define ZF_HEADER_MAX 4096  /* bytes: a longer header frame is malformed */
-#define ZF_FN_MAX 63        /* bytes of a function name */
-#define ZF_NAME_MAX 63      /* bytes of a worker or device name */
-#define ZF_TEXT_MAX 1024    /* bytes of an error or progress text */
-#define ZF_MAX_FUNCTIONS 32 /* functions one worker may announce */
-#define ZF_TAGS_MAX 255     /* bytes of a job's joined tags (ZF_F_TAGS); = ZFLEET_TAGS_MAX */
-#define ZF_TAGS_COUNT 8     /* tags one job may carry */
-#define ZF_TAG_PART_MAX 63  /* bytes of one tag's key or value */
+#define ZF_HEADER_MAX 4096     /* bytes: a longer header frame is malformed */
+#define ZF_FN_MAX 63           /* bytes of a function name */
+#define ZF_NAME_MAX 63         /* bytes of a worker or device name */
+#define ZF_TEXT_MAX 1024       /* bytes of an error or progress text */
+#define ZF_MAX_FUNCTIONS 32    /* functions one worker may announce */
+#define ZF_TAGS_MAX 255        /* bytes of a job's joined tags (ZF_F_TAGS); = ZFLEET_TAGS_MAX */
+#define ZF_TAGS_COUNT 8        /* tags one job may carry */
+#define ZF_JOBS_LIMIT_MAX 1000 /* jobs one JOBS page may hold */
+#define ZF_JOBS_SCAN 10000     /* jobs one JOBS request may look at (bounded work per call) */
+#define ZF_TAG_PART_MAX 63     /* bytes of one tag's key or value */
 #define ZF_CLAIMS_MAX \
     256 /* leases one READY may claim (PROTOCOL.md §7.1): a worker's credits
                                cap; a header of 4096 bytes holds about this many anyway */
@@ -41,6 +43,7 @@ typedef enum {
     ZF_CMD_DEAD = 0x06,
     ZF_CMD_RETRY = 0x07,
     ZF_CMD_PING = 0x08,
+    ZF_CMD_JOBS = 0x09, /* listing (PROTOCOL.md §4.10): answered by REPLY + document */
 
     ZF_CMD_ACCEPTED = 0x41,
     ZF_CMD_REJECTED = 0x42,
@@ -100,9 +103,10 @@ typedef enum {
     ZF_F_CLAIMS = 27,     /* array of uint64 pairs: READY: the leases (id, attempt) the worker
                              still holds, oldest first (re-attach after a broker restart) */
     /* 28-34: reserved (batch, retry) */
-    ZF_F_TAGS = 35, /* str (<= ZF_TAGS_MAX bytes): SUBMIT, STATUS, RESULT: the job's tags,
+    ZF_F_TAGS = 35,  /* str (<= ZF_TAGS_MAX bytes): SUBMIT, STATUS, RESULT: the job's tags,
                        "k=v" pairs joined by ','; at most ZF_TAGS_COUNT (PROTOCOL.md §4) */
-    ZF_F__MAX = 36,
+    ZF_F_LIMIT = 36, /* uint32: JOBS: most jobs in one page (1..ZF_JOBS_LIMIT_MAX) */
+    ZF_F__MAX = 37,
 } zf_field_t;
 
 /* Device kinds. ZF_DEV_ANY is only meaningful as a job requirement. */
@@ -171,7 +175,7 @@ typedef struct {
     uint64_t present;
     uint64_t id, tag, duration_us, devmem, queued_us, max_payload, session;
     uint32_t attempt, timeout_ms, deadline_ms, max_attempts, device, status, code, credits;
-    uint32_t heartbeat_ms, flags;
+    uint32_t heartbeat_ms, flags, limit;
     int32_t priority, devindex;
     double progress;
     zf_str_t fn, text, worker, devname, supervisor, tags;
