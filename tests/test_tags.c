@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -140,4 +141,47 @@ Test(tags, malformed_tags_are_refused_with_a_reason, .timeout = 60)
     cr_assert_eq(zt_broker_counter(&env, "accepted"), 0, "a malformed job was accepted");
     zmq_close(raw);
     zf_client_destroy(&c);
+}
+
+/* A journal written before tags and the listing (tests/data/journal-2026-11: three queued
+   jobs, "oldfn" twice and "other", by the broker of commit 73e4ed8) replays: the jobs come
+   back without tags, and the listing (built on the replay) finds them. */
+Test(tags, journal_from_before_tags_replays, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    char here[512], src[1100], data[160], cmd[1600];
+    snprintf(here, sizeof here, "%s", __FILE__); /* (relative to the build directory) */
+    *strrchr(here, '/') = 0;
+    if (here[0] == '/')
+        snprintf(src, sizeof src, "%s", here);
+    else
+        snprintf(src, sizeof src, "%s/%s", zt_build_dir(), here);
+    snprintf(data, sizeof data, "%s/data", env.dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/data/journal-2026-11/journal %s/journal", data,
+             src, data);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    zt_broker(&env, 200, "--data", data, NULL);
+    zf_client_t *c = zt_client(&env);
+    zf_event_t *e = zf_client_jobs(c, &(zf_jobs_query_t){.state = ZFLEET_QUEUED});
+    cr_assert(e && e->type == ZF_EV_REPLY, "%s", zf_client_error(c));
+    const char *doc = e->output;
+    size_t n = e->output_len;
+    int found = 0;
+    for (size_t i = 0; i + 5 <= n; i++)
+        found += memcmp(doc + i, "oldfn", 5) == 0;
+    cr_assert_eq(found, 2, "listing: %.*s", (int)n, doc);
+    zf_event_destroy(&e);
+    e = zf_client_jobs(c, &(zf_jobs_query_t){.state = -1, .function = "other"});
+    cr_assert(e);
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+    char out[4096];
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "--json", "jobs", "--function", "other", NULL), 0);
+    unsigned long long id = 0;
+    cr_assert(sscanf(strstr(out, "\"id\":"), "\"id\":%llu", &id) == 1, "%s", out);
+    char ids[32];
+    snprintf(ids, sizeof ids, "%llu", id);
+    cr_assert_eq(zt_cli(&env, out, sizeof out, "--json", "status", ids, NULL), 0, "%s", out);
+    cr_assert(strstr(out, "\"status\":\"queued\"") && strstr(out, "\"tags\":{}"), "%s", out);
 }
