@@ -46,6 +46,7 @@
 #include "zf_index.h"
 #include "zf_journal.h"
 #include "zf_listing.h"
+#include "zf_pipeline.h"
 #include "zf_metrics.h"
 #include "zf_notify.h"
 #include "zf_reattach.h"
@@ -787,6 +788,10 @@ static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
     zf_msg_set_str(m, ZF_F_FN, j->fn->name);
     if (j->tags)
         zf_msg_set_str(m, ZF_F_TAGS, j->tags);
+    if (j->pipe) {
+        zf_msg_set_u64(m, ZF_F_STEP, j->pipe->cur + 1u);
+        zf_msg_set_u64(m, ZF_F_STEPS, j->pipe->n);
+    }
     if (!j->res)
         return;
     zf_msg_set_u64(m, ZF_F_DURATION, j->res->duration_us);
@@ -1215,6 +1220,10 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
     zf_msg_set_str(&m, ZF_F_FN, j->fn->name);
     if (j->tags)
         zf_msg_set_str(&m, ZF_F_TAGS, j->tags);
+    if (j->pipe) {
+        zf_msg_set_u64(&m, ZF_F_STEP, j->pipe->cur + 1u);
+        zf_msg_set_u64(&m, ZF_F_STEPS, j->pipe->n);
+    }
     if (j->res) {
         zf_msg_set_progress(&m, j->res->progress);
         if (j->res->progress_text)
@@ -1445,6 +1454,14 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     const char *bad_tags = zf_tags_check(m->tags.ptr, m->tags.len);
     if (bad_tags)
         return reject(b, rid, m->tag, ZF_EBADARG, bad_tags);
+    zfb_pipe_t steps;
+    if (m->then.len) {
+        char first[ZF_FN_MAX + 1];
+        zf_str_copy(first, sizeof first, m->fn);
+        const char *bad = zfb_pipe_parse(m->then, first, (uint8_t)m->device, &steps);
+        if (bad)
+            return reject(b, rid, m->tag, ZF_EBADARG, bad);
+    }
     char jtext[128];
     if (zf_journal_error(b->journal)) /* before any allocation: refusals cost nothing */
         return reject(b, rid, m->tag, ZF_EJOURNAL, journal_text(b, jtext, sizeof jtext));
@@ -1500,6 +1517,11 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->tag = m->tag;
     if (m->tags.len && !(j->tags = strndup(m->tags.ptr, m->tags.len)))
         zfb_oom("a job's tags");
+    if (m->then.len) {
+        if (!(j->pipe = malloc(sizeof *j->pipe)))
+            zfb_oom("a job's pipeline");
+        *j->pipe = steps;
+    }
     int64_t accepted_ms = zf_now_ms();
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     zfb_job_add_waiter(j, c);
@@ -1950,6 +1972,36 @@ static void on_ready(zf_broker_t *b, zmq_msg_t *rid, wrk_t *w, const zf_msg_t *m
     refill(b, w);
 }
 
+/* A pipeline step succeeded and another follows: the output becomes the job's input, and
+   the job is queued for the next step's function and device, its attempts counted afresh
+   (a step's attempts are its own), and journaled (STEP). The worker is not held: it is
+   free for other work as soon as it answered. */
+static void advance_step(zf_broker_t *b, job_t *j, zmq_msg_t *output)
+{
+    zfb_pipe_t *p = j->pipe;
+    uncount_unfinished(b, j); /* its payload's bytes change: counted again below */
+    zfb_job_drop_payload(j);
+    if (zmq_msg_size(output) &&
+        zfb_job_copy_payload(j, zmq_msg_data(output), zmq_msg_size(output)) < 0)
+        zfb_oom("a pipeline step's output");
+    count_unfinished(b, j);
+    p->cur++;
+    zf_str_t name = {p->fn[p->cur], (uint32_t)strlen(p->fn[p->cur])};
+    fnq_t *fn = fn_get(b, name, true);
+    if (!fn)
+        zfb_oom("a pipeline step's function queue");
+    j->fn = fn;
+    fn->accepted++;
+    j->device = p->dev[p->cur];
+    j->worker = NULL;
+    if (j->tpos != ZF_HEAP_NONE) /* the deadline is the first step's, to start by */
+        zf_heap_remove(&b->deadlines, j->tpos);
+    j->deadline_at = 0;
+    job_res(j)->attempt_base = j->attempt;
+    zf_journal_step(b->journal, j, true);
+    place(b, j, false);
+}
+
 static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *output)
 {
     int li = lease_find(w, m->id, m->attempt);
@@ -1972,6 +2024,10 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
             zf_str_copy(text, sizeof text, m->text);
             worker_relist(w); /* before the retry is placed */
             attempt_failed(b, j, ZF_ST_TIMED_OUT, text[0] ? text : "timed out");
+        } else if (m->status == ZF_ST_SUCCEEDED && j->pipe && j->pipe->cur + 1 < j->pipe->n) {
+            j->fn->running--;
+            w->jobs_done++;
+            advance_step(b, j, output);
         } else if (m->status == ZF_ST_SUCCEEDED) {
             j->fn->running--;
             w->jobs_done++;

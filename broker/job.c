@@ -84,6 +84,7 @@ void zfb_job_free(job_t **jp)
     zfb_job_drop_payload(j);
     zfb_job_drop_result(j);
     free(j->tags);
+    free(j->pipe);
     free(j);
 }
 

@@ -41,6 +41,7 @@ typedef struct {
     int once;                       /* top: one frame */
     int interval_ms;                /* top: refresh */
     char tags[ZFLEET_TAGS_MAX + 2]; /* submit: the --tag pairs, joined by ',' (opts.tags) */
+    char then[700];                 /* submit: the --then steps, joined by ',' (opts.then) */
     zf_jobs_query_t jobs;           /* jobs: the filters (jobs.tag: the --tag, from tags) */
 } cli_t;
 
@@ -51,6 +52,7 @@ static void usage(FILE *f)
           "  submit FUNCTION [DATA | --file PATH] [--wait] [--timeout MS] [--out PATH]\n"
           "         [--priority N] [--device any|cpu|gpu] [--run-timeout MS]\n"
           "         [--deadline MS] [--max-attempts N] [--forget] [--tag K=V]...\n"
+          "         [--then FUNCTION[@cpu|@gpu]]...   (pipeline: one per further step)\n"
           "  wait ID [--timeout MS] [--out PATH]   wait for a job's result\n"
           "  get ID                                 a job's result, or its state if running\n"
           "  status ID                              same as get\n"
@@ -199,6 +201,8 @@ static void print_result_json(const zf_event_t *e, const char *out_path)
     zf_json_string(stdout, e->text, strlen(e->text));
     printf(",\"output_bytes\":%zu", e->output_len);
     print_tags_json(e->tags);
+    if (e->steps)
+        printf(",\"step\":%u,\"steps\":%u", e->step, e->steps);
     if (out_path) {
         printf(",\"output_file\":");
         zf_json_string(stdout, out_path, strlen(out_path));
@@ -219,6 +223,8 @@ static void print_result_human(const zf_event_t *e, const char *out_path)
         printf("  %s: %s\n", e->status == ZFLEET_SUCCEEDED ? "note" : "error", e->text);
     if (e->tags[0])
         printf("  tags: %s\n", e->tags);
+    if (e->steps)
+        printf("  pipeline: step %u of %u\n", e->step, e->steps);
     if (out_path)
         printf("  output: %zu bytes written to %s\n", e->output_len, out_path);
     else if (e->output_len && zf_json_is_text(e->output, e->output_len))
@@ -313,6 +319,8 @@ static int cmd_get(cli_t *cli, zf_client_t *c, const char *arg)
         printf(",\"device\":");
         zf_json_string(stdout, e->device, strlen(e->device));
         print_tags_json(e->tags);
+        if (e->steps)
+            printf(",\"step\":%u,\"steps\":%u", e->step, e->steps);
         printf("}\n");
     } else {
         printf("job %llu %s (%s), attempt %u", (unsigned long long)id, zfleet_state_name(e->status),
@@ -323,6 +331,8 @@ static int cmd_get(cli_t *cli, zf_client_t *c, const char *arg)
             printf(", %.0f%%%s%s", e->progress * 100, e->text[0] ? " " : "", e->text);
         if (e->tags[0])
             printf(", tags %s", e->tags);
+        if (e->steps)
+            printf(", step %u of %u", e->step, e->steps);
         printf("\n");
     }
     zf_event_destroy(&e);
@@ -652,6 +662,16 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     case 'F': cli->opts.forget = true; return 0;
     case 'k': cli->key = arg; return 0;
     case 'T': return add_tag(cli, arg);
+    case 'N': {
+        size_t have = strlen(cli->then);
+        if (!*arg || strchr(arg, ',') || have + 1 + strlen(arg) >= sizeof cli->then) {
+            fprintf(stderr, "zfleet: --then expects one FUNCTION[@cpu|@gpu|@any], got '%s'\n", arg);
+            return EXIT_USAGE;
+        }
+        snprintf(cli->then + have, sizeof cli->then - have, "%s%s", have ? "," : "", arg);
+        cli->opts.then = cli->then;
+        return 0;
+    }
     case 'S': {
         int st = -1;
         for (int i = 0; i <= ZFLEET_OUTPUT_LOST && st < 0; i++)
@@ -807,15 +827,31 @@ int main(int argc, char **argv)
     if (maybe_bench(argc, argv, &rc))
         return rc;
     cli_t cli = {.timeout_ms = -1, .jobs.state = -1};
-    static const struct option opts[] = {
-        {"broker", 1, 0, 'b'},   {"json", 0, 0, 'j'},         {"timeout", 1, 0, 't'},
-        {"wait", 0, 0, 'w'},     {"file", 1, 0, 'f'},         {"out", 1, 0, 'o'},
-        {"priority", 1, 0, 'p'}, {"device", 1, 0, 'd'},       {"run-timeout", 1, 0, 'r'},
-        {"deadline", 1, 0, 'D'}, {"max-attempts", 1, 0, 'a'}, {"purge", 0, 0, 'P'},
-        {"forget", 0, 0, 'F'},   {"help", 0, 0, 'h'},         {"key", 1, 0, 'k'},
-        {"tag", 1, 0, 'T'},      {"state", 1, 0, 'S'},        {"function", 1, 0, 'U'},
-        {"limit", 1, 0, 'L'},    {"after", 1, 0, 'A'},        {"broker-key", 1, 0, 'K'},
-        {"once", 0, 0, '1'},     {"interval", 1, 0, 'i'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", 1, 0, 'b'},
+                                         {"json", 0, 0, 'j'},
+                                         {"timeout", 1, 0, 't'},
+                                         {"wait", 0, 0, 'w'},
+                                         {"file", 1, 0, 'f'},
+                                         {"out", 1, 0, 'o'},
+                                         {"priority", 1, 0, 'p'},
+                                         {"device", 1, 0, 'd'},
+                                         {"run-timeout", 1, 0, 'r'},
+                                         {"deadline", 1, 0, 'D'},
+                                         {"max-attempts", 1, 0, 'a'},
+                                         {"purge", 0, 0, 'P'},
+                                         {"forget", 0, 0, 'F'},
+                                         {"help", 0, 0, 'h'},
+                                         {"key", 1, 0, 'k'},
+                                         {"tag", 1, 0, 'T'},
+                                         {"state", 1, 0, 'S'},
+                                         {"function", 1, 0, 'U'},
+                                         {"limit", 1, 0, 'L'},
+                                         {"after", 1, 0, 'A'},
+                                         {"then", 1, 0, 'N'},
+                                         {"broker-key", 1, 0, 'K'},
+                                         {"once", 0, 0, '1'},
+                                         {"interval", 1, 0, 'i'},
+                                         {0, 0, 0, 0}};
     int c;
     /* GNU getopt permutes: options may come before or after the command */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -298,6 +298,8 @@ static evnode_t *make_event(const zf_msg_t *m, zmq_msg_t *payload)
     e->device = put_str(&cur, m->devname);
     e->function = put_str(&cur, m->fn);
     e->tags = put_str(&cur, m->tags);
+    e->step = m->step;
+    e->steps = m->steps;
     zmq_msg_init(&n->out);
     if (payload)
         zmq_msg_move(&n->out, payload);
@@ -541,6 +543,11 @@ static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void 
             if (bad)
                 return set_error(c, ZF_CE_USAGE, 0, "tags: %s", bad);
             zf_msg_set_str(m, ZF_F_TAGS, o->tags);
+        }
+        if (o->then && *o->then) {
+            if (strlen(o->then) > ZF_THEN_MAX)
+                return set_error(c, ZF_CE_USAGE, 0, "then: longer than %d bytes", ZF_THEN_MAX);
+            zf_msg_set_str(m, ZF_F_THEN, o->then);
         }
     }
     if (zmq_msg_init_size(payload, len) < 0)

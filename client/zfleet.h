@@ -133,6 +133,8 @@ typedef struct zf_event {
     const char *worker;   /* worker that ran it; never NULL */
     const char *device;   /* its device label, e.g. "cpu:1"; never NULL */
     const char *tags;     /* RESULT, STATUS: the job's tags, "k=v,k=v"; "" if none; never NULL */
+    uint32_t step, steps; /* RESULT, STATUS of a pipeline: the step it is (or ended) at,
+                             1-based, of steps; 0, 0 for a job of one step */
     void *priv_;          /* the library's */
 } zf_event_t;
 
@@ -157,6 +159,12 @@ typedef struct {
                               255 bytes in all, no control characters, the key without '='.
                               Kept with the job (journaled) and returned by status and
                               wait (zf_event_t.tags). Malformed: ZF_CE_USAGE, nothing sent */
+    const char *then;      /* NULL or "fn@dev[,fn@dev...]": a pipeline's further steps (at
+                              most 8; dev cpu, gpu or any, "@dev" optional = any). Each step
+                              runs with the previous step's output as its input, on its own
+                              device kind, under the one job id; the first failed step ends
+                              it with that step's error. The broker checks it (REJECTED,
+                              ZF_BROKER_BAD_ARGUMENT, with the reason) */
 } zf_submit_opts_t;
 
 /* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is

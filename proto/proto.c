@@ -62,6 +62,9 @@ static const fdesc_t fields[ZF_F__MAX] = {
     [ZF_F_CLAIMS] = {T_CLAIMS, offsetof(zf_msg_t, claims), 0},
     [ZF_F_TAGS] = STR(tags, ZF_TAGS_MAX),
     [ZF_F_LIMIT] = U32(limit),
+    [ZF_F_THEN] = STR(then, ZF_THEN_MAX),
+    [ZF_F_STEP] = U32(step),
+    [ZF_F_STEPS] = U32(steps),
 };
 
 #define B(f) (1ull << (f))

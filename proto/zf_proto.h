@@ -25,6 +25,8 @@
 #define ZF_MAX_FUNCTIONS 32    /* functions one worker may announce */
 #define ZF_TAGS_MAX 255        /* bytes of a job's joined tags (ZF_F_TAGS); = ZFLEET_TAGS_MAX */
 #define ZF_TAGS_COUNT 8        /* tags one job may carry */
+#define ZF_PIPE_STEPS 8        /* further steps (ZF_F_THEN) one SUBMIT may name */
+#define ZF_THEN_MAX 600        /* bytes of ZF_F_THEN */
 #define ZF_JOBS_LIMIT_MAX 1000 /* jobs one JOBS page may hold */
 #define ZF_JOBS_SCAN 10000     /* jobs one JOBS request may look at (bounded work per call) */
 #define ZF_TAG_PART_MAX 63     /* bytes of one tag's key or value */
@@ -106,7 +108,11 @@ typedef enum {
     ZF_F_TAGS = 35,  /* str (<= ZF_TAGS_MAX bytes): SUBMIT, STATUS, RESULT: the job's tags,
                        "k=v" pairs joined by ','; at most ZF_TAGS_COUNT (PROTOCOL.md §4) */
     ZF_F_LIMIT = 36, /* uint32: JOBS: most jobs in one page (1..ZF_JOBS_LIMIT_MAX) */
-    ZF_F__MAX = 37,
+    ZF_F_THEN = 37,  /* str: SUBMIT: the pipeline's further steps, "fn@dev,fn@dev" (dev cpu,
+                        gpu or any; "@dev" may be left out: any); at most ZF_PIPE_STEPS */
+    ZF_F_STEP = 38,  /* uint32: STATUS, RESULT: the pipeline step the job is at, 1-based */
+    ZF_F_STEPS = 39, /* uint32: STATUS, RESULT: the pipeline's steps in all */
+    ZF_F__MAX = 40,
 } zf_field_t;
 
 /* Device kinds. ZF_DEV_ANY is only meaningful as a job requirement. */
@@ -175,10 +181,10 @@ typedef struct {
     uint64_t present;
     uint64_t id, tag, duration_us, devmem, queued_us, max_payload, session;
     uint32_t attempt, timeout_ms, deadline_ms, max_attempts, device, status, code, credits;
-    uint32_t heartbeat_ms, flags, limit;
+    uint32_t heartbeat_ms, flags, limit, step, steps;
     int32_t priority, devindex;
     double progress;
-    zf_str_t fn, text, worker, devname, supervisor, tags;
+    zf_str_t fn, text, worker, devname, supervisor, tags, then;
     uint32_t nfunctions, nclaims;
     zf_str_t functions[ZF_MAX_FUNCTIONS]; /* from here on: zf_msg_init leaves it uninitialised */
     zf_claim_t claims[ZF_CLAIMS_MAX];     /* valid up to nclaims */
