@@ -43,7 +43,10 @@
 #include "../proto/zf_wire.h"
 #include "zf_auth.h"
 #include "zf_ids.h"
+#include "zf_index.h"
 #include "zf_journal.h"
+#include "zf_listing.h"
+#include "zf_pipeline.h"
 #include "zf_metrics.h"
 #include "zf_notify.h"
 #include "zf_reattach.h"
@@ -76,6 +79,7 @@ struct zf_broker {
     int sigfd;
     bool stop;
     job_t *jobs;        /* all jobs by id */
+    zfb_index_t *index; /* the same jobs in id order, for JOBS listings (zf_index.h) */
     fnq_t *fns;         /* functions by name */
     wrk_t *workers;     /* workers by routing id */
     client_t *clients;  /* clients by routing id */
@@ -298,6 +302,7 @@ static void uncount_unfinished(zf_broker_t *b, job_t *j)
 static void job_free(zf_broker_t *b, job_t *j)
 {
     HASH_DEL(b->jobs, j);
+    zfb_index_remove(b->index, j->id);
     zfb_job_clear_waiters(j, release_client, b);
     if (j->tpos != ZF_HEAP_NONE)
         zf_heap_remove(&b->deadlines, j->tpos);
@@ -859,6 +864,12 @@ static void fill_result(zf_msg_t *m, job_t *j, uint64_t tag)
     zf_msg_set_u64(m, ZF_F_STATUS, j->state);
     zf_msg_set_u64(m, ZF_F_ATTEMPT, zfb_job_attempts_used(j));
     zf_msg_set_str(m, ZF_F_FN, j->fn->name);
+    if (j->tags)
+        zf_msg_set_str(m, ZF_F_TAGS, j->tags);
+    if (j->pipe) {
+        zf_msg_set_u64(m, ZF_F_STEP, j->pipe->cur + 1u);
+        zf_msg_set_u64(m, ZF_F_STEPS, j->pipe->n);
+    }
     if (!j->res)
         return;
     zf_msg_set_u64(m, ZF_F_DURATION, j->res->duration_us);
@@ -1294,6 +1305,12 @@ static void send_status(zf_broker_t *b, zmq_msg_t *rid, job_t *j, uint64_t tag)
     zf_msg_set_u64(&m, ZF_F_STATUS, j->result_pending ? ZF_ST_RUNNING : j->state);
     zf_msg_set_u64(&m, ZF_F_ATTEMPT, zfb_job_attempts_used(j));
     zf_msg_set_str(&m, ZF_F_FN, j->fn->name);
+    if (j->tags)
+        zf_msg_set_str(&m, ZF_F_TAGS, j->tags);
+    if (j->pipe) {
+        zf_msg_set_u64(&m, ZF_F_STEP, j->pipe->cur + 1u);
+        zf_msg_set_u64(&m, ZF_F_STEPS, j->pipe->n);
+    }
     if (j->res) {
         zf_msg_set_progress(&m, j->res->progress);
         if (j->res->progress_text)
@@ -1633,6 +1650,17 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     if ((m->flags & ZF_FLAG_FORGET) && (m->flags & ZF_FLAG_NO_PUSH))
         return reject(b, rid, m->tag, ZF_EBADARG,
                       "forget needs the result pushed to this connection (not with no_push)");
+    const char *bad_tags = zf_tags_check(m->tags.ptr, m->tags.len);
+    if (bad_tags)
+        return reject(b, rid, m->tag, ZF_EBADARG, bad_tags);
+    zfb_pipe_t steps;
+    if (m->then.len) {
+        char first[ZF_FN_MAX + 1];
+        zf_str_copy(first, sizeof first, m->fn);
+        const char *bad_steps = zfb_pipe_parse(m->then, first, (uint8_t)m->device, &steps);
+        if (bad_steps)
+            return reject(b, rid, m->tag, ZF_EBADARG, bad_steps);
+    }
     char jtext[128];
     if (zf_journal_error(b->journal)) /* before any allocation: refusals cost nothing */
         return reject(b, rid, m->tag, ZF_EJOURNAL, journal_text(b, jtext, sizeof jtext));
@@ -1686,6 +1714,13 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->max_attempts = (uint8_t)(m->max_attempts ? m->max_attempts : b->cfg.max_attempts);
     j->timeout_ms = m->timeout_ms;
     j->tag = m->tag;
+    if (m->tags.len && !(j->tags = strndup(m->tags.ptr, m->tags.len)))
+        zfb_oom("a job's tags");
+    if (m->then.len) {
+        if (!(j->pipe = malloc(sizeof *j->pipe)))
+            zfb_oom("a job's pipeline");
+        *j->pipe = steps;
+    }
     int64_t accepted_ms = zf_now_ms();
     /* the submitter is the first waiter: it gets ACCEPTED, and the result unless NO_PUSH */
     zfb_job_add_waiter(j, c);
@@ -1694,6 +1729,8 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
     set_schedule(j, m, accepted_ms);
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
+    if (zfb_index_add(b->index, j) < 0)
+        zfb_oom("the job index");
     b->c.accepted++;
     fn->accepted++;
     zf_journal_accept(b->journal, j);
@@ -1950,6 +1987,27 @@ static void on_dead(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     send_doc(b, rid, m->tag, &sb);
 }
 
+/* One page of the job listing (zf_listing.h): bounded work whatever the broker holds. */
+static void on_jobs(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    zfb_listing_query_t q = {.after = zf_msg_has(m, ZF_F_ID) ? m->id : 0,
+                             .limit = zf_msg_has(m, ZF_F_LIMIT) ? m->limit : 100,
+                             .state = zf_msg_has(m, ZF_F_STATUS) ? (int)m->status : -1,
+                             .fn = m->fn,
+                             .tag = m->tags,
+                             .owner = b->auth && !b->caller_admin ? b->caller : 0};
+    if (q.limit == 0 || q.limit > ZF_JOBS_LIMIT_MAX)
+        return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EBADARG, "limit must be 1 to 1000");
+    if (zf_msg_has(m, ZF_F_STATUS) && m->status >= ZF_ST__COUNT)
+        return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EBADARG, "unknown state");
+    if (q.tag.len && (memchr(q.tag.ptr, ',', q.tag.len) || zf_tags_check(q.tag.ptr, q.tag.len)))
+        return reply_error(b, rid, ZF_CMD_ERROR, m->tag, ZF_EBADARG,
+                           "the tag filter must be one key=value");
+    msgpack_sbuffer sb;
+    zfb_listing_pack(&sb, b->index, &q);
+    send_doc(b, rid, m->tag, &sb);
+}
+
 /* Sets the caller from the message's User-Id (ZAP let the connection in with it) and says
    whether its key may still be a client: one removed from the key directories since it
    connected gets no further service. */
@@ -1999,6 +2057,7 @@ static void client_message(zf_broker_t *b, zf_frames_t *f)
     case ZF_CMD_STATS: on_stats(b, rid, &m); break;
     case ZF_CMD_DEAD: on_dead(b, rid, &m); break;
     case ZF_CMD_RETRY: on_retry(b, rid, &m); break;
+    case ZF_CMD_JOBS: on_jobs(b, rid, &m); break;
     case ZF_CMD_PING: {
         zf_msg_t p;
         zf_msg_init(&p, ZF_CMD_PONG);
@@ -2134,6 +2193,36 @@ static void batches_observe(zfb_batches_t *bs, uint32_t n)
     bs->calls += 1.0 / n;
 }
 
+/* A pipeline step succeeded and another follows: the output becomes the job's input, and
+   the job is queued for the next step's function and device, its attempts counted afresh
+   (a step's attempts are its own), and journaled (STEP). The worker is not held: it is
+   free for other work as soon as it answered. */
+static void advance_step(zf_broker_t *b, job_t *j, zmq_msg_t *output)
+{
+    zfb_pipe_t *p = j->pipe;
+    uncount_unfinished(b, j); /* its payload's bytes change: counted again below */
+    zfb_job_drop_payload(j);
+    if (zmq_msg_size(output) &&
+        zfb_job_copy_payload(j, zmq_msg_data(output), zmq_msg_size(output)) < 0)
+        zfb_oom("a pipeline step's output");
+    count_unfinished(b, j);
+    p->cur++;
+    zf_str_t name = {p->fn[p->cur], (uint32_t)strlen(p->fn[p->cur])};
+    fnq_t *fn = fn_get(b, name, true);
+    if (!fn)
+        zfb_oom("a pipeline step's function queue");
+    j->fn = fn;
+    fn->accepted++;
+    j->device = p->dev[p->cur];
+    j->worker = NULL;
+    if (j->tpos != ZF_HEAP_NONE) /* the deadline is the first step's, to start by */
+        zf_heap_remove(&b->deadlines, j->tpos);
+    j->deadline_at = 0;
+    job_res(j)->attempt_base = j->attempt;
+    zf_journal_step(b->journal, j, true);
+    place(b, j, false);
+}
+
 static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *output)
 {
     int li = lease_find(w, m->id, m->attempt);
@@ -2162,6 +2251,10 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
             zf_str_copy(text, sizeof text, m->text);
             worker_relist(w); /* before the retry is placed */
             attempt_failed(b, j, ZF_ST_TIMED_OUT, text[0] ? text : "timed out");
+        } else if (m->status == ZF_ST_SUCCEEDED && j->pipe && j->pipe->cur + 1 < j->pipe->n) {
+            j->fn->running--;
+            w->jobs_done++;
+            advance_step(b, j, output);
         } else if (m->status == ZF_ST_SUCCEEDED) {
             j->fn->running--;
             w->jobs_done++;
@@ -2803,6 +2896,8 @@ static void restore_job(void *arg, job_t *j)
     j->qpos = j->tpos = ZF_HEAP_NONE;
     j->acked = true;
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
+    if (zfb_index_add(b->index, j) < 0)
+        zfb_oom("the job index");
     if (zf_state_is_terminal(j->state)) {
         if (!j->finished_ms)
             j->finished_ms = zf_now_ms();
@@ -2855,8 +2950,9 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->ctx = zmq_ctx_new();
     b->owners = zfb_owners_new();
     b->reattach = zfb_reattach_new();
+    b->index = zfb_index_new();
     if (b->sigfd < 0 || b->wake_fd < 0 || b->stop_fd < 0 || !b->receipts || !b->ctx || !b->owners ||
-        !b->reattach)
+        !b->reattach || !b->index)
         goto fail;
     /* before the journal's replay, which can be long: a bad key file is told at once */
     if (cfg->curve_secret && !(b->auth = zfb_auth_new(b->ctx, &b->cfg, b->owners)))
@@ -2924,6 +3020,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
     job_t *j, *tmp;
     HASH_ITER(hh, b->jobs, j, tmp)
     job_free(b, j);
+    zfb_index_destroy(&b->index);
     fnq_t *f, *ftmp;
     HASH_ITER(hh, b->fns, f, ftmp)
     {

@@ -83,6 +83,8 @@ void zfb_job_free(job_t **jp)
     assert(!j->waiter && (!j->res || !j->res->nmore));
     zfb_job_drop_payload(j);
     zfb_job_drop_result(j);
+    free(j->tags);
+    free(j->pipe);
     free(j);
 }
 

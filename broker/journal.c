@@ -22,6 +22,7 @@
     the CPU's carry-less multiply where there is one) and the checksum every tool can check.
 */
 #include "zf_journal.h"
+#include "zf_pipeline.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,7 +66,9 @@ enum {
     REC_OWNER = 6,
     REC_LEASE = 7,
     REC_SCHEDULE = 8, /* retry policy, due time and causes of an unfinished job */
-    REC_LAST = REC_SCHEDULE
+    REC_TAGS = 10,    /* a job's tags, after its ACCEPT (jobs without tags have none) */
+    REC_STEP = 11,    /* a pipeline: its steps, the one the job is at, and maybe its payload */
+    REC_LAST = REC_STEP
 };
 /* FINISH flags: the output was longer than result_max_bytes and is not in the record (a
    journal written before 2026-12 holds its first result_max_bytes; they are ignored). */
@@ -80,6 +83,10 @@ enum { FIN_OUTPUT_CUT = 1 };
 #define OWNER_FIXED (8 + ZF_KEY_BYTES)
 #define LEASE_FIXED (8 + 4 + 8 + 1 + ZF_KEY_BYTES + 1)
 #define SCHEDULE_FIXED (8 + 8 + 1 + 1 + 4 + 2)
+
+#define TAGS_FIXED (8 + 1)
+#define STEP_FIXED (8 + 1 + 1 + 1) /* id, cur, n, flags; then n x (dev, len, name) [, payload] */
+enum { STEP_PAYLOAD = 1 };
 /* LEASE flags: the key is the holder's (CURVE on); without it the key bytes are zero. */
 enum { LEASE_KEYED = 1 };
 
@@ -280,6 +287,43 @@ static void enc_owner(jbuf_t *b, const job_t *j, const zfb_owners_t *owners)
     size_t at = rec_begin(b, REC_OWNER);
     put_u(b, j->id, 8);
     put(b, o->key, ZF_KEY_BYTES);
+    rec_end(b, at);
+}
+
+/* A job's tags: written after each ACCEPT of a job that has some. */
+static void enc_tags(jbuf_t *b, const job_t *j)
+{
+    if (!j->tags)
+        return;
+    size_t n = strlen(j->tags); /* <= ZF_TAGS_MAX: on_submit checked them */
+    size_t at = rec_begin(b, REC_TAGS);
+    put_u(b, j->id, 8);
+    put_u(b, n, 1);
+    put(b, j->tags, n);
+    rec_end(b, at);
+}
+
+static void enc_step(jbuf_t *b, const job_t *j, bool with_payload)
+{
+    const zfb_pipe_t *p = j->pipe;
+    if (!p)
+        return;
+    size_t at = rec_begin(b, REC_STEP);
+    buf_reserve(b, STEP_FIXED + p->n * (2 + ZF_FN_MAX) + 4 + (with_payload ? j->plen : 0));
+    put_u(b, j->id, 8);
+    put_u(b, p->cur, 1);
+    put_u(b, p->n, 1);
+    put_u(b, with_payload ? STEP_PAYLOAD : 0, 1);
+    for (int i = 0; i < p->n; i++) {
+        size_t n = strlen(p->fn[i]);
+        put_u(b, p->dev[i], 1);
+        put_u(b, n, 1);
+        put(b, p->fn[i], n);
+    }
+    if (with_payload) {
+        put_u(b, j->plen, 4);
+        put(b, zfb_job_payload(j), j->plen);
+    }
     rec_end(b, at);
 }
 
@@ -879,6 +923,89 @@ static int apply_schedule(replay_t *rp, reader_t *r)
     return 0;
 }
 
+static int apply_tags(replay_t *rp, reader_t *r)
+{
+    uint64_t id = rd_u(r, 8);
+    uint64_t n = rd_u(r, 1);
+    const uint8_t *p = rd_bytes(r, n);
+    if (r->bad || r->left || zf_tags_check((const char *)p, n))
+        return -1;
+    job_t *j;
+    tab_orphan(rp, id, &j);
+    if (!j)
+        return 0;
+    char *t = strndup((const char *)p, n);
+    if (!t)
+        return -2;
+    free(j->tags);
+    j->tags = t;
+    return 0;
+}
+
+/* Reads a STEP body into *p; *payload and *plen are set when it carries one. */
+static int read_step(reader_t *r, uint64_t *id, zfb_pipe_t *p, const uint8_t **payload,
+                     uint64_t *plen)
+{
+    memset(p, 0, sizeof *p);
+    *id = rd_u(r, 8);
+    uint64_t cur = rd_u(r, 1), n = rd_u(r, 1), flags = rd_u(r, 1);
+    if (r->bad || n < 2 || n > ZFB_PIPE_MAX || cur >= n)
+        return -1;
+    p->cur = (uint8_t)cur;
+    p->n = (uint8_t)n;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t dev = rd_u(r, 1), len = rd_u(r, 1);
+        const uint8_t *name = rd_bytes(r, len);
+        if (r->bad || dev > ZF_DEV_GPU || len == 0 || len > ZF_FN_MAX || memchr(name, 0, len))
+            return -1;
+        p->dev[i] = (uint8_t)dev;
+        memcpy(p->fn[i], name, len);
+    }
+    *payload = NULL;
+    *plen = 0;
+    if (flags & STEP_PAYLOAD) {
+        *plen = rd_u(r, 4);
+        *payload = rd_bytes(r, *plen);
+    }
+    return r->bad || r->left ? -1 : 0;
+}
+
+/* A job moved to another step (payload: the previous step's output) or, without payload,
+   the pipeline of a job just accepted or compacted, which is at the step its ACCEPT shows. */
+static int apply_step(replay_t *rp, reader_t *r)
+{
+    uint64_t id, plen;
+    zfb_pipe_t p;
+    const uint8_t *payload;
+    if (read_step(r, &id, &p, &payload, &plen) < 0)
+        return -1;
+    job_t *j;
+    tab_orphan(rp, id, &j);
+    if (!j)
+        return 0;
+    if (!j->pipe && !(j->pipe = malloc(sizeof *j->pipe)))
+        return -2;
+    *j->pipe = p;
+    if (!payload)
+        return 0;
+    fnq_t *fn = rp->fn(rp->arg, p.fn[p.cur]);
+    if (!fn)
+        return -2;
+    zfb_job_drop_payload(j);
+    if (plen && zfb_job_copy_payload(j, payload, plen) < 0)
+        return -2;
+    j->fn = fn;
+    j->device = p.dev[p.cur];
+    j->state = ZF_ST_QUEUED; /* the step before it finished: this one has not started */
+    drop_holder(j);
+    result_t *res = zfb_job_res(j);
+    if (!res)
+        return -2;
+    res->attempt_base = j->attempt;
+    j->deadline_at = 0;
+    return 0;
+}
+
 static int apply_finish(replay_t *rp, reader_t *r)
 {
     uint64_t id = rd_u(r, 8);
@@ -965,6 +1092,8 @@ static int apply(replay_t *rp, uint8_t type, const uint8_t *body, size_t len)
     case REC_OWNER: return apply_owner(rp, &r);
     case REC_LEASE: return apply_lease(rp, &r);
     case REC_SCHEDULE: return apply_schedule(rp, &r);
+    case REC_TAGS: return apply_tags(rp, &r);
+    case REC_STEP: return apply_step(rp, &r);
     case REC_FORGET: {
         uint64_t id = rd_u(&r, 8);
         if (r.bad || r.left)
@@ -1013,6 +1142,18 @@ static bool body_shape_ok(uint8_t type, const uint8_t *body, uint64_t len)
         rd_bytes(&r, SCHEDULE_FIXED - 2);
         rd_bytes(&r, rd_u(&r, 2));
         return !r.bad && !r.left;
+    }
+    case REC_STEP: {
+        uint64_t id, plen;
+        zfb_pipe_t p;
+        const uint8_t *payload;
+        return read_step(&r, &id, &p, &payload, &plen) == 0;
+    }
+    case REC_TAGS: {
+        rd_bytes(&r, 8);
+        uint64_t n = rd_u(&r, 1);
+        rd_bytes(&r, n);
+        return !r.bad && !r.left && n <= ZF_TAGS_MAX;
     }
     case REC_LEASE: {
         rd_bytes(&r, LEASE_FIXED - 1);
@@ -1438,7 +1579,15 @@ void zf_journal_accept(zf_journal_t *self, const job_t *job)
     if (self && !self->down) {
         enc_accept(&self->pend, job);
         enc_owner(&self->pend, job, self->o.owners);
+        enc_tags(&self->pend, job);
+        enc_step(&self->pend, job, false);
     }
+}
+
+void zf_journal_step(zf_journal_t *self, const job_t *job, bool with_payload)
+{
+    if (self && !self->down)
+        enc_step(&self->pend, job, with_payload);
 }
 
 void zf_journal_start(zf_journal_t *self, const job_t *job)
@@ -1882,6 +2031,8 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
             continue;
         enc_accept(&b, j);
         enc_owner(&b, j, self->o.owners);
+        enc_tags(&b, j);
+        enc_step(&b, j, false);
         if (j->res && j->res->attempt_base)
             enc_attempts(&b, j);
         if (!zf_state_is_terminal(j->state) && has_schedule(j))

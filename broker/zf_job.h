@@ -106,6 +106,9 @@ typedef struct job {
     struct wrk *worker;      /* lease holder while running, else NULL */
     struct client *waiter;   /* first client to push the result to, or NULL */
     struct result *res;      /* progress, result, further waiters; allocated when needed */
+    char *tags;              /* the submitter's tags ("k=v,k=v", zf_tags_check), malloc'd, or
+                                NULL: the job's own, kept for its whole life (journaled) */
+    struct zfb_pipe *pipe;   /* a pipeline's steps (zf_pipeline.h), malloc'd, or NULL */
     struct job *prev, *next; /* broker's done or dead list, while terminal */
     struct job *ack_next;    /* pending-acceptance list, while not acked */
     struct job *send_next;   /* results to push once their FINISH record is committed */

@@ -98,6 +98,11 @@ int zf_journal_repair(const char *dir);
    current attempt and payload; for a requeue, before its attempt_base is set). The five
    appenders do nothing while the journal is down
    (zf_journal_error): the snapshot that recovers it writes the state they describe. */
+/* Appends a STEP record: the job's pipeline and the step it is at, with its current payload
+   (the previous step's output) when with_payload. Written after ACCEPT (without) and each
+   time a step hands on to the next (with). No-op without a pipeline or a journal. */
+void zf_journal_step(zf_journal_t *self, const job_t *job, bool with_payload);
+
 void zf_journal_accept(zf_journal_t *self, const job_t *job);
 /* Record that a job was dispatched (its attempt number), so the attempt counts after a crash. */
 void zf_journal_start(zf_journal_t *self, const job_t *job);

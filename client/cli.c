@@ -37,9 +37,12 @@ typedef struct {
     const char *file, *out;
     zf_submit_opts_t opts;
     int purge;
-    const char *key, *broker_key; /* CURVE key files (or $ZFLEET_KEY, $ZFLEET_BROKER_KEY) */
-    int once;                     /* top: one frame */
-    int interval_ms;              /* top: refresh */
+    const char *key, *broker_key;   /* CURVE key files (or $ZFLEET_KEY, $ZFLEET_BROKER_KEY) */
+    int once;                       /* top: one frame */
+    int interval_ms;                /* top: refresh */
+    char tags[ZFLEET_TAGS_MAX + 2]; /* submit: the --tag pairs, joined by ',' (opts.tags) */
+    char then[700];                 /* submit: the --then steps, joined by ',' (opts.then) */
+    zf_jobs_query_t jobs;           /* jobs: the filters (jobs.tag: the --tag, from tags) */
 } cli_t;
 
 static void usage(FILE *f)
@@ -51,6 +54,7 @@ static void usage(FILE *f)
           "         [--deadline MS] [--max-attempts N] [--forget]\n"
           "         [--retries N] [--retry-backoff-ms MS] [--delay-ms MS]\n"
           "         [--not-before WALL_MS]\n"
+          "         [--then FUNCTION[@cpu|@gpu]]...   (pipeline: one per further step)\n"
           "  wait ID [--timeout MS] [--out PATH]   wait for a job's result\n"
           "  get ID                                 a job's result, or its state if running\n"
           "  status ID                              same as get\n"
@@ -59,6 +63,8 @@ static void usage(FILE *f)
           "  workers                                connected workers and their devices\n"
           "  dead [--purge]                         list (or clear) the dead-letter list\n"
           "  retry ID                               requeue a dead-letter job\n"
+          "  jobs [--state S] [--function F] [--tag K=V] [--limit N] [--after ID]\n"
+          "                                         list jobs, a page at a time, by id\n"
           "  bench WORKLOAD [options]               measure (see zfleet bench --help)\n"
           "  top [--once] [--interval MS]           live view: functions (queued, running,\n"
           "                                         rate/s, p50/p99), workers, uptime,\n"
@@ -168,6 +174,21 @@ static void *read_file(const char *path, size_t *len)
 
 /* ------------------------------------------------------------------ printing results */
 
+/* `,"tags":{"k":"v",...}`: the job's tags (well formed: the broker checked them). */
+static void print_tags_json(const char *tags)
+{
+    printf(",\"tags\":{");
+    for (const char *p = tags; *p;) {
+        size_t n = strcspn(p, ","), k = strcspn(p, "=");
+        printf("%s", p == tags ? "" : ",");
+        zf_json_string(stdout, p, k);
+        printf(":");
+        zf_json_string(stdout, p + k + 1, n - k - 1);
+        p += n + (p[n] == ',');
+    }
+    printf("}");
+}
+
 static void print_result_json(const zf_event_t *e, const char *out_path)
 {
     printf("{\"id\":%llu,\"status\":\"%s\",\"function\":", (unsigned long long)e->id,
@@ -181,6 +202,9 @@ static void print_result_json(const zf_event_t *e, const char *out_path)
     printf(",\"error\":");
     zf_json_string(stdout, e->text, strlen(e->text));
     printf(",\"output_bytes\":%zu", e->output_len);
+    print_tags_json(e->tags);
+    if (e->steps)
+        printf(",\"step\":%u,\"steps\":%u", e->step, e->steps);
     if (out_path) {
         printf(",\"output_file\":");
         zf_json_string(stdout, out_path, strlen(out_path));
@@ -199,6 +223,10 @@ static void print_result_human(const zf_event_t *e, const char *out_path)
     printf(", %u attempt%s\n", e->attempts, e->attempts == 1 ? "" : "s");
     if (e->text[0])
         printf("  %s: %s\n", e->status == ZFLEET_SUCCEEDED ? "note" : "error", e->text);
+    if (e->tags[0])
+        printf("  tags: %s\n", e->tags);
+    if (e->steps)
+        printf("  pipeline: step %u of %u\n", e->step, e->steps);
     if (out_path)
         printf("  output: %zu bytes written to %s\n", e->output_len, out_path);
     else if (e->output_len && zf_json_is_text(e->output, e->output_len))
@@ -293,6 +321,9 @@ static int cmd_get(cli_t *cli, zf_client_t *c, const char *arg)
         zf_json_string(stdout, e->worker, strlen(e->worker));
         printf(",\"device\":");
         zf_json_string(stdout, e->device, strlen(e->device));
+        print_tags_json(e->tags);
+        if (e->steps)
+            printf(",\"step\":%u,\"steps\":%u", e->step, e->steps);
         printf("}\n");
     } else {
         printf("job %llu %s (%s), attempt %u", (unsigned long long)id, zfleet_state_name(e->status),
@@ -301,6 +332,10 @@ static int cmd_get(cli_t *cli, zf_client_t *c, const char *arg)
             printf(" on %s (%s)", e->worker, e->device);
         if (e->status == ZFLEET_RUNNING)
             printf(", %.0f%%%s%s", e->progress * 100, e->text[0] ? " " : "", e->text);
+        if (e->tags[0])
+            printf(", tags %s", e->tags);
+        if (e->steps)
+            printf(", step %u of %u", e->step, e->steps);
         printf("\n");
     }
     zf_event_destroy(&e);
@@ -456,6 +491,47 @@ static void print_dead(const msgpack_object *doc)
     }
 }
 
+/* One page of `zfleet jobs`: a line per job, then the command for the next page. */
+static void print_jobs_human(const msgpack_object *doc)
+{
+    const msgpack_object *jobs = get(doc, "jobs");
+    uint32_t n = jobs && jobs->type == MSGPACK_OBJECT_ARRAY ? jobs->via.array.size : 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *j = &jobs->via.array.ptr[i];
+        char st[32], fn[80], tags[300];
+        printf("%-17llu %-10s %-20s %3llu  %s\n", u(j, "id"), s(j, "state", st, sizeof st),
+               s(j, "function", fn, sizeof fn), u(j, "attempts"), s(j, "tags", tags, sizeof tags));
+    }
+    unsigned long long next = u(doc, "next");
+    if (next)
+        printf("(more: zfleet jobs ... --after %llu)\n", next);
+}
+
+static int cmd_jobs(cli_t *cli, zf_client_t *c)
+{
+    if (cli->tags[0])
+        cli->jobs.tag = cli->tags;
+    zf_event_t *e = zf_client_jobs(c, &cli->jobs);
+    if (!e)
+        return fail_client(cli, c);
+    int rc = 0;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, e->output, e->output_len, &off) != MSGPACK_UNPACK_SUCCESS) {
+        fprintf(stderr, "zfleet: the broker sent an unreadable document\n");
+        rc = EXIT_REFUSED;
+    } else if (cli->json) {
+        zf_json_from_msgpack(stdout, e->output, e->output_len);
+        printf("\n");
+    } else {
+        print_jobs_human(&up.data);
+    }
+    msgpack_unpacked_destroy(&up);
+    zf_event_destroy(&e);
+    return rc;
+}
+
 static int cmd_doc(cli_t *cli, zf_client_t *c, const char *which)
 {
     zf_event_t *e = !strcmp(which, "dead") ? zf_client_dead(c, cli->purge) : zf_client_stats(c);
@@ -587,6 +663,25 @@ static int num_opt(const char *opt, const char *v, uint64_t max, uint64_t *out)
 /* Long-only options (no short letter): codes past any char. */
 enum { OPT_RETRIES = 0x1a0, OPT_BACKOFF, OPT_DELAY, OPT_NOT_BEFORE };
 
+/* --tag k=v: appended to cli->tags. The pairs themselves are checked by zf_client_submit
+   (a usage error, exit 2); here only what joining them could hide. */
+static int add_tag(cli_t *cli, const char *arg)
+{
+    size_t have = strlen(cli->tags), n = strlen(arg);
+    const char *bad = strchr(arg, ',')                 ? "a tag must not hold ','"
+                      : !*arg                          ? "a tag must be key=value"
+                      : have + 1 + n > ZFLEET_TAGS_MAX ? "tags are longer than 255 bytes in all"
+                                                       : NULL;
+    if (!bad)
+        snprintf(cli->tags + have, sizeof cli->tags - have, "%s%s", have ? "," : "", arg);
+    if (bad) {
+        fprintf(stderr, "zfleet: --tag '%s': %s\n", arg, bad);
+        return EXIT_USAGE;
+    }
+    cli->opts.tags = cli->tags;
+    return 0;
+}
+
 /* Applies one option. Returns 0, or an exit code. */
 static int apply_opt(cli_t *cli, int c, const char *arg)
 {
@@ -600,6 +695,43 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     case 'P': cli->purge = 1; return 0;
     case 'F': cli->opts.forget = true; return 0;
     case 'k': cli->key = arg; return 0;
+    case 'T': return add_tag(cli, arg);
+    case 'N': {
+        size_t have = strlen(cli->then);
+        if (!*arg || strchr(arg, ',') || have + 1 + strlen(arg) >= sizeof cli->then) {
+            fprintf(stderr, "zfleet: --then expects one FUNCTION[@cpu|@gpu|@any], got '%s'\n", arg);
+            return EXIT_USAGE;
+        }
+        snprintf(cli->then + have, sizeof cli->then - have, "%s%s", have ? "," : "", arg);
+        cli->opts.then = cli->then;
+        return 0;
+    }
+    case 'S': {
+        int st = -1;
+        for (int i = 0; i <= ZFLEET_OUTPUT_LOST && st < 0; i++)
+            if (!strcmp(arg, zfleet_state_name(i)))
+                st = i;
+        if (st < 0) {
+            fprintf(stderr,
+                    "zfleet: --state expects queued, running, succeeded, failed, "
+                    "timed_out, cancelled, expired, lost or output_lost, got '%s'\n",
+                    arg);
+            return EXIT_USAGE;
+        }
+        cli->jobs.state = st;
+        return 0;
+    }
+    case 'U': cli->jobs.function = arg; return 0;
+    case 'L':
+        if (zf_parse_opt("zfleet", "limit", arg, 1, 1000, &v) < 0)
+            return EXIT_USAGE;
+        cli->jobs.limit = (uint32_t)v;
+        return 0;
+    case 'A':
+        if (num_opt("after", arg, UINT64_MAX, &v) < 0)
+            return EXIT_USAGE;
+        cli->jobs.after = v;
+        return 0;
     case '1': cli->once = 1; return 0;
     case 'i':
         if (zf_parse_opt("zfleet", "interval", arg, 100, 3600000, &v) < 0)
@@ -672,7 +804,17 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
 
 /* The commands and the arguments each takes: a word more or less is a usage error, never
    silently dropped (`submit echo a b` must not submit "a"). bench parses its own. */
-typedef enum { OP_SUBMIT, OP_WAIT, OP_GET, OP_CANCEL, OP_RETRY, OP_DOC, OP_KEYGEN, OP_TOP } op_t;
+typedef enum {
+    OP_SUBMIT,
+    OP_WAIT,
+    OP_GET,
+    OP_CANCEL,
+    OP_RETRY,
+    OP_DOC,
+    OP_KEYGEN,
+    OP_TOP,
+    OP_JOBS
+} op_t;
 typedef struct {
     const char *name;
     op_t op;
@@ -692,6 +834,7 @@ static const command_t commands[] = {
     {"dead", OP_DOC, 0, 0, "no arguments"},
     {"keygen", OP_KEYGEN, 1, 1, "NAME"},
     {"top", OP_TOP, 0, 0, "no arguments"},
+    {"jobs", OP_JOBS, 0, 0, "no arguments (filters are options)"},
 };
 
 static const command_t *find_command(const char *name)
@@ -737,7 +880,7 @@ int main(int argc, char **argv)
     int rc;
     if (maybe_bench(argc, argv, &rc))
         return rc;
-    cli_t cli = {.timeout_ms = -1};
+    cli_t cli = {.timeout_ms = -1, .jobs.state = -1};
     static const struct option opts[] = {{"broker", 1, 0, 'b'},
                                          {"json", 0, 0, 'j'},
                                          {"timeout", 1, 0, 't'},
@@ -757,6 +900,12 @@ int main(int argc, char **argv)
                                          {"forget", 0, 0, 'F'},
                                          {"help", 0, 0, 'h'},
                                          {"key", 1, 0, 'k'},
+                                         {"tag", 1, 0, 'T'},
+                                         {"state", 1, 0, 'S'},
+                                         {"function", 1, 0, 'U'},
+                                         {"limit", 1, 0, 'L'},
+                                         {"after", 1, 0, 'A'},
+                                         {"then", 1, 0, 'N'},
                                          {"broker-key", 1, 0, 'K'},
                                          {"once", 0, 0, '1'},
                                          {"interval", 1, 0, 'i'},
@@ -804,6 +953,7 @@ int main(int argc, char **argv)
     case OP_CANCEL: rc = cmd_simple(&cli, client, arg, 1); break;
     case OP_RETRY: rc = cmd_simple(&cli, client, arg, 0); break;
     case OP_DOC: rc = cmd_doc(&cli, client, cmd); break;
+    case OP_JOBS: rc = cmd_jobs(&cli, client); break;
     case OP_KEYGEN:
     case OP_TOP: break; /* (handled above: no broker, or its own connections) */
     }

@@ -272,7 +272,7 @@ static const char *put_str(char **cursor, zf_str_t s)
 
 static evnode_t *make_event(const zf_msg_t *m, zmq_msg_t *payload)
 {
-    size_t extra = m->text.len + m->worker.len + m->devname.len + m->fn.len + 4;
+    size_t extra = m->text.len + m->worker.len + m->devname.len + m->fn.len + m->tags.len + 5;
     evnode_t *n = calloc(1, sizeof *n + extra);
     if (!n)
         return NULL;
@@ -298,6 +298,9 @@ static evnode_t *make_event(const zf_msg_t *m, zmq_msg_t *payload)
     e->worker = put_str(&cur, m->worker);
     e->device = put_str(&cur, m->devname);
     e->function = put_str(&cur, m->fn);
+    e->tags = put_str(&cur, m->tags);
+    e->step = m->step;
+    e->steps = m->steps;
     zmq_msg_init(&n->out);
     if (payload)
         zmq_msg_move(&n->out, payload);
@@ -544,6 +547,17 @@ static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void 
         uint32_t flags = (o->no_push ? ZF_FLAG_NO_PUSH : 0) | (o->forget ? ZF_FLAG_FORGET : 0);
         if (flags)
             zf_msg_set_u64(m, ZF_F_FLAGS, flags);
+        if (o->tags && *o->tags) {
+            const char *bad = zf_tags_check(o->tags, strlen(o->tags));
+            if (bad)
+                return set_error(c, ZF_CE_USAGE, 0, "tags: %s", bad);
+            zf_msg_set_str(m, ZF_F_TAGS, o->tags);
+        }
+        if (o->then && *o->then) {
+            if (strlen(o->then) > ZF_THEN_MAX)
+                return set_error(c, ZF_CE_USAGE, 0, "then: longer than %d bytes", ZF_THEN_MAX);
+            zf_msg_set_str(m, ZF_F_THEN, o->then);
+        }
     }
     if (zmq_msg_init_size(payload, len) < 0)
         return set_error(c, ZF_CE_NOMEM, 0, "out of memory for a %zu-byte payload", len);
@@ -767,6 +781,33 @@ zf_event_t *zf_client_stats(zf_client_t *c)
 zf_event_t *zf_client_dead(zf_client_t *c, bool purge)
 {
     return doc_request(c, ZF_CMD_DEAD, purge ? ZF_FLAG_PURGE : 0);
+}
+
+zf_event_t *zf_client_jobs(zf_client_t *c, const zf_jobs_query_t *q)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_JOBS);
+    if (q && q->after)
+        zf_msg_set_u64(&m, ZF_F_ID, q->after);
+    if (q && q->limit)
+        zf_msg_set_u64(&m, ZF_F_LIMIT, q->limit);
+    if (q && q->state >= 0)
+        zf_msg_set_u64(&m, ZF_F_STATUS, (uint64_t)q->state);
+    if (q && q->function && *q->function) {
+        if (strlen(q->function) > ZF_FN_MAX)
+            return set_error(c, ZF_CE_USAGE, 0, "function name must be 1 to %d bytes", ZF_FN_MAX),
+                   NULL;
+        zf_msg_set_str(&m, ZF_F_FN, q->function);
+    }
+    if (q && q->tag && *q->tag) {
+        if (strchr(q->tag, ',') || zf_tags_check(q->tag, strlen(q->tag)))
+            return set_error(c, ZF_CE_USAGE, 0, "the tag filter must be one key=value"), NULL;
+        zf_msg_set_str(&m, ZF_F_TAGS, q->tag);
+    }
+    evnode_t *n = request(c, &m, NULL);
+    if (!n || broker_refused(c, n))
+        return NULL;
+    return &n->ev;
 }
 
 static bool match_any(const zf_event_t *e, const void *arg)

@@ -45,6 +45,10 @@ extern "C" {
 /* Longest function name, in bytes (a longer one is ZF_CE_USAGE). */
 #define ZFLEET_FUNCTION_MAX 63
 
+/* Longest tags text (zf_submit_opts_t.tags), in bytes, and most tags per job. */
+#define ZFLEET_TAGS_MAX 255
+#define ZFLEET_TAGS_COUNT 8
+
 /* Job states (the same numbers as on the wire). */
 typedef enum {
     ZFLEET_QUEUED = 0,
@@ -130,6 +134,9 @@ typedef struct zf_event {
     const char *function; /* never NULL */
     const char *worker;   /* worker that ran it; never NULL */
     const char *device;   /* its device label, e.g. "cpu:1"; never NULL */
+    const char *tags;     /* RESULT, STATUS: the job's tags, "k=v,k=v"; "" if none; never NULL */
+    uint32_t step, steps; /* RESULT, STATUS of a pipeline: the step it is (or ended) at,
+                             1-based, of steps; 0, 0 for a job of one step */
     void *priv_;          /* the library's */
 } zf_event_t;
 
@@ -152,11 +159,21 @@ typedef struct {
                                 rejects that (ZF_CE_REJECTED, ZF_BROKER_BAD_ARGUMENT). */
     uint32_t retries;      /* handler failures retried (with backoff) before `failed`; 0 = none,
                                 at most 20. A failure the handler marks permanent is not */
-    uint32_t backoff_ms;   /* the first retry's backoff; doubles per retry, capped by the
-                                broker (--retry-backoff-max-ms); 0 = 1000 */
+    uint32_t backoff_ms;   /* the first retry's backoff; doubles per retry, capped at 60 s
+                                by the broker, with jitter; 0 = 1000 */
     uint32_t delay_ms;     /* run no earlier than this long after acceptance; 0 = now */
     uint64_t not_before;   /* run no earlier than this wall-clock time (ms since the epoch);
                                 0 = now. With delay_ms too, the later of the two */
+    const char *tags;      /* NULL or "k=v[,k=v...]": at most 8 tags, each side 1-63 bytes,
+                              255 bytes in all, no control characters, the key without '='.
+                              Kept with the job (journaled) and returned by status and
+                              wait (zf_event_t.tags). Malformed: ZF_CE_USAGE, nothing sent */
+    const char *then;      /* NULL or "fn@dev[,fn@dev...]": a pipeline's further steps (at
+                              most 8; dev cpu, gpu or any, "@dev" optional = any). Each step
+                              runs with the previous step's output as its input, on its own
+                              device kind, under the one job id; the first failed step ends
+                              it with that step's error. The broker checks it (REJECTED,
+                              ZF_BROKER_BAD_ARGUMENT, with the reason) */
 } zf_submit_opts_t;
 
 /* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is
@@ -221,6 +238,23 @@ ZF_EXPORT zf_event_t *zf_client_next(zf_client_t *self, int timeout_ms);
    document (see PROTOCOL.md). NULL on error. */
 ZF_EXPORT zf_event_t *zf_client_stats(zf_client_t *self);
 ZF_EXPORT zf_event_t *zf_client_dead(zf_client_t *self, bool purge);
+/* A listing query (zf_client_jobs). Zero it, then set state to -1 for any state. */
+typedef struct {
+    uint64_t after;       /* cursor: the previous page's "next"; 0 = from the start */
+    uint32_t limit;       /* most jobs in the page, 1..1000; 0 = 100 */
+    int state;            /* zfleet_state_t to match, or -1 for any */
+    const char *function; /* NULL or "" = any */
+    const char *tag;      /* NULL or one "k=v" the job's tags must hold */
+} zf_jobs_query_t;
+
+/* One page of the job listing, in id order, as a REPLY event whose output is a msgpack map
+   {"jobs": [{"id", "state", "function", "attempts", "tags"}...], "next": N, "scanned": N}.
+   Pass "next" as the following query's `after` until it is 0. A page looks at no more than
+   10,000 jobs (bounded work in the broker), so a page may hold fewer than `limit` jobs, even
+   none, and still have a "next". With CURVE on, only the caller's jobs (all for an admin).
+   NULL on error (ZF_CE_USAGE for a malformed tag filter; ZF_CE_REJECTED, bad argument). */
+ZF_EXPORT zf_event_t *zf_client_jobs(zf_client_t *self, const zf_jobs_query_t *q);
+
 /* Requeues a dead-letter job. Returns 0, or -1. */
 ZF_EXPORT int zf_client_retry(zf_client_t *self, uint64_t id);
 

@@ -65,6 +65,11 @@ static const fdesc_t fields[ZF_F__MAX] = {
     [ZF_F_BACKOFF] = U32(backoff_ms),
     [ZF_F_DELAY] = U32(delay_ms),
     [ZF_F_NOT_BEFORE] = U64(not_before),
+    [ZF_F_TAGS] = STR(tags, ZF_TAGS_MAX),
+    [ZF_F_LIMIT] = U32(limit),
+    [ZF_F_THEN] = STR(then, ZF_THEN_MAX),
+    [ZF_F_STEP] = U32(step),
+    [ZF_F_STEPS] = U32(steps),
 };
 
 #define B(f) (1ull << (f))
@@ -80,7 +85,8 @@ static uint32_t required_fields(uint8_t cmd)
     case ZF_CMD_RETRY: return B(ZF_F_ID);
     case ZF_CMD_STATS:
     case ZF_CMD_DEAD:
-    case ZF_CMD_PING: return 0;
+    case ZF_CMD_PING:
+    case ZF_CMD_JOBS: return 0;
     case ZF_CMD_ACCEPTED: return B(ZF_F_TAG) | B(ZF_F_ID);
     case ZF_CMD_REJECTED: return B(ZF_F_TAG) | B(ZF_F_CODE);
     case ZF_CMD_RESULT: return B(ZF_F_ID) | B(ZF_F_STATUS);
@@ -585,8 +591,8 @@ int zf_msg_decode(zf_msg_t *m, const void *buf, size_t len, int *err, const char
         if (kv->key.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             return fail(err, why, ZF_EMALFORMED, "header key is not an unsigned integer");
         uint64_t key = kv->key.via.u64;
-        if (key == 0 || key >= ZF_F__MAX)
-            continue;
+        if (key == 0 || key >= ZF_F__MAX || fields[key].type == T_NONE)
+            continue; /* unknown (newer) keys are skipped */
         if (!decode_field(m, (zf_field_t)key, &kv->val))
             return fail(err, why, ZF_EMALFORMED, "header field has the wrong type or range");
         m->present |= B(key);
@@ -609,6 +615,7 @@ const char *zf_cmd_name(uint8_t cmd)
     case ZF_CMD_DEAD: return "DEAD";
     case ZF_CMD_RETRY: return "RETRY";
     case ZF_CMD_PING: return "PING";
+    case ZF_CMD_JOBS: return "JOBS";
     case ZF_CMD_ACCEPTED: return "ACCEPTED";
     case ZF_CMD_REJECTED: return "REJECTED";
     case ZF_CMD_RESULT: return "RESULT";
@@ -728,4 +735,60 @@ size_t zf_utf8_prefix(const char *p, size_t len)
 bool zf_utf8_valid(const char *p, size_t len)
 {
     return zf_utf8_prefix(p, len) == len;
+}
+
+/* ---- tags ---- */
+
+/* One "k=v" pair: both sides non-empty and at most ZF_TAG_PART_MAX bytes, the key without
+   '=' (the first '=' splits), neither with ',' (the separator) nor control bytes. */
+static const char *tag_check(const char *p, size_t n)
+{
+    const char *eq = memchr(p, '=', n);
+    if (!eq)
+        return "a tag must be key=value";
+    size_t klen = (size_t)(eq - p), vlen = n - klen - 1;
+    if (klen == 0 || vlen == 0)
+        return "a tag's key and value must not be empty";
+    if (klen > ZF_TAG_PART_MAX || vlen > ZF_TAG_PART_MAX)
+        return "a tag's key or value is longer than 63 bytes";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return "a tag must not hold control characters";
+    return NULL;
+}
+
+const char *zf_tags_check(const char *p, size_t len)
+{
+    if (len == 0)
+        return NULL; /* no tags */
+    if (len > ZF_TAGS_MAX)
+        return "tags are longer than 255 bytes in all";
+    if (!zf_utf8_valid(p, len))
+        return "tags are not valid UTF-8";
+    uint32_t count = 0;
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && p[i] != ',')
+            continue;
+        if (++count > ZF_TAGS_COUNT)
+            return "more than 8 tags";
+        const char *why = tag_check(p + start, i - start);
+        if (why)
+            return why;
+        start = i + 1;
+    }
+    return NULL;
+}
+
+bool zf_tags_match(const char *tags, size_t len, const char *want, size_t wlen)
+{
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && tags[i] != ',')
+            continue;
+        if (i - start == wlen && memcmp(tags + start, want, wlen) == 0)
+            return true;
+        start = i + 1;
+    }
+    return false;
 }

@@ -18,11 +18,18 @@
 #include <stdint.h>
 
 #define ZF_PROTO_VERSION 1
-#define ZF_HEADER_MAX 4096  /* bytes: a longer header frame is malformed */
-#define ZF_FN_MAX 63        /* bytes of a function name */
-#define ZF_NAME_MAX 63      /* bytes of a worker or device name */
-#define ZF_TEXT_MAX 1024    /* bytes of an error or progress text */
-#define ZF_MAX_FUNCTIONS 32 /* functions one worker may announce */
+#define ZF_HEADER_MAX 4096     /* bytes: a longer header frame is malformed */
+#define ZF_FN_MAX 63           /* bytes of a function name */
+#define ZF_NAME_MAX 63         /* bytes of a worker or device name */
+#define ZF_TEXT_MAX 1024       /* bytes of an error or progress text */
+#define ZF_MAX_FUNCTIONS 32    /* functions one worker may announce */
+#define ZF_TAGS_MAX 255        /* bytes of a job's joined tags (ZF_F_TAGS); = ZFLEET_TAGS_MAX */
+#define ZF_TAGS_COUNT 8        /* tags one job may carry */
+#define ZF_PIPE_STEPS 8        /* further steps (ZF_F_THEN) one SUBMIT may name */
+#define ZF_THEN_MAX 600        /* bytes of ZF_F_THEN */
+#define ZF_JOBS_LIMIT_MAX 1000 /* jobs one JOBS page may hold */
+#define ZF_JOBS_SCAN 10000     /* jobs one JOBS request may look at (bounded work per call) */
+#define ZF_TAG_PART_MAX 63     /* bytes of one tag's key or value */
 #define ZF_CLAIMS_MAX \
     256 /* leases one READY may claim (PROTOCOL.md §7.1): a worker's credits
                                cap; a header of 4096 bytes holds about this many anyway */
@@ -38,6 +45,7 @@ typedef enum {
     ZF_CMD_DEAD = 0x06,
     ZF_CMD_RETRY = 0x07,
     ZF_CMD_PING = 0x08,
+    ZF_CMD_JOBS = 0x09, /* listing (PROTOCOL.md §4.10): answered by REPLY + document */
 
     ZF_CMD_ACCEPTED = 0x41,
     ZF_CMD_REJECTED = 0x42,
@@ -104,7 +112,14 @@ typedef enum {
     ZF_F_BACKOFF = 31,    /* uint32 ms: SUBMIT: first retry's backoff base; default 1000 */
     ZF_F_DELAY = 32,      /* uint32 ms: SUBMIT: run no earlier than this long after acceptance */
     ZF_F_NOT_BEFORE = 33, /* uint64 wall-clock ms since the epoch: SUBMIT: run no earlier */
-    ZF_F__MAX = 34,
+    ZF_F_TAGS = 35,       /* str (<= ZF_TAGS_MAX bytes): SUBMIT, STATUS, RESULT: the job's tags,
+                       "k=v" pairs joined by ','; at most ZF_TAGS_COUNT (PROTOCOL.md §4) */
+    ZF_F_LIMIT = 36,      /* uint32: JOBS: most jobs in one page (1..ZF_JOBS_LIMIT_MAX) */
+    ZF_F_THEN = 37,       /* str: SUBMIT: the pipeline's further steps, "fn@dev,fn@dev" (dev cpu,
+                        gpu or any; "@dev" may be left out: any); at most ZF_PIPE_STEPS */
+    ZF_F_STEP = 38,       /* uint32: STATUS, RESULT: the pipeline step the job is at, 1-based */
+    ZF_F_STEPS = 39,      /* uint32: STATUS, RESULT: the pipeline's steps in all */
+    ZF_F__MAX = 40,
 } zf_field_t;
 
 /* Device kinds. ZF_DEV_ANY is only meaningful as a job requirement. */
@@ -180,9 +195,10 @@ typedef struct {
     uint32_t attempt, timeout_ms, deadline_ms, max_attempts, device, status, code, credits;
     uint32_t batch; /* ZF_F_BATCH */
     uint32_t heartbeat_ms, flags, retries, backoff_ms, delay_ms;
+    uint32_t limit, step, steps;
     int32_t priority, devindex;
     double progress;
-    zf_str_t fn, text, worker, devname, supervisor;
+    zf_str_t fn, text, worker, devname, supervisor, tags, then;
     uint32_t nfunctions, nclaims;
     zf_str_t functions[ZF_MAX_FUNCTIONS]; /* from here on: zf_msg_init leaves it uninitialised */
     zf_claim_t claims[ZF_CLAIMS_MAX];     /* valid up to nclaims */
@@ -243,5 +259,13 @@ bool zf_utf8_valid(const char *p, size_t len);
 /* The length of the longest prefix of the len bytes at p that is well-formed UTF-8: where
    a text cut to a byte bound may be cut again so that it stays valid. */
 size_t zf_utf8_prefix(const char *p, size_t len);
+
+/* Tags (ZF_F_TAGS): "k=v" pairs joined by ','. Checks the len bytes at p: NULL when they are
+   well formed (an empty text is: no tags), else a static description of the first problem
+   (too long, too many, a pair without '=' or with an empty or too long side, control
+   characters, not UTF-8). */
+const char *zf_tags_check(const char *p, size_t len);
+/* True when the well-formed tags at `tags` hold the pair "k=v" given as want (wlen bytes). */
+bool zf_tags_match(const char *tags, size_t len, const char *want, size_t wlen);
 
 #endif

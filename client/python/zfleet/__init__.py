@@ -133,6 +133,7 @@ PROTO_VERSION = 1
 
 # Commands (zf_proto.h, zf_cmd_t)
 SUBMIT, WAIT, GET, CANCEL, STATS, DEAD, RETRY, PING = range(0x01, 0x09)
+JOBS = 0x09  # the job listing (PROTOCOL.md §6.11)
 ACCEPTED, REJECTED, RESULT, STATUS, PROGRESS, REPLY, PONG, ERROR = range(0x41, 0x49)
 
 # Header field keys (zf_field_t)
@@ -143,6 +144,8 @@ F_SUPERVISOR, F_MAXPAYLOAD = 24, 25
 # Retries and delayed jobs (PROTOCOL.md §4.5)
 F_RETRIES, F_BACKOFF, F_DELAY, F_NOT_BEFORE = 30, 31, 32, 33
 RETRIES_MAX, BACKOFF_MAX_MS, DELAY_MAX_MS = 20, 60000, 30 * 24 * 3600000
+F_TAGS, F_LIMIT = 35, 36
+TAGS_MAX, TAGS_COUNT, TAG_PART_MAX = 255, 8, 63
 
 # Payloads larger than this are checked against the broker's limit (PONG's max_payload)
 # before they are sent: past about twice the limit the broker's socket drops the
@@ -196,6 +199,7 @@ class Result:
     worker: str           # worker that ran it ("" if it never ran)
     device: str           # its device label, e.g. "cpu:1"
     function: str
+    tags: Dict[str, str] = dataclasses.field(default_factory=dict)  # as submitted
 
     @property
     def text(self) -> str:
@@ -220,6 +224,7 @@ class Status:
     worker: str
     device: str
     function: str = ""
+    tags: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,14 +399,66 @@ def _result_of(m: _Msg) -> Result:
                   output=m.payload or b"", error=m.f.get(F_TEXT, ""),
                   attempts=m.f.get(F_ATTEMPT, 0), duration_us=m.f.get(F_DURATION, 0),
                   worker=m.f.get(F_WORKER, ""), device=m.f.get(F_DEVNAME, ""),
-                  function=m.f.get(F_FN, ""))
+                  function=m.f.get(F_FN, ""), tags=_tags_of(m.f.get(F_TAGS, "")))
 
 
 def _status_of(m: _Msg) -> Status:
     return Status(id=m.f.get(F_ID, 0), status=_state_name(m.f.get(F_STATUS)),
                   attempts=m.f.get(F_ATTEMPT, 0), progress=float(m.f.get(F_PROGRESS, 0.0)),
                   progress_text=m.f.get(F_TEXT, ""), worker=m.f.get(F_WORKER, ""),
-                  device=m.f.get(F_DEVNAME, ""), function=m.f.get(F_FN, ""))
+                  device=m.f.get(F_DEVNAME, ""), function=m.f.get(F_FN, ""),
+                  tags=_tags_of(m.f.get(F_TAGS, "")))
+
+
+def _tags_of(text: Any) -> Dict[str, str]:
+    """The tags of a RESULT or STATUS ("k=v,k=v") as a dict."""
+    if not isinstance(text, str) or not text:
+        return {}
+    return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
+
+
+def _tags_text(tags: Optional[Dict[str, str]]) -> str:
+    """The wire form of submit's tags, checked as the broker checks them (ValueError)."""
+    if not tags:
+        return ""
+    if len(tags) > TAGS_COUNT:
+        raise ValueError("more than %d tags" % TAGS_COUNT)
+    pairs = []
+    for k, v in tags.items():
+        k, v = str(k), str(v)
+        for part in (k, v):
+            if not 1 <= len(part.encode("utf-8")) <= TAG_PART_MAX:
+                raise ValueError("a tag's key and value must be 1 to %d bytes" % TAG_PART_MAX)
+            if "," in part or any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in part):
+                raise ValueError("a tag must not hold ',' or control characters")
+        if "=" in k:
+            raise ValueError("a tag's key must not hold '='")
+        pairs.append("%s=%s" % (k, v))
+    text = ",".join(pairs)
+    if len(text.encode("utf-8")) > TAGS_MAX:
+        raise ValueError("tags are longer than %d bytes in all" % TAGS_MAX)
+    return text
+
+
+def _jobs_fields(state: Optional[str], function: Optional[str], tag: Optional[str],
+                 limit: int, after: int) -> Fields:
+    """The JOBS request fields (ValueError on bad input)."""
+    if not 1 <= int(limit) <= 1000:
+        raise ValueError("limit must be 1 to 1000")
+    f: Fields = {F_LIMIT: int(limit)}
+    if after:
+        f[F_ID] = int(after)
+    if state is not None:
+        if state not in STATES:
+            raise ValueError("unknown state %r" % state)
+        f[F_STATUS] = STATES.index(state)
+    if function:
+        f[F_FN] = function
+    if tag:
+        if "," in tag or "=" not in tag:
+            raise ValueError("the tag filter must be one key=value")
+        f[F_TAGS] = tag
+    return f
 
 
 def _as_bytes(data: Data) -> Buffer:
@@ -416,7 +473,8 @@ def _submit_fields(function: str, priority: int = 0, run_timeout_ms: int = 0,
                    deadline_ms: int = 0, max_attempts: int = 0, device: Union[str, int] = "any",
                    no_push: bool = False, forget: bool = False, retries: int = 0,
                    retry_backoff_ms: int = 0, delay_ms: int = 0,
-                   not_before: float = 0) -> Fields:
+                   not_before: float = 0,
+                   tags: Optional[Dict[str, str]] = None) -> Fields:
     """The SUBMIT header fields (without the tag). Raises ValueError/TypeError on bad input,
     which the broker would otherwise answer with an untagged error."""
     if not isinstance(function, str):
@@ -449,6 +507,9 @@ def _submit_fields(function: str, priority: int = 0, run_timeout_ms: int = 0,
     if flags:
         f[F_FLAGS] = flags
     _schedule_fields(f, retries, retry_backoff_ms, delay_ms, not_before)
+    text = _tags_text(tags)
+    if text:
+        f[F_TAGS] = text
     return f
 
 
@@ -1508,7 +1569,8 @@ class Client(_Base):
                priority: int = 0, run_timeout_ms: int = 0, deadline_ms: int = 0,
                max_attempts: int = 0, device: Union[str, int] = "any", no_push: bool = False,
                forget: bool = False, retries: int = 0, retry_backoff_ms: int = 0,
-               delay_ms: int = 0, not_before: float = 0) -> int:
+               delay_ms: int = 0, not_before: float = 0,
+               tags: Optional[Dict[str, str]] = None) -> int:
         """Submits a job and returns its id once the broker has accepted it. Raises
         QueueFull, PayloadTooLarge or Rejected (refused), Unreachable (no answer).
         forget=True: the broker drops the result once it has pushed it to this client, so
@@ -1516,10 +1578,13 @@ class Client(_Base):
         raises UnknownJob. Not with no_push=True (Rejected).
         retries: handler failures retried after a backoff (retry_backoff_ms, doubling,
         capped, jittered) unless the handler raises zfleet.Permanent; delay_ms / not_before
-        (wall-clock ms since the epoch): the job is `scheduled` until then."""
+        (wall-clock ms since the epoch): the job is `scheduled` until then.
+        tags: up to 8 str key/value
+        pairs (each side 1-63 bytes, 255 bytes in all), kept with the job and returned in
+        its Result and Status (.tags); malformed: ValueError."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
                            device, no_push, forget, retries, retry_backoff_ms, delay_ms,
-                           not_before)
+                           not_before, tags)
         data = _as_bytes(data)
         with self._acquire():
             if len(data) > _LIMIT_CHECK_ABOVE:  # asked each time: a broker may restart
@@ -1603,6 +1668,17 @@ class Client(_Base):
         """The broker's statistics: a dict with "broker", "finished", "functions", "workers"."""
         with self._acquire():
             m = self._request(STATS, {})
+        return _unpack(m.payload) if m.payload else {}
+
+    def jobs(self, state: Optional[str] = None, function: Optional[str] = None,
+             tag: Optional[str] = None, limit: int = 100, after: int = 0) -> Any:
+        """One page of the job listing, in id order: a dict {"jobs": [{"id", "state",
+        "function", "attempts", "tags"}...], "next": cursor, "scanned": n}. Pass "next" as
+        `after` for the following page until it is 0; a page may hold fewer than `limit`
+        jobs (the broker looks at no more than 10,000 per call). tag: one "k=v"."""
+        f = _jobs_fields(state, function, tag, limit, after)
+        with self._acquire():
+            m = self._request(JOBS, f)
         return _unpack(m.payload) if m.payload else {}
 
     def dead(self, purge: bool = False) -> Any:
@@ -2145,11 +2221,12 @@ class AsyncClient(_Base):
                      max_attempts: int = 0, device: Union[str, int] = "any",
                      no_push: bool = False, forget: bool = False, retries: int = 0,
                      retry_backoff_ms: int = 0, delay_ms: int = 0,
-                     not_before: float = 0) -> int:
+                     not_before: float = 0,
+                     tags: Optional[Dict[str, str]] = None) -> int:
         """As Client.submit."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
                            device, no_push, forget, retries, retry_backoff_ms, delay_ms,
-                           not_before)
+                           not_before, tags)
         data = _as_bytes(data)
         if len(data) > _LIMIT_CHECK_ABOVE:
             err = self._too_large(await self._request(PING, {}), len(data))
@@ -2207,6 +2284,12 @@ class AsyncClient(_Base):
     async def stats(self) -> Any:
         """As Client.stats."""
         m = await self._request(STATS, {})
+        return _unpack(m.payload) if m.payload else {}
+
+    async def jobs(self, state: Optional[str] = None, function: Optional[str] = None,
+                   tag: Optional[str] = None, limit: int = 100, after: int = 0) -> Any:
+        """As Client.jobs."""
+        m = await self._request(JOBS, _jobs_fields(state, function, tag, limit, after))
         return _unpack(m.payload) if m.payload else {}
 
     async def dead(self, purge: bool = False) -> Any:
