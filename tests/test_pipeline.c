@@ -115,3 +115,40 @@ Test(pipeline, broker_killed_between_steps_resumes_at_the_unfinished_step, .time
     zf_event_destroy(&e);
     zf_client_destroy(&c);
 }
+
+/* A worker killed during step 2: that step runs again elsewhere (its attempt counted), the
+   steps before it do not, and the output shows each step's work once. */
+Test(pipeline, worker_killed_during_a_step_reruns_only_that_step, .timeout = 90)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    zt_broker(&env, 200, NULL);
+    zt_worker(&env, 200, "--device", "cpu:0", "--module", steps_py(), NULL);
+    pid_t gpu = zt_worker(&env, 200, "--device", "gpu:0", "--fake-gpu", "--module", steps_py(),
+                          "--credits", "1", NULL);
+    cr_assert(zt_wait_workers(&env, 2, 10000));
+    zf_client_t *c = zt_client(&env);
+    uint64_t id = submit_pipe(c, "decode", ZFLEET_DEVICE_CPU, "slow@gpu,encode@cpu");
+    int64_t until = zt_now_ms() + 10000;
+    zf_event_t *e = NULL;
+    for (;;) { /* until step 2 runs on the GPU worker */
+        e = zf_client_get(c, id);
+        cr_assert(e);
+        if (e->step == 2 && e->status == ZFLEET_RUNNING)
+            break;
+        zf_event_destroy(&e);
+        cr_assert_lt(zt_now_ms(), until, "step 2 did not start");
+        zt_pause_ms(20);
+    }
+    zf_event_destroy(&e);
+    zt_kill(gpu, SIGKILL);
+    zt_worker(&env, 200, "--device", "gpu:1", "--fake-gpu", "--module", steps_py(), NULL);
+    e = zf_client_wait(c, id, 30000);
+    cr_assert(e && e->status == ZFLEET_SUCCEEDED, "%s", e ? e->text : zf_client_error(c));
+    const char *want = "x+decode@cpu+slow@gpu+encode@cpu";
+    cr_assert(e->output_len == strlen(want) && !memcmp(e->output, want, e->output_len), "%.*s",
+              (int)e->output_len, (const char *)e->output);
+    cr_assert_eq(e->step, 3);
+    zf_event_destroy(&e);
+    zf_client_destroy(&c);
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Tags and the job listing in the Python client (issue 18), sync and asyncio, against a real
+"""Tags, the job listing and pipelines in the Python client (issue 18), sync and asyncio, against a real
 broker and worker from the build directory.
 
     /usr/bin/python3 tests/py/test_tags_listing.py BUILD_DIR
@@ -29,6 +29,10 @@ def main() -> int:
         time.sleep(0.3)
         procs.append(subprocess.Popen([os.path.join(BUILD, "worker", "zfleet-worker"),
                                        "--broker", wep],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([os.path.join(BUILD, "worker", "zfleet-worker"),
+                                       "--broker", wep, "--module",
+                                       os.path.join(HERE, "pipe_steps.py")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         with zfleet.Client(cep, heartbeat=0.25) as c:
             jid = c.submit("echo", b"x", tags={"team": "web", "image": "42"})
@@ -63,6 +67,18 @@ def main() -> int:
                 except ValueError:
                     continue
                 raise AssertionError("jobs(%r) accepted" % (kw,))
+            # a pipeline: each step appends its name; one id, step/steps in the result
+            jid = c.submit("decode", b"x", then=["infer@cpu", "encode"])
+            r = c.wait(jid, timeout=20)
+            assert r.ok and r.output == b"x+decode@cpu+infer@cpu+encode@cpu", r
+            assert (r.step, r.steps) == (3, 3), r
+            for then, exc in (("infer", TypeError), (["a,b"], ValueError),
+                              (["s"] * 9, ValueError), (["infer@tpu"], zfleet.Rejected)):
+                try:
+                    c.submit("decode", b"x", then=then)
+                except exc:
+                    continue
+                raise AssertionError("then=%r accepted" % (then,))
 
         async def run_async() -> None:
             async with zfleet.AsyncClient(cep, heartbeat=0.25) as a:
@@ -71,6 +87,9 @@ def main() -> int:
                 assert r.tags == {"via": "asyncio"}, r
                 page = await a.jobs(tag="via=asyncio")
                 assert [x["id"] for x in page["jobs"]] == [j], page
+                j = await a.submit("decode", b"z", then=["encode@cpu"])
+                r = await a.wait(j, timeout=20)
+                assert r.output == b"z+decode@cpu+encode@cpu" and r.steps == 2, r
         asyncio.run(run_async())
         print("OK")
         return 0

@@ -99,7 +99,8 @@ import threading
 import time
 import weakref
 from typing import (Any, AsyncIterator, Awaitable, Callable, Collection, Deque, Dict, Iterable,
-                    Iterator, List, NamedTuple, Optional, Set, Tuple, TypeVar, Union)
+                    Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar,
+                    Union)
 
 # (Debian's msgpack has no type hints)
 import msgpack  # type: ignore[import]
@@ -145,6 +146,9 @@ F_SUPERVISOR, F_MAXPAYLOAD = 24, 25
 F_RETRIES, F_BACKOFF, F_DELAY, F_NOT_BEFORE = 30, 31, 32, 33
 RETRIES_MAX, BACKOFF_MAX_MS, DELAY_MAX_MS = 20, 60000, 30 * 24 * 3600000
 F_TAGS, F_LIMIT = 35, 36
+# Pipelines (PROTOCOL.md §6.12): further steps on SUBMIT; where a job is in RESULT/STATUS
+F_THEN, F_STEP, F_STEPS = 37, 38, 39
+PIPE_STEPS, THEN_MAX = 8, 600
 TAGS_MAX, TAGS_COUNT, TAG_PART_MAX = 255, 8, 63
 
 # Payloads larger than this are checked against the broker's limit (PONG's max_payload)
@@ -200,6 +204,8 @@ class Result:
     device: str           # its device label, e.g. "cpu:1"
     function: str
     tags: Dict[str, str] = dataclasses.field(default_factory=dict)  # as submitted
+    step: int = 0         # a pipeline's step the job ended at (1-based); 0: not a pipeline
+    steps: int = 0        # a pipeline's steps in all
 
     @property
     def text(self) -> str:
@@ -225,6 +231,8 @@ class Status:
     device: str
     function: str = ""
     tags: Dict[str, str] = dataclasses.field(default_factory=dict)
+    step: int = 0         # a pipeline's current step (1-based); 0: not a pipeline
+    steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,7 +407,8 @@ def _result_of(m: _Msg) -> Result:
                   output=m.payload or b"", error=m.f.get(F_TEXT, ""),
                   attempts=m.f.get(F_ATTEMPT, 0), duration_us=m.f.get(F_DURATION, 0),
                   worker=m.f.get(F_WORKER, ""), device=m.f.get(F_DEVNAME, ""),
-                  function=m.f.get(F_FN, ""), tags=_tags_of(m.f.get(F_TAGS, "")))
+                  function=m.f.get(F_FN, ""), tags=_tags_of(m.f.get(F_TAGS, "")),
+                  step=m.f.get(F_STEP, 0), steps=m.f.get(F_STEPS, 0))
 
 
 def _status_of(m: _Msg) -> Status:
@@ -407,7 +416,8 @@ def _status_of(m: _Msg) -> Status:
                   attempts=m.f.get(F_ATTEMPT, 0), progress=float(m.f.get(F_PROGRESS, 0.0)),
                   progress_text=m.f.get(F_TEXT, ""), worker=m.f.get(F_WORKER, ""),
                   device=m.f.get(F_DEVNAME, ""), function=m.f.get(F_FN, ""),
-                  tags=_tags_of(m.f.get(F_TAGS, "")))
+                  tags=_tags_of(m.f.get(F_TAGS, "")), step=m.f.get(F_STEP, 0),
+                  steps=m.f.get(F_STEPS, 0))
 
 
 def _tags_of(text: Any) -> Dict[str, str]:
@@ -474,7 +484,8 @@ def _submit_fields(function: str, priority: int = 0, run_timeout_ms: int = 0,
                    no_push: bool = False, forget: bool = False, retries: int = 0,
                    retry_backoff_ms: int = 0, delay_ms: int = 0,
                    not_before: float = 0,
-                   tags: Optional[Dict[str, str]] = None) -> Fields:
+                   tags: Optional[Dict[str, str]] = None,
+                   then: Optional[Sequence[str]] = None) -> Fields:
     """The SUBMIT header fields (without the tag). Raises ValueError/TypeError on bad input,
     which the broker would otherwise answer with an untagged error."""
     if not isinstance(function, str):
@@ -510,7 +521,28 @@ def _submit_fields(function: str, priority: int = 0, run_timeout_ms: int = 0,
     text = _tags_text(tags)
     if text:
         f[F_TAGS] = text
+    steps = _then_text(then)
+    if steps:
+        f[F_THEN] = steps
     return f
+
+
+def _then_text(then: Optional[Sequence[str]]) -> str:
+    """The wire form of submit's further pipeline steps ("fn@dev,..."); the broker checks
+    names and devices (Rejected, with the reason), here only what joining them could hide."""
+    if not then:
+        return ""
+    if isinstance(then, str):
+        raise TypeError("then must be a list of 'function[@cpu|@gpu]' strings")
+    if len(then) > PIPE_STEPS:
+        raise ValueError("more than %d further steps" % PIPE_STEPS)
+    for step in then:
+        if not isinstance(step, str) or not step or "," in step:
+            raise ValueError("a step must be a non-empty 'function[@cpu|@gpu]' without ','")
+    text = ",".join(then)
+    if len(text.encode("utf-8")) > THEN_MAX:
+        raise ValueError("the steps are longer than %d bytes in all" % THEN_MAX)
+    return text
 
 
 def _schedule_fields(f: Fields, retries: int, retry_backoff_ms: int, delay_ms: int,
@@ -1570,7 +1602,8 @@ class Client(_Base):
                max_attempts: int = 0, device: Union[str, int] = "any", no_push: bool = False,
                forget: bool = False, retries: int = 0, retry_backoff_ms: int = 0,
                delay_ms: int = 0, not_before: float = 0,
-               tags: Optional[Dict[str, str]] = None) -> int:
+               tags: Optional[Dict[str, str]] = None,
+               then: Optional[Sequence[str]] = None) -> int:
         """Submits a job and returns its id once the broker has accepted it. Raises
         QueueFull, PayloadTooLarge or Rejected (refused), Unreachable (no answer).
         forget=True: the broker drops the result once it has pushed it to this client, so
@@ -1581,10 +1614,12 @@ class Client(_Base):
         (wall-clock ms since the epoch): the job is `scheduled` until then.
         tags: up to 8 str key/value
         pairs (each side 1-63 bytes, 255 bytes in all), kept with the job and returned in
-        its Result and Status (.tags); malformed: ValueError."""
+        its Result and Status (.tags); malformed: ValueError. then: a pipeline's further
+        steps, e.g. ["infer@gpu", "encode@cpu"]: each runs on the previous step's output,
+        under this one id (Result/Status .step and .steps)."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
                            device, no_push, forget, retries, retry_backoff_ms, delay_ms,
-                           not_before, tags)
+                           not_before, tags, then)
         data = _as_bytes(data)
         with self._acquire():
             if len(data) > _LIMIT_CHECK_ABOVE:  # asked each time: a broker may restart
@@ -2222,11 +2257,12 @@ class AsyncClient(_Base):
                      no_push: bool = False, forget: bool = False, retries: int = 0,
                      retry_backoff_ms: int = 0, delay_ms: int = 0,
                      not_before: float = 0,
-                     tags: Optional[Dict[str, str]] = None) -> int:
+                     tags: Optional[Dict[str, str]] = None,
+                     then: Optional[Sequence[str]] = None) -> int:
         """As Client.submit."""
         f = _submit_fields(function, priority, run_timeout_ms, deadline_ms, max_attempts,
                            device, no_push, forget, retries, retry_backoff_ms, delay_ms,
-                           not_before, tags)
+                           not_before, tags, then)
         data = _as_bytes(data)
         if len(data) > _LIMIT_CHECK_ABOVE:
             err = self._too_large(await self._request(PING, {}), len(data))
