@@ -1686,6 +1686,21 @@ static int commit_inline(zf_journal_t *self)
     return rc;
 }
 
+/* The pending records reached the file (not yet the disk): count them and empty the buffer,
+   keeping its memory unless a burst made it large. */
+static void pend_written(zf_journal_t *self)
+{
+    self->size += self->pend.len;
+    self->records += self->pend.nrec;
+    self->pend.len = 0;
+    self->pend.nrec = 0;
+    if (self->pend.cap > KEEP_BUF_BYTES) {
+        free(self->pend.p);
+        self->pend = (jbuf_t){0};
+    }
+    self->unsynced = true;
+}
+
 static int commit_write_sync(zf_journal_t *self)
 {
     if (self->down)
@@ -1703,15 +1718,7 @@ static int commit_write_sync(zf_journal_t *self)
         return -1;
     }
     uint64_t before = self->size, before_records = self->records;
-    self->size += self->pend.len;
-    self->records += self->pend.nrec;
-    self->pend.len = 0;
-    self->pend.nrec = 0;
-    if (self->pend.cap > KEEP_BUF_BYTES) {
-        free(self->pend.p);
-        self->pend = (jbuf_t){0};
-    }
-    self->unsynced = true;
+    pend_written(self);
     int64_t now = zf_now_ms();
     if (self->o.policy == ZF_FSYNC_ALWAYS) {
         if (do_sync(self, now) == 0)
@@ -1936,15 +1943,7 @@ int zf_journal_commit_async(zf_journal_t *self)
         go_down(self, e, "write");
         return -1;
     }
-    self->size += self->pend.len;
-    self->records += self->pend.nrec;
-    self->pend.len = 0;
-    self->pend.nrec = 0;
-    if (self->pend.cap > KEEP_BUF_BYTES) {
-        free(self->pend.p);
-        self->pend = (jbuf_t){0};
-    }
-    self->unsynced = true;
+    pend_written(self);
     self->wseq++;
     struct flusher *f = self->flusher;
     pthread_mutex_lock(&f->mu);
