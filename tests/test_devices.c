@@ -435,20 +435,30 @@ Test(devices, fleet_runs_one_worker_per_core_and_restarts_a_killed_one)
     cr_assert(wait_workers_json(&env, dead_name, 10000, fresh_name, NULL),
               "the restarted worker is not listed");
     cr_assert(zt_wait_workers(&env, ncores, 5000));
-    /* one 400 ms job per worker at once: idle workers are served first, so each gets one */
+    /* one 400 ms job per worker at once: idle workers are served first, so each gets one.
+       A worker that missed a heartbeat on a loaded machine is briefly not offered work
+       (suspect), so up to three rounds: the claim is that the new process serves jobs. */
     zf_client_t *c = zt_client(&env);
-    uint64_t ids[16];
-    for (int i = 0; i < ncores; i++)
-        cr_assert_eq(zf_client_submit(c, "spin", "400", 3, NULL, &ids[i]), 0);
+    char mine[40];
+    snprintf(mine, sizeof mine, ":%d:", (int)fresh);
     bool fresh_served = false;
-    for (int i = 0; i < ncores; i++) {
-        zf_event_t *r = zf_client_wait(c, ids[i], 15000);
-        cr_assert_not_null(r, "%s", zf_client_error(c));
-        cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s", r->text);
-        char mine[40];
-        snprintf(mine, sizeof mine, ":%d:", (int)fresh);
-        fresh_served |= strstr(r->worker, mine) != NULL;
-        zf_event_destroy(&r);
+    for (int round = 0; round < 3 && !fresh_served; round++) {
+        if (round)
+            cr_log_warn("round %d: the restarted worker served none yet", round);
+        uint64_t ids[16];
+        for (int i = 0; i < ncores; i++)
+            cr_assert_eq(zf_client_submit(c, "spin", "400", 3, NULL, &ids[i]), 0);
+        for (int i = 0; i < ncores; i++) {
+            zf_event_t *r = zf_client_wait(c, ids[i], 15000);
+            cr_assert_not_null(r, "%s", zf_client_error(c));
+            cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s", r->text);
+            fresh_served |= strstr(r->worker, mine) != NULL;
+            zf_event_destroy(&r);
+        }
+    }
+    if (!fresh_served) {
+        workers_json(&env, out, sizeof out);
+        cr_log_error("workers: %s", out);
     }
     cr_assert(fresh_served, "the restarted worker served no job");
     zf_client_destroy(&c);
