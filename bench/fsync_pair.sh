@@ -35,7 +35,7 @@ printf '%-6s %14s %14s %8s %14s %8s %s\n' round no-journal always ratio before r
 r=1
 while [ $r -le "$ROUNDS" ]; do
     set -- $(run "$B/broker/zfleet-broker" --no-journal); mem=$1; e1=$2
-    set -- $(run "$B/broker/zfleet-broker" --data "$T/data" --fsync always); alw=$1; e2=$2
+    set -- $(run "$B/broker/zfleet-broker" --data "$T/data" --fsync group); alw=$1; e2=$2
     old=- ro=- e3=-
     if [ -n "${BEFORE:-}" ]; then
         set -- $(run "$BEFORE" --data "$T/data" --fsync always); old=$1; e3=$2

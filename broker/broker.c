@@ -2968,7 +2968,8 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
                                 .compact_min_bytes = cfg->compact_min_bytes,
                                 .owners = b->owners,
                                 .fsync_hist = &b->fsync_hist,
-                                .wake_fd = b->wake_fd};
+                                .wake_fd = b->wake_fd,
+                                .flusher = cfg->fsync_thread};
         if (b->cfg.max_payload > ZF_JOURNAL_MAX_PAYLOAD) {
             zf_log(ZF_LOG_WARN,
                    "journal: payloads limited to %llu bytes (a record's length "

@@ -1927,7 +1927,8 @@ int zf_journal_commit_async(zf_journal_t *self)
         return 0;
     if (self->down)
         return -1;
-    if (self->o.policy != ZF_FSYNC_ALWAYS || (!self->flusher && flusher_start(self) < 0))
+    if (self->o.policy != ZF_FSYNC_ALWAYS || !self->o.flusher ||
+        (!self->flusher && flusher_start(self) < 0))
         return commit_inline(self);
     if (flusher_collect(self, false) < 0)
         return -1;

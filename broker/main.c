@@ -47,8 +47,9 @@ static void usage(FILE *out)
           "  --max-dead N          dead-letter list bound (default 10000)\n"
           "  --data DIR            journal directory (default $ZFLEET_DATA, else ./zfleet-data)\n"
           "  --no-journal          keep everything in memory (jobs are lost on a crash)\n"
-          "  --fsync POLICY        always | interval:MS | never (default always); see\n"
-          "                        docs/JOURNAL.md for what each can lose\n"
+          "  --fsync POLICY        always | group | interval:MS | never (default always); see\n"
+          "                        docs/JOURNAL.md for what each can lose. group: as always,\n"
+          "                        the fsync in a thread off the event loop (experimental)\n"
           "  --result-max-bytes N  largest output written whole to the journal (default: the\n"
           "                        --result-store-bytes value). A longer one is kept in memory\n"
           "                        but journaled by its length only: after a restart its job\n"
@@ -92,13 +93,16 @@ static void parse_fsync(zf_broker_config_t *cfg, const char *s)
 {
     if (!strcmp(s, "always"))
         cfg->fsync = ZF_FSYNC_ALWAYS;
-    else if (!strcmp(s, "never"))
+    else if (!strcmp(s, "group")) { /* always, the sync in a flusher thread */
+        cfg->fsync = ZF_FSYNC_ALWAYS;
+        cfg->fsync_thread = true;
+    } else if (!strcmp(s, "never"))
         cfg->fsync = ZF_FSYNC_NEVER;
     else if (!strncmp(s, "interval:", 9)) {
         cfg->fsync = ZF_FSYNC_INTERVAL;
         cfg->fsync_interval_ms = (uint32_t)num("fsync", s + 9, 1, 3600000);
     } else {
-        zf_log(ZF_LOG_ERROR, "--fsync: expected always, interval:MS or never, got '%s'", s);
+        zf_log(ZF_LOG_ERROR, "--fsync: expected always, group, interval:MS or never, got '%s'", s);
         exit(2);
     }
 }

@@ -29,6 +29,7 @@
 #ifndef ZF_JOURNAL_H
 #define ZF_JOURNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../common/zf_hist.h"
@@ -56,6 +57,8 @@ typedef struct {
                                    into it (borrowed); NULL = not timed */
     int wake_fd;                /* an eventfd the flusher thread writes 1 to when a sync
                                    ends (borrowed; the loop polls it); 0 = none */
+    bool flusher;               /* under ZF_FSYNC_ALWAYS: zf_journal_commit_async hands the
+                                   sync to the flusher thread; false: it syncs in line */
 } zf_journal_opts_t;
 
 /* Opens (creating) the journal in dir (created if missing, one level). Returns NULL with a

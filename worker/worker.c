@@ -178,6 +178,10 @@ static uint32_t ready_credits(const wk_t *w)
 
 static void send_ready(wk_t *w)
 {
+    /* CREDITS belongs to a registration: none until the BHEARTBEAT answering this READY
+       says the broker takes it (a restarted broker behind the same endpoint may not know
+       us yet, and would answer a CREDITS with RESET) */
+    w->broker_credits = false;
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_READY);
     zf_msg_set_str(&m, ZF_F_WORKER, w->name);
@@ -267,7 +271,6 @@ static int connect_broker(wk_t *w)
     int64_t now = zf_now_ms();
     w->last_recv_ms = now;
     w->broker_deadline_ms = now + w->backoff_ms;
-    w->broker_credits = false; /* until this connection's broker says it takes CREDITS */
     zf_prefetch_reset_probe(&w->pf);
     send_ready(w);
     return 0;
@@ -373,6 +376,10 @@ static void maybe_probe(wk_t *w)
 {
     int64_t now = zf_now_us();
     if (w->cfg->credits || !w->broker_credits || w->draining || !zf_prefetch_probe_due(&w->pf, now))
+        return;
+    /* only to a broker we are hearing from: after a silence (the broker down, or this
+       process stopped) a probe would overtake the DONEs and READY the silence calls for */
+    if (zf_now_ms() - w->last_recv_ms > (int64_t)w->cfg->heartbeat_ms * w->cfg->liveness)
         return;
     uint32_t before = w->pf.announced;
     zf_msg_t m;
