@@ -126,7 +126,8 @@ typedef struct zf_event {
     int status;         /* zfleet_state_t, for RESULT and STATUS */
     int code;           /* zf_broker_code_t, ZF_BROKER_OK = 0 */
     const char *text;   /* error text, progress text or reason; never NULL */
-    const void *output; /* RESULT: the handler's output; REPLY: the document */
+    const void *output; /* RESULT: the handler's output; REPLY: the document. Not
+                           NUL-terminated: output_len bytes */
     size_t output_len;
     uint32_t attempts;
     uint64_t duration_us; /* handler run time */

@@ -693,6 +693,17 @@ void zt_pattern(unsigned char *buf, size_t n, unsigned seed)
         buf[k] = pattern_byte(k, seed);
 }
 
+long zt_output_long(const zf_event_t *e)
+{
+    char num[32] = {0};
+    cr_assert_lt(e->output_len, sizeof num, "output of %zu bytes is not a number", e->output_len);
+    memcpy(num, e->output, e->output_len);
+    char *end;
+    long v = strtol(num, &end, 10);
+    cr_assert(end != num && *end == 0, "output '%s' is not a number", num);
+    return v;
+}
+
 size_t zt_pattern_mismatch(const void *p, size_t n, unsigned seed)
 {
     const unsigned char *b = p;

@@ -154,6 +154,10 @@ struct msgpack_object *zt_mp_get(struct msgpack_object *map, const char *key);
 /* Polls GET until the job is running (in a worker's hands). False after timeout_ms. */
 bool zt_wait_running(zf_client_t *c, uint64_t id, int timeout_ms);
 
+/* A RESULT's output read as a decimal number (outputs are not NUL-terminated); fails the
+   test when it is not one. */
+long zt_output_long(const zf_event_t *e);
+
 /* Fills buf[n] with bytes derived from seed and their position; zt_pattern_mismatch gives
    the index of the first byte of p[n] that differs from that pattern, or n if none does. */
 void zt_pattern(unsigned char *buf, size_t n, unsigned seed);

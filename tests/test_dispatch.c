@@ -33,7 +33,8 @@ Test(dispatch, priority_then_fifo, .timeout = 60)
         zf_event_t *e = zf_client_next(c, 10000);
         cr_assert_not_null(e);
         cr_assert_eq(e->type, ZF_EV_RESULT);
-        int idx = atoi(e->output);
+        int idx = (int)zt_output_long(e);
+        cr_assert(idx >= 0 && idx < N, "output %d is not a job index", idx);
         if (prio[idx] == prev_prio)
             cr_assert_gt(idx, prev_idx, "FIFO broken within priority %d: %d after %d", prio[idx],
                          idx, prev_idx);

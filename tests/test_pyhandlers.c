@@ -369,12 +369,12 @@ Test(pyhandlers, model_threads_run_between_jobs, .timeout = 60)
     zf_client_t *c = zt_client(&env);
     zf_event_t *r = run(c, "py_ticks", "", 0, NULL, 10000);
     cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
-    long before = strtol(r->output, NULL, 10);
+    long before = zt_output_long(r);
     zf_event_destroy(&r);
     zt_pause_ms(300);
     r = run(c, "py_ticks", "", 0, NULL, 10000);
     cr_assert_eq(r->status, ZFLEET_SUCCEEDED);
-    long after = strtol(r->output, NULL, 10);
+    long after = zt_output_long(r);
     zf_event_destroy(&r);
     cr_assert_gt(after, before, "the model's thread did not run while the worker was idle");
     zf_client_destroy(&c);
