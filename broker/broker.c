@@ -49,13 +49,13 @@
 #include "zf_pipeline.h"
 #include "zf_metrics.h"
 #include "zf_notify.h"
+#include "zf_pacer.h"
 #include "zf_reattach.h"
 #include "zf_state.h"
 #include "zf_stats.h"
 
 #define ZF_MAX_FN_QUEUES 10000 /* distinct function names; each costs a queue forever */
 /* Retry on failure and delayed jobs (PROTOCOL.md §4.5). */
-#define ZF_RETRIES_MAX 20                      /* handler failures one job may have retried */
 #define ZF_BACKOFF_DEFAULT_MS 1000             /* first retry's backoff when SUBMIT says none */
 #define ZF_BACKOFF_CAP_MS 60000                /* no retry waits longer than this */
 #define ZF_DELAY_MAX_MS (30ull * 24 * 3600000) /* 30 days: the furthest a job may be delayed */
@@ -80,6 +80,7 @@ struct zf_broker {
     bool stop;
     job_t *jobs;        /* all jobs by id */
     zfb_index_t *index; /* the same jobs in id order, for JOBS listings (zf_index.h) */
+    zfb_pacer_t *pacer; /* JOBS pages kept to a share of the loop while jobs run */
     fnq_t *fns;         /* functions by name */
     wrk_t *workers;     /* workers by routing id */
     client_t *clients;  /* clients by routing id */
@@ -1657,7 +1658,8 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     if (m->then.len) {
         char first[ZF_FN_MAX + 1];
         zf_str_copy(first, sizeof first, m->fn);
-        const char *bad_steps = zfb_pipe_parse(m->then, first, (uint8_t)m->device, &steps);
+        zfb_pipe_first_t one = {first, (uint8_t)m->device, m->timeout_ms, (uint8_t)m->retries};
+        const char *bad_steps = zfb_pipe_parse(m->then, &one, &steps);
         if (bad_steps)
             return reject(b, rid, m->tag, ZF_EBADARG, bad_steps);
     }
@@ -1935,6 +1937,8 @@ static void stats_view(zf_broker_t *b, zfb_stats_t *out, zfb_auth_counts_t *auth
         .journal_errors = zf_journal_failures(b->journal),
         .queued_bytes = b->payload_bytes,
         .clients_slow = slow,
+        .jobs_paced = zfb_pacer_deferred(b->pacer),
+        .jobs_waiting = zfb_pacer_held(b->pacer),
         .fns = b->fns,
         .workers = b->workers,
         .now_ms = now,
@@ -2008,6 +2012,69 @@ static void on_jobs(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
     send_doc(b, rid, m->tag, &sb);
 }
 
+/* Whether any job is running: then a JOBS page waits its share of the loop (zf_pacer.h). */
+static bool jobs_running(const zf_broker_t *b)
+{
+    for (const fnq_t *f = b->fns; f; f = f->hh.next)
+        if (f->running)
+            return true;
+    return false;
+}
+
+/* One page served, its cost recorded for the pacer. */
+static void serve_jobs(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m)
+{
+    int64_t start = zf_now_us();
+    on_jobs(b, rid, m);
+    zfb_pacer_spent(b->pacer, start, zf_now_us());
+}
+
+/* A JOBS request: served now, unless jobs run and the listing has used its share of the loop
+   (or pages wait already, which keeps them in order); then held until its turn. The request
+   frame is kept whole and decoded again when served: the decoded view points into it. */
+static void on_jobs_paced(zf_broker_t *b, zf_frames_t *f, const zf_msg_t *m)
+{
+    if (!jobs_running(b) && zfb_pacer_held(b->pacer) == 0)
+        return serve_jobs(b, &f->part[0], m);
+    if (zfb_pacer_may(b->pacer, zf_now_us()))
+        return serve_jobs(b, &f->part[0], m);
+    zfb_paced_t p = {.caller = b->caller, .admin = b->caller_admin};
+    zmq_msg_init(&p.rid);
+    zmq_msg_init(&p.req);
+    zmq_msg_move(&p.rid, &f->part[0]);
+    zmq_msg_move(&p.req, &f->part[1]);
+    if (zfb_pacer_hold(b->pacer, &p) == 0)
+        return;
+    b->c.jobs_refused++;
+    reply_error(b, &p.rid, ZF_CMD_ERROR, m->tag, ZF_EQUEUE_FULL,
+                "too many listings waiting their turn; retry later");
+    zmq_msg_close(&p.rid);
+    zmq_msg_close(&p.req);
+}
+
+/* Held JOBS pages whose turn has come (all of them when no job runs), at most one per loop
+   turn while jobs run. */
+static void serve_paced(zf_broker_t *b)
+{
+    zfb_paced_t p;
+    bool running = jobs_running(b);
+    while (zfb_pacer_next(b->pacer, zf_now_us(), !running, &p)) {
+        zf_msg_t m;
+        int err = 0;
+        const char *why = NULL;
+        int rc = zf_msg_decode(&m, zmq_msg_data(&p.req), zmq_msg_size(&p.req), &err, &why);
+        assert(rc == 0 && "it decoded when it came");
+        (void)rc;
+        b->caller = p.caller;
+        b->caller_admin = p.admin;
+        serve_jobs(b, &p.rid, &m);
+        zmq_msg_close(&p.rid);
+        zmq_msg_close(&p.req);
+        if (running)
+            break;
+    }
+}
+
 /* Sets the caller from the message's User-Id (ZAP let the connection in with it) and says
    whether its key may still be a client: one removed from the key directories since it
    connected gets no further service. */
@@ -2057,7 +2124,7 @@ static void client_message(zf_broker_t *b, zf_frames_t *f)
     case ZF_CMD_STATS: on_stats(b, rid, &m); break;
     case ZF_CMD_DEAD: on_dead(b, rid, &m); break;
     case ZF_CMD_RETRY: on_retry(b, rid, &m); break;
-    case ZF_CMD_JOBS: on_jobs(b, rid, &m); break;
+    case ZF_CMD_JOBS: on_jobs_paced(b, f, &m); break;
     case ZF_CMD_PING: {
         zf_msg_t p;
         zf_msg_init(&p, ZF_CMD_PONG);
@@ -2193,6 +2260,29 @@ static void batches_observe(zfb_batches_t *bs, uint32_t n)
     bs->calls += 1.0 / n;
 }
 
+/* Stores the job's progress (and text, NULL for none: an earlier one is cleared) for STATUS
+   and pushes PROGRESS to its waiters. */
+static void set_progress(zf_broker_t *b, job_t *j, double progress, const zf_str_t *text)
+{
+    result_t *r = job_res(j);
+    r->progress = progress;
+    free(r->progress_text);
+    r->progress_text = NULL;
+    if (text && text->len && (r->progress_text = malloc(text->len + 1)))
+        zf_str_copy(r->progress_text, text->len + 1, *text);
+    zf_msg_t p;
+    zf_msg_init(&p, ZF_CMD_PROGRESS);
+    zf_msg_set_u64(&p, ZF_F_ID, j->id);
+    zf_msg_set_u64(&p, ZF_F_TAG, j->tag);
+    zf_msg_set_progress(&p, progress);
+    if (text && text->len)
+        zf_msg_set_strn(&p, ZF_F_TEXT, text->ptr, text->len);
+    if (j->waiter && !j->no_push)
+        zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &p, NULL);
+    for (uint32_t i = 0; i < r->nmore; i++)
+        zf_wire_send_to(b->front, r->more[i]->rid, r->more[i]->rid_len, &p, NULL);
+}
+
 /* A pipeline step succeeded and another follows: the output becomes the job's input, and
    the job is queued for the next step's function and device, its attempts counted afresh
    (a step's attempts are its own), and journaled (STEP). The worker is not held: it is
@@ -2219,6 +2309,12 @@ static void advance_step(zf_broker_t *b, job_t *j, zmq_msg_t *output)
         zf_heap_remove(&b->deadlines, j->tpos);
     j->deadline_at = 0;
     job_res(j)->attempt_base = j->attempt;
+    if (zfb_job_enter_step(j) < 0)
+        zfb_oom("a pipeline step's options");
+    char said[40 + ZF_FN_MAX];
+    int n = snprintf(said, sizeof said, "step %u of %u: %s", p->cur + 1u, (unsigned)p->n,
+                     p->fn[p->cur]);
+    set_progress(b, j, zfb_pipe_progress(p, 0), &(zf_str_t){said, (uint32_t)n});
     zf_journal_step(b->journal, j, true);
     place(b, j, false);
 }
@@ -2277,6 +2373,7 @@ static void on_done(zf_broker_t *b, wrk_t *w, const zf_msg_t *m, zmq_msg_t *outp
     }
 }
 
+/* A pipeline's progress spans its steps: step k of n reporting p is (k - 1 + p) / n. */
 static void on_progress(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
 {
     job_t *j = current_lease(b, w, m->id, m->attempt);
@@ -2284,23 +2381,7 @@ static void on_progress(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
         b->c.stale_progress++;
         return;
     }
-    result_t *r = job_res(j);
-    r->progress = m->progress;
-    free(r->progress_text);
-    r->progress_text = NULL;
-    if (m->text.len && (r->progress_text = malloc(m->text.len + 1)))
-        zf_str_copy(r->progress_text, m->text.len + 1, m->text);
-    zf_msg_t p;
-    zf_msg_init(&p, ZF_CMD_PROGRESS);
-    zf_msg_set_u64(&p, ZF_F_ID, j->id);
-    zf_msg_set_u64(&p, ZF_F_TAG, j->tag);
-    zf_msg_set_progress(&p, m->progress);
-    if (m->text.len)
-        zf_msg_set_strn(&p, ZF_F_TEXT, m->text.ptr, m->text.len);
-    if (j->waiter && !j->no_push)
-        zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &p, NULL);
-    for (uint32_t i = 0; i < r->nmore; i++)
-        zf_wire_send_to(b->front, r->more[i]->rid, r->more[i]->rid_len, &p, NULL);
+    set_progress(b, j, j->pipe ? zfb_pipe_progress(j->pipe, m->progress) : m->progress, &m->text);
 }
 
 static void on_recalled(zf_broker_t *b, wrk_t *w, const zf_msg_t *m)
@@ -2641,6 +2722,9 @@ static long poll_timeout(zf_broker_t *b)
     long sync_in = zf_journal_due_ms(b->journal, now); /* an interval fsync coming due */
     if (sync_in >= 0 && sync_in < wait)
         wait = sync_in;
+    long page_in = zfb_pacer_due_ms(b->pacer, zf_now_us()); /* a held JOBS page's turn */
+    if (page_in >= 0 && page_in < wait)
+        wait = page_in;
     long wd_in = zfb_notify_due_ms(now); /* systemd's watchdog, when WatchdogSec is short */
     return wd_in >= 0 && wd_in < wait ? wd_in : wait;
 }
@@ -2773,6 +2857,7 @@ int zf_broker_run(zf_broker_t *b)
         if (read_batch(b) < 0)
             return -1;
         run_timers(b);
+        serve_paced(b);
         flush_turn(b);
         reap_workers(b);
         /* last: a scrape sees the state the turn left, with its results committed */
@@ -2951,8 +3036,9 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
     b->owners = zfb_owners_new();
     b->reattach = zfb_reattach_new();
     b->index = zfb_index_new();
+    b->pacer = zfb_pacer_new();
     if (b->sigfd < 0 || b->wake_fd < 0 || b->stop_fd < 0 || !b->receipts || !b->ctx || !b->owners ||
-        !b->reattach || !b->index)
+        !b->reattach || !b->index || !b->pacer)
         goto fail;
     /* before the journal's replay, which can be long: a bad key file is told at once */
     if (cfg->curve_secret && !(b->auth = zfb_auth_new(b->ctx, &b->cfg, b->owners)))
@@ -3022,6 +3108,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
     HASH_ITER(hh, b->jobs, j, tmp)
     job_free(b, j);
     zfb_index_destroy(&b->index);
+    zfb_pacer_destroy(&b->pacer);
     fnq_t *f, *ftmp;
     HASH_ITER(hh, b->fns, f, ftmp)
     {

@@ -16,6 +16,7 @@
 
 #include "../common/zf_util.h"
 #include "zf_heap.h"
+#include "zf_pipeline.h"
 #include "zf_state.h"
 
 void zfb_oom(const char *what)
@@ -210,4 +211,21 @@ void zfb_job_clear_waiters(job_t *j, void (*release)(void *arg, client_t **c), v
     free(j->res->more);
     j->res->more = NULL;
     j->res->nmore = 0;
+}
+
+int zfb_job_enter_step(job_t *j)
+{
+    const zfb_pipe_t *p = j->pipe;
+    assert(p && p->cur < p->n);
+    if (!p->opts)
+        return 0;
+    j->timeout_ms = p->timeout_ms[p->cur];
+    if (!p->retries[p->cur] && !j->res)
+        return 0; /* no retries to count: the job stays without a result record */
+    result_t *r = zfb_job_res(j);
+    if (!r)
+        return -1;
+    r->retries = p->retries[p->cur];
+    r->retried = 0;
+    return 0;
 }

@@ -85,8 +85,10 @@ enum { FIN_OUTPUT_CUT = 1 };
 #define SCHEDULE_FIXED (8 + 8 + 1 + 1 + 4 + 2)
 
 #define TAGS_FIXED (8 + 1)
-#define STEP_FIXED (8 + 1 + 1 + 1) /* id, cur, n, flags; then n x (dev, len, name) [, payload] */
-enum { STEP_PAYLOAD = 1 };
+#define STEP_FIXED (8 + 1 + 1 + 1) /* id, cur, n, flags; then n x (dev, len, name) */
+/* STEP flags: OPTS: n x (timeout u32, retries u8) follow the names (journals written before
+   steps had options lack it: their steps keep the submit's); PAYLOAD: then the payload. */
+enum { STEP_PAYLOAD = 1, STEP_OPTS = 2 };
 /* LEASE flags: the key is the holder's (CURVE on); without it the key bytes are zero. */
 enum { LEASE_KEYED = 1 };
 
@@ -309,16 +311,20 @@ static void enc_step(jbuf_t *b, const job_t *j, bool with_payload)
     if (!p)
         return;
     size_t at = rec_begin(b, REC_STEP);
-    buf_reserve(b, STEP_FIXED + p->n * (2 + ZF_FN_MAX) + 4 + (with_payload ? j->plen : 0));
+    buf_reserve(b, STEP_FIXED + p->n * (2 + ZF_FN_MAX + 5) + 4 + (with_payload ? j->plen : 0));
     put_u(b, j->id, 8);
     put_u(b, p->cur, 1);
     put_u(b, p->n, 1);
-    put_u(b, with_payload ? STEP_PAYLOAD : 0, 1);
+    put_u(b, (with_payload ? STEP_PAYLOAD : 0) | (p->opts ? STEP_OPTS : 0), 1);
     for (int i = 0; i < p->n; i++) {
         size_t n = strlen(p->fn[i]);
         put_u(b, p->dev[i], 1);
         put_u(b, n, 1);
         put(b, p->fn[i], n);
+    }
+    for (int i = 0; p->opts && i < p->n; i++) {
+        put_u(b, p->timeout_ms[i], 4);
+        put_u(b, p->retries[i], 1);
     }
     if (with_payload) {
         put_u(b, j->plen, 4);
@@ -961,6 +967,14 @@ static int read_step(reader_t *r, uint64_t *id, zfb_pipe_t *p, const uint8_t **p
         p->dev[i] = (uint8_t)dev;
         memcpy(p->fn[i], name, len);
     }
+    p->opts = (flags & STEP_OPTS) != 0;
+    for (uint64_t i = 0; p->opts && i < n; i++) {
+        p->timeout_ms[i] = (uint32_t)rd_u(r, 4);
+        uint64_t retries = rd_u(r, 1);
+        if (retries > ZF_RETRIES_MAX)
+            return -1;
+        p->retries[i] = (uint8_t)retries;
+    }
     *payload = NULL;
     *plen = 0;
     if (flags & STEP_PAYLOAD) {
@@ -996,6 +1010,8 @@ static int apply_step(replay_t *rp, reader_t *r)
         return -2;
     j->fn = fn;
     j->device = p.dev[p.cur];
+    if (zfb_job_enter_step(j) < 0)
+        return -2;
     j->state = ZF_ST_QUEUED; /* the step before it finished: this one has not started */
     drop_holder(j);
     result_t *res = zfb_job_res(j);

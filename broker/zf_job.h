@@ -154,6 +154,11 @@ int zfb_job_copy_payload(job_t *j, const void *p, size_t n);
    runs out (the broker's job_res calls zfb_oom then; the journal's replay gives up). */
 result_t *zfb_job_res(job_t *j);
 
+/* The job has moved to its pipeline's current step (zf_pipeline.h): that step's run timeout
+   and retries become the job's, its retries counted afresh. Nothing for a pipeline without
+   per-step options (an old journal's). Returns 0, or -1 when memory runs out. */
+int zfb_job_enter_step(job_t *j);
+
 /* Frees the job's result record (output, texts, its reference to ran_on); it must have no
    further waiters. The job then has none (res NULL). */
 void zfb_job_drop_result(job_t *j);

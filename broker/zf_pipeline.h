@@ -20,11 +20,31 @@ typedef struct zfb_pipe {
     uint8_t cur, n; /* the step the job is at, of n (2..ZFB_PIPE_MAX) */
     uint8_t dev[ZFB_PIPE_MAX];
     char fn[ZFB_PIPE_MAX][ZF_FN_MAX + 1];
+    /* Each step's run timeout and handler-failure retries, applied when the job moves to it
+       (broker.c: advance_step). False only for a pipeline replayed from a journal written
+       before steps had options: every step then keeps the submit's. */
+    bool opts;
+    uint32_t timeout_ms[ZFB_PIPE_MAX];
+    uint8_t retries[ZFB_PIPE_MAX];
 } zfb_pipe_t;
 
-/* Parses SUBMIT's `then` ("fn@dev,fn@dev", dev cpu, gpu or any, "@dev" optional) after the
-   first step (fn, dev) into *out. Returns NULL, or a static description of what is wrong
-   (too many steps, an empty or too long name, not UTF-8, an unknown device). */
-const char *zfb_pipe_parse(zf_str_t then, const char *fn, uint8_t dev, zfb_pipe_t *out);
+/* The first step: the submit's function, device, timeout and retries. */
+typedef struct {
+    const char *fn;
+    uint8_t dev;
+    uint32_t timeout_ms;
+    uint8_t retries;
+} zfb_pipe_first_t;
+
+/* Parses SUBMIT's `then` after the first step into *out. `then` is steps joined by ",",
+   each "fn[@dev][;timeout=MS][;retries=N]" (dev cpu, gpu or any; left out: any); a step's
+   timeout and retries default to the first step's. Returns NULL, or a static description
+   of what is wrong (too many steps, an empty or too long name, not UTF-8, an unknown
+   device, an unknown or out-of-range option). */
+const char *zfb_pipe_parse(zf_str_t then, const zfb_pipe_first_t *first, zfb_pipe_t *out);
+
+/* The job's progress over the whole pipeline when its current step reports `step` (0..1):
+   (cur + step) / n. */
+double zfb_pipe_progress(const zfb_pipe_t *p, double step);
 
 #endif

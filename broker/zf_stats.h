@@ -33,6 +33,7 @@ typedef struct {
     uint64_t reattached;         /* leases claimed back in a READY after a restart (re-attach) */
     uint64_t claims_refused;     /* claims that did not match the journal: fenced (WCANCEL) */
     uint64_t reattach_expired;   /* jobs held for a re-attach that nobody claimed in the window */
+    uint64_t jobs_refused;       /* JOBS pages refused: too many waiting their turn (zf_pacer.h) */
 } counters_t;
 
 /* What a STATS document shows: the counters and the gauges of this instant, read by the
@@ -43,11 +44,12 @@ typedef struct {
     uint64_t forget_pending, forget_pending_bytes;
     bool journal_ok;
     uint64_t journal_errors, queued_bytes, clients_slow;
-    fnq_t *fns;                    /* the broker's functions, linked through hh */
-    wrk_t *workers;                /* the broker's workers, linked through hh */
-    int64_t now_ms;                /* monotonic: workers' last_seen_ms is counted from it */
-    bool curve;                    /* CURVE on */
-    const zfb_auth_counts_t *auth; /* zeros when off */
+    uint64_t jobs_paced, jobs_waiting; /* JOBS pages that waited their turn; waiting now */
+    fnq_t *fns;                        /* the broker's functions, linked through hh */
+    wrk_t *workers;                    /* the broker's workers, linked through hh */
+    int64_t now_ms;                    /* monotonic: workers' last_seen_ms is counted from it */
+    bool curve;                        /* CURVE on */
+    const zfb_auth_counts_t *auth;     /* zeros when off */
     const zfb_owners_t *owners;
     /* for the metrics only (zf_metrics.h); STATS does not show them */
     bool journal; /* the broker has one (not --no-journal) */

@@ -54,7 +54,8 @@ static void usage(FILE *f)
           "         [--deadline MS] [--max-attempts N] [--forget]\n"
           "         [--retries N] [--retry-backoff-ms MS] [--delay-ms MS]\n"
           "         [--not-before WALL_MS]\n"
-          "         [--then FUNCTION[@cpu|@gpu]]...   (pipeline: one per further step)\n"
+          "         [--then FUNCTION[@cpu|@gpu][;timeout=MS][;retries=N]]...\n"
+          "                                (pipeline: one per further step, with its options)\n"
           "  wait ID [--timeout MS] [--out PATH]   wait for a job's result\n"
           "  get ID                                 a job's result, or its state if running\n"
           "  status ID                              same as get\n"
@@ -699,7 +700,10 @@ static int apply_opt(cli_t *cli, int c, const char *arg)
     case 'N': {
         size_t have = strlen(cli->then);
         if (!*arg || strchr(arg, ',') || have + 1 + strlen(arg) >= sizeof cli->then) {
-            fprintf(stderr, "zfleet: --then expects one FUNCTION[@cpu|@gpu|@any], got '%s'\n", arg);
+            fprintf(stderr,
+                    "zfleet: --then expects one FUNCTION[@cpu|@gpu|@any][;timeout=MS][;retries=N], "
+                    "got '%s'\n",
+                    arg);
             return EXIT_USAGE;
         }
         snprintf(cli->then + have, sizeof cli->then - have, "%s%s", have ? "," : "", arg);

@@ -170,11 +170,14 @@ typedef struct {
                               Kept with the job (journaled) and returned by status and
                               wait (zf_event_t.tags). Malformed: ZF_CE_USAGE, nothing sent */
     const char *then;      /* NULL or "fn@dev[,fn@dev...]": a pipeline's further steps (at
-                              most 8; dev cpu, gpu or any, "@dev" optional = any). Each step
-                              runs with the previous step's output as its input, on its own
-                              device kind, under the one job id; the first failed step ends
-                              it with that step's error. The broker checks it (REJECTED,
-                              ZF_BROKER_BAD_ARGUMENT, with the reason) */
+                              most 8; dev cpu, gpu or any, "@dev" optional = any), each with
+                              options if wanted: "fn@gpu;timeout=5000;retries=2" (that
+                              step's run timeout in ms and handler-failure retries; left
+                              out: timeout_ms and retries above). Each step runs with the
+                              previous step's output as its input, on its own device kind,
+                              under the one job id; progress spans the steps; the first
+                              failed step ends it with that step's error. The broker checks
+                              it (REJECTED, ZF_BROKER_BAD_ARGUMENT, with the reason) */
 } zf_submit_opts_t;
 
 /* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is

@@ -26,6 +26,7 @@
 #define ZF_TAGS_MAX 255        /* bytes of a job's joined tags (ZF_F_TAGS); = ZFLEET_TAGS_MAX */
 #define ZF_TAGS_COUNT 8        /* tags one job may carry */
 #define ZF_PIPE_STEPS 8        /* further steps (ZF_F_THEN) one SUBMIT may name */
+#define ZF_RETRIES_MAX 20      /* handler failures one job (or pipeline step) may retry */
 #define ZF_THEN_MAX 600        /* bytes of ZF_F_THEN */
 #define ZF_JOBS_LIMIT_MAX 1000 /* jobs one JOBS page may hold */
 #define ZF_JOBS_SCAN 10000     /* jobs one JOBS request may look at (bounded work per call) */

@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 #include "harness.h"
+#include "zf_wire.h"
 
 TestSuite(listing, .fini = zt_kill_all);
 
@@ -154,5 +156,113 @@ Test(listing, bad_listing_requests_are_refused, .timeout = 60)
     cr_assert_eq(zt_cli_err(&env, out, sizeof out, err, sizeof err, "jobs", "--limit", "0", NULL),
                  2);
     cr_assert_eq(zt_cli(&env, out, sizeof out, "jobs", NULL), 0);
+    zf_client_destroy(&c);
+}
+
+/* ------------------------------------------------------------------ pacing */
+
+/* Sends n JOBS requests (limit 1000, tags first_tag..) on a raw DEALER, back to back. */
+static void send_pages(void *s, int n, uint64_t first_tag)
+{
+    for (int i = 0; i < n; i++) {
+        zf_msg_t m;
+        zf_msg_init(&m, ZF_CMD_JOBS);
+        zf_msg_set_u64(&m, ZF_F_TAG, first_tag + (uint64_t)i);
+        zf_msg_set_u64(&m, ZF_F_LIMIT, 1000);
+        cr_assert_eq(zf_wire_send_blocking(s, &m, NULL), 0);
+    }
+}
+
+typedef struct {
+    int pages, refused;
+    bool in_order; /* pages answered in the order they were asked for */
+} answers_t;
+
+/* Reads the answers to n JOBS requests: pages (REPLY, code 0) and refusals (ERROR
+   EQUEUE_FULL, with their reason); anything else fails the test. */
+static answers_t read_answers(void *s, int n)
+{
+    answers_t a = {.in_order = true};
+    uint64_t last_page = 0;
+    for (int k = 0; k < n; k++) {
+        zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+        cr_assert_eq(zmq_poll(&it, 1, 20000), 1, "no answer after %d of %d", k, n);
+        zf_frames_t f;
+        cr_assert_eq(zf_wire_recv(s, &f, 0), 0);
+        zf_msg_t m;
+        cr_assert_eq(zf_msg_decode(&m, zmq_msg_data(&f.part[0]), zmq_msg_size(&f.part[0]), NULL,
+                                   NULL),
+                     0);
+        if (m.cmd == ZF_CMD_REPLY) {
+            cr_assert_eq(m.code, 0);
+            cr_assert_eq(f.n, 2, "a page has its document");
+            a.in_order = a.in_order && m.tag > last_page;
+            last_page = m.tag;
+            a.pages++;
+        } else {
+            cr_assert_eq(m.cmd, ZF_CMD_ERROR, "command 0x%x", m.cmd);
+            cr_assert_eq(m.code, ZF_EQUEUE_FULL, "code %u: %.*s", (unsigned)m.code, (int)m.text.len,
+                         m.text.ptr);
+            cr_assert(m.text.len && memmem(m.text.ptr, m.text.len, "retry", 5), "%.*s",
+                      (int)m.text.len, m.text.ptr);
+            a.refused++;
+        }
+        zf_frames_close(&f);
+    }
+    return a;
+}
+
+/* While a job runs, a client asking for pages back to back gets them at the paced rate:
+   8 wait their turn in the broker and are answered in order, the rest are refused with
+   EQUEUE_FULL at once; the running job is not disturbed, and a client that leaves with
+   pages waiting costs nothing. With no job running, pages are answered at once. */
+Test(listing, back_to_back_pages_wait_their_turn_while_jobs_run, .timeout = 120)
+{
+    zt_env_t env;
+    zt_fleet_t fleet = {.hb_ms = 500, .workers = 1, .broker_args = ZT_ARGS("--no-journal")};
+    zf_client_t *c = zt_start(&env, &fleet);
+    submit_many(c, 20000); /* nobody serves them: every page has 1000 to pack */
+    uint64_t spin;
+    cr_assert_eq(zf_client_submit(c, "spin", "10000", 5, NULL, &spin), 0);
+    cr_assert(zt_wait_running(c, spin, 10000), "the spin job did not start");
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    cr_assert_eq(zmq_connect(s, env.client_ep), 0);
+    send_pages(s, 100, 1);
+    answers_t a = read_answers(s, 100);
+    cr_log_info("while a job runs: %d pages answered, %d refused", a.pages, a.refused);
+    cr_assert(a.in_order, "pages answered out of order");
+    /* one answered at once, 8 waited their turn (the most one connection may have waiting),
+       give or take one served while the rest were still arriving */
+    cr_assert(a.pages >= 9 && a.pages <= 12, "%d pages, %d refused", a.pages, a.refused);
+    cr_assert_geq(zt_broker_counter(&env, "jobs_paced"), 8);
+    cr_assert_eq(zt_broker_counter(&env, "jobs_refused"), a.refused);
+    /* a client that asks and leaves: its pages wait, are sent to nobody, and the broker goes
+       on; a flood from one client does not keep another's page out */
+    send_pages(s, 64, 1000);
+    zmq_close(s);
+    zf_event_t *e = zf_client_jobs(c, &(zf_jobs_query_t){.limit = 10, .state = -1});
+    cr_assert(e && e->type == ZF_EV_REPLY, "%s", zf_client_error(c));
+    zf_event_destroy(&e);
+    int64_t until = zt_now_ms() + 10000; /* (its last pages may reach the broker after ours) */
+    while (zt_broker_counter(&env, "jobs_waiting") > 0 && zt_now_ms() < until)
+        zt_pause_ms(20);
+    cr_assert_eq(zt_broker_counter(&env, "jobs_waiting"), 0, "pages for nobody still wait");
+    zf_event_t *r = zf_client_wait(c, spin, 20000);
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED, "the running job: %s",
+              r ? zfleet_state_name(r->status) : zf_client_error(c));
+    zf_event_destroy(&r);
+    /* nothing runs: pages back to back are all answered, none waits */
+    long long paced = zt_broker_counter(&env, "jobs_paced");
+    s = zmq_socket(ctx, ZMQ_DEALER);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    cr_assert_eq(zmq_connect(s, env.client_ep), 0);
+    send_pages(s, 100, 1);
+    a = read_answers(s, 100);
+    cr_assert_eq(a.pages, 100, "%d refused with no job running", a.refused);
+    cr_assert_eq(zt_broker_counter(&env, "jobs_paced"), paced, "pages waited with no job running");
+    zmq_close(s);
     zf_client_destroy(&c);
 }

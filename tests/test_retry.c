@@ -332,6 +332,9 @@ Test(retry, retry_wait_survives_broker_kill9, .timeout = 60)
     int64_t failed_at = zt_now_ms();
     zf_event_destroy(&e);
     zf_client_destroy(&c);
+    /* GET answers from memory, possibly in the loop turn that took the failure and before
+       that turn wrote its SCHEDULE record: let the record reach the journal first */
+    zt_pause_ms(300);
     zt_kill(b, SIGKILL);
     zt_kill(w, SIGKILL);
     zt_wait_exit(b, 5000);

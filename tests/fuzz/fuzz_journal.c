@@ -167,8 +167,8 @@ static void restore(void *arg, job_t *j)
         }
         if (j->state == ZF_ST_OUTPUT_LOST)
             CHECK(outlen == 0);
-        /* only dead letters keep their payload, for a retry */
-        if (j->state != ZF_ST_LOST && j->state != ZF_ST_TIMED_OUT)
+        /* only dead letters and failed jobs keep their payload, for a retry */
+        if (j->state != ZF_ST_LOST && j->state != ZF_ST_TIMED_OUT && j->state != ZF_ST_FAILED)
             CHECK(j->plen == 0);
     } else {
         /* an unfinished job's result record holds only its uncharged deliveries */

@@ -25,6 +25,7 @@
 #include <zlib.h>
 
 #include "zf_journal.h"
+#include "zf_pipeline.h"
 #include "zf_util.h"
 
 #define MAGIC_LEN 8
@@ -118,6 +119,7 @@ static void finish(job_t *j, uint8_t st, size_t olen, const char *error, int wor
 /* (not zfb_job_free: the workers here are static, ran_on holds no reference) */
 static void job_free(job_t *j)
 {
+    free(j->pipe);
     zfb_job_drop_payload(j);
     if (j->res) {
         zmq_msg_close(&j->res->output);
@@ -321,6 +323,34 @@ int main(int argc, char **argv)
     zf_journal_finish(jr, a);
     zf_journal_forget(jr, a->id);
     emit("lifecycle", 1);
+    job_free(a);
+
+    /* a pipeline whose steps have options: its STEP after the ACCEPT, step 1 run, a hand-on
+       (STEP with the output as the next step's input), step 2 started */
+    begin();
+    a = job(50, 0, 5, ZF_DEV_CPU);
+    if (!(a->pipe = calloc(1, sizeof *a->pipe)))
+        die("calloc");
+    zfb_pipe_t *pipe = a->pipe;
+    pipe->n = 3;
+    pipe->opts = true;
+    for (int i = 0; i < 3; i++) {
+        strcpy(pipe->fn[i], fns[i % 2].name);
+        pipe->dev[i] = i == 1 ? ZF_DEV_GPU : ZF_DEV_CPU;
+        pipe->timeout_ms[i] = 1000u * (uint32_t)(i + 1);
+        pipe->retries[i] = (uint8_t)i;
+    }
+    zf_journal_accept(jr, a);
+    a->attempt = 1;
+    zf_journal_start(jr, a);
+    pipe->cur = 1;
+    a->fn = &fns[1];
+    a->state = ZF_ST_QUEUED;
+    zfb_job_res(a)->attempt_base = 1;
+    zf_journal_step(jr, a, true);
+    a->attempt = 2;
+    zf_journal_start(jr, a);
+    emit("pipeline_opts", 1);
     job_free(a);
 
     /* queued and running jobs left unfinished: they replay as queued */

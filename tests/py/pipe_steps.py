@@ -1,7 +1,10 @@
 """Pipeline steps for tests/test_pipeline.c: each appends "+NAME@KIND" to its input (KIND: the
 worker's device kind), so the output shows which steps ran, in which order, on what, and how
-often. `fail` raises; `slow` appends after 1.5 s (a step to kill a worker during)."""
+often. `fail` raises; `slow` appends after 1.5 s (a step to kill a worker during); `flaky`
+fails the first two times it runs for a job; `prog` reports progress 0.5 before it appends."""
 import time
+
+_flaky_runs = {}
 
 
 def init(device):
@@ -28,4 +31,19 @@ def fail(kind, job):
     raise ValueError("bad frame in step fail")
 
 
-FUNCTIONS = {"decode": decode, "infer": infer, "encode": encode, "slow": slow, "fail": fail}
+def flaky(kind, job):
+    runs = _flaky_runs[job.id] = _flaky_runs.get(job.id, 0) + 1
+    if runs <= 2:
+        raise RuntimeError("flaky run %d" % runs)
+    return bytes(job.data) + ("+flaky@%s" % kind).encode()
+
+
+def prog(kind, job):
+    time.sleep(0.1)  # (the worker sends no progress in a run's first 50 ms)
+    job.progress(0.5, "halfway")
+    time.sleep(0.3)
+    return bytes(job.data) + ("+prog@%s" % kind).encode()
+
+
+FUNCTIONS = {"decode": decode, "infer": infer, "encode": encode, "slow": slow, "fail": fail,
+             "flaky": flaky, "prog": prog}

@@ -72,8 +72,30 @@ def main() -> int:
             r = c.wait(jid, timeout=20)
             assert r.ok and r.output == b"x+decode@cpu+infer@cpu+encode@cpu", r
             assert (r.step, r.steps) == (3, 3), r
+            # per-step options (zfleet.step), and progress that spans the steps
+            assert zfleet.step("infer", "gpu", timeout_ms=5000, retries=2) == \
+                "infer@gpu;timeout=5000;retries=2"
+            assert zfleet.step("encode") == "encode"
+            for bad_step in ({"function": ""}, {"function": "a,b"}, {"function": "a",
+                             "device": "tpu"}, {"function": "a", "retries": 21}):
+                try:
+                    zfleet.step(**bad_step)  # type: ignore[arg-type]
+                except ValueError:
+                    continue
+                raise AssertionError("step(%r) accepted" % (bad_step,))
+            jid = c.submit("decode", b"x", then=[zfleet.step("prog", "cpu", timeout_ms=20000,
+                                                             retries=1), "encode"])
+            seen = [item for item in c.watch(jid, timeout=20)]
+            r = seen[-1]
+            assert isinstance(r, zfleet.Result) and r.ok, seen
+            assert r.output == b"x+decode@cpu+prog@cpu+encode@cpu", r
+            fractions = [(round(p.fraction, 3), p.text) for p in seen[:-1]]
+            assert (0.5, "halfway") in fractions and (0.667, "step 3 of 3: encode") in \
+                fractions, fractions
+            assert [f for f, _ in fractions] == sorted(f for f, _ in fractions), fractions
             for then, exc in (("infer", TypeError), (["a,b"], ValueError),
-                              (["s"] * 9, ValueError), (["infer@tpu"], zfleet.Rejected)):
+                              (["s"] * 9, ValueError), (["infer@tpu"], zfleet.Rejected),
+                              (["infer;retries=99"], zfleet.Rejected)):
                 try:
                     c.submit("decode", b"x", then=then)
                 except exc:

@@ -116,7 +116,7 @@ __all__ = [
     "__version__", "Client", "AsyncClient", "Result", "Status", "Progress",
     "Error", "Unreachable", "Timeout", "BrokerError", "Rejected", "QueueFull",
     "PayloadTooLarge", "UnknownJob", "InvalidState", "Denied", "JobFailed", "OutputLost",
-    "Permanent", "DEFAULT_BROKER", "STATES", "TERMINAL_STATES", "WATCH_KEEP",
+    "Permanent", "step", "DEFAULT_BROKER", "STATES", "TERMINAL_STATES", "WATCH_KEEP",
 ]
 
 log = logging.getLogger("zfleet")
@@ -527,18 +527,45 @@ def _submit_fields(function: str, priority: int = 0, run_timeout_ms: int = 0,
     return f
 
 
+def step(function: str, device: Optional[str] = None, timeout_ms: Optional[int] = None,
+         retries: Optional[int] = None) -> str:
+    """One further pipeline step for submit's then=, with its own options:
+    step("infer", "gpu", timeout_ms=5000, retries=2) is "infer@gpu;timeout=5000;retries=2".
+    device: "cpu", "gpu" or "any" (None: any); timeout_ms: that step's run timeout (0: none);
+    retries: its handler failures retried (<= 20). An option left None is the submit's."""
+    if not function or "," in function or ";" in function or "@" in function:
+        raise ValueError("a step's function must be non-empty, without ',', ';' or '@'")
+    text = function
+    if device is not None:
+        if device not in ("cpu", "gpu", "any"):
+            raise ValueError("a step's device must be cpu, gpu or any")
+        text += "@" + device
+    if timeout_ms is not None:
+        if not 0 <= int(timeout_ms) <= 0xFFFFFFFF:
+            raise ValueError("a step's timeout_ms must be from 0 to 4294967295")
+        text += ";timeout=%d" % int(timeout_ms)
+    if retries is not None:
+        if not 0 <= int(retries) <= RETRIES_MAX:
+            raise ValueError("a step's retries must be from 0 to %d" % RETRIES_MAX)
+        text += ";retries=%d" % int(retries)
+    return text
+
+
 def _then_text(then: Optional[Sequence[str]]) -> str:
-    """The wire form of submit's further pipeline steps ("fn@dev,..."); the broker checks
-    names and devices (Rejected, with the reason), here only what joining them could hide."""
+    """The wire form of submit's further pipeline steps ("fn@dev;opt=v,..."); the broker
+    checks names, devices and options (Rejected, with the reason), here only what joining
+    them could hide."""
     if not then:
         return ""
     if isinstance(then, str):
-        raise TypeError("then must be a list of 'function[@cpu|@gpu]' strings")
+        raise TypeError("then must be a list of 'function[@cpu|@gpu][;timeout=MS][;retries=N]'"
+                        " strings (see zfleet.step)")
     if len(then) > PIPE_STEPS:
         raise ValueError("more than %d further steps" % PIPE_STEPS)
-    for step in then:
-        if not isinstance(step, str) or not step or "," in step:
-            raise ValueError("a step must be a non-empty 'function[@cpu|@gpu]' without ','")
+    for one in then:
+        if not isinstance(one, str) or not one or "," in one:
+            raise ValueError("a step must be a non-empty 'function[@cpu|@gpu][;option=value]'"
+                             " without ','")
     text = ",".join(then)
     if len(text.encode("utf-8")) > THEN_MAX:
         raise ValueError("the steps are longer than %d bytes in all" % THEN_MAX)
