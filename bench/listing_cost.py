@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Listing cost (issue 18): throughput of `zfleet bench throughput` alone and while a client
-pages through 100,000 queued jobs with JOBS (limit 1000) in a loop, against one broker.
+pages through 100,000 queued jobs with JOBS (limit 1000) in a loop, against one broker; the
+two runs of a round alternate in order (alone first in odd rounds, listing first in even).
 
 usage: [JOBS=N] [PAGES_PER_S=R] bench/listing_cost.py [BUILD_DIR] [ROUNDS]
 (Debian's /usr/bin/python3: python3-zmq, python3-msgpack). PAGES_PER_S=0 (default) pages
@@ -72,23 +73,36 @@ def throughput():
 
 
 preload(100000)
-alone, listed = [], []
+alone, listed, lister_cpu = [], [], []
 try:
     for r in range(rounds):
-        t = throughput()
-        alone.append(t["jobs_per_s"] if "jobs_per_s" in t else t)
-        stop.clear()
-        pages[0] = 0
-        th = threading.Thread(target=lister)
-        th.start()
-        t = throughput()
-        stop.set()
-        th.join()
-        listed.append(t["jobs_per_s"] if "jobs_per_s" in t else t)
+        # the order alternates: a drift across the run (the result store filling, the
+        # machine's other load) does not count as the listing's cost
+        for listing in ((False, True) if r % 2 == 0 else (True, False)):
+            if not listing:
+                t = throughput()
+                alone.append(t["jobs_per_s"] if "jobs_per_s" in t else t)
+                continue
+            stop.clear()
+            pages[0] = 0
+            th = threading.Thread(target=lister)
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            th.start()
+            t = throughput()
+            stop.set()
+            th.join()
+            # this process does nothing else meanwhile: its CPU time is the lister's
+            lister_cpu.append((time.process_time() - cpu0) / (time.monotonic() - wall0))
+            listed.append(t["jobs_per_s"] if "jobs_per_s" in t else t)
         print(f"round {r + 1}: alone {alone[-1]:.0f} jobs/s, while listing {listed[-1]:.0f} "
-              f"jobs/s ({pages[0]} pages of 1000 listed meanwhile)", flush=True)
+              f"jobs/s ({pages[0]} pages of 1000 listed meanwhile, the lister using "
+              f"{100 * lister_cpu[-1]:.1f} % of a core)", flush=True)
     a, l = sum(alone) / len(alone), sum(listed) / len(listed)
     print(f"mean: alone {a:.0f} jobs/s, listing {l:.0f} jobs/s, loss {100 * (a - l) / a:.1f} %")
+    ratios = sorted(x / y for x, y in zip(listed, alone))
+    mid = ratios[len(ratios) // 2] if len(ratios) % 2 else \
+        (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+    print(f"listing/alone per round: median {mid:.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f}")
 finally:
     for p in procs:
         p.terminate()

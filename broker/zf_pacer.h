@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <zmq.h>
 
-#define ZFB_PACE_DIV 32        /* optional work gets 1/32 (about 3 %) of the loop */
+#define ZFB_PACE_DIV 128       /* optional work gets 1/128 (under 1 %) of the loop */
 #define ZFB_PACE_MAX_US 250000 /* a costly page delays the next by 250 ms at most */
 #define ZFB_PACE_HELD 64       /* requests waiting their turn, all clients together */
 #define ZFB_PACE_PER_CLIENT 8  /* ... and from any one connection */
