@@ -2,9 +2,11 @@
 # `--fsync always` against in-memory (`--no-journal`) at credits 1, in pairs measured one
 # after the other on this machine (issue 19 part 2: the fsync off the event loop). Each
 # round runs `zfleet bench throughput` on a fresh broker with --no-journal, then with
-# --data and --fsync always, and, if BEFORE names another zfleet-broker binary (an older
-# build), that one with --fsync always too, all with the same workers and client.
-# Usage: bench/fsync_pair.sh [BUILD_DIR] [JOBS] [ROUNDS] [WORKERS]   (env BEFORE=path)
+# --data and --fsync always (the flusher thread), and, if BEFORE names another zfleet-broker
+# binary (an older build), that one with --fsync always too, or with BEFORE=inline this
+# build with --fsync always-inline (the fdatasync in the loop), all with the same workers
+# and client.
+# Usage: bench/fsync_pair.sh [BUILD_DIR] [JOBS] [ROUNDS] [WORKERS]   (env BEFORE=path|inline)
 set -eu
 B=${1:-build}
 JOBS=${2:-20000}
@@ -35,10 +37,15 @@ printf '%-6s %14s %14s %8s %14s %8s %s\n' round no-journal always ratio before r
 r=1
 while [ $r -le "$ROUNDS" ]; do
     set -- $(run "$B/broker/zfleet-broker" --no-journal); mem=$1; e1=$2
-    set -- $(run "$B/broker/zfleet-broker" --data "$T/data" --fsync group); alw=$1; e2=$2
+    set -- $(run "$B/broker/zfleet-broker" --data "$T/data" --fsync always); alw=$1; e2=$2
     old=- ro=- e3=-
     if [ -n "${BEFORE:-}" ]; then
-        set -- $(run "$BEFORE" --data "$T/data" --fsync always); old=$1; e3=$2
+        if [ "$BEFORE" = inline ]; then
+            set -- $(run "$B/broker/zfleet-broker" --data "$T/data" --fsync always-inline)
+        else
+            set -- $(run "$BEFORE" --data "$T/data" --fsync always)
+        fi
+        old=$1; e3=$2
         ro=$(awk "BEGIN{printf \"%.2f\", $old / $mem}")
     fi
     printf '%-6s %14s %14s %8s %14s %8s %s\n' "$r" "$mem" "$alw" \

@@ -1417,6 +1417,11 @@ static void flush_turn(zf_broker_t *b)
         return;
     }
     after_commit(b, now);
+    /* the jobs it placed are on their way to workers: their START/LEASE records go to the
+       file now, not at the next turn's commit, which may be a heartbeat away (a broker
+       killed in between would not know those leases, and a worker's claim after its
+       restart would be refused and the job run again) */
+    zf_journal_write(b->journal);
 }
 
 /* At the loop's end: waits for the flusher, so that every acceptance the journal holds is
@@ -2904,6 +2909,7 @@ void zf_broker_config_defaults(zf_broker_config_t *cfg)
         .max_attempts = 3,
         .max_dead = 10000,
         .fsync = ZF_FSYNC_ALWAYS,
+        .fsync_thread = true,
         .fsync_interval_ms = 10,
         .result_max_bytes = ZF_RESULT_MAX_FOLLOW,
         .reattach_ms = ZF_REATTACH_DEFAULT,

@@ -1937,6 +1937,28 @@ static void flusher_stop(zf_journal_t *self)
     self->flusher = NULL;
 }
 
+int zf_journal_write(zf_journal_t *self)
+{
+    if (!self)
+        return 0;
+    if (self->down)
+        return -1;
+    if (self->pend.len == 0)
+        return 0;
+    if (jwrite(self, self->fd, self->pend.p, self->pend.len) < 0) {
+        int e = errno;
+        /* a sync in flight decides what stays, as in zf_journal_commit_async */
+        if (flusher_collect(self, true) < 0)
+            return -1;
+        if (ftruncate(self->fd, (off_t)self->size) < 0)
+            zf_log(ZF_LOG_ERROR, "journal: cannot cut back %s: %s", self->path, strerror(errno));
+        go_down(self, e, "write");
+        return -1;
+    }
+    pend_written(self); /* (unsynced: the next commit's sync, or interval's, takes them) */
+    return 0;
+}
+
 int zf_journal_commit_async(zf_journal_t *self)
 {
     if (!self)

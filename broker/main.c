@@ -47,9 +47,10 @@ static void usage(FILE *out)
           "  --max-dead N          dead-letter list bound (default 10000)\n"
           "  --data DIR            journal directory (default $ZFLEET_DATA, else ./zfleet-data)\n"
           "  --no-journal          keep everything in memory (jobs are lost on a crash)\n"
-          "  --fsync POLICY        always | group | interval:MS | never (default always); see\n"
-          "                        docs/JOURNAL.md for what each can lose. group: as always,\n"
-          "                        the fsync in a thread off the event loop (experimental)\n"
+          "  --fsync POLICY        always | interval:MS | never | always-inline (default\n"
+          "                        always); see docs/JOURNAL.md for what each can lose.\n"
+          "                        always: the fsync runs in a thread off the event loop;\n"
+          "                        always-inline: the same guarantee, synced in the loop\n"
           "  --result-max-bytes N  largest output written whole to the journal (default: the\n"
           "                        --result-store-bytes value). A longer one is kept in memory\n"
           "                        but journaled by its length only: after a restart its job\n"
@@ -91,18 +92,21 @@ static uint64_t num(const char *opt, const char *s, uint64_t min, uint64_t max)
 
 static void parse_fsync(zf_broker_config_t *cfg, const char *s)
 {
-    if (!strcmp(s, "always"))
-        cfg->fsync = ZF_FSYNC_ALWAYS;
-    else if (!strcmp(s, "group")) { /* always, the sync in a flusher thread */
+    /* ("group": what always-with-the-flusher was called while it was opt-in) */
+    if (!strcmp(s, "always") || !strcmp(s, "group")) {
         cfg->fsync = ZF_FSYNC_ALWAYS;
         cfg->fsync_thread = true;
+    } else if (!strcmp(s, "always-inline")) {
+        cfg->fsync = ZF_FSYNC_ALWAYS;
+        cfg->fsync_thread = false;
     } else if (!strcmp(s, "never"))
         cfg->fsync = ZF_FSYNC_NEVER;
     else if (!strncmp(s, "interval:", 9)) {
         cfg->fsync = ZF_FSYNC_INTERVAL;
         cfg->fsync_interval_ms = (uint32_t)num("fsync", s + 9, 1, 3600000);
     } else {
-        zf_log(ZF_LOG_ERROR, "--fsync: expected always, group, interval:MS or never, got '%s'", s);
+        zf_log(ZF_LOG_ERROR,
+               "--fsync: expected always, interval:MS, never or always-inline, got '%s'", s);
         exit(2);
     }
 }

@@ -51,9 +51,10 @@ typedef struct {
     const char *data_dir;                 /* journal and job-id files (zf_ids.h); NULL = neither */
     zf_fsync_t fsync;                     /* journal fsync policy; default always */
     uint32_t fsync_interval_ms;           /* with ZF_FSYNC_INTERVAL */
-    bool fsync_thread;                    /* with ZF_FSYNC_ALWAYS (--fsync group): the sync
-                                             runs in the journal's flusher thread, group
-                                             commit across loop turns (zf_journal.h) */
+    bool fsync_thread;                    /* with ZF_FSYNC_ALWAYS: the sync runs in the
+                                             journal's flusher thread, group commit across
+                                             loop turns (zf_journal.h); default true, false
+                                             (--fsync always-inline): in the loop */
     uint64_t result_max_bytes;            /* largest output written whole to the journal; a longer
                                        one is journaled by its length only and comes back
                                        output_lost after a restart (the result in memory is

@@ -130,6 +130,14 @@ void zf_journal_schedule(zf_journal_t *self, const job_t *job);
    earlier and it has not recovered yet. */
 int zf_journal_commit(zf_journal_t *self);
 
+/* Writes the buffered records to the file (the page cache) without a sync of their own: the
+   next sync covers them. For records nobody waits on that were appended after this turn's
+   commit (the START or LEASE of a job placed once its ACCEPT became durable, whose JOB is
+   already on its way to a worker), so they reach the file before the loop sleeps and a
+   broker killed meanwhile still knows the lease. Returns 0, or -1 when the journal is down
+   (the write failed now: logged, as a commit's). */
+int zf_journal_write(zf_journal_t *self);
+
 /* Group commit off the event loop. Like zf_journal_commit, but under ZF_FSYNC_ALWAYS it only
    writes the buffered records (into the page cache) and hands their fdatasync to the
    journal's flusher thread (started by the first call), so the caller keeps working while

@@ -512,7 +512,7 @@ Test(disk, flusher_sync_eio_refuses_what_it_covered, .timeout = 120)
     char fault[200];
     snprintf(fault, sizeof fault, "%s/fault", env.dir);
     setenv("ZFLEET_JOURNAL_SLOW_SYNC_MS", "1500", 1);
-    pid_t b = seam_broker(&env, fault, "group");
+    pid_t b = seam_broker(&env, fault, "always");
     unsetenv("ZFLEET_JOURNAL_SLOW_SYNC_MS");
     zf_client_t *c = zt_client(&env);
     uint64_t acked;

@@ -1231,7 +1231,7 @@ Test(journal, broker_killed_while_a_sync_is_in_flight_keeps_every_accepted_job, 
     zt_env_t env;
     zt_env_init(&env);
     setenv("ZFLEET_JOURNAL_SLOW_SYNC_MS", "3000", 1);
-    pid_t b = broker(&env, "group");
+    pid_t b = broker(&env, "always");
     unsetenv("ZFLEET_JOURNAL_SLOW_SYNC_MS");
     zf_client_t *c = zt_client(&env);
     uint64_t ids[2 * N];

@@ -216,7 +216,8 @@ Test(reattach, worker_back_after_the_window_is_fenced_and_its_job_reruns, .timeo
     cr_assert_geq(refused, 1, "the late worker's claim was not refused");
     zf_event_t *r = one_result(c, id, 30000);
     cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s", r->text);
-    cr_assert_eq(r->attempts, 2);
+    cr_assert_eq(r->attempts, 2, "attempts %u on %s, reattach_expired %lld: %s", r->attempts,
+                 r->worker, zt_broker_counter(&env, "reattach_expired"), r->text);
     cr_assert_str_eq(r->worker, "other");
     cr_assert(strstr(r->text, "did not claim it"), "cause: %s", r->text);
     no_second_result(c, r, 1000);
