@@ -1418,9 +1418,10 @@ static void flush_turn(zf_broker_t *b)
     }
     after_commit(b, now);
     /* the jobs it placed are on their way to workers: their START/LEASE records go to the
-       file now, not at the next turn's commit, which may be a heartbeat away (a broker
-       killed in between would not know those leases, and a worker's claim after its
-       restart would be refused and the job run again) */
+       file now, not at the next turn's commit, where the turn's requests come first (a GET
+       answered `running` from memory before the record was written, and a broker killed
+       right then did not know the lease: after its restart the worker's claim was refused
+       and the job ran again) */
     zf_journal_write(b->journal);
 }
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "harness.h"
@@ -386,5 +387,42 @@ Test(reattach, window_off_runs_started_jobs_again, .timeout = 60)
     cr_assert_eq(r->attempts, 2);
     zf_event_destroy(&r);
     cr_assert_geq(zt_broker_counter(&env, "claims_refused"), 1, "its claim is refused");
+    zf_client_destroy(&c);
+}
+
+/* A job placed once its ACCEPT's (slow) sync ended: a broker killed the moment the worker
+   starts it still knows its lease, and the worker's claim re-attaches it (the job does not
+   run again). The broker writes a placed job's LEASE in the turn that placed it. */
+Test(reattach, lease_of_a_job_placed_after_its_sync_survives_an_immediate_kill, .timeout = 90)
+{
+    enum { SLOW_HB = 1500 }; /* the loop has no turn of its own for that long */
+    zt_env_t env;
+    zt_env_init(&env);
+    setenv("ZFLEET_JOURNAL_SLOW_SYNC_MS", "300", 1); /* placement waits for the sync's end */
+    pid_t b = zt_broker(&env, SLOW_HB, "--data", data_dir(&env), "--reattach-window", "8000", NULL);
+    unsetenv("ZFLEET_JOURNAL_SLOW_SYNC_MS");
+    /* (fixed credits: an adaptive worker's CREDITS message would start a turn) */
+    zt_worker(&env, SLOW_HB, "--name", "marker", "--credits", "1", "--module",
+              zt_path("tests/zf_testmod.so"), NULL);
+    cr_assert(zt_wait_workers(&env, 1, 10000));
+    zf_client_t *c = zt_client(&env);
+    char mark[256];
+    snprintf(mark, sizeof mark, "%s/started", env.dir);
+    uint64_t id;
+    cr_assert_eq(zf_client_submit(c, "mark", mark, strlen(mark), NULL, &id), 0, "%s",
+                 zf_client_error(c));
+    int64_t until = zt_now_ms() + 10000;
+    while (access(mark, F_OK) != 0 && zt_now_ms() < until)
+        zt_pause_ms(1);
+    cr_assert_eq(access(mark, F_OK), 0, "the job did not start");
+    zt_kill(b, SIGKILL);
+    zt_wait_exit(b, 5000);
+    broker(&env, "8000");
+    zf_event_t *r = one_result(c, id, 30000);
+    cr_assert_eq(r->status, ZFLEET_SUCCEEDED, "%s", r->text);
+    cr_assert_eq(r->attempts, 1, "it ran again: %s", r->text);
+    cr_assert_eq(zt_broker_counter(&env, "reattached"), 1, "claims refused %lld",
+                 zt_broker_counter(&env, "claims_refused"));
+    zf_event_destroy(&r);
     zf_client_destroy(&c);
 }

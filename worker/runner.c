@@ -16,12 +16,16 @@
 #include "zf_device.h"
 
 #define PROGRESS_EVERY_US 50000
-#define BATCH_MAX 256 /* zf_registry's limit on max_batch */
+#define BATCH_MAX 256      /* zf_registry's limit on max_batch */
+#define RECENT_FNS 8       /* functions whose last arrival the runner remembers (the idle rule) */
+#define BURST_GRACE_US 200 /* a job after a quiet spell waits this long for a burst's mates */
 
 typedef struct rjob {
     uint64_t id;
     uint32_t attempt, timeout_ms;
     int64_t arrived_us; /* when pushed: a batch waits for mates until its oldest's + delay */
+    int64_t quiet_us;   /* how long before it the last job of its function came (INT64_MAX:
+                           none remembered): the batch rule's idle case */
     char fn[ZF_FN_MAX + 1];
     zmq_msg_t payload;
     struct rjob *next;
@@ -46,6 +50,11 @@ struct zf_runner {
        takeable), and are listed by zf_runner_each so that a READY claims them */
     rjob_t *batch[BATCH_MAX];
     size_t nbatch;
+    struct {
+        char fn[ZF_FN_MAX + 1];
+        int64_t at_us;
+    } recent[RECENT_FNS]; /* the last arrival of each, replaced round-robin */
+    unsigned recent_next;
 };
 
 struct zf_job {
@@ -251,6 +260,14 @@ static void rjob_free(rjob_t *q)
    for mates, a full batch runs at once, and jobs of other functions keep their place in
    the queue (they run after this batch, as they would after a single job).
 
+   The idle case: a job that came after a quiet spell (no job of its function reached the
+   worker in the max_delay before it) waits only BURST_GRACE_US (200 µs, or max_delay if
+   shorter) for mates; if none came by then, it runs alone at once. At low load a lone job
+   so pays no max_delay (nothing else is coming: its function was idle), and the first job
+   of a burst still gathers the burst's others, which its prefetch brings within
+   microseconds; once jobs come closer than max_delay apart, every batch waits for mates as
+   above.
+
    The poison rule: a job on its second or later attempt runs alone (a batch of 1, without
    waiting), and never joins a batch. A worker killed mid-batch costs every job of the
    batch an attempt (the broker requeues them all, attempt + 1); on the retry each runs
@@ -287,6 +304,8 @@ static void gather(zf_runner_t *r, const char *fn, size_t max)
 static size_t form_batch(zf_runner_t *r, rjob_t *first, size_t max, uint32_t delay_us)
 {
     int64_t deadline_us = first->arrived_us + delay_us;
+    if (first->quiet_us > (int64_t)delay_us && delay_us > BURST_GRACE_US)
+        deadline_us = first->arrived_us + BURST_GRACE_US; /* (until a mate comes: below) */
     pthread_mutex_lock(&r->mu);
     r->batch[0] = first;
     r->nbatch = 1;
@@ -294,6 +313,8 @@ static size_t form_batch(zf_runner_t *r, rjob_t *first, size_t max, uint32_t del
         max = 1;
     for (;;) {
         gather(r, first->fn, max);
+        if (r->nbatch > 1)
+            deadline_us = first->arrived_us + delay_us; /* mates: not idle after all */
         if (r->nbatch >= max || r->stop || zf_now_us() >= deadline_us)
             break;
         struct timespec ts = {.tv_sec = deadline_us / 1000000,
@@ -472,6 +493,23 @@ zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_registry_t *mods, const
     return r;
 }
 
+/* Remembers that a job of fn arrived at now_us; returns how long since the last one did
+   (INT64_MAX when none is remembered). Under r->mu. */
+static int64_t note_arrival(zf_runner_t *r, const char *fn, int64_t now_us)
+{
+    for (unsigned i = 0; i < RECENT_FNS; i++) {
+        if (strcmp(r->recent[i].fn, fn))
+            continue;
+        int64_t quiet = now_us - r->recent[i].at_us;
+        r->recent[i].at_us = now_us;
+        return quiet;
+    }
+    unsigned k = r->recent_next++ % RECENT_FNS;
+    snprintf(r->recent[k].fn, sizeof r->recent[k].fn, "%s", fn);
+    r->recent[k].at_us = now_us;
+    return INT64_MAX;
+}
+
 int zf_runner_push(zf_runner_t *r, uint64_t id, uint32_t attempt, const char *fn,
                    uint32_t timeout_ms, zmq_msg_t *payload)
 {
@@ -487,6 +525,7 @@ int zf_runner_push(zf_runner_t *r, uint64_t id, uint32_t attempt, const char *fn
     zmq_msg_move(&q->payload, payload);
     q->next = NULL;
     pthread_mutex_lock(&r->mu);
+    q->quiet_us = note_arrival(r, q->fn, q->arrived_us);
     *r->tail = q;
     r->tail = &q->next;
     if (r->waiting)

@@ -85,6 +85,27 @@ static int run_coop(void *s, zf_job_t *job)
     return zf_job_output(job, "done", 4);
 }
 
+/* mark: creates the file named by the payload as it starts (a test sees the handler run
+   without asking the broker), then burns CPU for 3 s, stopping on cancel */
+static int run_mark(void *s, zf_job_t *job)
+{
+    (void)s;
+    char path[512];
+    size_t n = zf_job_size(job);
+    if (n == 0 || n >= sizeof path)
+        return zf_job_fail(job, "mark: expected a file path");
+    memcpy(path, zf_job_data(job), n);
+    path[n] = 0;
+    FILE *f = fopen(path, "w");
+    if (!f || fclose(f) != 0)
+        return zf_job_fail(job, "mark: cannot create the file");
+    int64_t end = now_ms() + 3000;
+    while (now_ms() < end)
+        if (zf_job_cancelled(job))
+            return zf_job_fail(job, "mark: stopped on cancel");
+    return zf_job_output(job, "marked", 6);
+}
+
 /* progress: reports 4 steps (payload ms apart, default 100) then returns "done" */
 static int run_progress(void *s, zf_job_t *job)
 {
@@ -148,17 +169,12 @@ static int run_device(void *s, zf_job_t *job)
 }
 
 static const zf_function_t functions[] = {
-    {.name = "fail", .run = run_fail},
-    {.name = "abort", .run = run_abort},
-    {.name = "hang", .run = run_hang},
-    {.name = "coop", .run = run_coop},
-    {.name = "progress", .run = run_progress},
-    {.name = "corrupt", .run = run_corrupt},
-    {.name = "env", .run = run_env},
-    {.name = "device", .run = run_device},
-    {.name = "flaky", .run = run_flaky},
-    {.name = "permanent", .run = run_permanent},
-    {.name = NULL},
+    {.name = "fail", .run = run_fail},         {.name = "abort", .run = run_abort},
+    {.name = "hang", .run = run_hang},         {.name = "coop", .run = run_coop},
+    {.name = "progress", .run = run_progress}, {.name = "corrupt", .run = run_corrupt},
+    {.name = "env", .run = run_env},           {.name = "device", .run = run_device},
+    {.name = "flaky", .run = run_flaky},       {.name = "permanent", .run = run_permanent},
+    {.name = "mark", .run = run_mark},         {.name = NULL},
 };
 
 static const zf_module_t module = {.abi = ZF_MODULE_ABI, .name = "testmod", .functions = functions};

@@ -2549,6 +2549,8 @@ class Batched:
     ``FUNCTIONS = {"segment": zfleet.batched(segment, max_batch=32, max_delay_ms=5)}``.
     ``segment(state, jobs)`` gets a list of jobs and returns one output per job; an
     Exception instance in an output's place fails that job alone, raising fails the batch.
+    The worker calls it with max_batch jobs, or once the oldest waited max_delay_ms (a job
+    after a quiet spell waits 200 µs at most: a lone job at idle runs at once).
     The worker defines the same marker (``__zfleet_batch__``) when this package is absent."""
 
     def __init__(self, fn: Any, max_batch: int = 8, max_delay_ms: float = 5) -> None:
