@@ -1785,12 +1785,17 @@ static void *flusher_main(void *arg)
 {
     zf_journal_t *self = arg;
     struct flusher *f = self->flusher;
-    pthread_mutex_lock(&f->mu);
     for (;;) {
+        /* (taken each time round: the predicate and the wait need it; a version that took
+           it once before the loop waited unlocked from the second sync on, which
+           ThreadSanitizer reported and which could miss a request's wake-up) */
+        pthread_mutex_lock(&f->mu);
         while (!f->stop && (f->err || f->want_seq == f->done_seq))
             pthread_cond_wait(&f->cv, &f->mu);
-        if (f->stop)
+        if (f->stop) {
+            pthread_mutex_unlock(&f->mu);
             break;
+        }
         uint64_t seq = f->want_seq, size = f->want_size, records = f->want_records;
         int fd = f->fd;
         f->busy = true;
@@ -1818,7 +1823,6 @@ static void *flusher_main(void *arg)
             /* EAGAIN: the counter is full, so the loop is being woken anyway */
         }
     }
-    pthread_mutex_unlock(&f->mu);
     return NULL;
 }
 
