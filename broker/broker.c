@@ -2062,6 +2062,8 @@ static void on_jobs_paced(zf_broker_t *b, zf_frames_t *f, const zf_msg_t *m)
    turn while jobs run. */
 static void serve_paced(zf_broker_t *b)
 {
+    if (zfb_pacer_held(b->pacer) == 0)
+        return; /* (the common case: one load per loop turn, no walk of the functions) */
     zfb_paced_t p;
     bool running = jobs_running(b);
     while (zfb_pacer_next(b->pacer, zf_now_us(), !running, &p)) {
@@ -2728,7 +2730,8 @@ static long poll_timeout(zf_broker_t *b)
     long sync_in = zf_journal_due_ms(b->journal, now); /* an interval fsync coming due */
     if (sync_in >= 0 && sync_in < wait)
         wait = sync_in;
-    long page_in = zfb_pacer_due_ms(b->pacer, zf_now_us()); /* a held JOBS page's turn */
+    /* a held JOBS page's turn */
+    long page_in = zfb_pacer_held(b->pacer) ? zfb_pacer_due_ms(b->pacer, zf_now_us()) : -1;
     if (page_in >= 0 && page_in < wait)
         wait = page_in;
     long wd_in = zfb_notify_due_ms(now); /* systemd's watchdog, when WatchdogSec is short */

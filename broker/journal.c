@@ -1941,17 +1941,13 @@ static void flusher_stop(zf_journal_t *self)
     self->flusher = NULL;
 }
 
-int zf_journal_write(zf_journal_t *self)
+/* Writes the pending records (into the page cache) and counts them; on a failed write the
+   journal goes down, with the file cut back to before them. Returns 0 or -1. */
+static int write_pend(zf_journal_t *self)
 {
-    if (!self)
-        return 0;
-    if (self->down)
-        return -1;
-    if (self->pend.len == 0)
-        return 0;
     if (jwrite(self, self->fd, self->pend.p, self->pend.len) < 0) {
         int e = errno;
-        /* a sync in flight decides what stays, as in zf_journal_commit_async */
+        /* the commits before this one may still be syncing: their answer decides what stays */
         if (flusher_collect(self, true) < 0)
             return -1;
         if (ftruncate(self->fd, (off_t)self->size) < 0)
@@ -1959,8 +1955,18 @@ int zf_journal_write(zf_journal_t *self)
         go_down(self, e, "write");
         return -1;
     }
-    pend_written(self); /* (unsynced: the next commit's sync, or interval's, takes them) */
+    pend_written(self);
     return 0;
+}
+
+int zf_journal_write(zf_journal_t *self)
+{
+    if (!self)
+        return 0;
+    if (self->down)
+        return -1;
+    /* (unsynced: the next commit's sync, or interval's, takes them) */
+    return self->pend.len ? write_pend(self) : 0;
 }
 
 int zf_journal_commit_async(zf_journal_t *self)
@@ -1976,17 +1982,8 @@ int zf_journal_commit_async(zf_journal_t *self)
         return -1;
     if (self->pend.len == 0)
         return 0;
-    if (jwrite(self, self->fd, self->pend.p, self->pend.len) < 0) {
-        int e = errno;
-        /* the commits before this one may still be syncing: their answer decides what stays */
-        if (flusher_collect(self, true) < 0)
-            return -1;
-        if (ftruncate(self->fd, (off_t)self->size) < 0)
-            zf_log(ZF_LOG_ERROR, "journal: cannot cut back %s: %s", self->path, strerror(errno));
-        go_down(self, e, "write");
+    if (write_pend(self) < 0)
         return -1;
-    }
-    pend_written(self);
     self->wseq++;
     struct flusher *f = self->flusher;
     pthread_mutex_lock(&f->mu);

@@ -47,6 +47,18 @@ static void expect_result(zf_client_t *c, uint64_t id, int status, const char *w
     zf_event_destroy(&e);
 }
 
+/* Each bad[i][0] as `then` is refused (EBADARG) with a reason holding bad[i][1]. */
+static void expect_refused(zf_client_t *c, const char *const bad[][2], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        zf_submit_opts_t o = {.then = bad[i][0]};
+        uint64_t x;
+        cr_assert_eq(zf_client_submit(c, "decode", "x", 1, &o, &x), -1, "'%s'", bad[i][0]);
+        cr_assert_eq(zf_client_brokercode(c), ZF_BROKER_BAD_ARGUMENT);
+        cr_assert(strstr(zf_client_error(c), bad[i][1]), "'%s': %s", bad[i][0], zf_client_error(c));
+    }
+}
+
 /* A broker, a CPU worker and a (fake) GPU worker with the test steps. */
 static zf_client_t *cpu_and_gpu(zt_env_t *env, const char *data)
 {
@@ -91,13 +103,7 @@ Test(pipeline, cpu_gpu_cpu_threads_outputs_and_fails_at_the_failed_step, .timeou
         {"infer,,encode", "empty"},
         {"@gpu", "empty"},
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        zf_submit_opts_t o = {.then = bad[i][0]};
-        uint64_t x;
-        cr_assert_eq(zf_client_submit(c, "decode", "x", 1, &o, &x), -1, "'%s'", bad[i][0]);
-        cr_assert_eq(zf_client_brokercode(c), ZF_BROKER_BAD_ARGUMENT);
-        cr_assert(strstr(zf_client_error(c), bad[i][1]), "'%s': %s", bad[i][0], zf_client_error(c));
-    }
+    expect_refused(c, bad, sizeof bad / sizeof bad[0]);
     zf_client_destroy(&c);
 }
 
@@ -226,13 +232,7 @@ Test(pipeline, steps_have_their_own_timeout_and_retries, .timeout = 90)
         {"infer;", "unknown pipeline step option"},
         {";retries=1", "empty"},
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        zf_submit_opts_t o = {.then = bad[i][0]};
-        uint64_t x;
-        cr_assert_eq(zf_client_submit(c, "decode", "x", 1, &o, &x), -1, "'%s'", bad[i][0]);
-        cr_assert_eq(zf_client_brokercode(c), ZF_BROKER_BAD_ARGUMENT);
-        cr_assert(strstr(zf_client_error(c), bad[i][1]), "'%s': %s", bad[i][0], zf_client_error(c));
-    }
+    expect_refused(c, bad, sizeof bad / sizeof bad[0]);
     zf_client_destroy(&c);
 }
 
