@@ -5,20 +5,29 @@
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
 
 TestSuite(pipeline, .fini = zt_kill_all);
 
+/* This file's directory (tests/), absolute. */
+static const char *tests_dir(void)
+{
+    static char p[1100];
+    char here[512];
+    snprintf(here, sizeof here, "%s", __FILE__); /* (relative to the build directory) */
+    *strrchr(here, '/') = 0;
+    snprintf(p, sizeof p, "%s%s%s", here[0] == '/' ? "" : zt_build_dir(), here[0] == '/' ? "" : "/",
+             here);
+    return p;
+}
+
 static const char *steps_py(void)
 {
     static char p[1200];
-    char here[512];
-    snprintf(here, sizeof here, "%s", __FILE__);
-    *strrchr(here, '/') = 0;
-    snprintf(p, sizeof p, "%s%s%s/py/pipe_steps.py", here[0] == '/' ? "" : zt_build_dir(),
-             here[0] == '/' ? "" : "/", here);
+    snprintf(p, sizeof p, "%s/py/pipe_steps.py", tests_dir());
     return p;
 }
 
@@ -307,5 +316,34 @@ Test(pipeline, step_options_survive_a_broker_kill9, .timeout = 90)
               e ? e->text : zf_client_error(c));
     cr_assert_eq(e->step, 2);
     zf_event_destroy(&e);
+    zf_client_destroy(&c);
+}
+
+/* A journal written before steps had options (tests/data/journal-2026-12-pipe, by the broker
+   of commit 2b6135b, killed with both pipelines waiting at step 2 for a GPU worker: "x"
+   decode then infer@gpu then encode@cpu, and "y" decode then infer@gpu with a 60 s run
+   timeout) replays: each resumes at step 2 with the submit's options and ends with every
+   step's work in its output. */
+Test(pipeline, journal_from_before_step_options_replays, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    char data[160], cmd[1600];
+    snprintf(data, sizeof data, "%s/data", env.dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/data/journal-2026-12-pipe/journal %s/journal",
+             data, tests_dir(), data);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    zt_broker(&env, 200, "--data", data, NULL);
+    zf_client_t *c = zt_client(&env);
+    const uint64_t x = 2579323016101511ull, y = 1063323107687690ull;
+    zf_event_t *e = zf_client_get(c, x);
+    cr_assert(e && e->status == ZFLEET_QUEUED && e->step == 2 && e->steps == 3, "%s",
+              e ? zfleet_state_name(e->status) : zf_client_error(c));
+    cr_assert_str_eq(e->function, "infer");
+    zf_event_destroy(&e);
+    zt_worker(&env, 200, "--device", "cpu:0", "--module", steps_py(), NULL);
+    zt_worker(&env, 200, "--device", "gpu:0", "--fake-gpu", "--module", steps_py(), NULL);
+    expect_result(c, x, ZFLEET_SUCCEEDED, "x+decode@cpu+infer@gpu+encode@cpu");
+    expect_result(c, y, ZFLEET_SUCCEEDED, "y+decode@cpu+infer@gpu");
     zf_client_destroy(&c);
 }
