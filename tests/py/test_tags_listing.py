@@ -112,6 +112,15 @@ def main() -> int:
                 j = await a.submit("decode", b"z", then=["encode@cpu"])
                 r = await a.wait(j, timeout=20)
                 assert r.output == b"z+decode@cpu+encode@cpu" and r.steps == 2, r
+                # while a job runs the broker paces listing and keeps at most 8 pages waiting
+                # per connection: 20 tasks listing at once on one client all get their page
+                spin = await a.submit("spin", b"2000")
+                while (await a.get(spin)).status != "running":
+                    await asyncio.sleep(0.02)
+                pages = await asyncio.gather(*[a.jobs(limit=1000) for _ in range(20)])
+                assert all(p["jobs"] for p in pages), pages
+                assert (await a.get(spin)).status == "running", "the listing outlasted the job"
+                assert (await a.wait(spin, timeout=20)).ok
         asyncio.run(run_async())
         print("OK")
         return 0

@@ -1176,6 +1176,9 @@ class Client(_Base):
         """What cannot cross a fork: the lock, the reader election, the wake-up pipe."""
         self._lock = threading.RLock()  # reentrant: a finaliser may run inside a call
         self._cond = threading.Condition(self._lock)
+        # one JOBS page in flight per connection: the broker keeps at most 8 waiting per
+        # connection while jobs run (PROTOCOL.md §6.11); threads listing at once take turns
+        self._jobs_lock = threading.Lock()
         self._sleepers = 0             # threads in _sleep (notify only when there are some)
         self._reader: Optional[int] = None   # ident of the thread that owns the socket
         self._want_reconnect: Optional[int] = None   # epoch another thread asks to replace
@@ -1737,9 +1740,12 @@ class Client(_Base):
         """One page of the job listing, in id order: a dict {"jobs": [{"id", "state",
         "function", "attempts", "tags"}...], "next": cursor, "scanned": n}. Pass "next" as
         `after` for the following page until it is 0; a page may hold fewer than `limit`
-        jobs (the broker looks at no more than 10,000 per call). tag: one "k=v"."""
+        jobs (the broker looks at no more than 10,000 per call). tag: one "k=v". While jobs
+        run the broker paces listing (PROTOCOL.md §6.11): threads listing at once take turns,
+        one page in flight per client."""
         f = _jobs_fields(state, function, tag, limit, after)
-        with self._acquire():
+        self._acquire()  # (a forked child's locks are new ones)
+        with self._jobs_lock, self._acquire():
             m = self._request(JOBS, f)
         return _unpack(m.payload) if m.payload else {}
 
@@ -1996,6 +2002,7 @@ class AsyncClient(_Base):
         # tag -> (request command, Future(_Msg))
         self._reply_futs: Dict[int, Tuple[int, asyncio.Future[_Msg]]] = {}
         self._waiters: Dict[int, List[asyncio.Future[Result]]] = {}   # job id -> futures
+        self._jobs_lock: Optional[asyncio.Lock] = None  # one JOBS page in flight (Client's)
 
     # ---- socket and reader
     def _ensure(self) -> None:
@@ -2351,8 +2358,12 @@ class AsyncClient(_Base):
 
     async def jobs(self, state: Optional[str] = None, function: Optional[str] = None,
                    tag: Optional[str] = None, limit: int = 100, after: int = 0) -> Any:
-        """As Client.jobs."""
-        m = await self._request(JOBS, _jobs_fields(state, function, tag, limit, after))
+        """As Client.jobs; tasks listing at once take turns, one page in flight."""
+        f = _jobs_fields(state, function, tag, limit, after)
+        if self._jobs_lock is None:
+            self._jobs_lock = asyncio.Lock()
+        async with self._jobs_lock:
+            m = await self._request(JOBS, f)
         return _unpack(m.payload) if m.payload else {}
 
     async def dead(self, purge: bool = False) -> Any:
