@@ -407,3 +407,50 @@ Test(e2e, short_job_sends_no_progress_and_long_one_does, .timeout = 30)
     cr_assert_geq(progress[1], 1, "no progress report for a job of 300 ms");
     zf_client_destroy(&c);
 }
+
+/* Runs n jobs of fn(arg) one after the other, each to its result. */
+static void run_one_by_one(zf_client_t *c, const char *fn, const char *arg, int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t id;
+        cr_assert_eq(zf_client_submit(c, fn, arg, strlen(arg), NULL, &id), 0, "%s",
+                     zf_client_error(c));
+        zf_event_t *r = zf_client_wait(c, id, 5000);
+        cr_assert(r && r->status == ZFLEET_SUCCEEDED, "%s job %d: %s", fn, i, zf_client_error(c));
+        zf_event_destroy(&r);
+    }
+}
+
+/* An idle worker's handler thread reads the job that reaches it itself (no hand-off from the
+   I/O thread), and hands the socket back when a job runs past 1 ms, so that what comes
+   meanwhile is read (failure/cancel_queued_and_running_jobs relies on that too). Counted
+   by the worker and told in its debug log when it leaves. */
+Test(e2e, idle_worker_reads_its_jobs_on_the_handler_thread, .timeout = 60)
+{
+    zt_env_t env;
+    zt_fleet_t up = {.hb_ms = 200,
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--credits", "1", "--log-level", "debug")};
+    zf_client_t *c = zt_start(&env, &up);
+    run_one_by_one(c, "echo", "x", 200);
+    run_one_by_one(c, "spin", "5", 20);
+    zf_client_destroy(&c);
+    kill(up.worker[0], SIGTERM); /* it drains and leaves, logging the counts */
+    int status = zt_wait_exit(up.worker[0], 10000);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    char path[600], log[1 << 16];
+    snprintf(path, sizeof path, "%s/workers.log", env.dir);
+    zt_read_file(path, log, sizeof log);
+    const char *at = strstr(log, "jobs read by the handler thread: ");
+    cr_assert(at, "no count in %s", path);
+    unsigned long long by_runner, by_io, handbacks;
+    cr_assert_eq(sscanf(at,
+                        "jobs read by the handler thread: %llu, by the I/O thread: %llu; socket "
+                        "handed back by the timer: %llu",
+                        &by_runner, &by_io, &handbacks),
+                 3, "%.200s", at);
+    cr_assert_eq(by_runner + by_io, 220, "%llu + %llu jobs", by_runner, by_io);
+    cr_assert_geq(by_runner, 110, "the handler thread read %llu of 220 jobs", by_runner);
+    cr_assert_geq(handbacks, 10, "the socket was handed back %llu times for 20 jobs of 5 ms",
+                  handbacks);
+}

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "../common/zf_util.h"
@@ -37,14 +39,16 @@ struct zf_runner {
     char ep[128];
     zf_registry_t *mods;
     const zf_device_t *dev;
-    zf_runner_send_fn send;
-    void *send_arg;
+    zf_runner_hooks_t hooks;
+    int wake_fd; /* eventfd: the idle hook's wake-up (zf_runner_hooks_t) */
     _Atomic uint64_t cancel_id;
     _Atomic uint32_t cancel_attempt;
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
     rjob_t *head, **tail;
     bool waiting, stop;
+    bool idle;   /* in the idle hook: a push from another thread writes wake_fd */
+    bool kicked; /* wake_fd was written and is not read yet */
     zf_running_t running;
     /* the batch in hand (issue 17): running is batch[0]; the others are started too (not
        takeable), and are listed by zf_runner_each so that a READY claims them */
@@ -167,7 +171,7 @@ bool zf_job_cancelled(const zf_job_t *job)
    Consumes payload (may be NULL) either way. */
 static void to_broker(zf_runner_t *r, void *pair, const zf_msg_t *m, zmq_msg_t *payload)
 {
-    if (r->send && r->send(r->send_arg, m, payload) == 0)
+    if (r->hooks.send && r->hooks.send(r->hooks.arg, m, payload) == 0)
         return;
     if (zf_wire_send_blocking(pair, m, payload) < 0 && payload)
         zmq_msg_close(payload);
@@ -410,15 +414,48 @@ static void run_batch(zf_runner_t *r, void *pair, rjob_t *first, zf_run_batch_fn
     free(ptrs);
 }
 
-/* The next job, marked running; NULL when stopping. */
-static rjob_t *next_job(zf_runner_t *r)
+/* The runner whose thread this is (NULL on other threads). */
+static _Thread_local zf_runner_t *on_thread;
+
+/* Writes wake_fd if the runner is in its idle hook and not yet woken. Under r->mu. */
+static void kick(zf_runner_t *r)
 {
-    pthread_mutex_lock(&r->mu);
-    while (!r->head && !r->stop) {
+    uint64_t one = 1;
+    if (r->idle && !r->kicked && write(r->wake_fd, &one, sizeof one) == sizeof one)
+        r->kicked = true;
+}
+
+/* Waits for a job: in the idle hook when there is one, else on the condition. Under r->mu,
+   which the hook is called without. *idled tells whether the hook was called. */
+static void wait_for_job(zf_runner_t *r, bool *idled)
+{
+    if (!r->hooks.idle) {
         r->waiting = true;
         pthread_cond_wait(&r->cv, &r->mu);
+        r->waiting = false;
+        return;
     }
-    r->waiting = false;
+    r->idle = true;
+    pthread_mutex_unlock(&r->mu);
+    r->hooks.idle(r->hooks.arg, r->wake_fd);
+    pthread_mutex_lock(&r->mu);
+    r->idle = false;
+    uint64_t n;
+    if (r->kicked && read(r->wake_fd, &n, sizeof n) < 0) {
+        /* (nonblocking: a kick already read leaves nothing to do) */
+    }
+    r->kicked = false;
+    *idled = true;
+}
+
+/* The next job, marked running; NULL when stopping. *idled: whether the runner waited in
+   its idle hook for it. */
+static rjob_t *next_job(zf_runner_t *r, bool *idled)
+{
+    *idled = false;
+    pthread_mutex_lock(&r->mu);
+    while (!r->head && !r->stop)
+        wait_for_job(r, idled);
     rjob_t *q = r->stop ? NULL : r->head;
     if (q) {
         r->head = q->next;
@@ -433,6 +470,7 @@ static rjob_t *next_job(zf_runner_t *r)
 static void *thread_main(void *arg)
 {
     zf_runner_t *r = arg;
+    on_thread = r;
     void *pair = zmq_socket(r->ctx, ZMQ_PAIR);
     zmq_connect(pair, r->ep);
     char err[512] = "";
@@ -446,12 +484,16 @@ static void *thread_main(void *arg)
         return NULL;
     }
     rjob_t *q;
-    while ((q = next_job(r))) {
-        if (q->timeout_ms)
-            zmq_send(pair, "S", 1, 0); /* the I/O thread arms the run timeout */
+    bool idled;
+    while ((q = next_job(r, &idled))) {
         void *state = NULL;
         uint32_t max = 1, delay_us = 0;
         zf_run_batch_fn batch = zf_registry_batch(r->mods, q->fn, &state, &max, &delay_us);
+        /* a batch waits for mates, which only a watched socket brings */
+        if (idled && r->hooks.busy)
+            r->hooks.busy(r->hooks.arg, batch != NULL);
+        if (q->timeout_ms)
+            zmq_send(pair, "S", 1, 0); /* the I/O thread arms the run timeout */
         if (batch) {
             run_batch(r, pair, q, batch, state, max, delay_us); /* frees q */
             continue;
@@ -467,17 +509,22 @@ static void *thread_main(void *arg)
 }
 
 zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_registry_t *mods, const zf_device_t *dev,
-                           zf_runner_send_fn send, void *arg)
+                           const zf_runner_hooks_t *hooks)
 {
     zf_runner_t *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
+    r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r->wake_fd < 0) {
+        free(r);
+        return NULL;
+    }
     r->ctx = ctx;
     snprintf(r->ep, sizeof r->ep, "%s", ep);
     r->mods = mods;
     r->dev = dev;
-    r->send = send;
-    r->send_arg = arg;
+    if (hooks)
+        r->hooks = *hooks;
     r->tail = &r->head;
     pthread_mutex_init(&r->mu, NULL);
     /* monotonic: a batch's wait for mates (form_batch) is timed against zf_now_us */
@@ -487,10 +534,18 @@ zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_registry_t *mods, const
     pthread_cond_init(&r->cv, &ca);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&r->thread, NULL, thread_main, r) != 0) {
+        close(r->wake_fd);
         free(r);
         return NULL;
     }
     return r;
+}
+
+void zf_runner_wake(zf_runner_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    kick(r);
+    pthread_mutex_unlock(&r->mu);
 }
 
 /* Remembers that a job of fn arrived at now_us; returns how long since the last one did
@@ -530,6 +585,9 @@ int zf_runner_push(zf_runner_t *r, uint64_t id, uint32_t attempt, const char *fn
     r->tail = &q->next;
     if (r->waiting)
         pthread_cond_signal(&r->cv);
+    /* (the runner's own push, from its idle hook, needs no wake-up: it looks when it returns) */
+    if (on_thread != r)
+        kick(r);
     pthread_mutex_unlock(&r->mu);
     return 0;
 }
@@ -592,13 +650,15 @@ void zf_runner_destroy(zf_runner_t **self_p)
     zf_runner_t *r = *self_p;
     if (!r)
         return;
-    *self_p = NULL;
     pthread_mutex_lock(&r->mu);
     r->stop = true;
     pthread_cond_signal(&r->cv);
+    kick(r);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
+    *self_p = NULL; /* not before: the hooks may use it until the thread has ended */
     zf_runner_take_all(r, NULL, NULL);
+    close(r->wake_fd);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);

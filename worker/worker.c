@@ -15,11 +15,23 @@
       this thread forwards them; `relayed` counts those not forwarded yet, and while it is
       above zero the runner does not send directly, so its messages keep their order. This
       thread waits on the socket's ZMQ_FD rather than on the socket, so that the wait
-      itself touches no socket state.
+      itself touches no socket state;
+    - whoever holds sock_mu may read the broker socket and handle what it brings (on_broker
+      and all it touches is under sock_mu). While its queue is empty the runner watches the
+      socket itself (runner_idle) and this thread's wait leaves it out, so a job reaching an
+      idle worker wakes only the thread that runs it: the I/O thread would otherwise wake,
+      read it, and wake the runner, one hand-off more per job. When the runner leaves idle
+      with a job it hands the watch back (runner_busy): a timer wakes this thread within
+      HANDBACK_US, or at once for a batch (which waits for mates); a job shorter than that
+      costs this thread no wake-up, and a message that arrives meanwhile (a cancel, a
+      recall) waits for it at most that long. Whatever this thread's own use of the socket
+      consumes of ZMQ_FD's notice, it sees again in dealer_readable before it waits, and
+      then reads the socket itself.
 */
 #include "zf_worker.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -28,6 +40,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -42,6 +55,7 @@
 #include "zf_runner.h"
 
 #define RUNNER_EP "inproc://zfleet-runner"
+#define HANDBACK_US 1000 /* a job the runner read itself: how long the socket may go unwatched */
 #define BACKOFF_MAX_MS 30000
 
 typedef struct {
@@ -50,11 +64,21 @@ typedef struct {
     zf_registry_t *mods;
     void *ctx_in, *ctx_net, *pair, *dealer;
     zf_runner_t *runner;
-    pthread_mutex_t sock_mu;            /* guards dealer, dealer_fd and last_send_ms */
-    int dealer_fd;                      /* the dealer's ZMQ_FD */
-    int wake_fd;                        /* eventfd: the runner's send left a message to read */
-    _Atomic uint32_t relayed;           /* runner messages sent over the PAIR, not forwarded yet */
-    uint64_t sent_direct, sent_relayed; /* runner messages by path, for the debug log */
+    pthread_mutex_t sock_mu;  /* guards dealer, dealer_fd and last_send_ms */
+    int dealer_fd;            /* the dealer's ZMQ_FD */
+    int wake_fd;              /* eventfd: the runner's send left a message to read */
+    _Atomic uint32_t relayed; /* runner messages sent over the PAIR, not forwarded yet */
+    /* Who watches the broker socket (see the invariants): while runner_watch is set, the
+       idle runner does, and this thread's wait leaves the socket out. hand_fd (a timerfd) is
+       armed by the runner when it leaves idle with a job, so that this thread takes the
+       watch back within HANDBACK_US; hand_armed is the runner's own note of that. */
+    _Atomic bool runner_watch;
+    int hand_fd;
+    bool hand_armed;
+    int64_t io_wake_ms;  /* under sock_mu: when this thread's current wait ends at the latest */
+    bool runner_reading; /* under sock_mu: the runner is the one reading the socket now */
+    uint64_t jobs_by_runner, jobs_by_io, handbacks; /* for the debug log, under sock_mu */
+    uint64_t sent_direct, sent_relayed;             /* runner messages by path, for the debug log */
     int sigfd;
     struct { /* a cancel sent to the running handler */
         uint64_t id;
@@ -256,6 +280,8 @@ static int connect_broker(wk_t *w)
     w->hs = zf_handshake_new(w->ctx_net, w->dealer); /* NULL: silence is told without why */
     size_t fdlen = sizeof w->dealer_fd;
     zmq_getsockopt(w->dealer, ZMQ_FD, &w->dealer_fd, &fdlen);
+    if (w->runner) /* an idle runner watching the old socket: to watch this one */
+        zf_runner_wake(w->runner);
     /* Reconnects at least every half liveness window (up to 5 s): a restarted broker waits
        about one window for us to claim our jobs back (PROTOCOL.md §7.11). */
     uint32_t half = w->cfg->heartbeat_ms * w->cfg->liveness / 2;
@@ -393,6 +419,10 @@ static void maybe_probe(wk_t *w)
 
 static void on_job(wk_t *w, zf_frames_t *f, const zf_msg_t *m)
 {
+    if (w->runner_reading)
+        w->jobs_by_runner++;
+    else
+        w->jobs_by_io++;
     char fn[ZF_FN_MAX + 1];
     zf_str_copy(fn, sizeof fn, m->fn);
     if (w->draining ||
@@ -649,36 +679,102 @@ static int read_batch(wk_t *w)
     return zf_wire_read_batch(w->dealer, READ_BATCH, broker_message, w) < 0 ? -1 : 0;
 }
 
+/* The wait's items: the runner's PAIR, the signals, the runner's wake-ups, the hand-back
+   timer, and the broker socket unless the idle runner watches it. */
+enum { IT_PAIR, IT_SIG, IT_WAKE, IT_HAND, IT_DEALER, IT_N };
+
 /* Waits for the broker, the runner, a signal or the next timer, with sock_mu released
    (the caller holds it before and after). Returns the poll's result. */
-static int wait_events(wk_t *w, zmq_pollitem_t items[4])
+static int wait_events(wk_t *w, zmq_pollitem_t items[IT_N])
 {
-    long timeout = dealer_readable(w) ? 0 : next_timeout(w, zf_now_ms());
-    items[0] = (zmq_pollitem_t){NULL, w->dealer_fd, ZMQ_POLLIN, 0};
-    items[1] = (zmq_pollitem_t){w->pair, 0, ZMQ_POLLIN, 0};
-    items[2] = (zmq_pollitem_t){NULL, w->sigfd, ZMQ_POLLIN, 0};
-    items[3] = (zmq_pollitem_t){NULL, w->wake_fd, ZMQ_POLLIN, 0};
+    int64_t now = zf_now_ms();
+    long timeout = dealer_readable(w) ? 0 : next_timeout(w, now);
+    w->io_wake_ms = now + timeout;
+    items[IT_PAIR] = (zmq_pollitem_t){w->pair, 0, ZMQ_POLLIN, 0};
+    items[IT_SIG] = (zmq_pollitem_t){NULL, w->sigfd, ZMQ_POLLIN, 0};
+    items[IT_WAKE] = (zmq_pollitem_t){NULL, w->wake_fd, ZMQ_POLLIN, 0};
+    items[IT_HAND] = (zmq_pollitem_t){NULL, w->hand_fd, ZMQ_POLLIN, 0};
+    items[IT_DEALER] = (zmq_pollitem_t){NULL, w->dealer_fd, ZMQ_POLLIN, 0};
+    int n = atomic_load(&w->runner_watch) ? IT_DEALER : IT_N;
     pthread_mutex_unlock(&w->sock_mu);
-    int rc = zmq_poll(items, 4, timeout);
+    int rc = zmq_poll(items, n, timeout);
     pthread_mutex_lock(&w->sock_mu);
     return rc;
+}
+
+/* ------------------------------------------------------------------ the runner's watch */
+
+/* The runner's idle hook (zf_runner_hooks_t; see the invariants): reads what waits on the
+   broker socket, or waits for it or for the runner's wake_fd. */
+static void runner_idle(void *arg, int wake_fd)
+{
+    wk_t *w = arg;
+    if (w->hand_armed) { /* back before the timer: the I/O thread never had to wake */
+        timerfd_settime(w->hand_fd, 0, &(struct itimerspec){{0, 0}, {0, 0}}, NULL);
+        w->hand_armed = false;
+    }
+    atomic_store(&w->runner_watch, true);
+    pthread_mutex_lock(&w->sock_mu);
+    while (!dealer_readable(w)) {
+        struct pollfd p[2] = {{wake_fd, POLLIN, 0}, {w->dealer ? w->dealer_fd : -1, POLLIN, 0}};
+        pthread_mutex_unlock(&w->sock_mu);
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            zf_log(ZF_LOG_WARN, "handler thread: poll: %s", strerror(errno));
+        if (p[0].revents) /* a job pushed, a new socket, or stopping: the runner looks */
+            return;
+        pthread_mutex_lock(&w->sock_mu);
+    }
+    w->runner_reading = true;
+    zf_wire_read_batch(w->dealer, READ_BATCH, broker_message, w); /* (errors: the I/O thread's) */
+    w->runner_reading = false;
+    /* what we read may call for the I/O thread sooner than it would wake (a cancel's grace
+       period, a shorter heartbeat) */
+    int64_t now = zf_now_ms();
+    uint64_t one = 1;
+    if (now + next_timeout(w, now) < w->io_wake_ms && write(w->wake_fd, &one, sizeof one) < 0)
+        zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+    pthread_mutex_unlock(&w->sock_mu);
+}
+
+/* The runner's busy hook: it leaves idle with a job; the I/O thread takes the watch back. */
+static void runner_busy(void *arg, bool at_once)
+{
+    wk_t *w = arg;
+    atomic_store(&w->runner_watch, false);
+    uint64_t one = 1;
+    if (at_once) {
+        if (write(w->wake_fd, &one, sizeof one) < 0)
+            zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+        return;
+    }
+    struct itimerspec in = {{0, 0}, {0, HANDBACK_US * 1000L}};
+    w->hand_armed = timerfd_settime(w->hand_fd, 0, &in, NULL) == 0;
+    if (!w->hand_armed && write(w->wake_fd, &one, sizeof one) < 0)
+        zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
 }
 
 static int serve(wk_t *w)
 {
     pthread_mutex_lock(&w->sock_mu);
     for (;;) {
-        zmq_pollitem_t items[4];
+        zmq_pollitem_t items[IT_N];
         if (wait_events(w, items) < 0 && errno != EINTR)
             break;
-        if (items[2].revents & ZMQ_POLLIN) {
+        if (items[IT_SIG].revents & ZMQ_POLLIN) {
             struct signalfd_siginfo si;
             if (read(w->sigfd, &si, sizeof si) == sizeof si)
                 begin_drain(w);
         }
         uint64_t woken;
-        if ((items[3].revents & ZMQ_POLLIN) && read(w->wake_fd, &woken, sizeof woken) < 0)
+        if ((items[IT_WAKE].revents & ZMQ_POLLIN) && read(w->wake_fd, &woken, sizeof woken) < 0)
             zf_log(ZF_LOG_WARN, "wake descriptor: %s", strerror(errno));
+        /* (the timer fired: the runner is busy with a job it read; the next wait watches) */
+        if (items[IT_HAND].revents & ZMQ_POLLIN) {
+            if (read(w->hand_fd, &woken, sizeof woken) == sizeof woken)
+                w->handbacks++;
+            else if (errno != EAGAIN) /* (EAGAIN: the runner disarmed it meanwhile) */
+                zf_log(ZF_LOG_WARN, "hand-back timer: %s", strerror(errno));
+        }
         if (read_batch(w) < 0)
             break;
         run_timers(w);
@@ -732,14 +828,17 @@ static int start(wk_t *w, char *err, size_t errlen)
     signal(SIGPIPE, SIG_IGN);
     w->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    w->hand_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     w->ctx_in = zmq_ctx_new();
     w->ctx_net = zmq_ctx_new();
     w->pair = zmq_socket(w->ctx_in, ZMQ_PAIR);
-    if (w->sigfd < 0 || w->wake_fd < 0 || zmq_bind(w->pair, RUNNER_EP) < 0) {
+    if (w->sigfd < 0 || w->wake_fd < 0 || w->hand_fd < 0 || zmq_bind(w->pair, RUNNER_EP) < 0) {
         snprintf(err, errlen, "cannot set up the handler thread's socket");
         return -1;
     }
-    w->runner = zf_runner_new(w->ctx_in, RUNNER_EP, w->mods, &w->bind.dev, runner_send, w);
+    zf_runner_hooks_t hooks = {
+        .send = runner_send, .idle = runner_idle, .busy = runner_busy, .arg = w};
+    w->runner = zf_runner_new(w->ctx_in, RUNNER_EP, w->mods, &w->bind.dev, &hooks);
     if (!w->runner) {
         snprintf(err, errlen, "cannot start the handler thread");
         return -1;
@@ -784,6 +883,11 @@ static void stop(wk_t *w)
            "results and progress sent by the handler thread: %llu, relayed by "
            "the I/O thread: %llu",
            (unsigned long long)w->sent_direct, (unsigned long long)w->sent_relayed);
+    zf_log(ZF_LOG_DEBUG,
+           "jobs read by the handler thread: %llu, by the I/O thread: %llu; socket handed "
+           "back by the timer: %llu time(s)",
+           (unsigned long long)w->jobs_by_runner, (unsigned long long)w->jobs_by_io,
+           (unsigned long long)w->handbacks);
     zf_handshake_destroy(&w->hs);
     memset(&w->key, 0, sizeof w->key);
     if (w->dealer) {
@@ -803,11 +907,17 @@ static void stop(wk_t *w)
         close(w->sigfd);
     if (w->wake_fd > 0)
         close(w->wake_fd);
+    if (w->hand_fd > 0)
+        close(w->hand_fd);
 }
 
 int zf_worker_run(const zf_worker_config_t *cfg)
 {
-    wk_t w = {.cfg = cfg, .sigfd = -1, .wake_fd = -1, .sock_mu = PTHREAD_MUTEX_INITIALIZER};
+    wk_t w = {.cfg = cfg,
+              .sigfd = -1,
+              .wake_fd = -1,
+              .hand_fd = -1,
+              .sock_mu = PTHREAD_MUTEX_INITIALIZER};
     zf_prefetch_init(&w.pf);
     char err[512] = "";
     if (start(&w, err, sizeof err) < 0) {

@@ -4,7 +4,9 @@
     modules, then runs jobs one at a time from its queue. The I/O thread pushes jobs into
     the queue and can take back those not yet started (RECALL, cancel, drain); the runner
     pulls the next one itself as soon as it finishes, so a busy worker needs no round trip
-    through the I/O thread per job. Results ([DONE header][output]) and progress go to the
+    through the I/O thread per job; and with an `idle` hook it waits for the broker's
+    socket itself while its queue is empty, so a job reaching an idle worker is read by the
+    thread that runs it. Results ([DONE header][output]) and progress go to the
     broker through the I/O thread's `send` hook, from the runner's own thread, so a result
     costs no wake-up of the I/O thread; when the hook cannot send at once (the I/O thread is
     using the socket, or the socket is full), they go to the I/O thread over an inproc PAIR
@@ -34,19 +36,39 @@ typedef struct {
     int64_t started_ms;  /* monotonic */
 } zf_running_t;
 
-/* Sends [hdr][payload] (payload may be NULL) to the broker at once, from the runner's
-   thread, if it can without waiting (the I/O thread may hold the socket, or have earlier
-   messages of ours still to forward). Returns 0 when sent (payload consumed), or -1 at once
-   (payload still the caller's): then the runner sends it over the PAIR, always. */
-typedef int (*zf_runner_send_fn)(void *arg, const zf_msg_t *hdr, zmq_msg_t *payload);
+/* The runner's hooks into its worker, all called on the runner's thread with `arg`. Any may
+   be NULL. */
+typedef struct {
+    /* Sends [hdr][payload] (payload may be NULL) to the broker at once, if it can without
+       waiting (the I/O thread may hold the socket, or have earlier messages of ours still
+       to forward). Returns 0 when sent (payload consumed), or -1 at once (payload still the
+       caller's): then the runner sends it over the PAIR, always. NULL: always the PAIR. */
+    int (*send)(void *arg, const zf_msg_t *hdr, zmq_msg_t *payload);
+    /* Called when the queue is empty, instead of sleeping on the runner's own condition:
+       waits until `wake_fd` (the runner's eventfd, written by a push from another thread, by
+       zf_runner_wake and by destroy) turns readable, or reads the broker's messages itself
+       (pushing the jobs they bring, on this thread), then returns. The runner looks at its
+       queue after every return, so a return with nothing pushed is harmless. This is what
+       lets a job reaching an idle worker wake the thread that runs it and no other.
+       NULL: the runner waits on its condition for a push. */
+    void (*idle)(void *arg, int wake_fd);
+    /* Called when the runner leaves `idle` with a job to run: the caller takes the broker's
+       socket back (at once when `at_once`, which a batch's wait for mates asks for, or soon
+       enough for a cancel or a recall to be timely). */
+    void (*busy)(void *arg, bool at_once);
+    void *arg;
+} zf_runner_hooks_t;
 
 /* Starts the runner thread on `ctx`, connected to the inproc endpoint `ep` that the
-   caller has bound as a PAIR. mods and dev are borrowed until destroy; send (may be NULL:
-   everything goes over the PAIR) is called with arg from the runner's thread. Returns NULL
-   when the thread cannot start. The runner then sends one frame over the PAIR: empty when
-   init succeeded, or the reason it failed. */
+   caller has bound as a PAIR. mods and dev are borrowed until destroy; hooks is copied
+   (NULL: none). Returns NULL when the thread cannot start. The runner then sends one frame
+   over the PAIR: empty when init succeeded, or the reason it failed. */
 zf_runner_t *zf_runner_new(void *ctx, const char *ep, zf_registry_t *mods, const zf_device_t *dev,
-                           zf_runner_send_fn send, void *arg);
+                           const zf_runner_hooks_t *hooks);
+
+/* Makes a runner waiting in its idle hook return from it and call it again (the worker's
+   socket changed). Any thread. */
+void zf_runner_wake(zf_runner_t *self);
 
 /* Queues a job. Takes `payload` (it is left empty). Returns 0, or -1 when memory runs out
    (then the payload is still the caller's). */
@@ -82,7 +104,8 @@ int zf_runner_job_input(const zf_job_t *job, zmq_msg_t *out);
 void zf_runner_job_output(zf_job_t *job, zmq_msg_t *msg);
 
 /* Stops the thread after its current job, drops what is queued, joins, frees; sets
-   *self_p to NULL. NULL-safe. */
+   *self_p to NULL once the thread has ended (its hooks may still use *self_p until then).
+   NULL-safe. */
 void zf_runner_destroy(zf_runner_t **self_p);
 
 #endif
