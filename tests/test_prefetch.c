@@ -47,6 +47,20 @@ Test(prefetch, short_jobs_deep_long_jobs_one)
     cr_assert_eq(zf_prefetch_target(&p), 1);
 }
 
+/* A fast probe (30 µs: cores awake) still leaves 5 ms jobs a prefetched one: the refill of
+   a DONE takes far longer than the probe when the handlers keep every core busy. */
+Test(prefetch, fast_probe_still_prefetches_for_millisecond_jobs)
+{
+    zf_prefetch_t p;
+    zf_prefetch_init(&p);
+    int64_t now = 1000000;
+    probe(&p, &now, 4, 30);
+    runs(&p, 50, 5000);
+    cr_assert_eq(zf_prefetch_target(&p), 2);
+    runs(&p, 100, 100000); /* 100 ms jobs: 0.03 % */
+    cr_assert_eq(zf_prefetch_target(&p), 1);
+}
+
 Test(prefetch, round_trip_takes_the_lowest_and_rises_slowly)
 {
     zf_prefetch_t p;

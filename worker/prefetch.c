@@ -8,7 +8,11 @@
 #define RUN_ALPHA 0.125 /* EWMA weights: a few jobs are enough to follow a new kind */
 #define RTT_RISE 0.125  /* round trips: down at once, up slowly (scheduling noise only adds) */
 #define FIRST_PROBES 4  /* taken back to back at the start, before the estimate counts */
-#define NEGLIGIBLE 0.01 /* round trip / run below this: no prefetch */
+/* round trip / run below this: no prefetch. Low, because the probe's round trip is the
+   fastest one: a DONE's refill on a machine whose cores the handlers keep busy can take
+   10-100 times longer (the broker waits for a core), and at 1 credit the worker idles for
+   all of it (5 ms jobs with 30 µs probes lost 2-3 % of their time at 1 %) */
+#define NEGLIGIBLE 0.001
 #define LOST_PROBE_US 1000000
 
 void zf_prefetch_init(zf_prefetch_t *p)

@@ -3,7 +3,7 @@
 
     Enough to cover a round trip to the broker at the recent job duration:
         credits = 1 + ceil(HEADROOM x round trip / mean run time), within [1, ZF_PREFETCH_MAX],
-    and 1 when a round trip is under 1 % of a run (long jobs: prefetch would only make a job
+    and 1 when a round trip is under 0.1 % of a run (long jobs: prefetch would only make a job
     wait behind another). The run time is an EWMA of the DONE durations; the round trip is
     the lowest of CREDITS -> CREDITED probes, rising slowly toward higher ones (PROTOCOL.md §7.12), which travel the same sockets
     and broker loop as a DONE and the JOB it frees. A new number is announced only when it
