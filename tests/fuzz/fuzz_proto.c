@@ -1,6 +1,8 @@
 /*  libFuzzer target over the zfleet header codec (proto/proto.c).
 
-    For every input: zf_msg_decode must either fail with one of its documented error codes
+    For every input: zf_msg_decode must give the answer of the msgpack-c decoder it replaced
+    (tests/ref_decode.c): the same success or failure, the same error code, the same fields.
+    It must either fail with one of its documented error codes
     or succeed; on success the header is re-encoded with zf_msg_encode and decoded again,
     and the two decoded headers must be equal field by field, and a second encoding must be
     byte-identical to the first (the codec's canonical form is stable). The name and frame
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ref_decode.h"
 #include "zf_proto.h"
 
 #define CHECK(cond)                                                                        \
@@ -107,6 +110,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int err = -1;
     const char *why = NULL;
     int rc = zf_msg_decode(&m, in, size, &err, &why);
+    zf_msg_t ref;
+    int ref_err = -1;
+    const char *ref_why = NULL;
+    int ref_rc = ref_msg_decode(&ref, in, size, &ref_err, &ref_why);
+    if (rc != ref_rc || (rc != 0 && err != ref_err))
+        fprintf(stderr, "fuzz_proto: decoder says %d (%s), reference %d (%s)\n", rc,
+                rc ? why : "ok", ref_rc, ref_rc ? ref_why : "ok");
+    CHECK(rc == ref_rc);
+    CHECK(rc == 0 ? ref_msg_same(&m, &ref) : err == ref_err);
     if (rc != 0) {
         CHECK(rc == -1);
         CHECK(err == ZF_EVERSION || err == ZF_EMALFORMED || err == ZF_ECOMMAND);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets and runs each for a bounded time:
-#   proto    fuzz_proto.c over the zfleet header decoder (proto/proto.c)
+#   proto    fuzz_proto.c over the zfleet header decoder (proto/proto.c), held to the
+#            msgpack-c reference decoder (tests/ref_decode.c)
 #   journal  fuzz_journal.c over journal replay: scan and apply of records (broker/journal.c)
 #
 #   tests/fuzz/run.sh                 build, then fuzz for ${FUZZ_SECONDS:-40} s in all, split
@@ -71,7 +72,8 @@ mkdir -p "$out"
 cflags="-g -O1 -std=gnu11 -Wall -Wextra -I$root/proto -I$root/common -I$root/broker $(pkg-config --cflags $mp libzmq zlib)"
 libs="$(pkg-config --libs $mp libzmq zlib) -lm -pthread"
 fuzzflags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
-"$cc" $cflags $fuzzflags "$root/proto/proto.c" "$here/fuzz_proto.c" $(pkg-config --libs $mp) \
+"$cc" $cflags -I"$here/.." $fuzzflags "$root/proto/proto.c" "$here/../ref_decode.c" "$here/fuzz_proto.c" \
+    $(pkg-config --libs $mp) \
     -o "$out/fuzz_proto"
 "$cc" $cflags "$here/make_corpus.c" "$root/proto/proto.c" $(pkg-config --libs $mp) \
     -o "$out/make_corpus"
