@@ -511,10 +511,15 @@ static void gen_value(gen_t *g, int depth)
         break;
     case 8: { /* ext: fixext or ext8 */
         unsigned k = gen_below(g, 6);
-        if (k < 5)
-            gen_byte(g, 0xd4 + k), gen_byte(g, 1), gen_be(g, 0, (int)(1u << k));
-        else
-            gen_byte(g, 0xc7), gen_byte(g, 0), gen_byte(g, 1);
+        if (k < 5) { /* fixext 1, 2, 4, 8, 16: a type byte and 2^k zero bytes */
+            gen_byte(g, 0xd4 + k);
+            for (unsigned i = 0; i <= 1u << k; i++)
+                gen_byte(g, i == 0);
+        } else { /* ext8 of no bytes: its type byte only */
+            gen_byte(g, 0xc7);
+            gen_byte(g, 0);
+            gen_byte(g, 1);
+        }
         break;
     }
     case 9:

@@ -114,7 +114,8 @@ def main() -> int:
                 assert r.output == b"z+decode@cpu+encode@cpu" and r.steps == 2, r
                 # while a job runs the broker paces listing and keeps at most 8 pages waiting
                 # per connection: 20 tasks listing at once on one client all get their page
-                spin = await a.submit("spin", b"2000")
+                # (they take 1.5-1.9 s in a release build, more under ASan: the job spins 6 s)
+                spin = await a.submit("spin", b"6000")
                 while (await a.get(spin)).status != "running":
                     await asyncio.sleep(0.02)
                 pages = await asyncio.gather(*[a.jobs(limit=1000) for _ in range(20)])
