@@ -1467,7 +1467,9 @@ static void release_durable(zf_broker_t *b, uint64_t durable)
         b->ack_head = j->ack_next;
         j->ack_next = NULL;
         j->acked = true;
-        if (j->waiter) { /* else a NO_PUSH submit with the client gone: nothing to tell */
+        /* no waiter: a NO_PUSH submit with the client gone, nothing to tell; NO_ACK: the
+           RESULT will answer the SUBMIT, and the submitter's threads wake once, not twice */
+        if (j->waiter && !j->no_ack) {
             zf_msg_t m;
             zf_msg_init(&m, ZF_CMD_ACCEPTED);
             zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
@@ -1657,6 +1659,9 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     if ((m->flags & ZF_FLAG_FORGET) && (m->flags & ZF_FLAG_NO_PUSH))
         return reject(b, rid, m->tag, ZF_EBADARG,
                       "forget needs the result pushed to this connection (not with no_push)");
+    if ((m->flags & ZF_FLAG_NO_ACK) && (m->flags & ZF_FLAG_NO_PUSH))
+        return reject(b, rid, m->tag, ZF_EBADARG,
+                      "no_ack needs the result pushed to this connection (not with no_push)");
     const char *bad_tags = zf_tags_check(m->tags.ptr, m->tags.len);
     if (bad_tags)
         return reject(b, rid, m->tag, ZF_EBADARG, bad_tags);
@@ -1735,6 +1740,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     count_unfinished(b, j);
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
+    j->no_ack = (m->flags & ZF_FLAG_NO_ACK) != 0;
     set_schedule(j, m, accepted_ms);
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
     if (zfb_index_add(b->index, j) < 0)

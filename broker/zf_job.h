@@ -94,6 +94,7 @@ typedef struct job {
     bool acked;              /* the client was told ACCEPTED */
     bool no_push;            /* the submitter asked not to be sent the result */
     bool forget;             /* drop the result once it has been pushed to the submitter */
+    bool no_ack;             /* the submitter asked for no ACCEPTED (NO_ACK) */
     bool result_pending;     /* terminal, result not pushed yet (waits for the commit) */
     bool counted : 1;        /* in its waiter's queued_jobs/queued_bytes (while unfinished) */
     bool forgetting : 1;     /* FORGET result pushed, its FORGET record not yet written: out

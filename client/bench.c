@@ -40,6 +40,7 @@ typedef struct {
     uint64_t stall_ms;   /* no event for this long ends a run; the rest count missing */
     uint64_t attach_s;   /* backlog: how long to wait for workers to attach */
     bool forget;         /* throughput, latency, bigpayload: submit with forget */
+    bool no_ack;         /* the same: submit with no_ack (no ACCEPTED) */
 } opts_t;
 
 /* ------------------------------------------------------------------ report */
@@ -405,11 +406,14 @@ typedef struct {
     int64_t start_us, end_us; /* first submit, last job ended */
 } pump_t;
 
-/* The submit options of a workload that honours --forget (NULL: the defaults). */
+/* The submit options of a workload that honours --forget and --no-ack (NULL: the
+   defaults). */
 static const zf_submit_opts_t *submit_opts(const opts_t *o)
 {
-    static const zf_submit_opts_t forget = {.forget = true};
-    return o->forget ? &forget : NULL;
+    static const zf_submit_opts_t opts[4] = {
+        {0}, {.forget = true}, {.no_ack = true}, {.forget = true, .no_ack = true}};
+    int i = (o->forget ? 1 : 0) + (o->no_ack ? 2 : 0);
+    return i ? &opts[i] : NULL;
 }
 
 /* Submits n jobs (payloads from t->gen, options so, may be NULL) with at most `window`
@@ -542,6 +546,7 @@ static int wl_stream(const opts_t *o, bool big)
     rep_u(&r, "payload_bytes", len);
     rep_u(&r, "inflight", window);
     rep_u(&r, "forget", o->forget);
+    rep_u(&r, "no_ack", o->no_ack);
     rep_u(&r, "workers", st.fn_workers);
     rep_u(&r, "credits_total", st.credits);
     rep_d(&r, "wall_s", wall, 3);
@@ -626,6 +631,7 @@ static int wl_latency(const opts_t *o)
     rep_u(&r, "warmup", warm);
     rep_u(&r, "payload_bytes", len);
     rep_u(&r, "forget", o->forget);
+    rep_u(&r, "no_ack", o->no_ack);
     rep_u(&r, "workers", st.fn_workers);
     if (done) {
         double sum = 0;
@@ -865,6 +871,8 @@ static void bench_usage(FILE *f)
           "  --stall-ms MS      give up when nothing arrives for this long (10000)\n"
           "  --forget           throughput, latency, bigpayload: submit every job with forget\n"
           "                     (the broker drops each result once it has pushed it here)\n"
+          "  --no-ack           throughput, latency, bigpayload: submit every job with no_ack\n"
+          "                     (no ACCEPTED: the result answers the submit)\n"
           "  --json             one JSON object on stdout\n"
           "Every result is checked (payload echoed intact, each job exactly once); problems are\n"
           "counted in `errors`. Exit: 0 no errors, 1 errors, 2 usage, 4 broker unreachable.\n",
@@ -888,12 +896,14 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
                 .spin_ms = 5,
                 .stall_ms = 10000,
                 .attach_s = 600};
-    static const struct option opts[] = {
-        {"broker", 1, 0, 'b'},     {"json", 0, 0, 'J'},     {"jobs", 1, 0, 'n'},
-        {"payload", 1, 0, 'p'},    {"inflight", 1, 0, 'i'}, {"workers", 1, 0, 'w'},
-        {"spin-ms", 1, 0, 's'},    {"warmup", 1, 0, 'W'},   {"function", 1, 0, 'f'},
-        {"broker-pid", 1, 0, 'P'}, {"stall-ms", 1, 0, 'T'}, {"attach-timeout", 1, 0, 'A'},
-        {"forget", 0, 0, 'G'},     {"help", 0, 0, 'H'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", 1, 0, 'b'},   {"json", 0, 0, 'J'},
+                                         {"jobs", 1, 0, 'n'},     {"payload", 1, 0, 'p'},
+                                         {"inflight", 1, 0, 'i'}, {"workers", 1, 0, 'w'},
+                                         {"spin-ms", 1, 0, 's'},  {"warmup", 1, 0, 'W'},
+                                         {"function", 1, 0, 'f'}, {"broker-pid", 1, 0, 'P'},
+                                         {"stall-ms", 1, 0, 'T'}, {"attach-timeout", 1, 0, 'A'},
+                                         {"forget", 0, 0, 'G'},   {"no-ack", 0, 0, 'K'},
+                                         {"help", 0, 0, 'H'},     {0, 0, 0, 0}};
     optind = 1;
     opterr = 1;
     int c, bad = 0;
@@ -919,6 +929,7 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
         case 'T': bad = num("stall-ms", optarg, 10, 86400000, &o.stall_ms); break;
         case 'A': bad = num("attach-timeout", optarg, 1, 86400, &o.attach_s); break;
         case 'G': o.forget = true; break;
+        case 'K': o.no_ack = true; break;
         case 'H': bench_usage(stdout); return 0;
         default: bad = -1;
         }

@@ -543,8 +543,9 @@ static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void 
             zf_msg_set_u64(m, ZF_F_DELAY, o->delay_ms);
         if (o->not_before)
             zf_msg_set_u64(m, ZF_F_NOT_BEFORE, o->not_before);
-        /* both flags are sent as asked: the broker rejects the pair, with its reason */
-        uint32_t flags = (o->no_push ? ZF_FLAG_NO_PUSH : 0) | (o->forget ? ZF_FLAG_FORGET : 0);
+        /* the flags are sent as asked: the broker rejects the pairs it refuses, with why */
+        uint32_t flags = (o->no_push ? ZF_FLAG_NO_PUSH : 0) | (o->forget ? ZF_FLAG_FORGET : 0) |
+                         (o->no_ack ? ZF_FLAG_NO_ACK : 0);
         if (flags)
             zf_msg_set_u64(m, ZF_F_FLAGS, flags);
         if (o->tags && *o->tags) {
@@ -638,6 +639,9 @@ int zf_client_submit(zf_client_t *c, const char *fn, const void *data, size_t le
 {
     zf_msg_t m;
     zmq_msg_t payload;
+    if (opts && opts->no_ack)
+        return set_error(c, ZF_CE_USAGE, 0,
+                         "no_ack: zf_client_submit waits for ACCEPTED; use zf_client_submit_async");
     if (check_limit(c, len) < 0)
         return -1;
     if (build_submit(c, &m, fn, data, len, opts, &payload) < 0)

@@ -178,6 +178,12 @@ typedef struct {
                               under the one job id; progress spans the steps; the first
                               failed step ends it with that step's error. The broker checks
                               it (REJECTED, ZF_BROKER_BAD_ARGUMENT, with the reason) */
+    bool no_ack;           /* zf_client_submit_async only: the broker sends no ACCEPTED
+                              (no ZF_EV_ACCEPTED event, so no id before the result): the
+                              RESULT, matched by the tag, or a REJECTED answers the submit.
+                              Saves the client a wake-up per job (for one-at-a-time
+                              round trips, bench/README.md). Not with no_push (the broker
+                              rejects that); zf_client_submit refuses it (ZF_CE_USAGE) */
 } zf_submit_opts_t;
 
 /* Connects to endpoint (NULL: $ZFLEET_BROKER, else ZFLEET_DEFAULT_BROKER). Connection is

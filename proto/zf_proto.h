@@ -167,6 +167,7 @@ typedef enum {
 #define ZF_FLAG_PURGE 0x1      /* DEAD: clear the dead-letter list */
 #define ZF_FLAG_NO_PUSH 0x2    /* SUBMIT: do not push the result to this connection */
 #define ZF_FLAG_FORGET 0x4     /* SUBMIT: drop the result once pushed to the submitter */
+#define ZF_FLAG_NO_ACK 0x8     /* SUBMIT: no ACCEPTED: the RESULT (or a REJECTED) answers it */
 #define ZF_FLAG_PERMANENT 0x10 /* DONE (failed): do not retry, the input is bad */
 #define ZF_FLAG_BYE_NOW 0x1    /* BYE: leaving now (clear: draining, finish what you hold) */
 #define ZF_FLAG_REATTACH \

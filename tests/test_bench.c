@@ -90,6 +90,23 @@ Test(bench, forget_run_leaves_no_results_in_the_broker)
     cr_assert_eq(zt_broker_counter(&env, "results_kept"), 0);
 }
 
+/* --no-ack: the broker sends no ACCEPTED, every result still arrives once and intact. */
+Test(bench, no_ack_runs_report_no_errors)
+{
+    zt_env_t env;
+    start(&env);
+    const char *workloads[] = {"latency", "throughput"};
+    for (int i = 0; i < 2; i++) {
+        char out[4096];
+        int rc = zt_cli(&env, out, sizeof out, "bench", workloads[i], "--no-ack", "--jobs", "50",
+                        "--json", NULL);
+        cr_assert_eq(rc, 0, "%s: exit %d, output: %s", workloads[i], rc, out);
+        cr_assert_eq(field(out, "no_ack"), 1, "%s", out);
+        cr_assert_eq(field(out, "errors"), 0, "%s", out);
+    }
+    cr_assert_geq(zt_broker_counter(&env, "accepted"), 100);
+}
+
 Test(bench, usage_errors_exit_2_and_an_absent_broker_exits_4)
 {
     zt_env_t env;

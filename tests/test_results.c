@@ -1,5 +1,6 @@
 /*  The result store with real processes: FORGET drops a result once it has reached its
-    submitter (and only then), and the store's byte bound evicts the oldest results. */
+    submitter (and only then), the store's byte bound evicts the oldest results, and NO_ACK
+    submits are answered by their RESULT alone. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -190,5 +191,97 @@ Test(results, result_store_bytes_bound_evicts_oldest, .timeout = 30)
     }
     cr_assert_eq(zt_broker_counter(&env, "result_bytes"), KEEP * LEN);
     cr_assert_eq(zt_broker_counter(&env, "results_kept"), KEEP);
+    zf_client_destroy(&c);
+}
+
+/* NO_ACK (PROTOCOL.md §6.2): the broker sends no ACCEPTED; the RESULT, with the SUBMIT's
+   tag, answers it; a refused submit still gets its REJECTED. Returns the events seen for
+   tag until its RESULT or REJECTED, counting the ACCEPTED ones in *acks. */
+static zf_event_t *answer_of(zf_client_t *c, uint64_t tag, int *acks)
+{
+    for (int64_t until = zt_now_ms() + 10000; zt_now_ms() < until;) {
+        zf_event_t *e = zf_client_next(c, 500);
+        if (!e || e->tag != tag) {
+            zf_event_destroy(&e);
+            continue;
+        }
+        if (e->type == ZF_EV_RESULT || e->type == ZF_EV_REJECTED)
+            return e;
+        *acks += e->type == ZF_EV_ACCEPTED;
+        zf_event_destroy(&e);
+    }
+    return NULL;
+}
+
+static void no_ack_round_trips(zt_env_t *env, zf_client_t *c)
+{
+    zf_submit_opts_t o = {.no_ack = true};
+    uint64_t tags[20];
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(zf_client_submit_async(c, "echo", "abcd", 4, &o, &tags[i]), 0);
+    for (int i = 0; i < 20; i++) {
+        int acks = 0;
+        zf_event_t *r = answer_of(c, tags[i], &acks);
+        cr_assert(r && r->type == ZF_EV_RESULT && r->status == ZFLEET_SUCCEEDED, "job %d", i);
+        cr_assert(r->id != 0 && r->output_len == 4 && !memcmp(r->output, "abcd", 4));
+        cr_assert_eq(acks, 0, "job %d: %d ACCEPTED sent despite NO_ACK", i, acks);
+        zf_event_destroy(&r);
+    }
+    /* the same submit without the flag is acknowledged, as before */
+    uint64_t tag;
+    int acks = 0;
+    cr_assert_eq(zf_client_submit_async(c, "echo", "abcd", 4, NULL, &tag), 0);
+    zf_event_t *r = answer_of(c, tag, &acks);
+    cr_assert(r && r->type == ZF_EV_RESULT);
+    cr_assert_eq(acks, 1);
+    zf_event_destroy(&r);
+    cr_assert_eq(zt_broker_counter(env, "accepted"), 21);
+}
+
+Test(results, no_ack_submits_are_answered_by_their_result, .timeout = 60)
+{
+    zt_env_t env;
+    zf_client_t *c = start(&env, NULL, NULL);
+    no_ack_round_trips(&env, c);
+    zf_client_destroy(&c);
+}
+
+/* With the journal (and its fsync) the result still comes, after the sync that holds it. */
+Test(results, no_ack_submits_with_the_journal, .timeout = 60)
+{
+    zt_env_t env;
+    zt_env_init(&env);
+    char data[200];
+    snprintf(data, sizeof data, "%s/data", env.dir);
+    zt_fleet_up(&env,
+                &(zt_fleet_t){.hb_ms = HB, .broker_args = ZT_ARGS("--data", data), .workers = 1});
+    zf_client_t *c = zt_client(&env);
+    no_ack_round_trips(&env, c);
+    zf_client_destroy(&c);
+}
+
+/* A refused NO_ACK submit is still told so; NO_ACK with NO_PUSH is refused (the submitter
+   would hear nothing); the synchronous submit, which waits for ACCEPTED, refuses the flag. */
+Test(results, no_ack_refusals, .timeout = 30)
+{
+    zt_env_t env;
+    zf_client_t *c = start(&env, NULL, NULL);
+    uint64_t tag, id;
+    int acks = 0;
+    zf_submit_opts_t bad_device = {.no_ack = true, .device = 7};
+    cr_assert_eq(zf_client_submit_async(c, "echo", "x", 1, &bad_device, &tag), 0);
+    zf_event_t *e = answer_of(c, tag, &acks);
+    cr_assert(e && e->type == ZF_EV_REJECTED && e->code == ZF_EBADARG);
+    zf_event_destroy(&e);
+    zf_submit_opts_t silent = {.no_ack = true, .no_push = true};
+    cr_assert_eq(zf_client_submit_async(c, "echo", "x", 1, &silent, &tag), 0);
+    e = answer_of(c, tag, &acks);
+    cr_assert(e && e->type == ZF_EV_REJECTED && e->code == ZF_EBADARG);
+    cr_assert(strstr(e->text, "no_ack needs the result pushed"), "%s", e->text);
+    zf_event_destroy(&e);
+    zf_submit_opts_t o = {.no_ack = true};
+    cr_assert_eq(zf_client_submit(c, "echo", "x", 1, &o, &id), -1);
+    cr_assert_eq(zf_client_errcode(c), ZF_CE_USAGE);
+    cr_assert_eq(zt_broker_counter(&env, "accepted"), 0);
     zf_client_destroy(&c);
 }
