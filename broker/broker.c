@@ -98,7 +98,10 @@ struct zf_broker {
     job_t *ack_head, **ack_tail;
     job_t *send_head, **send_tail; /* terminal jobs whose results wait for the commit */
     job_t *forgetting;             /* pushed FORGET jobs whose FORGET record waits, oldest first */
-    struct receipts *receipts;     /* FORGET pushes written out (see struct receipts) */
+    struct lazy_ack *lazy;         /* owed LAZY_ACK acceptances, a ring, oldest (first due) first */
+    size_t lazy_cap, lazy_first, lazy_len;
+    long lazy_ms; /* how long one may wait: ZF_LAZY_ACK_MS, or $ZFLEET_LAZY_ACK_MS (tests) */
+    struct receipts *receipts;              /* FORGET pushes written out (see struct receipts) */
     uint64_t nforgetting, forgetting_bytes; /* bounded like the result store */
     wrk_t *doomed; /* workers to remove at the end of the loop turn (doom) */
     zf_heap_t deadlines;
@@ -947,6 +950,10 @@ static bool send_result(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag, boo
 {
     zf_msg_t m;
     fill_result(&m, j, tag);
+    if (j->ack_in_result && c == j->waiter && tag == j->tag) { /* (lazy acks) */
+        zf_msg_set_u64(&m, ZF_F_FLAGS, ZF_FLAG_LAZY_ACK);
+        j->ack_in_result = false;
+    }
     zmq_msg_t out;
     zmq_msg_init(&out);
     size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
@@ -1010,13 +1017,19 @@ static bool over_buffer(const zf_broker_t *b, client_t *c, size_t n)
     return c->ndeferred > 0 || (unread > 0 && unread + n > b->cfg.client_buffer_bytes);
 }
 
+/* Whether j's result must be held back for c (see deliver). */
+static bool must_defer(const zf_broker_t *b, const job_t *j, client_t *c)
+{
+    size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
+    return n >= ZF_TRACKED_OUTPUT_MIN && over_buffer(b, c, n);
+}
+
 /* Sends j's result to c now, or holds it back while c has too many bytes unread (a client
    that never reads must not make the broker hold more than the bound for it: past that,
    results stay in the store only). Returns true when it was sent. */
 static bool deliver(zf_broker_t *b, job_t *j, client_t *c, uint64_t tag, bool forget)
 {
-    size_t n = j->res ? zmq_msg_size(&j->res->output) : 0;
-    if (n >= ZF_TRACKED_OUTPUT_MIN && over_buffer(b, c, n)) {
+    if (must_defer(b, j, c)) {
         defer_result(b, c, j, tag, forget);
         return false;
     }
@@ -1402,6 +1415,86 @@ static void reject_unjournaled(zf_broker_t *b)
 static void after_commit(zf_broker_t *b, int64_t now);
 static void release_durable(zf_broker_t *b, uint64_t durable);
 
+/* ------------------------------------------------------------------ lazy acks
+
+   A SUBMIT with LAZY_ACK (the C client's asynchronous submits) lets the ACCEPTED of a job
+   that went straight to a worker wait up to ZF_LAZY_ACK_MS past the point where it would
+   go (PROTOCOL.md §6.2): a job that ends sooner gets none, its RESULT answers the SUBMIT
+   (flagged so), and the client's threads wake once instead of twice, which is most of
+   what a short round trip costs beyond ZeroMQ's own (bench/README.md). Sending the
+   ACCEPTED right before the RESULT would not do: the broker's I/O thread, on the other
+   core, writes the first message out before the loop has queued the second. The owed
+   acceptances wait in a ring of ids in the order they came due (so their due times rise
+   along it); one whose ACCEPTED already went (or whose RESULT answered), or whose job is
+   gone, is skipped when its turn comes, so the ring never points at a freed job. */
+typedef struct lazy_ack {
+    uint64_t id;
+    int64_t due_ms;
+} lazy_ack_t;
+
+static void send_accepted(zf_broker_t *b, job_t *j)
+{
+    j->ack_owed = false;
+    if (!j->waiter)
+        return;
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_ACCEPTED);
+    zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
+    zf_msg_set_u64(&m, ZF_F_ID, j->id);
+    if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
+        b->c.undeliverable++;
+}
+
+/* Puts j's ACCEPTED in the ring. Returns 0, or -1 without memory (then send it now). */
+static int owe_ack(zf_broker_t *b, job_t *j)
+{
+    if (b->lazy_len == b->lazy_cap) {
+        size_t cap = b->lazy_cap ? 2 * b->lazy_cap : 64;
+        lazy_ack_t *p = malloc(cap * sizeof *p);
+        if (!p)
+            return -1;
+        for (size_t i = 0; i < b->lazy_len; i++) /* unrolled from lazy_first */
+            p[i] = b->lazy[(b->lazy_first + i) % b->lazy_cap];
+        free(b->lazy);
+        b->lazy = p;
+        b->lazy_cap = cap;
+        b->lazy_first = 0;
+    }
+    b->lazy[(b->lazy_first + b->lazy_len) % b->lazy_cap] =
+        (lazy_ack_t){j->id, zf_now_ms() + b->lazy_ms};
+    b->lazy_len++;
+    j->ack_owed = true;
+    return 0;
+}
+
+/* j ends with its ACCEPTED owed: its RESULT, pushed now, answers the SUBMIT instead (with
+   the LAZY_ACK flag, from which the C client makes the ACCEPTED event it owes its caller,
+   so that the client reads one message for both). A result held back for a slow client,
+   or not pushed at all, has its ACCEPTED sent now, on its own. */
+static void ack_with_result(zf_broker_t *b, job_t *j)
+{
+    if (!j->waiter || j->no_push || must_defer(b, j, j->waiter)) {
+        send_accepted(b, j);
+        return;
+    }
+    j->ack_owed = false;
+    j->ack_in_result = true; /* send_result sets the flag and clears this */
+    b->c.acks_with_result++;
+}
+
+/* Sends the owed acceptances due by now. */
+static void send_due_acks(zf_broker_t *b, int64_t now)
+{
+    while (b->lazy_len && b->lazy[b->lazy_first].due_ms <= now) {
+        uint64_t id = b->lazy[b->lazy_first].id;
+        b->lazy_first = (b->lazy_first + 1) % b->lazy_cap;
+        b->lazy_len--;
+        job_t *j = job_find(b, id);
+        if (j && j->ack_owed)
+            send_accepted(b, j);
+    }
+}
+
 static void flush_turn(zf_broker_t *b)
 {
     int64_t now = zf_now_ms();
@@ -1468,20 +1561,19 @@ static void release_durable(zf_broker_t *b, uint64_t durable)
         j->ack_next = NULL;
         j->acked = true;
         /* no waiter: a NO_PUSH submit with the client gone, nothing to tell; NO_ACK: the
-           RESULT will answer the SUBMIT, and the submitter's threads wake once, not twice */
-        if (j->waiter && !j->no_ack) {
-            zf_msg_t m;
-            zf_msg_init(&m, ZF_CMD_ACCEPTED);
-            zf_msg_set_u64(&m, ZF_F_TAG, j->tag);
-            zf_msg_set_u64(&m, ZF_F_ID, j->id);
-            if (zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &m, NULL) < 0)
-                b->c.undeliverable++;
-        }
+           RESULT will answer the SUBMIT, and the submitter's threads wake once, not twice;
+           LAZY_ACK: the same for a job that went straight to a worker, when it ends within
+           ZF_LAZY_ACK_MS (lazy acks below); a queued one waits longer than that anyway */
+        bool ack = j->waiter && !j->no_ack, lazy = ack && j->lazy_ack;
+        if (ack && !lazy)
+            send_accepted(b, j);
         if (b->journal) {
             b->unplaced--;
             if (!zf_state_is_terminal(j->state))
                 place(b, j, false);
         }
+        if (lazy && !(j->state == ZF_ST_RUNNING && owe_ack(b, j) == 0))
+            send_accepted(b, j);
     }
     if (!b->ack_head)
         b->ack_tail = &b->ack_head;
@@ -1495,6 +1587,8 @@ static void push_results(zf_broker_t *b, job_t *sends)
         next = j->send_next;
         j->send_next = NULL;
         j->result_pending = false;
+        if (j->ack_owed) /* (lazy acks) */
+            ack_with_result(b, j);
         bool pushed = false, others = true;
         if (j->waiter && !j->no_push)
             pushed = deliver(b, j, j->waiter, j->tag, j->forget);
@@ -1741,6 +1835,7 @@ static void on_submit(zf_broker_t *b, zmq_msg_t *rid, const zf_msg_t *m, zmq_msg
     j->no_push = (m->flags & ZF_FLAG_NO_PUSH) != 0;
     j->forget = (m->flags & ZF_FLAG_FORGET) != 0;
     j->no_ack = (m->flags & ZF_FLAG_NO_ACK) != 0;
+    j->lazy_ack = (m->flags & ZF_FLAG_LAZY_ACK) != 0;
     set_schedule(j, m, accepted_ms);
     HASH_ADD(hh, b->jobs, id, sizeof j->id, j);
     if (zfb_index_add(b->index, j) < 0)
@@ -2291,6 +2386,8 @@ static void set_progress(zf_broker_t *b, job_t *j, double progress, const zf_str
     zf_msg_set_progress(&p, progress);
     if (text && text->len)
         zf_msg_set_strn(&p, ZF_F_TEXT, text->ptr, text->len);
+    if (j->ack_owed) /* ACCEPTED before anything else about the job */
+        send_accepted(b, j);
     if (j->waiter && !j->no_push)
         zf_wire_send_to(b->front, j->waiter->rid, j->waiter->rid_len, &p, NULL);
     for (uint32_t i = 0; i < r->nmore; i++)
@@ -2729,6 +2826,8 @@ static long poll_timeout(zf_broker_t *b)
     job_t *s = zf_heap_top(&b->scheduled);
     if (s && s->res->due_at < next)
         next = s->res->due_at;
+    if (b->lazy_len && b->lazy[b->lazy_first].due_ms < next)
+        next = b->lazy[b->lazy_first].due_ms;
     long wait = next <= now ? 0 : (long)(next - now);
     long reattach_in = zfb_reattach_due_ms(b->reattach, now);
     if (reattach_in >= 0 && reattach_in < wait)
@@ -2874,12 +2973,15 @@ int zf_broker_run(zf_broker_t *b)
         run_timers(b);
         serve_paced(b);
         flush_turn(b);
+        /* after the turn's results: one that ended as its ACCEPTED came due carries it */
+        send_due_acks(b, zf_now_ms());
         reap_workers(b);
         /* last: a scrape sees the state the turn left, with its results committed */
         if (b->httpd)
             zf_httpd_serve(b->httpd, (items[i_http].revents & ZMQ_POLLIN) != 0);
     }
     flush_drain(b);
+    send_due_acks(b, INT64_MAX); /* stopping: every acceptance owed goes now */
     return 0;
 }
 
@@ -3037,6 +3139,9 @@ zf_broker_t *zf_broker_new(const zf_broker_config_t *cfg)
         b->cfg.max_queued_bytes_per_client = b->cfg.max_queued_bytes / 2;
     b->ack_tail = &b->ack_head;
     b->send_tail = &b->send_head;
+    /* the test hook (tests/test_results.c): a window long enough that no timing decides */
+    const char *lazy = getenv("ZFLEET_LAZY_ACK_MS");
+    b->lazy_ms = lazy && atol(lazy) > 0 ? atol(lazy) : ZF_LAZY_ACK_MS;
     zf_heap_init(&b->deadlines, deadline_less, job_settpos);
     zf_heap_init(&b->scheduled, due_less, job_setqpos);
     b->jitter = (uint64_t)zf_now_us() * 0x9e3779b97f4a7c15ull | 1; /* never 0 (xorshift) */
@@ -3136,6 +3241,7 @@ void zf_broker_destroy(zf_broker_t **self_p)
     zf_heap_release(&b->deadlines);
     zf_heap_release(&b->scheduled);
     zf_heap_release(&b->runs);
+    free(b->lazy);
     if (b->front)
         zmq_close(b->front);
     if (b->back)

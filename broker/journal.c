@@ -31,9 +31,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +51,7 @@
 #define WINFO_CACHE 64             /* distinct workers shared by restored results */
 #define RETRY_MS 250               /* a journal that is down tries a snapshot this often, */
 #define RETRY_MAX_MS 2000          /* doubling while the disk has no room for one, up to this */
+#define PREALLOC_BYTES (1u << 20)  /* the file is grown ahead of its records by this much */
 
 /* Record types. The format grows by new types only, never by changing a type's body, so
    every journal an older broker wrote replays as it did (ATTEMPTS came in 2026-12: a
@@ -103,7 +106,9 @@ struct zf_journal {
     char *dir, *path, *tmp; /* DIR, DIR/journal and DIR/journal.compact */
     int fd, dirfd;
     jbuf_t pend;      /* records appended since the last commit */
-    uint64_t size;    /* bytes in the file, all of them whole records */
+    uint64_t size;    /* bytes of whole records at the start of the file */
+    uint64_t alloc;   /* the file's length: size, then the zeros reserved ahead (reserve) */
+    bool prealloc;    /* reserve ahead: the policy syncs, and the file system keeps files */
     uint64_t records; /* and how many records those are */
     bool unsynced;    /* written since the last fdatasync */
     int64_t last_sync_ms;
@@ -477,15 +482,27 @@ static int fault_errno(const zf_journal_t *self, bool sync)
     return 0;
 }
 
-/* write_all and fdatasync for the journal's files, through the fault seam. */
-static int jwrite(const zf_journal_t *self, int fd, const uint8_t *p, size_t n)
+/* Writes and fdatasync for the journal's files, through the fault seam. jwrite writes
+   p[0..n) at offset off: the files are written at offsets, not appended to, since the main
+   one has zeros reserved past its records (reserve). */
+static int jwrite(const zf_journal_t *self, int fd, const uint8_t *p, size_t n, uint64_t off)
 {
     int e = fault_errno(self, false);
     if (e) {
         errno = e;
         return -1;
     }
-    return write_all(fd, p, n);
+    while (n) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
 }
 
 static int jsync(const zf_journal_t *self, int fd)
@@ -496,6 +513,31 @@ static int jsync(const zf_journal_t *self, int fd)
         return -1;
     }
     return fdatasync(fd);
+}
+
+/* Makes room for n more bytes of records without growing the file: a write that grows
+   it makes every fdatasync write the inode as well (its size), where one that lands on
+   space reserved before writes only the data. On ext4 that is a third less time and CPU
+   per sync. So the file is grown PREALLOC_BYTES ahead of its records, with zeros
+   (fallocate), as PostgreSQL fills its WAL segments before use; the replay takes the zeros
+   after the last record for that reserve, not for damage (scan). Where fallocate fails (no
+   room for the reserve, a file system without it) the records are written past the end,
+   as before: the reserve is an optimisation, never a condition. */
+static void reserve(zf_journal_t *self, size_t n)
+{
+    if (!self->prealloc || self->size + n <= self->alloc)
+        return;
+    uint64_t from = self->alloc > self->size ? self->alloc : self->size;
+    uint64_t to = self->size + n + PREALLOC_BYTES;
+    if (fallocate(self->fd, 0, (off_t)from, (off_t)(to - from)) == 0) {
+        self->alloc = to;
+        return;
+    }
+    int e = errno;
+    struct stat st; /* a failure may have reserved part of it */
+    self->alloc = fstat(self->fd, &st) == 0 ? (uint64_t)st.st_size : self->size;
+    if (e == EOPNOTSUPP)
+        self->prealloc = false;
 }
 
 /* For the start-up paths only (cutting a torn tail): a failed fdatasync may have dropped the
@@ -532,7 +574,7 @@ static int check_magic(zf_journal_t *self)
     if (got < 0)
         return -1;
     if (got == MAGIC_LEN && !memcmp(head, MAGIC, MAGIC_LEN)) {
-        self->size = (uint64_t)st.st_size;
+        self->size = self->alloc = (uint64_t)st.st_size; /* the replay finds where records end */
         return 0;
     }
     if (st.st_size >= MAGIC_LEN || memcmp(head, MAGIC, (size_t)got) != 0) {
@@ -542,11 +584,12 @@ static int check_magic(zf_journal_t *self)
         return -1;
     }
     if (ftruncate(self->fd, 0) < 0 ||
-        jwrite(self, self->fd, (const uint8_t *)MAGIC, MAGIC_LEN) < 0 || jsync(self, self->fd) < 0)
+        jwrite(self, self->fd, (const uint8_t *)MAGIC, MAGIC_LEN, 0) < 0 ||
+        jsync(self, self->fd) < 0)
         return -1;
     if (fsync(self->dirfd) < 0)
         return -1;
-    self->size = MAGIC_LEN;
+    self->size = self->alloc = MAGIC_LEN;
     return 0;
 }
 
@@ -581,7 +624,7 @@ zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts)
         goto fail;
     what = "open";
     target = self->path;
-    self->fd = open(self->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    self->fd = open(self->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (self->fd < 0)
         goto fail;
     if (flock(self->fd, LOCK_EX | LOCK_NB) < 0) {
@@ -593,6 +636,11 @@ zf_journal_t *zf_journal_open(const char *dir, const zf_journal_opts_t *opts)
     what = "read";
     if (check_magic(self) < 0)
         goto fail;
+    /* a reserve pays only where syncs are (not under `never`) and cost something (not on
+       tmpfs, whose syncs are free and whose pages the reserve would take from memory) */
+    struct statfs fs;
+    self->prealloc = self->o.policy != ZF_FSYNC_NEVER && fstatfs(self->fd, &fs) == 0 &&
+                     fs.f_type != TMPFS_MAGIC && fs.f_type != RAMFS_MAGIC;
     self->last_sync_ms = zf_now_ms();
     self->check_at = self->o.compact_min_bytes;
     return self;
@@ -1208,6 +1256,15 @@ static bool rec_candidate(const uint8_t *map, uint64_t size, uint64_t off, uint6
                (uint32_t)get_le(map + off + 4, 4);
 }
 
+/* True when p[0..n) is all zeros: the reserve past the last record (see reserve). */
+static bool all_zero(const uint8_t *p, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
 /* Resynchronisation after damage at from - 1: the first offset where a record that checks
    out starts and is followed by another that does, or ends the file. The second record
    guards against a false start inside a payload (which may hold bytes that look like a
@@ -1221,7 +1278,8 @@ static uint64_t resync(const uint8_t *map, uint64_t size, uint64_t from)
         if (!rec_candidate(map, size, off, &len))
             continue;
         uint64_t next = off + HDR + len;
-        if (next == size || rec_candidate(map, size, next, &next_len))
+        if (next == size || rec_candidate(map, size, next, &next_len) ||
+            all_zero(map + next, size - next)) /* (the reserve ends the records too) */
             return off;
     }
     return size;
@@ -1242,6 +1300,7 @@ typedef struct {
     uint64_t after_records, after_bytes; /* valid records after the first damaged range */
     uint64_t tail_at;                    /* the file's size when there is no torn tail */
     const char *tail_why;
+    bool reserve; /* what follows tail_at is the zeros reserved ahead (reserve), not damage */
 } scan_t;
 
 static int add_range(scan_t *sc, uint64_t off, uint64_t len, const char *why)
@@ -1274,6 +1333,11 @@ static int scan(replay_t *rp, const uint8_t *map, uint64_t size, scan_t *sc)
     while (off < size) {
         uint64_t len = 0;
         const char *why = rec_check(map, size, off, &len);
+        if (why && all_zero(map + off, size - off)) {
+            sc->tail_at = off; /* the zeros reserved past the last record: no damage */
+            sc->reserve = true;
+            break;
+        }
         if (!why) {
             int rc = apply(rp, map[off + 8], map + off + HDR, len);
             if (rc == -2)
@@ -1372,7 +1436,7 @@ static int cut_tail(zf_journal_t *self, uint64_t valid, uint64_t size, const cha
         return -1;
     }
     sync_or_die(self->fd, self->path);
-    self->size = valid;
+    self->size = self->alloc = valid;
     return 0;
 }
 
@@ -1418,6 +1482,8 @@ int zf_journal_replay(zf_journal_t *self, void (*restore)(void *arg, job_t *job)
     } else if (sc.nbad) {
         refuse(self, &rp, &sc);
         rc = -1;
+    } else if (sc.reserve) {
+        self->size = sc.tail_at; /* appends go on into the reserve; self->alloc is the file's */
     } else if (sc.tail_at < size) {
         rc = cut_tail(self, sc.tail_at, size, sc.tail_why);
     }
@@ -1556,7 +1622,7 @@ int zf_journal_repair(const char *dir)
     if (rc < 0) {
         if (map != MAP_FAILED)
             zf_log(ZF_LOG_ERROR, "journal repair: out of memory reading %s", self->path);
-    } else if (!sc.nbad && sc.tail_at == size) {
+    } else if (!sc.nbad && (sc.tail_at == size || sc.reserve)) {
         zf_log(ZF_LOG_INFO, "journal repair: %s has no damage (%llu records): nothing to do",
                self->path, (unsigned long long)rp.records);
     } else if (save_aside(self, map, size, saved, sizeof saved) < 0) {
@@ -1577,8 +1643,8 @@ int zf_journal_repair(const char *dir)
                "torn tail of %llu bytes; kept %llu valid records, %llu bytes; %s. The "
                "original is saved as %s",
                self->path, sc.nbad, (unsigned long long)sc.bad_bytes, sc.nbad ? " at " : "", ranges,
-               (unsigned long long)(size - sc.tail_at), (unsigned long long)rp.records,
-               (unsigned long long)kept, jobs, saved);
+               (unsigned long long)(sc.reserve ? 0 : size - sc.tail_at),
+               (unsigned long long)rp.records, (unsigned long long)kept, jobs, saved);
     }
     if (map && map != MAP_FAILED)
         munmap(map, size);
@@ -1725,11 +1791,13 @@ static int commit_write_sync(zf_journal_t *self)
         int64_t now = self->unsynced ? zf_now_ms() : 0;
         return self->unsynced && interval_due(self, now) ? do_sync(self, now) : 0;
     }
-    if (jwrite(self, self->fd, self->pend.p, self->pend.len) < 0) {
+    reserve(self, self->pend.len);
+    if (jwrite(self, self->fd, self->pend.p, self->pend.len, self->size) < 0) {
         int e = errno;
         /* A partial record must not stay (a replay would cut it as a torn tail anyway). */
         if (ftruncate(self->fd, (off_t)self->size) < 0)
             zf_log(ZF_LOG_ERROR, "journal: cannot cut back %s: %s", self->path, strerror(errno));
+        self->alloc = self->size;
         go_down(self, e, "write");
         return -1;
     }
@@ -1743,7 +1811,7 @@ static int commit_write_sync(zf_journal_t *self)
            be refused: take its records out again, so that a crash before the recovering
            snapshot cannot replay a job its client was told was rejected. */
         if (ftruncate(self->fd, (off_t)before) == 0) {
-            self->size = before;
+            self->size = self->alloc = before;
             self->records = before_records;
         }
         return -1;
@@ -1763,7 +1831,8 @@ static int commit_write_sync(zf_journal_t *self)
    so (snapshot, close, failures) only while the thread is idle (flusher_idle). After a
    failed sync the thread syncs nothing more until a snapshot resets it: a later sync that
    succeeded would not prove the pages of the failed one reached the disk. */
-#define FLUSH_TIMES 64 /* sync durations kept for the loop to time into fsync_hist */
+#define FLUSH_TIMES 64      /* sync durations kept for the loop to time into fsync_hist */
+#define COMPANY_MAX_US 1000 /* the longest a sync waits for company (flusher_main) */
 
 struct flusher {
     pthread_t thread;
@@ -1777,6 +1846,7 @@ struct flusher {
     uint64_t done_seq, done_size, done_records; /* the commit the last good sync covered */
     int err;                                    /* errno of a failed sync, until a reset */
     bool busy, stop;
+    uint64_t company_us; /* a request came in during the last sync: wait this long for more */
     unsigned ntimes;
     uint64_t times[FLUSH_TIMES];
 };
@@ -1795,6 +1865,13 @@ static void *flusher_main(void *arg)
         if (f->stop) {
             pthread_mutex_unlock(&f->mu);
             break;
+        }
+        uint64_t company = f->company_us;
+        f->company_us = 0;
+        if (company && !f->err) { /* (unlocked: the loop's requests come in meanwhile) */
+            pthread_mutex_unlock(&f->mu);
+            nanosleep(&(struct timespec){0, (long)company * 1000L}, NULL);
+            continue;
         }
         uint64_t seq = f->want_seq, size = f->want_size, records = f->want_records;
         int fd = f->fd;
@@ -1816,6 +1893,12 @@ static void *flusher_main(void *arg)
         }
         if (f->ntimes < FLUSH_TIMES)
             f->times[f->ntimes++] = us;
+        /* a request that came in during this sync means a busy stream: the next sync first
+           waits as long as this one took (at most COMPANY_MAX_US) for more commits to join
+           it, which halves the syncs of a busy stream for at most that much more latency;
+           a lone commit (one request at a time) is synced at once */
+        f->company_us =
+            rc == 0 && f->want_seq != seq ? (us < COMPANY_MAX_US ? us : COMPANY_MAX_US) : 0;
         pthread_cond_broadcast(&f->cv);
         pthread_mutex_unlock(&f->mu);
         uint64_t one = 1;
@@ -1917,7 +2000,7 @@ static int flusher_collect(zf_journal_t *self, bool wait)
         return 0;
     /* the thread is idle now (it stops after a failure): the file is the loop's */
     if (ftruncate(self->fd, (off_t)self->dsize) == 0) {
-        self->size = self->dsize;
+        self->size = self->alloc = self->dsize;
         self->records = self->drecords;
     }
     go_down(self, err, "fdatasync");
@@ -1945,13 +2028,15 @@ static void flusher_stop(zf_journal_t *self)
    journal goes down, with the file cut back to before them. Returns 0 or -1. */
 static int write_pend(zf_journal_t *self)
 {
-    if (jwrite(self, self->fd, self->pend.p, self->pend.len) < 0) {
+    reserve(self, self->pend.len);
+    if (jwrite(self, self->fd, self->pend.p, self->pend.len, self->size) < 0) {
         int e = errno;
         /* the commits before this one may still be syncing: their answer decides what stays */
         if (flusher_collect(self, true) < 0)
             return -1;
         if (ftruncate(self->fd, (off_t)self->size) < 0)
             zf_log(ZF_LOG_ERROR, "journal: cannot cut back %s: %s", self->path, strerror(errno));
+        self->alloc = self->size;
         go_down(self, e, "write");
         return -1;
     }
@@ -2057,7 +2142,7 @@ uint64_t zf_journal_failures(const zf_journal_t *self)
 static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint64_t *njobs,
                           uint64_t *nrec)
 {
-    int fd = open(self->tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    int fd = open(self->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
     jbuf_t b = {0};
@@ -2084,13 +2169,13 @@ static int write_snapshot(zf_journal_t *self, job_t *jobs, uint64_t *size, uint6
             enc_finish(&b, j, self->o.result_max_bytes);
         ++*njobs;
         if (b.len >= FLUSH_BYTES || !j->hh.next) {
-            rc = jwrite(self, fd, b.p, b.len);
+            rc = jwrite(self, fd, b.p, b.len, *size);
             *size += b.len;
             b.len = 0;
         }
     }
     if (rc == 0 && b.len) { /* no jobs: only the magic */
-        rc = jwrite(self, fd, b.p, b.len);
+        rc = jwrite(self, fd, b.p, b.len, *size);
         *size += b.len;
     }
     *nrec = b.nrec;
@@ -2126,7 +2211,7 @@ static int snapshot(zf_journal_t *self, job_t *jobs, uint64_t *njobs, int *stage
     }
     close(self->fd);
     self->fd = fd;
-    self->size = size;
+    self->size = self->alloc = size;
     self->records = nrec;
     self->pend.len = 0; /* the snapshot holds what they said */
     self->pend.nrec = 0;

@@ -98,7 +98,7 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 5);
     pk_str(&pk, "broker");
-    msgpack_pack_map(&pk, 34);
+    msgpack_pack_map(&pk, 35);
     pk_kv_u64(&pk, "uptime_ms", v->uptime_ms);
     pk_kv_u64(&pk, "submitted", v->c->submitted);
     pk_kv_u64(&pk, "accepted", v->c->accepted);
@@ -128,6 +128,7 @@ void zfb_stats_pack(msgpack_sbuffer *sb, const zfb_stats_t *v)
     pk_kv_u64(&pk, "reattach_expired", v->c->reattach_expired);
     pk_kv_u64(&pk, "queued_bytes", v->queued_bytes);
     pk_kv_u64(&pk, "results_held", v->c->results_held);
+    pk_kv_u64(&pk, "acks_with_result", v->c->acks_with_result);
     pk_kv_u64(&pk, "clients_slow", v->clients_slow);
     pk_kv_u64(&pk, "jobs_paced", v->jobs_paced);
     pk_kv_u64(&pk, "jobs_waiting", v->jobs_waiting);

@@ -101,6 +101,9 @@ typedef struct job {
                                 of the store, invisible to clients (see forget_later) */
     bool released : 1;       /* forgetting, and ZeroMQ has written its RESULT out: its output
                                 is freed, so a compaction leaves it out (forget_due) */
+    bool lazy_ack : 1;       /* the submitter let its ACCEPTED wait (LAZY_ACK) */
+    bool ack_owed : 1;       /* that ACCEPTED is due and not sent yet (broker.c, lazy acks) */
+    bool ack_in_result : 1;  /* its RESULT to the submitter is to say it answers the SUBMIT */
     uint32_t queued_at;      /* when it was last placed (monotonic ms, mod 2^32): its
                                 queue wait at dispatch, for the metrics (fills padding) */
     zmq_msg_t *big;          /* the payload's own frame, or NULL: it is in inline_payload */

@@ -34,6 +34,7 @@ typedef struct {
     uint64_t claims_refused;     /* claims that did not match the journal: fenced (WCANCEL) */
     uint64_t reattach_expired;   /* jobs held for a re-attach that nobody claimed in the window */
     uint64_t jobs_refused;       /* JOBS pages refused: too many waiting their turn (zf_pacer.h) */
+    uint64_t acks_with_result;   /* LAZY_ACK acceptances that went out with their RESULT */
 } counters_t;
 
 /* What a STATS document shows: the counters and the gauges of this instant, read by the

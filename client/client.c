@@ -64,6 +64,7 @@ struct zf_client {
     int req_timeout_ms, hb_ms;
     uint64_t next_tag;
     evnode_t *qhead, **qtail;
+    evnode_t *held; /* a RESULT that answered a LAZY_ACK submit, behind its ACCEPTED (recv_event) */
     int64_t last_recv_ms, last_ping_ms;
     char err[512];
     zf_client_errcode_t errcode;
@@ -214,6 +215,10 @@ void zf_client_destroy(zf_client_t **self_p)
         zf_event_t *ev = &n->ev;
         zf_event_destroy(&ev);
     }
+    if (c->held) {
+        zf_event_t *ev = &c->held->ev;
+        zf_event_destroy(&ev);
+    }
     zf_handshake_destroy(&c->hs);
     if (c->sock)
         zmq_close(c->sock);
@@ -343,9 +348,27 @@ static int recv_frames(zf_client_t *c, zf_frames_t *f, int timeout_ms)
     }
 }
 
+/* A RESULT that says it answers its SUBMIT (LAZY_ACK: the broker sent no ACCEPTED, the job
+   ended first): the ACCEPTED event the caller of zf_client_submit_async is owed, made
+   here, so that every caller sees ACCEPTED then RESULT whichever way the broker sent
+   them. NULL without memory (the RESULT alone then, as the protocol allows, §6.2). */
+static evnode_t *accepted_for(const zf_event_t *r)
+{
+    zf_msg_t m;
+    zf_msg_init(&m, ZF_CMD_ACCEPTED);
+    zf_msg_set_u64(&m, ZF_F_TAG, r->tag);
+    zf_msg_set_u64(&m, ZF_F_ID, r->id);
+    return make_event(&m, NULL);
+}
+
 /* Receives one event from the socket, waiting up to timeout_ms. NULL if none. */
 static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
 {
+    if (c->held) { /* the RESULT behind an ACCEPTED made from it */
+        evnode_t *n = c->held;
+        c->held = NULL;
+        return n;
+    }
     for (;;) {
         zf_frames_t f;
         if (recv_frames(c, &f, timeout_ms) < 0)
@@ -364,6 +387,12 @@ static evnode_t *recv_event(zf_client_t *c, int timeout_ms)
         zf_frames_close(&f);
         if (n && n->ev.type == ZF_EV_RESULT)
             pushed_take(c, n->ev.id); /* it came: a later wait for it must ask */
+        evnode_t *a;
+        if (n && n->ev.type == ZF_EV_RESULT && (m.flags & ZF_FLAG_LAZY_ACK) &&
+            (a = accepted_for(&n->ev))) {
+            c->held = n;
+            return a;
+        }
         if (n)
             return n;
         timeout_ms = 0; /* a PONG or junk: look again without waiting */
@@ -518,7 +547,7 @@ static bool broker_refused(zf_client_t *c, evnode_t *n)
 /* ------------------------------------------------------------------ API */
 
 static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void *data, size_t len,
-                        const zf_submit_opts_t *o, zmq_msg_t *payload)
+                        const zf_submit_opts_t *o, uint32_t lazy, zmq_msg_t *payload)
 {
     if (!fn || !*fn || strlen(fn) > ZF_FN_MAX)
         return set_error(c, ZF_CE_USAGE, 0, "function name must be 1 to %d bytes", ZF_FN_MAX);
@@ -543,11 +572,6 @@ static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void 
             zf_msg_set_u64(m, ZF_F_DELAY, o->delay_ms);
         if (o->not_before)
             zf_msg_set_u64(m, ZF_F_NOT_BEFORE, o->not_before);
-        /* the flags are sent as asked: the broker rejects the pairs it refuses, with why */
-        uint32_t flags = (o->no_push ? ZF_FLAG_NO_PUSH : 0) | (o->forget ? ZF_FLAG_FORGET : 0) |
-                         (o->no_ack ? ZF_FLAG_NO_ACK : 0);
-        if (flags)
-            zf_msg_set_u64(m, ZF_F_FLAGS, flags);
         if (o->tags && *o->tags) {
             const char *bad = zf_tags_check(o->tags, strlen(o->tags));
             if (bad)
@@ -560,6 +584,12 @@ static int build_submit(zf_client_t *c, zf_msg_t *m, const char *fn, const void 
             zf_msg_set_str(m, ZF_F_THEN, o->then);
         }
     }
+    /* the flags are sent as asked: the broker rejects the pairs it refuses, with why */
+    uint32_t flags = !o ? lazy
+                        : (o->no_push ? ZF_FLAG_NO_PUSH : 0) | (o->forget ? ZF_FLAG_FORGET : 0) |
+                              (o->no_ack ? ZF_FLAG_NO_ACK : lazy);
+    if (flags)
+        zf_msg_set_u64(m, ZF_F_FLAGS, flags);
     if (zmq_msg_init_size(payload, len) < 0)
         return set_error(c, ZF_CE_NOMEM, 0, "out of memory for a %zu-byte payload", len);
     if (len)
@@ -572,7 +602,8 @@ int zf_client_submit_async(zf_client_t *c, const char *fn, const void *data, siz
 {
     zf_msg_t m;
     zmq_msg_t payload;
-    if (build_submit(c, &m, fn, data, len, opts, &payload) < 0)
+    /* LAZY_ACK: nobody waits on the ACCEPTED here, so it may ride with a quick result */
+    if (build_submit(c, &m, fn, data, len, opts, ZF_FLAG_LAZY_ACK, &payload) < 0)
         return -1;
     uint64_t t = ++c->next_tag;
     zf_msg_set_u64(&m, ZF_F_TAG, t);
@@ -644,7 +675,7 @@ int zf_client_submit(zf_client_t *c, const char *fn, const void *data, size_t le
                          "no_ack: zf_client_submit waits for ACCEPTED; use zf_client_submit_async");
     if (check_limit(c, len) < 0)
         return -1;
-    if (build_submit(c, &m, fn, data, len, opts, &payload) < 0)
+    if (build_submit(c, &m, fn, data, len, opts, 0, &payload) < 0)
         return -1;
     evnode_t *n = request(c, &m, &payload);
     if (!n)

@@ -220,6 +220,10 @@ ZF_EXPORT int zf_client_submit(zf_client_t *self, const char *function, const vo
                                size_t len, const zf_submit_opts_t *opts, uint64_t *id);
 
 /* Submits without waiting; *tag identifies the ACCEPTED or REJECTED event to come.
+   The ACCEPTED of a job that goes straight to an idle worker may come up to 2 ms late, or,
+   for a job that ends sooner, right before its RESULT, made from it: the broker then sends one message for both (LAZY_ACK, PROTOCOL.md
+   §6.2), which saves a quick job a wake-up of this process's threads. Either way the
+   ACCEPTED event comes first and only once. zf_client_submit still returns the id at once.
    Returns 0, or -1 if the message could not be queued. The payload is not checked against
    the broker's limit here (that would cost a round trip): over it, a REJECTED event with
    code ZF_BROKER_TOO_LARGE comes, but a payload over 2 x the limit + 1 MiB gets no answer
@@ -268,7 +272,10 @@ ZF_EXPORT zf_event_t *zf_client_jobs(zf_client_t *self, const zf_jobs_query_t *q
 /* Requeues a dead-letter job. Returns 0, or -1. */
 ZF_EXPORT int zf_client_retry(zf_client_t *self, uint64_t id);
 
-/* A file descriptor that becomes readable when events may be waiting (ZMQ_FD). */
+/* A file descriptor that becomes readable when events may be waiting (ZMQ_FD). It is
+   edge-triggered: once it wakes you, take events with zf_client_next(c, 0) until it
+   returns NULL, since events already received (kept by a wait, or a RESULT behind the
+   ACCEPTED made from it) do not make it readable again. */
 ZF_EXPORT int zf_client_fd(zf_client_t *self);
 
 ZF_EXPORT const char *zf_client_error(const zf_client_t *self);

@@ -169,7 +169,10 @@ typedef enum {
 #define ZF_FLAG_FORGET 0x4     /* SUBMIT: drop the result once pushed to the submitter */
 #define ZF_FLAG_NO_ACK 0x8     /* SUBMIT: no ACCEPTED: the RESULT (or a REJECTED) answers it */
 #define ZF_FLAG_PERMANENT 0x10 /* DONE (failed): do not retry, the input is bad */
-#define ZF_FLAG_BYE_NOW 0x1    /* BYE: leaving now (clear: draining, finish what you hold) */
+#define ZF_FLAG_LAZY_ACK \
+    0x20                    /* SUBMIT: ACCEPTED may wait ZF_LAZY_ACK_MS, or ride with the RESULT */
+#define ZF_LAZY_ACK_MS 2    /* how long a LAZY_ACK acceptance may wait for its result */
+#define ZF_FLAG_BYE_NOW 0x1 /* BYE: leaving now (clear: draining, finish what you hold) */
 #define ZF_FLAG_REATTACH \
     0x1 /* BHEARTBEAT answering a READY: the broker judged its claims
                                 (PROTOCOL.md §7.11); without it, claimed leases are void */

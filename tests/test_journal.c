@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -287,23 +289,42 @@ Test(journal, three_kills_in_one_run_every_accepted_job_succeeds_once, .timeout 
 
 /* ------------------------------------------------------------------ torn tail */
 
-/* Offset of the last record in a journal file (records: u32 len, u32 crc, u8 type, body). */
-static long long last_record(const char *path, long long *len)
+/* Where a journal file's records end (records: u32 len, u32 crc, u8 type, body): its size,
+   or where the zeros the broker reserves ahead of its records begin (a record never starts
+   with 9 zero bytes: its type is 1 or more). *last: the offset of the last record and *len
+   its length, when wanted. */
+static long long records_end(const char *path, long long *last, long long *len)
 {
     FILE *f = fopen(path, "rb");
     cr_assert_not_null(f);
-    long long off = 8, last = -1, size = file_size(path);
+    long long off = 8, size = file_size(path);
     while (off + 9 <= size) {
-        unsigned char h[4];
+        unsigned char h[9];
         fseek(f, off, SEEK_SET);
-        cr_assert_eq(fread(h, 1, 4, f), 4);
+        cr_assert_eq(fread(h, 1, 9, f), 9);
+        static const unsigned char zero[9];
+        if (!memcmp(h, zero, 9))
+            break; /* the reserve */
         long long l = h[0] | h[1] << 8 | h[2] << 16 | (long long)h[3] << 24;
-        last = off;
-        *len = 9 + l;
+        if (last)
+            *last = off;
+        if (len)
+            *len = 9 + l;
         off += 9 + l;
     }
+    cr_assert_leq(off, size, "journal is not whole records before the test damaged it");
+    fseek(f, off, SEEK_SET);
+    for (int ch; (ch = fgetc(f)) != EOF;) /* the rest is the reserve: zeros only */
+        cr_assert_eq(ch, 0, "journal is not whole records before the test damaged it");
     fclose(f);
-    cr_assert_eq(off, size, "journal is not whole records before the test damaged it");
+    return off;
+}
+
+/* Offset of the last record in a journal file. */
+static long long last_record(const char *path, long long *len)
+{
+    long long last = -1;
+    records_end(path, &last, len);
     return last;
 }
 
@@ -384,6 +405,56 @@ Test(journal, truncated_last_record_is_cut_and_earlier_jobs_kept, .timeout = 60)
 Test(journal, flipped_byte_in_last_record_is_cut_and_earlier_jobs_kept, .timeout = 60)
 {
     torn_case(flip_last);
+}
+
+/* ------------------------------------------------------------------ the reserve */
+
+/* Under a syncing policy the broker grows its journal ahead of its records, with zeros
+   (docs/JOURNAL.md "The reserve"), so that a sync writes only data. A kill -9 leaves those
+   zeros after the last record: the restart takes them for the reserve, not for a torn
+   tail (nothing cut, every job back), and appends on into it. */
+Test(journal, the_reserve_past_the_records_is_kept_and_appended_into, .timeout = 90)
+{
+    enum { N = 20 };
+    zt_env_t env;
+    zt_env_init(&env);
+    struct statfs fs;
+    cr_assert_eq(statfs(env.dir, &fs), 0);
+    if (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC)
+        cr_skip_test("%s is a tmpfs: the broker reserves nothing there (its syncs are free)",
+                     env.dir);
+    pid_t b = broker(&env, "always");
+    zf_client_t *c = zt_client(&env);
+    uint64_t ids[2 * N];
+    submit_echoes(c, N, ids);
+    zf_client_destroy(&c);
+    zt_kill(b, SIGKILL);
+    const char *jp = journal_path(&env);
+    long long size = file_size(jp), end = records_end(jp, NULL, NULL);
+    cr_assert_gt(size, end, "no reserve past the records (%lld bytes, records end at %lld)", size,
+                 end);
+    cr_assert_geq(size - end, 512 * 1024, "a reserve of only %lld bytes", size - end);
+
+    b = broker(&env, "always");
+    c = zt_client(&env);
+    submit_echoes(c, N, ids + N);
+    zf_client_destroy(&c);
+    zt_kill(b, SIGKILL);
+    cr_assert_eq(file_size(jp), size, "the restart did not append into the reserve");
+    long long end2 = records_end(jp, NULL, NULL);
+    cr_assert_gt(end2, end, "the second run's records are not after the first's");
+
+    broker(&env, "always");
+    char *log = broker_log(&env);
+    cr_assert_eq(count_substr(log, "journal: cut"), 0, "the reserve was cut as damage:\n%s", log);
+    free(log);
+    c = zt_client(&env);
+    for (int i = 0; i < 2 * N; i++) {
+        zf_event_t *e = zf_client_get(c, ids[i]);
+        cr_assert(e && e->status == ZFLEET_QUEUED, "job %d lost: %s", i, zf_client_error(c));
+        zf_event_destroy(&e);
+    }
+    zf_client_destroy(&c);
 }
 
 /* ------------------------------------------------------------------ compaction */
@@ -959,6 +1030,7 @@ static void mid_case(void (*damage)(const char *path, long long at, long long le
 
     const char *jp = journal_path(&env);
     long long len = 0, at = find_record(jp, 1, ids[HIT], &len);
+    long long records = records_end(jp, NULL, NULL);
     damage(jp, at, len);
     long long size, size2;
     unsigned char *before = slurp(jp, &size);
@@ -995,7 +1067,7 @@ static void mid_case(void (*damage)(const char *path, long long at, long long le
               "the saved original differs from the damaged journal");
     free(after);
     free(before);
-    cr_assert_eq(file_size(jp), size - len, "the repair skipped more than the damaged record");
+    cr_assert_eq(file_size(jp), records - len, "the repair skipped more than the damaged record");
     /* a second repair finds nothing to do */
     cr_assert_eq(broker_exit(&env, "--journal-repair"), 0);
     log = broker_log(&env);

@@ -1,6 +1,8 @@
 /*  The result store with real processes: FORGET drops a result once it has reached its
-    submitter (and only then), the store's byte bound evicts the oldest results, and NO_ACK
-    submits are answered by their RESULT alone. */
+    submitter (and only then), the store's byte bound evicts the oldest results, NO_ACK
+    submits are answered by their RESULT alone, and LAZY_ACK ones (every asynchronous
+    submit of the C client) see ACCEPTED then RESULT, the ACCEPTED riding with a quick
+    result. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -257,6 +259,105 @@ Test(results, no_ack_submits_with_the_journal, .timeout = 60)
                 &(zt_fleet_t){.hb_ms = HB, .broker_args = ZT_ARGS("--data", data), .workers = 1});
     zf_client_t *c = zt_client(&env);
     no_ack_round_trips(&env, c);
+    zf_client_destroy(&c);
+}
+
+/* LAZY_ACK (PROTOCOL.md §6.2), which zf_client_submit_async always asks for: the broker may
+   hold a job's ACCEPTED up to ZF_LAZY_ACK_MS; a job that ends sooner has its RESULT answer the
+   SUBMIT, and the C client makes the ACCEPTED event from it. Either way its caller sees
+   exactly one ACCEPTED, with the RESULT's id, before the RESULT. Returns the RESULT. */
+static zf_event_t *accepted_then_result(zf_client_t *c, uint64_t tag, int timeout_ms)
+{
+    uint64_t id = 0;
+    for (int64_t until = zt_now_ms() + timeout_ms; zt_now_ms() < until;) {
+        zf_event_t *e = zf_client_next(c, 500);
+        if (!e || e->tag != tag) {
+            zf_event_destroy(&e);
+            continue;
+        }
+        if (e->type == ZF_EV_ACCEPTED) {
+            cr_assert_eq(id, 0, "two ACCEPTED events for tag %llu", (unsigned long long)tag);
+            cr_assert_neq(e->id, 0);
+            id = e->id;
+            zf_event_destroy(&e);
+            continue;
+        }
+        cr_assert_eq(e->type, ZF_EV_RESULT, "event %d for tag %llu", e->type,
+                     (unsigned long long)tag);
+        cr_assert_neq(id, 0, "the RESULT came before its ACCEPTED");
+        cr_assert_eq(e->id, id, "the RESULT names another job than its ACCEPTED");
+        return e;
+    }
+    cr_assert_fail("no RESULT for tag %llu within %d ms", (unsigned long long)tag, timeout_ms);
+    return NULL;
+}
+
+/* Quick jobs, one at a time, each straight to the idle worker: every caller sees ACCEPTED
+   then RESULT, and each RESULT carried its ACCEPTED (acks_with_result); the window is
+   made 10 s long for the test ($ZFLEET_LAZY_ACK_MS), so that no timing decides. A
+   zf_client_wait for the id of an ACCEPTED made from a RESULT finds the RESULT behind it.
+   A job that is queued (no worker serves it) is not held: its ACCEPTED comes at once. */
+Test(results, lazy_ack_events_are_accepted_then_result, .timeout = 60)
+{
+    setenv("ZFLEET_LAZY_ACK_MS", "10000", 1);
+    zt_env_t env;
+    zf_client_t *c = start(&env, NULL, NULL);
+    enum { N = 30 };
+    for (int i = 0; i < N; i++) {
+        uint64_t tag;
+        cr_assert_eq(zf_client_submit_async(c, "echo", "abcd", 4, NULL, &tag), 0);
+        zf_event_t *r = accepted_then_result(c, tag, 5000);
+        cr_assert(r->status == ZFLEET_SUCCEEDED && r->output_len == 4 &&
+                  !memcmp(r->output, "abcd", 4));
+        zf_event_destroy(&r);
+    }
+    cr_assert_eq(zt_broker_counter(&env, "acks_with_result"), N);
+    /* the ACCEPTED made from a RESULT, then a wait for its id */
+    uint64_t tag;
+    cr_assert_eq(zf_client_submit_async(c, "echo", "efgh", 4, NULL, &tag), 0);
+    zf_event_t *a = zf_client_next(c, 5000);
+    cr_assert(a && a->type == ZF_EV_ACCEPTED && a->tag == tag, "%s", zf_client_error(c));
+    zf_event_t *r = zf_client_wait(c, a->id, 5000);
+    cr_assert(r && r->type == ZF_EV_RESULT && r->id == a->id && r->status == ZFLEET_SUCCEEDED, "%s",
+              zf_client_error(c));
+    zf_event_destroy(&r);
+    zf_event_destroy(&a);
+    cr_assert_eq(zt_broker_counter(&env, "acks_with_result"), N + 1);
+    /* queued: told at once, well inside the 10 s window */
+    int64_t t0 = zt_now_ms();
+    cr_assert_eq(zf_client_submit_async(c, "nobody", "x", 1, NULL, &tag), 0);
+    for (a = zf_client_next(c, 5000); a && a->tag != tag; a = zf_client_next(c, 5000))
+        zf_event_destroy(&a); /* (the WAIT's own answer, from above) */
+    cr_assert(a && a->type == ZF_EV_ACCEPTED, "%s", zf_client_error(c));
+    cr_assert_lt(zt_now_ms() - t0, 5000, "a queued job's ACCEPTED was held");
+    zf_event_destroy(&a);
+    cr_assert_eq(zt_broker_counter(&env, "acks_with_result"), N + 1);
+    cr_assert_eq(zt_broker_counter(&env, "accepted"), N + 2);
+    zf_client_destroy(&c);
+}
+
+/* A job that runs longer than the window gets its ACCEPTED within it, not with the
+   result; the synchronous submit is answered at once, as ever. */
+Test(results, lazy_ack_does_not_wait_for_a_long_job, .timeout = 60)
+{
+    zt_env_t env;
+    zf_client_t *c = start(&env, NULL, NULL);
+    uint64_t tag;
+    int64_t t0 = zt_now_ms();
+    cr_assert_eq(zf_client_submit_async(c, "spin", "3000", 4, NULL, &tag), 0);
+    zf_event_t *a = zf_client_next(c, 10000);
+    cr_assert(a && a->type == ZF_EV_ACCEPTED && a->tag == tag, "%s", zf_client_error(c));
+    int64_t acked = zt_now_ms() - t0;
+    cr_assert_lt(acked, 2000, "the ACCEPTED of a 3 s job came after %lld ms", (long long)acked);
+    zf_event_t *r;
+    while ((r = zf_client_next(c, 10000)) && r->type == ZF_EV_PROGRESS) /* spin's reports */
+        zf_event_destroy(&r);
+    cr_assert(r && r->type == ZF_EV_RESULT && r->id == a->id && r->status == ZFLEET_SUCCEEDED, "%s",
+              zf_client_error(c));
+    cr_assert_geq(zt_now_ms() - t0, 2900);
+    zf_event_destroy(&r);
+    zf_event_destroy(&a);
+    cr_assert_eq(zt_broker_counter(&env, "acks_with_result"), 0);
     zf_client_destroy(&c);
 }
 
