@@ -1936,14 +1936,18 @@ static int flusher_start(zf_journal_t *self)
     return 0;
 }
 
-/* Waits until the thread is not inside a sync, so the loop may cut or swap the file. */
+/* Waits until the thread is not inside a sync and has nothing to sync, so the loop may cut or
+   swap the file. */
 static void flusher_idle(zf_journal_t *self)
 {
     struct flusher *f = self->flusher;
     if (!f)
         return;
+    /* not only out of a sync: with no request left either, since a pending one (the thread
+       waiting for company, or not yet woken) would be taken up, with the old file's fd,
+       while the caller replaces the file */
     pthread_mutex_lock(&f->mu);
-    while (f->busy)
+    while (f->busy || (!f->err && f->want_seq != f->done_seq))
         pthread_cond_wait(&f->cv, &f->mu);
     pthread_mutex_unlock(&f->mu);
 }
@@ -1962,6 +1966,7 @@ static void flusher_reset(zf_journal_t *self)
     f->want_seq = f->done_seq = self->wseq;
     f->want_size = f->done_size = self->size;
     f->want_records = f->done_records = self->records;
+    f->company_us = 0; /* the old file's stream */
     pthread_mutex_unlock(&f->mu);
 }
 

@@ -724,6 +724,10 @@ zf_event_t *zf_client_wait(zf_client_t *c, uint64_t id, int timeout_ms)
        cost of a message each way; a job this connection submitted needs none. */
     bool pushed = pushed_take(c, id);
     evnode_t *n = take_queued(c, match_result, &w);
+    if (!n && c->held && match_result(&c->held->ev, &w)) { /* behind an ACCEPTED made from it */
+        n = c->held;
+        c->held = NULL;
+    }
     if (n)
         return &n->ev;
     /* A job submitted here is pushed its result unasked. If the push does not come within

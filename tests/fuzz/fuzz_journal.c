@@ -14,7 +14,9 @@
       bytes can be read in full (ASan sees any pointer outside them), a cut output comes
       back with no bytes, its attempts used (attempt - attempt_base) do not wrap;
     - 0: the file is what it was or a prefix of it (a torn tail cut), and opening and
-      replaying it again restores the same jobs and cuts nothing;
+      replaying it again restores the same jobs and cuts nothing; where the records are
+      followed by zeros only (the reserve, docs/JOURNAL.md) the file is kept whole, with
+      no warning, and the journal's size is where the zeros start;
     - -1 (damage with valid records after it): no job restored, the file byte for byte
       as it was; zf_journal_repair then succeeds, and the repaired file replays with 0
       and needs no cut.
@@ -55,6 +57,7 @@
 static char dir[256], path[300];
 static int nerrors, nwarns;                      /* log lines so far */
 static unsigned long n_whole, n_cut, n_repaired; /* replays by outcome, printed at exit */
+static unsigned long n_reserve;                  /* whole, with zeros after the records */
 static unsigned long n_resealed;                 /* inputs replayed resealed too */
 
 /* ---- log lines: formatted, counted, dropped ---- */
@@ -264,9 +267,10 @@ static void clean_dir(void)
 static void remove_dir(void)
 {
     fprintf(stderr,
-            "fuzz_journal: %lu replay(s) whole, %lu with a tail cut, %lu damaged and "
-            "repaired; %lu input(s) also replayed with their checksums fixed\n",
-            n_whole, n_cut, n_repaired, n_resealed);
+            "fuzz_journal: %lu replay(s) whole, %lu whole with zeros after the records (the "
+            "reserve), %lu with a tail cut, %lu damaged and repaired; %lu input(s) also "
+            "replayed with their checksums fixed\n",
+            n_whole, n_reserve, n_cut, n_repaired, n_resealed);
     clean_dir();
     unlink(path);
     rmdir(dir);
@@ -326,14 +330,19 @@ static void check_journal(const uint8_t *data, size_t size)
     int rc = replay_once(&first, &after);
     size_t len;
     uint8_t *now = read_journal(&len);
-    CHECK(len == after);
+    /* the records end at `after`; the file holds them, and maybe zeros past them */
+    CHECK(after <= len);
+    for (size_t i = after; i < len; i++)
+        CHECK(now[i] == 0);
     if (rc == 0) {
         /* unchanged, or cut to a prefix (and then said so) */
         CHECK(len >= MAGIC_LEN && len <= whole);
         CHECK(!memcmp(now, MAGIC, MAGIC_LEN) && !memcmp(now + MAGIC_LEN, data, len - MAGIC_LEN));
         if (len < whole) {
-            CHECK(nwarns > warns);
+            CHECK(nwarns > warns && after == len); /* a cut takes the zeros with it */
             n_cut++;
+        } else if (after < len) { /* the reserve: kept, not cut */
+            n_reserve++;
         } else {
             n_whole++;
         }
@@ -341,7 +350,7 @@ static void check_journal(const uint8_t *data, size_t size)
         again.n = 0;
         uint64_t after2 = 0;
         CHECK(replay_once(&again, &after2) == 0);
-        CHECK(after2 == len);
+        CHECK(after2 == after);
         same_jobs(&first, &again);
         fns_free(&again);
     } else {
