@@ -1847,9 +1847,24 @@ struct flusher {
     int err;                                    /* errno of a failed sync, until a reset */
     bool busy, stop;
     uint64_t company_us; /* a request came in during the last sync: wait this long for more */
+    bool resting;        /* in that wait: requests need not wake the thread */
     unsigned ntimes;
     uint64_t times[FLUSH_TIMES];
 };
+
+/* The wait for company (see flusher_main), under f->mu, which it releases meanwhile: until
+   its time is up, or a stop. The loop's requests do not wake it (`resting`): each would
+   cost this thread a wake-up, the very thing the wait saves. */
+static void wait_for_company(struct flusher *f)
+{
+    int64_t until = zf_now_us() + (int64_t)f->company_us; /* CLOCK_MONOTONIC, as f->cv's */
+    struct timespec ts = {until / 1000000, (until % 1000000) * 1000};
+    f->company_us = 0;
+    f->resting = true;
+    while (!f->stop && pthread_cond_timedwait(&f->cv, &f->mu, &ts) == 0) {
+    }
+    f->resting = false;
+}
 
 static void *flusher_main(void *arg)
 {
@@ -1866,12 +1881,10 @@ static void *flusher_main(void *arg)
             pthread_mutex_unlock(&f->mu);
             break;
         }
-        uint64_t company = f->company_us;
-        f->company_us = 0;
-        if (company && !f->err) { /* (unlocked: the loop's requests come in meanwhile) */
+        if (f->company_us && !f->err) {
+            wait_for_company(f);
             pthread_mutex_unlock(&f->mu);
-            nanosleep(&(struct timespec){0, (long)company * 1000L}, NULL);
-            continue;
+            continue; /* (the predicate again: a stop or a reset may have come meanwhile) */
         }
         uint64_t seq = f->want_seq, size = f->want_size, records = f->want_records;
         int fd = f->fd;
@@ -1924,7 +1937,11 @@ static int flusher_start(zf_journal_t *self)
     f->want_size = f->done_size = self->size;
     f->want_records = f->done_records = self->records;
     pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->cv, NULL);
+    pthread_condattr_t ca; /* timed waits (for company) on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->cv, &ca);
+    pthread_condattr_destroy(&ca);
     self->flusher = f;
     if (pthread_create(&f->thread, NULL, flusher_main, self) != 0) {
         pthread_mutex_destroy(&f->mu);
@@ -2080,7 +2097,8 @@ int zf_journal_commit_async(zf_journal_t *self)
     f->want_seq = self->wseq;
     f->want_size = self->size;
     f->want_records = self->records;
-    pthread_cond_signal(&f->cv);
+    if (!f->resting) /* (resting: it syncs when its wait for company ends) */
+        pthread_cond_signal(&f->cv);
     pthread_mutex_unlock(&f->mu);
     return 0;
 }
