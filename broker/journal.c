@@ -436,16 +436,19 @@ static uint64_t live_size(const job_t *j, uint64_t out_max)
 
 /* ------------------------------------------------------------------ file helpers */
 
-static int write_all(int fd, const uint8_t *p, size_t n)
+/* Writes p[0..n) at offset off of fd: the journal's files are written at offsets, not
+   appended to, since the main one has zeros reserved past its records (reserve). */
+static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
 {
     while (n) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
             return -1;
         p += w;
         n -= (size_t)w;
+        off += (uint64_t)w;
     }
     return 0;
 }
@@ -482,9 +485,7 @@ static int fault_errno(const zf_journal_t *self, bool sync)
     return 0;
 }
 
-/* Writes and fdatasync for the journal's files, through the fault seam. jwrite writes
-   p[0..n) at offset off: the files are written at offsets, not appended to, since the main
-   one has zeros reserved past its records (reserve). */
+/* write_all and fdatasync for the journal's files, through the fault seam. */
 static int jwrite(const zf_journal_t *self, int fd, const uint8_t *p, size_t n, uint64_t off)
 {
     int e = fault_errno(self, false);
@@ -492,17 +493,7 @@ static int jwrite(const zf_journal_t *self, int fd, const uint8_t *p, size_t n, 
         errno = e;
         return -1;
     }
-    while (n) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
+    return write_all(fd, p, n, off);
 }
 
 static int jsync(const zf_journal_t *self, int fd)
@@ -1558,9 +1549,9 @@ static int save_aside(zf_journal_t *self, const uint8_t *map, uint64_t size, cha
             continue;
         if (fd < 0)
             return -1;
-        int rc = write_all(fd, (const uint8_t *)MAGIC, MAGIC_LEN);
+        int rc = write_all(fd, (const uint8_t *)MAGIC, MAGIC_LEN, 0);
         if (rc == 0 && size > MAGIC_LEN)
-            rc = write_all(fd, map + MAGIC_LEN, size - MAGIC_LEN);
+            rc = write_all(fd, map + MAGIC_LEN, size - MAGIC_LEN, MAGIC_LEN);
         if (rc == 0)
             rc = fdatasync(fd);
         close(fd);
@@ -1577,12 +1568,12 @@ static int write_repaired(zf_journal_t *self, const uint8_t *map, const scan_t *
     int fd = open(self->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    int rc = write_all(fd, (const uint8_t *)MAGIC, MAGIC_LEN);
+    int rc = write_all(fd, (const uint8_t *)MAGIC, MAGIC_LEN, 0);
     uint64_t from = MAGIC_LEN;
     *kept = MAGIC_LEN;
     for (size_t i = 0; i <= sc->nbad && rc == 0; i++) {
         uint64_t to = i < sc->nbad ? sc->bad[i].off : sc->tail_at;
-        rc = write_all(fd, map + from, to - from);
+        rc = write_all(fd, map + from, to - from, *kept);
         *kept += to - from;
         if (i < sc->nbad)
             from = sc->bad[i].off + sc->bad[i].len;
