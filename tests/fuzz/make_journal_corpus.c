@@ -243,6 +243,19 @@ static void damage(const char *name, const uint8_t *b, size_t len)
     snprintf(fn, sizeof fn, "%s_hole_middle", name);
     write_file(fn, c, offs[1] + 12 + len - offs[2]);
     free(c);
+    /* the broker's reserve (docs/JOURNAL.md): zeros past the records, whole or after a torn
+       last record */
+    size_t zeros = 4096;
+    uint8_t *z = calloc(1, len + zeros);
+    if (!z)
+        die("calloc");
+    memcpy(z, b, len);
+    snprintf(fn, sizeof fn, "%s_reserve", name);
+    write_file(fn, z, len + zeros);
+    memset(z + len - 3, 0, 3);
+    snprintf(fn, sizeof fn, "%s_torn_body_reserve", name);
+    write_file(fn, z, len + zeros);
+    free(z);
 }
 
 static void emit(const char *name, int with_damage)
