@@ -454,3 +454,87 @@ Test(e2e, idle_worker_reads_its_jobs_on_the_handler_thread, .timeout = 60)
     cr_assert_geq(handbacks, 10, "the socket was handed back %llu times for 20 jobs of 5 ms",
                   handbacks);
 }
+
+/* The worker's debug count of results held behind the next job, read from its log after it
+   drained and left. */
+static unsigned long long held_results(const zt_env_t *env, pid_t worker)
+{
+    kill(worker, SIGTERM);
+    int status = zt_wait_exit(worker, 10000);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    char path[600], log[1 << 16];
+    snprintf(path, sizeof path, "%s/workers.log", env->dir);
+    zt_read_file(path, log, sizeof log);
+    const char *at = strstr(log, "results held behind the next job: ");
+    cr_assert(at, "no count in %s", path);
+    unsigned long long held;
+    cr_assert_eq(sscanf(at, "results held behind the next job: %llu", &held), 1, "%.100s", at);
+    return held;
+}
+
+/* A job of 1 ms or more with another queued behind it: the worker starts the next one before
+   the result leaves (zf_runner_hooks_t.hold), and the result leaves on a timer within 200
+   µs. Here the next job runs 3 s and sends nothing meanwhile (coop: no progress), and
+   heartbeats are 5 s apart: the first result must come while it runs, which only the
+   hold's own timer makes it do (the next send, or a heartbeat, would come too late). */
+Test(e2e, held_result_leaves_while_the_next_job_runs, .timeout = 60)
+{
+    zt_env_t env;
+    zt_fleet_t up = {.hb_ms = 5000,
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--credits", "2", "--log-level", "debug", "--module",
+                                            zt_path("tests/zf_testmod.so"))};
+    zf_client_t *c = zt_start(&env, &up);
+    uint64_t first, next;
+    cr_assert_eq(zf_client_submit(c, "spin", "300", 3, NULL, &first), 0, "%s", zf_client_error(c));
+    cr_assert_eq(zf_client_submit(c, "coop", "3000", 4, NULL, &next), 0, "%s", zf_client_error(c));
+    zf_event_t *r = zf_client_wait(c, first, 2000);
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED, "first job: %s", zf_client_error(c));
+    zf_event_destroy(&r);
+    zf_event_t *s = zf_client_get(c, next);
+    cr_assert(s && s->type == ZF_EV_STATUS && s->status == ZFLEET_RUNNING,
+              "the next job is not running when the first result came (%s)",
+              s ? zfleet_state_name(s->status) : zf_client_error(c));
+    zf_event_destroy(&s);
+    r = zf_client_wait(c, next, 10000);
+    cr_assert(r && r->status == ZFLEET_SUCCEEDED, "next job: %s", zf_client_error(c));
+    zf_event_destroy(&r);
+    zf_client_destroy(&c);
+    cr_assert_eq(held_results(&env, up.worker[0]), 1, "the first result was not held");
+}
+
+/* Submits n jobs of fn(arg) at once to one worker at `credits`, waits for every result, and
+   returns how many results the worker held behind a next job. */
+static unsigned long long held_in_burst(const char *credits, const char *fn, const char *arg,
+                                        int n)
+{
+    zt_env_t env;
+    zt_fleet_t up = {.hb_ms = 1000,
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--credits", credits, "--log-level", "debug")};
+    zf_client_t *c = zt_start(&env, &up);
+    uint64_t ids[200];
+    cr_assert_leq(n, 200);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(zf_client_submit(c, fn, arg, strlen(arg), NULL, &ids[i]), 0, "%s",
+                     zf_client_error(c));
+    for (int i = 0; i < n; i++) {
+        zf_event_t *r = zf_client_wait(c, ids[i], 10000);
+        cr_assert(r && r->status == ZFLEET_SUCCEEDED, "%s job %d: %s", fn, i, zf_client_error(c));
+        zf_event_destroy(&r);
+    }
+    zf_client_destroy(&c);
+    return held_results(&env, up.worker[0]);
+}
+
+/* A result leaves at once when no job is queued behind it (credits 1: one at a time), or
+   when its job ran under 1 ms (the hold would be a large share of it); and it is held when
+   both hold, for every job but the last of a burst (the control: the same count that
+   reads 0 above reads more here). */
+Test(e2e, results_are_held_only_behind_a_queued_job_of_1_ms_or_more, .timeout = 60)
+{
+    cr_assert_eq(held_in_burst("1", "spin", "2", 20), 0, "held at credits 1");
+    cr_assert_eq(held_in_burst("8", "echo", "x", 200), 0, "held for jobs of microseconds");
+    unsigned long long held = held_in_burst("8", "spin", "2", 20);
+    cr_assert(held >= 15 && held <= 19, "%llu of 20 jobs of 2 ms held at credits 8", held);
+}

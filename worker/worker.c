@@ -26,7 +26,11 @@
       costs this thread no wake-up, and a message that arrives meanwhile (a cancel, a
       recall) waits for it at most that long. Whatever this thread's own use of the socket
       consumes of ZMQ_FD's notice, it sees again in dealer_readable before it waits, and
-      then reads the socket itself.
+      then reads the socket itself;
+    - a DONE the runner holds behind its next job (runner_hold) is sent before anything else
+      leaves on the socket from either thread: by the runner's next send, by this thread on
+      any wake-up (the hold timer's at the latest), before a READY, a BYE or a new socket.
+      It is in the outbox from the moment it is held, as if sent then.
 */
 #include "zf_worker.h"
 
@@ -79,6 +83,15 @@ typedef struct {
     bool runner_reading; /* under sock_mu: the runner is the one reading the socket now */
     uint64_t jobs_by_runner, jobs_by_io, handbacks; /* for the debug log, under sock_mu */
     uint64_t sent_direct, sent_relayed;             /* runner messages by path, for the debug log */
+    uint64_t sent_held;                             /* DONEs held behind the next job */
+    /* The DONE the runner left to send (runner_hold), under sock_mu; hlen 0: none. hold_fd
+       (a timerfd) fires when it is due. */
+    struct {
+        uint8_t hdr[ZF_HEADER_MAX];
+        size_t hlen;
+        zmq_msg_t out;
+    } held;
+    int hold_fd;
     int sigfd;
     struct { /* a cancel sent to the running handler */
         uint64_t id;
@@ -141,6 +154,25 @@ static void to_broker(wk_t *w, const zf_msg_t *m, zmq_msg_t *payload)
         return; /* heartbeats will tell whether the broker is still there */
     }
     w->last_send_ms = zf_now_ms();
+}
+
+/* Sends the DONE the runner holds, if any (under sock_mu, either thread); true if there was
+   one. It is in the outbox already: when the socket refuses it, it goes again with the next
+   READY, as a relayed result would. */
+static bool send_held(wk_t *w)
+{
+    if (!w->held.hlen)
+        return false;
+    timerfd_settime(w->hold_fd, 0, &(struct itimerspec){{0, 0}, {0, 0}}, NULL);
+    size_t hlen = w->held.hlen;
+    w->held.hlen = 0;
+    if (w->dealer && zmq_send(w->dealer, w->held.hdr, hlen, ZMQ_DONTWAIT | ZMQ_SNDMORE) >= 0 &&
+        zmq_msg_send(&w->held.out, w->dealer, ZMQ_DONTWAIT) >= 0) {
+        w->last_send_ms = zf_now_ms();
+        return true;
+    }
+    zmq_msg_close(&w->held.out);
+    return true;
 }
 
 static void send_simple(wk_t *w, uint8_t cmd, uint64_t id, uint32_t attempt, uint32_t flags)
@@ -206,6 +238,7 @@ static void send_ready(wk_t *w)
        says the broker takes it (a restarted broker behind the same endpoint may not know
        us yet, and would answer a CREDITS with RESET) */
     w->broker_credits = false;
+    send_held(w); /* before the READY that claims it */
     zf_msg_t m;
     zf_msg_init(&m, ZF_CMD_READY);
     zf_msg_set_str(&m, ZF_F_WORKER, w->name);
@@ -267,6 +300,7 @@ static uint32_t patience_ms(const wk_t *w)
 
 static int connect_broker(wk_t *w)
 {
+    send_held(w); /* into the outbox and the old socket: the new one's READY claims it */
     zf_handshake_destroy(&w->hs);
     if (w->dealer)
         zmq_close(w->dealer);
@@ -309,6 +343,41 @@ static bool dealer_readable(wk_t *w)
     return w->dealer && zmq_getsockopt(w->dealer, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLIN);
 }
 
+/* After a send on the runner's thread (under sock_mu): the send may have consumed the
+   notification of a message that arrived; passed on to the I/O thread, which would
+   otherwise sleep on the descriptor. */
+static void pass_on_readable(wk_t *w)
+{
+    uint64_t one = 1;
+    if (dealer_readable(w) && write(w->wake_fd, &one, sizeof one) < 0)
+        zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+}
+
+/* The runner's hold hook (zf_runner_hooks_t; see the invariants): keeps the DONE and arms
+   hold_fd. Refused, like a direct send, when the socket is busy or relayed messages are
+   ahead (it would overtake them), or when there is no socket. */
+static int runner_hold(void *arg, const zf_msg_t *m, zmq_msg_t *payload, uint32_t delay_us)
+{
+    wk_t *w = arg;
+    if (atomic_load(&w->relayed) || pthread_mutex_trylock(&w->sock_mu) != 0)
+        return -1;
+    if (send_held(w)) /* (one still held, its timer not fired yet: it goes first) */
+        pass_on_readable(w);
+    int hlen = w->dealer ? zf_msg_encode(m, w->held.hdr, sizeof w->held.hdr) : -1;
+    struct itimerspec at = {{0, 0}, {0, (long)delay_us * 1000}};
+    if (hlen <= 0 || timerfd_settime(w->hold_fd, 0, &at, NULL) < 0) {
+        pthread_mutex_unlock(&w->sock_mu);
+        return -1;
+    }
+    keep_done(w, m, w->held.hdr, (size_t)hlen, payload);
+    zmq_msg_init(&w->held.out);
+    zmq_msg_move(&w->held.out, payload);
+    w->held.hlen = (size_t)hlen;
+    w->sent_held++;
+    pthread_mutex_unlock(&w->sock_mu);
+    return 0;
+}
+
 /* The runner's way to the broker (called on the runner's thread; see the invariants). */
 static int runner_send(void *arg, const zf_msg_t *m, zmq_msg_t *payload)
 {
@@ -319,6 +388,7 @@ static int runner_send(void *arg, const zf_msg_t *m, zmq_msg_t *payload)
         atomic_fetch_add(&w->relayed, 1);
         return -1;
     }
+    send_held(w);
     if (m->cmd == ZF_CMD_DONE && w->dealer) {
         uint8_t hdr[ZF_HEADER_MAX];
         int hlen = zf_msg_encode(m, hdr, sizeof hdr);
@@ -331,11 +401,7 @@ static int runner_send(void *arg, const zf_msg_t *m, zmq_msg_t *payload)
     if (rc == 0) {
         w->sent_direct++;
         w->last_send_ms = zf_now_ms();
-        /* the send may have consumed the notification of a message that arrived: pass it on
-           to the I/O thread, which would otherwise sleep on the descriptor */
-        uint64_t one = 1;
-        if (dealer_readable(w) && write(w->wake_fd, &one, sizeof one) < 0)
-            zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+        pass_on_readable(w);
     }
     pthread_mutex_unlock(&w->sock_mu);
     return rc;
@@ -360,6 +426,7 @@ static void recall_all(wk_t *w)
    clean join. What we say to the broker is flushed first. */
 static void die(wk_t *w, int code)
 {
+    send_held(w);
     send_simple(w, ZF_CMD_BYE, 0, 0, 0);
     recall_all(w);
     send_simple(w, ZF_CMD_BYE, 0, 0, ZF_FLAG_BYE_NOW);
@@ -543,6 +610,7 @@ static void on_runner(wk_t *w, zf_frames_t *f)
         return; /* a "started" notice: the loop re-reads the running job's timeout */
     atomic_fetch_sub(&w->relayed, 1); /* whatever becomes of it, it is no longer pending */
     w->sent_relayed++;
+    send_held(w); /* (held before this message was relayed: it goes first) */
     uint8_t cmd = ((const uint8_t *)zmq_msg_data(&f->part[0]))[3];
     zf_msg_t done;
     if (cmd == ZF_CMD_DONE &&
@@ -680,8 +748,8 @@ static int read_batch(wk_t *w)
 }
 
 /* The wait's items: the runner's PAIR, the signals, the runner's wake-ups, the hand-back
-   timer, and the broker socket unless the idle runner watches it. */
-enum { IT_PAIR, IT_SIG, IT_WAKE, IT_HAND, IT_DEALER, IT_N };
+   and hold timers, and the broker socket unless the idle runner watches it. */
+enum { IT_PAIR, IT_SIG, IT_WAKE, IT_HAND, IT_HOLD, IT_DEALER, IT_N };
 
 /* Waits for the broker, the runner, a signal or the next timer, with sock_mu released
    (the caller holds it before and after). Returns the poll's result. */
@@ -694,6 +762,7 @@ static int wait_events(wk_t *w, zmq_pollitem_t items[IT_N])
     items[IT_SIG] = (zmq_pollitem_t){NULL, w->sigfd, ZMQ_POLLIN, 0};
     items[IT_WAKE] = (zmq_pollitem_t){NULL, w->wake_fd, ZMQ_POLLIN, 0};
     items[IT_HAND] = (zmq_pollitem_t){NULL, w->hand_fd, ZMQ_POLLIN, 0};
+    items[IT_HOLD] = (zmq_pollitem_t){NULL, w->hold_fd, ZMQ_POLLIN, 0};
     items[IT_DEALER] = (zmq_pollitem_t){NULL, w->dealer_fd, ZMQ_POLLIN, 0};
     int n = atomic_load(&w->runner_watch) ? IT_DEALER : IT_N;
     pthread_mutex_unlock(&w->sock_mu);
@@ -715,6 +784,7 @@ static void runner_idle(void *arg, int wake_fd)
     }
     atomic_store(&w->runner_watch, true);
     pthread_mutex_lock(&w->sock_mu);
+    send_held(w); /* (the job it was held behind was recalled) */
     while (!dealer_readable(w)) {
         struct pollfd p[2] = {{wake_fd, POLLIN, 0}, {w->dealer ? w->dealer_fd : -1, POLLIN, 0}};
         pthread_mutex_unlock(&w->sock_mu);
@@ -760,6 +830,7 @@ static int serve(wk_t *w)
         zmq_pollitem_t items[IT_N];
         if (wait_events(w, items) < 0 && errno != EINTR)
             break;
+        send_held(w); /* due (IT_HOLD), or awake anyway: it goes first (its timer disarmed) */
         if (items[IT_SIG].revents & ZMQ_POLLIN) {
             struct signalfd_siginfo si;
             if (read(w->sigfd, &si, sizeof si) == sizeof si)
@@ -775,6 +846,10 @@ static int serve(wk_t *w)
             else if (errno != EAGAIN) /* (EAGAIN: the runner disarmed it meanwhile) */
                 zf_log(ZF_LOG_WARN, "hand-back timer: %s", strerror(errno));
         }
+        /* (send_held disarmed the hold timer, which clears it; read in case it did not) */
+        if ((items[IT_HOLD].revents & ZMQ_POLLIN) && read(w->hold_fd, &woken, sizeof woken) < 0 &&
+            errno != EAGAIN)
+            zf_log(ZF_LOG_WARN, "hold timer: %s", strerror(errno));
         if (read_batch(w) < 0)
             break;
         run_timers(w);
@@ -786,6 +861,7 @@ static int serve(wk_t *w)
             zf_runner_destroy(&w->runner);
             pthread_mutex_lock(&w->sock_mu);
             zf_wire_read_batch(w->pair, READ_BATCH, runner_message, w);
+            send_held(w);
             send_simple(w, ZF_CMD_BYE, 0, 0, ZF_FLAG_BYE_NOW);
             pthread_mutex_unlock(&w->sock_mu);
             zf_log_event(ZF_LOG_INFO, "worker_exit", &(zf_log_fields_t){.reason = "drained"},
@@ -829,15 +905,20 @@ static int start(wk_t *w, char *err, size_t errlen)
     w->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->hand_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    w->hold_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     w->ctx_in = zmq_ctx_new();
     w->ctx_net = zmq_ctx_new();
     w->pair = zmq_socket(w->ctx_in, ZMQ_PAIR);
-    if (w->sigfd < 0 || w->wake_fd < 0 || w->hand_fd < 0 || zmq_bind(w->pair, RUNNER_EP) < 0) {
+    if (w->sigfd < 0 || w->wake_fd < 0 || w->hand_fd < 0 || w->hold_fd < 0 ||
+        zmq_bind(w->pair, RUNNER_EP) < 0) {
         snprintf(err, errlen, "cannot set up the handler thread's socket");
         return -1;
     }
-    zf_runner_hooks_t hooks = {
-        .send = runner_send, .idle = runner_idle, .busy = runner_busy, .arg = w};
+    zf_runner_hooks_t hooks = {.send = runner_send,
+                               .hold = runner_hold,
+                               .idle = runner_idle,
+                               .busy = runner_busy,
+                               .arg = w};
     w->runner = zf_runner_new(w->ctx_in, RUNNER_EP, w->mods, &w->bind.dev, &hooks);
     if (!w->runner) {
         snprintf(err, errlen, "cannot start the handler thread");
@@ -879,10 +960,12 @@ static int start(wk_t *w, char *err, size_t errlen)
 static void stop(wk_t *w)
 {
     zf_runner_destroy(&w->runner);
+    send_held(w);
     zf_log(ZF_LOG_DEBUG,
            "results and progress sent by the handler thread: %llu, relayed by "
-           "the I/O thread: %llu",
-           (unsigned long long)w->sent_direct, (unsigned long long)w->sent_relayed);
+           "the I/O thread: %llu; results held behind the next job: %llu",
+           (unsigned long long)w->sent_direct, (unsigned long long)w->sent_relayed,
+           (unsigned long long)w->sent_held);
     zf_log(ZF_LOG_DEBUG,
            "jobs read by the handler thread: %llu, by the I/O thread: %llu; socket handed "
            "back by the timer: %llu time(s)",
@@ -909,6 +992,8 @@ static void stop(wk_t *w)
         close(w->wake_fd);
     if (w->hand_fd > 0)
         close(w->hand_fd);
+    if (w->hold_fd > 0)
+        close(w->hold_fd);
 }
 
 int zf_worker_run(const zf_worker_config_t *cfg)
@@ -917,6 +1002,7 @@ int zf_worker_run(const zf_worker_config_t *cfg)
               .sigfd = -1,
               .wake_fd = -1,
               .hand_fd = -1,
+              .hold_fd = -1,
               .sock_mu = PTHREAD_MUTEX_INITIALIZER};
     zf_prefetch_init(&w.pf);
     char err[512] = "";
