@@ -505,8 +505,7 @@ Test(e2e, held_result_leaves_while_the_next_job_runs, .timeout = 60)
 
 /* Submits n jobs of fn(arg) at once to one worker at `credits`, waits for every result, and
    returns how many results the worker held behind a next job. */
-static unsigned long long held_in_burst(const char *credits, const char *fn, const char *arg,
-                                        int n)
+static unsigned long long held_in_burst(const char *credits, const char *fn, const char *arg, int n)
 {
     zt_env_t env;
     zt_fleet_t up = {.hb_ms = 1000,
