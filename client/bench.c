@@ -36,11 +36,13 @@ typedef struct {
     uint64_t workers;  /* efficiency: the workers the ideal time is divided by */
     uint64_t spin_ms;
     uint64_t warmup;
-    uint64_t broker_pid; /* 0 = not given */
-    uint64_t stall_ms;   /* no event for this long ends a run; the rest count missing */
-    uint64_t attach_s;   /* backlog: how long to wait for workers to attach */
-    bool forget;         /* throughput, latency, bigpayload: submit with forget */
-    bool no_ack;         /* the same: submit with no_ack (no ACCEPTED) */
+    uint64_t broker_pid;     /* 0 = not given */
+    uint64_t stall_ms;       /* no event for this long ends a run; the rest count missing */
+    uint64_t attach_s;       /* backlog: how long to wait for workers to attach */
+    bool forget;             /* throughput, latency, bigpayload: submit with forget */
+    bool no_ack;             /* the same: submit with no_ack (no ACCEPTED) */
+    uint64_t run_timeout_ms; /* every workload: submit with this run timeout (0: none) */
+    zf_submit_opts_t so;     /* the submit options the three above make */
 } opts_t;
 
 /* ------------------------------------------------------------------ report */
@@ -406,14 +408,11 @@ typedef struct {
     int64_t start_us, end_us; /* first submit, last job ended */
 } pump_t;
 
-/* The submit options of a workload that honours --forget and --no-ack (NULL: the
-   defaults). */
+/* The submit options of a workload that honours --forget, --no-ack and --run-timeout (NULL:
+   the defaults). */
 static const zf_submit_opts_t *submit_opts(const opts_t *o)
 {
-    static const zf_submit_opts_t opts[4] = {
-        {0}, {.forget = true}, {.no_ack = true}, {.forget = true, .no_ack = true}};
-    int i = (o->forget ? 1 : 0) + (o->no_ack ? 2 : 0);
-    return i ? &opts[i] : NULL;
+    return o->forget || o->no_ack || o->run_timeout_ms ? &o->so : NULL;
 }
 
 /* Submits n jobs (payloads from t->gen, options so, may be NULL) with at most `window`
@@ -671,13 +670,14 @@ static int wl_efficiency(const opts_t *o)
         return EXIT_USAGE;
     }
     pump_t p;
-    pump(o, c, fn, NULL, &t, n, o->inflight ? o->inflight : n, &p);
+    pump(o, c, fn, submit_opts(o), &t, n, o->inflight ? o->inflight : n, &p);
     double wall = (double)(p.end_us - p.start_us) / 1e6;
     double ideal = (double)n * (double)o->spin_ms / 1000.0 / (double)o->workers;
     report_t r = {.workload = "efficiency"};
     rep_s(&r, "function", fn);
     rep_u(&r, "jobs", n);
     rep_u(&r, "spin_ms", o->spin_ms);
+    rep_u(&r, "run_timeout_ms", o->run_timeout_ms);
     rep_u(&r, "workers", o->workers);
     rep_u(&r, "workers_seen", st.fn_workers);
     rep_u(&r, "credits_total", st.credits);
@@ -873,6 +873,8 @@ static void bench_usage(FILE *f)
           "                     (the broker drops each result once it has pushed it here)\n"
           "  --no-ack           throughput, latency, bigpayload: submit every job with no_ack\n"
           "                     (no ACCEPTED: the result answers the submit)\n"
+          "  --run-timeout MS   every job with a run timeout of MS (none): what a timed job\n"
+          "                     costs its worker\n"
           "  --json             one JSON object on stdout\n"
           "Every result is checked (payload echoed intact, each job exactly once); problems are\n"
           "counted in `errors`. Exit: 0 no errors, 1 errors, 2 usage, 4 broker unreachable.\n",
@@ -896,14 +898,23 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
                 .spin_ms = 5,
                 .stall_ms = 10000,
                 .attach_s = 600};
-    static const struct option opts[] = {{"broker", 1, 0, 'b'},   {"json", 0, 0, 'J'},
-                                         {"jobs", 1, 0, 'n'},     {"payload", 1, 0, 'p'},
-                                         {"inflight", 1, 0, 'i'}, {"workers", 1, 0, 'w'},
-                                         {"spin-ms", 1, 0, 's'},  {"warmup", 1, 0, 'W'},
-                                         {"function", 1, 0, 'f'}, {"broker-pid", 1, 0, 'P'},
-                                         {"stall-ms", 1, 0, 'T'}, {"attach-timeout", 1, 0, 'A'},
-                                         {"forget", 0, 0, 'G'},   {"no-ack", 0, 0, 'K'},
-                                         {"help", 0, 0, 'H'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", 1, 0, 'b'},
+                                         {"json", 0, 0, 'J'},
+                                         {"jobs", 1, 0, 'n'},
+                                         {"payload", 1, 0, 'p'},
+                                         {"inflight", 1, 0, 'i'},
+                                         {"workers", 1, 0, 'w'},
+                                         {"spin-ms", 1, 0, 's'},
+                                         {"warmup", 1, 0, 'W'},
+                                         {"function", 1, 0, 'f'},
+                                         {"broker-pid", 1, 0, 'P'},
+                                         {"stall-ms", 1, 0, 'T'},
+                                         {"attach-timeout", 1, 0, 'A'},
+                                         {"forget", 0, 0, 'G'},
+                                         {"no-ack", 0, 0, 'K'},
+                                         {"run-timeout", 1, 0, 'R'},
+                                         {"help", 0, 0, 'H'},
+                                         {0, 0, 0, 0}};
     optind = 1;
     opterr = 1;
     int c, bad = 0;
@@ -930,6 +941,7 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
         case 'A': bad = num("attach-timeout", optarg, 1, 86400, &o.attach_s); break;
         case 'G': o.forget = true; break;
         case 'K': o.no_ack = true; break;
+        case 'R': bad = num("run-timeout", optarg, 1, UINT32_MAX, &o.run_timeout_ms); break;
         case 'H': bench_usage(stdout); return 0;
         default: bad = -1;
         }
@@ -942,6 +954,8 @@ int zf_bench_main(int argc, char **argv, const char *ep, int json)
         return EXIT_USAGE;
     }
     o.workload = argv[optind];
+    o.so = (zf_submit_opts_t){
+        .forget = o.forget, .no_ack = o.no_ack, .timeout_ms = (uint32_t)o.run_timeout_ms};
     if (!strcmp(o.workload, "throughput"))
         return wl_stream(&o, false);
     if (!strcmp(o.workload, "bigpayload"))

@@ -107,6 +107,33 @@ Test(bench, no_ack_runs_report_no_errors)
     cr_assert_geq(zt_broker_counter(&env, "accepted"), 100);
 }
 
+/* --run-timeout: every job carries it to the worker. Jobs within it report no errors; a job
+   past it is timed out by the worker, which then leaves with code 3 (as it does on a run
+   timeout), and the run counts the job that never came back. */
+Test(bench, run_timeout_reaches_every_job)
+{
+    zt_env_t env;
+    zt_fleet_t up = {.hb_ms = 200,
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--module", zt_path("tests/zf_testmod.so"))};
+    zt_fleet_up(&env, &up);
+    char out[4096];
+    int rc = zt_cli(&env, out, sizeof out, "bench", "efficiency", "--jobs", "20", "--spin-ms", "2",
+                    "--workers", "1", "--run-timeout", "5000", "--json", NULL);
+    cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
+    cr_assert_eq(field(out, "run_timeout_ms"), 5000, "%s", out);
+    cr_assert_eq(field(out, "errors"), 0, "%s", out);
+    rc = zt_cli(&env, out, sizeof out, "bench", "efficiency", "--function", "hang", "--jobs", "1",
+                "--spin-ms", "20000", "--workers", "1", "--run-timeout", "200", "--stall-ms",
+                "3000", "--json", NULL);
+    cr_assert_eq(rc, 1, "exit %d, output: %s", rc, out);
+    cr_assert_eq(field(out, "missing"), 1, "%s", out);
+    int status = zt_wait_exit(up.worker[0], 5000);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 3,
+              "the worker did not time the job out (status %d)", status);
+    cr_assert_eq(zt_cli(&env, NULL, 0, "bench", "efficiency", "--run-timeout", "0", NULL), 2);
+}
+
 Test(bench, usage_errors_exit_2_and_an_absent_broker_exits_4)
 {
     zt_env_t env;

@@ -202,6 +202,40 @@ Test(failure, standalone_worker_exits_3_on_timeout, .timeout = 30)
     zf_client_destroy(&c);
 }
 
+/* A job with a run timeout that starts while the worker's I/O thread sleeps (the previous
+   job's result, under 1 ms, left from the handler thread, taking the one held before it
+   with it) is still timed: the handler thread arms a timer as it starts, which wakes no
+   one until the deadline. Heartbeats are 5 s apart, so the next wake-up of the I/O thread
+   would otherwise come seconds too late. */
+Test(failure, timeout_of_a_job_started_from_the_queue_wakes_the_worker, .timeout = 30)
+{
+    zt_env_t env;
+    zt_fleet_t up = {.hb_ms = 5000,
+                     .workers = 1,
+                     .worker_args = ZT_ARGS("--module", testmod(), "--credits", "3")};
+    zf_client_t *c = zt_start(&env, &up);
+    uint64_t first, quick, hung;
+    zf_submit_opts_t o = {.timeout_ms = 300, .max_attempts = 1};
+    int64_t t0 = zt_now_ms();
+    cr_assert_eq(zf_client_submit(c, "coop", "300", 3, NULL, &first), 0);
+    cr_assert_eq(zf_client_submit(c, "echo", "x", 1, NULL, &quick), 0);
+    cr_assert_eq(zf_client_submit(c, "hang", "60000", 5, &o, &hung), 0);
+    int status = zt_wait_exit(up.worker[0], 10000);
+    int64_t took = zt_now_ms() - t0;
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 3, "status %d", status);
+    cr_assert_lt(took, 3000, "the worker enforced a 300 ms timeout after %lld ms", (long long)took);
+    zf_event_t *r = zf_client_wait(c, hung, 5000);
+    cr_assert(r && r->status == ZFLEET_TIMED_OUT, "%s", r ? zfleet_state_name(r->status) : "none");
+    zf_event_destroy(&r);
+    for (int i = 0; i < 2; i++) {
+        r = zf_client_wait(c, i ? quick : first, 5000);
+        cr_assert(r && r->status == ZFLEET_SUCCEEDED, "job %d before it: %s", i,
+                  r ? zfleet_state_name(r->status) : "none");
+        zf_event_destroy(&r);
+    }
+    zf_client_destroy(&c);
+}
+
 /* A job still queued at its deadline ends expired without running. */
 Test(failure, queued_job_expires_at_deadline, .timeout = 30)
 {

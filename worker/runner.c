@@ -516,7 +516,9 @@ static void *thread_main(void *arg)
         /* a batch waits for mates, which only a watched socket brings */
         if (idled && r->hooks.busy)
             r->hooks.busy(r->hooks.arg, batch != NULL);
-        if (q->timeout_ms)
+        if (q->timeout_ms && r->hooks.started)
+            r->hooks.started(r->hooks.arg, q->timeout_ms);
+        else if (q->timeout_ms)
             zmq_send(pair, "S", 1, 0); /* the I/O thread arms the run timeout */
         if (batch) {
             run_batch(r, pair, q, batch, state, max, delay_us); /* frees q */

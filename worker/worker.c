@@ -92,6 +92,10 @@ typedef struct {
         zmq_msg_t out;
     } held;
     int hold_fd;
+    /* A timerfd the runner arms as a job with a run timeout starts (runner_started): it
+       fires at the job's deadline, so that this thread, asleep meanwhile, enforces it. A
+       finished job's timer may still fire: run_timers then finds nothing due. */
+    int run_fd;
     int sigfd;
     struct { /* a cancel sent to the running handler */
         uint64_t id;
@@ -747,9 +751,9 @@ static int read_batch(wk_t *w)
     return zf_wire_read_batch(w->dealer, READ_BATCH, broker_message, w) < 0 ? -1 : 0;
 }
 
-/* The wait's items: the runner's PAIR, the signals, the runner's wake-ups, the hand-back
-   and hold timers, and the broker socket unless the idle runner watches it. */
-enum { IT_PAIR, IT_SIG, IT_WAKE, IT_HAND, IT_HOLD, IT_DEALER, IT_N };
+/* The wait's items: the runner's PAIR, the signals, the runner's wake-ups, the hand-back,
+   hold and run-timeout timers, and the broker socket unless the idle runner watches it. */
+enum { IT_PAIR, IT_SIG, IT_WAKE, IT_HAND, IT_HOLD, IT_RUN, IT_DEALER, IT_N };
 
 /* Waits for the broker, the runner, a signal or the next timer, with sock_mu released
    (the caller holds it before and after). Returns the poll's result. */
@@ -763,6 +767,7 @@ static int wait_events(wk_t *w, zmq_pollitem_t items[IT_N])
     items[IT_WAKE] = (zmq_pollitem_t){NULL, w->wake_fd, ZMQ_POLLIN, 0};
     items[IT_HAND] = (zmq_pollitem_t){NULL, w->hand_fd, ZMQ_POLLIN, 0};
     items[IT_HOLD] = (zmq_pollitem_t){NULL, w->hold_fd, ZMQ_POLLIN, 0};
+    items[IT_RUN] = (zmq_pollitem_t){NULL, w->run_fd, ZMQ_POLLIN, 0};
     items[IT_DEALER] = (zmq_pollitem_t){NULL, w->dealer_fd, ZMQ_POLLIN, 0};
     int n = atomic_load(&w->runner_watch) ? IT_DEALER : IT_N;
     pthread_mutex_unlock(&w->sock_mu);
@@ -804,6 +809,19 @@ static void runner_idle(void *arg, int wake_fd)
     if (now + next_timeout(w, now) < w->io_wake_ms && write(w->wake_fd, &one, sizeof one) < 0)
         zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
     pthread_mutex_unlock(&w->sock_mu);
+}
+
+/* The runner's started hook: a job with a run timeout starts. Arming a timer wakes no one,
+   where a notice to this thread would, on the core that is about to start the job. */
+static void runner_started(void *arg, uint32_t timeout_ms)
+{
+    wk_t *w = arg;
+    struct itimerspec at = {{0, 0}, {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L}};
+    if (timerfd_settime(w->run_fd, 0, &at, NULL) < 0) {
+        uint64_t one = 1; /* no timer: this thread wakes and reads the deadline itself */
+        if (write(w->wake_fd, &one, sizeof one) < 0)
+            zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+    }
 }
 
 /* The runner's busy hook: it leaves idle with a job; the I/O thread takes the watch back. */
@@ -850,6 +868,10 @@ static int serve(wk_t *w)
         if ((items[IT_HOLD].revents & ZMQ_POLLIN) && read(w->hold_fd, &woken, sizeof woken) < 0 &&
             errno != EAGAIN)
             zf_log(ZF_LOG_WARN, "hold timer: %s", strerror(errno));
+        /* (a deadline: run_timers below judges the running job) */
+        if ((items[IT_RUN].revents & ZMQ_POLLIN) && read(w->run_fd, &woken, sizeof woken) < 0 &&
+            errno != EAGAIN)
+            zf_log(ZF_LOG_WARN, "run-timeout timer: %s", strerror(errno));
         if (read_batch(w) < 0)
             break;
         run_timers(w);
@@ -906,10 +928,11 @@ static int start(wk_t *w, char *err, size_t errlen)
     w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->hand_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     w->hold_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    w->run_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     w->ctx_in = zmq_ctx_new();
     w->ctx_net = zmq_ctx_new();
     w->pair = zmq_socket(w->ctx_in, ZMQ_PAIR);
-    if (w->sigfd < 0 || w->wake_fd < 0 || w->hand_fd < 0 || w->hold_fd < 0 ||
+    if (w->sigfd < 0 || w->wake_fd < 0 || w->hand_fd < 0 || w->hold_fd < 0 || w->run_fd < 0 ||
         zmq_bind(w->pair, RUNNER_EP) < 0) {
         snprintf(err, errlen, "cannot set up the handler thread's socket");
         return -1;
@@ -918,6 +941,7 @@ static int start(wk_t *w, char *err, size_t errlen)
                                .hold = runner_hold,
                                .idle = runner_idle,
                                .busy = runner_busy,
+                               .started = runner_started,
                                .arg = w};
     w->runner = zf_runner_new(w->ctx_in, RUNNER_EP, w->mods, &w->bind.dev, &hooks);
     if (!w->runner) {
@@ -994,6 +1018,8 @@ static void stop(wk_t *w)
         close(w->hand_fd);
     if (w->hold_fd > 0)
         close(w->hold_fd);
+    if (w->run_fd > 0)
+        close(w->run_fd);
 }
 
 int zf_worker_run(const zf_worker_config_t *cfg)
@@ -1003,6 +1029,7 @@ int zf_worker_run(const zf_worker_config_t *cfg)
               .wake_fd = -1,
               .hand_fd = -1,
               .hold_fd = -1,
+              .run_fd = -1,
               .sock_mu = PTHREAD_MUTEX_INITIALIZER};
     zf_prefetch_init(&w.pf);
     char err[512] = "";

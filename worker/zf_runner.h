@@ -12,8 +12,9 @@
     costs no wake-up of the I/O thread; when the hook cannot send at once (the I/O thread is
     using the socket, or the socket is full), they go to the I/O thread over an inproc PAIR
     socket instead.
-    A one-byte "started" notice for jobs that have a run timeout also goes over the PAIR,
-    so the I/O thread can arm it.
+    A job with a run timeout is announced to the I/O thread as it starts (the `started` hook,
+    which arms a timer without waking anyone; without the hook, a one-byte "started" notice
+    over the PAIR), so that the I/O thread enforces the timeout.
 */
 #ifndef ZF_RUNNER_H
 #define ZF_RUNNER_H
@@ -66,6 +67,10 @@ typedef struct {
        socket back (at once when `at_once`, which a batch's wait for mates asks for, or soon
        enough for a cancel or a recall to be timely). */
     void (*busy)(void *arg, bool at_once);
+    /* Called as a job with a run timeout starts (zf_runner_running tells it already): the
+       caller arms its enforcement, without waking a thread, since the job is about to
+       start. NULL: a one-byte "started" notice over the PAIR instead. */
+    void (*started)(void *arg, uint32_t timeout_ms);
     void *arg;
 } zf_runner_hooks_t;
 
