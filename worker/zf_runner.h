@@ -4,14 +4,16 @@
     modules, then runs jobs one at a time from its queue. The I/O thread pushes jobs into
     the queue and can take back those not yet started (RECALL, cancel, drain); the runner
     pulls the next one itself as soon as it finishes, so a busy worker needs no round trip
-    through the I/O thread per job, and starts it before the result of the one it finished
-    leaves (the `hold` hook), so that the wake-ups a result causes do not delay it; and with an `idle` hook it waits for the broker's
-    socket itself while its queue is empty, so a job reaching an idle worker is read by the
-    thread that runs it. Results ([DONE header][output]) and progress go to the
-    broker through the I/O thread's `send` hook, from the runner's own thread, so a result
-    costs no wake-up of the I/O thread; when the hook cannot send at once (the I/O thread is
-    using the socket, or the socket is full), they go to the I/O thread over an inproc PAIR
-    socket instead.
+    through the I/O thread per job; and with an `idle` hook it waits for the broker's socket
+    itself while its queue is empty, so a job reaching an idle worker is read by the thread
+    that runs it. Results ([DONE header][output]) and progress go to the broker through the
+    I/O thread's `send` hook, from the runner's own thread, so a result costs no wake-up of
+    the I/O thread; when the hook cannot send at once (the I/O thread is using the socket,
+    or the socket is full), they go to the I/O thread over an inproc PAIR socket instead.
+    A result with a job queued behind it may go to the `hold` hook instead: the runner
+    starts that job first, and the result leaves a little later (on the I/O thread's
+    timer, one wake-up there, while the job runs), so that the wake-ups it causes do not
+    delay the next job.
     A job with a run timeout is announced to the I/O thread as it starts (the `started` hook,
     which arms a timer without waking anyone; without the hook, a one-byte "started" notice
     over the PAIR), so that the I/O thread enforces the timeout.
