@@ -160,6 +160,14 @@ static void to_broker(wk_t *w, const zf_msg_t *m, zmq_msg_t *payload)
     w->last_send_ms = zf_now_ms();
 }
 
+/* Wakes this I/O thread from another (its wait watches wake_fd). */
+static void wake_io(wk_t *w)
+{
+    uint64_t one = 1;
+    if (write(w->wake_fd, &one, sizeof one) < 0)
+        zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+}
+
 /* Sends the DONE the runner holds, if any (under sock_mu, either thread); true if there was
    one. It is in the outbox already: when the socket refuses it, it goes again with the next
    READY, as a relayed result would. */
@@ -352,9 +360,8 @@ static bool dealer_readable(wk_t *w)
    otherwise sleep on the descriptor. */
 static void pass_on_readable(wk_t *w)
 {
-    uint64_t one = 1;
-    if (dealer_readable(w) && write(w->wake_fd, &one, sizeof one) < 0)
-        zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+    if (dealer_readable(w))
+        wake_io(w);
 }
 
 /* The runner's hold hook (zf_runner_hooks_t; see the invariants): keeps the DONE and arms
@@ -805,9 +812,8 @@ static void runner_idle(void *arg, int wake_fd)
     /* what we read may call for the I/O thread sooner than it would wake (a cancel's grace
        period, a shorter heartbeat) */
     int64_t now = zf_now_ms();
-    uint64_t one = 1;
-    if (now + next_timeout(w, now) < w->io_wake_ms && write(w->wake_fd, &one, sizeof one) < 0)
-        zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+    if (now + next_timeout(w, now) < w->io_wake_ms)
+        wake_io(w);
     pthread_mutex_unlock(&w->sock_mu);
 }
 
@@ -817,11 +823,8 @@ static void runner_started(void *arg, uint32_t timeout_ms)
 {
     wk_t *w = arg;
     struct itimerspec at = {{0, 0}, {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L}};
-    if (timerfd_settime(w->run_fd, 0, &at, NULL) < 0) {
-        uint64_t one = 1; /* no timer: this thread wakes and reads the deadline itself */
-        if (write(w->wake_fd, &one, sizeof one) < 0)
-            zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
-    }
+    if (timerfd_settime(w->run_fd, 0, &at, NULL) < 0)
+        wake_io(w); /* no timer: the I/O thread wakes and reads the deadline itself */
 }
 
 /* The runner's busy hook: it leaves idle with a job; the I/O thread takes the watch back. */
@@ -829,16 +832,28 @@ static void runner_busy(void *arg, bool at_once)
 {
     wk_t *w = arg;
     atomic_store(&w->runner_watch, false);
-    uint64_t one = 1;
     if (at_once) {
-        if (write(w->wake_fd, &one, sizeof one) < 0)
-            zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+        wake_io(w);
         return;
     }
     struct itimerspec in = {{0, 0}, {0, HANDBACK_US * 1000L}};
     w->hand_armed = timerfd_settime(w->hand_fd, 0, &in, NULL) == 0;
-    if (!w->hand_armed && write(w->wake_fd, &one, sizeof one) < 0)
-        zf_log(ZF_LOG_WARN, "cannot wake the I/O thread: %s", strerror(errno));
+    if (!w->hand_armed)
+        wake_io(w);
+}
+
+/* Reads a timerfd the wait found readable; true if it had fired. EAGAIN (disarmed since,
+   which clears it) is not an error. */
+static bool timer_fired(const zmq_pollitem_t *it, const char *what)
+{
+    uint64_t n;
+    if (!(it->revents & ZMQ_POLLIN))
+        return false;
+    if (read(it->fd, &n, sizeof n) == sizeof n)
+        return true;
+    if (errno != EAGAIN)
+        zf_log(ZF_LOG_WARN, "%s: %s", what, strerror(errno));
+    return false;
 }
 
 static int serve(wk_t *w)
@@ -858,20 +873,10 @@ static int serve(wk_t *w)
         if ((items[IT_WAKE].revents & ZMQ_POLLIN) && read(w->wake_fd, &woken, sizeof woken) < 0)
             zf_log(ZF_LOG_WARN, "wake descriptor: %s", strerror(errno));
         /* (the timer fired: the runner is busy with a job it read; the next wait watches) */
-        if (items[IT_HAND].revents & ZMQ_POLLIN) {
-            if (read(w->hand_fd, &woken, sizeof woken) == sizeof woken)
-                w->handbacks++;
-            else if (errno != EAGAIN) /* (EAGAIN: the runner disarmed it meanwhile) */
-                zf_log(ZF_LOG_WARN, "hand-back timer: %s", strerror(errno));
-        }
-        /* (send_held disarmed the hold timer, which clears it; read in case it did not) */
-        if ((items[IT_HOLD].revents & ZMQ_POLLIN) && read(w->hold_fd, &woken, sizeof woken) < 0 &&
-            errno != EAGAIN)
-            zf_log(ZF_LOG_WARN, "hold timer: %s", strerror(errno));
-        /* (a deadline: run_timers below judges the running job) */
-        if ((items[IT_RUN].revents & ZMQ_POLLIN) && read(w->run_fd, &woken, sizeof woken) < 0 &&
-            errno != EAGAIN)
-            zf_log(ZF_LOG_WARN, "run-timeout timer: %s", strerror(errno));
+        if (timer_fired(&items[IT_HAND], "hand-back timer"))
+            w->handbacks++;
+        timer_fired(&items[IT_HOLD], "hold timer"); /* (send_held disarmed it above: cleared) */
+        timer_fired(&items[IT_RUN], "run-timeout timer"); /* run_timers judges the running job */
         if (read_batch(w) < 0)
             break;
         run_timers(w);
