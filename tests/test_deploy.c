@@ -36,12 +36,17 @@ static int notify_listen(const zt_env_t *env, char *path, size_t len)
     cr_assert_lt(strlen(path), sizeof sa.sun_path);
     strcpy(sa.sun_path, path);
     cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0, "bind %s", path);
+    /* the kernel stamps each datagram as it is sent, so the spacing of the pings is the
+       broker's, not that of this process's reads, which a loaded host delays */
+    int one = 1;
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one), 0);
     return fd;
 }
 
-/* Waits up to timeout_ms for one datagram; NUL-terminated into buf. Returns its length, or
-   -1 when none came in time. */
-static int notify_recv(int fd, char *buf, size_t len, int timeout_ms)
+/* Waits up to timeout_ms for one datagram; NUL-terminated into buf, the time it was sent
+   (CLOCK_REALTIME, ms) in *sent_ms unless NULL. Returns its length, or -1 when none came in
+   time. */
+static int notify_recv_at(int fd, char *buf, size_t len, int timeout_ms, int64_t *sent_ms)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     int64_t until = zt_now_ms() + timeout_ms;
@@ -50,10 +55,30 @@ static int notify_recv(int fd, char *buf, size_t len, int timeout_ms)
         cr_assert_eq(errno, EINTR, "poll: %s", strerror(errno));
     if (r == 0)
         return -1;
-    ssize_t n = recv(fd, buf, len - 1, 0);
+    struct iovec iov = {.iov_base = buf, .iov_len = len - 1};
+    union {
+        struct cmsghdr align;
+        char b[CMSG_SPACE(sizeof(struct timespec))];
+    } ctl;
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+    ssize_t n = recvmsg(fd, &m, 0);
     cr_assert_geq(n, 0);
     buf[n] = '\0';
+    if (sent_ms) {
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        cr_assert(h && h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_TIMESTAMPNS,
+                  "no SCM_TIMESTAMPNS on the datagram");
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(h), sizeof ts);
+        *sent_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
     return (int)n;
+}
+
+static int notify_recv(int fd, char *buf, size_t len, int timeout_ms)
+{
+    return notify_recv_at(fd, buf, len, timeout_ms, NULL);
 }
 
 /* Whether the datagram has the assignment line (sd_notify's lines are VAR=VALUE). */
@@ -185,9 +210,9 @@ static void watch_pings(int fd, const zt_env_t *env, int wd_ms, int watch_ms, bo
     char msg[512];
     zf_client_t *c = busy ? zt_client(env) : NULL;
     int pings = 0, requests = 0;
-    int64_t start = zt_now_ms(), prev = 0, min_gap = 1 << 30, max_gap = 0;
+    int64_t start = zt_now_ms(), prev = 0, min_gap = 1 << 30, max_gap = 0, now;
     while (zt_now_ms() - start < watch_ms) {
-        if (notify_recv(fd, msg, sizeof msg, busy ? 20 : watch_ms / 4) < 0) {
+        if (notify_recv_at(fd, msg, sizeof msg, busy ? 20 : watch_ms / 4, &now) < 0) {
             if (c) {
                 zf_event_t *e = zf_client_stats(c);
                 cr_assert(e, "stats: %s", zf_client_error(c));
@@ -197,7 +222,6 @@ static void watch_pings(int fd, const zt_env_t *env, int wd_ms, int watch_ms, bo
             continue;
         }
         cr_assert(has_line(msg, "WATCHDOG=1"), "unexpected notification '%s'", msg);
-        int64_t now = zt_now_ms();
         if (pings++) {
             min_gap = now - prev < min_gap ? now - prev : min_gap;
             max_gap = now - prev > max_gap ? now - prev : max_gap;

@@ -402,8 +402,9 @@ Test(e2e, short_job_sends_no_progress_and_long_one_does, .timeout = 30)
             }
         }
     }
-    /* (one is tolerated: a handler thread descheduled for 50 ms mid-job does report) */
-    cr_assert_leq(progress[0], 1, "%d progress reports for 20 jobs of 5 ms", progress[0]);
+    /* (a few are tolerated: a handler thread descheduled for 45 ms mid-job does report, as
+       a loaded CI host does; reporting from the start sent 2 for every one of the 20) */
+    cr_assert_leq(progress[0], 5, "%d progress reports for 20 jobs of 5 ms", progress[0]);
     cr_assert_geq(progress[1], 1, "no progress report for a job of 300 ms");
     zf_client_destroy(&c);
 }

@@ -312,8 +312,9 @@ Test(failure, cancel_ignored_past_grace_ends_worker, .timeout = 30)
     zf_event_destroy(&st);
     /* `running` is the broker's view from the dispatch on: give the worker's handler thread
        time to have started it, or the cancel takes it from the worker's queue unstarted
-       (answered at once, and the worker rightly stays) */
-    zt_pause_ms(300);
+       (answered at once, and the worker rightly stays); 1 s, as a loaded host can take
+       hundreds of ms to schedule the worker's threads */
+    zt_pause_ms(1000);
     cr_assert_eq(zf_client_cancel(c, id), 0);
     zf_event_t *r = next_result(c, 2000);
     cr_assert(r && r->status == ZFLEET_CANCELLED);

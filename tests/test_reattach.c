@@ -419,9 +419,11 @@ Test(reattach, lease_of_a_job_placed_after_its_sync_survives_an_immediate_kill, 
        inside that window (a broker preempted there, seen once under ASan) costs the job a
        second run, as any crash before a record is written does, and loses nothing. What
        this test pins is that the lease does not wait for a timer: the loop has no turn of
-       its own for SLOW_HB (the job reports no progress, heartbeats are 1.5 s apart), so 50 ms
-       after the start the lease is on disk only if the turns the placement set off wrote it. */
-    zt_pause_ms(50);
+       its own for SLOW_HB (the job reports no progress, heartbeats are 1.5 s apart), so 150 ms
+       after the start the lease is on disk only if the turns the placement set off wrote it
+       (and not the end of the next 300 ms sync either). 50 ms was once too short under
+       ASan on a loaded host. */
+    zt_pause_ms(150);
     zt_kill(b, SIGKILL);
     zt_wait_exit(b, 5000);
     broker(&env, "8000");
