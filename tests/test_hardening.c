@@ -314,8 +314,11 @@ Test(hardening, queued_payload_bytes_are_bounded, .timeout = 60)
     /* in four bursts of three: what is in flight at once (12 MiB) stays under the RSS bound
        below, which is about what the broker keeps, not what ZeroMQ's read-ahead holds */
     int acc_all = 0, rej_all = 0;
-    for (int i = 0; i < 4; i++, acc_all += acc, rej_all += rej)
+    for (int i = 0; i < 4; i++) {
         submit_n(c, "nobody", p, len, 3, &acc, &rej, why, sizeof why);
+        acc_all += acc;
+        rej_all += rej;
+    }
     cr_assert_eq(acc_all, 0, "%d more 4 MiB jobs accepted past a 10 MiB bound", acc_all);
     cr_assert_eq(rej_all, 12);
     cr_assert(strstr(why, "payload bytes"), "rejection text: %s", why);
