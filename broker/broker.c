@@ -2888,13 +2888,16 @@ static void on_front(void *b, zf_frames_t *f)
     client_message(b, f);
 }
 
-/* One turn's reading: a batch from the workers' socket, then one from the clients'.
-   Returns 0, or -1 on a socket error. */
-static int read_batch(zf_broker_t *b)
+/* One turn's reading: a batch from the workers' socket, then one from the clients', each
+   only where the poll saw input. (A receive that finds nothing costs ZeroMQ a command check,
+   getpid and poll, and the poll has just made that check: a socket left with input past
+   BATCH shows it again at the next poll, which reports levels, not edges.) Returns 0, or -1
+   on a socket error. */
+static int read_batch(zf_broker_t *b, bool back_in, bool front_in)
 {
-    if (zf_wire_read_batch(b->back, BATCH, on_back, b) < 0)
+    if (back_in && zf_wire_read_batch(b->back, BATCH, on_back, b) < 0)
         return -1;
-    return zf_wire_read_batch(b->front, BATCH, on_front, b) < 0 ? -1 : 0;
+    return front_in && zf_wire_read_batch(b->front, BATCH, on_front, b) < 0 ? -1 : 0;
 }
 
 /* SIGHUP re-reads the key directories and removes the workers whose key lost its role
@@ -2971,7 +2974,8 @@ int zf_broker_run(zf_broker_t *b)
         }
         if (i_mon >= 0 && (items[i_mon].revents & ZMQ_POLLIN))
             zfb_metrics_monitor_read(b->conn_mon, &b->clients_open);
-        if (read_batch(b) < 0)
+        if (read_batch(b, items[I_BACK].revents & ZMQ_POLLIN, items[I_FRONT].revents & ZMQ_POLLIN) <
+            0)
             return -1;
         run_timers(b);
         serve_paced(b);
